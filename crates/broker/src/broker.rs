@@ -1,0 +1,963 @@
+//! The broker: destinations, routing, subscriptions, transactions and dead-lettering.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferromq_store::{Batch, Completion, MessageStore, Op, SubscriptionRecord};
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::BrokerConfig;
+use crate::consumer::{ConsumerId, ConsumerOptions, DeliverySink};
+use crate::destination::{wildcard_matches, Destination, DestinationKind};
+use crate::error::BrokerError;
+use crate::message::Message;
+use crate::queue::{AckScope, DeadCause, Effects, ListKind, ListPolicy, ListSnapshot, MessageList};
+use crate::selector_props::MessageProperties;
+
+/// Milliseconds since the Unix epoch; injectable so tests control expiry.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// Messages read per store page during recovery.
+const RECOVERY_PAGE: usize = 1000;
+
+/// A durable subscription's identity: the connection's `client-id` and the subscription name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DurableName {
+    /// The JMS client id.
+    pub client_id: String,
+    /// The subscription name (`activemq.subscriptionName`).
+    pub name: String,
+}
+
+impl DurableName {
+    fn list_key(&self) -> String {
+        format!("durable://{}:{}", self.client_id, self.name)
+    }
+}
+
+/// One subscription bound to a topic (or a topic wildcard).
+#[derive(Debug)]
+struct TopicBinding {
+    pattern: String,
+    selector: Option<Arc<ferromq_selector::Selector>>,
+    no_local: bool,
+    connection: u64,
+    list: Arc<MessageList>,
+}
+
+impl TopicBinding {
+    fn wants(&self, msg: &Message) -> bool {
+        if self.no_local && self.connection != 0 && msg.producer_connection == self.connection {
+            return false;
+        }
+        match &self.selector {
+            Some(s) => s.matches(&MessageProperties(msg)),
+            None => true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Topics {
+    /// Bindings by exact topic name.
+    exact: HashMap<String, Vec<Arc<TopicBinding>>>,
+    /// Bindings whose pattern has wildcards; checked against every published topic.
+    wildcard: Vec<Arc<TopicBinding>>,
+}
+
+impl Topics {
+    fn add(&mut self, b: Arc<TopicBinding>) {
+        if crate::destination::is_wildcard(&b.pattern) {
+            self.wildcard.push(b);
+        } else {
+            self.exact.entry(b.pattern.clone()).or_default().push(b);
+        }
+    }
+
+    fn remove(&mut self, list: &Arc<MessageList>) {
+        self.wildcard.retain(|b| !Arc::ptr_eq(&b.list, list));
+        for v in self.exact.values_mut() {
+            v.retain(|b| !Arc::ptr_eq(&b.list, list));
+        }
+        self.exact.retain(|_, v| !v.is_empty());
+    }
+
+    fn matching(&self, topic: &str) -> Vec<Arc<TopicBinding>> {
+        let mut out: Vec<Arc<TopicBinding>> =
+            self.exact.get(topic).cloned().unwrap_or_default();
+        out.extend(
+            self.wildcard
+                .iter()
+                .filter(|b| wildcard_matches(&b.pattern, topic))
+                .cloned(),
+        );
+        out
+    }
+
+    fn count(&self) -> usize {
+        self.wildcard.len() + self.exact.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+#[derive(Debug)]
+struct Durable {
+    record: SubscriptionRecord,
+    list: Arc<MessageList>,
+    active: Option<ConsumerId>,
+}
+
+/// What a consumer is attached to; returned by [`Broker::subscribe`] and passed back to ack.
+#[derive(Debug, Clone)]
+pub struct ConsumerHandle {
+    /// The consumer's id (as in [`crate::Delivery::consumer`]).
+    pub id: ConsumerId,
+    list: Arc<MessageList>,
+    binding: Binding,
+}
+
+#[derive(Debug, Clone)]
+enum Binding {
+    Queue,
+    Topic,
+    Durable(String),
+}
+
+impl ConsumerHandle {
+    /// The name of the list it consumes from.
+    pub fn list_name(&self) -> &str {
+        self.list.name()
+    }
+}
+
+/// Work buffered in a transaction, applied atomically by [`Broker::commit`].
+#[derive(Debug, Default)]
+pub struct TxWork {
+    /// Messages sent in the transaction, in order.
+    pub sends: Vec<Message>,
+    /// Deliveries acknowledged in the transaction, per consumer.
+    pub acks: Vec<(ConsumerHandle, Vec<u64>)>,
+}
+
+/// The broker. Shared by every connection (`Arc<Broker>`); knows nothing of sockets or of
+/// which store backend it runs on.
+pub struct Broker {
+    cfg: BrokerConfig,
+    store: Arc<dyn MessageStore>,
+    clock: Clock,
+    tags: Arc<AtomicU64>,
+    message_seq: AtomicU64,
+    consumer_seq: AtomicU64,
+    connection_seq: AtomicU64,
+    boot_id: u64,
+    queues: RwLock<HashMap<String, Arc<MessageList>>>,
+    topics: RwLock<Topics>,
+    durables: Mutex<HashMap<String, Durable>>,
+    temp_owners: Mutex<HashMap<String, u64>>,
+    client_ids: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("name", &self.cfg.name)
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Opens a broker on `store`, recovering its queues and durable subscriptions.
+    pub fn open(
+        cfg: BrokerConfig,
+        store: Arc<dyn MessageStore>,
+        clock: Clock,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        let boot_id = clock();
+        let broker = Arc::new(Broker {
+            cfg,
+            store,
+            clock,
+            tags: Arc::new(AtomicU64::new(1)),
+            message_seq: AtomicU64::new(1),
+            consumer_seq: AtomicU64::new(1),
+            connection_seq: AtomicU64::new(1),
+            boot_id,
+            queues: RwLock::new(HashMap::new()),
+            topics: RwLock::new(Topics::default()),
+            durables: Mutex::new(HashMap::new()),
+            temp_owners: Mutex::new(HashMap::new()),
+            client_ids: Mutex::new(HashSet::new()),
+        });
+        broker.recover()?;
+        Ok(broker)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.cfg
+    }
+
+    /// The store backend in use.
+    pub fn store(&self) -> &Arc<dyn MessageStore> {
+        &self.store
+    }
+
+    /// Milliseconds since the epoch by the broker's clock.
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// A new connection id (for `noLocal`, temporary destinations and logs).
+    pub fn next_connection_id(&self) -> u64 {
+        self.connection_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new message id, unique across restarts: `ID:<broker>-<boot ms>-<n>`.
+    pub fn next_message_id(&self) -> Arc<str> {
+        let n = self.message_seq.fetch_add(1, Ordering::Relaxed);
+        format!("ID:{}-{}-{}", self.cfg.name, self.boot_id, n).into()
+    }
+
+    fn recover(&self) -> Result<(), BrokerError> {
+        let started = std::time::Instant::now();
+        let rec = self.store.recover()?;
+        for sub in rec.subscriptions {
+            let selector = match &sub.selector {
+                Some(s) => match ferromq_selector::Selector::parse(s) {
+                    Ok(sel) => Some(Arc::new(sel)),
+                    Err(e) => {
+                        tracing::error!(subscription = %sub.list, error = %e, "stored durable subscription has an invalid selector; it will receive every message");
+                        None
+                    }
+                },
+                None => None,
+            };
+            let list = self.new_list(sub.list.clone(), ListKind::DurableSubscription, true);
+            self.topics.write().add(Arc::new(TopicBinding {
+                pattern: sub.topic.clone(),
+                selector,
+                no_local: sub.no_local,
+                connection: 0,
+                list: list.clone(),
+            }));
+            self.durables.lock().insert(
+                sub.list.clone(),
+                Durable {
+                    record: sub,
+                    list,
+                    active: None,
+                },
+            );
+        }
+        let mut messages = 0u64;
+        let now = self.now_ms();
+        for info in rec.lists {
+            let list = if let Some(d) = self.durables.lock().get(&info.list) {
+                d.list.clone()
+            } else if let Some(dest) = Destination::from_key(&info.list) {
+                if dest.kind != DestinationKind::Queue {
+                    tracing::warn!(list = %info.list, "store holds messages for a non-queue destination; ignoring them");
+                    continue;
+                }
+                self.queue_list(&dest)?
+            } else {
+                tracing::warn!(list = %info.list, "store holds messages for an unknown list (a deleted durable subscription?); ignoring them");
+                continue;
+            };
+            list.bump_seq(info.max_seq);
+            let mut after = None;
+            loop {
+                let page = self.store.load(&info.list, after, RECOVERY_PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                for m in page {
+                    match Message::decode(&m.payload) {
+                        Ok(msg) => {
+                            let mut fx = Effects::default();
+                            list.insert(m.seq, Arc::new(msg), now, &mut fx);
+                            self.process_effects(fx);
+                            messages += 1;
+                        }
+                        Err(e) => tracing::error!(list = %info.list, seq = m.seq, error = %e, "stored message cannot be decoded; skipping it"),
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            messages,
+            durable_subscriptions = self.durables.lock().len(),
+            store = self.store.kind(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "broker state recovered"
+        );
+        Ok(())
+    }
+
+    fn policy(&self, kind: ListKind) -> ListPolicy {
+        ListPolicy {
+            memory_limit_bytes: match kind {
+                ListKind::TopicSubscription => self.cfg.topic_subscriber_memory_limit_bytes,
+                _ => self.cfg.destination_memory_limit_bytes,
+            },
+            maximum_redeliveries: self.cfg.maximum_redeliveries,
+        }
+    }
+
+    fn new_list(&self, name: String, kind: ListKind, persistent: bool) -> Arc<MessageList> {
+        let store_key = persistent.then(|| name.clone());
+        Arc::new(MessageList::new(
+            name,
+            kind,
+            store_key,
+            self.policy(kind),
+            self.tags.clone(),
+        ))
+    }
+
+    fn destination_count(&self) -> usize {
+        self.queues.read().len() + self.topics.read().count()
+    }
+
+    /// The list of a queue, created on first use (temporary queues must exist already).
+    fn queue_list(&self, dest: &Destination) -> Result<Arc<MessageList>, BrokerError> {
+        let key = dest.key();
+        if let Some(q) = self.queues.read().get(&key) {
+            return Ok(q.clone());
+        }
+        if dest.kind == DestinationKind::TempQueue {
+            return Err(BrokerError::NoSuchDestination(dest.to_string()));
+        }
+        if dest.name.is_empty() || dest.is_wildcard() {
+            return Err(BrokerError::InvalidDestination(format!(
+                "{dest}: queue names must be non-empty and without wildcards"
+            )));
+        }
+        if self.destination_count() >= self.cfg.max_destinations {
+            return Err(BrokerError::Limit(format!(
+                "destination limit of {} reached",
+                self.cfg.max_destinations
+            )));
+        }
+        let mut w = self.queues.write();
+        Ok(w.entry(key.clone())
+            .or_insert_with(|| self.new_list(key, ListKind::Queue, true))
+            .clone())
+    }
+
+    /// Creates a temporary destination owned by `connection`; it is deleted when the
+    /// connection closes ([`Broker::connection_closed`]).
+    pub fn create_temp(&self, kind: DestinationKind, connection: u64, local_name: &str) -> Destination {
+        let dest = Destination {
+            kind,
+            name: format!("ID:{}-{}-{}:{}", self.cfg.name, self.boot_id, connection, local_name).into(),
+        };
+        let key = dest.key();
+        self.temp_owners.lock().insert(key.clone(), connection);
+        if kind == DestinationKind::TempQueue {
+            self.queues
+                .write()
+                .entry(key.clone())
+                .or_insert_with(|| self.new_list(key, ListKind::Queue, false));
+        }
+        dest
+    }
+
+    /// True when a temporary destination exists.
+    pub fn temp_exists(&self, dest: &Destination) -> bool {
+        self.temp_owners.lock().contains_key(&dest.key())
+    }
+
+    /// Forgets a closed connection: deletes its temporary destinations and frees its client id.
+    pub fn connection_closed(&self, connection: u64, client_id: Option<&str>) {
+        let owned: Vec<String> = {
+            let mut t = self.temp_owners.lock();
+            let keys: Vec<String> = t
+                .iter()
+                .filter(|(_, c)| **c == connection)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &keys {
+                t.remove(k);
+            }
+            keys
+        };
+        for k in owned {
+            if let Some(list) = self.queues.write().remove(&k) {
+                list.close();
+            }
+        }
+        if let Some(id) = client_id {
+            self.client_ids.lock().remove(id);
+        }
+    }
+
+    /// Registers a connection's `client-id`; a second live connection with the same id is
+    /// refused, as in ActiveMQ (`InvalidClientIDException`).
+    pub fn register_client_id(&self, client_id: &str) -> Result<(), BrokerError> {
+        if self.client_ids.lock().insert(client_id.to_string()) {
+            Ok(())
+        } else {
+            Err(BrokerError::InUse(format!(
+                "Broker: {} - Client: {} already connected",
+                self.cfg.name, client_id
+            )))
+        }
+    }
+
+    /// Sends a message. Waits while the destination is over its memory limit (producer flow
+    /// control). The returned completion resolves when the message is durable (at once for a
+    /// non-persistent message).
+    pub async fn send(&self, msg: Message) -> Result<Completion, BrokerError> {
+        let msg = Arc::new(msg);
+        match msg.destination.kind {
+            DestinationKind::Queue | DestinationKind::TempQueue => {
+                let list = self.queue_list(&msg.destination)?;
+                self.wait_for_space(&list).await?;
+                let persistent = msg.persistent && list.store_key().is_some();
+                let seq = list.reserve_seq();
+                let completion = if persistent {
+                    let key = list.store_key().cloned().unwrap_or_default();
+                    self.store.submit(vec![Op::Enqueue {
+                        list: key,
+                        seq,
+                        payload: msg.encode(),
+                    }])
+                } else {
+                    Completion::ready(Ok(()))
+                };
+                let mut fx = Effects::default();
+                list.insert(seq, msg, self.now_ms(), &mut fx);
+                self.process_effects(fx);
+                Ok(completion)
+            }
+            DestinationKind::Topic | DestinationKind::TempTopic => {
+                if msg.destination.kind == DestinationKind::TempTopic
+                    && !self.temp_exists(&msg.destination)
+                {
+                    return Err(BrokerError::NoSuchDestination(msg.destination.to_string()));
+                }
+                if msg.destination.is_wildcard() || msg.destination.name.is_empty() {
+                    return Err(BrokerError::InvalidDestination(format!(
+                        "{}: cannot publish to an empty or wildcard topic",
+                        msg.destination
+                    )));
+                }
+                let targets: Vec<Arc<TopicBinding>> = self
+                    .topics
+                    .read()
+                    .matching(&msg.destination.name)
+                    .into_iter()
+                    .filter(|b| b.wants(&msg))
+                    .collect();
+                for b in &targets {
+                    if b.list.kind() == ListKind::DurableSubscription {
+                        self.wait_for_space(&b.list).await?;
+                    }
+                }
+                let seqs: Vec<u64> = targets.iter().map(|b| b.list.reserve_seq()).collect();
+                let batch: Batch = if msg.persistent {
+                    let payload = msg.encode();
+                    targets
+                        .iter()
+                        .zip(&seqs)
+                        .filter_map(|(b, seq)| {
+                            b.list.store_key().map(|k| Op::Enqueue {
+                                list: k.clone(),
+                                seq: *seq,
+                                payload: payload.clone(),
+                            })
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let completion = if batch.is_empty() {
+                    Completion::ready(Ok(()))
+                } else {
+                    self.store.submit(batch)
+                };
+                let now = self.now_ms();
+                let mut fx = Effects::default();
+                for (b, seq) in targets.iter().zip(seqs) {
+                    b.list.insert(seq, msg.clone(), now, &mut fx);
+                }
+                self.process_effects(fx);
+                Ok(completion)
+            }
+        }
+    }
+
+    async fn wait_for_space(&self, list: &MessageList) -> Result<(), BrokerError> {
+        let limit_ms = self.cfg.send_fail_if_no_space_after_timeout_ms;
+        let deadline = (limit_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(limit_ms));
+        let mut warned = false;
+        loop {
+            // Register interest before checking, so a notification between the check and the
+            // wait is not lost.
+            let freed = list.space_notify().notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if list.has_space() || list.is_closed() {
+                return Ok(());
+            }
+            if !warned {
+                warned = true;
+                tracing::info!(destination = list.name(), "memory limit reached: producer flow control is blocking sends until consumers free space");
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, freed).await.is_err() {
+                        return Err(BrokerError::ResourceExhausted(format!(
+                            "Usage Manager memory limit reached on {}: send failed after {} ms (sendFailIfNoSpaceAfterTimeout)",
+                            list.name(),
+                            limit_ms
+                        )));
+                    }
+                }
+                // Re-check at least every second in case a wakeup raced with the check.
+                None => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), freed).await;
+                }
+            }
+        }
+    }
+
+    /// Attaches a consumer. For a topic, `durable` makes it a durable subscription (created or
+    /// reattached). The completion resolves once a new durable subscription is stored.
+    pub fn subscribe(
+        &self,
+        dest: &Destination,
+        opts: ConsumerOptions,
+        durable: Option<DurableName>,
+        sink: Arc<dyn DeliverySink>,
+    ) -> Result<(ConsumerHandle, Completion), BrokerError> {
+        let id = self.consumer_seq.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        let result = match dest.kind {
+            DestinationKind::Queue | DestinationKind::TempQueue => {
+                if durable.is_some() {
+                    return Err(BrokerError::InvalidDestination(format!(
+                        "{dest}: durable subscriptions are for topics"
+                    )));
+                }
+                let list = self.queue_list(dest)?;
+                list.add_consumer(id, sink, opts, now, &mut fx);
+                (
+                    ConsumerHandle {
+                        id,
+                        list,
+                        binding: Binding::Queue,
+                    },
+                    Completion::ready(Ok(())),
+                )
+            }
+            DestinationKind::Topic | DestinationKind::TempTopic => {
+                if dest.kind == DestinationKind::TempTopic && !self.temp_exists(dest) {
+                    return Err(BrokerError::NoSuchDestination(dest.to_string()));
+                }
+                if dest.name.is_empty() {
+                    return Err(BrokerError::InvalidDestination("empty topic name".into()));
+                }
+                if self.destination_count() >= self.cfg.max_destinations {
+                    return Err(BrokerError::Limit(format!(
+                        "destination limit of {} reached",
+                        self.cfg.max_destinations
+                    )));
+                }
+                match durable {
+                    None => {
+                        let list = self.new_list(
+                            format!("{}#{}", dest.key(), id),
+                            ListKind::TopicSubscription,
+                            false,
+                        );
+                        self.topics.write().add(Arc::new(TopicBinding {
+                            pattern: dest.name.to_string(),
+                            selector: opts.selector.clone(),
+                            no_local: opts.no_local,
+                            connection: opts.connection,
+                            list: list.clone(),
+                        }));
+                        list.add_consumer(id, sink, opts, now, &mut fx);
+                        (
+                            ConsumerHandle {
+                                id,
+                                list,
+                                binding: Binding::Topic,
+                            },
+                            Completion::ready(Ok(())),
+                        )
+                    }
+                    Some(name) => self.subscribe_durable(id, dest, name, opts, sink, now, &mut fx)?,
+                }
+            }
+        };
+        self.process_effects(fx);
+        Ok(result)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subscribe_durable(
+        &self,
+        id: ConsumerId,
+        dest: &Destination,
+        name: DurableName,
+        opts: ConsumerOptions,
+        sink: Arc<dyn DeliverySink>,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Result<(ConsumerHandle, Completion), BrokerError> {
+        if dest.kind != DestinationKind::Topic {
+            return Err(BrokerError::InvalidDestination(format!(
+                "{dest}: durable subscriptions need a (non-temporary) topic"
+            )));
+        }
+        let key = name.list_key();
+        let selector_text = opts.selector.as_ref().map(|s| s.as_str().to_string());
+        let mut durables = self.durables.lock();
+        let mut completion = Completion::ready(Ok(()));
+        if let Some(d) = durables.get(&key) {
+            if d.active.is_some() {
+                return Err(BrokerError::InUse(format!(
+                    "Durable consumer is in use for client: {} and subscriptionName: {}",
+                    name.client_id, name.name
+                )));
+            }
+            if d.record.topic != *dest.name || d.record.selector != selector_text || d.record.no_local != opts.no_local {
+                // JMS: subscribing under an existing name with another topic or selector
+                // replaces the subscription, dropping what it held.
+                tracing::info!(subscription = %key, "durable subscription changed topic or selector; recreating it");
+                let old = durables.remove(&key);
+                if let Some(old) = old {
+                    self.topics.write().remove(&old.list);
+                    old.list.close();
+                }
+            }
+        }
+        let d = match durables.get_mut(&key) {
+            Some(d) => d,
+            None => {
+                let record = SubscriptionRecord {
+                    list: key.clone(),
+                    client_id: name.client_id.clone(),
+                    name: name.name.clone(),
+                    topic: dest.name.to_string(),
+                    selector: selector_text,
+                    no_local: opts.no_local,
+                };
+                completion = self.store.submit(vec![
+                    Op::DeleteSubscription { list: key.clone() },
+                    Op::PutSubscription(record.clone()),
+                ]);
+                let list = self.new_list(key.clone(), ListKind::DurableSubscription, true);
+                self.topics.write().add(Arc::new(TopicBinding {
+                    pattern: dest.name.to_string(),
+                    selector: opts.selector.clone(),
+                    no_local: opts.no_local,
+                    connection: opts.connection,
+                    list: list.clone(),
+                }));
+                durables.entry(key.clone()).or_insert(Durable {
+                    record,
+                    list,
+                    active: None,
+                })
+            }
+        };
+        d.active = Some(id);
+        let list = d.list.clone();
+        drop(durables);
+        list.add_consumer(id, sink, opts, now, fx);
+        Ok((
+            ConsumerHandle {
+                id,
+                list,
+                binding: Binding::Durable(key),
+            },
+            completion,
+        ))
+    }
+
+    /// Detaches a consumer; its unacknowledged messages are redelivered to others. With
+    /// `destroy_durable`, a durable subscription is deleted with everything it holds.
+    pub fn unsubscribe(&self, handle: &ConsumerHandle, destroy_durable: bool) -> Completion {
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        handle.list.remove_consumer(handle.id, now, &mut fx);
+        let mut completion = Completion::ready(Ok(()));
+        match &handle.binding {
+            Binding::Queue => {}
+            Binding::Topic => {
+                self.topics.write().remove(&handle.list);
+                handle.list.close();
+            }
+            Binding::Durable(key) => {
+                let mut durables = self.durables.lock();
+                if let Some(d) = durables.get_mut(key) {
+                    if d.active == Some(handle.id) {
+                        d.active = None;
+                    }
+                    if destroy_durable && d.active.is_none() {
+                        durables.remove(key);
+                        drop(durables);
+                        self.topics.write().remove(&handle.list);
+                        handle.list.close();
+                        completion = self
+                            .store
+                            .submit(vec![Op::DeleteSubscription { list: key.clone() }]);
+                    }
+                }
+            }
+        }
+        self.process_effects(fx);
+        completion
+    }
+
+    /// Deletes an inactive durable subscription by name (ActiveMQ's `removeSubscription`).
+    pub fn destroy_durable(&self, name: &DurableName) -> Result<Completion, BrokerError> {
+        let key = name.list_key();
+        let mut durables = self.durables.lock();
+        match durables.get(&key) {
+            None => Ok(Completion::ready(Ok(()))),
+            Some(d) if d.active.is_some() => Err(BrokerError::InUse(format!(
+                "Durable consumer is in use for client: {} and subscriptionName: {}",
+                name.client_id, name.name
+            ))),
+            Some(_) => {
+                let d = durables.remove(&key);
+                drop(durables);
+                if let Some(d) = d {
+                    self.topics.write().remove(&d.list);
+                    d.list.close();
+                }
+                Ok(self.store.submit(vec![Op::DeleteSubscription { list: key }]))
+            }
+        }
+    }
+
+    /// Acknowledges deliveries outside a transaction (or marks them inside one). Returns the
+    /// tags covered and a completion that resolves when the removal is durable.
+    pub fn ack(
+        &self,
+        handle: &ConsumerHandle,
+        scope: AckScope,
+        transacted: bool,
+    ) -> Result<(Vec<u64>, Completion), BrokerError> {
+        let mut batch = Batch::new();
+        let mut fx = Effects::default();
+        let tags = handle
+            .list
+            .ack(handle.id, scope, transacted, self.now_ms(), &mut batch, &mut fx)?;
+        let completion = if batch.is_empty() {
+            Completion::ready(Ok(()))
+        } else {
+            self.store.submit(batch)
+        };
+        self.process_effects(fx);
+        Ok((tags, completion))
+    }
+
+    /// Rejects a delivery: redelivered, or dead-lettered past `maximumRedeliveries`.
+    pub fn nack(&self, handle: &ConsumerHandle, tag: u64) -> Result<(), BrokerError> {
+        let mut fx = Effects::default();
+        handle.list.nack(handle.id, tag, self.now_ms(), &mut fx)?;
+        self.process_effects(fx);
+        Ok(())
+    }
+
+    /// Commits a transaction: every send and ack becomes durable in one atomic store batch.
+    pub fn commit(&self, tx: TxWork) -> Result<Completion, BrokerError> {
+        let mut batch = Batch::new();
+        for (handle, tags) in &tx.acks {
+            handle.list.commit_acks(handle.id, tags, &mut batch);
+        }
+        // Resolve every target and reserve sequence numbers first, so the whole commit is one
+        // batch and its enqueues reach the store before any consumer can ack the messages.
+        let mut inserts: Vec<(Arc<MessageList>, u64, Arc<Message>)> = Vec::new();
+        for msg in tx.sends {
+            let msg = Arc::new(msg);
+            let lists: Vec<Arc<MessageList>> = if msg.destination.kind.is_queue() {
+                vec![self.queue_list(&msg.destination)?]
+            } else {
+                if msg.destination.kind == DestinationKind::TempTopic
+                    && !self.temp_exists(&msg.destination)
+                {
+                    return Err(BrokerError::NoSuchDestination(msg.destination.to_string()));
+                }
+                self.topics
+                    .read()
+                    .matching(&msg.destination.name)
+                    .into_iter()
+                    .filter(|b| b.wants(&msg))
+                    .map(|b| b.list.clone())
+                    .collect()
+            };
+            let payload = msg.persistent.then(|| msg.encode());
+            for list in lists {
+                let seq = list.reserve_seq();
+                if let (Some(p), Some(k)) = (&payload, list.store_key()) {
+                    batch.push(Op::Enqueue {
+                        list: k.clone(),
+                        seq,
+                        payload: p.clone(),
+                    });
+                }
+                inserts.push((list, seq, msg.clone()));
+            }
+        }
+        let completion = if batch.is_empty() {
+            Completion::ready(Ok(()))
+        } else {
+            self.store.submit(batch)
+        };
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        for (list, seq, msg) in inserts {
+            list.insert(seq, msg, now, &mut fx);
+        }
+        self.process_effects(fx);
+        Ok(completion)
+    }
+
+    /// Rolls a transaction back: sends are discarded, acked messages are redelivered.
+    pub fn rollback(&self, tx: TxWork) {
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        for (handle, tags) in &tx.acks {
+            handle.list.rollback_acks(handle.id, tags, now, &mut fx);
+        }
+        self.process_effects(fx);
+    }
+
+    /// Moves expired messages out of every list. Call periodically.
+    pub fn expire_sweep(&self) {
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        for list in self.all_lists() {
+            list.expire(now, &mut fx);
+        }
+        self.process_effects(fx);
+    }
+
+    fn all_lists(&self) -> Vec<Arc<MessageList>> {
+        let mut lists: Vec<Arc<MessageList>> = self.queues.read().values().cloned().collect();
+        let topics = self.topics.read();
+        lists.extend(topics.wildcard.iter().map(|b| b.list.clone()));
+        lists.extend(topics.exact.values().flatten().map(|b| b.list.clone()));
+        lists
+    }
+
+    /// A snapshot of every queue and subscription, sorted by name.
+    pub fn snapshot(&self) -> Vec<ListSnapshot> {
+        let mut v: Vec<ListSnapshot> = self.all_lists().iter().map(|l| l.snapshot()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The pending messages of a queue, in delivery order (a queue browser).
+    pub fn browse(&self, dest: &Destination, max: usize) -> Vec<Arc<Message>> {
+        match self.queues.read().get(&dest.key()) {
+            Some(l) => l.browse(max),
+            None => Vec::new(),
+        }
+    }
+
+    /// Removes every pending message of a queue. Returns how many.
+    pub fn purge(&self, dest: &Destination) -> Result<(u64, Completion), BrokerError> {
+        let Some(list) = self.queues.read().get(&dest.key()).cloned() else {
+            return Ok((0, Completion::ready(Ok(()))));
+        };
+        let mut batch = Batch::new();
+        let n = list.purge(&mut batch);
+        let c = if batch.is_empty() {
+            Completion::ready(Ok(()))
+        } else {
+            self.store.submit(batch)
+        };
+        Ok((n, c))
+    }
+
+    /// Dead-letters or drops what left a list (ActiveMQ's `SharedDeadLetterStrategy`).
+    fn process_effects(&self, fx: Effects) {
+        let mut work = fx.dead;
+        // Bounded: a message dead-lettered from the DLQ is dropped, so this terminates.
+        while let Some(dead) = work.pop() {
+            let from_dlq = dead.message.destination.kind == DestinationKind::Queue
+                && *dead.message.destination.name == *self.cfg.dead_letter_queue;
+            let keep = !from_dlq
+                && (dead.message.persistent || self.cfg.process_non_persistent)
+                && (dead.cause != DeadCause::Expired || self.cfg.process_expired);
+            let mut batch = Batch::new();
+            if let Some(k) = &dead.store_key {
+                if dead.message.persistent {
+                    batch.push(Op::Dequeue {
+                        list: k.clone(),
+                        seq: dead.seq,
+                    });
+                }
+            }
+            if !keep {
+                tracing::debug!(message_id = %dead.message.id, cause = ?dead.cause, "dropping dead message");
+                if !batch.is_empty() {
+                    drop(self.store.submit(batch));
+                }
+                continue;
+            }
+            let dlq_dest = Destination::queue(&self.cfg.dead_letter_queue);
+            let dlq = match self.queue_list(&dlq_dest) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open the dead-letter queue; dropping dead message");
+                    continue;
+                }
+            };
+            let mut m = (*dead.message).clone();
+            m.headers
+                .retain(|(n, _)| n != "dlqDeliveryFailureCause" && n != "originalDestination");
+            m.headers.push((
+                "dlqDeliveryFailureCause".into(),
+                dead.cause.describe(self.cfg.maximum_redeliveries),
+            ));
+            m.headers
+                .push(("originalDestination".into(), dead.message.destination.to_string()));
+            m.destination = dlq_dest;
+            // An expired message must not expire again in the DLQ (ActiveMQ clears it too).
+            m.expires_ms = 0;
+            let seq = dlq.reserve_seq();
+            if m.persistent {
+                if let Some(k) = dlq.store_key() {
+                    batch.insert(
+                        0,
+                        Op::Enqueue {
+                            list: k.clone(),
+                            seq,
+                            payload: m.encode(),
+                        },
+                    );
+                }
+            }
+            if !batch.is_empty() {
+                // The DLQ enqueue and the source dequeue go in one atomic batch: a crash
+                // leaves the message in exactly one of the two places.
+                drop(self.store.submit(batch));
+            }
+            tracing::debug!(message_id = %m.id, cause = ?dead.cause, "message sent to the dead-letter queue");
+            let mut fx = Effects::default();
+            dlq.insert(seq, Arc::new(m), self.now_ms(), &mut fx);
+            work.extend(fx.dead);
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! A message list with consumers: a queue, or one topic subscription.
+//!
+//! Everything about one list — its pending messages in priority order, its consumers and what
+//! each holds unacknowledged — sits behind one mutex. Critical sections are short and never
+//! wait on I/O: store writes are collected into a batch and submitted by the caller, and
+//! messages that must move to the dead-letter queue are handed back as [`Effects`], so no code
+//! path ever holds two list locks at once.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ferromq_store::{Batch, ListKey, Op};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::consumer::{ConsumerId, ConsumerOptions, Delivery, DeliverySink};
+use crate::error::BrokerError;
+use crate::message::Message;
+use crate::selector_props::MessageProperties;
+
+/// How many pending messages one dispatch pass may skip (because no consumer's selector wants
+/// them) before it stops. Bounds the time a lock is held, like ActiveMQ's `maxPageSize`.
+const DISPATCH_SKIP_MAX: usize = 10_000;
+
+/// What a list is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// A queue (or temporary queue).
+    Queue,
+    /// A durable topic subscription: keeps messages while its subscriber is away.
+    DurableSubscription,
+    /// A non-durable topic subscription: lives as long as its consumer.
+    TopicSubscription,
+}
+
+/// Per-list policy, from the broker configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ListPolicy {
+    /// Memory the list may hold (pending + unacknowledged) before producers wait.
+    pub memory_limit_bytes: u64,
+    /// Deliveries after the first before a message is dead (`maximumRedeliveries`); -1 = never.
+    pub maximum_redeliveries: i32,
+}
+
+/// Why a message left a list without being consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadCause {
+    /// Redelivered more than `maximumRedeliveries` times.
+    PoisonAck,
+    /// Its `expires` time passed.
+    Expired,
+}
+
+impl DeadCause {
+    /// The text ActiveMQ puts in `dlqDeliveryFailureCause`.
+    pub fn describe(self, max_redeliveries: i32) -> String {
+        match self {
+            DeadCause::PoisonAck => format!(
+                "Delivery[{}] exceeds redelivery policy limit: maximumRedeliveries={}",
+                max_redeliveries.saturating_add(1),
+                max_redeliveries
+            ),
+            DeadCause::Expired => "expired".to_string(),
+        }
+    }
+}
+
+/// A message that left a list and must be dead-lettered or dropped by the broker.
+#[derive(Debug)]
+pub struct DeadMessage {
+    /// The list's store key, if the list is persistent (the caller must dequeue it there).
+    pub store_key: Option<ListKey>,
+    /// The entry's sequence in that list.
+    pub seq: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Why.
+    pub cause: DeadCause,
+}
+
+/// Side effects a list operation leaves for the caller, to run after the lock is released.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Messages to dead-letter or drop.
+    pub dead: Vec<DeadMessage>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    seq: u64,
+    msg: Arc<Message>,
+    delivery_count: u32,
+    bytes: u64,
+}
+
+impl Entry {
+    fn key(&self) -> (Reverse<u8>, u64) {
+        (Reverse(self.msg.priority), self.seq)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: ConsumerId,
+    sink: Arc<dyn DeliverySink>,
+    opts: ConsumerOptions,
+    inflight: BTreeMap<u64, Entry>,
+    /// Tags acknowledged inside a transaction not yet committed. They no longer count against
+    /// prefetch (as in ActiveMQ), but stay here so ABORT can redeliver them.
+    tx_acked: HashSet<u64>,
+}
+
+impl Slot {
+    fn has_capacity(&self) -> bool {
+        (self.inflight.len() - self.tx_acked.len()) < self.opts.prefetch.max(1) as usize
+    }
+
+    fn wants(&self, msg: &Message) -> bool {
+        if self.opts.no_local && msg.producer_connection == self.opts.connection {
+            return false;
+        }
+        match &self.opts.selector {
+            Some(sel) => sel.matches(&MessageProperties(msg)),
+            None => true,
+        }
+    }
+}
+
+/// Counters for one list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListStats {
+    /// Messages added.
+    pub enqueued: u64,
+    /// Messages acknowledged.
+    pub dequeued: u64,
+    /// Deliveries made (first and re-).
+    pub dispatched: u64,
+    /// Messages that expired.
+    pub expired: u64,
+    /// Messages that exceeded their redeliveries.
+    pub poisoned: u64,
+    /// Messages discarded because a non-durable subscriber fell too far behind.
+    pub discarded: u64,
+}
+
+/// A snapshot of a list for status and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListSnapshot {
+    /// The list's name.
+    pub name: String,
+    /// Messages waiting for a consumer.
+    pub pending: u64,
+    /// Messages delivered and not yet acknowledged.
+    pub inflight: u64,
+    /// Consumers attached.
+    pub consumers: u64,
+    /// Bytes held in memory.
+    pub memory_bytes: u64,
+    /// Counters.
+    pub stats: ListStats,
+}
+
+#[derive(Debug)]
+struct State {
+    next_seq: u64,
+    pending: BTreeMap<(Reverse<u8>, u64), Entry>,
+    memory_bytes: u64,
+    consumers: Vec<Slot>,
+    rr: usize,
+    stats: ListStats,
+    closed: bool,
+}
+
+/// A message list.
+#[derive(Debug)]
+pub struct MessageList {
+    name: String,
+    kind: ListKind,
+    store_key: Option<ListKey>,
+    policy: ListPolicy,
+    tags: Arc<AtomicU64>,
+    state: Mutex<State>,
+    space: Notify,
+}
+
+/// Which deliveries an ACK covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckScope {
+    /// Exactly this tag.
+    Individual(u64),
+    /// This tag and every earlier one of the same consumer (STOMP `client` mode).
+    Cumulative(u64),
+}
+
+impl MessageList {
+    /// A new, empty list. `store_key` is `Some` when persistent messages must be stored.
+    pub fn new(
+        name: String,
+        kind: ListKind,
+        store_key: Option<ListKey>,
+        policy: ListPolicy,
+        tags: Arc<AtomicU64>,
+    ) -> MessageList {
+        MessageList {
+            name,
+            kind,
+            store_key,
+            policy,
+            tags,
+            state: Mutex::new(State {
+                next_seq: 1,
+                pending: BTreeMap::new(),
+                memory_bytes: 0,
+                consumers: Vec::new(),
+                rr: 0,
+                stats: ListStats::default(),
+                closed: false,
+            }),
+            space: Notify::new(),
+        }
+    }
+
+    /// The list's name (`queue://orders`, `durable://client:sub`, …).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What kind of list it is.
+    pub fn kind(&self) -> ListKind {
+        self.kind
+    }
+
+    /// The store key, when persistent messages of this list are stored.
+    pub fn store_key(&self) -> Option<&ListKey> {
+        self.store_key.as_ref()
+    }
+
+    /// Reserves the sequence number of the next message. The message is inserted later with
+    /// [`MessageList::insert`], after its store write was submitted, so that no ack of it can
+    /// ever reach the store before its enqueue does.
+    pub fn reserve_seq(&self) -> u64 {
+        let mut st = self.state.lock();
+        let s = st.next_seq;
+        st.next_seq += 1;
+        s
+    }
+
+    /// Makes the next reserved sequence greater than `seq` (recovery).
+    pub fn bump_seq(&self, seq: u64) {
+        let mut st = self.state.lock();
+        st.next_seq = st.next_seq.max(seq.saturating_add(1));
+    }
+
+    /// Whether the list may take more messages without exceeding its memory limit.
+    pub fn has_space(&self) -> bool {
+        self.state.lock().memory_bytes < self.policy.memory_limit_bytes
+    }
+
+    /// Notified when memory was freed (a hint: callers re-check [`MessageList::has_space`]).
+    pub fn space_notify(&self) -> &Notify {
+        &self.space
+    }
+
+    /// Inserts a message (already stored if persistent) and dispatches.
+    ///
+    /// A non-durable topic subscription that is over its memory limit drops its oldest pending
+    /// message to make room (a subscriber that cannot keep up must not stall the publisher or
+    /// every other subscriber); queues and durable subscriptions never drop — their producers
+    /// wait before calling this (producer flow control).
+    pub fn insert(&self, seq: u64, msg: Arc<Message>, now_ms: u64, fx: &mut Effects) {
+        let bytes = msg.size_bytes();
+        let mut st = self.state.lock();
+        if st.closed {
+            return;
+        }
+        if self.kind == ListKind::TopicSubscription {
+            while st.memory_bytes + bytes > self.policy.memory_limit_bytes {
+                let Some((_, old)) = st.pending.pop_first() else {
+                    break;
+                };
+                st.memory_bytes -= old.bytes;
+                st.stats.discarded += 1;
+                if st.stats.discarded.is_power_of_two() {
+                    tracing::warn!(
+                        subscription = %self.name,
+                        discarded = st.stats.discarded,
+                        "slow non-durable topic subscriber: discarding oldest pending messages"
+                    );
+                }
+            }
+        }
+        st.next_seq = st.next_seq.max(seq + 1);
+        st.memory_bytes += bytes;
+        st.stats.enqueued += 1;
+        let entry = Entry {
+            seq,
+            msg,
+            delivery_count: 0,
+            bytes,
+        };
+        st.pending.insert(entry.key(), entry);
+        self.dispatch(&mut st, now_ms, fx);
+    }
+
+    /// Attaches a consumer and dispatches to it.
+    pub fn add_consumer(
+        &self,
+        id: ConsumerId,
+        sink: Arc<dyn DeliverySink>,
+        opts: ConsumerOptions,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let mut st = self.state.lock();
+        st.consumers.push(Slot {
+            id,
+            sink,
+            opts,
+            inflight: BTreeMap::new(),
+            tx_acked: HashSet::new(),
+        });
+        self.dispatch(&mut st, now_ms, fx);
+    }
+
+    /// Detaches a consumer. Everything it held unacknowledged (transactionally acked or not)
+    /// goes back to the list for redelivery, in its original order.
+    pub fn remove_consumer(&self, id: ConsumerId, now_ms: u64, fx: &mut Effects) -> bool {
+        let mut st = self.state.lock();
+        let Some(pos) = st.consumers.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        let slot = st.consumers.remove(pos);
+        for (_, entry) in slot.inflight {
+            self.requeue(&mut st, entry, fx);
+        }
+        self.dispatch(&mut st, now_ms, fx);
+        drop(st);
+        self.space.notify_waiters();
+        true
+    }
+
+    /// Acknowledges deliveries. Outside a transaction the messages are removed and their
+    /// dequeue ops appended to `batch`; inside one they are only marked (see
+    /// [`MessageList::commit_acks`] / [`MessageList::rollback_acks`]). Returns the tags covered.
+    pub fn ack(
+        &self,
+        consumer: ConsumerId,
+        scope: AckScope,
+        transacted: bool,
+        now_ms: u64,
+        batch: &mut Batch,
+        fx: &mut Effects,
+    ) -> Result<Vec<u64>, BrokerError> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let slot = st
+            .consumers
+            .iter_mut()
+            .find(|c| c.id == consumer)
+            .ok_or_else(|| BrokerError::UnknownDelivery(format!("consumer {consumer}")))?;
+        let tags: Vec<u64> = match scope {
+            AckScope::Individual(tag) => {
+                if !slot.inflight.contains_key(&tag) || slot.tx_acked.contains(&tag) {
+                    return Err(BrokerError::UnknownDelivery(tag.to_string()));
+                }
+                vec![tag]
+            }
+            AckScope::Cumulative(tag) => {
+                if !slot.inflight.contains_key(&tag) || slot.tx_acked.contains(&tag) {
+                    return Err(BrokerError::UnknownDelivery(tag.to_string()));
+                }
+                slot.inflight
+                    .range(..=tag)
+                    .map(|(t, _)| *t)
+                    .filter(|t| !slot.tx_acked.contains(t))
+                    .collect()
+            }
+        };
+        if transacted {
+            slot.tx_acked.extend(tags.iter().copied());
+        } else {
+            let mut freed = 0;
+            for t in &tags {
+                if let Some(e) = slot.inflight.remove(t) {
+                    freed += e.bytes;
+                    if e.msg.persistent {
+                        if let Some(k) = &self.store_key {
+                            batch.push(Op::Dequeue {
+                                list: k.clone(),
+                                seq: e.seq,
+                            });
+                        }
+                    }
+                }
+            }
+            st.memory_bytes -= freed;
+            st.stats.dequeued += tags.len() as u64;
+        }
+        self.dispatch(st, now_ms, fx);
+        if !transacted {
+            self.space.notify_waiters();
+        }
+        Ok(tags)
+    }
+
+    /// Completes transactional acks: removes the messages, appending their dequeue ops.
+    pub fn commit_acks(&self, consumer: ConsumerId, tags: &[u64], batch: &mut Batch) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let Some(slot) = st.consumers.iter_mut().find(|c| c.id == consumer) else {
+            // The consumer went away before COMMIT: its messages were already returned to the
+            // list for redelivery, which is the safe outcome.
+            return;
+        };
+        let mut freed = 0;
+        let mut n = 0;
+        for t in tags {
+            if !slot.tx_acked.remove(t) {
+                continue;
+            }
+            if let Some(e) = slot.inflight.remove(t) {
+                freed += e.bytes;
+                n += 1;
+                if e.msg.persistent {
+                    if let Some(k) = &self.store_key {
+                        batch.push(Op::Dequeue {
+                            list: k.clone(),
+                            seq: e.seq,
+                        });
+                    }
+                }
+            }
+        }
+        st.memory_bytes -= freed;
+        st.stats.dequeued += n;
+        self.space.notify_waiters();
+    }
+
+    /// Rolls transactional acks back: the messages are redelivered (ActiveMQ's ABORT).
+    pub fn rollback_acks(&self, consumer: ConsumerId, tags: &[u64], now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let Some(pos) = st.consumers.iter().position(|c| c.id == consumer) else {
+            return;
+        };
+        let mut back = Vec::new();
+        {
+            let slot = &mut st.consumers[pos];
+            for t in tags {
+                if slot.tx_acked.remove(t) {
+                    if let Some(e) = slot.inflight.remove(t) {
+                        back.push(e);
+                    }
+                }
+            }
+        }
+        for e in back {
+            self.requeue(st, e, fx);
+        }
+        self.dispatch(st, now_ms, fx);
+    }
+
+    /// Rejects one delivery: it is redelivered, or dead-lettered once it has exceeded
+    /// `maximumRedeliveries`.
+    pub fn nack(
+        &self,
+        consumer: ConsumerId,
+        tag: u64,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> Result<(), BrokerError> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let slot = st
+            .consumers
+            .iter_mut()
+            .find(|c| c.id == consumer)
+            .ok_or_else(|| BrokerError::UnknownDelivery(format!("consumer {consumer}")))?;
+        if slot.tx_acked.contains(&tag) {
+            return Err(BrokerError::UnknownDelivery(tag.to_string()));
+        }
+        let entry = slot
+            .inflight
+            .remove(&tag)
+            .ok_or_else(|| BrokerError::UnknownDelivery(tag.to_string()))?;
+        self.requeue(st, entry, fx);
+        self.dispatch(st, now_ms, fx);
+        Ok(())
+    }
+
+    /// Moves expired pending messages out (to `fx.dead`).
+    pub fn expire(&self, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let expired: Vec<_> = st
+            .pending
+            .iter()
+            .filter(|(_, e)| e.msg.is_expired(now_ms))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            if let Some(e) = st.pending.remove(&k) {
+                self.kill(st, e, DeadCause::Expired, fx);
+            }
+        }
+        if !fx.dead.is_empty() {
+            self.space.notify_waiters();
+        }
+    }
+
+    /// Removes every pending message (not those delivered and unacknowledged), appending
+    /// dequeue ops for the stored ones. Returns how many were removed.
+    pub fn purge(&self, batch: &mut Batch) -> u64 {
+        let mut st = self.state.lock();
+        let pending = std::mem::take(&mut st.pending);
+        let n = pending.len() as u64;
+        for (_, e) in pending {
+            st.memory_bytes -= e.bytes;
+            if e.msg.persistent {
+                if let Some(k) = &self.store_key {
+                    batch.push(Op::Dequeue {
+                        list: k.clone(),
+                        seq: e.seq,
+                    });
+                }
+            }
+        }
+        drop(st);
+        self.space.notify_waiters();
+        n
+    }
+
+    /// Closes the list: it accepts nothing more and forgets its messages (a deleted temporary
+    /// destination or subscription). Returns the consumers that were attached.
+    pub fn close(&self) -> Vec<ConsumerId> {
+        let mut st = self.state.lock();
+        st.closed = true;
+        st.pending.clear();
+        st.memory_bytes = 0;
+        let ids = st.consumers.drain(..).map(|c| c.id).collect();
+        drop(st);
+        self.space.notify_waiters();
+        ids
+    }
+
+    /// True once [`MessageList::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
+    /// Counters and sizes.
+    pub fn snapshot(&self) -> ListSnapshot {
+        let st = self.state.lock();
+        ListSnapshot {
+            name: self.name.clone(),
+            pending: st.pending.len() as u64,
+            inflight: st.consumers.iter().map(|c| c.inflight.len() as u64).sum(),
+            consumers: st.consumers.len() as u64,
+            memory_bytes: st.memory_bytes,
+            stats: st.stats,
+        }
+    }
+
+    /// The pending messages in delivery order, up to `max` (a queue browser).
+    pub fn browse(&self, max: usize) -> Vec<Arc<Message>> {
+        let st = self.state.lock();
+        st.pending.values().take(max).map(|e| e.msg.clone()).collect()
+    }
+
+    /// Puts a message that came back from a consumer in its place, or kills it when it has
+    /// been delivered more than `1 + maximumRedeliveries` times.
+    fn requeue(&self, st: &mut State, entry: Entry, fx: &mut Effects) {
+        let max = self.policy.maximum_redeliveries;
+        if max >= 0 && entry.delivery_count > max as u32 {
+            self.kill(st, entry, DeadCause::PoisonAck, fx);
+        } else {
+            st.pending.insert(entry.key(), entry);
+        }
+    }
+
+    fn kill(&self, st: &mut State, entry: Entry, cause: DeadCause, fx: &mut Effects) {
+        st.memory_bytes -= entry.bytes;
+        match cause {
+            DeadCause::Expired => st.stats.expired += 1,
+            DeadCause::PoisonAck => st.stats.poisoned += 1,
+        }
+        fx.dead.push(DeadMessage {
+            store_key: self.store_key.clone(),
+            seq: entry.seq,
+            message: entry.msg,
+            cause,
+        });
+    }
+
+    /// Hands pending messages to consumers with room, in priority then arrival order,
+    /// round-robin among consumers (only the first exclusive consumer, if there is one).
+    fn dispatch(&self, st: &mut State, now_ms: u64, fx: &mut Effects) {
+        if st.consumers.is_empty() || st.pending.is_empty() || st.closed {
+            return;
+        }
+        let exclusive = st.consumers.iter().position(|c| c.opts.exclusive);
+        let mut cursor: Option<(Reverse<u8>, u64)> = None;
+        let mut skipped = 0usize;
+        loop {
+            let any_room = match exclusive {
+                Some(i) => st.consumers[i].has_capacity(),
+                None => st.consumers.iter().any(Slot::has_capacity),
+            };
+            if !any_room || skipped >= DISPATCH_SKIP_MAX {
+                return;
+            }
+            let next = match cursor {
+                None => st.pending.iter().next(),
+                Some(k) => st
+                    .pending
+                    .range((Bound::Excluded(k), Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&key, entry)) = next else {
+                return;
+            };
+            if entry.msg.is_expired(now_ms) {
+                if let Some(e) = st.pending.remove(&key) {
+                    self.kill(st, e, DeadCause::Expired, fx);
+                }
+                continue;
+            }
+            let n = st.consumers.len();
+            let chosen = match exclusive {
+                Some(i) => {
+                    let c = &st.consumers[i];
+                    (c.has_capacity() && c.wants(&entry.msg)).then_some(i)
+                }
+                None => (0..n)
+                    .map(|off| (st.rr + off) % n)
+                    .find(|&i| st.consumers[i].has_capacity() && st.consumers[i].wants(&entry.msg)),
+            };
+            let Some(i) = chosen else {
+                cursor = Some(key);
+                skipped += 1;
+                continue;
+            };
+            let Some(mut e) = st.pending.remove(&key) else {
+                return;
+            };
+            e.delivery_count = e.delivery_count.saturating_add(1);
+            let tag = self.tags.fetch_add(1, Ordering::Relaxed);
+            let delivery = Delivery {
+                consumer: st.consumers[i].id,
+                tag,
+                message: e.msg.clone(),
+                redelivered: e.delivery_count > 1,
+                delivery_count: e.delivery_count,
+            };
+            st.consumers[i].inflight.insert(tag, e);
+            st.consumers[i].sink.deliver(delivery);
+            st.stats.dispatched += 1;
+            st.rr = (i + 1) % n;
+        }
+    }
+}
