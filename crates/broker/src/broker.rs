@@ -317,13 +317,7 @@ impl Broker {
 
     fn new_list(&self, name: String, kind: ListKind, persistent: bool) -> Arc<MessageList> {
         let store_key = persistent.then(|| name.clone());
-        Arc::new(MessageList::new(
-            name,
-            kind,
-            store_key,
-            self.policy(kind),
-            self.tags.clone(),
-        ))
+        MessageList::new(name, kind, store_key, self.policy(kind), self.tags.clone())
     }
 
     fn destination_count(&self) -> usize {
@@ -361,7 +355,7 @@ impl Broker {
     pub fn create_temp(&self, kind: DestinationKind, connection: u64, local_name: &str) -> Destination {
         let dest = Destination {
             kind,
-            name: format!("ID:{}-{}-{}:{}", self.cfg.name, self.boot_id, connection, local_name).into(),
+            name: format!("{}{}", self.temp_prefix(connection), local_name).into(),
         };
         let key = dest.key();
         self.temp_owners.lock().insert(key.clone(), connection);
@@ -768,6 +762,35 @@ impl Broker {
         };
         self.process_effects(fx);
         Ok((tags, completion))
+    }
+
+    /// Acknowledges one delivery on behalf of an auto-ack consumer, once the session has
+    /// written it to the client. A delivery whose consumer is gone is ignored: it was already
+    /// returned for redelivery.
+    pub fn ack_delivery(&self, delivery: &crate::Delivery) -> Completion {
+        let Some(list) = delivery.source.upgrade() else {
+            return Completion::ready(Ok(()));
+        };
+        let mut batch = Batch::new();
+        let mut fx = Effects::default();
+        let r = list.ack(
+            delivery.consumer,
+            AckScope::Individual(delivery.tag),
+            false,
+            self.now_ms(),
+            &mut batch,
+            &mut fx,
+        );
+        self.process_effects(fx);
+        match r {
+            Ok(_) if !batch.is_empty() => self.store.submit(batch),
+            _ => Completion::ready(Ok(())),
+        }
+    }
+
+    /// The prefix of the names of temporary destinations that `connection` owns.
+    pub fn temp_prefix(&self, connection: u64) -> String {
+        format!("ID:{}-{}-{}:", self.cfg.name, self.boot_id, connection)
     }
 
     /// Rejects a delivery: redelivered, or dead-lettered past `maximumRedeliveries`.

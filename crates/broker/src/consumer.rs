@@ -1,10 +1,11 @@
 //! Consumers as the broker sees them: how deliveries leave the broker.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use ferromq_selector::Selector;
 
 use crate::message::Message;
+use crate::queue::MessageList;
 
 /// Identifies a consumer broker-wide.
 pub type ConsumerId = u64;
@@ -33,6 +34,8 @@ pub struct Delivery {
     pub redelivered: bool,
     /// How many times it has been delivered, this one included (JMSXDeliveryCount).
     pub delivery_count: u32,
+    /// The list it came from, for [`crate::Broker::ack_delivery`].
+    pub(crate) source: Weak<MessageList>,
 }
 
 /// Where a consumer's deliveries go. Implemented by the protocol session.

@@ -10,7 +10,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use ferromq_store::{Batch, ListKey, Op};
 use parking_lot::Mutex;
@@ -182,6 +182,8 @@ pub struct MessageList {
     store_key: Option<ListKey>,
     policy: ListPolicy,
     tags: Arc<AtomicU64>,
+    /// Itself, so deliveries can carry a way back for acknowledgement.
+    this: Weak<MessageList>,
     state: Mutex<State>,
     space: Notify,
 }
@@ -203,13 +205,14 @@ impl MessageList {
         store_key: Option<ListKey>,
         policy: ListPolicy,
         tags: Arc<AtomicU64>,
-    ) -> MessageList {
-        MessageList {
+    ) -> Arc<MessageList> {
+        Arc::new_cyclic(|this| MessageList {
             name,
             kind,
             store_key,
             policy,
             tags,
+            this: this.clone(),
             state: Mutex::new(State {
                 next_seq: 1,
                 pending: BTreeMap::new(),
@@ -220,7 +223,7 @@ impl MessageList {
                 closed: false,
             }),
             space: Notify::new(),
-        }
+        })
     }
 
     /// The list's name (`queue://orders`, `durable://client:sub`, …).
@@ -654,6 +657,7 @@ impl MessageList {
                 message: e.msg.clone(),
                 redelivered: e.delivery_count > 1,
                 delivery_count: e.delivery_count,
+                source: self.this.clone(),
             };
             st.consumers[i].inflight.insert(tag, e);
             st.consumers[i].sink.deliver(delivery);

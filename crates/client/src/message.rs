@@ -48,3 +48,34 @@ impl ReceivedMessage {
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferromq_protocol::stomp::Command;
+
+    #[test]
+    fn accessors_read_the_standard_headers() {
+        let msg = ReceivedMessage {
+            frame: Frame::new(Command::Message)
+                .with_header("destination", "/queue/a")
+                .with_header("message-id", "m1")
+                .with_header("subscription", "s1")
+                .with_header("ack", "a1")
+                .with_header("redelivered", "true")
+                .with_header("priority", "4")
+                .with_body("b"),
+        };
+        assert_eq!(msg.destination(), Some("/queue/a"));
+        assert_eq!(msg.message_id(), Some("m1"));
+        assert_eq!(msg.subscription(), Some("s1"));
+        assert_eq!(msg.ack_id(), Some("a1"));
+        assert_eq!(msg.header("priority"), Some("4"));
+        assert_eq!(msg.body(), "b");
+        assert!(msg.redelivered());
+        let fresh = ReceivedMessage {
+            frame: Frame::new(Command::Message).with_header("redelivered", "false"),
+        };
+        assert!(!fresh.redelivered());
+    }
+}

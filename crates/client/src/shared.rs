@@ -171,7 +171,7 @@ impl Shared {
         for (_, tx) in receipts {
             let _ = tx.send(Err(reason.to_error()));
         }
-        std::mem::forget(subscriptions);
+        drop(subscriptions);
         self.closed_tx.send_replace(true);
     }
 

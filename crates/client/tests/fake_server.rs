@@ -588,9 +588,11 @@ async fn server_heart_beats_keep_the_connection_alive() {
     let (addr, listener) = listen().await;
     let server = tokio::spawn(async move {
         let mut peer = accept(&listener).await;
-        peer.handshake(Version::V1_2, "30,0").await;
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_millis(30)).await;
+        // The contract says a beat every 100 ms (so silence of 200 ms is fatal); beating every
+        // 20 ms for 300 ms leaves a wide margin for a loaded test machine.
+        peer.handshake(Version::V1_2, "100,0").await;
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
             peer.stream.write_all(b"\n").await.unwrap();
         }
         peer
@@ -598,13 +600,14 @@ async fn server_heart_beats_keep_the_connection_alive() {
     let config = ClientConfig {
         heart_beat: HeartBeat {
             send_ms: 0,
-            recv_ms: 30,
+            recv_ms: 100,
         },
         ..quiet_config()
     };
     let client = Client::connect(&addr, config).await.unwrap();
+    assert_eq!(client.heart_beat_ms(), (0, 100));
     let _peer = server.await.unwrap();
-    // 300 ms passed: five times the 60 ms silence limit, yet the beats kept it alive.
+    // 300 ms passed, longer than the 200 ms silence limit, yet the beats kept it alive.
     assert!(!client.is_closed());
 }
 
@@ -734,4 +737,45 @@ async fn dropped_subscription_unsubscribes_without_a_receipt() {
     drop(sub);
     server.await.unwrap();
     drop(client);
+}
+
+#[tokio::test]
+async fn oversized_frame_from_the_server_closes_with_a_decode_error() {
+    let (addr, listener) = listen().await;
+    let server = serve(listener, Version::V1_2, |mut peer| async move {
+        let sub = peer.recv_frame().await;
+        peer.receipt_for(&sub).await;
+        let id = sub.header("id").unwrap().to_owned();
+        let big = Frame::new(Command::Message)
+            .with_header("subscription", id)
+            .with_header("message-id", "big")
+            .with_body(vec![b'x'; 64 * 1024]);
+        peer.send(big).await;
+        while peer.recv_item().await.is_some() {}
+    });
+    let config = ClientConfig {
+        limits: Limits {
+            frame_bytes_max: 16 * 1024,
+            ..Limits::default()
+        },
+        ..quiet_config()
+    };
+    let client = Client::connect(&addr, config).await.unwrap();
+    let mut sub = client
+        .subscribe("/queue/a", AckMode::Auto, &[])
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(STEP, client.closed()).await.unwrap();
+    assert!(
+        matches!(
+            ended,
+            Some(ClientError::Decode(
+                ferromq_protocol::stomp::DecodeError::FrameTooLarge { limit: 16384 }
+            ))
+        ),
+        "{ended:?}"
+    );
+    assert!(sub.next_timeout(STEP).await.is_none());
+    drop((sub, client));
+    server.await.unwrap();
 }

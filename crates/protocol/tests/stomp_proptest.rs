@@ -26,7 +26,11 @@ const ALL_COMMANDS: [Command; 15] = [
 ];
 
 fn version() -> impl Strategy<Value = Version> {
-    prop_oneof![Just(Version::V1_0), Just(Version::V1_1), Just(Version::V1_2)]
+    prop_oneof![
+        Just(Version::V1_0),
+        Just(Version::V1_1),
+        Just(Version::V1_2)
+    ]
 }
 
 /// Header text biased towards the characters that escaping and framing care about.
@@ -134,7 +138,11 @@ fn feed_chunked(
     let mut rest = bytes;
     let mut sizes = chunk_sizes.iter().cycle();
     while !rest.is_empty() {
-        let n = sizes.next().copied().unwrap_or(rest.len()).clamp(1, rest.len());
+        let n = sizes
+            .next()
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
         buf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         if let Err(e) = drain(d, &mut buf, &mut items) {

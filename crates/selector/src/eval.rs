@@ -209,9 +209,10 @@ fn relate(left: &Val<'_>, right: &Val<'_>) -> Relation {
     match (left, right) {
         (Val::Str(a), Val::Str(b)) => Relation::Ordered(a.as_ref().cmp(b.as_ref())),
         (Val::Bool(a), Val::Bool(b)) => Relation::BoolEquality(a == b),
-        (Val::Str(s), Val::Bool(b)) | (Val::Bool(b), Val::Str(s)) => {
-            parse_bool(s).map_or(Relation::Unknown, |parsed| Relation::BoolEquality(parsed == *b))
-        }
+        (Val::Str(s), Val::Bool(b)) | (Val::Bool(b), Val::Str(s)) => parse_bool(s)
+            .map_or(Relation::Unknown, |parsed| {
+                Relation::BoolEquality(parsed == *b)
+            }),
         (Val::Bool(_), _) | (_, Val::Bool(_)) => Relation::Incompatible,
         (Val::Str(s), other) => match (parse_number(s), number(other.clone())) {
             (Some(a), Some(b)) => numeric(a, b),
@@ -286,9 +287,7 @@ fn arith(op: ArithOp, left: Num, right: Num) -> Option<Num> {
 
 fn negate(num: Num) -> Num {
     match num {
-        Num::Long(n) => n
-            .checked_neg()
-            .map_or(Num::Double(-(n as f64)), Num::Long),
+        Num::Long(n) => n.checked_neg().map_or(Num::Double(-(n as f64)), Num::Long),
         Num::Double(d) => Num::Double(-d),
     }
 }
@@ -359,11 +358,17 @@ pub(crate) fn truth(expr: &Expr, source: &dyn PropertySource) -> Truth {
             let low = value(low, source);
             let high = value(high, source);
             if *negated {
-                compare(CmpOp::Lt, Some(&operand), low.as_ref())
-                    .or(compare(CmpOp::Gt, Some(&operand), high.as_ref()))
+                compare(CmpOp::Lt, Some(&operand), low.as_ref()).or(compare(
+                    CmpOp::Gt,
+                    Some(&operand),
+                    high.as_ref(),
+                ))
             } else {
-                compare(CmpOp::Ge, Some(&operand), low.as_ref())
-                    .and(compare(CmpOp::Le, Some(&operand), high.as_ref()))
+                compare(CmpOp::Ge, Some(&operand), low.as_ref()).and(compare(
+                    CmpOp::Le,
+                    Some(&operand),
+                    high.as_ref(),
+                ))
             }
         }
         Expr::Literal(_) | Expr::Null | Expr::Property(_) | Expr::Sign(..) | Expr::Arith(..) => {
@@ -420,10 +425,16 @@ mod tests {
     fn long_double_ordering_is_exact_beyond_2_pow_53() {
         let big = (1_i64 << 53) + 1;
         // As a double, `big` rounds to 2^53 and would compare equal.
-        assert_eq!(cmp_long_double(big, (1_i64 << 53) as f64), Some(Ordering::Greater));
+        assert_eq!(
+            cmp_long_double(big, (1_i64 << 53) as f64),
+            Some(Ordering::Greater)
+        );
         assert_eq!(cmp_long_double(i64::MAX, 9.3e18), Some(Ordering::Less));
         assert_eq!(cmp_long_double(i64::MIN, -9.3e18), Some(Ordering::Greater));
-        assert_eq!(cmp_long_double(i64::MIN, -9_223_372_036_854_775_808.0), Some(Ordering::Equal));
+        assert_eq!(
+            cmp_long_double(i64::MIN, -9_223_372_036_854_775_808.0),
+            Some(Ordering::Equal)
+        );
         assert_eq!(cmp_long_double(1, 1.5), Some(Ordering::Less));
         assert_eq!(cmp_long_double(-1, -1.5), Some(Ordering::Greater));
         assert_eq!(cmp_long_double(2, 2.0), Some(Ordering::Equal));
@@ -454,8 +465,13 @@ mod tests {
         assert_eq!(parse_number("-7"), Some(Num::Long(-7)));
         assert_eq!(parse_number("2.5"), Some(Num::Double(2.5)));
         assert_eq!(parse_number("1e3"), Some(Num::Double(1000.0)));
-        assert_eq!(parse_number("99999999999999999999"), Some(Num::Double(1e20)));
-        for bad in ["", " 1", "1 ", "0x10", "NaN", "inf", "abc", "1.2.3", "+", "."] {
+        assert_eq!(
+            parse_number("99999999999999999999"),
+            Some(Num::Double(1e20))
+        );
+        for bad in [
+            "", " 1", "1 ", "0x10", "NaN", "inf", "abc", "1.2.3", "+", ".",
+        ] {
             assert_eq!(parse_number(bad), None, "{bad:?}");
         }
     }
@@ -470,10 +486,19 @@ mod tests {
             arith(ArithOp::Mul, Num::Long(i64::MIN), Num::Long(-1)),
             Some(Num::Double(9_223_372_036_854_775_808.0))
         );
-        assert_eq!(arith(ArithOp::Mod, Num::Long(i64::MIN), Num::Long(-1)), Some(Num::Long(0)));
+        assert_eq!(
+            arith(ArithOp::Mod, Num::Long(i64::MIN), Num::Long(-1)),
+            Some(Num::Long(0))
+        );
         assert_eq!(arith(ArithOp::Div, Num::Long(1), Num::Long(0)), None);
-        assert_eq!(arith(ArithOp::Div, Num::Double(1.0), Num::Double(0.0)), None);
+        assert_eq!(
+            arith(ArithOp::Div, Num::Double(1.0), Num::Double(0.0)),
+            None
+        );
         assert_eq!(arith(ArithOp::Mod, Num::Long(1), Num::Long(0)), None);
-        assert_eq!(negate(Num::Long(i64::MIN)), Num::Double(9_223_372_036_854_775_808.0));
+        assert_eq!(
+            negate(Num::Long(i64::MIN)),
+            Num::Double(9_223_372_036_854_775_808.0)
+        );
     }
 }

@@ -202,8 +202,8 @@ impl Lexer<'_> {
                 // ActiveMQ wants a newline after a line comment; accepting end
                 // of input as well is harmless and friendlier.
                 self.pos += rest.find(['\n', '\r']).unwrap_or(rest.len());
-            } else if rest.starts_with("/*") {
-                match rest[2..].find("*/") {
+            } else if let Some(body) = rest.strip_prefix("/*") {
+                match body.find("*/") {
                     Some(end) => self.pos += 2 + end + 2,
                     None => {
                         return Err(self.error(self.pos, "unterminated `/*` comment".to_owned()))
@@ -226,7 +226,9 @@ impl Lexer<'_> {
         };
         let kind = if c == '\'' {
             self.string()?
-        } else if c.is_ascii_digit() || (c == '.' && self.peek_char_at(1).is_some_and(|d| d.is_ascii_digit())) {
+        } else if c.is_ascii_digit()
+            || (c == '.' && self.peek_char_at(1).is_some_and(|d| d.is_ascii_digit()))
+        {
             self.number()?
         } else if is_ident_start(c) {
             let len = self
@@ -260,7 +262,10 @@ impl Lexer<'_> {
             ('/', _) => (TokenKind::Slash, 1),
             ('%', _) => (TokenKind::Percent, 1),
             ('!', Some('=')) => {
-                return Err(self.error(self.pos, "`!=` is not a selector operator; use `<>`".to_owned()))
+                return Err(self.error(
+                    self.pos,
+                    "`!=` is not a selector operator; use `<>`".to_owned(),
+                ))
             }
             ('"', _) => {
                 return Err(self.error(
@@ -313,7 +318,10 @@ impl Lexer<'_> {
             let text = &self.text[start + 2..start + 2 + digits];
             self.pos = start + 2 + digits;
             let value = i64::from_str_radix(text, 16).map_err(|_| {
-                self.error(start, "hex literal does not fit in a 64-bit signed long".to_owned())
+                self.error(
+                    start,
+                    "hex literal does not fit in a 64-bit signed long".to_owned(),
+                )
             })?;
             self.integer_suffix();
             return self.finish_number(TokenKind::Long(value));
@@ -363,14 +371,15 @@ impl Lexer<'_> {
             return self.finish_number(TokenKind::Long(value));
         }
 
-        let kind = match literal.parse::<u64>() {
-            Ok(value) => TokenKind::Decimal(value),
-            // Too large for 64 bits: ActiveMQ keeps a BigDecimal; the nearest
-            // double is the closest this crate's value model gets.
-            Err(_) => TokenKind::Double(literal.parse::<f64>().map_err(|_| {
-                self.error(start, format!("invalid numeric literal `{literal}`"))
-            })?),
-        };
+        let kind =
+            match literal.parse::<u64>() {
+                Ok(value) => TokenKind::Decimal(value),
+                // Too large for 64 bits: ActiveMQ keeps a BigDecimal; the nearest
+                // double is the closest this crate's value model gets.
+                Err(_) => TokenKind::Double(literal.parse::<f64>().map_err(|_| {
+                    self.error(start, format!("invalid numeric literal `{literal}`"))
+                })?),
+            };
         if self.float_suffix() {
             let value = match kind {
                 TokenKind::Decimal(v) => v as f64,
@@ -430,7 +439,8 @@ mod tests {
         assert_eq!(kinds("0x1F")[0], TokenKind::Long(31));
         assert_eq!(kinds("0X1fL")[0], TokenKind::Long(31));
         assert_eq!(kinds("017")[0], TokenKind::Long(15));
-        assert_eq!(kinds("0")[0], TokenKind::Long(0));
+        assert_eq!(kinds("0")[0], TokenKind::Decimal(0));
+        assert_eq!(kinds("00")[0], TokenKind::Long(0));
         assert_eq!(kinds("1.5")[0], TokenKind::Double(1.5));
         assert_eq!(kinds("1e3")[0], TokenKind::Double(1000.0));
         assert_eq!(kinds("1E-2")[0], TokenKind::Double(0.01));
@@ -452,7 +462,13 @@ mod tests {
 
     #[test]
     fn bad_numeric_literals_are_rejected_with_positions() {
-        for (text, position) in [("a = 09", 4), ("0x", 0), ("1e", 1), ("12abc", 2), ("0x8000000000000000", 0)] {
+        for (text, position) in [
+            ("a = 09", 4),
+            ("0x", 0),
+            ("1e", 1),
+            ("12abc", 2),
+            ("0x8000000000000000", 0),
+        ] {
             match tokenize(text) {
                 Err(SelectorError::Syntax { position: p, .. }) => assert_eq!(p, position, "{text}"),
                 other => panic!("{text}: {other:?}"),

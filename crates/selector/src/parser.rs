@@ -78,7 +78,10 @@ pub(crate) fn parse(text: &str, tokens: &[Token]) -> Result<Option<Expr>, Select
     if token.kind != TokenKind::End {
         return Err(parser.error_at(
             token.start_byte,
-            format!("expected an operator or end of selector, found {}", token.kind.describe()),
+            format!(
+                "expected an operator or end of selector, found {}",
+                token.kind.describe()
+            ),
         ));
     }
     parser.require_condition(&parsed, "a selector")?;
@@ -182,101 +185,133 @@ impl<'a> Parser<'a> {
 
     /// Parses operators at `min_prec` or tighter; `nesting` counts the
     /// parentheses and prefix operators around this point.
+    ///
+    /// This function, [`Parser::prefix`], [`Parser::primary`] and the infix
+    /// helpers recurse into each other once per nesting level, so each is
+    /// kept small: unoptimized builds give every local its own stack slot,
+    /// and one fat function here once cost ~10 KiB of stack per level.
     fn expression(&mut self, min_prec: u8, nesting: usize) -> Result<Parsed, SelectorError> {
         let mut left = self.prefix(min_prec, nesting)?;
         loop {
-            let token = self.peek();
-            let at = token.start_byte;
-            let prec = match &token.kind {
-                TokenKind::Or => PREC_OR,
-                TokenKind::And => PREC_AND,
-                TokenKind::Eq | TokenKind::Ne | TokenKind::Is => PREC_EQUALITY,
-                TokenKind::Lt
-                | TokenKind::Le
-                | TokenKind::Gt
-                | TokenKind::Ge
-                | TokenKind::Like
-                | TokenKind::Between
-                | TokenKind::In => PREC_COMPARISON,
-                TokenKind::Not
-                    if matches!(
-                        self.peek_second(),
-                        TokenKind::Like | TokenKind::Between | TokenKind::In
-                    ) =>
-                {
-                    PREC_COMPARISON
-                }
-                TokenKind::Plus | TokenKind::Minus => PREC_ADDITIVE,
-                TokenKind::Star | TokenKind::Slash | TokenKind::Percent => PREC_MULTIPLICATIVE,
-                _ => return Ok(left),
+            let Some(prec) = self.infix_precedence() else {
+                return Ok(left);
             };
             if prec < min_prec {
                 return Ok(left);
             }
-            let operator = self.advance().kind.clone();
-            left = match operator {
-                TokenKind::Or | TokenKind::And => {
-                    self.require_condition(&left, "an operand of AND/OR")?;
-                    let right = self.expression(prec + 1, nesting)?;
-                    self.require_condition(&right, "an operand of AND/OR")?;
-                    self.logical(operator == TokenKind::Or, left, right, at)?
-                }
-                TokenKind::Is => self.is_null(left, at)?,
-                TokenKind::Not => {
-                    let keyword = self.advance().kind.clone();
-                    self.predicate(&keyword, true, left, nesting, at)?
-                }
-                TokenKind::Like | TokenKind::Between | TokenKind::In => {
-                    self.predicate(&operator, false, left, nesting, at)?
-                }
-                TokenKind::Eq | TokenKind::Ne => {
-                    let right = self.expression(prec + 1, nesting)?;
-                    for operand in [&left, &right] {
-                        if operand.kind == Kind::Null {
-                            return Err(self.error_at(
-                                operand.start_byte,
-                                "`=` and `<>` cannot compare with NULL; use IS [NOT] NULL"
-                                    .to_owned(),
-                            ));
-                        }
-                    }
-                    let op = if operator == TokenKind::Eq {
-                        CmpOp::Eq
-                    } else {
-                        CmpOp::Ne
-                    };
-                    self.binary_compare(op, left, right, at)?
-                }
-                TokenKind::Lt | TokenKind::Le | TokenKind::Gt | TokenKind::Ge => {
-                    let right = self.expression(prec + 1, nesting)?;
-                    self.require_scalar(&left, "an ordering comparison")?;
-                    self.require_scalar(&right, "an ordering comparison")?;
-                    let op = match operator {
-                        TokenKind::Lt => CmpOp::Lt,
-                        TokenKind::Le => CmpOp::Le,
-                        TokenKind::Gt => CmpOp::Gt,
-                        _ => CmpOp::Ge,
-                    };
-                    self.binary_compare(op, left, right, at)?
-                }
-                _ => {
-                    let right = self.expression(prec + 1, nesting)?;
-                    self.require_scalar(&left, "arithmetic")?;
-                    self.require_scalar(&right, "arithmetic")?;
-                    let op = match operator {
-                        TokenKind::Plus => ArithOp::Add,
-                        TokenKind::Minus => ArithOp::Sub,
-                        TokenKind::Star => ArithOp::Mul,
-                        TokenKind::Slash => ArithOp::Div,
-                        _ => ArithOp::Mod,
-                    };
-                    let height = left.height.max(right.height);
-                    let start = left.start_byte;
-                    let expr = Expr::Arith(op, Box::new(left.expr), Box::new(right.expr));
-                    self.node(expr, Kind::Scalar, height, start, at)?
-                }
-            };
+            left = self.infix(prec, left, nesting)?;
         }
+    }
+
+    /// The precedence of the next token as an infix operator, if it is one.
+    fn infix_precedence(&self) -> Option<u8> {
+        Some(match &self.peek().kind {
+            TokenKind::Or => PREC_OR,
+            TokenKind::And => PREC_AND,
+            TokenKind::Eq | TokenKind::Ne | TokenKind::Is => PREC_EQUALITY,
+            TokenKind::Lt
+            | TokenKind::Le
+            | TokenKind::Gt
+            | TokenKind::Ge
+            | TokenKind::Like
+            | TokenKind::Between
+            | TokenKind::In => PREC_COMPARISON,
+            TokenKind::Not
+                if matches!(
+                    self.peek_second(),
+                    TokenKind::Like | TokenKind::Between | TokenKind::In
+                ) =>
+            {
+                PREC_COMPARISON
+            }
+            TokenKind::Plus | TokenKind::Minus => PREC_ADDITIVE,
+            TokenKind::Star | TokenKind::Slash | TokenKind::Percent => PREC_MULTIPLICATIVE,
+            _ => return None,
+        })
+    }
+
+    /// Consumes one infix operator (known to be one) and its right side.
+    #[inline(never)]
+    fn infix(&mut self, prec: u8, left: Parsed, nesting: usize) -> Result<Parsed, SelectorError> {
+        let token = self.advance();
+        let at = token.start_byte;
+        match &token.kind {
+            TokenKind::Or => self.logical(true, left, prec, nesting, at),
+            TokenKind::And => self.logical(false, left, prec, nesting, at),
+            TokenKind::Is => self.is_null(left, at),
+            TokenKind::Not => {
+                let keyword = &self.advance().kind;
+                self.predicate(keyword, true, left, nesting, at)
+            }
+            TokenKind::Like | TokenKind::Between | TokenKind::In => {
+                self.predicate(&token.kind, false, left, nesting, at)
+            }
+            TokenKind::Eq => self.equality(CmpOp::Eq, left, prec, nesting, at),
+            TokenKind::Ne => self.equality(CmpOp::Ne, left, prec, nesting, at),
+            TokenKind::Lt => self.ordering(CmpOp::Lt, left, prec, nesting, at),
+            TokenKind::Le => self.ordering(CmpOp::Le, left, prec, nesting, at),
+            TokenKind::Gt => self.ordering(CmpOp::Gt, left, prec, nesting, at),
+            TokenKind::Ge => self.ordering(CmpOp::Ge, left, prec, nesting, at),
+            TokenKind::Plus => self.arithmetic(ArithOp::Add, left, prec, nesting, at),
+            TokenKind::Minus => self.arithmetic(ArithOp::Sub, left, prec, nesting, at),
+            TokenKind::Star => self.arithmetic(ArithOp::Mul, left, prec, nesting, at),
+            TokenKind::Slash => self.arithmetic(ArithOp::Div, left, prec, nesting, at),
+            _ => self.arithmetic(ArithOp::Mod, left, prec, nesting, at),
+        }
+    }
+
+    #[inline(never)]
+    fn equality(
+        &mut self,
+        op: CmpOp,
+        left: Parsed,
+        prec: u8,
+        nesting: usize,
+        at: usize,
+    ) -> Result<Parsed, SelectorError> {
+        let right = self.expression(prec + 1, nesting)?;
+        for operand in [&left, &right] {
+            if operand.kind == Kind::Null {
+                return Err(self.error_at(
+                    operand.start_byte,
+                    "`=` and `<>` cannot compare with NULL; use IS [NOT] NULL".to_owned(),
+                ));
+            }
+        }
+        self.binary_compare(op, left, right, at)
+    }
+
+    #[inline(never)]
+    fn ordering(
+        &mut self,
+        op: CmpOp,
+        left: Parsed,
+        prec: u8,
+        nesting: usize,
+        at: usize,
+    ) -> Result<Parsed, SelectorError> {
+        let right = self.expression(prec + 1, nesting)?;
+        self.require_scalar(&left, "an ordering comparison")?;
+        self.require_scalar(&right, "an ordering comparison")?;
+        self.binary_compare(op, left, right, at)
+    }
+
+    #[inline(never)]
+    fn arithmetic(
+        &mut self,
+        op: ArithOp,
+        left: Parsed,
+        prec: u8,
+        nesting: usize,
+        at: usize,
+    ) -> Result<Parsed, SelectorError> {
+        let right = self.expression(prec + 1, nesting)?;
+        self.require_scalar(&left, "arithmetic")?;
+        self.require_scalar(&right, "arithmetic")?;
+        let height = left.height.max(right.height);
+        let start = left.start_byte;
+        let expr = Expr::Arith(op, Box::new(left.expr), Box::new(right.expr));
+        self.node(expr, Kind::Scalar, height, start, at)
     }
 
     fn binary_compare(
@@ -294,13 +329,18 @@ impl<'a> Parser<'a> {
 
     /// Builds `left OR right` / `left AND right`, flattening chains of the
     /// same operator so that long lists do not deepen the tree.
+    #[inline(never)]
     fn logical(
-        &self,
+        &mut self,
         is_or: bool,
         left: Parsed,
-        right: Parsed,
+        prec: u8,
+        nesting: usize,
         at: usize,
     ) -> Result<Parsed, SelectorError> {
+        self.require_condition(&left, "an operand of AND/OR")?;
+        let right = self.expression(prec + 1, nesting)?;
+        self.require_condition(&right, "an operand of AND/OR")?;
         let start = left.start_byte;
         let (mut operands, left_height) = match (is_or, left.expr) {
             (true, Expr::Or(operands)) | (false, Expr::And(operands)) => {
@@ -314,7 +354,13 @@ impl<'a> Parser<'a> {
         } else {
             Expr::And(operands)
         };
-        self.node(expr, Kind::Boolean, left_height.max(right.height), start, at)
+        self.node(
+            expr,
+            Kind::Boolean,
+            left_height.max(right.height),
+            start,
+            at,
+        )
     }
 
     fn is_null(&mut self, left: Parsed, at: usize) -> Result<Parsed, SelectorError> {
@@ -341,71 +387,87 @@ impl<'a> Parser<'a> {
         nesting: usize,
         at: usize,
     ) -> Result<Parsed, SelectorError> {
-        let start = left.start_byte;
         match keyword {
-            TokenKind::Like => {
-                self.require_scalar(&left, "LIKE")?;
-                let pattern = self.string_literal("a pattern string after LIKE")?;
-                let mut escape = None;
-                if self.peek().kind == TokenKind::Escape {
-                    self.advance();
-                    let escape_at = self.peek().start_byte;
-                    let text = self.string_literal("an escape string after ESCAPE")?;
-                    let mut chars = text.chars();
-                    match (chars.next(), chars.next()) {
-                        (Some(c), None) => escape = Some(c),
-                        _ => {
-                            return Err(self.error_at(
-                                escape_at,
-                                "ESCAPE must be exactly one character".to_owned(),
-                            ))
-                        }
-                    }
+            TokenKind::Like => self.like(negated, left, at),
+            TokenKind::In => self.in_list(negated, left, at),
+            _ => self.between(negated, left, nesting, at),
+        }
+    }
+
+    #[inline(never)]
+    fn like(&mut self, negated: bool, left: Parsed, at: usize) -> Result<Parsed, SelectorError> {
+        self.require_scalar(&left, "LIKE")?;
+        let pattern = self.string_literal("a pattern string after LIKE")?;
+        let mut escape = None;
+        if self.peek().kind == TokenKind::Escape {
+            self.advance();
+            let escape_at = self.peek().start_byte;
+            let text = self.string_literal("an escape string after ESCAPE")?;
+            let mut chars = text.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => escape = Some(c),
+                _ => {
+                    return Err(
+                        self.error_at(escape_at, "ESCAPE must be exactly one character".to_owned())
+                    )
                 }
-                let expr = Expr::Like {
-                    operand: Box::new(left.expr),
-                    pattern: LikePattern::compile(&pattern, escape),
-                    negated,
-                };
-                self.node(expr, Kind::Boolean, left.height, start, at)
-            }
-            TokenKind::In => {
-                self.require_scalar(&left, "IN")?;
-                self.expect(&TokenKind::LParen, "`(` after IN")?;
-                let mut set = HashSet::new();
-                loop {
-                    set.insert(self.string_literal("a string literal in the IN list")?);
-                    if self.peek().kind == TokenKind::Comma {
-                        self.advance();
-                    } else {
-                        break;
-                    }
-                }
-                self.expect(&TokenKind::RParen, "`,` or `)` in the IN list")?;
-                let expr = Expr::In {
-                    operand: Box::new(left.expr),
-                    set,
-                    negated,
-                };
-                self.node(expr, Kind::Boolean, left.height, start, at)
-            }
-            _ => {
-                self.require_scalar(&left, "BETWEEN")?;
-                let low = self.expression(PREC_ADDITIVE, nesting)?;
-                self.require_scalar(&low, "BETWEEN")?;
-                self.expect(&TokenKind::And, "AND in BETWEEN")?;
-                let high = self.expression(PREC_ADDITIVE, nesting)?;
-                self.require_scalar(&high, "BETWEEN")?;
-                let height = left.height.max(low.height).max(high.height);
-                let expr = Expr::Between {
-                    operand: Box::new(left.expr),
-                    low: Box::new(low.expr),
-                    high: Box::new(high.expr),
-                    negated,
-                };
-                self.node(expr, Kind::Boolean, height, start, at)
             }
         }
+        let (height, start) = (left.height, left.start_byte);
+        let expr = Expr::Like {
+            operand: Box::new(left.expr),
+            pattern: LikePattern::compile(&pattern, escape),
+            negated,
+        };
+        self.node(expr, Kind::Boolean, height, start, at)
+    }
+
+    #[inline(never)]
+    fn in_list(&mut self, negated: bool, left: Parsed, at: usize) -> Result<Parsed, SelectorError> {
+        self.require_scalar(&left, "IN")?;
+        self.expect(&TokenKind::LParen, "`(` after IN")?;
+        let mut set = HashSet::new();
+        loop {
+            set.insert(self.string_literal("a string literal in the IN list")?);
+            if self.peek().kind == TokenKind::Comma {
+                self.advance();
+            } else {
+                break;
+            }
+        }
+        self.expect(&TokenKind::RParen, "`,` or `)` in the IN list")?;
+        let (height, start) = (left.height, left.start_byte);
+        let expr = Expr::In {
+            operand: Box::new(left.expr),
+            set,
+            negated,
+        };
+        self.node(expr, Kind::Boolean, height, start, at)
+    }
+
+    #[inline(never)]
+    fn between(
+        &mut self,
+        negated: bool,
+        left: Parsed,
+        nesting: usize,
+        at: usize,
+    ) -> Result<Parsed, SelectorError> {
+        self.require_scalar(&left, "BETWEEN")?;
+        let low = self.expression(PREC_ADDITIVE, nesting)?;
+        self.require_scalar(&low, "BETWEEN")?;
+        self.expect(&TokenKind::And, "AND in BETWEEN")?;
+        let high = self.expression(PREC_ADDITIVE, nesting)?;
+        self.require_scalar(&high, "BETWEEN")?;
+        let height = left.height.max(low.height).max(high.height);
+        let start = left.start_byte;
+        let expr = Expr::Between {
+            operand: Box::new(left.expr),
+            low: Box::new(low.expr),
+            high: Box::new(high.expr),
+            negated,
+        };
+        self.node(expr, Kind::Boolean, height, start, at)
     }
 
     fn string_literal(&mut self, what: &str) -> Result<String, SelectorError> {
@@ -424,83 +486,103 @@ impl<'a> Parser<'a> {
 
     /// Parses prefix operators and primaries.
     fn prefix(&mut self, min_prec: u8, nesting: usize) -> Result<Parsed, SelectorError> {
-        let token = self.peek();
-        let at = token.start_byte;
         let nesting = nesting + 1;
         if nesting > SELECTOR_DEPTH_MAX {
-            return Err(self.too_deep(at));
+            return Err(self.too_deep(self.peek().start_byte));
         }
-        match &token.kind {
-            TokenKind::Not => {
-                if min_prec > PREC_NOT {
-                    return Err(self.error_at(
-                        at,
-                        "NOT cannot appear inside a comparison or arithmetic here; add parentheses"
-                            .to_owned(),
-                    ));
-                }
-                self.advance();
-                // Parsing at NOT's own level lets `NOT NOT a` nest while
-                // stopping before AND/OR.
-                let operand = self.expression(PREC_NOT, nesting)?;
-                self.require_condition(&operand, "the operand of NOT")?;
-                let height = operand.height;
-                self.node(Expr::Not(Box::new(operand.expr)), Kind::Boolean, height, at, at)
-            }
-            TokenKind::Minus | TokenKind::Plus => {
-                let op = if token.kind == TokenKind::Minus {
-                    SignOp::Minus
-                } else {
-                    SignOp::Plus
-                };
-                self.advance();
-                // `-9223372036854775808` is the one decimal literal whose
-                // magnitude does not fit in i64 on its own.
-                if op == SignOp::Minus && self.peek().kind == TokenKind::Decimal(I64_MIN_MAGNITUDE) {
-                    self.advance();
-                    return self.node(Expr::Literal(Value::Long(i64::MIN)), Kind::Scalar, 0, at, at);
-                }
-                let operand = self.prefix(PREC_MULTIPLICATIVE + 1, nesting)?;
-                self.require_scalar(&operand, "a sign")?;
-                // Fold signs on numeric literals so `-5` is a constant.
-                let folded = match (&operand.expr, op) {
-                    (Expr::Literal(Value::Long(n)), SignOp::Minus) => n.checked_neg().map(Value::Long),
-                    (Expr::Literal(Value::Double(d)), SignOp::Minus) => Some(Value::Double(-d)),
-                    (Expr::Literal(v @ (Value::Long(_) | Value::Double(_))), SignOp::Plus) => {
-                        Some(v.clone())
-                    }
-                    _ => None,
-                };
-                match folded {
-                    Some(value) => self.node(Expr::Literal(value), Kind::Scalar, 0, at, at),
-                    None => {
-                        let height = operand.height;
-                        self.node(Expr::Sign(op, Box::new(operand.expr)), Kind::Scalar, height, at, at)
-                    }
-                }
-            }
+        match &self.peek().kind {
+            TokenKind::Not => self.not_prefix(min_prec, nesting),
+            TokenKind::Minus => self.sign_prefix(SignOp::Minus, nesting),
+            TokenKind::Plus => self.sign_prefix(SignOp::Plus, nesting),
             _ => self.primary(nesting),
         }
+    }
+
+    #[inline(never)]
+    fn not_prefix(&mut self, min_prec: u8, nesting: usize) -> Result<Parsed, SelectorError> {
+        let at = self.advance().start_byte;
+        if min_prec > PREC_NOT {
+            return Err(self.error_at(
+                at,
+                "NOT cannot appear inside a comparison or arithmetic here; add parentheses"
+                    .to_owned(),
+            ));
+        }
+        // Parsing at NOT's own level lets `NOT NOT a` nest while stopping
+        // before AND/OR.
+        let operand = self.expression(PREC_NOT, nesting)?;
+        self.require_condition(&operand, "the operand of NOT")?;
+        let height = operand.height;
+        self.node(
+            Expr::Not(Box::new(operand.expr)),
+            Kind::Boolean,
+            height,
+            at,
+            at,
+        )
+    }
+
+    #[inline(never)]
+    fn sign_prefix(&mut self, op: SignOp, nesting: usize) -> Result<Parsed, SelectorError> {
+        let at = self.advance().start_byte;
+        // `-9223372036854775808` is the one decimal literal whose magnitude
+        // does not fit in i64 on its own.
+        if op == SignOp::Minus && self.peek().kind == TokenKind::Decimal(I64_MIN_MAGNITUDE) {
+            self.advance();
+            return self.node(
+                Expr::Literal(Value::Long(i64::MIN)),
+                Kind::Scalar,
+                0,
+                at,
+                at,
+            );
+        }
+        let operand = self.prefix(PREC_MULTIPLICATIVE + 1, nesting)?;
+        self.require_scalar(&operand, "a sign")?;
+        // Fold signs on numeric literals so `-5` is a constant.
+        let folded = match (&operand.expr, op) {
+            (Expr::Literal(Value::Long(n)), SignOp::Minus) => n.checked_neg().map(Value::Long),
+            (Expr::Literal(Value::Double(d)), SignOp::Minus) => Some(Value::Double(-d)),
+            (Expr::Literal(v @ (Value::Long(_) | Value::Double(_))), SignOp::Plus) => {
+                Some(v.clone())
+            }
+            _ => None,
+        };
+        match folded {
+            Some(value) => self.node(Expr::Literal(value), Kind::Scalar, 0, at, at),
+            None => {
+                let height = operand.height;
+                self.node(
+                    Expr::Sign(op, Box::new(operand.expr)),
+                    Kind::Scalar,
+                    height,
+                    at,
+                    at,
+                )
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn parenthesized(&mut self, at: usize, nesting: usize) -> Result<Parsed, SelectorError> {
+        let inner = self.expression(PREC_OR, nesting)?;
+        self.expect(&TokenKind::RParen, "`)`")?;
+        Ok(Parsed {
+            start_byte: at,
+            ..inner
+        })
     }
 
     fn primary(&mut self, nesting: usize) -> Result<Parsed, SelectorError> {
         let token = self.advance();
         let at = token.start_byte;
         let (expr, kind) = match &token.kind {
-            TokenKind::LParen => {
-                let inner = self.expression(PREC_OR, nesting)?;
-                self.expect(&TokenKind::RParen, "`)`")?;
-                return Ok(Parsed {
-                    start_byte: at,
-                    ..inner
-                });
-            }
+            TokenKind::LParen => return self.parenthesized(at, nesting),
             TokenKind::Ident(name) => {
                 if name.eq_ignore_ascii_case("XPATH") || name.eq_ignore_ascii_case("XQUERY") {
-                    return Err(self.error_at(
-                        at,
-                        format!("{name} selectors are not supported by ferromq"),
-                    ));
+                    return Err(
+                        self.error_at(at, format!("{name} selectors are not supported by ferromq"))
+                    );
                 }
                 (Expr::Property(name.clone()), Kind::Dynamic)
             }

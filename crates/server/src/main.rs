@@ -1,1 +1,257 @@
-fn main() {}
+//! `ferromq`: the broker and its command-line tools.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use ferromq_client::{AckMode, Client, ClientConfig};
+use ferromq_server::config::Config;
+use ferromq_server::server::Server;
+
+#[derive(Parser, Debug)]
+#[command(name = "ferromq", version, about = "A highly available message broker (STOMP 1.0-1.2), ActiveMQ-compatible")]
+struct Cli {
+    /// Log filter (tracing's EnvFilter syntax); overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the broker. Without --config it serves STOMP on 127.0.0.1:61613.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Send messages (for a person at a terminal, or a script).
+    Produce {
+        /// Broker address: host:port or tcp://host:port.
+        #[arg(long, default_value = "127.0.0.1:61613")]
+        url: String,
+        /// Destination, e.g. /queue/orders or /topic/prices.
+        #[arg(long, short)]
+        destination: String,
+        /// How many messages.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        count: u64,
+        /// The body; `{n}` is replaced by the message number. Ignored with --size.
+        #[arg(long, short, default_value = "message {n}")]
+        message: String,
+        /// Send bodies of this many bytes instead of --message.
+        #[arg(long)]
+        size: Option<usize>,
+        /// Send persistent messages.
+        #[arg(long)]
+        persistent: bool,
+        /// Wait for a receipt for every message.
+        #[arg(long)]
+        receipt: bool,
+        /// Extra headers, name:value (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        #[command(flatten)]
+        auth: Auth,
+    },
+    /// Receive messages and print them.
+    Consume {
+        /// Broker address: host:port or tcp://host:port.
+        #[arg(long, default_value = "127.0.0.1:61613")]
+        url: String,
+        /// Destination, e.g. /queue/orders or /topic/prices.
+        #[arg(long, short)]
+        destination: String,
+        /// Stop after this many messages (0: run until interrupted or idle).
+        #[arg(long, short = 'n', default_value_t = 0)]
+        count: u64,
+        /// Stop after this many seconds without a message (0: never).
+        #[arg(long, default_value_t = 0)]
+        idle_timeout_secs: u64,
+        /// Acknowledgement mode.
+        #[arg(long, value_enum, default_value_t = AckArg::Auto)]
+        ack: AckArg,
+        /// JMS selector.
+        #[arg(long)]
+        selector: Option<String>,
+        /// Durable subscription name (needs --client-id).
+        #[arg(long)]
+        durable: Option<String>,
+        /// Print only a count at the end, not every message.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        auth: Auth,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Auth {
+    /// STOMP login.
+    #[arg(long)]
+    login: Option<String>,
+    /// STOMP passcode.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// JMS client id (durable subscriptions).
+    #[arg(long)]
+    client_id: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum AckArg {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+fn init_logging(filter: Option<&str>, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn client_config(auth: &Auth) -> ClientConfig {
+    ClientConfig {
+        login: auth.login.clone(),
+        passcode: auth.passcode.clone(),
+        client_id: auth.client_id.clone(),
+        ..ClientConfig::default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log.as_deref(), cli.log_json);
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Produce {
+            url,
+            destination,
+            count,
+            message,
+            size,
+            persistent,
+            receipt,
+            headers,
+            auth,
+        } => {
+            let client = Client::connect(&url, client_config(&auth))
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?;
+            let mut hdrs: Vec<(String, String)> = Vec::new();
+            for h in &headers {
+                let Some((n, v)) = h.split_once(':') else {
+                    bail!("--header {h:?}: expected name:value");
+                };
+                hdrs.push((n.to_string(), v.to_string()));
+            }
+            if persistent {
+                hdrs.push(("persistent".into(), "true".into()));
+            }
+            let hrefs: Vec<(&str, &str)> = hdrs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let fixed = size.map(|s| bytes::Bytes::from(vec![b'x'; s]));
+            let started = Instant::now();
+            for n in 1..=count {
+                let body = match &fixed {
+                    Some(b) => b.clone(),
+                    None => bytes::Bytes::from(message.replace("{n}", &n.to_string())),
+                };
+                if receipt {
+                    client.send_with_receipt(&destination, body, &hrefs).await?;
+                } else {
+                    client.send(&destination, body, &hrefs).await?;
+                }
+            }
+            client.disconnect().await?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "sent {count} message(s) to {destination} in {secs:.3} s ({:.0} msg/s)",
+                count as f64 / secs.max(1e-9)
+            );
+            Ok(())
+        }
+        Command::Consume {
+            url,
+            destination,
+            count,
+            idle_timeout_secs,
+            ack,
+            selector,
+            durable,
+            quiet,
+            auth,
+        } => {
+            if durable.is_some() && auth.client_id.is_none() {
+                bail!("--durable needs --client-id");
+            }
+            let client = Client::connect(&url, client_config(&auth))
+                .await
+                .with_context(|| format!("cannot connect to {url}"))?;
+            let mode = match ack {
+                AckArg::Auto => AckMode::Auto,
+                AckArg::Client => AckMode::Client,
+                AckArg::ClientIndividual => AckMode::ClientIndividual,
+            };
+            let mut hdrs: Vec<(&str, &str)> = vec![("id", "cli-1")];
+            if let Some(s) = &selector {
+                hdrs.push(("selector", s));
+            }
+            if let Some(d) = &durable {
+                hdrs.push(("activemq.subscriptionName", d));
+            }
+            let mut sub = client.subscribe(&destination, mode, &hdrs).await?;
+            let mut received = 0u64;
+            loop {
+                if count > 0 && received >= count {
+                    break;
+                }
+                let next = if idle_timeout_secs > 0 {
+                    sub.next_timeout(Duration::from_secs(idle_timeout_secs)).await
+                } else {
+                    tokio::select! {
+                        m = sub.next() => m,
+                        _ = tokio::signal::ctrl_c() => None,
+                    }
+                };
+                let Some(msg) = next else { break };
+                received += 1;
+                if !quiet {
+                    println!("{}", String::from_utf8_lossy(msg.body()));
+                }
+                if mode != AckMode::Auto {
+                    client.ack(&msg, None).await?;
+                }
+            }
+            client.disconnect().await?;
+            eprintln!("received {received} message(s) from {destination}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg = Config::load(config.as_deref(), std::env::vars())?;
+    let server = Server::start(cfg).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+    }
+    server.shutdown().await
+}

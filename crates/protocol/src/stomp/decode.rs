@@ -278,7 +278,8 @@ impl Decoder {
             return Ok(Step::Pending(State::Command { scan: buf.len() }));
         };
         let line = strip_cr(&buf[..lf]);
-        let command = Command::parse(line).ok_or_else(|| DecodeError::UnknownCommand(quote(line)))?;
+        let command =
+            Command::parse(line).ok_or_else(|| DecodeError::UnknownCommand(quote(line)))?;
         Ok(Step::Next(State::Headers {
             partial: Partial {
                 command,
@@ -392,7 +393,7 @@ impl Decoder {
                         partial,
                         body_start,
                         content_length,
-                        scan: buf.len(),
+                        scan: body_start,
                     }));
                 }
             },
@@ -649,7 +650,11 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Ok(Some(Item::HeartBeat)));
         assert_eq!(d.decode(&mut buf), Ok(Some(Item::HeartBeat)));
         assert!(matches!(d.decode(&mut buf), Ok(Some(Item::Frame(_)))));
-        assert_eq!(&buf[..], b"\n", "the EOL after the NUL is not consumed with the frame");
+        assert_eq!(
+            &buf[..],
+            b"\n",
+            "the EOL after the NUL is not consumed with the frame"
+        );
         assert_eq!(d.decode(&mut buf), Ok(Some(Item::HeartBeat)));
         assert_eq!(d.decode(&mut buf), Ok(None));
         assert!(buf.is_empty());
@@ -668,10 +673,7 @@ mod tests {
 
     #[test]
     fn content_length_body_may_contain_nul_bytes() {
-        let frame = one_frame(
-            Version::V1_2,
-            b"SEND\ncontent-length:5\n\na\0b\0c\0",
-        );
+        let frame = one_frame(Version::V1_2, b"SEND\ncontent-length:5\n\na\0b\0c\0");
         assert_eq!(frame.body, Bytes::from_static(b"a\0b\0c"));
         let empty = one_frame(Version::V1_2, b"SEND\ncontent-length:0\n\n\0");
         assert!(empty.body.is_empty());
@@ -782,7 +784,11 @@ mod tests {
         let frame = one_frame(Version::V1_0, b"SEND\n destination : /queue/a \t\n\n\0");
         assert_eq!(frame.header("destination"), Some("/queue/a"));
         let kept = one_frame(Version::V1_2, b"SEND\ndestination: /queue/a \n\n\0");
-        assert_eq!(kept.header("destination"), Some(" /queue/a "), "1.2 keeps spaces");
+        assert_eq!(
+            kept.header("destination"),
+            Some(" /queue/a "),
+            "1.2 keeps spaces"
+        );
     }
 
     #[test]
@@ -819,7 +825,15 @@ mod tests {
 
     #[test]
     fn bad_content_length_is_rejected() {
-        for value in ["-1", "abc", "", "+5", " 5", "1e3", "99999999999999999999999999"] {
+        for value in [
+            "-1",
+            "abc",
+            "",
+            "+5",
+            " 5",
+            "1e3",
+            "99999999999999999999999999",
+        ] {
             let wire = format!("SEND\ncontent-length:{value}\n\n\0");
             assert_eq!(
                 error(Version::V1_2, wire.as_bytes()),
@@ -886,7 +900,11 @@ mod tests {
         let mut d = Decoder::new(limits);
         let mut buf = BytesMut::from(&b"SEND\n\n"[..]);
         buf.extend_from_slice(&[b'x'; 26]);
-        assert_eq!(d.decode(&mut buf), Ok(None), "32 bytes buffered is within the limit");
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(None),
+            "32 bytes buffered is within the limit"
+        );
         buf.extend_from_slice(b"x");
         assert_eq!(
             d.decode(&mut buf),

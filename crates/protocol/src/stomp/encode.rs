@@ -160,7 +160,10 @@ mod tests {
             wire(&frame, Version::V1_2),
             b"SEND\ndestination:/queue/a\ncontent-length:2\n\nhi\0"
         );
-        assert_eq!(wire(&Frame::new(Command::Disconnect), Version::V1_2), b"DISCONNECT\n\n\0");
+        assert_eq!(
+            wire(&Frame::new(Command::Disconnect), Version::V1_2),
+            b"DISCONNECT\n\n\0"
+        );
     }
 
     #[test]
@@ -226,7 +229,10 @@ mod tests {
         let bytes = wire(&frame, Version::V1_2);
         assert_eq!(bytes, b"SEND\ncontent-length:3\n\na\0b\0");
         assert_eq!(decode_one(&bytes, Version::V1_2).body, frame.body);
-        assert_eq!(wire(&Frame::new(Command::Send), Version::V1_2), b"SEND\n\n\0");
+        assert_eq!(
+            wire(&Frame::new(Command::Send), Version::V1_2),
+            b"SEND\n\n\0"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub struct HeartBeat {
 
 /// A `heart-beat` header that is not two comma-separated non-negative integers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid heart-beat header {0:?}: expected two comma-separated integers such as 10000,10000")]
+#[error(
+    "invalid heart-beat header {0:?}: expected two comma-separated integers such as 10000,10000"
+)]
 pub struct HeartBeatError(pub String);
 
 impl HeartBeat {
@@ -76,7 +78,10 @@ mod tests {
     fn negotiation_picks_highest_common_version() {
         let all = [Version::V1_0, Version::V1_1, Version::V1_2];
         assert_eq!(negotiate_version(None, &all), Some(Version::V1_0));
-        assert_eq!(negotiate_version(Some("1.0,1.1,1.2"), &all), Some(Version::V1_2));
+        assert_eq!(
+            negotiate_version(Some("1.0,1.1,1.2"), &all),
+            Some(Version::V1_2)
+        );
         assert_eq!(negotiate_version(Some("1.1"), &all), Some(Version::V1_1));
         assert_eq!(negotiate_version(Some("2.0,3.1"), &all), None);
         assert_eq!(negotiate_version(Some("1.2"), &[Version::V1_0]), None);
@@ -85,10 +90,19 @@ mod tests {
     #[test]
     fn heartbeat_parses_and_negotiates() {
         let peer = HeartBeat::parse("1000, 5000").unwrap();
-        assert_eq!(peer, HeartBeat { send_ms: 1000, recv_ms: 5000 });
+        assert_eq!(
+            peer,
+            HeartBeat {
+                send_ms: 1000,
+                recv_ms: 5000
+            }
+        );
         assert!(HeartBeat::parse("abc").is_err());
         assert!(HeartBeat::parse("1,-1").is_err());
-        let local = HeartBeat { send_ms: 2000, recv_ms: 3000 };
+        let local = HeartBeat {
+            send_ms: 2000,
+            recv_ms: 3000,
+        };
         assert_eq!(HeartBeat::negotiate(local, peer), (5000, 3000));
         assert_eq!(HeartBeat::negotiate(local, HeartBeat::default()), (0, 0));
     }

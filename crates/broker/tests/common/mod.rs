@@ -1,0 +1,264 @@
+//! Test harness shared by the broker's integration tests: a broker on a `MemoryStore` with an
+//! injected clock, a collecting delivery sink, and message builders.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferromq_broker::{
+    AckMode, Broker, BrokerConfig, Clock, ConsumerHandle, ConsumerOptions, Delivery,
+    DeliverySink, Destination, DurableName, ListSnapshot, Message, Selector, DEFAULT_PRIORITY,
+};
+use ferromq_store::{MemoryStore, MessageStore};
+
+/// The fixed start of test time (ms since the epoch).
+pub const T0_MS: u64 = 1_700_000_000_000;
+
+/// Collects deliveries in arrival order.
+#[derive(Debug, Default)]
+pub struct Collector(Mutex<Vec<Delivery>>);
+
+impl DeliverySink for Collector {
+    fn deliver(&self, delivery: Delivery) {
+        self.0.lock().unwrap().push(delivery);
+    }
+}
+
+impl Collector {
+    /// A new, empty collector behind an `Arc` (as `subscribe` wants it).
+    pub fn new() -> Arc<Collector> {
+        Arc::new(Collector::default())
+    }
+
+    /// Removes and returns everything delivered so far.
+    pub fn take(&self) -> Vec<Delivery> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+
+    /// The bodies delivered so far (without removing them).
+    pub fn bodies(&self) -> Vec<String> {
+        self.0.lock().unwrap().iter().map(|d| body(d)).collect()
+    }
+
+    /// How many deliveries are held.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// The body of a delivery as text.
+pub fn body(d: &Delivery) -> String {
+    String::from_utf8(d.message.body.to_vec()).unwrap()
+}
+
+/// The bodies of a list of deliveries.
+pub fn bodies(ds: &[Delivery]) -> Vec<String> {
+    ds.iter().map(body).collect()
+}
+
+/// A broker, its store and its clock.
+pub struct Fixture {
+    pub broker: Arc<Broker>,
+    pub store: Arc<MemoryStore>,
+    pub now_ms: Arc<AtomicU64>,
+    pub cfg: BrokerConfig,
+}
+
+impl Fixture {
+    /// A broker with the default configuration.
+    pub fn new() -> Fixture {
+        Fixture::with_config(BrokerConfig::default())
+    }
+
+    /// A broker with `cfg`, on a fresh store, at time [`T0_MS`].
+    pub fn with_config(cfg: BrokerConfig) -> Fixture {
+        let store = Arc::new(MemoryStore::new());
+        let now_ms = Arc::new(AtomicU64::new(T0_MS));
+        let broker = Broker::open(cfg.clone(), store.clone(), clock(&now_ms)).unwrap();
+        Fixture {
+            broker,
+            store,
+            now_ms,
+            cfg,
+        }
+    }
+
+    /// Simulates a broker restart on the same store: the old broker is dropped, the store closed
+    /// and reopened, and a new broker recovers from it. The clock moves on so message ids differ.
+    pub fn restart(self) -> Fixture {
+        let Fixture {
+            broker,
+            store,
+            now_ms,
+            cfg,
+        } = self;
+        store.close().unwrap();
+        drop(broker);
+        store.reopen();
+        now_ms.fetch_add(1_000, Ordering::SeqCst);
+        let broker = Broker::open(cfg.clone(), store.clone(), clock(&now_ms)).unwrap();
+        Fixture {
+            broker,
+            store,
+            now_ms,
+            cfg,
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance_ms(&self, ms: u64) {
+        self.now_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    /// The current test time.
+    pub fn now(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    /// A non-persistent message with default priority and no expiry.
+    pub fn msg(&self, dest: &Destination, body: &str) -> Message {
+        Message {
+            id: self.broker.next_message_id(),
+            destination: dest.clone(),
+            headers: Vec::new(),
+            body: Bytes::from(body.to_string()),
+            persistent: false,
+            priority: DEFAULT_PRIORITY,
+            timestamp_ms: self.now(),
+            expires_ms: 0,
+            producer_connection: 0,
+        }
+    }
+
+    /// A persistent message.
+    pub fn pmsg(&self, dest: &Destination, body: &str) -> Message {
+        Message {
+            persistent: true,
+            ..self.msg(dest, body)
+        }
+    }
+
+    /// Sends and waits for the store to confirm.
+    pub async fn send(&self, m: Message) {
+        self.broker.send(m).await.unwrap().await.unwrap();
+    }
+
+    /// Sends a non-persistent message with this body.
+    pub async fn send_body(&self, dest: &Destination, body: &str) {
+        self.send(self.msg(dest, body)).await;
+    }
+
+    /// Subscribes a fresh collector (non-durable).
+    pub fn subscribe(
+        &self,
+        dest: &Destination,
+        opts: ConsumerOptions,
+    ) -> (ConsumerHandle, Arc<Collector>) {
+        let sink = Collector::new();
+        let (h, c) = self
+            .broker
+            .subscribe(dest, opts, None, sink.clone())
+            .unwrap();
+        c.wait_blocking().unwrap();
+        (h, sink)
+    }
+
+    /// Subscribes a fresh collector to a durable subscription.
+    pub fn subscribe_durable(
+        &self,
+        topic: &Destination,
+        name: &DurableName,
+        opts: ConsumerOptions,
+    ) -> (ConsumerHandle, Arc<Collector>) {
+        let sink = Collector::new();
+        let (h, c) = self
+            .broker
+            .subscribe(topic, opts, Some(name.clone()), sink.clone())
+            .unwrap();
+        c.wait_blocking().unwrap();
+        (h, sink)
+    }
+
+    /// The snapshot of one list, by name.
+    pub fn list(&self, name: &str) -> ListSnapshot {
+        self.broker
+            .snapshot()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no list named {name}"))
+    }
+
+    /// The bodies the store holds for a list, in sequence order.
+    pub fn stored_bodies(&self, list: &str) -> Vec<String> {
+        self.store
+            .load(list, None, 10_000)
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let msg = Message::decode(&m.payload).unwrap();
+                String::from_utf8(msg.body.to_vec()).unwrap()
+            })
+            .collect()
+    }
+
+    /// The decoded messages the store holds for a list.
+    pub fn stored_messages(&self, list: &str) -> Vec<Message> {
+        self.store
+            .load(list, None, 10_000)
+            .unwrap()
+            .iter()
+            .map(|m| Message::decode(&m.payload).unwrap())
+            .collect()
+    }
+
+    /// The lists the store reports at recovery, with their message counts.
+    pub fn stored_lists(&self) -> Vec<(String, u64)> {
+        self.store
+            .recover()
+            .unwrap()
+            .lists
+            .into_iter()
+            .map(|l| (l.list, l.count))
+            .collect()
+    }
+}
+
+/// A clock reading `now_ms`.
+pub fn clock(now_ms: &Arc<AtomicU64>) -> Clock {
+    let now_ms = now_ms.clone();
+    Arc::new(move || now_ms.load(Ordering::SeqCst))
+}
+
+/// Consumer options with an ack mode and a prefetch.
+pub fn opts(ack_mode: AckMode, prefetch: u32) -> ConsumerOptions {
+    ConsumerOptions {
+        ack_mode,
+        prefetch,
+        ..ConsumerOptions::default()
+    }
+}
+
+/// Client-individual options with this prefetch.
+pub fn individual(prefetch: u32) -> ConsumerOptions {
+    opts(AckMode::ClientIndividual, prefetch)
+}
+
+/// Options with a selector.
+pub fn with_selector(mut o: ConsumerOptions, selector: &str) -> ConsumerOptions {
+    o.selector = Some(Arc::new(Selector::parse(selector).unwrap()));
+    o
+}
+
+/// A durable subscription name.
+pub fn durable(client_id: &str, name: &str) -> DurableName {
+    DurableName {
+        client_id: client_id.to_string(),
+        name: name.to_string(),
+    }
+}
+
+/// A header value of a delivery's message.
+pub fn header<'a>(d: &'a Delivery, name: &str) -> Option<&'a str> {
+    d.message.header(name)
+}

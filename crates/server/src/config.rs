@@ -1,0 +1,327 @@
+//! The TOML configuration file, with ActiveMQ-familiar names, and its environment overrides.
+//!
+//! Every section and key is optional; unknown keys are an error that names the key. Any value
+//! can be overridden from the environment as `FERROMQ__<SECTION>__<KEY>`, for example
+//! `FERROMQ__TRANSPORTS__STOMP=0.0.0.0:61613` or `FERROMQ__STORE__BACKEND=memory`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[broker]`
+    pub broker: BrokerSection,
+    /// `[transports]`
+    pub transports: TransportsSection,
+    /// `[store]`
+    pub store: StoreSection,
+    /// `[policy]`: destination policy (redelivery, DLQ, memory limits).
+    pub policy: PolicySection,
+    /// `[stomp]`: STOMP connector settings and limits.
+    pub stomp: StompSection,
+    /// `[security]`
+    pub security: SecuritySection,
+}
+
+/// `[broker]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// `brokerName`.
+    pub name: String,
+    /// Where the store keeps its files (`dataDirectory`).
+    pub data_dir: PathBuf,
+    /// Make every message persistent, whatever its `persistent` header says.
+    pub persistent_delivery: bool,
+    /// How often expired messages are swept out of queues (`expireMessagesPeriod`), in ms.
+    pub expire_messages_period_ms: u64,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            name: "localhost".into(),
+            data_dir: PathBuf::from("data"),
+            persistent_delivery: false,
+            expire_messages_period_ms: 30_000,
+        }
+    }
+}
+
+/// `[transports]`: listen addresses (ActiveMQ's transport connectors).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportsSection {
+    /// STOMP listen address, `host:port` (`stomp://` prefix accepted).
+    pub stomp: String,
+}
+
+impl Default for TransportsSection {
+    fn default() -> Self {
+        TransportsSection {
+            stomp: "127.0.0.1:61613".into(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `memory` (this build's default) or another compiled-in backend.
+    pub backend: String,
+    /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
+    pub sync: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: "memory".into(),
+            sync: "always".into(),
+        }
+    }
+}
+
+/// `[policy]`: ActiveMQ's destination policy and redelivery policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// The shared dead-letter queue.
+    pub dead_letter_queue: String,
+    /// `maximumRedeliveries` (-1: unlimited).
+    pub maximum_redeliveries: i32,
+    /// `processExpired`.
+    pub process_expired: bool,
+    /// `processNonPersistent`.
+    pub process_non_persistent: bool,
+    /// Per-destination memory limit before producer flow control (`memoryLimit`), in bytes.
+    pub memory_limit_bytes: u64,
+    /// Per non-durable topic subscriber memory before its oldest messages are discarded.
+    pub topic_subscriber_memory_limit_bytes: u64,
+    /// `sendFailIfNoSpaceAfterTimeout` in ms; 0 = block until space.
+    pub send_fail_if_no_space_after_timeout_ms: u64,
+    /// Default `activemq.prefetchSize` for queue subscriptions.
+    pub queue_prefetch: u32,
+    /// Default `activemq.prefetchSize` for topic subscriptions.
+    pub topic_prefetch: u32,
+    /// Most destinations the broker creates.
+    pub max_destinations: usize,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        PolicySection {
+            dead_letter_queue: "ActiveMQ.DLQ".into(),
+            maximum_redeliveries: 6,
+            process_expired: true,
+            process_non_persistent: false,
+            memory_limit_bytes: 64 * 1024 * 1024,
+            topic_subscriber_memory_limit_bytes: 16 * 1024 * 1024,
+            send_fail_if_no_space_after_timeout_ms: 0,
+            queue_prefetch: 1000,
+            topic_prefetch: 32766,
+            max_destinations: 100_000,
+        }
+    }
+}
+
+/// `[stomp]`: the STOMP connector's behaviour and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StompSection {
+    /// Most client connections at once (`maximumConnections`).
+    pub max_connections: usize,
+    /// Largest frame accepted, in bytes (`wireFormat.maxFrameSize`).
+    pub max_frame_bytes: usize,
+    /// Most headers per frame.
+    pub max_headers: usize,
+    /// Longest header line, in bytes.
+    pub max_header_line_bytes: usize,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Most open transactions per connection.
+    pub max_transactions: usize,
+    /// Most frames (sends + acks) one transaction may hold.
+    pub max_transaction_frames: usize,
+    /// A connection must send CONNECT within this many ms.
+    pub connect_timeout_ms: u64,
+    /// A client that does not take its data within this many ms is disconnected
+    /// (`transport.soWriteTimeout`); 0 = never.
+    pub write_timeout_ms: u64,
+    /// The shortest heart-beat interval the broker agrees to, in ms.
+    pub heart_beat_min_ms: u64,
+    /// Grace factor on the client's heart-beat interval before it counts as silent
+    /// (`transport.hbGracePeriodMultiplier`).
+    pub heart_beat_grace_multiplier: f64,
+}
+
+impl Default for StompSection {
+    fn default() -> Self {
+        StompSection {
+            max_connections: 1000,
+            max_frame_bytes: 16 * 1024 * 1024,
+            max_headers: 1000,
+            max_header_line_bytes: 10 * 1024,
+            max_subscriptions: 1000,
+            max_transactions: 100,
+            max_transaction_frames: 100_000,
+            connect_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
+            heart_beat_min_ms: 1000,
+            heart_beat_grace_multiplier: 1.5,
+        }
+    }
+}
+
+/// `[security]`: simple authentication (ActiveMQ's `simpleAuthenticationPlugin`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// When non-empty, CONNECT must carry a matching `login`/`passcode`.
+    pub users: Vec<User>,
+}
+
+/// A user of `[security]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The login.
+    pub username: String,
+    /// The passcode.
+    pub password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+const ENV_PREFIX: &str = "FERROMQ__";
+
+impl Config {
+    /// Reads `path` (if given), applies `FERROMQ__SECTION__KEY` overrides from `env`, and
+    /// validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?,
+            None => String::new(),
+        };
+        let mut doc: toml::Table = toml::from_str(&text).with_context(|| match path {
+            Some(p) => format!("invalid TOML in {}", p.display()),
+            None => "invalid TOML".into(),
+        })?;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let parts: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let [section, key] = parts.as_slice() else {
+                bail!("environment override {k}: expected FERROMQ__<SECTION>__<KEY>");
+            };
+            // Values are TOML when they parse as such (numbers, booleans), else strings.
+            let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.clone()));
+            let sec = doc
+                .entry(section.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(sec) = sec.as_table_mut() else {
+                bail!("environment override {k}: [{section}] is not a table");
+            };
+            sec.insert(key.clone(), value);
+        }
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.broker.name.is_empty() || self.broker.name.contains([':', '/']) {
+            bail!("broker.name must be non-empty and contain no ':' or '/'");
+        }
+        match self.store.sync.as_str() {
+            "always" | "periodic" | "never" => {}
+            s => bail!("store.sync = {s:?}: expected \"always\", \"periodic\" or \"never\""),
+        }
+        if self.stomp.max_connections == 0 {
+            bail!("stomp.max_connections must be at least 1");
+        }
+        if self.stomp.max_frame_bytes < 1024 {
+            bail!("stomp.max_frame_bytes must be at least 1024");
+        }
+        if self.policy.queue_prefetch == 0 || self.policy.topic_prefetch == 0 {
+            bail!("policy.queue_prefetch and policy.topic_prefetch must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The STOMP listen address without an optional `stomp://` or `tcp://` scheme.
+    pub fn stomp_listen_addr(&self) -> &str {
+        let s = self.transports.stomp.as_str();
+        s.strip_prefix("stomp://")
+            .or_else(|| s.strip_prefix("tcp://"))
+            .unwrap_or(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_gives_activemq_defaults() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.transports.stomp, "127.0.0.1:61613");
+        assert_eq!(c.policy.dead_letter_queue, "ActiveMQ.DLQ");
+        assert_eq!(c.policy.maximum_redeliveries, 6);
+        assert_eq!(c.store.sync, "always");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, "[broker]\nname = \"b\"\nnmae = \"typo\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
+        assert!(err.contains("nmae"), "{err}");
+        std::fs::write(&p, "[brokr]\nname = \"b\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
+        assert!(err.contains("brokr"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, "[transports]\nstomp = \"127.0.0.1:1\"\n").unwrap();
+        let env = vec![
+            ("FERROMQ__TRANSPORTS__STOMP".to_string(), "127.0.0.1:2".to_string()),
+            ("FERROMQ__POLICY__MAXIMUM_REDELIVERIES".to_string(), "3".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&p), env).unwrap();
+        assert_eq!(c.transports.stomp, "127.0.0.1:2");
+        assert_eq!(c.policy.maximum_redeliveries, 3);
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let env = vec![("FERROMQ__STORE__SYNC".to_string(), "sometimes".to_string())];
+        assert!(Config::load(None, env).is_err());
+    }
+}

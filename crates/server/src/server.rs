@@ -1,0 +1,106 @@
+//! Wires a store, a broker and the connectors together, and runs them until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ferromq_broker::{system_clock, Broker, BrokerConfig};
+use ferromq_store::{MemoryStore, MessageStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::stomp::{self, ConnectorContext};
+
+/// Opens the store the configuration names.
+pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+    match cfg.store.backend.as_str() {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        other => bail!(
+            "store.backend = {other:?} is not available in this build (available: \"memory\")"
+        ),
+    }
+}
+
+/// The broker policy from the configuration.
+pub fn broker_config(cfg: &Config) -> BrokerConfig {
+    BrokerConfig {
+        name: cfg.broker.name.clone(),
+        dead_letter_queue: cfg.policy.dead_letter_queue.clone(),
+        maximum_redeliveries: cfg.policy.maximum_redeliveries,
+        process_expired: cfg.policy.process_expired,
+        process_non_persistent: cfg.policy.process_non_persistent,
+        destination_memory_limit_bytes: cfg.policy.memory_limit_bytes,
+        topic_subscriber_memory_limit_bytes: cfg.policy.topic_subscriber_memory_limit_bytes,
+        send_fail_if_no_space_after_timeout_ms: cfg.policy.send_fail_if_no_space_after_timeout_ms,
+        max_destinations: cfg.policy.max_destinations,
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Where STOMP listens (useful when the configuration asked for port 0).
+    pub stomp_addr: SocketAddr,
+    /// The broker.
+    pub broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Server {
+    /// Opens the store, recovers the broker and starts listening.
+    pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+        let cfg = Arc::new(cfg);
+        let store = open_store(&cfg)?;
+        let broker = Broker::open(broker_config(&cfg), store, system_clock())
+            .context("broker recovery failed")?;
+        let listener = TcpListener::bind(cfg.stomp_listen_addr())
+            .await
+            .with_context(|| format!("cannot listen for STOMP on {}", cfg.stomp_listen_addr()))?;
+        let stomp_addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(ConnectorContext {
+            broker: broker.clone(),
+            config: cfg.clone(),
+            shutdown: shutdown_rx.clone(),
+        });
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(stomp::run_listener(listener, ctx));
+        let period = Duration::from_millis(cfg.broker.expire_messages_period_ms.max(100));
+        let sweeper = broker.clone();
+        let mut stop = shutdown_rx;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => sweeper.expire_sweep(),
+                    _ = stop.changed() => break,
+                }
+            }
+        });
+        tracing::info!(
+            broker = %cfg.broker.name,
+            store = broker.store().kind(),
+            "ferromq started: STOMP listening on stomp://{stomp_addr}"
+        );
+        Ok(Server {
+            stomp_addr,
+            broker,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, closes every connection (returning unacknowledged messages to their
+    /// destinations) and closes the store.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        self.broker.store().close().context("closing the store")?;
+        tracing::info!("ferromq stopped");
+        Ok(())
+    }
+}

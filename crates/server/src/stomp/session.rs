@@ -1,0 +1,1062 @@
+//! One STOMP connection: a reader that turns frames into broker calls, and a writer that sends
+//! replies and deliveries.
+//!
+//! The reader owns the session state (subscriptions, transactions) and never waits on the disk:
+//! a persistent SEND's store completion travels to the writer with the RECEIPT it guards, and the
+//! writer sends the RECEIPT only once the completion resolves. The writer is the only task that
+//! touches the socket's write half; it batches whatever is queued into one write.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferromq_broker::{
+    AckMode, AckScope, Broker, BrokerError, ConsumerHandle, ConsumerId, ConsumerOptions,
+    Delivery, DeliverySink, DestinationKind, DurableName, Message, Selector, TxWork,
+    DEFAULT_PRIORITY, MAX_PRIORITY,
+};
+use ferromq_protocol::stomp::{
+    encode, encode_heartbeat, negotiate_version, Command, DecodeError, Decoder, Frame, HeartBeat,
+    Item, Limits, Version,
+};
+use ferromq_store::Completion;
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
+
+use super::dest;
+use crate::config::Config;
+
+/// The versions this server speaks.
+const SUPPORTED: [Version; 3] = [Version::V1_0, Version::V1_1, Version::V1_2];
+/// Replies queued for the writer before the reader stops reading (backpressure on a client
+/// that sends faster than it reads its receipts).
+const CONTROL_QUEUE_MAX: usize = 1024;
+/// Most bytes the writer gathers into one socket write.
+const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Headers the broker sets itself; a producer's values for them are not copied to messages.
+const RESERVED_HEADERS: [&str; 13] = [
+    "destination",
+    "receipt",
+    "transaction",
+    "content-length",
+    "persistent",
+    "priority",
+    "expires",
+    "message-id",
+    "timestamp",
+    "redelivered",
+    "subscription",
+    "ack",
+    "reply-to",
+];
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct ConnectorContext {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Flips to true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// A frame-level failure: becomes an ERROR frame, then the connection closes.
+#[derive(Debug)]
+struct StompError {
+    message: String,
+    detail: String,
+}
+
+impl StompError {
+    fn new(message: impl Into<String>) -> StompError {
+        StompError {
+            message: message.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn with_detail(message: impl Into<String>, detail: impl Into<String>) -> StompError {
+        StompError {
+            message: message.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<BrokerError> for StompError {
+    fn from(e: BrokerError) -> Self {
+        StompError::new(e.to_string())
+    }
+}
+
+fn error_frame(message: &str, detail: &str, receipt: Option<&str>) -> Frame {
+    // A header value cannot hold a line break in STOMP 1.0 (no escaping), so flatten it.
+    let flat: String = message
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    let mut f = Frame::new(Command::Error)
+        .with_header("message", flat)
+        .with_header("content-type", "text/plain");
+    if let Some(r) = receipt {
+        f.push_header("receipt-id", r);
+    }
+    if !detail.is_empty() {
+        f.body = bytes::Bytes::from(detail.to_string());
+    }
+    f
+}
+
+/// What the reader asks of the writer.
+#[derive(Debug)]
+enum Out {
+    Frame(Frame),
+    /// Sends `receipt` once `completion` resolves; on a store failure sends an ERROR and closes.
+    AfterStore {
+        completion: Completion,
+        receipt: Option<String>,
+    },
+    /// Sends the frame (if any), flushes and closes.
+    Close(Option<Frame>),
+}
+
+#[derive(Debug)]
+struct SubInfo {
+    id: String,
+    ack_mode: AckMode,
+}
+
+#[derive(Debug)]
+struct DeliveryOut {
+    sub: Arc<SubInfo>,
+    delivery: Delivery,
+}
+
+/// The broker's way into this connection: deliveries go to the writer. Unbounded, because the
+/// broker calls it under a destination lock and must not wait; the consumer's prefetch bounds
+/// how many deliveries can be queued here.
+#[derive(Debug)]
+struct Sink {
+    sub: Arc<SubInfo>,
+    tx: mpsc::UnboundedSender<DeliveryOut>,
+}
+
+impl DeliverySink for Sink {
+    fn deliver(&self, delivery: Delivery) {
+        // If the writer is gone the connection is closing; the session's cleanup returns the
+        // message to its destination.
+        let _ = self.tx.send(DeliveryOut {
+            sub: self.sub.clone(),
+            delivery,
+        });
+    }
+}
+
+/// Deliveries outstanding for STOMP 1.0/1.1 clients, which ACK by `message-id`.
+#[derive(Debug, Default)]
+struct AckIndex {
+    by_message_id: HashMap<String, Vec<(String, ConsumerId, u64)>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    version: AtomicU8,
+    acks: Mutex<AckIndex>,
+    temp_prefix: String,
+    closed: AtomicBool,
+    closed_notify: Notify,
+}
+
+impl Shared {
+    fn version(&self) -> Version {
+        match self.version.load(Ordering::Acquire) {
+            2 => Version::V1_2,
+            1 => Version::V1_1,
+            _ => Version::V1_0,
+        }
+    }
+
+    fn set_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.closed_notify.notify_waiters();
+    }
+}
+
+struct Subscription {
+    handle: ConsumerHandle,
+    info: Arc<SubInfo>,
+}
+
+#[derive(Default)]
+struct Transaction {
+    work: TxWork,
+    frames: usize,
+}
+
+struct Session {
+    ctx: Arc<ConnectorContext>,
+    connection: u64,
+    peer: SocketAddr,
+    connected: bool,
+    client_id: Option<String>,
+    client_id_registered: bool,
+    subs: HashMap<String, Subscription>,
+    by_consumer: HashMap<ConsumerId, String>,
+    txs: HashMap<String, Transaction>,
+    ctl: mpsc::Sender<Out>,
+    deliveries: mpsc::UnboundedSender<DeliveryOut>,
+    shared: Arc<Shared>,
+    decoder: Decoder,
+    expect_heartbeat_ms: u64,
+    /// (send every, expect every) in ms, as negotiated on CONNECT.
+    negotiated_hb: (u64, u64),
+    closing: bool,
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>) {
+    let connection = ctx.broker.next_connection_id();
+    let span = tracing::info_span!("stomp", conn = connection, %peer);
+    run(stream, peer, ctx, connection).instrument(span).await
+}
+
+async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, connection: u64) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = stream.into_split();
+    let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
+    let (dl_tx, dl_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        version: AtomicU8::new(0),
+        acks: Mutex::new(AckIndex::default()),
+        temp_prefix: ctx.broker.temp_prefix(connection),
+        closed: AtomicBool::new(false),
+        closed_notify: Notify::new(),
+    });
+    let limits = Limits {
+        frame_bytes_max: ctx.config.stomp.max_frame_bytes,
+        header_count_max: ctx.config.stomp.max_headers,
+        header_line_bytes_max: ctx.config.stomp.max_header_line_bytes,
+    };
+    let (hb_tx, hb_rx) = watch::channel(0u64);
+    let writer = tokio::spawn(
+        writer(
+            wr,
+            ctl_rx,
+            dl_rx,
+            shared.clone(),
+            ctx.broker.clone(),
+            hb_rx,
+            ctx.config.stomp.write_timeout_ms,
+        )
+        .in_current_span(),
+    );
+    let mut session = Session {
+        ctx: ctx.clone(),
+        connection,
+        peer,
+        connected: false,
+        client_id: None,
+        client_id_registered: false,
+        subs: HashMap::new(),
+        by_consumer: HashMap::new(),
+        txs: HashMap::new(),
+        ctl: ctl_tx,
+        deliveries: dl_tx,
+        shared: shared.clone(),
+        decoder: Decoder::new(limits),
+        expect_heartbeat_ms: 0,
+        negotiated_hb: (0, 0),
+        closing: false,
+    };
+    tracing::debug!("connection accepted");
+    let reason = session.read_loop(&mut rd, hb_tx).await;
+    tracing::debug!(reason, "connection closing");
+    // Stop the writer first, so nothing more is written (and auto-acked) once the session's
+    // subscriptions are gone and their messages are back on their destinations.
+    let _ = session.ctl.send(Out::Close(None)).await;
+    let _ = writer.await;
+    session.cleanup();
+}
+
+impl Session {
+    async fn read_loop(
+        &mut self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        hb_tx: watch::Sender<u64>,
+    ) -> &'static str {
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut shutdown = self.ctx.shutdown.clone();
+        let connect_timeout = Duration::from_millis(self.ctx.config.stomp.connect_timeout_ms);
+        let grace = self.ctx.config.stomp.heart_beat_grace_multiplier.max(1.0);
+        loop {
+            // Handle every complete frame already buffered.
+            loop {
+                if self.closing {
+                    return "closed by the session";
+                }
+                match self.decoder.decode(&mut buf) {
+                    Ok(Some(Item::HeartBeat)) => {}
+                    Ok(Some(Item::Frame(frame))) => {
+                        let receipt = frame.header("receipt").map(str::to_owned);
+                        let was_connected = self.connected;
+                        if let Err(e) = self.handle(frame).await {
+                            tracing::info!(error = %e.message, "closing connection after protocol error");
+                            let f = error_frame(&e.message, &e.detail, receipt.as_deref());
+                            let _ = self.ctl.send(Out::Close(Some(f))).await;
+                            return "protocol error";
+                        }
+                        if self.connected && !was_connected {
+                            let _ = hb_tx.send(self.negotiated_send_ms());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!(error = %e, "closing connection after malformed frame");
+                        let msg = decode_error_message(&e);
+                        let f = error_frame(&msg, "", None);
+                        let _ = self.ctl.send(Out::Close(Some(f))).await;
+                        return "malformed frame";
+                    }
+                }
+            }
+            let deadline = if !self.connected {
+                Some(connect_timeout)
+            } else if self.expect_heartbeat_ms > 0 {
+                Some(Duration::from_millis(
+                    (self.expect_heartbeat_ms as f64 * grace) as u64,
+                ))
+            } else {
+                None
+            };
+            let read = rd.read_buf(&mut buf);
+            let closed = self.shared.closed_notify.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if self.shared.closed.load(Ordering::Acquire) {
+                return "writer closed";
+            }
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = read => match r {
+                    Ok(0) => return "peer closed the connection",
+                    Ok(_) => {}
+                    Err(_) => return "read error",
+                },
+                _ = &mut closed => return "writer closed",
+                _ = timeout => {
+                    let why = if self.connected {
+                        "no heart-beat or frame from the client within the negotiated interval"
+                    } else {
+                        "no CONNECT frame within the connect timeout"
+                    };
+                    tracing::info!(why, "closing silent connection");
+                    let _ = self.ctl.send(Out::Close(Some(error_frame(why, "", None)))).await;
+                    return "silent peer";
+                }
+                _ = shutdown.changed() => return "broker shutting down",
+            }
+        }
+    }
+
+    fn negotiated_send_ms(&self) -> u64 {
+        self.negotiated_hb.0
+    }
+
+    async fn handle(&mut self, frame: Frame) -> Result<(), StompError> {
+        tracing::trace!(command = %frame.command, "frame");
+        match frame.command {
+            Command::Connect | Command::Stomp => return self.on_connect(frame).await,
+            _ if !self.connected => {
+                return Err(StompError::new(format!(
+                    "Not connected: the first frame must be CONNECT or STOMP, got {}",
+                    frame.command
+                )))
+            }
+            Command::Send => self.on_send(frame).await,
+            Command::Subscribe => self.on_subscribe(frame).await,
+            Command::Unsubscribe => self.on_unsubscribe(frame).await,
+            Command::Ack => self.on_ack(frame, false).await,
+            Command::Nack => self.on_ack(frame, true).await,
+            Command::Begin => self.on_begin(frame).await,
+            Command::Commit => self.on_commit(frame).await,
+            Command::Abort => self.on_abort(frame).await,
+            Command::Disconnect => {
+                self.receipt_now(&frame).await;
+                let _ = self.ctl.send(Out::Close(None)).await;
+                self.closing = true;
+                Ok(())
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => Err(
+                StompError::new(format!("Unknown STOMP action: {} is a server frame", frame.command)),
+            ),
+        }
+    }
+
+    async fn receipt_now(&self, frame: &Frame) {
+        if let Some(r) = frame.header("receipt") {
+            let _ = self
+                .ctl
+                .send(Out::Frame(
+                    Frame::new(Command::Receipt).with_header("receipt-id", r),
+                ))
+                .await;
+        }
+    }
+
+    async fn receipt_after(&self, frame: &Frame, completion: Completion) {
+        let _ = self
+            .ctl
+            .send(Out::AfterStore {
+                completion,
+                receipt: frame.header("receipt").map(str::to_owned),
+            })
+            .await;
+    }
+
+    async fn on_connect(&mut self, frame: Frame) -> Result<(), StompError> {
+        if self.connected {
+            return Err(StompError::new("Already connected"));
+        }
+        let accept = frame.header("accept-version");
+        let Some(version) = negotiate_version(accept, &SUPPORTED) else {
+            let _ = self
+                .ctl
+                .send(Out::Close(Some(
+                    error_frame(
+                        "Supported protocol versions are 1.0,1.1,1.2",
+                        "",
+                        None,
+                    )
+                    .with_header("version", "1.0,1.1,1.2"),
+                )))
+                .await;
+            self.closing = true;
+            return Ok(());
+        };
+        let users = &self.ctx.config.security.users;
+        if !users.is_empty() {
+            let login = frame.header("login").unwrap_or("");
+            let pass = frame.header("passcode").unwrap_or("");
+            if !users.iter().any(|u| u.username == login && u.password == pass) {
+                tracing::warn!(login, "authentication failed");
+                return Err(StompError::new(format!(
+                    "User name [{login}] or password is invalid."
+                )));
+            }
+        }
+        if let Some(cid) = frame.header("client-id").filter(|c| !c.is_empty()) {
+            self.ctx.broker.register_client_id(cid)?;
+            self.client_id = Some(cid.to_string());
+            self.client_id_registered = true;
+        }
+        let peer_hb = match (version, frame.header("heart-beat")) {
+            (Version::V1_0, _) | (_, None) => HeartBeat::default(),
+            (_, Some(h)) => HeartBeat::parse(h).map_err(|e| StompError::new(e.to_string()))?,
+        };
+        let min = self.ctx.config.stomp.heart_beat_min_ms;
+        // Offer what the client asks for, but never faster than `heart_beat_min_ms`.
+        let local = HeartBeat {
+            send_ms: if peer_hb.recv_ms > 0 { peer_hb.recv_ms.max(min) } else { 0 },
+            recv_ms: if peer_hb.send_ms > 0 { peer_hb.send_ms.max(min) } else { 0 },
+        };
+        let (send_ms, expect_ms) = HeartBeat::negotiate(local, peer_hb);
+        self.negotiated_hb = (send_ms, expect_ms);
+        self.expect_heartbeat_ms = expect_ms;
+        self.decoder.set_version(version);
+        self.shared.version.store(
+            match version {
+                Version::V1_0 => 0,
+                Version::V1_1 => 1,
+                Version::V1_2 => 2,
+            },
+            Ordering::Release,
+        );
+        self.connected = true;
+        let mut reply = Frame::new(Command::Connected)
+            .with_header("server", concat!("ferromq/", env!("CARGO_PKG_VERSION")))
+            .with_header(
+                "session",
+                format!("ID:{}-{}", self.ctx.broker.config().name, self.connection),
+            );
+        if accept.is_some() {
+            reply.push_header("version", version.as_str());
+            reply.push_header("heart-beat", local.to_header());
+        }
+        tracing::debug!(%version, login = frame.header("login").unwrap_or(""), client_id = self.client_id.as_deref().unwrap_or(""), "connected");
+        let _ = self.ctl.send(Out::Frame(reply)).await;
+        Ok(())
+    }
+
+    fn destination(&self, frame: &Frame, what: &str) -> Result<ferromq_broker::Destination, StompError> {
+        let d = frame.header("destination").ok_or_else(|| {
+            StompError::new(format!("{what} received without a Destination specified!"))
+        })?;
+        let parsed = dest::parse(d).map_err(StompError::new)?;
+        Ok(dest::resolve(&self.ctx.broker, self.connection, parsed))
+    }
+
+    async fn on_send(&mut self, frame: Frame) -> Result<(), StompError> {
+        let destination = self.destination(&frame, "SEND")?;
+        let persistent = self.ctx.config.broker.persistent_delivery
+            || frame
+                .header("persistent")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let priority = match frame.header("priority") {
+            None => DEFAULT_PRIORITY,
+            Some(p) => p
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| StompError::new(format!("Invalid priority header: {p}")))?
+                .clamp(0, i64::from(MAX_PRIORITY)) as u8,
+        };
+        let expires_ms = match frame.header("expires") {
+            None => 0,
+            Some(e) => {
+                let v = e
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| StompError::new(format!("Invalid expires header: {e}")))?;
+                v.max(0) as u64
+            }
+        };
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
+        for (n, v) in &frame.headers {
+            if RESERVED_HEADERS.contains(&n.as_str()) || headers.iter().any(|(h, _)| h == n) {
+                continue;
+            }
+            headers.push((n.clone(), v.clone()));
+        }
+        if let Some(r) = frame.header("reply-to") {
+            // A reply-to naming this connection's temporary destination is rewritten to its
+            // broker-wide name, so that whoever replies reaches it.
+            let rendered = match dest::parse(r) {
+                Ok(d @ dest::StompDest::LocalTemp(..)) => {
+                    let resolved = dest::resolve(&self.ctx.broker, self.connection, d);
+                    dest::render(&resolved, "")
+                }
+                _ => r.to_string(),
+            };
+            headers.push(("reply-to".into(), rendered));
+        }
+        let msg = Message {
+            id: self.ctx.broker.next_message_id(),
+            destination,
+            headers,
+            body: frame.body.clone(),
+            persistent,
+            priority,
+            timestamp_ms: self.ctx.broker.now_ms(),
+            expires_ms,
+            producer_connection: self.connection,
+        };
+        if let Some(tx) = frame.header("transaction") {
+            let max = self.ctx.config.stomp.max_transaction_frames;
+            let t = self.txs.get_mut(tx).ok_or_else(|| {
+                StompError::new(format!("Invalid transaction id: {tx}"))
+            })?;
+            if t.frames >= max {
+                return Err(StompError::new(format!(
+                    "Transaction {tx} exceeds the limit of {max} frames"
+                )));
+            }
+            t.frames += 1;
+            t.work.sends.push(msg);
+            self.receipt_now(&frame).await;
+            return Ok(());
+        }
+        let completion = self.ctx.broker.send(msg).await?;
+        self.receipt_after(&frame, completion).await;
+        Ok(())
+    }
+
+    async fn on_subscribe(&mut self, frame: Frame) -> Result<(), StompError> {
+        let dest_header = frame.header("destination").unwrap_or("").to_string();
+        let destination = self.destination(&frame, "SUBSCRIBE")?;
+        let id = match (frame.header("id"), self.shared.version()) {
+            (Some(id), _) => id.to_string(),
+            // STOMP 1.0 makes the id optional; ActiveMQ then names the subscription after
+            // its destination.
+            (None, Version::V1_0) => dest_header.clone(),
+            (None, _) => return Err(StompError::new("SUBSCRIBE received without an id header")),
+        };
+        if self.subs.contains_key(&id) {
+            return Err(StompError::new(format!(
+                "Duplicate subscription id: {id} is already in use on this connection"
+            )));
+        }
+        if self.subs.len() >= self.ctx.config.stomp.max_subscriptions {
+            return Err(StompError::new(format!(
+                "Subscription limit of {} per connection reached",
+                self.ctx.config.stomp.max_subscriptions
+            )));
+        }
+        let ack_mode = match frame.header("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Client,
+            "client-individual" => AckMode::ClientIndividual,
+            other => {
+                return Err(StompError::new(format!(
+                    "Unsupported ack mode: {other} (expected auto, client or client-individual)"
+                )))
+            }
+        };
+        let selector = match frame.header("selector").filter(|s| !s.trim().is_empty()) {
+            Some(s) => Some(Arc::new(Selector::parse(s).map_err(|e| {
+                StompError::with_detail(format!("Invalid selector: {s}"), e.to_string())
+            })?)),
+            None => None,
+        };
+        let policy = &self.ctx.config.policy;
+        let default_prefetch = if destination.kind.is_queue() {
+            policy.queue_prefetch
+        } else {
+            policy.topic_prefetch
+        };
+        let prefetch = match frame.header("activemq.prefetchSize") {
+            Some(p) => p
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| StompError::new(format!("Invalid activemq.prefetchSize: {p}")))?
+                .max(1),
+            None => default_prefetch,
+        };
+        let flag = |name: &str| frame.header(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let opts = ConsumerOptions {
+            ack_mode,
+            prefetch,
+            selector,
+            exclusive: flag("activemq.exclusive"),
+            no_local: flag("activemq.noLocal"),
+            connection: self.connection,
+        };
+        let durable_name = frame
+            .header("activemq.subscriptionName")
+            .or_else(|| frame.header("durable-subscription-name"))
+            .filter(|n| !n.is_empty());
+        let durable = match durable_name {
+            None => None,
+            Some(name) => {
+                if destination.kind != DestinationKind::Topic {
+                    return Err(StompError::new(format!(
+                        "Durable subscription {name} needs a /topic/ destination"
+                    )));
+                }
+                let client_id = self.client_id.clone().ok_or_else(|| {
+                    StompError::new(
+                        "Durable subscriptions need a client-id header on CONNECT",
+                    )
+                })?;
+                Some(DurableName {
+                    client_id,
+                    name: name.to_string(),
+                })
+            }
+        };
+        let info = Arc::new(SubInfo {
+            id: id.clone(),
+            ack_mode,
+        });
+        let sink = Arc::new(Sink {
+            sub: info.clone(),
+            tx: self.deliveries.clone(),
+        });
+        let (handle, completion) =
+            self.ctx
+                .broker
+                .subscribe(&destination, opts, durable, sink)?;
+        self.by_consumer.insert(handle.id, id.clone());
+        self.subs.insert(id, Subscription { handle, info });
+        self.receipt_after(&frame, completion).await;
+        Ok(())
+    }
+
+    async fn on_unsubscribe(&mut self, frame: Frame) -> Result<(), StompError> {
+        let id = match (frame.header("id"), frame.header("destination")) {
+            (Some(id), _) => id.to_string(),
+            (None, Some(d)) if self.shared.version() == Version::V1_0 => d.to_string(),
+            _ => return Err(StompError::new("UNSUBSCRIBE received without an id header")),
+        };
+        let destroy = frame
+            .header("activemq.subscriptionName")
+            .or_else(|| frame.header("durable-subscription-name"))
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let completion = match self.subs.remove(&id) {
+            Some(sub) => {
+                self.by_consumer.remove(&sub.handle.id);
+                self.forget_acks(&sub.info.id);
+                self.ctx.broker.unsubscribe(&sub.handle, destroy.is_some())
+            }
+            None => match (destroy, &self.client_id) {
+                // ActiveMQ lets a client remove an inactive durable subscription by name.
+                (Some(name), Some(client_id)) => self.ctx.broker.destroy_durable(&DurableName {
+                    client_id: client_id.clone(),
+                    name,
+                })?,
+                _ => {
+                    return Err(StompError::new(format!(
+                        "No subscription matched: no subscription with id {id}"
+                    )))
+                }
+            },
+        };
+        self.receipt_after(&frame, completion).await;
+        Ok(())
+    }
+
+    fn forget_acks(&self, sub_id: &str) {
+        let mut idx = self.shared.acks.lock();
+        idx.by_message_id.retain(|_, v| {
+            v.retain(|(s, _, _)| s != sub_id);
+            !v.is_empty()
+        });
+    }
+
+    /// Finds the delivery an ACK/NACK names: STOMP 1.2 by `id` (our `ack` header,
+    /// `<consumer>:<tag>`), 1.0/1.1 by `message-id` (and `subscription` when given).
+    fn find_delivery(&self, frame: &Frame) -> Result<(ConsumerId, u64), StompError> {
+        if self.shared.version() == Version::V1_2 {
+            let id = frame
+                .header("id")
+                .ok_or_else(|| StompError::new(format!("{} received without an id header", frame.command)))?;
+            let parsed = id
+                .split_once(':')
+                .and_then(|(c, t)| Some((c.parse::<u64>().ok()?, t.parse::<u64>().ok()?)));
+            return parsed.ok_or_else(|| {
+                StompError::new(format!("Unexpected {} received for message-id [{id}]", frame.command))
+            });
+        }
+        let mid = frame.header("message-id").ok_or_else(|| {
+            StompError::new(format!("{} received without a message-id header", frame.command))
+        })?;
+        let sub = frame.header("subscription");
+        let idx = self.shared.acks.lock();
+        idx.by_message_id
+            .get(mid)
+            .and_then(|v| {
+                v.iter()
+                    .find(|(s, _, _)| sub.is_none_or(|want| want == s))
+                    .map(|(_, c, t)| (*c, *t))
+            })
+            .ok_or_else(|| {
+                StompError::new(format!("Unexpected {} received for message-id [{mid}]", frame.command))
+            })
+    }
+
+    async fn on_ack(&mut self, frame: Frame, nack: bool) -> Result<(), StompError> {
+        if nack && self.shared.version() == Version::V1_0 {
+            return Err(StompError::new("NACK is not part of STOMP 1.0"));
+        }
+        let (consumer, tag) = self.find_delivery(&frame)?;
+        let unexpected = || {
+            StompError::new(format!(
+                "Unexpected {} received: no outstanding delivery {consumer}:{tag} on this connection",
+                frame.command
+            ))
+        };
+        let sub_id = self.by_consumer.get(&consumer).ok_or_else(unexpected)?.clone();
+        let sub = self.subs.get(&sub_id).ok_or_else(unexpected)?;
+        let handle = sub.handle.clone();
+        let scope = match sub.info.ack_mode {
+            AckMode::Client => AckScope::Cumulative(tag),
+            AckMode::ClientIndividual | AckMode::Auto => AckScope::Individual(tag),
+        };
+        if nack {
+            self.ctx.broker.nack(&handle, tag).map_err(|_| unexpected())?;
+            self.forget_delivery(&sub_id, consumer, |t| t == tag);
+            self.receipt_now(&frame).await;
+            return Ok(());
+        }
+        let tx = frame.header("transaction").map(str::to_owned);
+        if let Some(tx) = &tx {
+            let max = self.ctx.config.stomp.max_transaction_frames;
+            let t = self
+                .txs
+                .get(tx)
+                .ok_or_else(|| StompError::new(format!("Invalid transaction id: {tx}")))?;
+            if t.frames >= max {
+                return Err(StompError::new(format!(
+                    "Transaction {tx} exceeds the limit of {max} frames"
+                )));
+            }
+        }
+        let (tags, completion) = self
+            .ctx
+            .broker
+            .ack(&handle, scope, tx.is_some())
+            .map_err(|_| unexpected())?;
+        let max_tag = tags.iter().copied().max().unwrap_or(tag);
+        match scope {
+            AckScope::Cumulative(_) => self.forget_delivery(&sub_id, consumer, |t| t <= max_tag),
+            AckScope::Individual(_) => self.forget_delivery(&sub_id, consumer, |t| t == tag),
+        }
+        if let Some(tx) = tx {
+            if let Some(t) = self.txs.get_mut(&tx) {
+                t.frames += 1;
+                t.work.acks.push((handle, tags));
+            }
+            self.receipt_now(&frame).await;
+        } else {
+            self.receipt_after(&frame, completion).await;
+        }
+        Ok(())
+    }
+
+    fn forget_delivery(&self, sub_id: &str, consumer: ConsumerId, covered: impl Fn(u64) -> bool) {
+        if self.shared.version() == Version::V1_2 {
+            return;
+        }
+        let mut idx = self.shared.acks.lock();
+        idx.by_message_id.retain(|_, v| {
+            v.retain(|(s, c, t)| !(s == sub_id && *c == consumer && covered(*t)));
+            !v.is_empty()
+        });
+    }
+
+    fn tx_name<'a>(&self, frame: &'a Frame) -> Result<&'a str, StompError> {
+        frame
+            .header("transaction")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| StompError::new(format!("{} received without a transaction header", frame.command)))
+    }
+
+    async fn on_begin(&mut self, frame: Frame) -> Result<(), StompError> {
+        let tx = self.tx_name(&frame)?.to_string();
+        if self.txs.contains_key(&tx) {
+            return Err(StompError::new(format!("Transaction {tx} is already started")));
+        }
+        if self.txs.len() >= self.ctx.config.stomp.max_transactions {
+            return Err(StompError::new(format!(
+                "Transaction limit of {} per connection reached",
+                self.ctx.config.stomp.max_transactions
+            )));
+        }
+        self.txs.insert(tx, Transaction::default());
+        self.receipt_now(&frame).await;
+        Ok(())
+    }
+
+    async fn on_commit(&mut self, frame: Frame) -> Result<(), StompError> {
+        let tx = self.tx_name(&frame)?.to_string();
+        let t = self
+            .txs
+            .remove(&tx)
+            .ok_or_else(|| StompError::new(format!("Invalid transaction id: {tx}")))?;
+        let completion = self.ctx.broker.commit(t.work)?;
+        self.receipt_after(&frame, completion).await;
+        Ok(())
+    }
+
+    async fn on_abort(&mut self, frame: Frame) -> Result<(), StompError> {
+        let tx = self.tx_name(&frame)?.to_string();
+        let t = self
+            .txs
+            .remove(&tx)
+            .ok_or_else(|| StompError::new(format!("Invalid transaction id: {tx}")))?;
+        self.ctx.broker.rollback(t.work);
+        self.receipt_now(&frame).await;
+        Ok(())
+    }
+
+    /// Gives back everything the connection held: open transactions roll back, unacknowledged
+    /// deliveries return to their destinations, temporary destinations and the client id go.
+    fn cleanup(&mut self) {
+        for (_, t) in self.txs.drain() {
+            self.ctx.broker.rollback(t.work);
+        }
+        for (_, sub) in self.subs.drain() {
+            drop(self.ctx.broker.unsubscribe(&sub.handle, false));
+        }
+        let cid = if self.client_id_registered {
+            self.client_id.as_deref()
+        } else {
+            None
+        };
+        self.ctx.broker.connection_closed(self.connection, cid);
+        tracing::debug!(peer = %self.peer, "connection closed");
+    }
+}
+
+fn decode_error_message(e: &DecodeError) -> String {
+    match e {
+        DecodeError::UnknownCommand(c) => format!("Unknown STOMP action: {c}"),
+        other => format!("Malformed frame: {other}"),
+    }
+}
+
+/// Renders a delivery as a MESSAGE frame.
+fn message_frame(d: &DeliveryOut, version: Version, temp_prefix: &str) -> Frame {
+    let m = &d.delivery.message;
+    let mut f = Frame::new(Command::Message);
+    f.headers.reserve(m.headers.len() + 9);
+    f.push_header("subscription", d.sub.id.clone());
+    f.push_header("message-id", m.id.to_string());
+    f.push_header("destination", dest::render(&m.destination, temp_prefix));
+    if version == Version::V1_2 {
+        f.push_header("ack", format!("{}:{}", d.delivery.consumer, d.delivery.tag));
+    }
+    if m.persistent {
+        f.push_header("persistent", "true");
+    }
+    f.push_header("priority", m.priority.to_string());
+    f.push_header("timestamp", m.timestamp_ms.to_string());
+    f.push_header("expires", m.expires_ms.to_string());
+    f.push_header("redelivered", if d.delivery.redelivered { "true" } else { "false" });
+    for (n, v) in &m.headers {
+        if n == "reply-to" {
+            // Our own temporary destinations come back by their local names.
+            let shown = match dest::parse(v) {
+                Ok(dest::StompDest::Named(dst)) if dst.kind.is_temporary() => {
+                    dest::render(&dst, temp_prefix)
+                }
+                _ => v.clone(),
+            };
+            f.push_header(n.clone(), shown);
+        } else {
+            f.push_header(n.clone(), v.clone());
+        }
+    }
+    f.body = m.body.clone();
+    f
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn writer(
+    mut wr: OwnedWriteHalf,
+    mut ctl: mpsc::Receiver<Out>,
+    mut deliveries: mpsc::UnboundedReceiver<DeliveryOut>,
+    shared: Arc<Shared>,
+    broker: Arc<Broker>,
+    mut heartbeat: watch::Receiver<u64>,
+    write_timeout_ms: u64,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut auto_acks: Vec<Delivery> = Vec::new();
+    let mut hb_ms = 0u64;
+    let write_timeout = (write_timeout_ms > 0).then(|| Duration::from_millis(write_timeout_ms));
+    let mut close = false;
+    'outer: while !close {
+        let idle = async {
+            if hb_ms == 0 {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep(Duration::from_millis(hb_ms)).await
+            }
+        };
+        tokio::select! {
+            biased;
+            out = ctl.recv() => match out {
+                Some(o) => close = handle_out(o, &mut buf, &shared).await,
+                None => break 'outer,
+            },
+            Some(d) = deliveries.recv() => push_delivery(d, &mut buf, &shared, &mut auto_acks),
+            _ = heartbeat.changed() => { hb_ms = *heartbeat.borrow(); continue 'outer; }
+            _ = idle => encode_heartbeat(&mut buf),
+        }
+        // Gather whatever else is ready into the same write.
+        while !close && buf.len() < WRITE_BATCH_BYTES_MAX {
+            if let Ok(o) = ctl.try_recv() {
+                close = handle_out(o, &mut buf, &shared).await;
+            } else if let Ok(d) = deliveries.try_recv() {
+                push_delivery(d, &mut buf, &shared, &mut auto_acks);
+            } else {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            let write = wr.write_all(&buf);
+            let ok = match write_timeout {
+                Some(t) => match tokio::time::timeout(t, write).await {
+                    Ok(r) => r.is_ok(),
+                    Err(_) => {
+                        tracing::warn!(timeout_ms = write_timeout_ms, "slow consumer: the client did not read its data within the write timeout; closing");
+                        false
+                    }
+                },
+                None => write.await.is_ok(),
+            };
+            if !ok {
+                break 'outer;
+            }
+            buf.clear();
+        }
+        // Auto-ack only what has actually been handed to the socket.
+        for d in auto_acks.drain(..) {
+            drop(broker.ack_delivery(&d));
+        }
+    }
+    let _ = wr.shutdown().await;
+    shared.set_closed();
+}
+
+/// Returns true when the connection must close after this.
+async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
+    let version = shared.version();
+    match out {
+        Out::Frame(f) => {
+            encode(&f, version, buf);
+            false
+        }
+        Out::AfterStore {
+            completion,
+            receipt,
+        } => match completion.await {
+            Ok(()) => {
+                if let Some(r) = receipt {
+                    encode(
+                        &Frame::new(Command::Receipt).with_header("receipt-id", r),
+                        version,
+                        buf,
+                    );
+                }
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store write failed; refusing the message");
+                let f = error_frame(
+                    &format!("Message not stored: {e}"),
+                    "",
+                    receipt.as_deref(),
+                );
+                encode(&f, version, buf);
+                true
+            }
+        },
+        Out::Close(f) => {
+            if let Some(f) = f {
+                encode(&f, version, buf);
+            }
+            true
+        }
+    }
+}
+
+fn push_delivery(d: DeliveryOut, buf: &mut BytesMut, shared: &Shared, auto_acks: &mut Vec<Delivery>) {
+    let version = shared.version();
+    let f = message_frame(&d, version, &shared.temp_prefix);
+    encode(&f, version, buf);
+    if d.sub.ack_mode == AckMode::Auto {
+        auto_acks.push(d.delivery);
+    } else if version != Version::V1_2 {
+        shared
+            .acks
+            .lock()
+            .by_message_id
+            .entry(d.delivery.message.id.to_string())
+            .or_default()
+            .push((d.sub.id.clone(), d.delivery.consumer, d.delivery.tag));
+    }
+}

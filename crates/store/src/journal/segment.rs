@@ -1,0 +1,88 @@
+//! Segment files: naming, creation (header + preallocation) and the head being appended to.
+//!
+//! A segment is `journal-<id>.log`: a 24-byte header, then records back to back, then zeros up
+//! to its preallocated length (`journal_max_file_length`, sparse via `set_len`). A record never
+//! spans two segments; a record larger than a whole segment gets a segment of its own, sized to
+//! fit it (an "oversized" segment).
+
+use std::sync::Arc;
+
+use crate::journal::record::{segment_header, SEGMENT_HEADER_BYTES};
+use crate::journal::storage::{StorageDir, StorageFile};
+use crate::StoreError;
+
+/// The file name of segment `id`.
+pub fn segment_name(id: u32) -> String {
+    format!("journal-{id}.log")
+}
+
+/// The id in a segment file name, if `name` is one.
+pub fn parse_segment_name(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("journal-")?.strip_suffix(".log")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The segment being appended to.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Its id.
+    pub id: u32,
+    /// Its file.
+    pub file: Arc<dyn StorageFile>,
+    /// Where the next record goes.
+    pub offset: u64,
+    /// Its preallocated length: records must end at or before it.
+    pub capacity_bytes: u64,
+}
+
+impl Head {
+    /// Bytes still free.
+    pub fn free_bytes(&self) -> u64 {
+        self.capacity_bytes.saturating_sub(self.offset)
+    }
+}
+
+/// Creates segment `id` able to hold at least `record_bytes` after its header: writes the
+/// header, preallocates, and syncs the directory so the new name survives a crash.
+pub fn create_segment(
+    dir: &dyn StorageDir,
+    id: u32,
+    file_length_bytes: u64,
+    record_bytes: u64,
+) -> Result<Head, StoreError> {
+    let capacity_bytes = file_length_bytes.max(SEGMENT_HEADER_BYTES as u64 + record_bytes);
+    let name = segment_name(id);
+    let file = dir
+        .open(&name, true)
+        .map_err(|e| StoreError::io("create segment", e))?;
+    file.write_at(0, &segment_header(id))
+        .map_err(|e| StoreError::io("write segment header", e))?;
+    file.set_len(capacity_bytes)
+        .map_err(|e| StoreError::io("preallocate segment", e))?;
+    dir.sync_dir()
+        .map_err(|e| StoreError::io("sync directory", e))?;
+    tracing::debug!(segment = %name, capacity_bytes, "created journal segment");
+    Ok(Head {
+        id,
+        file,
+        offset: SEGMENT_HEADER_BYTES as u64,
+        capacity_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_others_are_rejected() {
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("journal-.log"), None);
+        assert_eq!(parse_segment_name("journal-1.log.tmp"), None);
+        assert_eq!(parse_segment_name("index.db"), None);
+        assert_eq!(parse_segment_name("journal-+1.log"), None);
+    }
+}
