@@ -53,14 +53,20 @@ struct TopicBinding {
     pattern: String,
     selector: Option<Arc<ferromq_selector::Selector>>,
     no_local: bool,
-    connection: u64,
+    /// The subscriber's connection, for `no_local`; 0 (none) for a recovered durable
+    /// subscription until it is reattached. A durable subscription follows the connection that
+    /// last attached to it.
+    connection: AtomicU64,
     list: Arc<MessageList>,
 }
 
 impl TopicBinding {
     fn wants(&self, msg: &Message) -> bool {
-        if self.no_local && self.connection != 0 && msg.producer_connection == self.connection {
-            return false;
+        if self.no_local {
+            let connection = self.connection.load(Ordering::Relaxed);
+            if connection != 0 && msg.producer_connection == connection {
+                return false;
+            }
         }
         match &self.selector {
             Some(s) => s.matches(&MessageProperties(msg)),
@@ -95,8 +101,7 @@ impl Topics {
     }
 
     fn matching(&self, topic: &str) -> Vec<Arc<TopicBinding>> {
-        let mut out: Vec<Arc<TopicBinding>> =
-            self.exact.get(topic).cloned().unwrap_or_default();
+        let mut out: Vec<Arc<TopicBinding>> = self.exact.get(topic).cloned().unwrap_or_default();
         out.extend(
             self.wildcard
                 .iter()
@@ -114,6 +119,7 @@ impl Topics {
 #[derive(Debug)]
 struct Durable {
     record: SubscriptionRecord,
+    binding: Arc<TopicBinding>,
     list: Arc<MessageList>,
     active: Option<ConsumerId>,
 }
@@ -245,17 +251,19 @@ impl Broker {
                 None => None,
             };
             let list = self.new_list(sub.list.clone(), ListKind::DurableSubscription, true);
-            self.topics.write().add(Arc::new(TopicBinding {
+            let binding = Arc::new(TopicBinding {
                 pattern: sub.topic.clone(),
                 selector,
                 no_local: sub.no_local,
-                connection: 0,
+                connection: AtomicU64::new(0),
                 list: list.clone(),
-            }));
+            });
+            self.topics.write().add(binding.clone());
             self.durables.lock().insert(
                 sub.list.clone(),
                 Durable {
                     record: sub,
+                    binding,
                     list,
                     active: None,
                 },
@@ -290,7 +298,9 @@ impl Broker {
                             self.process_effects(fx);
                             messages += 1;
                         }
-                        Err(e) => tracing::error!(list = %info.list, seq = m.seq, error = %e, "stored message cannot be decoded; skipping it"),
+                        Err(e) => {
+                            tracing::error!(list = %info.list, seq = m.seq, error = %e, "stored message cannot be decoded; skipping it")
+                        }
                     }
                 }
             }
@@ -352,7 +362,12 @@ impl Broker {
 
     /// Creates a temporary destination owned by `connection`; it is deleted when the
     /// connection closes ([`Broker::connection_closed`]).
-    pub fn create_temp(&self, kind: DestinationKind, connection: u64, local_name: &str) -> Destination {
+    pub fn create_temp(
+        &self,
+        kind: DestinationKind,
+        connection: u64,
+        local_name: &str,
+    ) -> Destination {
         let dest = Destination {
             kind,
             name: format!("{}{}", self.temp_prefix(connection), local_name).into(),
@@ -495,7 +510,8 @@ impl Broker {
 
     async fn wait_for_space(&self, list: &MessageList) -> Result<(), BrokerError> {
         let limit_ms = self.cfg.send_fail_if_no_space_after_timeout_ms;
-        let deadline = (limit_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(limit_ms));
+        let deadline =
+            (limit_ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(limit_ms));
         let mut warned = false;
         loop {
             // Register interest before checking, so a notification between the check and the
@@ -582,9 +598,15 @@ impl Broker {
                             pattern: dest.name.to_string(),
                             selector: opts.selector.clone(),
                             no_local: opts.no_local,
-                            connection: opts.connection,
+                            connection: AtomicU64::new(opts.connection),
                             list: list.clone(),
                         }));
+                        // The binding applies noLocal when the message is published; the list
+                        // must not filter again or what it holds could never be delivered.
+                        let opts = ConsumerOptions {
+                            no_local: false,
+                            ..opts
+                        };
                         list.add_consumer(id, sink, opts, now, &mut fx);
                         (
                             ConsumerHandle {
@@ -595,7 +617,9 @@ impl Broker {
                             Completion::ready(Ok(())),
                         )
                     }
-                    Some(name) => self.subscribe_durable(id, dest, name, opts, sink, now, &mut fx)?,
+                    Some(name) => {
+                        self.subscribe_durable(id, dest, name, opts, sink, now, &mut fx)?
+                    }
                 }
             }
         };
@@ -630,7 +654,10 @@ impl Broker {
                     name.client_id, name.name
                 )));
             }
-            if d.record.topic != *dest.name || d.record.selector != selector_text || d.record.no_local != opts.no_local {
+            if d.record.topic != *dest.name
+                || d.record.selector != selector_text
+                || d.record.no_local != opts.no_local
+            {
                 // JMS: subscribing under an existing name with another topic or selector
                 // replaces the subscription, dropping what it held.
                 tracing::info!(subscription = %key, "durable subscription changed topic or selector; recreating it");
@@ -657,23 +684,35 @@ impl Broker {
                     Op::PutSubscription(record.clone()),
                 ]);
                 let list = self.new_list(key.clone(), ListKind::DurableSubscription, true);
-                self.topics.write().add(Arc::new(TopicBinding {
+                let binding = Arc::new(TopicBinding {
                     pattern: dest.name.to_string(),
                     selector: opts.selector.clone(),
                     no_local: opts.no_local,
-                    connection: opts.connection,
+                    connection: AtomicU64::new(opts.connection),
                     list: list.clone(),
-                }));
+                });
+                self.topics.write().add(binding.clone());
                 durables.entry(key.clone()).or_insert(Durable {
                     record,
+                    binding,
                     list,
                     active: None,
                 })
             }
         };
         d.active = Some(id);
+        // noLocal follows the connection now attached (a reconnecting client gets a new one).
+        d.binding
+            .connection
+            .store(opts.connection, Ordering::Relaxed);
         let list = d.list.clone();
         drop(durables);
+        // The binding applies noLocal when the message is published; the list must not filter
+        // again, or messages stored while another connection was attached would be stranded.
+        let opts = ConsumerOptions {
+            no_local: false,
+            ..opts
+        };
         list.add_consumer(id, sink, opts, now, fx);
         Ok((
             ConsumerHandle {
@@ -737,7 +776,9 @@ impl Broker {
                     self.topics.write().remove(&d.list);
                     d.list.close();
                 }
-                Ok(self.store.submit(vec![Op::DeleteSubscription { list: key }]))
+                Ok(self
+                    .store
+                    .submit(vec![Op::DeleteSubscription { list: key }]))
             }
         }
     }
@@ -752,9 +793,14 @@ impl Broker {
     ) -> Result<(Vec<u64>, Completion), BrokerError> {
         let mut batch = Batch::new();
         let mut fx = Effects::default();
-        let tags = handle
-            .list
-            .ack(handle.id, scope, transacted, self.now_ms(), &mut batch, &mut fx)?;
+        let tags = handle.list.ack(
+            handle.id,
+            scope,
+            transacted,
+            self.now_ms(),
+            &mut batch,
+            &mut fx,
+        )?;
         let completion = if batch.is_empty() {
             Completion::ready(Ok(()))
         } else {
@@ -803,13 +849,10 @@ impl Broker {
 
     /// Commits a transaction: every send and ack becomes durable in one atomic store batch.
     pub fn commit(&self, tx: TxWork) -> Result<Completion, BrokerError> {
-        let mut batch = Batch::new();
-        for (handle, tags) in &tx.acks {
-            handle.list.commit_acks(handle.id, tags, &mut batch);
-        }
-        // Resolve every target and reserve sequence numbers first, so the whole commit is one
-        // batch and its enqueues reach the store before any consumer can ack the messages.
-        let mut inserts: Vec<(Arc<MessageList>, u64, Arc<Message>)> = Vec::new();
+        // Resolve every send's targets before touching anything: a commit that fails (a
+        // deleted temporary destination) must leave its acks uncommitted, so the session can
+        // still roll them back for redelivery.
+        let mut targets: Vec<(Arc<Message>, Vec<Arc<MessageList>>)> = Vec::new();
         for msg in tx.sends {
             let msg = Arc::new(msg);
             let lists: Vec<Arc<MessageList>> = if msg.destination.kind.is_queue() {
@@ -828,6 +871,16 @@ impl Broker {
                     .map(|b| b.list.clone())
                     .collect()
             };
+            targets.push((msg, lists));
+        }
+        let mut batch = Batch::new();
+        for (handle, tags) in &tx.acks {
+            handle.list.commit_acks(handle.id, tags, &mut batch);
+        }
+        // Reserve sequence numbers before inserting, so the whole commit is one batch and its
+        // enqueues reach the store before any consumer can ack the messages.
+        let mut inserts: Vec<(Arc<MessageList>, u64, Arc<Message>)> = Vec::new();
+        for (msg, lists) in targets {
             let payload = msg.persistent.then(|| msg.encode());
             for list in lists {
                 let seq = list.reserve_seq();
@@ -954,8 +1007,10 @@ impl Broker {
                 "dlqDeliveryFailureCause".into(),
                 dead.cause.describe(self.cfg.maximum_redeliveries),
             ));
-            m.headers
-                .push(("originalDestination".into(), dead.message.destination.to_string()));
+            m.headers.push((
+                "originalDestination".into(),
+                dead.message.destination.to_string(),
+            ));
             m.destination = dlq_dest;
             // An expired message must not expire again in the DLQ (ActiveMQ clears it too).
             m.expires_ms = 0;

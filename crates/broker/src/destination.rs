@@ -24,7 +24,10 @@ impl DestinationKind {
 
     /// Temporary kinds.
     pub fn is_temporary(self) -> bool {
-        matches!(self, DestinationKind::TempQueue | DestinationKind::TempTopic)
+        matches!(
+            self,
+            DestinationKind::TempQueue | DestinationKind::TempTopic
+        )
     }
 
     fn scheme(self) -> &'static str {

@@ -22,7 +22,7 @@ pub use config::BrokerConfig;
 pub use consumer::{AckMode, ConsumerId, ConsumerOptions, Delivery, DeliverySink};
 pub use destination::{is_wildcard, wildcard_matches, Destination, DestinationKind};
 pub use error::BrokerError;
+pub use ferromq_selector::{Selector, SelectorError};
 pub use message::{DecodeMessageError, Message, DEFAULT_PRIORITY, MAX_PRIORITY};
 pub use queue::{AckScope, DeadCause, ListKind, ListSnapshot, ListStats};
 pub use selector_props::MessageProperties;
-pub use ferromq_selector::{Selector, SelectorError};

@@ -54,7 +54,11 @@ impl Message {
 
     /// Approximate memory footprint, used for memory limits.
     pub fn size_bytes(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len() + 16).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 16)
+            .sum();
         (self.body.len() + headers + self.id.len() + self.destination.name.len() + 96) as u64
     }
 
@@ -93,7 +97,10 @@ impl Message {
 
     /// Decodes what [`Message::encode`] produced. Every length is checked against the input.
     pub fn decode(payload: &Bytes) -> Result<Message, DecodeMessageError> {
-        let mut r = Reader { buf: payload, pos: 0 };
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+        };
         let version = r.u8()?;
         if version != 1 {
             return Err(DecodeMessageError::Version(version));
@@ -218,7 +225,10 @@ mod tests {
         Message {
             id: "ID:b-1:7".into(),
             destination: Destination::queue("orders"),
-            headers: vec![("correlation-id".into(), "c1".into()), ("x".into(), "é".into())],
+            headers: vec![
+                ("correlation-id".into(), "c1".into()),
+                ("x".into(), "é".into()),
+            ],
             body: Bytes::from_static(b"hello\0world"),
             persistent: true,
             priority: 7,

@@ -119,7 +119,10 @@ impl Slot {
     }
 
     fn wants(&self, msg: &Message) -> bool {
-        if self.opts.no_local && msg.producer_connection == self.opts.connection {
+        if self.opts.no_local
+            && self.opts.connection != 0
+            && msg.producer_connection == self.opts.connection
+        {
             return false;
         }
         match &self.opts.selector {
@@ -570,7 +573,11 @@ impl MessageList {
     /// The pending messages in delivery order, up to `max` (a queue browser).
     pub fn browse(&self, max: usize) -> Vec<Arc<Message>> {
         let st = self.state.lock();
-        st.pending.values().take(max).map(|e| e.msg.clone()).collect()
+        st.pending
+            .values()
+            .take(max)
+            .map(|e| e.msg.clone())
+            .collect()
     }
 
     /// Puts a message that came back from a consumer in its place, or kills it when it has

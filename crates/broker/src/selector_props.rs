@@ -26,7 +26,12 @@ impl PropertySource for MessageProperties<'_> {
             "JMSTimestamp" => Some(Value::Long(m.timestamp_ms as i64)),
             "JMSExpiration" => Some(Value::Long(m.expires_ms as i64)),
             "JMSDeliveryMode" => Some(Value::String(
-                if m.persistent { "PERSISTENT" } else { "NON_PERSISTENT" }.into(),
+                if m.persistent {
+                    "PERSISTENT"
+                } else {
+                    "NON_PERSISTENT"
+                }
+                .into(),
             )),
             "JMSDestination" => Some(Value::String(m.destination.to_string())),
             _ => m.header(name).map(|v| Value::String(v.into())),

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use ferromq_broker::{AckScope, ConsumerOptions, Destination};
+use ferromq_store::MessageStore;
 
 #[tokio::test]
 async fn persistent_queue_send_is_stored_and_ack_removes_it() {
@@ -17,7 +18,11 @@ async fn persistent_queue_send_is_stored_and_ack_removes_it() {
 
     let (h, sink) = f.subscribe(&q, individual(10));
     let d = sink.take();
-    assert_eq!(f.stored_bodies("queue://orders"), ["p1"], "delivery alone removes nothing");
+    assert_eq!(
+        f.stored_bodies("queue://orders"),
+        ["p1"],
+        "delivery alone removes nothing"
+    );
     f.broker
         .ack(&h, AckScope::Individual(d[0].tag), false)
         .unwrap()
@@ -71,7 +76,10 @@ async fn dead_lettering_moves_the_stored_message_from_its_queue_to_the_dlq() {
     assert_eq!(dead.len(), 1);
     assert_eq!(&dead[0].body[..], b"bad");
     assert_eq!(dead[0].destination, Destination::queue("ActiveMQ.DLQ"));
-    assert_eq!(dead[0].header("originalDestination"), Some("queue://poison"));
+    assert_eq!(
+        dead[0].header("originalDestination"),
+        Some("queue://poison")
+    );
     assert!(dead[0].header("dlqDeliveryFailureCause").is_some());
 }
 
@@ -191,10 +199,18 @@ async fn destroyed_durable_subscription_is_not_recovered() {
     let (h, _sink) = f.subscribe_durable(&t, &name, individual(10));
     f.broker.unsubscribe(&h, false).wait_blocking().unwrap();
     f.send(f.pmsg(&t, "p1")).await;
-    f.broker.destroy_durable(&name).unwrap().wait_blocking().unwrap();
+    f.broker
+        .destroy_durable(&name)
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
 
     let f = f.restart();
-    assert!(f.broker.snapshot().iter().all(|s| !s.name.starts_with("durable://")));
+    assert!(f
+        .broker
+        .snapshot()
+        .iter()
+        .all(|s| !s.name.starts_with("durable://")));
     let (_h, sink) = f.subscribe_durable(&t, &name, individual(10));
     assert_eq!(sink.len(), 0);
 }
@@ -216,4 +232,31 @@ async fn restart_recovers_the_dlq() {
     assert_eq!(header(&got[0], "originalDestination"), Some("queue://exp"));
     let (_h, sink) = f.subscribe(&q, individual(10));
     assert_eq!(sink.len(), 0);
+}
+
+#[tokio::test]
+async fn recovered_durable_no_local_applies_to_the_connection_that_reattaches() {
+    let f = Fixture::new();
+    let t = Destination::topic("chat");
+    let name = durable("c1", "sub");
+    let no_local = |connection| ConsumerOptions {
+        no_local: true,
+        connection,
+        ..individual(10)
+    };
+    let conn = f.broker.next_connection_id();
+    let (h, _sink) = f.subscribe_durable(&t, &name, no_local(conn));
+    f.broker.unsubscribe(&h, false).wait_blocking().unwrap();
+
+    let f = f.restart();
+    let conn = f.broker.next_connection_id();
+    let other = f.broker.next_connection_id();
+    let (_h, sink) = f.subscribe_durable(&t, &name, no_local(conn));
+    for (body, c) in [("own", conn), ("other", other)] {
+        let mut m = f.pmsg(&t, body);
+        m.producer_connection = c;
+        f.send(m).await;
+    }
+    assert_eq!(sink.bodies(), ["other"]);
+    assert_eq!(f.stored_bodies("durable://c1:sub"), ["other"]);
 }

@@ -10,6 +10,7 @@ use ferromq_broker::{
     AckMode, AckScope, BrokerConfig, BrokerError, ConsumerOptions, Destination, DestinationKind,
     TxWork,
 };
+use ferromq_store::MessageStore;
 
 fn ack(f: &Fixture, h: &ferromq_broker::ConsumerHandle, scope: AckScope) -> Vec<u64> {
     let (tags, c) = f.broker.ack(h, scope, false).unwrap();
@@ -45,7 +46,11 @@ async fn queue_consumer_with_prefetch_two_gets_two_until_it_acks() {
 
     let first = sink.take();
     ack(&f, &h, AckScope::Individual(first[0].tag));
-    assert_eq!(sink.bodies(), ["m2"], "one ack frees exactly one prefetch slot");
+    assert_eq!(
+        sink.bodies(),
+        ["m2"],
+        "one ack frees exactly one prefetch slot"
+    );
     ack(&f, &h, AckScope::Individual(first[1].tag));
     assert_eq!(sink.bodies(), ["m2", "m3"]);
 }
@@ -72,7 +77,13 @@ async fn queue_preserves_send_order_for_one_producer_and_one_consumer() {
 async fn queue_delivers_higher_priority_first_and_fifo_within_a_priority() {
     let f = Fixture::new();
     let q = Destination::queue("prio");
-    for (body, priority) in [("low", 1), ("high-a", 9), ("mid", 4), ("high-b", 9), ("low-b", 1)] {
+    for (body, priority) in [
+        ("low", 1),
+        ("high-a", 9),
+        ("mid", 4),
+        ("high-b", 9),
+        ("low-b", 1),
+    ] {
         let mut m = f.msg(&q, body);
         m.priority = priority;
         f.send(m).await;
@@ -103,7 +114,9 @@ async fn exclusive_consumer_gets_every_message_and_another_takes_over_when_it_le
     f.send_body(&q, "m4").await;
     let got = plain_sink.take();
     assert_eq!(bodies(&got), ["m0", "m1", "m2", "m3", "m4"]);
-    assert!(got[..4].iter().all(|d| d.redelivered && d.delivery_count == 2));
+    assert!(got[..4]
+        .iter()
+        .all(|d| d.redelivered && d.delivery_count == 2));
     assert!(!got[4].redelivered);
 }
 
@@ -254,7 +267,10 @@ async fn nacked_message_goes_to_dlq_after_seven_deliveries_with_cause_and_origin
     assert_eq!(bodies(&dead), ["bad"]);
     let cause = header(&dead[0], "dlqDeliveryFailureCause").unwrap();
     assert!(cause.contains("maximumRedeliveries=6"), "{cause}");
-    assert_eq!(header(&dead[0], "originalDestination"), Some("queue://poison"));
+    assert_eq!(
+        header(&dead[0], "originalDestination"),
+        Some("queue://poison")
+    );
     assert_eq!(dead[0].message.destination, dlq);
 }
 
@@ -336,7 +352,11 @@ async fn removing_a_consumer_redelivers_its_unacked_messages_to_another_consumer
     assert_eq!(sb.len(), 0, "nothing pending while A holds them");
     f.broker.unsubscribe(&a, false).wait_blocking().unwrap();
     let got_b = sb.take();
-    assert_eq!(bodies(&got_b), ["m0", "m2"], "the acked one is not redelivered");
+    assert_eq!(
+        bodies(&got_b),
+        ["m0", "m2"],
+        "the acked one is not redelivered"
+    );
     assert!(got_b.iter().all(|d| d.redelivered && d.delivery_count == 2));
 }
 
@@ -406,7 +426,12 @@ async fn persistent_message_expired_at_dispatch_goes_to_dlq() {
     // No sweep: the consumer's arrival triggers dispatch, which must catch the expiry.
     let (_h, sink) = f.subscribe(&q, individual(10));
     assert_eq!(sink.len(), 0);
-    assert_eq!(f.broker.browse(&Destination::queue("ActiveMQ.DLQ"), 10).len(), 1);
+    assert_eq!(
+        f.broker
+            .browse(&Destination::queue("ActiveMQ.DLQ"), 10)
+            .len(),
+        1
+    );
     assert!(f.stored_bodies("queue://exp").is_empty());
     assert_eq!(f.stored_bodies("queue://ActiveMQ.DLQ"), ["old"]);
 }
@@ -486,7 +511,11 @@ async fn topic_wildcards_gt_matches_descendants_and_star_matches_one_element() {
     }
     assert_eq!(
         all.bodies(),
-        ["PRICE.STOCK.NYSE", "PRICE.STOCK.NASDAQ.ORCL", "PRICE.BOND.NYSE"]
+        [
+            "PRICE.STOCK.NYSE",
+            "PRICE.STOCK.NASDAQ.ORCL",
+            "PRICE.BOND.NYSE"
+        ]
     );
     assert_eq!(star.bodies(), ["PRICE.STOCK.NYSE"]);
     assert_eq!(mid.bodies(), ["PRICE.STOCK.NYSE", "PRICE.BOND.NYSE"]);
@@ -519,7 +548,10 @@ async fn topic_subscriber_gets_nothing_published_before_it_joined() {
 async fn topic_selector_filters_on_string_and_numeric_string_headers() {
     let f = Fixture::new();
     let t = Destination::topic("shop");
-    let (_red, red) = f.subscribe(&t, with_selector(ConsumerOptions::default(), "color = 'red'"));
+    let (_red, red) = f.subscribe(
+        &t,
+        with_selector(ConsumerOptions::default(), "color = 'red'"),
+    );
     let (_dear, dear) = f.subscribe(&t, with_selector(ConsumerOptions::default(), "price > 5"));
     let (_all, all) = f.subscribe(&t, ConsumerOptions::default());
     for (body, color, price) in [
@@ -678,7 +710,11 @@ async fn durable_selector_change_replaces_the_subscription() {
     f.send_body(&t, "old").await;
     let (_h2, sink2) =
         f.subscribe_durable(&t, &name, with_selector(individual(10), "color = 'red'"));
-    assert_eq!(sink2.len(), 0, "messages of the replaced subscription are dropped");
+    assert_eq!(
+        sink2.len(),
+        0,
+        "messages of the replaced subscription are dropped"
+    );
     let mut m = f.msg(&t, "red");
     m.headers = vec![("color".into(), "red".into())];
     f.send(m).await;
@@ -704,7 +740,11 @@ async fn durable_no_local_follows_the_connection_that_reattaches() {
     let second_conn = f.broker.next_connection_id();
     let other = f.broker.next_connection_id();
     let (_h2, sink2) = f.subscribe_durable(&t, &name, no_local(second_conn));
-    for (body, conn) in [("own", second_conn), ("old-conn", first_conn), ("other", other)] {
+    for (body, conn) in [
+        ("own", second_conn),
+        ("old-conn", first_conn),
+        ("other", other),
+    ] {
         let mut m = f.msg(&t, body);
         m.producer_connection = conn;
         f.send(m).await;
@@ -776,7 +816,11 @@ async fn rollback_redelivers_transactionally_acked_messages() {
         f.broker.ack(&h, AckScope::Individual(ds[0].tag), true),
         Err(BrokerError::UnknownDelivery(_))
     ));
-    assert_eq!(f.stored_bodies("queue://tx"), ["m0", "m1"], "not removed before commit");
+    assert_eq!(
+        f.stored_bodies("queue://tx"),
+        ["m0", "m1"],
+        "not removed before commit"
+    );
 
     f.broker.rollback(TxWork {
         sends: Vec::new(),
@@ -836,7 +880,11 @@ async fn transactional_ack_frees_prefetch_capacity() {
         .broker
         .ack(&h, AckScope::Individual(first[0].tag), true)
         .unwrap();
-    assert_eq!(sink.bodies(), ["m1"], "an uncommitted ack still frees the prefetch slot");
+    assert_eq!(
+        sink.bodies(),
+        ["m1"],
+        "an uncommitted ack still frees the prefetch slot"
+    );
     f.broker.rollback(TxWork {
         sends: Vec::new(),
         acks: vec![(h.clone(), tags)],
@@ -850,7 +898,9 @@ async fn failed_commit_applies_none_of_its_acks() {
     let f = Fixture::new();
     let q = Destination::queue("tx");
     let conn = f.broker.next_connection_id();
-    let temp = f.broker.create_temp(DestinationKind::TempQueue, conn, "reply");
+    let temp = f
+        .broker
+        .create_temp(DestinationKind::TempQueue, conn, "reply");
     f.broker.connection_closed(conn, None);
 
     let (h, sink) = f.subscribe(&q, individual(10));
@@ -892,7 +942,10 @@ async fn temp_queue_exists_until_its_connection_closes() {
     let (_h, sink) = f.subscribe(&temp, individual(10));
     f.send(f.pmsg(&temp, "reply")).await;
     assert_eq!(sink.bodies(), ["reply"]);
-    assert!(f.stored_lists().is_empty(), "temporary queues are never stored");
+    assert!(
+        f.stored_lists().is_empty(),
+        "temporary queues are never stored"
+    );
 
     f.broker.connection_closed(conn, None);
     assert!(!f.broker.temp_exists(&temp));
@@ -911,14 +964,19 @@ async fn temp_topic_is_deleted_when_its_connection_closes() {
     let conn = f.broker.next_connection_id();
     let other_conn = f.broker.next_connection_id();
     let temp = f.broker.create_temp(DestinationKind::TempTopic, conn, "t1");
-    let keep = f.broker.create_temp(DestinationKind::TempTopic, other_conn, "t1");
+    let keep = f
+        .broker
+        .create_temp(DestinationKind::TempTopic, other_conn, "t1");
     let (_h, sink) = f.subscribe(&temp, ConsumerOptions::default());
     f.send_body(&temp, "x").await;
     assert_eq!(sink.bodies(), ["x"]);
     f.broker.connection_closed(conn, None);
     let err = f.broker.send(f.msg(&temp, "late")).await.unwrap_err();
     assert!(matches!(err, BrokerError::NoSuchDestination(_)));
-    assert!(f.broker.temp_exists(&keep), "other connections' temps survive");
+    assert!(
+        f.broker.temp_exists(&keep),
+        "other connections' temps survive"
+    );
 }
 
 // ---------------------------------------------------------------- client ids
@@ -1020,4 +1078,92 @@ async fn slow_topic_subscriber_discards_oldest_pending_without_blocking_publishe
         ack(&f, &slow, AckScope::Individual(d.tag));
     }
     assert_eq!(rest, ["m07", "m08", "m09"]);
+}
+
+// ---------------------------------------------------------------- more edges
+
+#[tokio::test]
+async fn auto_ack_of_a_delivery_frees_its_slot_and_its_stored_copy() {
+    let f = Fixture::new();
+    let q = Destination::queue("auto");
+    let (h, sink) = f.subscribe(&q, opts(AckMode::Auto, 1));
+    f.send(f.pmsg(&q, "m0")).await;
+    f.send(f.pmsg(&q, "m1")).await;
+    let first = sink.take();
+    assert_eq!(bodies(&first), ["m0"]);
+    f.broker.ack_delivery(&first[0]).wait_blocking().unwrap();
+    assert_eq!(sink.bodies(), ["m1"]);
+    assert_eq!(f.stored_bodies("queue://auto"), ["m1"]);
+    // A delivery whose consumer has gone is ignored: it was already returned to the queue.
+    let second = sink.take();
+    f.broker.unsubscribe(&h, false).wait_blocking().unwrap();
+    f.broker.ack_delivery(&second[0]).wait_blocking().unwrap();
+    assert_eq!(f.stored_bodies("queue://auto"), ["m1"]);
+    assert_eq!(f.list("queue://auto").pending, 1);
+}
+
+#[tokio::test]
+async fn expired_topic_message_is_never_delivered_to_subscribers() {
+    let f = Fixture::new();
+    let t = Destination::topic("news");
+    let (_h, sink) = f.subscribe(&t, ConsumerOptions::default());
+    let mut m = f.msg(&t, "stale");
+    m.expires_ms = f.now();
+    f.send(m).await;
+    f.send_body(&t, "fresh").await;
+    assert_eq!(sink.bodies(), ["fresh"]);
+}
+
+#[tokio::test]
+async fn publish_to_a_full_inactive_durable_subscription_fails_after_the_timeout() {
+    let f = Fixture::with_config(tiny_memory(50));
+    let t = Destination::topic("events");
+    let name = durable("c1", "sub");
+    let (h, _sink) = f.subscribe_durable(&t, &name, individual(10));
+    f.broker.unsubscribe(&h, false).wait_blocking().unwrap();
+    f.send(f.pmsg(&t, "fills-it")).await;
+    let err = f.broker.send(f.pmsg(&t, "no-room")).await.unwrap_err();
+    assert!(matches!(err, BrokerError::ResourceExhausted(_)), "{err}");
+    assert_eq!(f.stored_bodies("durable://c1:sub"), ["fills-it"]);
+}
+
+#[tokio::test]
+async fn purge_removes_pending_messages_from_memory_and_store() {
+    let f = Fixture::new();
+    let q = Destination::queue("purge");
+    for i in 0..3 {
+        f.send(f.pmsg(&q, &format!("m{i}"))).await;
+    }
+    assert_eq!(f.broker.browse(&q, 2).len(), 2);
+    let (n, c) = f.broker.purge(&q).unwrap();
+    c.wait_blocking().unwrap();
+    assert_eq!(n, 3);
+    assert!(f.broker.browse(&q, 10).is_empty());
+    assert!(f.stored_lists().is_empty());
+    assert_eq!(f.list("queue://purge").memory_bytes, 0);
+}
+
+#[tokio::test]
+async fn destination_limit_refuses_new_queues_and_topic_subscriptions() {
+    let f = Fixture::with_config(BrokerConfig {
+        max_destinations: 1,
+        ..BrokerConfig::default()
+    });
+    f.send_body(&Destination::queue("one"), "x").await;
+    f.send_body(&Destination::queue("one"), "y").await;
+    let err = f
+        .broker
+        .send(f.msg(&Destination::queue("two"), "z"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BrokerError::Limit(_)));
+    assert!(matches!(
+        f.broker.subscribe(
+            &Destination::topic("t"),
+            ConsumerOptions::default(),
+            None,
+            Collector::new()
+        ),
+        Err(BrokerError::Limit(_))
+    ));
 }

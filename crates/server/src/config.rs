@@ -245,7 +245,9 @@ impl Config {
         }
         let cfg: Config = toml::Value::Table(doc)
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("invalid configuration: {}", e.message())
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -310,8 +312,14 @@ mod tests {
         let p = dir.path().join("f.toml");
         std::fs::write(&p, "[transports]\nstomp = \"127.0.0.1:1\"\n").unwrap();
         let env = vec![
-            ("FERROMQ__TRANSPORTS__STOMP".to_string(), "127.0.0.1:2".to_string()),
-            ("FERROMQ__POLICY__MAXIMUM_REDELIVERIES".to_string(), "3".to_string()),
+            (
+                "FERROMQ__TRANSPORTS__STOMP".to_string(),
+                "127.0.0.1:2".to_string(),
+            ),
+            (
+                "FERROMQ__POLICY__MAXIMUM_REDELIVERIES".to_string(),
+                "3".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::load(Some(&p), env).unwrap();

@@ -10,7 +10,11 @@ use ferromq_server::config::Config;
 use ferromq_server::server::Server;
 
 #[derive(Parser, Debug)]
-#[command(name = "ferromq", version, about = "A highly available message broker (STOMP 1.0-1.2), ActiveMQ-compatible")]
+#[command(
+    name = "ferromq",
+    version,
+    about = "A highly available message broker (STOMP 1.0-1.2), ActiveMQ-compatible"
+)]
 struct Cli {
     /// Log filter (tracing's EnvFilter syntax); overrides RUST_LOG.
     #[arg(long, global = true)]
@@ -116,7 +120,9 @@ fn init_logging(filter: Option<&str>, json: bool) {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -163,7 +169,8 @@ async fn main() -> anyhow::Result<()> {
             if persistent {
                 hdrs.push(("persistent".into(), "true".into()));
             }
-            let hrefs: Vec<(&str, &str)> = hdrs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let hrefs: Vec<(&str, &str)> =
+                hdrs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let fixed = size.map(|s| bytes::Bytes::from(vec![b'x'; s]));
             let started = Instant::now();
             for n in 1..=count {
@@ -221,7 +228,8 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
                 let next = if idle_timeout_secs > 0 {
-                    sub.next_timeout(Duration::from_secs(idle_timeout_secs)).await
+                    sub.next_timeout(Duration::from_secs(idle_timeout_secs))
+                        .await
                 } else {
                     tokio::select! {
                         m = sub.next() => m,

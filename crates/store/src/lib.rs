@@ -18,11 +18,13 @@
 
 mod completion;
 mod error;
+pub mod journal;
 pub mod memory;
 mod types;
 
-pub use completion::{Completion, Completer};
+pub use completion::{Completer, Completion};
 pub use error::StoreError;
+pub use journal::{JournalConfig, JournalStore, SyncMode};
 pub use memory::MemoryStore;
 pub use types::{Batch, ListInfo, ListKey, Op, Recovery, StoredMessage, SubscriptionRecord};
 

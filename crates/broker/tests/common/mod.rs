@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ferromq_broker::{
-    AckMode, Broker, BrokerConfig, Clock, ConsumerHandle, ConsumerOptions, Delivery,
-    DeliverySink, Destination, DurableName, ListSnapshot, Message, Selector, DEFAULT_PRIORITY,
+    AckMode, Broker, BrokerConfig, Clock, ConsumerHandle, ConsumerOptions, Delivery, DeliverySink,
+    Destination, DurableName, ListSnapshot, Message, Selector, DEFAULT_PRIORITY,
 };
 use ferromq_store::{MemoryStore, MessageStore};
 
@@ -38,7 +38,7 @@ impl Collector {
 
     /// The bodies delivered so far (without removing them).
     pub fn bodies(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|d| body(d)).collect()
+        self.0.lock().unwrap().iter().map(body).collect()
     }
 
     /// How many deliveries are held.

@@ -393,7 +393,7 @@ impl Decoder {
                         partial,
                         body_start,
                         content_length,
-                        scan: body_start,
+                        scan: buf.len(),
                     }));
                 }
             },

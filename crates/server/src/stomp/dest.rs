@@ -17,7 +17,9 @@ pub enum StompDest {
 pub fn parse(s: &str) -> Result<StompDest, String> {
     let named = |kind, name: &str| -> Result<StompDest, String> {
         if name.is_empty() {
-            return Err(format!("Illegal destination name: [{s}] -- the name is empty"));
+            return Err(format!(
+                "Illegal destination name: [{s}] -- the name is empty"
+            ));
         }
         Ok(StompDest::Named(Destination {
             kind,
@@ -45,7 +47,9 @@ pub fn parse(s: &str) -> Result<StompDest, String> {
 
 fn local(kind: DestinationKind, n: &str, s: &str) -> Result<StompDest, String> {
     if n.is_empty() {
-        return Err(format!("Illegal destination name: [{s}] -- the name is empty"));
+        return Err(format!(
+            "Illegal destination name: [{s}] -- the name is empty"
+        ));
     }
     Ok(StompDest::LocalTemp(kind, n.to_string()))
 }
@@ -66,6 +70,16 @@ pub fn resolve(broker: &Broker, connection: u64, d: StompDest) -> Destination {
                 broker.create_temp(kind, connection, &local)
             }
         }
+    }
+}
+
+/// Renders a destination by its broker-wide name (temporary ones as `/remote-temp-…/`), as
+/// it must appear in a `reply-to` that other connections will read.
+pub fn render_global(dest: &Destination) -> String {
+    match dest.kind {
+        DestinationKind::TempQueue => format!("/remote-temp-queue/{}", dest.name),
+        DestinationKind::TempTopic => format!("/remote-temp-topic/{}", dest.name),
+        _ => render(dest, ""),
     }
 }
 

@@ -56,8 +56,10 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
 
 async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
     let mut buf = BytesMut::new();
-    let f = Frame::new(Command::Error)
-        .with_header("message", format!("Connection limit of {max} reached (maximumConnections)"));
+    let f = Frame::new(Command::Error).with_header(
+        "message",
+        format!("Connection limit of {max} reached (maximumConnections)"),
+    );
     encode(&f, Version::V1_0, &mut buf);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
     let _ = stream.shutdown().await;

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferromq_broker::{
-    AckMode, AckScope, Broker, BrokerError, ConsumerHandle, ConsumerId, ConsumerOptions,
-    Delivery, DeliverySink, DestinationKind, DurableName, Message, Selector, TxWork,
-    DEFAULT_PRIORITY, MAX_PRIORITY,
+    AckMode, AckScope, Broker, BrokerError, ConsumerHandle, ConsumerId, ConsumerOptions, Delivery,
+    DeliverySink, DestinationKind, DurableName, Message, Selector, TxWork, DEFAULT_PRIORITY,
+    MAX_PRIORITY,
 };
 use ferromq_protocol::stomp::{
     encode, encode_heartbeat, negotiate_version, Command, DecodeError, Decoder, Frame, HeartBeat,
@@ -399,9 +399,12 @@ impl Session {
                 self.closing = true;
                 Ok(())
             }
-            Command::Connected | Command::Message | Command::Receipt | Command::Error => Err(
-                StompError::new(format!("Unknown STOMP action: {} is a server frame", frame.command)),
-            ),
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                Err(StompError::new(format!(
+                    "Unknown STOMP action: {} is a server frame",
+                    frame.command
+                )))
+            }
         }
     }
 
@@ -435,12 +438,8 @@ impl Session {
             let _ = self
                 .ctl
                 .send(Out::Close(Some(
-                    error_frame(
-                        "Supported protocol versions are 1.0,1.1,1.2",
-                        "",
-                        None,
-                    )
-                    .with_header("version", "1.0,1.1,1.2"),
+                    error_frame("Supported protocol versions are 1.0,1.1,1.2", "", None)
+                        .with_header("version", "1.0,1.1,1.2"),
                 )))
                 .await;
             self.closing = true;
@@ -450,7 +449,10 @@ impl Session {
         if !users.is_empty() {
             let login = frame.header("login").unwrap_or("");
             let pass = frame.header("passcode").unwrap_or("");
-            if !users.iter().any(|u| u.username == login && u.password == pass) {
+            if !users
+                .iter()
+                .any(|u| u.username == login && u.password == pass)
+            {
                 tracing::warn!(login, "authentication failed");
                 return Err(StompError::new(format!(
                     "User name [{login}] or password is invalid."
@@ -469,8 +471,16 @@ impl Session {
         let min = self.ctx.config.stomp.heart_beat_min_ms;
         // Offer what the client asks for, but never faster than `heart_beat_min_ms`.
         let local = HeartBeat {
-            send_ms: if peer_hb.recv_ms > 0 { peer_hb.recv_ms.max(min) } else { 0 },
-            recv_ms: if peer_hb.send_ms > 0 { peer_hb.send_ms.max(min) } else { 0 },
+            send_ms: if peer_hb.recv_ms > 0 {
+                peer_hb.recv_ms.max(min)
+            } else {
+                0
+            },
+            recv_ms: if peer_hb.send_ms > 0 {
+                peer_hb.send_ms.max(min)
+            } else {
+                0
+            },
         };
         let (send_ms, expect_ms) = HeartBeat::negotiate(local, peer_hb);
         self.negotiated_hb = (send_ms, expect_ms);
@@ -500,7 +510,11 @@ impl Session {
         Ok(())
     }
 
-    fn destination(&self, frame: &Frame, what: &str) -> Result<ferromq_broker::Destination, StompError> {
+    fn destination(
+        &self,
+        frame: &Frame,
+        what: &str,
+    ) -> Result<ferromq_broker::Destination, StompError> {
         let d = frame.header("destination").ok_or_else(|| {
             StompError::new(format!("{what} received without a Destination specified!"))
         })?;
@@ -545,7 +559,7 @@ impl Session {
             let rendered = match dest::parse(r) {
                 Ok(d @ dest::StompDest::LocalTemp(..)) => {
                     let resolved = dest::resolve(&self.ctx.broker, self.connection, d);
-                    dest::render(&resolved, "")
+                    dest::render_global(&resolved)
                 }
                 _ => r.to_string(),
             };
@@ -564,9 +578,10 @@ impl Session {
         };
         if let Some(tx) = frame.header("transaction") {
             let max = self.ctx.config.stomp.max_transaction_frames;
-            let t = self.txs.get_mut(tx).ok_or_else(|| {
-                StompError::new(format!("Invalid transaction id: {tx}"))
-            })?;
+            let t = self
+                .txs
+                .get_mut(tx)
+                .ok_or_else(|| StompError::new(format!("Invalid transaction id: {tx}")))?;
             if t.frames >= max {
                 return Err(StompError::new(format!(
                     "Transaction {tx} exceeds the limit of {max} frames"
@@ -633,7 +648,11 @@ impl Session {
                 .max(1),
             None => default_prefetch,
         };
-        let flag = |name: &str| frame.header(name).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let flag = |name: &str| {
+            frame
+                .header(name)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        };
         let opts = ConsumerOptions {
             ack_mode,
             prefetch,
@@ -655,9 +674,7 @@ impl Session {
                     )));
                 }
                 let client_id = self.client_id.clone().ok_or_else(|| {
-                    StompError::new(
-                        "Durable subscriptions need a client-id header on CONNECT",
-                    )
+                    StompError::new("Durable subscriptions need a client-id header on CONNECT")
                 })?;
                 Some(DurableName {
                     client_id,
@@ -673,10 +690,10 @@ impl Session {
             sub: info.clone(),
             tx: self.deliveries.clone(),
         });
-        let (handle, completion) =
-            self.ctx
-                .broker
-                .subscribe(&destination, opts, durable, sink)?;
+        let (handle, completion) = self
+            .ctx
+            .broker
+            .subscribe(&destination, opts, durable, sink)?;
         self.by_consumer.insert(handle.id, id.clone());
         self.subs.insert(id, Subscription { handle, info });
         self.receipt_after(&frame, completion).await;
@@ -729,18 +746,24 @@ impl Session {
     /// `<consumer>:<tag>`), 1.0/1.1 by `message-id` (and `subscription` when given).
     fn find_delivery(&self, frame: &Frame) -> Result<(ConsumerId, u64), StompError> {
         if self.shared.version() == Version::V1_2 {
-            let id = frame
-                .header("id")
-                .ok_or_else(|| StompError::new(format!("{} received without an id header", frame.command)))?;
+            let id = frame.header("id").ok_or_else(|| {
+                StompError::new(format!("{} received without an id header", frame.command))
+            })?;
             let parsed = id
                 .split_once(':')
                 .and_then(|(c, t)| Some((c.parse::<u64>().ok()?, t.parse::<u64>().ok()?)));
             return parsed.ok_or_else(|| {
-                StompError::new(format!("Unexpected {} received for message-id [{id}]", frame.command))
+                StompError::new(format!(
+                    "Unexpected {} received for message-id [{id}]",
+                    frame.command
+                ))
             });
         }
         let mid = frame.header("message-id").ok_or_else(|| {
-            StompError::new(format!("{} received without a message-id header", frame.command))
+            StompError::new(format!(
+                "{} received without a message-id header",
+                frame.command
+            ))
         })?;
         let sub = frame.header("subscription");
         let idx = self.shared.acks.lock();
@@ -752,7 +775,10 @@ impl Session {
                     .map(|(_, c, t)| (*c, *t))
             })
             .ok_or_else(|| {
-                StompError::new(format!("Unexpected {} received for message-id [{mid}]", frame.command))
+                StompError::new(format!(
+                    "Unexpected {} received for message-id [{mid}]",
+                    frame.command
+                ))
             })
     }
 
@@ -767,7 +793,11 @@ impl Session {
                 frame.command
             ))
         };
-        let sub_id = self.by_consumer.get(&consumer).ok_or_else(unexpected)?.clone();
+        let sub_id = self
+            .by_consumer
+            .get(&consumer)
+            .ok_or_else(unexpected)?
+            .clone();
         let sub = self.subs.get(&sub_id).ok_or_else(unexpected)?;
         let handle = sub.handle.clone();
         let scope = match sub.info.ack_mode {
@@ -775,7 +805,10 @@ impl Session {
             AckMode::ClientIndividual | AckMode::Auto => AckScope::Individual(tag),
         };
         if nack {
-            self.ctx.broker.nack(&handle, tag).map_err(|_| unexpected())?;
+            self.ctx
+                .broker
+                .nack(&handle, tag)
+                .map_err(|_| unexpected())?;
             self.forget_delivery(&sub_id, consumer, |t| t == tag);
             self.receipt_now(&frame).await;
             return Ok(());
@@ -830,13 +863,20 @@ impl Session {
         frame
             .header("transaction")
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| StompError::new(format!("{} received without a transaction header", frame.command)))
+            .ok_or_else(|| {
+                StompError::new(format!(
+                    "{} received without a transaction header",
+                    frame.command
+                ))
+            })
     }
 
     async fn on_begin(&mut self, frame: Frame) -> Result<(), StompError> {
         let tx = self.tx_name(&frame)?.to_string();
         if self.txs.contains_key(&tx) {
-            return Err(StompError::new(format!("Transaction {tx} is already started")));
+            return Err(StompError::new(format!(
+                "Transaction {tx} is already started"
+            )));
         }
         if self.txs.len() >= self.ctx.config.stomp.max_transactions {
             return Err(StompError::new(format!(
@@ -914,7 +954,14 @@ fn message_frame(d: &DeliveryOut, version: Version, temp_prefix: &str) -> Frame 
     f.push_header("priority", m.priority.to_string());
     f.push_header("timestamp", m.timestamp_ms.to_string());
     f.push_header("expires", m.expires_ms.to_string());
-    f.push_header("redelivered", if d.delivery.redelivered { "true" } else { "false" });
+    f.push_header(
+        "redelivered",
+        if d.delivery.redelivered {
+            "true"
+        } else {
+            "false"
+        },
+    );
     for (n, v) in &m.headers {
         if n == "reply-to" {
             // Our own temporary destinations come back by their local names.
@@ -1026,11 +1073,7 @@ async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
             }
             Err(e) => {
                 tracing::error!(error = %e, "store write failed; refusing the message");
-                let f = error_frame(
-                    &format!("Message not stored: {e}"),
-                    "",
-                    receipt.as_deref(),
-                );
+                let f = error_frame(&format!("Message not stored: {e}"), "", receipt.as_deref());
                 encode(&f, version, buf);
                 true
             }
@@ -1044,7 +1087,12 @@ async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
     }
 }
 
-fn push_delivery(d: DeliveryOut, buf: &mut BytesMut, shared: &Shared, auto_acks: &mut Vec<Delivery>) {
+fn push_delivery(
+    d: DeliveryOut,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    auto_acks: &mut Vec<Delivery>,
+) {
     let version = shared.version();
     let f = message_frame(&d, version, &shared.temp_prefix);
     encode(&f, version, buf);

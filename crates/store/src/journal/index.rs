@@ -424,7 +424,9 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Index, String> {
         let count = r.u64()?;
         // 20 bytes per entry: a corrupt count cannot make us allocate more than the file holds.
         if count > (r.remaining() / 20) as u64 {
-            return Err(format!("list {name}: count {count} over what the file holds"));
+            return Err(format!(
+                "list {name}: count {count} over what the file holds"
+            ));
         }
         let mut l = ListIndex {
             max_seq,
@@ -527,8 +529,14 @@ mod tests {
             2,
         );
         let existing: BTreeSet<u32> = [1, 2, 3].into();
-        assert!(!ix.segment_is_garbage(1, &existing), "1 holds a live message");
-        assert!(!ix.segment_is_garbage(2, &existing), "2 acks a message of 1");
+        assert!(
+            !ix.segment_is_garbage(1, &existing),
+            "1 holds a live message"
+        );
+        assert!(
+            !ix.segment_is_garbage(2, &existing),
+            "2 acks a message of 1"
+        );
         let without_1: BTreeSet<u32> = [2, 3].into();
         assert!(ix.segment_is_garbage(2, &without_1));
     }

@@ -151,7 +151,10 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         return Err(FrameError::Truncated);
     }
     let stored_crc = u32_at(bytes, 20);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[..20]), &bytes[RECORD_HEADER_BYTES..end]);
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&bytes[..20]),
+        &bytes[RECORD_HEADER_BYTES..end],
+    );
     if crc != stored_crc {
         return Err(FrameError::BadCrc);
     }
@@ -553,7 +556,10 @@ mod tests {
         let start = begin_record(&mut buf);
         encode_batch(&mut buf, &sample_ops()).unwrap();
         finish_record(&mut buf, start, RecordType::Batch, 1);
-        assert_eq!(parse_frame(&buf[..buf.len() - 1]), Err(FrameError::Truncated));
+        assert_eq!(
+            parse_frame(&buf[..buf.len() - 1]),
+            Err(FrameError::Truncated)
+        );
         assert_eq!(parse_frame(&buf[..10]), Err(FrameError::Truncated));
     }
 

@@ -15,8 +15,8 @@ use crate::journal::index::{
     decode_checkpoint, is_released, Index, Location, Position, INDEX_FILE, INDEX_TMP_FILE,
 };
 use crate::journal::record::{
-    decode_batch, decode_released, parse_frame, parse_segment_header, segment_header,
-    DecodedOp, FrameError, RecordType, RECORD_HEADER_BYTES, RECORD_MAGIC, SEGMENT_HEADER_BYTES,
+    decode_batch, decode_released, parse_frame, parse_segment_header, segment_header, DecodedOp,
+    FrameError, RecordType, RECORD_HEADER_BYTES, RECORD_MAGIC, SEGMENT_HEADER_BYTES,
 };
 use crate::journal::segment::{create_segment, parse_segment_name, segment_name, Head};
 use crate::journal::storage::{StorageDir, StorageFile};
@@ -99,7 +99,10 @@ fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
 }
 
 /// Opens the journal in `dir`.
-pub(crate) fn recover(dir: &dyn StorageDir, config: &JournalConfig) -> Result<Recovered, StoreError> {
+pub(crate) fn recover(
+    dir: &dyn StorageDir,
+    config: &JournalConfig,
+) -> Result<Recovered, StoreError> {
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let names = dir.list().map_err(io("list journal directory"))?;
@@ -177,7 +180,11 @@ pub(crate) fn recover(dir: &dyn StorageDir, config: &JournalConfig) -> Result<Re
         start.offset
     );
 
-    let to_replay: Vec<u32> = files.keys().copied().filter(|s| *s >= start.segment).collect();
+    let to_replay: Vec<u32> = files
+        .keys()
+        .copied()
+        .filter(|s| *s >= start.segment)
+        .collect();
     let mut progress = Progress {
         total_bytes: 0,
         done_bytes: 0,
@@ -344,7 +351,10 @@ fn replay_segment(
     file.read_at(0, &mut bytes).map_err(io("read segment"))?;
 
     if parse_segment_header(&bytes) != Some(u64::from(id)) {
-        let never_written = bytes.iter().skip(SEGMENT_HEADER_BYTES.min(bytes.len())).all(|b| *b == 0);
+        let never_written = bytes
+            .iter()
+            .skip(SEGMENT_HEADER_BYTES.min(bytes.len()))
+            .all(|b| *b == 0);
         if is_last && never_written {
             // Created just before a crash: its header was never synced. Start it afresh.
             tracing::warn!("Journal file {name} has a torn header; starting it afresh");
@@ -352,8 +362,7 @@ fn replay_segment(
             return Ok((id, SEGMENT_HEADER_BYTES as u64, false));
         }
         let reason = "bad segment header".to_string();
-        return corrupt(config, &name, 0, &reason, len as usize, report)
-            .map(|_| (id, len, true));
+        return corrupt(config, &name, 0, &reason, len as usize, report).map(|_| (id, len, true));
     }
 
     let mut at = from as usize;
@@ -390,12 +399,10 @@ fn replay_segment(
                         }
                         n
                     }),
-                    RecordType::SegmentsReleased => {
-                        decode_released(frame.payload).map(|ranges| {
-                            index.apply_released(&ranges);
-                            1
-                        })
-                    }
+                    RecordType::SegmentsReleased => decode_released(frame.payload).map(|ranges| {
+                        index.apply_released(&ranges);
+                        1
+                    }),
                 };
                 match applied {
                     Ok(n) => {

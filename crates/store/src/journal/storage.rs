@@ -266,7 +266,11 @@ fn power_loss_image(
                     apply_pending(&mut kept, change);
                 }
                 // Tear the first lost write half of the time: a random prefix of it survives.
-                if let Some(Pending::Write { offset, data: bytes }) = data.pending.get(keep) {
+                if let Some(Pending::Write {
+                    offset,
+                    data: bytes,
+                }) = data.pending.get(keep)
+                {
                     if rng.next_u64() % 2 == 0 && !bytes.is_empty() {
                         let torn = rng.up_to(bytes.len() as u64 - 1) as usize;
                         let change = Pending::Write {
@@ -406,15 +410,23 @@ fn not_found(name: &str) -> io::Error {
 impl StorageFile for MemFile {
     fn len(&self) -> io::Result<u64> {
         let state = self.state.lock();
-        let file = state.files.get(&self.name).ok_or_else(|| not_found(&self.name))?;
+        let file = state
+            .files
+            .get(&self.name)
+            .ok_or_else(|| not_found(&self.name))?;
         Ok(file.current.len() as u64)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let state = self.state.lock();
-        let file = state.files.get(&self.name).ok_or_else(|| not_found(&self.name))?;
+        let file = state
+            .files
+            .get(&self.name)
+            .ok_or_else(|| not_found(&self.name))?;
         let start = offset as usize;
-        let end = start.checked_add(buf.len()).ok_or(io::ErrorKind::InvalidInput)?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::InvalidInput)?;
         if end > file.current.len() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

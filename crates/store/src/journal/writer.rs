@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::journal::index::{encode_checkpoint, Location, Position};
 use crate::journal::record::{
-    batch_payload_bytes, begin_record, check_payload, encode_batch, encode_released,
-    finish_record, RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES,
-    RECORD_PAYLOAD_BYTES_MAX,
+    batch_payload_bytes, begin_record, check_payload, encode_batch, encode_released, finish_record,
+    RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
 };
 use crate::journal::segment::{create_segment, segment_name, Head};
 use crate::journal::{Shared, SyncMode};
@@ -124,7 +123,10 @@ impl Writer {
             let first = match self.shared.config.sync {
                 SyncMode::Periodic { interval_ms } if self.unsynced => {
                     let due = self.last_sync + Duration::from_millis(interval_ms);
-                    match self.rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                    match self
+                        .rx
+                        .recv_timeout(due.saturating_duration_since(Instant::now()))
+                    {
                         Ok(cmd) => cmd,
                         Err(RecvTimeoutError::Timeout) => {
                             self.sync_now();
@@ -154,7 +156,11 @@ impl Writer {
             self.commit(false);
         }
         self.commit(true);
-        tracing::debug!(segment = self.head.id, offset = self.head.offset, "journal writer stopped");
+        tracing::debug!(
+            segment = self.head.id,
+            offset = self.head.offset,
+            "journal writer stopped"
+        );
     }
 
     fn failed(&self) -> Option<StoreError> {
@@ -313,9 +319,10 @@ impl Writer {
             .sync_data()
             .map_err(|e| StoreError::io("fdatasync", e))?;
         self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
-        let next = self.head.id.checked_add(1).ok_or_else(|| {
-            StoreError::Failed("journal segment ids exhausted (u32)".to_string())
-        })?;
+        let next =
+            self.head.id.checked_add(1).ok_or_else(|| {
+                StoreError::Failed("journal segment ids exhausted (u32)".to_string())
+            })?;
         let head = create_segment(
             self.shared.dir.as_ref(),
             next,
@@ -454,7 +461,11 @@ impl Writer {
         }
     }
 
-    fn snapshot(&self, for_gc: bool, last: Option<Position>) -> Result<Option<Snapshot>, StoreError> {
+    fn snapshot(
+        &self,
+        for_gc: bool,
+        last: Option<Position>,
+    ) -> Result<Option<Snapshot>, StoreError> {
         if let Some(err) = self.failed() {
             return Err(err);
         }

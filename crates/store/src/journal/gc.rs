@@ -1,0 +1,216 @@
+//! Checkpoints and garbage collection, run by the maintenance thread (and on demand).
+//!
+//! A checkpoint asks the writer thread for an index snapshot taken right after a sync (so it
+//! covers only durable records), writes it to `index.db.tmp`, syncs it, renames it over
+//! `index.db` and syncs the directory.
+//!
+//! GC deletes segments older than the checkpoint that no index state needs (see
+//! [`crate::journal::index::Index::segment_is_garbage`]). Before deleting, it appends a
+//! segments-released record (every range released so far) and syncs it, so a full replay can
+//! tell a released segment from a missing one; it deletes oldest first, so a crash half way never
+//! leaves an enqueue whose ack is gone. Segments held by only a few live messages are compacted:
+//! the writer rewrites their live messages (and subscription records) at the head, and the next
+//! pass deletes them.
+
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::journal::index::{merge_ranges, INDEX_FILE, INDEX_TMP_FILE};
+use crate::journal::segment::segment_name;
+use crate::journal::writer::{Cmd, Snapshot};
+use crate::journal::Shared;
+use crate::{Completion, StoreError};
+
+/// What one GC pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Segments deleted, ascending.
+    pub deleted: Vec<u32>,
+    /// Segments whose live data was rewritten at the head (then deleted).
+    pub compacted: Vec<u32>,
+}
+
+fn send(shared: &Shared, cmd: Cmd) -> Result<(), StoreError> {
+    let tx = shared.tx.read();
+    match tx.as_ref() {
+        Some(tx) => tx.send(cmd).map_err(|_| StoreError::Closed),
+        None => Err(StoreError::Closed),
+    }
+}
+
+fn snapshot(shared: &Shared, for_gc: bool) -> Result<Option<Snapshot>, StoreError> {
+    let (reply, answer) = sync_channel(1);
+    let last = if for_gc {
+        None
+    } else {
+        *shared.last_checkpoint.lock()
+    };
+    send(
+        shared,
+        Cmd::Checkpoint {
+            for_gc,
+            last,
+            reply,
+        },
+    )?;
+    answer.recv().map_err(|_| StoreError::Closed)?
+}
+
+/// Writes checkpoint bytes durably: temp file, sync, rename, sync directory.
+pub(crate) fn write_checkpoint_file(shared: &Shared, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = shared.dir.as_ref();
+    let file = dir
+        .open(INDEX_TMP_FILE, true)
+        .map_err(|e| StoreError::io("create index.db.tmp", e))?;
+    file.set_len(0)
+        .map_err(|e| StoreError::io("truncate index.db.tmp", e))?;
+    file.write_at(0, bytes)
+        .map_err(|e| StoreError::io("write index.db.tmp", e))?;
+    file.sync_data()
+        .map_err(|e| StoreError::io("fdatasync index.db.tmp", e))?;
+    dir.rename(INDEX_TMP_FILE, INDEX_FILE)
+        .map_err(|e| StoreError::io("rename index.db.tmp", e))?;
+    dir.sync_dir()
+        .map_err(|e| StoreError::io("sync directory", e))?;
+    Ok(())
+}
+
+/// Checkpoints now if the index moved since the last checkpoint. Returns whether it wrote one.
+pub(crate) fn checkpoint(shared: &Shared) -> Result<bool, StoreError> {
+    let _one_at_a_time = shared.maintenance.lock();
+    let started = Instant::now();
+    let Some(snap) = snapshot(shared, false)? else {
+        return Ok(false);
+    };
+    write_checkpoint_file(shared, &snap.bytes)?;
+    *shared.last_checkpoint.lock() = Some(snap.position);
+    tracing::debug!(
+        segment = snap.position.segment,
+        offset = snap.position.offset,
+        index_bytes = snap.bytes.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "checkpoint written"
+    );
+    Ok(true)
+}
+
+/// One GC pass: checkpoint, delete garbage, compact sparse segments, delete them too.
+pub(crate) fn collect(shared: &Shared) -> Result<GcReport, StoreError> {
+    let _one_at_a_time = shared.maintenance.lock();
+    let mut report = GcReport::default();
+    let snap = snapshot(shared, true)?
+        .ok_or_else(|| StoreError::Failed("writer returned no GC snapshot".into()))?;
+    write_checkpoint_file(shared, &snap.bytes)?;
+    *shared.last_checkpoint.lock() = Some(snap.position);
+    report.deleted = delete(shared, &snap.garbage, &snap.released)?;
+
+    if !snap.compact.is_empty() {
+        let compact = snap.compact;
+        let (completer, completion) = Completion::pair();
+        send(
+            shared,
+            Cmd::Relocate {
+                segments: compact.clone(),
+                completer,
+            },
+        )?;
+        completion.wait_blocking()?;
+        let snap = snapshot(shared, true)?
+            .ok_or_else(|| StoreError::Failed("writer returned no GC snapshot".into()))?;
+        write_checkpoint_file(shared, &snap.bytes)?;
+        *shared.last_checkpoint.lock() = Some(snap.position);
+        let deleted = delete(shared, &snap.garbage, &snap.released)?;
+        report.compacted = compact
+            .into_iter()
+            .filter(|s| deleted.contains(s))
+            .collect();
+        report.deleted.extend(deleted);
+    }
+    if !report.deleted.is_empty() {
+        tracing::info!(
+            deleted = ?report.deleted,
+            compacted = ?report.compacted,
+            "journal GC deleted {} segment(s)",
+            report.deleted.len()
+        );
+    }
+    Ok(report)
+}
+
+fn delete(
+    shared: &Shared,
+    garbage: &[u32],
+    released: &[(u32, u32)],
+) -> Result<Vec<u32>, StoreError> {
+    if garbage.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ranges = merge_ranges(
+        released
+            .iter()
+            .copied()
+            .chain(garbage.iter().map(|s| (*s, *s)))
+            .collect(),
+    );
+    let (completer, completion) = Completion::pair();
+    send(shared, Cmd::Released { ranges, completer })?;
+    completion.wait_blocking()?;
+    let mut deleted = Vec::with_capacity(garbage.len());
+    for &s in garbage {
+        debug_assert!(
+            deleted.last().map_or(true, |l| *l < s),
+            "GC deletes oldest first"
+        );
+        shared.segments.write().remove(&s);
+        shared
+            .dir
+            .remove(&segment_name(s))
+            .map_err(|e| StoreError::io("remove segment", e))?;
+        deleted.push(s);
+    }
+    shared
+        .dir
+        .sync_dir()
+        .map_err(|e| StoreError::io("sync directory", e))?;
+    Ok(deleted)
+}
+
+/// The maintenance thread: checkpoints and GC on their intervals until told to stop.
+pub(crate) fn run_maintenance(shared: Arc<Shared>, stop: std::sync::mpsc::Receiver<()>) {
+    let checkpoint_every = Duration::from_millis(shared.config.checkpoint_interval_ms);
+    let cleanup_every = Duration::from_millis(shared.config.cleanup_interval_ms);
+    let mut next_checkpoint =
+        (!checkpoint_every.is_zero()).then(|| Instant::now() + checkpoint_every);
+    let mut next_cleanup = (!cleanup_every.is_zero()).then(|| Instant::now() + cleanup_every);
+    loop {
+        let next = match (next_checkpoint, next_cleanup) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait = match next {
+            Some(t) => stop.recv_timeout(t.saturating_duration_since(Instant::now())),
+            None => stop
+                .recv()
+                .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+        };
+        match wait {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let now = Instant::now();
+        if let Some(t) = next_cleanup.filter(|t| *t <= now) {
+            if let Err(e) = collect(&shared) {
+                tracing::warn!("journal GC failed: {e}");
+            }
+            next_cleanup = Some(t.max(now) + cleanup_every);
+            // A GC pass checkpoints too.
+            next_checkpoint = next_checkpoint.map(|_| now + checkpoint_every);
+        } else if let Some(t) = next_checkpoint.filter(|t| *t <= now) {
+            if let Err(e) = checkpoint(&shared) {
+                tracing::warn!("journal checkpoint failed: {e}");
+            }
+            next_checkpoint = Some(t.max(now) + checkpoint_every);
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The journal store: the default, embedded, KahaDB-style persistent [`MessageStore`].
+//!
+//! - [`record`]: record framing (CRC32C, little-endian) and the op encoding;
+//! - [`segment`]: segment files `journal-<id>.log`, preallocated;
+//! - [`storage`]: the storage seam ([`StorageDir`], [`StorageFile`]) with real files and an
+//!   in-memory implementation that models unsynced bytes and power loss;
+//! - `writer`: the group-commit writer thread;
+//! - [`index`]: the in-memory index (list -> seq -> location) and its checkpoint file;
+//! - [`recovery`]: checkpoint load, replay, torn-tail repair;
+//! - [`gc`]: checkpoints, segment GC and compaction, on the maintenance thread.
+//!
+//! The byte-level format is in `docs/journal-format.md`.
+
+pub mod gc;
+pub mod index;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod storage;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use gc::GcReport;
+pub use recovery::RecoveryReport;
+pub use storage::{FileDir, MemDir, PowerLoss, StorageDir, StorageFile};
+
+use crate::journal::index::{Index, Position};
+use crate::journal::segment::segment_name;
+use crate::journal::writer::{read_payload, Cmd, Writer};
+use crate::{Batch, Completer, Completion, MessageStore, Op, Recovery, StoreError, StoredMessage};
+
+/// When a batch counts as durable (`store.sync`, KahaDB's `journalDiskSyncStrategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// `fdatasync` every group before confirming it (the default).
+    Always,
+    /// Confirm after the write; `fdatasync` at least every `interval_ms`.
+    Periodic {
+        /// Longest time written bytes stay unsynced (KahaDB `journalDiskSyncInterval`, 1000).
+        interval_ms: u64,
+    },
+    /// Confirm after the write; sync only on segment roll, checkpoint and close.
+    Never,
+}
+
+/// Options of the journal store. Defaults follow KahaDB's.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    /// Preallocated size of a segment (`journalMaxFileLength`, 32 MiB). A record larger than
+    /// a segment gets an oversized segment of its own.
+    pub journal_max_file_length: u64,
+    /// Bytes the writer gathers into one write and one sync at most
+    /// (`journalMaxWriteBatchSize`, 4 MiB).
+    pub batch_bytes_max: usize,
+    /// Batches waiting for the writer at most; `submit` blocks beyond (backpressure).
+    pub queue_batches_max: usize,
+    /// The sync policy.
+    pub sync: SyncMode,
+    /// The writer's HA epoch, stamped on every record (for fencing).
+    pub epoch: u64,
+    /// Checkpoint period (`checkpointInterval`, 5000 ms); 0 disables the timer.
+    pub checkpoint_interval_ms: u64,
+    /// GC period (`cleanupInterval`, 30000 ms); 0 disables the timer.
+    pub cleanup_interval_ms: u64,
+    /// Skip corrupt records (logging each) instead of refusing to open
+    /// (`checkForCorruptJournalFiles`, false).
+    pub check_for_corrupt_journal_files: bool,
+    /// Start even when segments are missing, forgetting their messages
+    /// (`ignoreMissingJournalfiles`, false).
+    pub ignore_missing_journal_files: bool,
+    /// Refuse enqueues (`StoreError::Full`) that would take the stored message bytes over this;
+    /// 0 = no limit (`store_usage_limit`).
+    pub store_usage_limit: u64,
+    /// GC rewrites the live messages of an old segment at the head when they take at most this
+    /// percentage of a segment (so the segment can go); 0 disables compaction.
+    pub compact_live_percent_max: u8,
+}
+
+impl Default for JournalConfig {
+    fn default() -> JournalConfig {
+        JournalConfig {
+            journal_max_file_length: 32 * 1024 * 1024,
+            batch_bytes_max: 4 * 1024 * 1024,
+            queue_batches_max: 10_000,
+            sync: SyncMode::Always,
+            epoch: 0,
+            checkpoint_interval_ms: 5_000,
+            cleanup_interval_ms: 30_000,
+            check_for_corrupt_journal_files: false,
+            ignore_missing_journal_files: false,
+            store_usage_limit: 0,
+            compact_live_percent_max: 25,
+        }
+    }
+}
+
+/// Largest segment length accepted: locations hold 32-bit offsets.
+const JOURNAL_MAX_FILE_LENGTH_MAX: u64 = 1 << 30;
+/// Smallest segment length accepted.
+const JOURNAL_MAX_FILE_LENGTH_MIN: u64 = 4096;
+
+impl JournalConfig {
+    fn validate(&self) -> Result<(), StoreError> {
+        if !(JOURNAL_MAX_FILE_LENGTH_MIN..=JOURNAL_MAX_FILE_LENGTH_MAX)
+            .contains(&self.journal_max_file_length)
+        {
+            return Err(StoreError::Config(format!(
+                "journal_max_file_length {} is outside {JOURNAL_MAX_FILE_LENGTH_MIN}..={}",
+                self.journal_max_file_length, JOURNAL_MAX_FILE_LENGTH_MAX
+            )));
+        }
+        if self.queue_batches_max == 0 || self.batch_bytes_max == 0 {
+            return Err(StoreError::Config(
+                "queue_batches_max and batch_bytes_max must be positive".into(),
+            ));
+        }
+        if let SyncMode::Periodic { interval_ms: 0 } = self.sync {
+            return Err(StoreError::Config(
+                "periodic sync needs interval_ms > 0".into(),
+            ));
+        }
+        if self.compact_live_percent_max > 100 {
+            return Err(StoreError::Config(
+                "compact_live_percent_max is a percentage".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the writer, for benches and tests.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    syncs: AtomicU64,
+    writes: AtomicU64,
+    batches: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// A snapshot of the writer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// `fdatasync` calls on segments.
+    pub syncs: u64,
+    /// Write calls on segments.
+    pub writes: u64,
+    /// Batches confirmed.
+    pub batches: u64,
+    /// Bytes written to segments.
+    pub bytes_written: u64,
+}
+
+/// State shared by the store handle, the writer and the maintenance thread.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    config: JournalConfig,
+    dir: Arc<dyn StorageDir>,
+    index: RwLock<Index>,
+    /// Open segment files by id, for `load`.
+    segments: RwLock<BTreeMap<u32, Arc<dyn StorageFile>>>,
+    failed_flag: AtomicBool,
+    failure: Mutex<Option<StoreError>>,
+    tx: RwLock<Option<SyncSender<Cmd>>>,
+    usage_bytes: AtomicU64,
+    stats: Counters,
+    last_checkpoint: Mutex<Option<Position>>,
+    /// One checkpoint or GC pass at a time.
+    maintenance: Mutex<()>,
+}
+
+impl Shared {
+    fn set_failed(&self, err: &StoreError) {
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            tracing::error!(
+                "journal store failed and refuses further writes until reopened: {err}"
+            );
+            *failure = Some(err.clone());
+        }
+        self.failed_flag.store(true, Ordering::Release);
+    }
+
+    /// The error later operations get once the store failed.
+    fn failure(&self) -> StoreError {
+        let failure = self.failure.lock();
+        StoreError::Failed(match failure.as_ref() {
+            Some(e) => e.to_string(),
+            None => "unknown failure".to_string(),
+        })
+    }
+}
+
+/// The journal store. Open with [`JournalStore::open`] (a directory) or
+/// [`JournalStore::open_with`] (any [`StorageDir`], e.g. a [`MemDir`] in tests).
+#[derive(Debug)]
+pub struct JournalStore {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    maintenance: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    closed: AtomicBool,
+    recovery: RecoveryReport,
+}
+
+impl JournalStore {
+    /// Opens (creating if needed) the journal in directory `path`.
+    pub fn open(path: impl AsRef<Path>, config: JournalConfig) -> Result<JournalStore, StoreError> {
+        let dir = FileDir::new(path.as_ref()).map_err(|e| StoreError::io("create directory", e))?;
+        JournalStore::open_with(Arc::new(dir), config)
+    }
+
+    /// Opens (creating if needed) the journal in `dir`: recovery, then the writer and
+    /// maintenance threads start.
+    pub fn open_with(
+        dir: Arc<dyn StorageDir>,
+        config: JournalConfig,
+    ) -> Result<JournalStore, StoreError> {
+        config.validate()?;
+        let recovered = recovery::recover(dir.as_ref(), &config)?;
+        let (tx, rx) = sync_channel(config.queue_batches_max);
+        let usage_bytes = recovered.index.usage_bytes;
+        let last_checkpoint = recovered
+            .report
+            .from_checkpoint
+            .then_some(recovered.report.start)
+            .filter(|p| *p == recovered.index.position);
+        let shared = Arc::new(Shared {
+            config,
+            dir,
+            index: RwLock::new(recovered.index),
+            segments: RwLock::new(recovered.segments),
+            failed_flag: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            tx: RwLock::new(Some(tx)),
+            usage_bytes: AtomicU64::new(usage_bytes),
+            stats: Counters::default(),
+            last_checkpoint: Mutex::new(last_checkpoint),
+            maintenance: Mutex::new(()),
+        });
+        let writer = Writer::new(shared.clone(), rx, recovered.head);
+        let writer = std::thread::Builder::new()
+            .name("ferromq-journal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::io("spawn journal writer thread", e))?;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let maint_shared = shared.clone();
+        let maintenance = std::thread::Builder::new()
+            .name("ferromq-journal-maintenance".into())
+            .spawn(move || gc::run_maintenance(maint_shared, stop_rx))
+            .map_err(|e| StoreError::io("spawn journal maintenance thread", e))?;
+        Ok(JournalStore {
+            shared,
+            writer: Mutex::new(Some(writer)),
+            maintenance: Mutex::new(Some((stop_tx, maintenance))),
+            closed: AtomicBool::new(false),
+            recovery: recovered.report,
+        })
+    }
+
+    /// What recovery did when this store was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Checkpoints the index now (if it changed). Returns whether a checkpoint was written.
+    pub fn checkpoint(&self) -> Result<bool, StoreError> {
+        gc::checkpoint(&self.shared)
+    }
+
+    /// Runs one GC pass now (checkpoint, delete garbage segments, compact sparse ones).
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        gc::collect(&self.shared)
+    }
+
+    /// Ids of the segment files the store has open, ascending.
+    pub fn segment_ids(&self) -> Vec<u32> {
+        self.shared.segments.read().keys().copied().collect()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> JournalStats {
+        let c = &self.shared.stats;
+        JournalStats {
+            syncs: c.syncs.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the threads; the writer writes (and syncs) what is queued first.
+    fn stop_threads(&self) {
+        if let Some((stop, handle)) = self.maintenance.lock().take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        // Dropping the last sender ends the writer once it drained the queue.
+        self.shared.tx.write().take();
+        if let Some(handle) = self.writer.lock().take() {
+            if handle.join().is_err() {
+                self.shared
+                    .set_failed(&StoreError::Failed("journal writer thread panicked".into()));
+            }
+        }
+    }
+}
+
+fn enqueue_bytes(batch: &Batch) -> u64 {
+    batch
+        .iter()
+        .map(|op| match op {
+            Op::Enqueue { payload, .. } => payload.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+impl MessageStore for JournalStore {
+    fn kind(&self) -> &'static str {
+        "journal"
+    }
+
+    fn submit(&self, batch: Batch) -> Completion {
+        if self.shared.failed_flag.load(Ordering::Acquire) {
+            return Completion::ready(Err(self.shared.failure()));
+        }
+        let limit = self.shared.config.store_usage_limit;
+        if limit > 0 {
+            let adding = enqueue_bytes(&batch);
+            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
+            if adding > 0 && usage + adding > limit {
+                return Completion::ready(Err(StoreError::Full(format!(
+                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
+                     {limit} bytes"
+                ))));
+            }
+        }
+        let (completer, completion): (Completer, Completion) = Completion::pair();
+        let tx = self.shared.tx.read();
+        match tx.as_ref() {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(cmd)) = tx.send(Cmd::Batch {
+                    ops: batch,
+                    completer,
+                }) {
+                    if let Cmd::Batch { completer, .. } = cmd {
+                        completer.complete(Err(StoreError::Closed));
+                    }
+                }
+                completion
+            }
+            None => Completion::ready(Err(StoreError::Closed)),
+        }
+    }
+
+    fn recover(&self) -> Result<Recovery, StoreError> {
+        Ok(self.shared.index.read().recovery())
+    }
+
+    fn load(
+        &self,
+        list: &str,
+        after_seq: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        // Take the locations (and the files) under the locks, read without them.
+        let wanted: Vec<(u64, index::Location, Option<Arc<dyn StorageFile>>)> = {
+            let index = self.shared.index.read();
+            let Some(l) = index.lists.get(list) else {
+                return Ok(Vec::new());
+            };
+            let files = self.shared.segments.read();
+            let range = match after_seq {
+                Some(s) => l.messages.range(s.saturating_add(1)..),
+                None => l.messages.range(..),
+            };
+            range
+                .take(max_count)
+                .map(|(seq, loc)| (*seq, *loc, files.get(&loc.segment).cloned()))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        for (seq, loc, file) in wanted {
+            let file = file.ok_or_else(|| StoreError::Corrupt {
+                location: segment_name(loc.segment),
+                reason: format!("segment of message {list}#{seq} is not open"),
+            })?;
+            let payload = read_payload(file.as_ref(), loc)?;
+            out.push(StoredMessage { seq, payload });
+        }
+        Ok(out)
+    }
+
+    fn usage_bytes(&self) -> u64 {
+        self.shared.usage_bytes.load(Ordering::Acquire)
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop_threads();
+        if self.shared.failed_flag.load(Ordering::Acquire) {
+            // Never checkpoint an index that may describe data the disk lost.
+            return Err(self.shared.failure());
+        }
+        // The writer is gone and synced everything: the index is final and durable.
+        let bytes = {
+            let index = self.shared.index.read();
+            index::encode_checkpoint(&index, self.shared.config.epoch)
+        };
+        gc::write_checkpoint_file(&self.shared, &bytes)?;
+        let position = self.shared.index.read().position;
+        tracing::info!(
+            "journal closed at {}:{}",
+            segment_name(position.segment),
+            position.offset
+        );
+        Ok(())
+    }
+}
+
+impl Drop for JournalStore {
+    fn drop(&mut self) {
+        // Without close(): stop the threads, no checkpoint (a later open replays).
+        self.stop_threads();
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check and test of ferromq: formatting, clippy, the Rust test suites (unit,
+# property, end-to-end over sockets) and the interop tests with a third-party STOMP client
+# (stomp.py). This is the README's test command; .ci/run calls exactly this.
+#
+# Build artefacts go to a fixed directory under $HOME so that repeated runs (and CI runs on the
+# same machine) reuse the build cache instead of compiling everything again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE=1
+venv="${FERROMQ_VENV:-$HOME/.cache/ferromq/venv}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services (real components on loopback)"
+bash scripts/services.sh start
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, property, end-to-end)"
+cargo test --workspace --locked
+
+step "interop: stomp.py against ferromq serve"
+cargo build -p ferromq --locked
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq" "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
+
+step "all checks passed"
