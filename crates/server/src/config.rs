@@ -72,17 +72,41 @@ impl Default for TransportsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// `memory` (this build's default) or another compiled-in backend.
+    /// `journal` (the default, embedded, durable) or `memory` (nothing survives a restart).
     pub backend: String,
     /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
     pub sync: String,
+    /// With `sync = "periodic"`: longest time written data stays unsynced
+    /// (`journalDiskSyncInterval`), in ms.
+    pub sync_interval_ms: u64,
+    /// Segment file size (`journalMaxFileLength`), in bytes.
+    pub journal_max_file_length: u64,
+    /// Index checkpoint period (`checkpointInterval`), in ms.
+    pub checkpoint_interval_ms: u64,
+    /// Segment garbage-collection period (`cleanupInterval`), in ms.
+    pub cleanup_interval_ms: u64,
+    /// Skip corrupt journal records, logging each, instead of refusing to start
+    /// (`checkForCorruptJournalFiles`).
+    pub check_for_corrupt_journal_files: bool,
+    /// Start even when journal segments are missing (`ignoreMissingJournalfiles`).
+    pub ignore_missing_journal_files: bool,
+    /// Stored message bytes at which producers of persistent messages wait
+    /// (`storeUsage` limit); 0 = no limit.
+    pub store_usage_limit: u64,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
-            backend: "memory".into(),
+            backend: "journal".into(),
             sync: "always".into(),
+            sync_interval_ms: 1000,
+            journal_max_file_length: 32 * 1024 * 1024,
+            checkpoint_interval_ms: 5000,
+            cleanup_interval_ms: 30_000,
+            check_for_corrupt_journal_files: false,
+            ignore_missing_journal_files: false,
+            store_usage_limit: 0,
         }
     }
 }
@@ -292,6 +316,7 @@ mod tests {
         assert_eq!(c.policy.dead_letter_queue, "ActiveMQ.DLQ");
         assert_eq!(c.policy.maximum_redeliveries, 6);
         assert_eq!(c.store.sync, "always");
+        assert_eq!(c.store.backend, "journal");
     }
 
     #[test]

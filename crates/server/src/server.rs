@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ferromq_broker::{system_clock, Broker, BrokerConfig};
-use ferromq_store::{MemoryStore, MessageStore};
+use ferromq_store::{JournalConfig, JournalStore, MemoryStore, MessageStore, SyncMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -17,8 +17,31 @@ use crate::stomp::{self, ConnectorContext};
 pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
     match cfg.store.backend.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
+        "journal" => {
+            let s = &cfg.store;
+            let sync = match s.sync.as_str() {
+                "periodic" => SyncMode::Periodic {
+                    interval_ms: s.sync_interval_ms.max(1),
+                },
+                "never" => SyncMode::Never,
+                _ => SyncMode::Always,
+            };
+            let jc = JournalConfig {
+                journal_max_file_length: s.journal_max_file_length,
+                sync,
+                checkpoint_interval_ms: s.checkpoint_interval_ms,
+                cleanup_interval_ms: s.cleanup_interval_ms,
+                check_for_corrupt_journal_files: s.check_for_corrupt_journal_files,
+                ignore_missing_journal_files: s.ignore_missing_journal_files,
+                ..JournalConfig::default()
+            };
+            let dir = cfg.broker.data_dir.join("journal");
+            let store = JournalStore::open(&dir, jc)
+                .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
+            Ok(Arc::new(store))
+        }
         other => bail!(
-            "store.backend = {other:?} is not available in this build (available: \"memory\")"
+            "store.backend = {other:?} is not available in this build (available: \"journal\", \"memory\")"
         ),
     }
 }
@@ -35,6 +58,7 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
         topic_subscriber_memory_limit_bytes: cfg.policy.topic_subscriber_memory_limit_bytes,
         send_fail_if_no_space_after_timeout_ms: cfg.policy.send_fail_if_no_space_after_timeout_ms,
         max_destinations: cfg.policy.max_destinations,
+        store_usage_limit_bytes: cfg.store.store_usage_limit,
     }
 }
 

@@ -378,13 +378,11 @@ impl Session {
     async fn handle(&mut self, frame: Frame) -> Result<(), StompError> {
         tracing::trace!(command = %frame.command, "frame");
         match frame.command {
-            Command::Connect | Command::Stomp => return self.on_connect(frame).await,
-            _ if !self.connected => {
-                return Err(StompError::new(format!(
-                    "Not connected: the first frame must be CONNECT or STOMP, got {}",
-                    frame.command
-                )))
-            }
+            Command::Connect | Command::Stomp => self.on_connect(frame).await,
+            _ if !self.connected => Err(StompError::new(format!(
+                "Not connected: the first frame must be CONNECT or STOMP, got {}",
+                frame.command
+            ))),
             Command::Send => self.on_send(frame).await,
             Command::Subscribe => self.on_subscribe(frame).await,
             Command::Unsubscribe => self.on_unsubscribe(frame).await,

@@ -159,7 +159,7 @@ fn delete(
     let mut deleted = Vec::with_capacity(garbage.len());
     for &s in garbage {
         debug_assert!(
-            deleted.last().map_or(true, |l| *l < s),
+            deleted.last().is_none_or(|l| *l < s),
             "GC deletes oldest first"
         );
         shared.segments.write().remove(&s);

@@ -157,6 +157,25 @@ impl Index {
         }
     }
 
+    /// Raises the highest seq of lists (from a segments-released record).
+    pub fn apply_max_seqs(&mut self, max_seqs: &[(String, u64)]) {
+        for (list, max_seq) in max_seqs {
+            let l = self.lists.entry(list.clone()).or_default();
+            l.max_seq = l.max_seq.max(*max_seq);
+        }
+    }
+
+    /// The highest seq of every list, sorted by list.
+    pub fn max_seqs(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self
+            .lists
+            .iter()
+            .map(|(k, l)| (k.clone(), l.max_seq))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether GC may delete `segment`, given the segments that still exist: no live message,
     /// not the live record of a subscription, and every segment it cancels already gone.
     pub fn segment_is_garbage(&self, segment: u32, existing: &BTreeSet<u32>) -> bool {
@@ -544,7 +563,7 @@ mod tests {
     #[test]
     fn ranges_merge() {
         assert_eq!(
-            merge_ranges(vec![(5, 6), (1, 2), (3, 3), (9, 9)]),
+            merge_ranges(vec![(5, 6), (1, 2), (3, 4), (9, 9)]),
             vec![(1, 6), (9, 9)]
         );
         assert!(is_released(&[(1, 6)], 4));

@@ -346,13 +346,13 @@ impl MessageStore for JournalStore {
         let tx = self.shared.tx.read();
         match tx.as_ref() {
             Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(cmd)) = tx.send(Cmd::Batch {
-                    ops: batch,
-                    completer,
-                }) {
-                    if let Cmd::Batch { completer, .. } = cmd {
-                        completer.complete(Err(StoreError::Closed));
-                    }
+                if let Err(std::sync::mpsc::SendError(Cmd::Batch { completer, .. })) =
+                    tx.send(Cmd::Batch {
+                        ops: batch,
+                        completer,
+                    })
+                {
+                    completer.complete(Err(StoreError::Closed));
                 }
                 completion
             }
@@ -371,7 +371,8 @@ impl MessageStore for JournalStore {
         max_count: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         // Take the locations (and the files) under the locks, read without them.
-        let wanted: Vec<(u64, index::Location, Option<Arc<dyn StorageFile>>)> = {
+        type Wanted = (u64, index::Location, Option<Arc<dyn StorageFile>>);
+        let wanted: Vec<Wanted> = {
             let index = self.shared.index.read();
             let Some(l) = index.lists.get(list) else {
                 return Ok(Vec::new());

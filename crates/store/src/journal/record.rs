@@ -451,24 +451,47 @@ pub fn check_payload(prefix_and_payload: &[u8], expected_len: u32) -> Result<Byt
     Ok(Bytes::copy_from_slice(payload))
 }
 
-/// Encodes the payload of a segments-released record: cumulative `[first, last]` id ranges.
-pub fn encode_released(buf: &mut Vec<u8>, ranges: &[(u32, u32)]) {
+/// Encodes the payload of a segments-released record: cumulative `[first, last]` id ranges,
+/// then the highest seq of every list at that point (a full replay no longer sees the enqueues
+/// in released segments, but must not hand out their seqs again).
+pub fn encode_released(
+    buf: &mut Vec<u8>,
+    ranges: &[(u32, u32)],
+    max_seqs: &[(String, u64)],
+) -> Result<(), EncodeError> {
     buf.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
     for (first, last) in ranges {
         buf.extend_from_slice(&first.to_le_bytes());
         buf.extend_from_slice(&last.to_le_bytes());
     }
+    buf.extend_from_slice(&(max_seqs.len() as u32).to_le_bytes());
+    for (list, max_seq) in max_seqs {
+        put_str16(buf, list, "list name")?;
+        buf.extend_from_slice(&max_seq.to_le_bytes());
+    }
+    Ok(())
 }
 
+/// What a segments-released record holds: ranges and per-list highest seqs.
+pub type Released = (Vec<(u32, u32)>, Vec<(String, u64)>);
+
 /// Decodes a segments-released payload.
-pub fn decode_released(payload: &[u8]) -> Result<Vec<(u32, u32)>, String> {
+pub fn decode_released(payload: &[u8]) -> Result<Released, String> {
     let mut r = Reader { b: payload, at: 0 };
     let n = r.u32()? as usize;
-    let mut v = Vec::with_capacity(n.min(payload.len() / 8));
+    let mut ranges = Vec::with_capacity(n.min(payload.len() / 8));
     for _ in 0..n {
-        v.push((r.u32()?, r.u32()?));
+        ranges.push((r.u32()?, r.u32()?));
     }
-    Ok(v)
+    let n = r.u32()? as usize;
+    let mut max_seqs = Vec::with_capacity(n.min(payload.len() / 10));
+    for _ in 0..n {
+        max_seqs.push((r.str16()?, r.u64()?));
+    }
+    if r.remaining() != 0 {
+        return Err(format!("{} trailing bytes", r.remaining()));
+    }
+    Ok((ranges, max_seqs))
 }
 
 #[cfg(test)]

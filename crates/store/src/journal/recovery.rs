@@ -399,10 +399,13 @@ fn replay_segment(
                         }
                         n
                     }),
-                    RecordType::SegmentsReleased => decode_released(frame.payload).map(|ranges| {
-                        index.apply_released(&ranges);
-                        1
-                    }),
+                    RecordType::SegmentsReleased => {
+                        decode_released(frame.payload).map(|(ranges, max_seqs)| {
+                            index.apply_released(&ranges);
+                            index.apply_max_seqs(&max_seqs);
+                            1
+                        })
+                    }
                 };
                 match applied {
                     Ok(n) => {

@@ -28,6 +28,10 @@ use parking_lot::Mutex;
 pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The file's current length in bytes (including bytes written but not yet synced).
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` past the end.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `buf` at `offset` (one contiguous positional write).

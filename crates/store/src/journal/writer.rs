@@ -186,10 +186,13 @@ impl Writer {
         match cmd {
             Cmd::Batch { ops, completer } => self.append_batch(ops, completer),
             Cmd::Released { ranges, completer } => {
-                let mut payload = Vec::new();
-                encode_released(&mut payload, &ranges);
+                // Apply what precedes first: the record carries the index's list seqs as of
+                // its own position in the journal.
+                self.commit(false);
+                let max_seqs = self.shared.index.read().max_seqs();
                 if let Err(e) = self.append_record(RecordType::SegmentsReleased, |buf| {
-                    buf.extend_from_slice(&payload);
+                    encode_released(buf, &ranges, &max_seqs)
+                        .map_err(|e| StoreError::Config(e.0))?;
                     Ok(Vec::new())
                 }) {
                     completer.complete(Err(e));
@@ -506,7 +509,7 @@ impl Writer {
                     let own_deps_gone = index
                         .deps
                         .get(&s)
-                        .map_or(true, |d| d.iter().all(|x| !existing.contains(x)));
+                        .is_none_or(|d| d.iter().all(|x| !existing.contains(x)));
                     if own_deps_gone && live_bytes.get(&s).copied().unwrap_or(0) <= limit {
                         compact.push(s);
                     }
