@@ -34,6 +34,6 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
-FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq" "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
+FERROMQ_INTEROP_PERSISTENT_BACKEND=journal FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq" "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
 
 step "all checks passed"

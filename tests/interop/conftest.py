@@ -27,7 +27,7 @@ import stomp
 # loaded CI machine can be slow; it only costs time when a test is failing anyway.
 WAIT_S = 5.0
 # How long an "it does not happen" check watches. Only bounds a false pass.
-QUIET_S = 0.4
+QUIET_S = 0.25
 
 VERSIONS = ["1.0", "1.1", "1.2"]
 CONNECTION_CLASSES = {
@@ -101,6 +101,7 @@ class Broker:
         self.log_path = os.path.join(workdir, "ferromq.log")
         self.proc = None
         self.starts = 0
+        self.shutdown_problem = None
 
     def start(self):
         with open(self.config_path, "w") as f:
@@ -138,13 +139,17 @@ class Broker:
         """Stops the broker: SIGTERM (a clean shutdown) or SIGKILL (a crash)."""
         if self.proc is None:
             return None
+        self.shutdown_problem = None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                self.shutdown_problem = "did not exit within 10 s of SIGTERM"
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+            if graceful and self.shutdown_problem is None and self.proc.returncode != 0:
+                self.shutdown_problem = f"exited with {self.proc.returncode} on SIGTERM"
         rc = self.proc.returncode
         self.proc = None
         return rc
@@ -152,6 +157,8 @@ class Broker:
     def restart(self, graceful=True):
         """Stops the broker and starts it again on the same port, config and data directory."""
         self.stop(graceful=graceful)
+        if self.shutdown_problem:
+            raise AssertionError(f"broker {self.shutdown_problem}:\n{self.log_tail()}")
         return self.start()
 
     def log_tail(self, n=60):
@@ -179,7 +186,8 @@ def _binary():
 def broker_factory():
     """Starts brokers with config overrides, `{section: {key: value}}`; stops them at the end.
 
-    A broker that died during the test (rather than by the test's own `stop`) fails the test.
+    A broker that died during the test (rather than by the test's own `stop`), or that does not
+    exit cleanly on SIGTERM at the end, fails the test.
     """
     binary = _binary()
     started = []
@@ -199,6 +207,8 @@ def broker_factory():
         if b.proc is not None and b.proc.poll() is not None:
             crashed.append(f"broker on port {b.port} exited with {b.proc.returncode}:\n{b.log_tail()}")
         b.stop(graceful=True)
+        if b.shutdown_problem:
+            crashed.append(f"broker on port {b.port} {b.shutdown_problem}:\n{b.log_tail()}")
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
     if crashed:

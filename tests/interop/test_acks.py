@@ -175,3 +175,56 @@ def test_poison_non_persistent_message_is_dropped_not_dead_lettered(broker_facto
     dlq = clients(b.port, "1.2")
     dlq.subscribe(DLQ)
     dlq.assert_no_message()
+
+
+def test_stomp_1_0_subscription_without_id_acks_by_message_id_and_unsubscribes_by_destination(
+    broker, clients
+):
+    """The classic ActiveMQ 1.0 app: no subscription id anywhere."""
+    q = f"/queue/{unique()}"
+    _fill(clients, broker.port, q, 2, version="1.0")
+    c = clients(broker.port, "1.0")
+    c.conn.subscribe(q, ack="client", headers={"receipt": "sub"})
+    c.wait_receipt("sub")
+    first, second = c.wait_messages(2)
+    c.conn.ack(first.headers["message-id"], receipt="ack")
+    c.wait_receipt("ack")
+    c.conn.unsubscribe(destination=q, headers={"receipt": "unsub"})
+    c.wait_receipt("unsub")
+    assert not c.rec.errors, c.error_headers()
+    other = clients(broker.port, "1.0")
+    other.subscribe(q)
+    again = other.wait_messages(1)[0]
+    assert again.body == second.body
+    other.assert_no_message()
+
+
+def test_stomp_1_1_ack_by_message_id_alone_is_accepted(broker, clients, raw):
+    q = f"/queue/{unique()}"
+    _fill(clients, broker.port, q, 1)
+    rc = raw(broker.port)
+    rc.connect(version="1.1")
+    rc.send_frame("SUBSCRIBE", [("id", "s"), ("destination", q), ("ack", "client-individual")])
+    m = rc.read_frame()
+    assert m.command == "MESSAGE", m
+    rc.send_frame("ACK", [("message-id", m.headers["message-id"]), ("receipt", "a")])
+    r = rc.read_frame()
+    assert r.command == "RECEIPT" and r.headers.get("receipt-id") == "a", r
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_unsubscribe_returns_unacked_messages_to_the_queue(broker, clients, version):
+    q = f"/queue/{unique()}"
+    _fill(clients, broker.port, q, 2)
+    c = clients(broker.port, version)
+    sub = c.subscribe(q, ack="client-individual")
+    first, _second = c.wait_messages(2)
+    c.ack(first)
+    c.unsubscribe(sub)
+    other = clients(broker.port, version)
+    other.subscribe(q)
+    again = other.wait_messages(1)[0]
+    assert again.body == b"m1"
+    assert again.headers.get("redelivered") == "true", again.headers
+    other.assert_no_message()
+    c.assert_no_message()

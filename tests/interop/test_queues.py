@@ -259,3 +259,36 @@ def test_exclusive_consumer_wins_over_a_plain_consumer_on_the_same_queue(broker,
         p.send(q, f"m{i}".encode())
     assert len(exclusive.wait_messages(10)) == 10
     plain.assert_no_message()
+
+
+def test_persistent_delivery_switch_makes_every_message_persistent(broker_factory, clients):
+    b = broker_factory({"broker": {"persistent_delivery": True}})
+    q = f"/queue/{unique()}"
+    c = clients(b.port, "1.2")
+    c.subscribe(q)
+    c.send(q, b"no header")
+    assert c.wait_messages(1)[0].headers.get("persistent") == "true"
+
+
+def test_one_producer_one_consumer_keeps_order_over_many_messages(broker, clients):
+    q = f"/queue/{unique()}"
+    c = clients(broker.port, "1.2")
+    c.subscribe(q)
+    p = clients(broker.port, "1.2")
+    n = 1000
+    for i in range(n):
+        p.send(q, str(i).encode(), receipt=(i == n - 1), persistent="true" if i % 2 else "false")
+    got = c.wait_messages(n, timeout=20)
+    assert [int(m.body) for m in got] == list(range(n))
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.2"])
+def test_multi_megabyte_message_round_trips(broker, clients, version):
+    q = f"/queue/{unique()}"
+    body = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+    c = clients(broker.port, version)
+    c.subscribe(q)
+    c.send(q, body, persistent="true")
+    got = c.wait_messages(1, timeout=20)[0]
+    assert len(got.body) == len(body) and got.body == body
+

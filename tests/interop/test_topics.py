@@ -205,3 +205,34 @@ def test_no_local_subscriber_does_not_get_its_own_messages(broker, clients):
     other.send(t, b"theirs")
     assert me.wait_messages(1)[0].body == b"theirs"
     me.assert_no_message()
+
+
+def test_durable_subscription_with_selector_keeps_only_matching_messages(broker, clients):
+    t = f"/topic/{unique('t')}"
+    cid, name = unique("client"), "reds"
+    first = _durable(clients, broker.port, "1.2", cid, t, name, selector="color = 'red'")
+    first.disconnect()
+    p = clients(broker.port, "1.2")
+    p.send(t, b"r1", persistent="true", color="red")
+    p.send(t, b"b1", persistent="true", color="blue")
+    p.send(t, b"r2", persistent="true", color="red")
+    back = _durable(clients, broker.port, "1.2", cid, t, name, selector="color = 'red'")
+    assert [m.body for m in back.wait_messages(2)] == [b"r1", b"r2"]
+    back.assert_no_message()
+
+
+def test_transacted_publish_to_a_topic_fans_out_on_commit(broker, clients):
+    t = f"/topic/{unique('t')}"
+    subs = [clients(broker.port, "1.2") for _ in range(2)]
+    for s in subs:
+        s.subscribe(t)
+    p = clients(broker.port, "1.2")
+    p.conn.begin("tx")
+    p.send(t, b"in-tx", transaction="tx")
+    p.send(t, b"outside")
+    for s in subs:
+        assert s.take_messages(1)[0].body == b"outside"
+    p.conn.commit("tx", headers={"receipt": "c"})
+    p.wait_receipt("c")
+    for s in subs:
+        assert s.take_messages(1)[0].body == b"in-tx"

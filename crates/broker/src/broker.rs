@@ -29,8 +29,6 @@ pub fn system_clock() -> Clock {
     })
 }
 
-/// Messages read per store page during recovery.
-const RECOVERY_PAGE: usize = 1000;
 
 /// A durable subscription's identity: the connection's `client-id` and the subscription name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -270,7 +268,6 @@ impl Broker {
             );
         }
         let mut messages = 0u64;
-        let now = self.now_ms();
         for info in rec.lists {
             let list = if let Some(d) = self.durables.lock().get(&info.list) {
                 d.list.clone()
@@ -284,26 +281,9 @@ impl Broker {
                 tracing::warn!(list = %info.list, "store holds messages for an unknown list (a deleted durable subscription?); ignoring them");
                 continue;
             };
-            list.bump_seq(info.max_seq);
-            let mut after = None;
-            loop {
-                let page = self.store.load(&info.list, after, RECOVERY_PAGE)?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.seq);
-                for m in page {
-                    match Message::decode(&m.payload) {
-                        Ok(msg) => {
-                            let mut fx = Effects::default();
-                            list.insert(m.seq, Arc::new(msg), now, &mut fx);
-                            self.process_effects(fx);
-                            messages += 1;
-                        }
-                        Err(e) => {
-                            tracing::error!(list = %info.list, seq = m.seq, error = %e, "stored message cannot be decoded; skipping it")
-                        }
-                    }
-                }
-            }
+            // Nothing is read now: consumers page the backlog in as they drain it.
+            list.recover_stored(info.count, info.max_seq);
+            messages += info.count;
         }
         tracing::info!(
             messages,
@@ -327,7 +307,14 @@ impl Broker {
 
     fn new_list(&self, name: String, kind: ListKind, persistent: bool) -> Arc<MessageList> {
         let store_key = persistent.then(|| name.clone());
-        MessageList::new(name, kind, store_key, self.policy(kind), self.tags.clone())
+        MessageList::new(
+            name,
+            kind,
+            store_key,
+            self.policy(kind),
+            self.tags.clone(),
+            Some(self.store.clone()),
+        )
     }
 
     fn destination_count(&self) -> usize {
@@ -426,30 +413,13 @@ impl Broker {
     }
 
     /// Sends a message. Waits while the destination is over its memory limit (producer flow
-    /// control). The returned completion resolves when the message is durable (at once for a
-    /// non-persistent message).
+    /// control) or the store over its usage limit. The returned completion resolves when the
+    /// message is durable (at once for a non-persistent message).
     pub async fn send(&self, msg: Message) -> Result<Completion, BrokerError> {
         let msg = Arc::new(msg);
-        match msg.destination.kind {
+        let lists: Vec<Arc<MessageList>> = match msg.destination.kind {
             DestinationKind::Queue | DestinationKind::TempQueue => {
-                let list = self.queue_list(&msg.destination)?;
-                self.wait_for_space(&list).await?;
-                let persistent = msg.persistent && list.store_key().is_some();
-                let seq = list.reserve_seq();
-                let completion = if persistent {
-                    let key = list.store_key().cloned().unwrap_or_default();
-                    self.store.submit(vec![Op::Enqueue {
-                        list: key,
-                        seq,
-                        payload: msg.encode(),
-                    }])
-                } else {
-                    Completion::ready(Ok(()))
-                };
-                let mut fx = Effects::default();
-                list.insert(seq, msg, self.now_ms(), &mut fx);
-                self.process_effects(fx);
-                Ok(completion)
+                vec![self.queue_list(&msg.destination)?]
             }
             DestinationKind::Topic | DestinationKind::TempTopic => {
                 if msg.destination.kind == DestinationKind::TempTopic
@@ -463,49 +433,121 @@ impl Broker {
                         msg.destination
                     )));
                 }
-                let targets: Vec<Arc<TopicBinding>> = self
-                    .topics
+                self.topics
                     .read()
                     .matching(&msg.destination.name)
                     .into_iter()
                     .filter(|b| b.wants(&msg))
-                    .collect();
-                for b in &targets {
-                    if b.list.kind() == ListKind::DurableSubscription {
-                        self.wait_for_space(&b.list).await?;
-                    }
-                }
-                let seqs: Vec<u64> = targets.iter().map(|b| b.list.reserve_seq()).collect();
-                let batch: Batch = if msg.persistent {
-                    let payload = msg.encode();
-                    targets
-                        .iter()
-                        .zip(&seqs)
-                        .filter_map(|(b, seq)| {
-                            b.list.store_key().map(|k| Op::Enqueue {
-                                list: k.clone(),
-                                seq: *seq,
-                                payload: payload.clone(),
-                            })
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let completion = if batch.is_empty() {
-                    Completion::ready(Ok(()))
-                } else {
-                    self.store.submit(batch)
-                };
-                let now = self.now_ms();
-                let mut fx = Effects::default();
-                for (b, seq) in targets.iter().zip(seqs) {
-                    b.list.insert(seq, msg.clone(), now, &mut fx);
-                }
-                self.process_effects(fx);
-                Ok(completion)
+                    .map(|b| b.list.clone())
+                    .collect()
+            }
+        };
+        for list in &lists {
+            if msg.persistent && list.store_key().is_some() {
+                // A persistent message never fills memory: past the window it is paged.
+                self.wait_for_store_space(msg.size_bytes()).await?;
+            } else if list.kind() != ListKind::TopicSubscription {
+                self.wait_for_space(list).await?;
             }
         }
+        let items = lists.into_iter().map(|l| (l, msg.clone())).collect();
+        self.place(items, Batch::new()).await
+    }
+
+    /// Puts messages on lists. Every store write (plus `batch`, e.g. a transaction's acks)
+    /// goes in one atomic batch submitted before any message is dispatched. Messages for lists
+    /// with room are dispatched at once, concurrently with the write (KahaDB's
+    /// concurrentStoreAndDispatch); messages for paging lists are handed over only once the store
+    /// confirmed them, because until then the store cannot read them back.
+    async fn place(
+        &self,
+        items: Vec<(Arc<MessageList>, Arc<Message>)>,
+        mut batch: Batch,
+    ) -> Result<Completion, BrokerError> {
+        let mut reserved = Vec::with_capacity(items.len());
+        // A topic message goes to many lists: encode it once (items of one message are
+        // adjacent).
+        let mut encoded: Option<(Arc<Message>, bytes::Bytes)> = None;
+        for (list, msg) in items {
+            let stored = msg.persistent && list.store_key().is_some();
+            let r = list.reserve(stored);
+            if stored {
+                let payload = match &encoded {
+                    Some((m, p)) if Arc::ptr_eq(m, &msg) => p.clone(),
+                    _ => {
+                        let p = msg.encode();
+                        encoded = Some((msg.clone(), p.clone()));
+                        p
+                    }
+                };
+                if let Some(k) = list.store_key() {
+                    batch.push(Op::Enqueue {
+                        list: k.clone(),
+                        seq: r.seq,
+                        payload,
+                    });
+                }
+            }
+            reserved.push((list, msg, r));
+        }
+        let completion = if batch.is_empty() {
+            Completion::ready(Ok(()))
+        } else {
+            self.store.submit(batch)
+        };
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        let mut paged = Vec::new();
+        for (list, msg, r) in reserved {
+            if r.paged {
+                paged.push((list, r.seq));
+            } else {
+                list.insert(r.seq, msg, now, &mut fx);
+            }
+        }
+        if paged.is_empty() {
+            self.process_effects(fx);
+            return Ok(completion);
+        }
+        let result = completion.await;
+        for (list, seq) in paged {
+            if result.is_ok() {
+                list.insert_stored(seq, now, &mut fx);
+            } else {
+                list.abandon(seq);
+            }
+        }
+        self.process_effects(fx);
+        result?;
+        Ok(Completion::ready(Ok(())))
+    }
+
+    async fn wait_for_store_space(&self, bytes: u64) -> Result<(), BrokerError> {
+        let limit = self.cfg.store_usage_limit_bytes;
+        if limit == 0 || self.store.usage_bytes().saturating_add(bytes) <= limit {
+            return Ok(());
+        }
+        let limit_ms = self.cfg.send_fail_if_no_space_after_timeout_ms;
+        let started = tokio::time::Instant::now();
+        tracing::warn!(
+            usage_bytes = self.store.usage_bytes(),
+            limit_bytes = limit,
+            "Usage Manager Store is Full: stopping producers of persistent messages until consumers free space (producer flow control)"
+        );
+        // The store has no space notification; poll it. Producers only get here when the
+        // store is full, so the poll costs nothing on the normal path.
+        while self.store.usage_bytes().saturating_add(bytes) > limit {
+            if limit_ms > 0 && started.elapsed() >= Duration::from_millis(limit_ms) {
+                return Err(BrokerError::ResourceExhausted(format!(
+                    "Usage Manager Store is Full ({} of {} bytes): send failed after {} ms (sendFailIfNoSpaceAfterTimeout)",
+                    self.store.usage_bytes(),
+                    limit,
+                    limit_ms
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     async fn wait_for_space(&self, list: &MessageList) -> Result<(), BrokerError> {
@@ -848,64 +890,37 @@ impl Broker {
     }
 
     /// Commits a transaction: every send and ack becomes durable in one atomic store batch.
-    pub fn commit(&self, tx: TxWork) -> Result<Completion, BrokerError> {
+    pub async fn commit(&self, tx: TxWork) -> Result<Completion, BrokerError> {
         // Resolve every send's targets before touching anything: a commit that fails (a
         // deleted temporary destination) must leave its acks uncommitted, so the session can
         // still roll them back for redelivery.
-        let mut targets: Vec<(Arc<Message>, Vec<Arc<MessageList>>)> = Vec::new();
+        let mut items: Vec<(Arc<MessageList>, Arc<Message>)> = Vec::new();
         for msg in tx.sends {
             let msg = Arc::new(msg);
-            let lists: Vec<Arc<MessageList>> = if msg.destination.kind.is_queue() {
-                vec![self.queue_list(&msg.destination)?]
+            if msg.destination.kind.is_queue() {
+                items.push((self.queue_list(&msg.destination)?, msg));
             } else {
                 if msg.destination.kind == DestinationKind::TempTopic
                     && !self.temp_exists(&msg.destination)
                 {
                     return Err(BrokerError::NoSuchDestination(msg.destination.to_string()));
                 }
-                self.topics
+                let lists: Vec<Arc<MessageList>> = self
+                    .topics
                     .read()
                     .matching(&msg.destination.name)
                     .into_iter()
                     .filter(|b| b.wants(&msg))
                     .map(|b| b.list.clone())
-                    .collect()
-            };
-            targets.push((msg, lists));
+                    .collect();
+                items.extend(lists.into_iter().map(|l| (l, msg.clone())));
+            }
         }
         let mut batch = Batch::new();
         for (handle, tags) in &tx.acks {
             handle.list.commit_acks(handle.id, tags, &mut batch);
         }
-        // Reserve sequence numbers before inserting, so the whole commit is one batch and its
-        // enqueues reach the store before any consumer can ack the messages.
-        let mut inserts: Vec<(Arc<MessageList>, u64, Arc<Message>)> = Vec::new();
-        for (msg, lists) in targets {
-            let payload = msg.persistent.then(|| msg.encode());
-            for list in lists {
-                let seq = list.reserve_seq();
-                if let (Some(p), Some(k)) = (&payload, list.store_key()) {
-                    batch.push(Op::Enqueue {
-                        list: k.clone(),
-                        seq,
-                        payload: p.clone(),
-                    });
-                }
-                inserts.push((list, seq, msg.clone()));
-            }
-        }
-        let completion = if batch.is_empty() {
-            Completion::ready(Ok(()))
-        } else {
-            self.store.submit(batch)
-        };
-        let now = self.now_ms();
-        let mut fx = Effects::default();
-        for (list, seq, msg) in inserts {
-            list.insert(seq, msg, now, &mut fx);
-        }
-        self.process_effects(fx);
-        Ok(completion)
+        self.place(items, batch).await
     }
 
     /// Rolls a transaction back: sends are discarded, acked messages are redelivered.

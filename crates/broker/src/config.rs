@@ -25,6 +25,9 @@ pub struct BrokerConfig {
     pub send_fail_if_no_space_after_timeout_ms: u64,
     /// Most destinations (queues, topics, subscriptions) the broker creates.
     pub max_destinations: usize,
+    /// Stored message bytes above which producers of persistent messages wait (the store
+    /// usage limit); 0 = no limit.
+    pub store_usage_limit_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -39,6 +42,7 @@ impl Default for BrokerConfig {
             topic_subscriber_memory_limit_bytes: 16 * 1024 * 1024,
             send_fail_if_no_space_after_timeout_ms: 0,
             max_destinations: 100_000,
+            store_usage_limit_bytes: 0,
         }
     }
 }

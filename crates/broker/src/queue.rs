@@ -7,12 +7,12 @@
 //! path ever holds two list locks at once.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use ferromq_store::{Batch, ListKey, Op};
+use ferromq_store::{Batch, ListKey, MessageStore, Op};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -24,6 +24,8 @@ use crate::selector_props::MessageProperties;
 /// How many pending messages one dispatch pass may skip (because no consumer's selector wants
 /// them) before it stops. Bounds the time a lock is held, like ActiveMQ's `maxPageSize`.
 const DISPATCH_SKIP_MAX: usize = 10_000;
+/// Messages read from the store per page-in call.
+const PAGE_IN_BATCH: usize = 500;
 
 /// What a list is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +177,36 @@ struct State {
     rr: usize,
     stats: ListStats,
     closed: bool,
+    paging: Paging,
+}
+
+/// Bounded memory for persistent lists (KahaDB's store cursor).
+///
+/// While `active`, a persistent message whose seq is above `high` is in memory only if it is in
+/// `resident_above`; every other one lives in the store alone (`stored_only` of them) and is
+/// read back ("paged in") as consumers drain the list. Invariant: every persistent message
+/// with seq <= `high` is in memory, already consumed, or still to be inserted resident.
+#[derive(Debug, Default)]
+struct Paging {
+    active: bool,
+    high: u64,
+    stored_only: u64,
+    /// Seqs reserved while paging and not yet inserted. Their store writes may not be visible
+    /// to `load` yet, so a page-in never moves `high` to or past the lowest of them.
+    outstanding: BTreeSet<u64>,
+    /// Seqs above `high` that are in memory anyway (inserted resident while paging); page-in
+    /// skips them.
+    resident_above: BTreeSet<u64>,
+}
+
+/// A reserved position in a list, from [`MessageList::reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    /// The message's sequence in the list.
+    pub seq: u64,
+    /// The list is paging: once the store confirms the message, insert it with
+    /// [`MessageList::insert_stored`] instead of holding it in memory.
+    pub paged: bool,
 }
 
 /// A message list.
@@ -187,6 +219,8 @@ pub struct MessageList {
     tags: Arc<AtomicU64>,
     /// Itself, so deliveries can carry a way back for acknowledgement.
     this: Weak<MessageList>,
+    /// Where paged-out messages are read back from (persistent lists only).
+    store: Option<Arc<dyn MessageStore>>,
     state: Mutex<State>,
     space: Notify,
 }
@@ -208,7 +242,9 @@ impl MessageList {
         store_key: Option<ListKey>,
         policy: ListPolicy,
         tags: Arc<AtomicU64>,
+        store: Option<Arc<dyn MessageStore>>,
     ) -> Arc<MessageList> {
+        let store = store.filter(|_| store_key.is_some());
         Arc::new_cyclic(|this| MessageList {
             name,
             kind,
@@ -216,6 +252,7 @@ impl MessageList {
             policy,
             tags,
             this: this.clone(),
+            store,
             state: Mutex::new(State {
                 next_seq: 1,
                 pending: BTreeMap::new(),
@@ -224,6 +261,7 @@ impl MessageList {
                 rr: 0,
                 stats: ListStats::default(),
                 closed: false,
+                paging: Paging::default(),
             }),
             space: Notify::new(),
         })
@@ -244,20 +282,62 @@ impl MessageList {
         self.store_key.as_ref()
     }
 
-    /// Reserves the sequence number of the next message. The message is inserted later with
-    /// [`MessageList::insert`], after its store write was submitted, so that no ack of it can
-    /// ever reach the store before its enqueue does.
+    /// Reserves the sequence number of the next message (not stored, or stored by the caller).
     pub fn reserve_seq(&self) -> u64 {
-        let mut st = self.state.lock();
-        let s = st.next_seq;
-        st.next_seq += 1;
-        s
+        self.reserve(false).seq
     }
 
-    /// Makes the next reserved sequence greater than `seq` (recovery).
-    pub fn bump_seq(&self, seq: u64) {
+    /// Reserves the sequence number of the next message. The message is inserted later, after
+    /// its store write was submitted, so that no ack of it can ever reach the store before its
+    /// enqueue does. `stored` says the caller writes it to the store; when the list's memory
+    /// window is full such a message is not held in memory but paged (see [`Reservation`]).
+    pub fn reserve(&self, stored: bool) -> Reservation {
         let mut st = self.state.lock();
-        st.next_seq = st.next_seq.max(seq.saturating_add(1));
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let paged = stored
+            && self.store.is_some()
+            && (st.paging.active || st.memory_bytes >= self.policy.memory_limit_bytes);
+        if paged {
+            if !st.paging.active {
+                tracing::debug!(list = %self.name, "memory window full: paging further persistent messages to the store");
+                st.paging.active = true;
+                st.paging.high = seq - 1;
+            }
+            st.paging.outstanding.insert(seq);
+        }
+        Reservation { seq, paged }
+    }
+
+    /// Gives up a paged reservation whose store write failed.
+    pub fn abandon(&self, seq: u64) {
+        self.state.lock().paging.outstanding.remove(&seq);
+    }
+
+    /// Recovery: the store holds `count` messages of this list, the highest with `max_seq`.
+    /// None is read now; consumers page them in as they drain the list, so start-up does not
+    /// depend on the size of the backlog.
+    pub fn recover_stored(&self, count: u64, max_seq: u64) {
+        let mut st = self.state.lock();
+        st.next_seq = st.next_seq.max(max_seq.saturating_add(1));
+        if count > 0 && self.store.is_some() {
+            st.paging.active = true;
+            st.paging.high = 0;
+            st.paging.stored_only += count;
+        }
+    }
+
+    /// Inserts a paged message once the store has confirmed it: it stays in the store only
+    /// until consumers need it.
+    pub fn insert_stored(&self, seq: u64, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        st.paging.outstanding.remove(&seq);
+        if st.closed {
+            return;
+        }
+        st.paging.stored_only += 1;
+        st.stats.enqueued += 1;
+        self.dispatch(&mut st, now_ms, fx);
     }
 
     /// Whether the list may take more messages without exceeding its memory limit.
@@ -299,6 +379,10 @@ impl MessageList {
             }
         }
         st.next_seq = st.next_seq.max(seq + 1);
+        st.paging.outstanding.remove(&seq);
+        if st.paging.active && seq > st.paging.high {
+            st.paging.resident_above.insert(seq);
+        }
         st.memory_bytes += bytes;
         st.stats.enqueued += 1;
         let entry = Entry {
@@ -522,7 +606,18 @@ impl MessageList {
     pub fn purge(&self, batch: &mut Batch) -> u64 {
         let mut st = self.state.lock();
         let pending = std::mem::take(&mut st.pending);
-        let n = pending.len() as u64;
+        let mut n = pending.len() as u64;
+        if st.paging.active {
+            // Messages that live only in the store go with one purge record. (Deliveries in
+            // flight lose their stored copy too; an ACK of them is then a no-op.)
+            if let Some(k) = &self.store_key {
+                batch.push(Op::Purge { list: k.clone() });
+            }
+            n += st.paging.stored_only;
+            st.paging.stored_only = 0;
+            st.paging.resident_above.clear();
+            st.paging.active = !st.paging.outstanding.is_empty();
+        }
         for (_, e) in pending {
             st.memory_bytes -= e.bytes;
             if e.msg.persistent {
@@ -562,7 +657,7 @@ impl MessageList {
         let st = self.state.lock();
         ListSnapshot {
             name: self.name.clone(),
-            pending: st.pending.len() as u64,
+            pending: st.pending.len() as u64 + st.paging.stored_only,
             inflight: st.consumers.iter().map(|c| c.inflight.len() as u64).sum(),
             consumers: st.consumers.len() as u64,
             memory_bytes: st.memory_bytes,
@@ -605,10 +700,85 @@ impl MessageList {
         });
     }
 
+    /// Reads paged-out messages back from the store while less than half the memory window
+    /// is used. Runs under the list lock: pages are small (`PAGE_IN_BATCH`) and reads come from
+    /// the page cache in the common case.
+    fn page_in(&self, st: &mut State) {
+        let (Some(store), Some(key)) = (&self.store, &self.store_key) else {
+            return;
+        };
+        let window_low = self.policy.memory_limit_bytes / 2;
+        // Below half the window, or with nothing pending at all (so a tiny window still makes
+        // progress), read the next page.
+        while st.paging.active
+            && st.paging.stored_only > 0
+            && (st.memory_bytes < window_low || st.pending.is_empty())
+        {
+            // Writes of seqs at or above `bound` may not be readable yet.
+            let bound = st.paging.outstanding.first().copied().unwrap_or(u64::MAX);
+            let page = match store.load(key, Some(st.paging.high), PAGE_IN_BATCH) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(list = %self.name, error = %e, "cannot page messages in from the store");
+                    return;
+                }
+            };
+            let mut progressed = false;
+            for m in page {
+                if m.seq >= bound {
+                    break;
+                }
+                st.paging.high = m.seq;
+                progressed = true;
+                if st.paging.resident_above.remove(&m.seq) {
+                    continue;
+                }
+                st.paging.stored_only = st.paging.stored_only.saturating_sub(1);
+                match Message::decode(&m.payload) {
+                    Ok(msg) => {
+                        let bytes = msg.size_bytes();
+                        st.memory_bytes += bytes;
+                        let entry = Entry {
+                            seq: m.seq,
+                            msg: Arc::new(msg),
+                            delivery_count: 0,
+                            bytes,
+                        };
+                        st.pending.insert(entry.key(), entry);
+                    }
+                    Err(e) => {
+                        tracing::error!(list = %self.name, seq = m.seq, error = %e, "stored message cannot be decoded; skipping it");
+                    }
+                }
+            }
+            let high = st.paging.high;
+            st.paging.resident_above.retain(|s| *s > high);
+            if !progressed {
+                if st.paging.outstanding.is_empty() {
+                    // The store has nothing more above `high`: whatever the count said is gone
+                    // (purged or expired elsewhere). Trust the store.
+                    if st.paging.stored_only > 0 {
+                        tracing::warn!(list = %self.name, missing = st.paging.stored_only, "paged-out message count did not match the store; resetting it");
+                    }
+                    st.paging.stored_only = 0;
+                }
+                break;
+            }
+        }
+        if st.paging.active && st.paging.stored_only == 0 && st.paging.outstanding.is_empty() {
+            st.paging.active = false;
+            st.paging.resident_above.clear();
+        }
+    }
+
     /// Hands pending messages to consumers with room, in priority then arrival order,
     /// round-robin among consumers (only the first exclusive consumer, if there is one).
     fn dispatch(&self, st: &mut State, now_ms: u64, fx: &mut Effects) {
-        if st.consumers.is_empty() || st.pending.is_empty() || st.closed {
+        if st.consumers.is_empty() || st.closed {
+            return;
+        }
+        self.page_in(st);
+        if st.pending.is_empty() {
             return;
         }
         let exclusive = st.consumers.iter().position(|c| c.opts.exclusive);
@@ -630,7 +800,15 @@ impl MessageList {
                     .next(),
             };
             let Some((&key, entry)) = next else {
-                return;
+                // Out of resident messages: read the next page, if any, and go on from the
+                // front (a page may hold higher priorities than what was skipped).
+                let before = st.pending.len();
+                self.page_in(st);
+                if st.pending.len() == before {
+                    return;
+                }
+                cursor = None;
+                continue;
             };
             if entry.msg.is_expired(now_ms) {
                 if let Some(e) = st.pending.remove(&key) {

@@ -774,7 +774,7 @@ async fn transactional_sends_are_invisible_until_commit() {
     f.send_body(&q, "plain").await;
     assert_eq!(sq.bodies(), ["plain"]);
 
-    f.broker.commit(tx).unwrap().wait_blocking().unwrap();
+    f.broker.commit(tx).await.unwrap().wait_blocking().unwrap();
     assert_eq!(sq.bodies(), ["plain", "q1", "q2"]);
     assert_eq!(st.bodies(), ["t1"]);
     assert_eq!(f.stored_bodies("queue://tx"), ["q1", "q2"]);
@@ -852,6 +852,7 @@ async fn commit_removes_transactionally_acked_messages_with_the_sends_in_one_bat
             sends: vec![f.pmsg(&out, "reply")],
             acks: vec![(h.clone(), tags)],
         })
+        .await
         .unwrap()
         .wait_blocking()
         .unwrap();
@@ -916,6 +917,7 @@ async fn failed_commit_applies_none_of_its_acks() {
             sends: vec![f.pmsg(&temp, "reply")],
             acks: vec![(h.clone(), tags.clone())],
         })
+        .await
         .unwrap_err();
     assert!(matches!(err, BrokerError::NoSuchDestination(_)));
     // The commit failed as a whole: the ack did not happen, the message is still stored and
@@ -1115,16 +1117,22 @@ async fn expired_topic_message_is_never_delivered_to_subscribers() {
 }
 
 #[tokio::test]
-async fn publish_to_a_full_inactive_durable_subscription_fails_after_the_timeout() {
+async fn full_inactive_durable_subscription_pages_persistent_and_refuses_non_persistent() {
     let f = Fixture::with_config(tiny_memory(50));
     let t = Destination::topic("events");
     let name = durable("c1", "sub");
     let (h, _sink) = f.subscribe_durable(&t, &name, individual(10));
     f.broker.unsubscribe(&h, false).wait_blocking().unwrap();
     f.send(f.pmsg(&t, "fills-it")).await;
-    let err = f.broker.send(f.pmsg(&t, "no-room")).await.unwrap_err();
+    // Past the memory window a persistent message is paged to the store, not refused.
+    f.send(f.pmsg(&t, "paged")).await;
+    assert_eq!(f.stored_bodies("durable://c1:sub"), ["fills-it", "paged"]);
+    // A non-persistent one has nowhere to go: producer flow control times out.
+    let err = f.broker.send(f.msg(&t, "no-room")).await.unwrap_err();
     assert!(matches!(err, BrokerError::ResourceExhausted(_)), "{err}");
-    assert_eq!(f.stored_bodies("durable://c1:sub"), ["fills-it"]);
+    // The subscriber comes back and gets both persistent messages, in order.
+    let (_h, sink) = f.subscribe_durable(&t, &name, individual(10));
+    assert_eq!(sink.bodies(), ["fills-it", "paged"]);
 }
 
 #[tokio::test]

@@ -338,7 +338,7 @@ impl Client {
     }
 
     /// Queues a frame for the writer, waiting while the queue is full.
-    async fn enqueue(&self, frame: Frame) -> Result<(), ClientError> {
+    pub(crate) async fn enqueue(&self, frame: Frame) -> Result<(), ClientError> {
         if let Some(reason) = self.inner.shared.close_reason() {
             return Err(reason.to_error());
         }
@@ -359,7 +359,17 @@ impl Client {
     }
 
     /// Registers a receipt waiter, stamps `frame` with its id and queues it.
-    async fn start_request(&self, mut frame: Frame) -> Result<ReceiptHandle, ClientError> {
+    pub(crate) async fn start_request(&self, frame: Frame) -> Result<ReceiptHandle, ClientError> {
+        self.start_request_with(frame, self.inner.receipt_timeout)
+            .await
+    }
+
+    /// [`Client::start_request`] with a receipt timeout of its own.
+    pub(crate) async fn start_request_with(
+        &self,
+        mut frame: Frame,
+        receipt_timeout: Duration,
+    ) -> Result<ReceiptHandle, ClientError> {
         let (id, rx) = self.inner.shared.register_receipt()?;
         frame.set_header("receipt", id.as_str());
         // The handle exists before the frame is queued so that its Drop forgets the receipt
@@ -368,16 +378,16 @@ impl Client {
             id,
             rx,
             self.inner.shared.clone(),
-            Instant::now() + self.inner.receipt_timeout,
+            Instant::now() + receipt_timeout,
         );
         self.enqueue(frame).await?;
-        Ok(handle.restart_deadline(Instant::now() + self.inner.receipt_timeout))
+        Ok(handle.restart_deadline(Instant::now() + receipt_timeout))
     }
 }
 
 /// Accepts `host:port`, `tcp://host:port` and `stomp://host:port`, ignoring an ActiveMQ-style
 /// `?option=...` suffix.
-fn parse_addr(addr: &str) -> Result<String, ClientError> {
+pub(crate) fn parse_addr(addr: &str) -> Result<String, ClientError> {
     let invalid = || ClientError::InvalidAddress(addr.to_owned());
     let rest = addr.trim();
     let rest = rest

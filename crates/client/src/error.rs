@@ -24,7 +24,9 @@ pub enum ClientError {
     /// The connection is closed (by the peer, by `disconnect`, or after an earlier failure).
     #[error("connection closed")]
     Closed,
-    /// Something did not happen in time: `"connect"`, `"receipt"` or `"server heart-beat"`.
+    /// Something did not happen in time: `"connect"`, `"receipt"` or `"server heart-beat"`;
+    /// for a [`FailoverClient`](crate::FailoverClient) also `"failover timeout"` (the URI's
+    /// `timeout` option elapsed).
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
     /// The server broke the protocol (e.g. answered CONNECT with something other than
@@ -46,6 +48,32 @@ pub enum ClientError {
     /// A subscription with this id is already active on this connection.
     #[error("subscription id {0:?} is already in use on this connection")]
     DuplicateSubscription(String),
+    /// The connection URI (`failover:(...)?...` or `tcp://host:port`) is malformed.
+    #[error("invalid connection URI: {0}")]
+    InvalidUri(#[from] crate::failover::UriError),
+    /// The failover client exhausted `maxReconnectAttempts` (or `startupMaxReconnectAttempts`)
+    /// passes over its broker list, or lost the connection of a URI without failover.
+    #[error("gave up connecting after {attempts} attempt(s): {last_error}")]
+    ReconnectFailed {
+        /// Failed passes over the broker list.
+        attempts: u32,
+        /// The last connect failure (or what ended the connection), as text.
+        last_error: String,
+    },
+    /// The connection failed over while this transaction was open, so the broker rolled it
+    /// back (ActiveMQ's `TransactionRolledBackException`). Begin it again and redo its work.
+    #[error("transaction {transaction:?} was rolled back by a failover; retry it")]
+    TransactionRolledBack {
+        /// The transaction id.
+        transaction: String,
+    },
+    /// The connection failed while this transaction's COMMIT was in flight: the broker may or
+    /// may not have committed it.
+    #[error("connection lost while committing transaction {transaction:?}: outcome unknown")]
+    TransactionInDoubt {
+        /// The transaction id.
+        transaction: String,
+    },
 }
 
 /// Why a connection ended. Kept separately from [`ClientError`] because it must be cloned to

@@ -30,6 +30,7 @@
 mod client;
 mod config;
 mod error;
+pub mod failover;
 mod frames;
 mod message;
 mod reader;
@@ -41,6 +42,7 @@ mod writer;
 pub use client::Client;
 pub use config::{AckMode, ClientConfig};
 pub use error::ClientError;
+pub use failover::{FailoverClient, FailoverConfig, FailoverSubscription, FailoverUri};
 pub use message::ReceivedMessage;
 pub use receipt::ReceiptHandle;
 pub use subscription::Subscription;

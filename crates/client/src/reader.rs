@@ -113,6 +113,7 @@ fn dispatch(shared: &Shared, frame: Frame) -> bool {
             let body = String::from_utf8_lossy(&frame.body).into_owned();
             tracing::warn!(%message, "ERROR from server; closing");
             if let Some(id) = frame.header("receipt-id") {
+                shared.set_error_receipt_id(id);
                 shared.complete_receipt(
                     id,
                     Err(ClientError::Server {

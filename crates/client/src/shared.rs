@@ -27,6 +27,9 @@ struct State {
     subscriptions: HashMap<String, mpsc::UnboundedSender<ReceivedMessage>>,
     close_reason: Option<CloseReason>,
     disconnecting: bool,
+    /// The `receipt-id` of the ERROR frame that closed the connection, if it carried one: the
+    /// failover layer must not resend the frame the server rejected.
+    error_receipt_id: Option<String>,
 }
 
 /// Pending receipts, subscription channels and the connection's fate.
@@ -137,6 +140,16 @@ impl Shared {
                 "MESSAGE for no known subscription; discarded"
             ),
         }
+    }
+
+    /// Records the `receipt-id` of the ERROR that is about to close the connection.
+    pub(crate) fn set_error_receipt_id(&self, id: &str) {
+        self.lock().error_receipt_id = Some(id.to_owned());
+    }
+
+    /// The `receipt-id` of the ERROR that closed the connection, if any.
+    pub(crate) fn error_receipt_id(&self) -> Option<String> {
+        self.lock().error_receipt_id.clone()
     }
 
     /// Marks that this side sent DISCONNECT, so the server closing the socket is not a failure.

@@ -893,7 +893,7 @@ impl Session {
             .txs
             .remove(&tx)
             .ok_or_else(|| StompError::new(format!("Invalid transaction id: {tx}")))?;
-        let completion = self.ctx.broker.commit(t.work)?;
+        let completion = self.ctx.broker.commit(t.work).await?;
         self.receipt_after(&frame, completion).await;
         Ok(())
     }
@@ -993,12 +993,16 @@ async fn writer(
     let mut hb_ms = 0u64;
     let write_timeout = (write_timeout_ms > 0).then(|| Duration::from_millis(write_timeout_ms));
     let mut close = false;
+    // Heart-beats are due `hb_ms` after the last byte written, however busy the writer is
+    // with work that writes nothing (a receipt-less SEND's store completion).
+    let mut last_write = tokio::time::Instant::now();
+    let mut hb_open = true;
     'outer: while !close {
         let idle = async {
             if hb_ms == 0 {
                 std::future::pending::<()>().await
             } else {
-                tokio::time::sleep(Duration::from_millis(hb_ms)).await
+                tokio::time::sleep_until(last_write + Duration::from_millis(hb_ms)).await
             }
         };
         tokio::select! {
@@ -1008,7 +1012,14 @@ async fn writer(
                 None => break 'outer,
             },
             Some(d) = deliveries.recv() => push_delivery(d, &mut buf, &shared, &mut auto_acks),
-            _ = heartbeat.changed() => { hb_ms = *heartbeat.borrow(); continue 'outer; }
+            r = heartbeat.changed(), if hb_open => {
+                match r {
+                    Ok(()) => hb_ms = *heartbeat.borrow(),
+                    // The reader is gone; the Close it sends next ends this loop.
+                    Err(_) => hb_open = false,
+                }
+                continue 'outer;
+            }
             _ = idle => encode_heartbeat(&mut buf),
         }
         // Gather whatever else is ready into the same write.
@@ -1037,6 +1048,7 @@ async fn writer(
                 break 'outer;
             }
             buf.clear();
+            last_write = tokio::time::Instant::now();
         }
         // Auto-ack only what has actually been handed to the socket.
         for d in auto_acks.drain(..) {
