@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::BrokerConfig;
 use crate::consumer::{ConsumerId, ConsumerOptions, DeliverySink};
+use crate::dedup::{DupCache, DupVerdict, DUPLICATE_ID_HEADER, DUP_LIST_PREFIX};
 use crate::destination::{wildcard_matches, Destination, DestinationKind};
 use crate::error::BrokerError;
 use crate::message::Message;
@@ -28,7 +29,6 @@ pub fn system_clock() -> Clock {
             .unwrap_or(0)
     })
 }
-
 
 /// A durable subscription's identity: the connection's `client-id` and the subscription name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -170,6 +170,7 @@ pub struct Broker {
     durables: Mutex<HashMap<String, Durable>>,
     temp_owners: Mutex<HashMap<String, u64>>,
     client_ids: Mutex<HashSet<String>>,
+    dups: DupCache,
 }
 
 impl std::fmt::Debug for Broker {
@@ -189,6 +190,7 @@ impl Broker {
         clock: Clock,
     ) -> Result<Arc<Broker>, BrokerError> {
         let boot_id = clock();
+        let cfg_id_cache_size = cfg.id_cache_size;
         let broker = Arc::new(Broker {
             cfg,
             store,
@@ -203,6 +205,7 @@ impl Broker {
             durables: Mutex::new(HashMap::new()),
             temp_owners: Mutex::new(HashMap::new()),
             client_ids: Mutex::new(HashSet::new()),
+            dups: DupCache::new(cfg_id_cache_size),
         });
         broker.recover()?;
         Ok(broker)
@@ -269,6 +272,19 @@ impl Broker {
         }
         let mut messages = 0u64;
         for info in rec.lists {
+            if let Some(dest_key) = info.list.strip_prefix(DUP_LIST_PREFIX) {
+                let mut after = None;
+                loop {
+                    let page = self.store.load(&info.list, after, 10_000)?;
+                    let Some(last) = page.last() else { break };
+                    after = Some(last.seq);
+                    for m in page {
+                        let id = String::from_utf8_lossy(&m.payload).into_owned();
+                        self.dups.restore(dest_key, m.seq, id);
+                    }
+                }
+                continue;
+            }
             let list = if let Some(d) = self.durables.lock().get(&info.list) {
                 d.list.clone()
             } else if let Some(dest) = Destination::from_key(&info.list) {
@@ -284,6 +300,10 @@ impl Broker {
             // Nothing is read now: consumers page the backlog in as they drain it.
             list.recover_stored(info.count, info.max_seq);
             messages += info.count;
+        }
+        let trimmed = self.dups.finish_restore();
+        if !trimmed.is_empty() {
+            drop(self.store.submit(trimmed));
         }
         tracing::info!(
             messages,
@@ -450,8 +470,36 @@ impl Broker {
                 self.wait_for_space(list).await?;
             }
         }
+        let mut batch = Batch::new();
+        if self.is_duplicate(&msg, &mut batch) {
+            return Ok(Completion::ready(Ok(())));
+        }
         let items = lists.into_iter().map(|l| (l, msg.clone())).collect();
-        self.place(items, Batch::new()).await
+        self.place(items, batch).await
+    }
+
+    /// Duplicate detection: true when `msg` carries a duplicate id already seen on its
+    /// destination (the resend of a message that is stored already). Otherwise remembers the
+    /// id, adding to `batch` what persists it with the message.
+    fn is_duplicate(&self, msg: &Message, batch: &mut Batch) -> bool {
+        let Some(id) = msg.header(DUPLICATE_ID_HEADER) else {
+            return false;
+        };
+        if !self.dups.enabled() {
+            return false;
+        }
+        let persist = msg.persistent && !msg.destination.kind.is_temporary();
+        match self.dups.check(&msg.destination.key(), id, persist, batch) {
+            DupVerdict::New => false,
+            DupVerdict::Duplicate => {
+                tracing::info!(
+                    destination = %msg.destination,
+                    duplicate_id = id,
+                    "duplicate message dropped (already stored): acknowledging the producer without storing it again"
+                );
+                true
+            }
+        }
     }
 
     /// Puts messages on lists. Every store write (plus `batch`, e.g. a transaction's acks)
@@ -894,11 +942,12 @@ impl Broker {
         // Resolve every send's targets before touching anything: a commit that fails (a
         // deleted temporary destination) must leave its acks uncommitted, so the session can
         // still roll them back for redelivery.
-        let mut items: Vec<(Arc<MessageList>, Arc<Message>)> = Vec::new();
+        let mut resolved: Vec<(Arc<Message>, Vec<Arc<MessageList>>)> = Vec::new();
         for msg in tx.sends {
             let msg = Arc::new(msg);
             if msg.destination.kind.is_queue() {
-                items.push((self.queue_list(&msg.destination)?, msg));
+                let list = self.queue_list(&msg.destination)?;
+                resolved.push((msg, vec![list]));
             } else {
                 if msg.destination.kind == DestinationKind::TempTopic
                     && !self.temp_exists(&msg.destination)
@@ -913,10 +962,19 @@ impl Broker {
                     .filter(|b| b.wants(&msg))
                     .map(|b| b.list.clone())
                     .collect();
-                items.extend(lists.into_iter().map(|l| (l, msg.clone())));
+                resolved.push((msg, lists));
             }
         }
-        let mut batch = Batch::new();
+        // Only once the whole commit is known to be possible are duplicate ids remembered.
+        let mut dup_ops = Batch::new();
+        let mut items: Vec<(Arc<MessageList>, Arc<Message>)> = Vec::new();
+        for (msg, lists) in resolved {
+            if self.is_duplicate(&msg, &mut dup_ops) {
+                continue;
+            }
+            items.extend(lists.into_iter().map(|l| (l, msg.clone())));
+        }
+        let mut batch = dup_ops;
         for (handle, tags) in &tx.acks {
             handle.list.commit_acks(handle.id, tags, &mut batch);
         }

@@ -28,6 +28,9 @@ pub struct BrokerConfig {
     /// Stored message bytes above which producers of persistent messages wait (the store
     /// usage limit); 0 = no limit.
     pub store_usage_limit_bytes: u64,
+    /// Duplicate ids (`_AMQ_DUPL_ID`) remembered per destination (Artemis's `id-cache-size`);
+    /// 0 disables duplicate detection.
+    pub id_cache_size: usize,
 }
 
 impl Default for BrokerConfig {
@@ -43,6 +46,7 @@ impl Default for BrokerConfig {
             send_fail_if_no_space_after_timeout_ms: 0,
             max_destinations: 100_000,
             store_usage_limit_bytes: 0,
+            id_cache_size: 20_000,
         }
     }
 }

@@ -11,6 +11,7 @@
 mod broker;
 mod config;
 mod consumer;
+mod dedup;
 mod destination;
 mod error;
 mod message;
@@ -20,6 +21,7 @@ mod selector_props;
 pub use broker::{system_clock, Broker, Clock, ConsumerHandle, DurableName, TxWork};
 pub use config::BrokerConfig;
 pub use consumer::{AckMode, ConsumerId, ConsumerOptions, Delivery, DeliverySink};
+pub use dedup::{DUPLICATE_ID_HEADER, DUP_LIST_PREFIX};
 pub use destination::{is_wildcard, wildcard_matches, Destination, DestinationKind};
 pub use error::BrokerError;
 pub use ferromq_selector::{Selector, SelectorError};

@@ -73,24 +73,43 @@ fn drain(broker: &Arc<Broker>, dest: &Destination, n: usize) -> (Vec<String>, u6
 #[tokio::test]
 async fn a_deep_queue_holds_only_a_window_in_memory_and_drains_in_order() {
     let store = Arc::new(MemoryStore::new());
-    let broker = Broker::open(small_window(), store.clone(), ferromq_broker::system_clock()).unwrap();
+    let broker = Broker::open(
+        small_window(),
+        store.clone(),
+        ferromq_broker::system_clock(),
+    )
+    .unwrap();
     let q = Destination::queue("deep");
     let n = 2000;
     for i in 0..n {
-        let c = broker.send(persistent(&broker, &q, format!("{i:05}"))).await.unwrap();
+        let c = broker
+            .send(persistent(&broker, &q, format!("{i:05}")))
+            .await
+            .unwrap();
         c.await.unwrap();
     }
     let snap = broker.snapshot();
     let s = snap.iter().find(|s| s.name == "queue://deep").unwrap();
-    assert_eq!(s.pending, n as u64, "every message is counted, resident or not");
+    assert_eq!(
+        s.pending, n as u64,
+        "every message is counted, resident or not"
+    );
     let one = persistent(&broker, &q, "00000".into()).size_bytes();
-    assert!(s.memory_bytes <= WINDOW + one, "resident {} > window {}", s.memory_bytes, WINDOW);
+    assert!(
+        s.memory_bytes <= WINDOW + one,
+        "resident {} > window {}",
+        s.memory_bytes,
+        WINDOW
+    );
     let (got, peak) = drain(&broker, &q, n);
     let want: Vec<String> = (0..n).map(|i| format!("{i:05}")).collect();
     assert_eq!(got, want);
     // Page-in reads at most one page past half the window.
     assert!(peak <= WINDOW + 500 * one, "peak resident {peak}");
-    assert!(store.recover().unwrap().lists.is_empty(), "everything acked");
+    assert!(
+        store.recover().unwrap().lists.is_empty(),
+        "everything acked"
+    );
 }
 
 #[tokio::test]
@@ -98,19 +117,39 @@ async fn recovery_does_not_load_the_backlog_until_a_consumer_needs_it() {
     let store = Arc::new(MemoryStore::new());
     let q = Destination::queue("backlog");
     {
-        let broker = Broker::open(small_window(), store.clone(), ferromq_broker::system_clock()).unwrap();
+        let broker = Broker::open(
+            small_window(),
+            store.clone(),
+            ferromq_broker::system_clock(),
+        )
+        .unwrap();
         for i in 0..500 {
-            broker.send(persistent(&broker, &q, format!("{i:04}"))).await.unwrap().await.unwrap();
+            broker
+                .send(persistent(&broker, &q, format!("{i:04}")))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
         }
         store.close().unwrap();
     }
     store.reopen();
-    let broker = Broker::open(small_window(), store.clone(), ferromq_broker::system_clock()).unwrap();
+    let broker = Broker::open(
+        small_window(),
+        store.clone(),
+        ferromq_broker::system_clock(),
+    )
+    .unwrap();
     let snap = broker.snapshot();
     let s = snap.iter().find(|s| s.name == "queue://backlog").unwrap();
     assert_eq!((s.pending, s.memory_bytes), (500, 0));
     // New messages go after the recovered ones.
-    broker.send(persistent(&broker, &q, "new".into())).await.unwrap().await.unwrap();
+    broker
+        .send(persistent(&broker, &q, "new".into()))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     let (got, _) = drain(&broker, &q, 501);
     assert_eq!(got.first().map(String::as_str), Some("0000"));
     assert_eq!(got.last().map(String::as_str), Some("new"));
@@ -157,7 +196,10 @@ async fn concurrent_producers_into_a_paging_queue_on_the_journal_lose_and_duplic
     assert_eq!(unique.len(), producers * per, "duplicates delivered");
     // Per-producer order is kept.
     for p in 0..producers {
-        let mine: Vec<&String> = got.iter().filter(|b| b.starts_with(&format!("p{p}-"))).collect();
+        let mine: Vec<&String> = got
+            .iter()
+            .filter(|b| b.starts_with(&format!("p{p}-")))
+            .collect();
         let mut sorted = mine.clone();
         sorted.sort();
         assert_eq!(mine, sorted, "producer {p} out of order");

@@ -25,6 +25,33 @@ pub struct Config {
     pub stomp: StompSection,
     /// `[security]`
     pub security: SecuritySection,
+    /// `[ha]`: high availability.
+    pub ha: HaSection,
+}
+
+/// `[ha]`: how this broker becomes master.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HaSection {
+    /// `none` (standalone) or `shared-file` (master/slave on a shared `broker.data_dir`).
+    pub mode: String,
+    /// How often the master re-checks that it still holds its lock (`lockKeepAlivePeriod`), ms.
+    pub lock_keepalive_ms: u64,
+    /// After losing mastership, wait as a slave again (`restartAllowed`); otherwise exit.
+    pub restart_allowed: bool,
+    /// This broker's identity in the lock; default: broker name, host and process id.
+    pub holder_id: String,
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        HaSection {
+            mode: "none".into(),
+            lock_keepalive_ms: 500,
+            restart_allowed: true,
+            holder_id: String::new(),
+        }
+    }
 }
 
 /// `[broker]`
@@ -135,6 +162,9 @@ pub struct PolicySection {
     pub topic_prefetch: u32,
     /// Most destinations the broker creates.
     pub max_destinations: usize,
+    /// Duplicate ids (`_AMQ_DUPL_ID`) remembered and persisted per destination (Artemis's
+    /// `id-cache-size`); 0 turns duplicate detection off.
+    pub id_cache_size: usize,
 }
 
 impl Default for PolicySection {
@@ -150,6 +180,7 @@ impl Default for PolicySection {
             queue_prefetch: 1000,
             topic_prefetch: 32766,
             max_destinations: 100_000,
+            id_cache_size: 20_000,
         }
     }
 }
@@ -289,6 +320,15 @@ impl Config {
         }
         if self.stomp.max_frame_bytes < 1024 {
             bail!("stomp.max_frame_bytes must be at least 1024");
+        }
+        match self.ha.mode.as_str() {
+            "none" => {}
+            "shared-file" => {
+                if self.store.backend != "journal" {
+                    bail!("ha.mode = \"shared-file\" needs store.backend = \"journal\" on the shared data_dir");
+                }
+            }
+            m => bail!("ha.mode = {m:?}: expected \"none\" or \"shared-file\""),
         }
         if self.policy.queue_prefetch == 0 || self.policy.topic_prefetch == 0 {
             bail!("policy.queue_prefetch and policy.topic_prefetch must be at least 1");

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use ferromq_client::{AckMode, Client, ClientConfig};
+use ferromq_client::{AckMode, ClientConfig, FailoverClient};
 use ferromq_server::config::Config;
 use ferromq_server::server::Server;
 
@@ -36,7 +36,8 @@ enum Command {
     },
     /// Send messages (for a person at a terminal, or a script).
     Produce {
-        /// Broker address: host:port or tcp://host:port.
+        /// Broker address: host:port, tcp://host:port, or a failover URI such as
+        /// failover:(tcp://a:61613,tcp://b:61613)?randomize=false
         #[arg(long, default_value = "127.0.0.1:61613")]
         url: String,
         /// Destination, e.g. /queue/orders or /topic/prices.
@@ -65,7 +66,8 @@ enum Command {
     },
     /// Receive messages and print them.
     Consume {
-        /// Broker address: host:port or tcp://host:port.
+        /// Broker address: host:port, tcp://host:port, or a failover URI such as
+        /// failover:(tcp://a:61613,tcp://b:61613)?randomize=false
         #[arg(long, default_value = "127.0.0.1:61613")]
         url: String,
         /// Destination, e.g. /queue/orders or /topic/prices.
@@ -156,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
             headers,
             auth,
         } => {
-            let client = Client::connect(&url, client_config(&auth))
+            let client = FailoverClient::connect(&url, client_config(&auth))
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
             let mut hdrs: Vec<(String, String)> = Vec::new();
@@ -206,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
             if durable.is_some() && auth.client_id.is_none() {
                 bail!("--durable needs --client-id");
             }
-            let client = Client::connect(&url, client_config(&auth))
+            let client = FailoverClient::connect(&url, client_config(&auth))
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
             let mode = match ack {
@@ -253,13 +255,76 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use ferromq_ha::{Activation, Standalone};
+    use ferromq_ha_flock::SharedFileLock;
+    use tokio::signal::unix::{signal, SignalKind};
+
     let cfg = Config::load(config.as_deref(), std::env::vars())?;
-    let server = Server::start(cfg).await?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
+    let activation: Arc<dyn Activation> = match cfg.ha.mode.as_str() {
+        "shared-file" => {
+            let holder = if cfg.ha.holder_id.is_empty() {
+                format!("{}-{}", cfg.broker.name, std::process::id())
+            } else {
+                cfg.ha.holder_id.clone()
+            };
+            Arc::new(SharedFileLock::new(
+                &cfg.broker.data_dir,
+                holder,
+                Duration::from_millis(cfg.ha.lock_keepalive_ms),
+            ))
+        }
+        _ => Arc::new(Standalone),
+    };
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    loop {
+        tracing::info!(mode = activation.mode(), "competing for mastership");
+        // A slave opens no client port: it only waits here.
+        let mut mastership = tokio::select! {
+            m = activation.acquire() => m.context("acquiring mastership")?,
+            _ = term.recv() => { tracing::info!("SIGTERM received while slave: exiting"); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT received while slave: exiting"); return Ok(()); }
+        };
+        let epoch = mastership.epoch;
+        let server =
+            match Server::start_as_master(cfg.clone(), epoch, mastership.fence.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    mastership.release();
+                    return Err(e);
+                }
+            };
+        if activation.mode() != "none" {
+            tracing::info!(epoch, "Master started: stomp://{}", server.stomp_addr);
+        }
+        tokio::select! {
+            reason = mastership.lost() => {
+                tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
+                if let Err(e) = server.shutdown().await {
+                    tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
+                }
+                drop(mastership);
+                if !cfg.ha.restart_allowed {
+                    anyhow::bail!("lost mastership ({reason}) and ha.restart_allowed is false");
+                }
+                tracing::info!("restart_allowed: waiting to become master again");
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received: shutting down");
+                server.shutdown().await?;
+                // Released after the store is closed, so the slave that takes over finds a
+                // checkpointed journal.
+                mastership.release();
+                return Ok(());
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received: shutting down");
+                server.shutdown().await?;
+                mastership.release();
+                return Ok(());
+            }
+        }
     }
-    server.shutdown().await
 }

@@ -6,15 +6,19 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ferromq_broker::{system_clock, Broker, BrokerConfig};
-use ferromq_store::{JournalConfig, JournalStore, MemoryStore, MessageStore, SyncMode};
+use ferromq_store::{Fence, JournalConfig, JournalStore, MemoryStore, MessageStore, SyncMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::stomp::{self, ConnectorContext};
 
-/// Opens the store the configuration names.
-pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+/// Opens the store the configuration names, for a master of `epoch` guarded by `fence`.
+pub fn open_store(
+    cfg: &Config,
+    epoch: u64,
+    fence: Option<Arc<dyn Fence>>,
+) -> anyhow::Result<Arc<dyn MessageStore>> {
     match cfg.store.backend.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         "journal" => {
@@ -33,6 +37,8 @@ pub fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
                 cleanup_interval_ms: s.cleanup_interval_ms,
                 check_for_corrupt_journal_files: s.check_for_corrupt_journal_files,
                 ignore_missing_journal_files: s.ignore_missing_journal_files,
+                epoch,
+                fence,
                 ..JournalConfig::default()
             };
             let dir = cfg.broker.data_dir.join("journal");
@@ -59,6 +65,7 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
         send_fail_if_no_space_after_timeout_ms: cfg.policy.send_fail_if_no_space_after_timeout_ms,
         max_destinations: cfg.policy.max_destinations,
         store_usage_limit_bytes: cfg.store.store_usage_limit,
+        id_cache_size: cfg.policy.id_cache_size,
     }
 }
 
@@ -74,10 +81,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store, recovers the broker and starts listening.
+    /// Opens the store, recovers the broker and starts listening (standalone: no HA).
     pub async fn start(cfg: Config) -> anyhow::Result<Server> {
+        Server::start_as_master(cfg, 0, None).await
+    }
+
+    /// Starts serving as the master of `epoch`: the store refuses to confirm anything once
+    /// `fence` fails.
+    pub async fn start_as_master(
+        cfg: Config,
+        epoch: u64,
+        fence: Option<Arc<dyn Fence>>,
+    ) -> anyhow::Result<Server> {
         let cfg = Arc::new(cfg);
-        let store = open_store(&cfg)?;
+        let store = open_store(&cfg, epoch, fence)?;
         let broker = Broker::open(broker_config(&cfg), store, system_clock())
             .context("broker recovery failed")?;
         let listener = TcpListener::bind(cfg.stomp_listen_addr())

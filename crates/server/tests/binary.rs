@@ -1,5 +1,8 @@
 //! The `ferromq` binary as an operator uses it: `serve` with a config file, the CLI tools, and
 //! graceful shutdown on SIGTERM.
+// Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
+// way ends the test process, which takes its children's zombies with it.
+#![allow(clippy::zombie_processes)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,9 @@
 //! The journal behind `ferromq serve`: kill -9 under load loses no receipted message and
 //! duplicates nothing; durable subscriptions and queues survive restarts; a deep queue keeps
 //! the broker's memory bounded.
+// Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
+// way ends the test process, which takes its children's zombies with it.
+#![allow(clippy::zombie_processes)]
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -94,8 +97,13 @@ impl Drop for Broker {
 }
 
 async fn drain_all(addr: &str, dest: &str, idle: Duration) -> Vec<String> {
-    let c = Client::connect(addr, ClientConfig::default()).await.unwrap();
-    let mut s = c.subscribe(dest, AckMode::ClientIndividual, &[]).await.unwrap();
+    let c = Client::connect(addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut s = c
+        .subscribe(dest, AckMode::ClientIndividual, &[])
+        .await
+        .unwrap();
     let mut got = Vec::new();
     while let Some(m) = s.next_timeout(idle).await {
         got.push(String::from_utf8_lossy(m.body()).into_owned());
@@ -151,14 +159,27 @@ async fn kill_minus_9_under_load_loses_no_receipted_message_and_duplicates_none(
     while let Ok(b) = rx.try_recv() {
         confirmed.push(b);
     }
-    assert!(confirmed.len() >= 100, "the load never got going ({} confirmed)", confirmed.len());
+    assert!(
+        confirmed.len() >= 100,
+        "the load never got going ({} confirmed)",
+        confirmed.len()
+    );
 
     let broker = Broker::start(dir.path(), "");
     let got = drain_all(&broker.addr, "/queue/crash", Duration::from_secs(2)).await;
     let unique: HashSet<&String> = got.iter().collect();
-    assert_eq!(unique.len(), got.len(), "a message was delivered twice after recovery");
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "a message was delivered twice after recovery"
+    );
     let missing: Vec<&String> = confirmed.iter().filter(|b| !unique.contains(b)).collect();
-    assert!(missing.is_empty(), "{} receipted messages lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} receipted messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     broker.stop();
 }
 
@@ -170,17 +191,41 @@ async fn durable_subscription_and_queue_survive_restarts() {
         client_id: Some("svc".into()),
         ..ClientConfig::default()
     };
-    let hdrs = [("id", "1"), ("activemq.subscriptionName", "audit"), ("selector", "kind = 'keep'")];
+    let hdrs = [
+        ("id", "1"),
+        ("activemq.subscriptionName", "audit"),
+        ("selector", "kind = 'keep'"),
+    ];
     let c = Client::connect(&broker.addr, cfg.clone()).await.unwrap();
-    c.subscribe("/topic/events", AckMode::Client, &hdrs).await.unwrap();
+    c.subscribe("/topic/events", AckMode::Client, &hdrs)
+        .await
+        .unwrap();
     c.disconnect().await.unwrap();
-    let p = Client::connect(&broker.addr, ClientConfig::default()).await.unwrap();
+    let p = Client::connect(&broker.addr, ClientConfig::default())
+        .await
+        .unwrap();
     for i in 0..5 {
-        p.send_with_receipt("/topic/events", format!("e{i}"), &[("persistent", "true"), ("kind", "keep")]).await.unwrap();
-        p.send_with_receipt("/topic/events", "skip", &[("persistent", "true"), ("kind", "other")]).await.unwrap();
-        p.send_with_receipt("/queue/work", format!("w{i}"), &[("persistent", "true")]).await.unwrap();
+        p.send_with_receipt(
+            "/topic/events",
+            format!("e{i}"),
+            &[("persistent", "true"), ("kind", "keep")],
+        )
+        .await
+        .unwrap();
+        p.send_with_receipt(
+            "/topic/events",
+            "skip",
+            &[("persistent", "true"), ("kind", "other")],
+        )
+        .await
+        .unwrap();
+        p.send_with_receipt("/queue/work", format!("w{i}"), &[("persistent", "true")])
+            .await
+            .unwrap();
     }
-    p.send_with_receipt("/queue/work", "volatile", &[]).await.unwrap();
+    p.send_with_receipt("/queue/work", "volatile", &[])
+        .await
+        .unwrap();
     p.disconnect().await.unwrap();
     broker.stop();
 
@@ -189,7 +234,10 @@ async fn durable_subscription_and_queue_survive_restarts() {
     broker.kill9();
     let broker = Broker::start(dir.path(), "");
     let c = Client::connect(&broker.addr, cfg).await.unwrap();
-    let mut s = c.subscribe("/topic/events", AckMode::Client, &hdrs).await.unwrap();
+    let mut s = c
+        .subscribe("/topic/events", AckMode::Client, &hdrs)
+        .await
+        .unwrap();
     let mut got = Vec::new();
     while let Some(m) = s.next_timeout(Duration::from_secs(2)).await {
         got.push(String::from_utf8_lossy(m.body()).into_owned());
@@ -198,7 +246,11 @@ async fn durable_subscription_and_queue_survive_restarts() {
     assert_eq!(got, ["e0", "e1", "e2", "e3", "e4"]);
     c.disconnect().await.unwrap();
     let work = drain_all(&broker.addr, "/queue/work", Duration::from_secs(2)).await;
-    assert_eq!(work, ["w0", "w1", "w2", "w3", "w4"], "persistent kept, non-persistent gone");
+    assert_eq!(
+        work,
+        ["w0", "w1", "w2", "w3", "w4"],
+        "persistent kept, non-persistent gone"
+    );
     broker.stop();
 }
 
@@ -226,9 +278,13 @@ async fn one_million_queued_messages_stay_under_the_rss_bound() {
             };
             let c = Client::connect(&addr, cfg).await.unwrap();
             for _ in 0..N / producers {
-                c.send("/queue/deep", body.clone(), &[("persistent", "true")]).await.unwrap();
+                c.send("/queue/deep", body.clone(), &[("persistent", "true")])
+                    .await
+                    .unwrap();
             }
-            c.send_with_receipt("/queue/deep", "last", &[]).await.unwrap();
+            c.send_with_receipt("/queue/deep", "last", &[("persistent", "true")])
+                .await
+                .unwrap();
             c.disconnect().await.unwrap();
         }));
     }
@@ -236,13 +292,29 @@ async fn one_million_queued_messages_stay_under_the_rss_bound() {
         t.await.unwrap();
     }
     let rss = broker.rss_kib();
-    eprintln!("RSS with {N} queued 1 KiB persistent messages: {} MiB", rss / 1024);
-    assert!(rss < RSS_BOUND_KIB, "RSS {} MiB exceeds {} MiB", rss / 1024, RSS_BOUND_KIB / 1024);
+    eprintln!(
+        "RSS with {N} queued 1 KiB persistent messages: {} MiB",
+        rss / 1024
+    );
+    assert!(
+        rss < RSS_BOUND_KIB,
+        "RSS {} MiB exceeds {} MiB",
+        rss / 1024,
+        RSS_BOUND_KIB / 1024
+    );
     // And the messages are really there: the first ones drain.
-    let c = Client::connect(&broker.addr, ClientConfig::default()).await.unwrap();
-    let mut s = c.subscribe("/queue/deep", AckMode::Auto, &[]).await.unwrap();
+    let c = Client::connect(&broker.addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut s = c
+        .subscribe("/queue/deep", AckMode::Auto, &[])
+        .await
+        .unwrap();
     for _ in 0..1000 {
-        let m = s.next_timeout(Duration::from_secs(10)).await.expect("paged-in message");
+        let m = s
+            .next_timeout(Duration::from_secs(10))
+            .await
+            .expect("paged-in message");
         assert_eq!(m.body().len(), 1024);
     }
     drop(c);

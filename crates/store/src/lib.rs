@@ -24,6 +24,7 @@ mod types;
 
 pub use completion::{Completer, Completion};
 pub use error::StoreError;
+pub use journal::Fence;
 pub use journal::{JournalConfig, JournalStore, SyncMode};
 pub use memory::MemoryStore;
 pub use types::{Batch, ListInfo, ListKey, Op, Recovery, StoredMessage, SubscriptionRecord};

@@ -58,7 +58,12 @@ fn snapshot(shared: &Shared, for_gc: bool) -> Result<Option<Snapshot>, StoreErro
 }
 
 /// Writes checkpoint bytes durably: temp file, sync, rename, sync directory.
+///
+/// The fence is checked before writing and again before the rename that makes it visible; a
+/// checkpoint that still lands late (a check-then-act window) carries its epoch, and an open
+/// ignores a checkpoint older than the newest `EpochStart` record.
 pub(crate) fn write_checkpoint_file(shared: &Shared, bytes: &[u8]) -> Result<(), StoreError> {
+    shared.check_fence()?;
     let dir = shared.dir.as_ref();
     let file = dir
         .open(INDEX_TMP_FILE, true)
@@ -69,6 +74,7 @@ pub(crate) fn write_checkpoint_file(shared: &Shared, bytes: &[u8]) -> Result<(),
         .map_err(|e| StoreError::io("write index.db.tmp", e))?;
     file.sync_data()
         .map_err(|e| StoreError::io("fdatasync index.db.tmp", e))?;
+    shared.check_fence()?;
     dir.rename(INDEX_TMP_FILE, INDEX_FILE)
         .map_err(|e| StoreError::io("rename index.db.tmp", e))?;
     dir.sync_dir()
@@ -162,6 +168,8 @@ fn delete(
             deleted.last().is_none_or(|l| *l < s),
             "GC deletes oldest first"
         );
+        // A deposed master deletes nothing more; it stops at the first failed check.
+        shared.check_fence()?;
         shared.segments.write().remove(&s);
         shared
             .dir

@@ -157,6 +157,20 @@ impl Index {
         }
     }
 
+    /// Applies an epoch-start record in `segment` that seals `sealed`: the segment holding the
+    /// seal must outlive every segment it seals, or a deposed master's bytes past the seal would
+    /// be replayed after GC deleted the seal. The existing deps rule does exactly that.
+    pub fn apply_epoch_start(&mut self, segment: u32, sealed: &[(u32, u64)]) {
+        let earlier: BTreeSet<u32> = sealed
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| *s < segment && !is_released(&self.released, *s))
+            .collect();
+        if !earlier.is_empty() {
+            self.deps.entry(segment).or_default().extend(earlier);
+        }
+    }
+
     /// Raises the highest seq of lists (from a segments-released record).
     pub fn apply_max_seqs(&mut self, max_seqs: &[(String, u64)]) {
         for (list, max_seq) in max_seqs {
@@ -364,8 +378,9 @@ pub fn encode_checkpoint(index: &Index, epoch: u64) -> Vec<u8> {
     out
 }
 
-/// Reads checkpoint bytes back into an index; an error says what is wrong.
-pub fn decode_checkpoint(bytes: &[u8]) -> Result<Index, String> {
+/// Reads checkpoint bytes back into an index and the epoch of the writer that wrote it; an
+/// error says what is wrong.
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<(Index, u64), String> {
     if bytes.len() < INDEX_HEADER_BYTES {
         return Err(format!("{} bytes, shorter than the header", bytes.len()));
     }
@@ -374,7 +389,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Index, String> {
     }
     let mut h = Reader::new(&bytes[..INDEX_HEADER_BYTES]);
     h.take(8)?;
-    let _epoch = h.u64()?;
+    let epoch = h.u64()?;
     let segment = h.u32()?;
     let _reserved = h.u32()?;
     let offset = h.u64()?;
@@ -478,7 +493,7 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Index, String> {
     if r.remaining() != 0 {
         return Err(format!("{} trailing bytes", r.remaining()));
     }
-    Ok(index)
+    Ok((index, epoch))
 }
 
 #[cfg(test)]
@@ -522,7 +537,8 @@ mod tests {
             offset: 999,
         };
         let bytes = encode_checkpoint(&ix, 3);
-        let back = decode_checkpoint(&bytes).unwrap();
+        let (back, epoch) = decode_checkpoint(&bytes).unwrap();
+        assert_eq!(epoch, 3);
         assert_eq!(back.recovery(), ix.recovery());
         assert_eq!(back.position, ix.position);
         assert_eq!(back.deps, ix.deps);

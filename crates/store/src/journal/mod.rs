@@ -7,10 +7,12 @@
 //! - `writer`: the group-commit writer thread;
 //! - [`index`]: the in-memory index (list -> seq -> location) and its checkpoint file;
 //! - [`recovery`]: checkpoint load, replay, torn-tail repair;
-//! - [`gc`]: checkpoints, segment GC and compaction, on the maintenance thread.
+//! - [`gc`]: checkpoints, segment GC and compaction, on the maintenance thread;
+//! - [`fence`]: the HA fence the writer and the maintenance thread consult before acting.
 //!
 //! The byte-level format is in `docs/journal-format.md`.
 
+pub mod fence;
 pub mod gc;
 pub mod index;
 pub mod record;
@@ -28,6 +30,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Mutex, RwLock};
 
+pub use fence::Fence;
 pub use gc::GcReport;
 pub use recovery::RecoveryReport;
 pub use storage::{FileDir, MemDir, PowerLoss, StorageDir, StorageFile};
@@ -64,8 +67,14 @@ pub struct JournalConfig {
     pub queue_batches_max: usize,
     /// The sync policy.
     pub sync: SyncMode,
-    /// The writer's HA epoch, stamped on every record (for fencing).
+    /// The writer's HA epoch, stamped on every record and checkpoint (for fencing). Opening with
+    /// an epoch newer than the journal's starts a fresh segment with an `EpochStart` record that
+    /// seals the previous head (see `docs/journal-format.md`). Without a fence, an epoch older
+    /// than the journal's is raised to it; with a fence, the open is refused.
     pub epoch: u64,
+    /// The HA fence (None = no HA): consulted before and after each group commit, before each
+    /// checkpoint, segment creation and segment deletion; a failed check fails the store for good.
+    pub fence: Option<Arc<dyn Fence>>,
     /// Checkpoint period (`checkpointInterval`, 5000 ms); 0 disables the timer.
     pub checkpoint_interval_ms: u64,
     /// GC period (`cleanupInterval`, 30000 ms); 0 disables the timer.
@@ -92,6 +101,7 @@ impl Default for JournalConfig {
             queue_batches_max: 10_000,
             sync: SyncMode::Always,
             epoch: 0,
+            fence: None,
             checkpoint_interval_ms: 5_000,
             cleanup_interval_ms: 30_000,
             check_for_corrupt_journal_files: false,
@@ -162,6 +172,9 @@ pub struct JournalStats {
 #[derive(Debug)]
 pub(crate) struct Shared {
     config: JournalConfig,
+    /// The epoch stamped on records and checkpoints: `config.epoch`, raised to the journal's
+    /// newest epoch when opened without a fence (see [`JournalConfig::epoch`]).
+    epoch: u64,
     dir: Arc<dyn StorageDir>,
     index: RwLock<Index>,
     /// Open segment files by id, for `load`.
@@ -188,13 +201,32 @@ impl Shared {
         self.failed_flag.store(true, Ordering::Release);
     }
 
+    /// Asks the fence (if any) whether this writer may still act; fails the store for good when
+    /// it may not. Also refuses once the store has failed for any reason.
+    pub(crate) fn check_fence(&self) -> Result<(), StoreError> {
+        if self.failed_flag.load(Ordering::Acquire) {
+            return Err(self.failure());
+        }
+        let Some(fence) = &self.config.fence else {
+            return Ok(());
+        };
+        fence.check().map_err(|reason| {
+            let err = fence::fenced(&reason);
+            tracing::error!(epoch = self.epoch, "journal writer fenced: {reason}");
+            self.set_failed(&err);
+            err
+        })
+    }
+
     /// The error later operations get once the store failed.
     fn failure(&self) -> StoreError {
         let failure = self.failure.lock();
-        StoreError::Failed(match failure.as_ref() {
-            Some(e) => e.to_string(),
-            None => "unknown failure".to_string(),
-        })
+        match failure.as_ref() {
+            // Already says the store failed (a fence, a thread panic): keep it as it is.
+            Some(e @ StoreError::Failed(_)) => e.clone(),
+            Some(e) => StoreError::Failed(e.to_string()),
+            None => StoreError::Failed("unknown failure".to_string()),
+        }
     }
 }
 
@@ -232,6 +264,7 @@ impl JournalStore {
             .then_some(recovered.report.start)
             .filter(|p| *p == recovered.index.position);
         let shared = Arc::new(Shared {
+            epoch: recovered.epoch,
             config,
             dir,
             index: RwLock::new(recovered.index),
@@ -415,7 +448,7 @@ impl MessageStore for JournalStore {
         // The writer is gone and synced everything: the index is final and durable.
         let bytes = {
             let index = self.shared.index.read();
-            index::encode_checkpoint(&index, self.shared.config.epoch)
+            index::encode_checkpoint(&index, self.shared.epoch)
         };
         gc::write_checkpoint_file(&self.shared, &bytes)?;
         let position = self.shared.index.read().position;

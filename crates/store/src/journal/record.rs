@@ -6,8 +6,8 @@
 //! record header (24 bytes)
 //!   0  u32  magic  0x4A514D46 ("FMQJ" on disk)
 //!   4  u32  payload_len
-//!   8  u8   record type (1 = batch, 2 = segments released)
-//!   9  u8   format version (1)
+//!   8  u8   record type (1 = batch, 2 = segments released, 3 = epoch start)
+//!   9  u8   format version (2; 1 is still read)
 //!  10  u16  reserved, 0
 //!  12  u64  epoch of the writer
 //!  20  u32  CRC32C over bytes 0..20 of the header, then the payload
@@ -22,8 +22,11 @@ use crate::{Op, SubscriptionRecord};
 pub const RECORD_MAGIC: u32 = 0x4A51_4D46;
 /// Bytes of a record header.
 pub const RECORD_HEADER_BYTES: usize = 24;
-/// The record format version written by this code.
-pub const RECORD_VERSION: u8 = 1;
+/// The record format version written by this code. Version 2 added the epoch-start record
+/// (type 3) and the seal rule; version 1 records (types 1 and 2 only) are still read.
+pub const RECORD_VERSION: u8 = 2;
+/// The oldest record format version this code reads.
+pub const RECORD_VERSION_MIN: u8 = 1;
 /// The largest record payload accepted (written or read): bounds memory on a corrupt length.
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -44,13 +47,16 @@ pub enum RecordType {
     Batch = 1,
     /// Every segment id range released by GC so far (cumulative).
     SegmentsReleased = 2,
+    /// A new master's first record: its epoch and the segments it seals (format version 2).
+    EpochStart = 3,
 }
 
 impl RecordType {
-    fn from_u8(v: u8) -> Option<RecordType> {
-        match v {
-            1 => Some(RecordType::Batch),
-            2 => Some(RecordType::SegmentsReleased),
+    fn from_u8(v: u8, version: u8) -> Option<RecordType> {
+        match (v, version) {
+            (1, RECORD_VERSION_MIN..=RECORD_VERSION) => Some(RecordType::Batch),
+            (2, RECORD_VERSION_MIN..=RECORD_VERSION) => Some(RecordType::SegmentsReleased),
+            (3, 2..=RECORD_VERSION) => Some(RecordType::EpochStart),
             _ => None,
         }
     }
@@ -142,9 +148,8 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
         return Err(FrameError::TooLong(payload_len));
     }
     let (kind, version) = (bytes[8], bytes[9]);
-    let kind = match RecordType::from_u8(kind) {
-        Some(k) if version == RECORD_VERSION => k,
-        _ => return Err(FrameError::BadType(kind, version)),
+    let Some(kind) = RecordType::from_u8(kind, version) else {
+        return Err(FrameError::BadType(kind, version));
     };
     let end = RECORD_HEADER_BYTES + payload_len as usize;
     if bytes.len() < end {
@@ -472,6 +477,64 @@ pub fn encode_released(
     Ok(())
 }
 
+/// What an epoch-start record holds: the new master's epoch, and for each segment it seals,
+/// the length recovery found valid in it. Replay ignores every byte of a sealed segment past its
+/// sealed length: a deposed master that appended there after the takeover is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EpochStart {
+    /// The epoch of the master that wrote it (equal to the record header's epoch).
+    pub epoch: u64,
+    /// `(segment id, sealed length in bytes)`, ascending by id.
+    pub sealed: Vec<(u32, u64)>,
+}
+
+/// Sealed segments an epoch-start record may list at most (it names the previous head, so one
+/// in practice): bounds the decoder on a corrupt count.
+pub const EPOCH_START_SEALED_MAX: usize = 1024;
+
+/// Encodes the payload of an epoch-start record.
+pub fn encode_epoch_start(buf: &mut Vec<u8>, start: &EpochStart) -> Result<(), EncodeError> {
+    if start.sealed.len() > EPOCH_START_SEALED_MAX {
+        return Err(EncodeError(format!(
+            "{} sealed segments, over {EPOCH_START_SEALED_MAX}",
+            start.sealed.len()
+        )));
+    }
+    buf.extend_from_slice(&start.epoch.to_le_bytes());
+    buf.extend_from_slice(&(start.sealed.len() as u32).to_le_bytes());
+    for (segment, len) in &start.sealed {
+        buf.extend_from_slice(&segment.to_le_bytes());
+        buf.extend_from_slice(&len.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Decodes an epoch-start payload; `header_epoch` is the epoch in the record header, which must
+/// agree with the payload's.
+pub fn decode_epoch_start(payload: &[u8], header_epoch: u64) -> Result<EpochStart, String> {
+    let mut r = Reader { b: payload, at: 0 };
+    let epoch = r.u64()?;
+    if epoch != header_epoch {
+        return Err(format!(
+            "epoch {epoch} in the payload, {header_epoch} in the header"
+        ));
+    }
+    let n = r.u32()? as usize;
+    if n > EPOCH_START_SEALED_MAX {
+        return Err(format!(
+            "{n} sealed segments, over {EPOCH_START_SEALED_MAX}"
+        ));
+    }
+    let mut sealed = Vec::with_capacity(n);
+    for _ in 0..n {
+        sealed.push((r.u32()?, r.u64()?));
+    }
+    if r.remaining() != 0 {
+        return Err(format!("{} trailing bytes", r.remaining()));
+    }
+    Ok(EpochStart { epoch, sealed })
+}
+
 /// What a segments-released record holds: ranges and per-list highest seqs.
 pub type Released = (Vec<(u32, u32)>, Vec<(String, u64)>);
 
@@ -584,6 +647,38 @@ mod tests {
             Err(FrameError::Truncated)
         );
         assert_eq!(parse_frame(&buf[..10]), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn epoch_start_round_trips_and_version_1_still_reads() {
+        let start = EpochStart {
+            epoch: 7,
+            sealed: vec![(3, 4096)],
+        };
+        let mut buf = Vec::new();
+        let at = begin_record(&mut buf);
+        encode_epoch_start(&mut buf, &start).unwrap();
+        finish_record(&mut buf, at, RecordType::EpochStart, 7);
+        let frame = parse_frame(&buf).unwrap();
+        assert_eq!(frame.kind, RecordType::EpochStart);
+        assert_eq!(decode_epoch_start(frame.payload, 7).unwrap(), start);
+        assert!(decode_epoch_start(frame.payload, 8).is_err());
+
+        // A version-1 batch (written before epoch-start records existed) is still accepted,
+        // but a version-1 record of type 3 is not: that type did not exist yet.
+        let mut v1 = Vec::new();
+        let at = begin_record(&mut v1);
+        encode_batch(&mut v1, &sample_ops()).unwrap();
+        finish_record(&mut v1, at, RecordType::Batch, 0);
+        v1[9] = 1;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&v1[..20]), &v1[RECORD_HEADER_BYTES..]);
+        v1[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(parse_frame(&v1).unwrap().kind, RecordType::Batch);
+        let mut bad = buf.clone();
+        bad[9] = 1;
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&bad[..20]), &bad[RECORD_HEADER_BYTES..]);
+        bad[20..24].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(parse_frame(&bad), Err(FrameError::BadType(3, 1)));
     }
 
     #[test]

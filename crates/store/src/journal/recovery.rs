@@ -6,17 +6,26 @@
 //! stops the open (default, ActiveMQ's `checkForCorruptJournalFiles=false`) or is skipped with
 //! an error line (`check_for_corrupt_journal_files = true`). A missing segment stops the open
 //! unless `ignore_missing_journal_files` is set.
+//!
+//! HA fencing: a pre-pass reads the first record of every segment to find `EpochStart` records
+//! and their seals; replay ignores the bytes of a sealed segment past its sealed length, and
+//! records whose epoch is older than an `EpochStart` replayed before them; a checkpoint older
+//! than the newest `EpochStart` is not trusted. An open with an epoch newer than the journal's
+//! starts a fresh segment whose first record is an `EpochStart` sealing the previous head.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::journal::fence::fenced;
 use crate::journal::index::{
     decode_checkpoint, is_released, Index, Location, Position, INDEX_FILE, INDEX_TMP_FILE,
 };
 use crate::journal::record::{
-    decode_batch, decode_released, parse_frame, parse_segment_header, segment_header, DecodedOp,
-    FrameError, RecordType, RECORD_HEADER_BYTES, RECORD_MAGIC, SEGMENT_HEADER_BYTES,
+    begin_record, decode_batch, decode_epoch_start, decode_released, encode_epoch_start,
+    finish_record, parse_frame, parse_segment_header, segment_header, DecodedOp, EpochStart,
+    FrameError, RecordType, RECORD_HEADER_BYTES, RECORD_MAGIC, RECORD_PAYLOAD_BYTES_MAX,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::journal::segment::{create_segment, parse_segment_name, segment_name, Head};
 use crate::journal::storage::{StorageDir, StorageFile};
@@ -46,9 +55,23 @@ pub struct RecoveryReport {
     pub messages_dropped: u64,
     /// The highest writer epoch seen in a replayed record.
     pub max_epoch_seen: u64,
+    /// The epoch the store writes with (`JournalConfig::epoch`, raised to the journal's newest
+    /// epoch when opened without a fence).
+    pub epoch: u64,
+    /// The epoch-start record this open wrote (its epoch was newer than the journal's).
+    pub epoch_start: Option<EpochStart>,
+    /// Sealed segments found with bytes past their seal (a deposed master's late writes):
+    /// `(file, sealed length)`. Those bytes were ignored.
+    pub ignored_past_seal: Vec<(String, u64)>,
+    /// Records skipped because their epoch is older than an epoch-start replayed before them.
+    pub stale_epoch_records_ignored: u64,
+    /// The checkpoint was ignored because an epoch-start newer than it exists.
+    pub stale_checkpoint_ignored: bool,
 }
 
 pub(crate) struct Recovered {
+    /// The epoch the writer stamps (see [`RecoveryReport::epoch`]).
+    pub epoch: u64,
     pub index: Index,
     pub head: Head,
     pub segments: BTreeMap<u32, Arc<dyn StorageFile>>,
@@ -98,11 +121,95 @@ fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
     (from..=last).find(|&p| bytes[p..p + 4] == magic && parse_frame(&bytes[p..]).is_ok())
 }
 
+/// Seals found by the pre-pass: the epoch-start records that open segments.
+#[derive(Debug, Default)]
+struct Seals {
+    /// Epoch-start records by the segment they open.
+    starts: BTreeMap<u32, EpochStart>,
+    /// Sealed length by segment (the smallest, if sealed twice).
+    sealed: BTreeMap<u32, u64>,
+}
+
+impl Seals {
+    fn newest_epoch(&self) -> u64 {
+        self.starts.values().map(|s| s.epoch).max().unwrap_or(0)
+    }
+
+    /// The newest epoch of the epoch-starts that come before `pos` in replay order.
+    fn epoch_before(&self, pos: Position) -> u64 {
+        self.starts
+            .iter()
+            .filter(|(s, _)| {
+                **s < pos.segment
+                    || (**s == pos.segment && pos.offset > SEGMENT_HEADER_BYTES as u64)
+            })
+            .map(|(_, e)| e.epoch)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// The epoch-start record opening segment `file`, if its first record is one. Reads the header
+/// and one record only; anything unreadable is "no" (replay reports real corruption).
+fn first_epoch_start(file: &dyn StorageFile) -> Result<Option<EpochStart>, StoreError> {
+    let len = file.len().map_err(io("stat segment"))?;
+    let first = SEGMENT_HEADER_BYTES as u64;
+    if len < first + RECORD_HEADER_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    file.read_at(first, &mut header)
+        .map_err(io("read segment"))?;
+    if header[0..4] != RECORD_MAGIC.to_le_bytes() || header[8] != RecordType::EpochStart as u8 {
+        return Ok(None);
+    }
+    let payload_len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as u64;
+    if payload_len > RECORD_PAYLOAD_BYTES_MAX as u64
+        || first + RECORD_HEADER_BYTES as u64 + payload_len > len
+    {
+        return Ok(None);
+    }
+    let mut record = vec![0u8; RECORD_HEADER_BYTES + payload_len as usize];
+    file.read_at(first, &mut record)
+        .map_err(io("read segment"))?;
+    let Ok(frame) = parse_frame(&record) else {
+        return Ok(None);
+    };
+    if frame.kind != RecordType::EpochStart {
+        return Ok(None);
+    }
+    Ok(decode_epoch_start(frame.payload, frame.epoch).ok())
+}
+
+/// The pre-pass: every segment's first record, for epoch-starts and their seals.
+fn scan_seals(files: &BTreeMap<u32, Arc<dyn StorageFile>>) -> Result<Seals, StoreError> {
+    let mut seals = Seals::default();
+    for (&id, file) in files {
+        if let Some(start) = first_epoch_start(file.as_ref())? {
+            for &(segment, len) in &start.sealed {
+                let at = seals.sealed.entry(segment).or_insert(len);
+                *at = (*at).min(len);
+            }
+            seals.starts.insert(id, start);
+        }
+    }
+    Ok(seals)
+}
+
+fn check_fence(config: &JournalConfig) -> Result<(), StoreError> {
+    match &config.fence {
+        Some(fence) => fence.check().map_err(|reason| fenced(&reason)),
+        None => Ok(()),
+    }
+}
+
 /// Opens the journal in `dir`.
 pub(crate) fn recover(
     dir: &dyn StorageDir,
     config: &JournalConfig,
 ) -> Result<Recovered, StoreError> {
+    // Nothing below may touch the files of a master that already lost the lock.
+    check_fence(config)?;
     let started = Instant::now();
     let mut report = RecoveryReport::default();
     let names = dir.list().map_err(io("list journal directory"))?;
@@ -118,15 +225,36 @@ pub(crate) fn recover(
         }
     }
 
+    let seals = scan_seals(&files)?;
+    let newest_start_epoch = seals.newest_epoch();
+
     // The checkpoint, if there is a good one that agrees with the journal.
     let mut checkpoint = None;
+    let mut checkpoint_epoch = 0;
     if names.iter().any(|n| n == INDEX_FILE) {
         let file = dir.open(INDEX_FILE, false).map_err(io("open index"))?;
         let len = file.len().map_err(io("stat index"))?;
         let mut bytes = vec![0u8; len as usize];
         file.read_at(0, &mut bytes).map_err(io("read index"))?;
         match decode_checkpoint(&bytes) {
-            Ok(index) => checkpoint = Some(index),
+            Ok((index, epoch)) if epoch < newest_start_epoch => {
+                // Written by a master deposed before the newest epoch-start (possibly after
+                // it, by a zombie in its check-then-act window): it may describe records the
+                // seal threw away. A full replay is always correct (GC keeps what it needs).
+                tracing::warn!(
+                    "Index checkpoint {}/{INDEX_FILE} was written by epoch {epoch}, older than \
+                     the journal's newest epoch {newest_start_epoch}; ignoring it and \
+                     rebuilding the index from the whole journal (it covered {}:{})",
+                    dir.describe(),
+                    segment_name(index.position.segment),
+                    index.position.offset
+                );
+                report.stale_checkpoint_ignored = true;
+            }
+            Ok((index, epoch)) => {
+                checkpoint = Some(index);
+                checkpoint_epoch = epoch;
+            }
             Err(reason) => tracing::warn!(
                 "Index checkpoint {}/{INDEX_FILE} is corrupt ({reason}); rebuilding the index \
                  from the whole journal",
@@ -141,10 +269,15 @@ pub(crate) fn recover(
     }
     if let Some(index) = &checkpoint {
         let pos = index.position;
-        let ahead = match files.get(&pos.segment) {
-            Some(f) => f.len().map_err(io("stat segment"))? < pos.offset,
-            None => pos.segment != 0 && files.keys().all(|s| *s < pos.segment),
-        };
+        let past_seal = seals
+            .sealed
+            .get(&pos.segment)
+            .is_some_and(|sealed| pos.offset > *sealed);
+        let ahead = past_seal
+            || match files.get(&pos.segment) {
+                Some(f) => f.len().map_err(io("stat segment"))? < pos.offset,
+                None => pos.segment != 0 && files.keys().all(|s| *s < pos.segment),
+            };
         if ahead {
             tracing::warn!(
                 "Index checkpoint covers {}:{} which the journal does not reach; rebuilding \
@@ -156,6 +289,9 @@ pub(crate) fn recover(
         }
     }
 
+    if checkpoint.is_none() {
+        checkpoint_epoch = 0;
+    }
     let (mut index, start) = match checkpoint {
         Some(index) => {
             report.from_checkpoint = true;
@@ -196,6 +332,11 @@ pub(crate) fn recover(
     }
     let last_id = to_replay.last().copied();
     let mut tail_end: Option<(u32, u64, bool)> = None; // (segment, end offset, header rewritten)
+    let mut replay = Replay {
+        config,
+        seals: &seals,
+        epoch_floor: seals.epoch_before(start),
+    };
     for &id in &to_replay {
         let is_last = Some(id) == last_id;
         let from = if id == start.segment {
@@ -203,12 +344,11 @@ pub(crate) fn recover(
         } else {
             SEGMENT_HEADER_BYTES as u64
         };
-        let end = replay_segment(
+        let end = replay.segment(
             id,
             files[&id].as_ref(),
             from,
             is_last,
-            config,
             &mut index,
             &mut report,
             &mut progress,
@@ -217,6 +357,30 @@ pub(crate) fn recover(
             tail_end = Some(end);
         }
     }
+
+    // The epoch to write with. Replay only read; nothing was changed yet.
+    let journal_epoch = report
+        .max_epoch_seen
+        .max(newest_start_epoch)
+        .max(checkpoint_epoch);
+    let epoch = if config.epoch >= journal_epoch {
+        config.epoch
+    } else if config.fence.is_some() {
+        return Err(fenced(&format!(
+            "the journal holds epoch {journal_epoch}, newer than this master's epoch {}",
+            config.epoch
+        )));
+    } else {
+        // No HA: nobody else writes here, and records stamped below the journal's newest
+        // epoch-start would be ignored by the next replay.
+        tracing::warn!(
+            "the journal holds records of epoch {journal_epoch}, newer than the configured \
+             epoch {}; writing with epoch {journal_epoch} (no fence configured)",
+            config.epoch
+        );
+        journal_epoch
+    };
+    report.epoch = epoch;
 
     // Missing segments: every id up to the last must exist or have been released by GC.
     let max_id = files.keys().next_back().copied().unwrap_or(0);
@@ -271,7 +435,7 @@ pub(crate) fn recover(
     }
 
     // The head: the last segment, cut back to its last good record, or a new one.
-    let head = match tail_end {
+    let mut head = match tail_end {
         Some((id, end, header_ok)) => {
             let file = files[&id].clone();
             let len = file.len().map_err(io("stat segment"))?;
@@ -306,6 +470,45 @@ pub(crate) fn recover(
             head
         }
     };
+
+    // A new master never appends to an older master's segment: that one may still be written by
+    // its deposed owner. Seal it at what we found valid, and start our own.
+    if epoch > journal_epoch {
+        check_fence(config)?;
+        let mut sealed = Vec::new();
+        if tail_end.is_some() {
+            sealed.push((head.id, head.offset));
+            let next = head.id.checked_add(1).ok_or_else(|| {
+                StoreError::Failed("journal segment ids exhausted (u32)".to_string())
+            })?;
+            head = create_segment(dir, next, config.journal_max_file_length, 0)?;
+            files.insert(head.id, head.file.clone());
+        }
+        let start = EpochStart { epoch, sealed };
+        let mut buf = Vec::new();
+        let at = begin_record(&mut buf);
+        encode_epoch_start(&mut buf, &start).map_err(|e| StoreError::Config(e.0))?;
+        finish_record(&mut buf, at, RecordType::EpochStart, epoch);
+        debug_assert_eq!(head.offset, SEGMENT_HEADER_BYTES as u64);
+        debug_assert!(head.offset + buf.len() as u64 <= head.capacity_bytes);
+        head.file
+            .write_at(head.offset, &buf)
+            .map_err(io("write epoch start"))?;
+        head.file.sync_data().map_err(io("fdatasync"))?;
+        head.offset += buf.len() as u64;
+        index.apply_epoch_start(head.id, &start.sealed);
+        match start.sealed.first() {
+            Some((segment, len)) => tracing::info!(
+                "Journal epoch {epoch} starts in {}, sealing {} at {len} bytes",
+                segment_name(head.id),
+                segment_name(*segment)
+            ),
+            None => tracing::info!("Journal epoch {epoch} starts in {}", segment_name(head.id)),
+        }
+        report.epoch_start = Some(start);
+        // Deposed while opening: fail now rather than at the first write.
+        check_fence(config)?;
+    }
     index.position = Position {
         segment: head.id,
         offset: head.offset,
@@ -317,14 +520,8 @@ pub(crate) fn recover(
         report.replayed_ops,
         report.duration.as_secs_f64()
     );
-    if report.max_epoch_seen > config.epoch {
-        tracing::warn!(
-            "the journal holds records of epoch {}, newer than this broker's epoch {}",
-            report.max_epoch_seen,
-            config.epoch
-        );
-    }
     Ok(Recovered {
+        epoch,
         index,
         head,
         segments: files,
@@ -332,113 +529,161 @@ pub(crate) fn recover(
     })
 }
 
-/// Replays one segment from `from`. Returns (segment, end of its last good record, whether its
-/// header is good).
-#[allow(clippy::too_many_arguments)]
-fn replay_segment(
-    id: u32,
-    file: &dyn StorageFile,
-    from: u64,
-    is_last: bool,
-    config: &JournalConfig,
-    index: &mut Index,
-    report: &mut RecoveryReport,
-    progress: &mut Progress,
-) -> Result<(u32, u64, bool), StoreError> {
-    let name = segment_name(id);
-    let len = file.len().map_err(io("stat segment"))?;
-    let mut bytes = vec![0u8; len as usize];
-    file.read_at(0, &mut bytes).map_err(io("read segment"))?;
+/// Replay state that spans segments.
+struct Replay<'a> {
+    config: &'a JournalConfig,
+    seals: &'a Seals,
+    /// The newest epoch-start replayed so far: records of older epochs after it are a deposed
+    /// master's and are ignored.
+    epoch_floor: u64,
+}
 
-    if parse_segment_header(&bytes) != Some(u64::from(id)) {
-        let never_written = bytes
-            .iter()
-            .skip(SEGMENT_HEADER_BYTES.min(bytes.len()))
-            .all(|b| *b == 0);
-        if is_last && never_written {
-            // Created just before a crash: its header was never synced. Start it afresh.
-            tracing::warn!("Journal file {name} has a torn header; starting it afresh");
-            report.torn_tail = Some((name, 0));
-            return Ok((id, SEGMENT_HEADER_BYTES as u64, false));
-        }
-        let reason = "bad segment header".to_string();
-        return corrupt(config, &name, 0, &reason, len as usize, report).map(|_| (id, len, true));
-    }
-
-    let mut at = from as usize;
-    loop {
-        if at >= bytes.len() {
-            break;
-        }
-        let err = match parse_frame(&bytes[at..]) {
-            Ok(frame) => {
-                report.max_epoch_seen = report.max_epoch_seen.max(frame.epoch);
-                let total = frame.total_bytes();
-                let payload_at = at + RECORD_HEADER_BYTES;
-                let applied = match frame.kind {
-                    RecordType::Batch => decode_batch(frame.payload).map(|ops| {
-                        let n = ops.len() as u64;
-                        for op in ops {
-                            match op {
-                                DecodedOp::Enqueue {
-                                    list,
-                                    seq,
-                                    payload_offset,
-                                    len,
-                                } => index.apply_enqueue(
-                                    &list,
-                                    seq,
-                                    Location {
-                                        segment: id,
-                                        offset: (payload_at + payload_offset) as u32,
-                                        len,
-                                    },
-                                ),
-                                DecodedOp::Other(op) => index.apply_other(op, id),
-                            }
-                        }
-                        n
-                    }),
-                    RecordType::SegmentsReleased => {
-                        decode_released(frame.payload).map(|(ranges, max_seqs)| {
-                            index.apply_released(&ranges);
-                            index.apply_max_seqs(&max_seqs);
-                            1
-                        })
-                    }
-                };
-                match applied {
-                    Ok(n) => {
-                        report.replayed_ops += n;
-                        report.replayed_records += 1;
-                        progress.advance(total as u64);
-                        at += total;
-                        continue;
-                    }
-                    // A good CRC around undecodable ops: a bug or a foreign writer.
-                    Err(reason) => (format!("undecodable record: {reason}"), Some(at + total)),
+impl Replay<'_> {
+    /// Replays one segment from `from`. Returns (segment, end of its last good record, whether its
+    /// header is good).
+    #[allow(clippy::too_many_arguments)]
+    fn segment(
+        &mut self,
+        id: u32,
+        file: &dyn StorageFile,
+        from: u64,
+        is_last: bool,
+        index: &mut Index,
+        report: &mut RecoveryReport,
+        progress: &mut Progress,
+    ) -> Result<(u32, u64, bool), StoreError> {
+        let config = self.config;
+        let name = segment_name(id);
+        let file_len = file.len().map_err(io("stat segment"))?;
+        let mut bytes = vec![0u8; file_len as usize];
+        file.read_at(0, &mut bytes).map_err(io("read segment"))?;
+        if let Some(&sealed) = self.seals.sealed.get(&id) {
+            // Everything past the seal was written after a newer master took over: ignored, even
+            // if well-formed. (The bytes stay: the deposed master may still hold the file open.)
+            let sealed = sealed.max(SEGMENT_HEADER_BYTES as u64) as usize;
+            if sealed < bytes.len() {
+                if parse_frame(&bytes[sealed..]) != Err(FrameError::End) {
+                    tracing::warn!(
+                    "Journal file {name} holds data past its seal at {sealed} bytes, written by \
+                     a deposed master after a newer one took over; ignoring it"
+                );
+                    report.ignored_past_seal.push((name.clone(), sealed as u64));
                 }
+                bytes.truncate(sealed);
             }
-            Err(FrameError::End) => break,
-            Err(e) => (e.to_string(), None),
-        };
-        let (reason, known_next) = err;
-        let next = known_next.or_else(|| next_valid_record(&bytes, at + 1));
-        if is_last && next.is_none() {
-            tracing::warn!(
-                "Journal file {name} has a torn tail at offset {at} ({reason}); truncating {} \
-                 byte(s) of unconfirmed data",
-                len as usize - at
-            );
-            report.torn_tail = Some((name, at as u64));
-            return Ok((id, at as u64, true));
         }
-        let next = next.unwrap_or(bytes.len());
-        corrupt(config, &name, at, &reason, next - at, report)?;
-        progress.advance((next - at) as u64);
-        at = next;
+        let len = bytes.len() as u64;
+
+        if parse_segment_header(&bytes) != Some(u64::from(id)) {
+            let never_written = bytes
+                .iter()
+                .skip(SEGMENT_HEADER_BYTES.min(bytes.len()))
+                .all(|b| *b == 0);
+            if is_last && never_written {
+                // Created just before a crash: its header was never synced. Start it afresh.
+                tracing::warn!("Journal file {name} has a torn header; starting it afresh");
+                report.torn_tail = Some((name, 0));
+                return Ok((id, SEGMENT_HEADER_BYTES as u64, false));
+            }
+            let reason = "bad segment header".to_string();
+            return corrupt(config, &name, 0, &reason, len as usize, report)
+                .map(|_| (id, len, true));
+        }
+
+        let mut at = from as usize;
+        loop {
+            if at >= bytes.len() {
+                break;
+            }
+            let err = match parse_frame(&bytes[at..]) {
+                Ok(frame) if frame.epoch < self.epoch_floor => {
+                    // Only a deposed master writes an older epoch after a newer epoch-start.
+                    tracing::warn!(
+                        "Ignoring a record of epoch {} at {name}:{at}: epoch {} started before it",
+                        frame.epoch,
+                        self.epoch_floor
+                    );
+                    report.stale_epoch_records_ignored += 1;
+                    let total = frame.total_bytes();
+                    progress.advance(total as u64);
+                    at += total;
+                    continue;
+                }
+                Ok(frame) => {
+                    report.max_epoch_seen = report.max_epoch_seen.max(frame.epoch);
+                    let total = frame.total_bytes();
+                    let payload_at = at + RECORD_HEADER_BYTES;
+                    let applied = match frame.kind {
+                        RecordType::EpochStart => decode_epoch_start(frame.payload, frame.epoch)
+                            .map(|start| {
+                                self.epoch_floor = self.epoch_floor.max(start.epoch);
+                                index.apply_epoch_start(id, &start.sealed);
+                                0
+                            }),
+                        RecordType::Batch => decode_batch(frame.payload).map(|ops| {
+                            let n = ops.len() as u64;
+                            for op in ops {
+                                match op {
+                                    DecodedOp::Enqueue {
+                                        list,
+                                        seq,
+                                        payload_offset,
+                                        len,
+                                    } => index.apply_enqueue(
+                                        &list,
+                                        seq,
+                                        Location {
+                                            segment: id,
+                                            offset: (payload_at + payload_offset) as u32,
+                                            len,
+                                        },
+                                    ),
+                                    DecodedOp::Other(op) => index.apply_other(op, id),
+                                }
+                            }
+                            n
+                        }),
+                        RecordType::SegmentsReleased => {
+                            decode_released(frame.payload).map(|(ranges, max_seqs)| {
+                                index.apply_released(&ranges);
+                                index.apply_max_seqs(&max_seqs);
+                                1
+                            })
+                        }
+                    };
+                    match applied {
+                        Ok(n) => {
+                            report.replayed_ops += n;
+                            report.replayed_records += 1;
+                            progress.advance(total as u64);
+                            at += total;
+                            continue;
+                        }
+                        // A good CRC around undecodable ops: a bug or a foreign writer.
+                        Err(reason) => (format!("undecodable record: {reason}"), Some(at + total)),
+                    }
+                }
+                Err(FrameError::End) => break,
+                Err(e) => (e.to_string(), None),
+            };
+            let (reason, known_next) = err;
+            let next = known_next.or_else(|| next_valid_record(&bytes, at + 1));
+            if is_last && next.is_none() {
+                tracing::warn!(
+                    "Journal file {name} has a torn tail at offset {at} ({reason}); truncating {} \
+                 byte(s) of unconfirmed data",
+                    len as usize - at
+                );
+                report.torn_tail = Some((name, at as u64));
+                return Ok((id, at as u64, true));
+            }
+            let next = next.unwrap_or(bytes.len());
+            corrupt(config, &name, at, &reason, next - at, report)?;
+            progress.advance((next - at) as u64);
+            at = next;
+        }
+        Ok((id, at as u64, true))
     }
-    Ok((id, at as u64, true))
 }
 
 /// Reports a corrupt region: an error, or (when skipping is allowed) an error log line.

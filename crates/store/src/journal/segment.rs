@@ -46,7 +46,8 @@ impl Head {
 }
 
 /// Creates segment `id` able to hold at least `record_bytes` after its header: writes the
-/// header, preallocates, and syncs the directory so the new name survives a crash.
+/// header, preallocates, and syncs the directory so the new name survives a crash. The file must
+/// not exist: two writers (a deposed master and its successor) never share a segment.
 pub fn create_segment(
     dir: &dyn StorageDir,
     id: u32,
@@ -55,9 +56,15 @@ pub fn create_segment(
 ) -> Result<Head, StoreError> {
     let capacity_bytes = file_length_bytes.max(SEGMENT_HEADER_BYTES as u64 + record_bytes);
     let name = segment_name(id);
-    let file = dir
-        .open(&name, true)
-        .map_err(|e| StoreError::io("create segment", e))?;
+    let file = dir.create_new(&name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            StoreError::Failed(format!(
+                "segment {name} already exists: another writer created it (a newer master?)"
+            ))
+        } else {
+            StoreError::io("create segment", e)
+        }
+    })?;
     file.write_at(0, &segment_header(id))
         .map_err(|e| StoreError::io("write segment header", e))?;
     file.set_len(capacity_bytes)

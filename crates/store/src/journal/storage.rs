@@ -46,6 +46,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 pub trait StorageDir: Send + Sync + fmt::Debug {
     /// Opens `name`, creating it empty when `create` is true and it does not exist.
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates `name`, failing with `AlreadyExists` if it exists (`O_CREAT | O_EXCL`): a
+    /// deposed master racing a new one for the next segment id loses instead of sharing it.
+    fn create_new(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
     /// Removes `name`.
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Renames `from` to `to`, replacing `to`.
@@ -107,6 +110,14 @@ impl StorageDir for FileDir {
             .write(true)
             .create(create)
             .truncate(false)
+            .open(self.path.join(name))?;
+        Ok(Arc::new(RealFile { file }))
+    }
+    fn create_new(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
             .open(self.path.join(name))?;
         Ok(Arc::new(RealFile { file }))
     }
@@ -519,6 +530,22 @@ impl StorageDir for MemDir {
             state.files.insert(name.to_string(), MemFileData::default());
             state.maybe_cut_power();
         }
+        Ok(Arc::new(MemFile {
+            name: name.to_string(),
+            state: self.state.clone(),
+        }))
+    }
+    fn create_new(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
+        let mut state = self.state.lock();
+        if state.files.contains_key(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{name}: file exists"),
+            ));
+        }
+        state.io_call()?;
+        state.files.insert(name.to_string(), MemFileData::default());
+        state.maybe_cut_power();
         Ok(Arc::new(MemFile {
             name: name.to_string(),
             state: self.state.clone(),

@@ -10,6 +10,10 @@
 //! A failed write or sync fails the store for good: the page cache may have dropped the data, so
 //! retrying the sync could report success for bytes that are gone. Every waiter of the failed
 //! group, and every later batch, gets the error.
+//!
+//! With an HA [`crate::journal::Fence`], the writer checks it before writing a group (and before
+//! rolling to a new segment) and again after the group's sync, before applying it to the index
+//! and completing any waiter; a failed check fails the store like a failed sync.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -277,7 +281,7 @@ impl Writer {
                 return Err(e);
             }
         };
-        finish_record(&mut self.buf, start, kind, self.shared.config.epoch);
+        finish_record(&mut self.buf, start, kind, self.shared.epoch);
         let record_bytes = (self.buf.len() - start) as u64;
         if self.head.offset + self.buf.len() as u64 > self.head.capacity_bytes {
             let record = self.buf.split_off(start);
@@ -314,6 +318,9 @@ impl Writer {
 
     /// Writes and syncs what the current segment has, then starts the next one.
     fn roll(&mut self, record_bytes: u64) -> Result<(), StoreError> {
+        // A deposed master must neither write nor create the segment a new master may be using
+        // (creation is exclusive too, for a check that passed just before the takeover).
+        self.shared.check_fence()?;
         self.write_buf()?;
         // The old segment must be durable before records land in the next one, so that a
         // crash can only lose a suffix of the journal.
@@ -388,6 +395,14 @@ impl Writer {
             self.fail_waiters(err);
             return;
         }
+        let confirming = !self.waiters.is_empty() || !self.pending_apply.is_empty();
+        // Fence before the write: a deposed master writes nothing more (one check per group).
+        if confirming || !self.buf.is_empty() {
+            if let Err(e) = self.shared.check_fence() {
+                self.fail(e);
+                return;
+            }
+        }
         if let Err(e) = self.write_buf() {
             self.fail(e);
             return;
@@ -402,6 +417,15 @@ impl Writer {
             };
         if sync && !self.sync_now() {
             return;
+        }
+        // Fence again after the sync, before confirming or applying anything: if we were deposed
+        // while writing, the group may be on disk (a new master seals it away) but nobody is
+        // told it is durable, and the index (hence checkpoints and GC) never includes it.
+        if confirming {
+            if let Err(e) = self.shared.check_fence() {
+                self.fail(e);
+                return;
+            }
         }
         self.apply();
         let batches = self.waiters.len() as u64;
@@ -476,7 +500,7 @@ impl Writer {
         if !for_gc && last == Some(index.position) {
             return Ok(None);
         }
-        let bytes = encode_checkpoint(&index, self.shared.config.epoch);
+        let bytes = encode_checkpoint(&index, self.shared.epoch);
         let mut garbage = Vec::new();
         let mut compact = Vec::new();
         if for_gc {

@@ -1,0 +1,193 @@
+//! The HA activation seam: a broker acquires mastership before it opens its store or any client
+//! port, holds it, and learns at once when it is lost.
+//!
+//! ```text
+//! serve:  loop {
+//!           mastership = activation.acquire().await   // waits while slave
+//!           open the store with mastership.epoch and mastership.fence, start the connectors
+//!           select { mastership.lost() => fail-stop, then wait as a slave again
+//!                    shutdown          => stop, release the lock so a slave takes over at once }
+//!         }
+//! ```
+//!
+//! Each HA mode (shared file lock, shared database lease, ZooKeeper) implements [`Activation`].
+//! Every mastership carries an **epoch**, strictly greater than any earlier master's, and a
+//! **fence** the store consults before it confirms anything: a deposed master whose fence check
+//! fails can never get a write confirmed.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferromq_store::Fence;
+use tokio::sync::watch;
+
+/// A boxed, sendable future (keeps [`Activation`] object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why mastership could not be acquired.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    /// An I/O call on the lock failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration cannot work.
+    #[error("HA configuration: {0}")]
+    Config(String),
+}
+
+/// The role a broker plays, for logs and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Starting up, not yet competing.
+    Starting,
+    /// Waiting for mastership; no client port is open.
+    Slave,
+    /// Serving clients.
+    Master {
+        /// The mastership's epoch.
+        epoch: u64,
+    },
+    /// Lost mastership and stopped serving (fail-stop); `reason` says why.
+    Deposed {
+        /// Why.
+        reason: String,
+    },
+    /// Shut down.
+    Stopped,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Role::Starting => f.write_str("starting"),
+            Role::Slave => f.write_str("slave"),
+            Role::Master { epoch } => write!(f, "master (epoch {epoch})"),
+            Role::Deposed { reason } => write!(f, "deposed ({reason})"),
+            Role::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// Holds mastership until dropped or released.
+pub struct Mastership {
+    /// Strictly greater than every earlier master's epoch.
+    pub epoch: u64,
+    /// What the store must check before confirming a write (`None`: no HA, nothing to fence).
+    pub fence: Option<Arc<dyn Fence>>,
+    lost: watch::Receiver<Option<String>>,
+    /// Keeps the lock (file handle, connection…) alive; dropping it releases the lock.
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl fmt::Debug for Mastership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mastership")
+            .field("epoch", &self.epoch)
+            .field("lost", &*self.lost.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mastership {
+    /// A mastership held by `guard`, lost when `lost` carries a reason.
+    pub fn new(
+        epoch: u64,
+        fence: Option<Arc<dyn Fence>>,
+        lost: watch::Receiver<Option<String>>,
+        guard: Box<dyn Send + Sync>,
+    ) -> Mastership {
+        Mastership {
+            epoch,
+            fence,
+            lost,
+            _guard: guard,
+        }
+    }
+
+    /// Resolves with the reason when mastership is lost. Never resolves while it is held.
+    pub async fn lost(&mut self) -> String {
+        loop {
+            if let Some(r) = self.lost.borrow().clone() {
+                return r;
+            }
+            if self.lost.changed().await.is_err() {
+                // The watcher went away without a verdict: treat as lost, never as held.
+                return "mastership watcher stopped".into();
+            }
+        }
+    }
+
+    /// Releases mastership (the lock) now, so a slave can take over at once.
+    pub fn release(self) {
+        drop(self);
+    }
+}
+
+/// How a broker becomes master.
+pub trait Activation: Send + Sync + fmt::Debug {
+    /// A short name: `none`, `shared-file`, `shared-db`, `replicated`.
+    fn mode(&self) -> &'static str;
+
+    /// Waits until this broker is master. Logs that it is a slave while it waits.
+    fn acquire(&self) -> BoxFuture<'_, Result<Mastership, HaError>>;
+}
+
+/// No HA: the broker is always master, epoch 0, and nothing is fenced.
+#[derive(Debug, Default)]
+pub struct Standalone;
+
+impl Activation for Standalone {
+    fn mode(&self) -> &'static str {
+        "none"
+    }
+
+    fn acquire(&self) -> BoxFuture<'_, Result<Mastership, HaError>> {
+        Box::pin(async {
+            let (tx, rx) = watch::channel(None);
+            // Keep the sender alive inside the guard: a standalone broker never loses mastership.
+            Ok(Mastership::new(0, None, rx, Box::new(tx)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn standalone_is_master_and_never_loses_it() {
+        let mut m = Standalone.acquire().await.unwrap();
+        assert_eq!(m.epoch, 0);
+        assert!(m.fence.is_none());
+        let lost = tokio::time::timeout(std::time::Duration::from_millis(50), m.lost()).await;
+        assert!(
+            lost.is_err(),
+            "a standalone broker must never lose mastership"
+        );
+    }
+
+    #[tokio::test]
+    async fn losing_mastership_reports_the_reason() {
+        let (tx, rx) = watch::channel(None);
+        let mut m = Mastership::new(3, None, rx, Box::new(()));
+        tx.send(Some("lock file replaced".into())).unwrap();
+        assert_eq!(m.lost().await, "lock file replaced");
+    }
+
+    #[tokio::test]
+    async fn a_vanished_watcher_counts_as_lost() {
+        let (tx, rx) = watch::channel(None);
+        let mut m = Mastership::new(1, None, rx, Box::new(()));
+        drop(tx);
+        assert_eq!(m.lost().await, "mastership watcher stopped");
+    }
+}

@@ -1,0 +1,179 @@
+//! Failover latency of shared-file master/slave, measured with real processes on loopback.
+//!
+//! For each round: a producer sends persistent messages with receipts to the master; the
+//! master is killed (SIGKILL, or SIGTERM for a clean shutdown); the time from the signal to
+//! (a) the new master accepting STOMP connections and (b) the first receipted message on it is
+//! recorded. Prints p50 / p99 / max per kind, as a markdown table.
+//!
+//! ```text
+//! cargo build --release -p ferromq --bin ferromq --example failover_bench
+//! target/release/examples/failover_bench target/release/ferromq 20
+//! ```
+// Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
+// way ends the test process, which takes its children's zombies with it.
+#![allow(clippy::zombie_processes)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ferromq_client::{Client, ClientConfig};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn start(bin: &Path, dir: &Path, shared: &Path, name: &str, port: u16) -> anyhow::Result<Child> {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[broker]\nname = \"bench\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 500\n",
+            shared.display()
+        ),
+    )?;
+    Ok(Command::new(bin)
+        .args(["--log", "warn", "serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+fn accepts(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(100)).is_ok()
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    if v.is_empty() {
+        return 0.0;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let bin = PathBuf::from(
+        args.get(1)
+            .cloned()
+            .unwrap_or_else(|| "target/release/ferromq".into()),
+    );
+    let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let dir = tempfile::tempdir()?;
+    let shared = dir.path().join("shared");
+    let ports = [free_port(), free_port()];
+    let mut procs: Vec<Child> = vec![start(&bin, dir.path(), &shared, "b0", ports[0])?];
+    let t0 = Instant::now();
+    while !accepts(ports[0]) {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "first broker did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    procs.push(start(&bin, dir.path(), &shared, "b1", ports[1])?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>)> = vec![
+        ("kill -9", Vec::new(), Vec::new()),
+        ("SIGTERM", Vec::new(), Vec::new()),
+    ];
+    for round in 0..rounds * 2 {
+        let kind = round % 2;
+        let master = if accepts(ports[0]) { 0 } else { 1 };
+        let slave = 1 - master;
+        // Steady load on the master until the signal.
+        let c = Client::connect(
+            &format!("127.0.0.1:{}", ports[master]),
+            ClientConfig::default(),
+        )
+        .await?;
+        for i in 0..50 {
+            c.send_with_receipt(
+                "/queue/bench",
+                format!("r{round}-{i}"),
+                &[("persistent", "true")],
+            )
+            .await?;
+        }
+        let signal_at = Instant::now();
+        if kind == 0 {
+            procs[master].kill()?;
+        } else {
+            Command::new("kill")
+                .args(["-TERM", &procs[master].id().to_string()])
+                .status()?;
+        }
+        drop(c);
+        let mut accepted = None;
+        let mut first_receipt = None;
+        while signal_at.elapsed() < Duration::from_secs(60) {
+            if accepted.is_none() && accepts(ports[slave]) {
+                accepted = Some(signal_at.elapsed());
+            }
+            if accepted.is_some() {
+                if let Ok(c) = Client::connect(
+                    &format!("127.0.0.1:{}", ports[slave]),
+                    ClientConfig::default(),
+                )
+                .await
+                {
+                    if c.send_with_receipt("/queue/bench", "after", &[("persistent", "true")])
+                        .await
+                        .is_ok()
+                    {
+                        first_receipt = Some(signal_at.elapsed());
+                        let _ = c.disconnect().await;
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (Some(a), Some(r)) = (accepted, first_receipt) else {
+            anyhow::bail!("round {round}: no takeover within 60 s");
+        };
+        results[kind].1.push(a);
+        results[kind].2.push(r);
+        procs[master].wait()?;
+        procs[master] = start(
+            &bin,
+            dir.path(),
+            &shared,
+            &format!("b{master}"),
+            ports[master],
+        )?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        eprintln!(
+            "round {round} ({}): accepting {:.1} ms, first receipt {:.1} ms",
+            results[kind].0,
+            a.as_secs_f64() * 1e3,
+            r.as_secs_f64() * 1e3
+        );
+    }
+    for p in &mut procs {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    println!("| mode | trigger | rounds | to accepting p50 / p99 / max (ms) | to first receipt p50 / p99 / max (ms) |");
+    println!("|---|---|---|---|---|");
+    for (kind, acc, rec) in &mut results {
+        let n = acc.len();
+        println!(
+            "| shared-file | {kind} | {n} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            pct(acc, 0.5),
+            pct(acc, 0.99),
+            pct(acc, 1.0),
+            pct(rec, 0.5),
+            pct(rec, 0.99),
+            pct(rec, 1.0)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Running `ferromq serve` as a separate process: start with a config, read its log, kill it
+//! (-9, -STOP/-CONT, TERM), check whether its STOMP port accepts.
+// Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
+// way ends the test process, which takes its children's zombies with it.
+#![allow(clippy::zombie_processes)]
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
+
+/// A free loopback port (bound and released; good enough on a quiet machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `ferromq serve` with `config` (TOML) written next to `dir`.
+    pub fn start(name: &str, dir: &Path, port: u16, config: &str) -> Proc {
+        let cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["--log", "info", "serve", "--config"])
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let tag = name.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("[{tag}] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proc {
+            name: name.to_string(),
+            child,
+            port,
+            log,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// True when its STOMP port accepts a connection now.
+    pub fn accepts(&self) -> bool {
+        TcpStream::connect_timeout(
+            &format!("127.0.0.1:{}", self.port).parse().unwrap(),
+            Duration::from_millis(200),
+        )
+        .is_ok()
+    }
+
+    /// Waits (bounded) until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits (bounded) until the port accepts; returns how long it took.
+    pub fn wait_accepting(&self, timeout: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.accepts() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {}", self.name);
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait; returns whether it exited with success.
+    pub fn terminate(&mut self) -> bool {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit after SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The config of one member of a shared-file group.
+pub fn shared_file_config(name: &str, shared: &Path, port: u16, extra: &str) -> String {
+    format!(
+        "[broker]\nname = \"{name}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 100\n{extra}",
+        shared.display()
+    )
+}
