@@ -180,7 +180,8 @@ impl Client {
         (self.inner.heartbeat_send_ms, self.inner.heartbeat_expect_ms)
     }
 
-    fn connected_header(&self, name: &str) -> Option<String> {
+    /// The first CONNECTED header named `name`.
+    pub(crate) fn connected_header(&self, name: &str) -> Option<String> {
         self.inner
             .connected_headers
             .iter()

@@ -39,8 +39,11 @@ pub struct HaSection {
     pub lock_keepalive_ms: u64,
     /// After losing mastership, wait as a slave again (`restartAllowed`); otherwise exit.
     pub restart_allowed: bool,
-    /// This broker's identity in the lock; default: broker name, host and process id.
+    /// This broker's identity in the lock; default: broker name and process id.
     pub holder_id: String,
+    /// Tell connected clients the addresses of the group on CONNECTED
+    /// (`updateClusterClients`).
+    pub update_cluster_clients: bool,
 }
 
 impl Default for HaSection {
@@ -50,6 +53,7 @@ impl Default for HaSection {
             lock_keepalive_ms: 500,
             restart_allowed: true,
             holder_id: String::new(),
+            update_cluster_clients: false,
         }
     }
 }
@@ -85,12 +89,16 @@ impl Default for BrokerSection {
 pub struct TransportsSection {
     /// STOMP listen address, `host:port` (`stomp://` prefix accepted).
     pub stomp: String,
+    /// The address clients should use for this broker, `tcp://host:port`, as told to them by
+    /// `ha.update_cluster_clients`; default: the STOMP listen address.
+    pub advertise: String,
 }
 
 impl Default for TransportsSection {
     fn default() -> Self {
         TransportsSection {
             stomp: "127.0.0.1:61613".into(),
+            advertise: String::new(),
         }
     }
 }
@@ -334,6 +342,24 @@ impl Config {
             bail!("policy.queue_prefetch and policy.topic_prefetch must be at least 1");
         }
         Ok(())
+    }
+
+    /// The address advertised to clients (`tcp://host:port`).
+    pub fn advertised(&self) -> String {
+        if self.transports.advertise.is_empty() {
+            format!("tcp://{}", self.stomp_listen_addr())
+        } else {
+            self.transports.advertise.clone()
+        }
+    }
+
+    /// The holder id of this broker in HA locks and member lists.
+    pub fn holder(&self) -> String {
+        if self.ha.holder_id.is_empty() {
+            format!("{}-{}", self.broker.name, std::process::id())
+        } else {
+            self.ha.holder_id.clone()
+        }
     }
 
     /// The STOMP listen address without an optional `stomp://` or `tcp://` scheme.

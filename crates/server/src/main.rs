@@ -259,24 +259,34 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 
     use ferromq_ha::{Activation, Standalone};
     use ferromq_ha_flock::SharedFileLock;
-    use tokio::signal::unix::{signal, SignalKind};
 
     let cfg = Config::load(config.as_deref(), std::env::vars())?;
     let activation: Arc<dyn Activation> = match cfg.ha.mode.as_str() {
-        "shared-file" => {
-            let holder = if cfg.ha.holder_id.is_empty() {
-                format!("{}-{}", cfg.broker.name, std::process::id())
-            } else {
-                cfg.ha.holder_id.clone()
-            };
-            Arc::new(SharedFileLock::new(
-                &cfg.broker.data_dir,
-                holder,
-                Duration::from_millis(cfg.ha.lock_keepalive_ms),
-            ))
-        }
+        "shared-file" => Arc::new(SharedFileLock::new(
+            &cfg.broker.data_dir,
+            cfg.holder(),
+            Duration::from_millis(cfg.ha.lock_keepalive_ms),
+        )),
         _ => Arc::new(Standalone),
     };
+    // Slaves register too: they are where clients must go after a failover.
+    let members = cfg.broker.data_dir.join("members");
+    let registered = cfg.ha.mode == "shared-file" && cfg.ha.update_cluster_clients;
+    if registered {
+        ferromq_server::cluster::ClusterView::register(&members, &cfg.holder(), &cfg.advertised());
+    }
+    let result = serve_loop(&cfg, activation).await;
+    if registered {
+        ferromq_server::cluster::ClusterView::unregister(&members, &cfg.holder());
+    }
+    result
+}
+
+async fn serve_loop(
+    cfg: &Config,
+    activation: std::sync::Arc<dyn ferromq_ha::Activation>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {

@@ -10,6 +10,7 @@ use ferromq_store::{Fence, JournalConfig, JournalStore, MemoryStore, MessageStor
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::stomp::{self, ConnectorContext};
 
@@ -102,10 +103,22 @@ impl Server {
             .with_context(|| format!("cannot listen for STOMP on {}", cfg.stomp_listen_addr()))?;
         let stomp_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let cluster = cfg.ha.update_cluster_clients.then(|| {
+            let members =
+                (cfg.ha.mode == "shared-file").then(|| cfg.broker.data_dir.join("members"));
+            // With port 0 the real port is only known now.
+            let own = if cfg.transports.advertise.is_empty() {
+                format!("tcp://{stomp_addr}")
+            } else {
+                cfg.advertised()
+            };
+            ClusterView::new(own, members)
+        });
         let ctx = Arc::new(ConnectorContext {
             broker: broker.clone(),
             config: cfg.clone(),
             shutdown: shutdown_rx.clone(),
+            cluster,
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(stomp::run_listener(listener, ctx));

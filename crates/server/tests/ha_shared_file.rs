@@ -216,3 +216,87 @@ async fn a_stopped_master_keeps_its_lock_and_no_second_master_appears() {
     assert_eq!(got.len(), sent.len() + more.len());
     assert!(!b.accepts());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_tells_clients_the_group_when_update_cluster_clients_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let (pa, pb) = (free_port(), free_port());
+    let extra = "update_cluster_clients = true\n";
+    let a = Proc::start(
+        "a",
+        dir.path(),
+        pa,
+        &shared_file_config("a", &shared, pa, extra),
+    );
+    assert!(a.wait_accepting(T).is_some());
+    let b = Proc::start(
+        "b",
+        dir.path(),
+        pb,
+        &shared_file_config("b", &shared, pb, extra),
+    );
+    assert!(b.wait_log(SLAVE_LINE, T));
+    let c = Client::connect(&a.addr(), ClientConfig::default())
+        .await
+        .unwrap();
+    let cluster = c
+        .connected_headers()
+        .into_iter()
+        .find(|(n, _)| n == "ferromq.cluster")
+        .map(|(_, v)| v)
+        .expect("CONNECTED must list the group");
+    let members: Vec<&str> = cluster.split(',').collect();
+    assert_eq!(
+        members[0],
+        format!("tcp://127.0.0.1:{pa}"),
+        "the master first"
+    );
+    assert!(
+        members.contains(&format!("tcp://127.0.0.1:{pb}").as_str()),
+        "{cluster}"
+    );
+    c.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_knows_only_the_master_finds_the_slave_after_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let (pa, pb) = (free_port(), free_port());
+    let extra = "update_cluster_clients = true\n";
+    let mut a = Proc::start(
+        "a",
+        dir.path(),
+        pa,
+        &shared_file_config("a", &shared, pa, extra),
+    );
+    assert!(a.wait_accepting(T).is_some());
+    let b = Proc::start(
+        "b",
+        dir.path(),
+        pb,
+        &shared_file_config("b", &shared, pb, extra),
+    );
+    assert!(b.wait_log(SLAVE_LINE, T));
+    let uri =
+        format!("failover:(tcp://127.0.0.1:{pa})?initialReconnectDelay=10&maxReconnectDelay=100");
+    let c = ferromq_client::FailoverClient::connect(&uri, ClientConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.brokers().len(),
+        2,
+        "learned the slave from CONNECTED: {:?}",
+        c.brokers()
+    );
+    c.send_with_receipt("/queue/ha", "one", &[("persistent", "true")])
+        .await
+        .unwrap();
+    a.kill9();
+    c.send_with_receipt("/queue/ha", "two", &[("persistent", "true")])
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+    assert_eq!(drain(&b.addr()).await, ["one", "two"]);
+}

@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::backoff::{connect_order, AfterFailure, Backoff, XorShift64};
+use super::cluster::{merge_cluster_header, CLUSTER_BROKERS_MAX, CLUSTER_HEADER};
 use super::state::{Admit, Feed, Link, PendingSend, State, SubRecord, TxState};
 use super::subscription::FailoverSubscription;
-use super::uri::{FailoverUri, UriError};
+use super::uri::{BrokerUri, FailoverUri, UriError};
 use super::{
     AUDIT_DEPTH_DEFAULT, DUPLICATE_ID_HEADER, PENDING_SENDS_MAX, PRODUCER_ID_HEADER,
     PRODUCER_SEQ_HEADER,
@@ -89,7 +90,12 @@ impl Drop for Handle {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
+    /// The URI as parsed: its options, and the configured brokers.
     uri: FailoverUri,
+    /// The brokers reconnects choose from: the configured ones, then those learned from the
+    /// brokers' CONNECTED frames (see [`super::cluster`]). Only ever appended to, so an index
+    /// into it stays valid.
+    brokers: Mutex<Vec<BrokerUri>>,
     config: FailoverConfig,
     producer_id: String,
     next_seq: AtomicU64,
@@ -136,9 +142,14 @@ impl FailoverClient {
         };
         backoff.on_connected();
         tracing::info!(producer_id = %producer_id, "Successfully connected to {}", uri.brokers[index]);
+        let mut brokers = uri.brokers.clone();
+        if uri.failover && uri.options.update_uris_supported {
+            learn_cluster(&mut brokers, &client, &uri.brokers[index]);
+        }
         let state = State::new(config.audit_depth, config.check_for_duplicates);
         let inner = Arc::new(Inner {
             uri,
+            brokers: Mutex::new(brokers),
             config,
             producer_id,
             next_seq: AtomicU64::new(1),
@@ -175,6 +186,12 @@ impl FailoverClient {
     /// This client's producer id, sent as [`PRODUCER_ID_HEADER`] on every message.
     pub fn producer_id(&self) -> &str {
         &self.inner().producer_id
+    }
+
+    /// The brokers a reconnect chooses from now: the configured ones in the order given, then
+    /// those learned from the brokers (`updateURIsSupported`), in the order learned.
+    pub fn brokers(&self) -> Vec<BrokerUri> {
+        self.inner().brokers()
     }
 
     /// True while a connection is up (false while reconnecting, and after the end).
@@ -638,6 +655,26 @@ impl Drop for PendingGuard {
 }
 
 impl Inner {
+    fn brokers(&self) -> Vec<BrokerUri> {
+        // Never poisoned in practice: nothing panics while holding it.
+        self.brokers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Adds the brokers `client`'s broker advertised, if `updateURIsSupported`.
+    fn learn_cluster(&self, client: &Client, from: &BrokerUri) {
+        if !self.uri.options.update_uris_supported {
+            return;
+        }
+        let mut brokers = self
+            .brokers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        learn_cluster(&mut brokers, client, from);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding it and every step leaves the state consistent.
         self.state
@@ -1010,7 +1047,7 @@ async fn first_connect(
                     tracing::warn!(
                         attempts = backoff.failures(),
                         "Failed to connect to {:?} after: {} attempt(s) continuing to retry.",
-                        broker_list(uri),
+                        broker_list(&uri.brokers),
                         backoff.failures()
                     );
                 }
@@ -1019,7 +1056,7 @@ async fn first_connect(
             AfterFailure::GiveUp { attempts } => {
                 tracing::error!(
                     "Failed to connect to {:?} after: {attempts} attempt(s)",
-                    broker_list(uri)
+                    broker_list(&uri.brokers)
                 );
                 return Err(ClientError::ReconnectFailed {
                     attempts,
@@ -1030,8 +1067,41 @@ async fn first_connect(
     }
 }
 
-fn broker_list(uri: &FailoverUri) -> Vec<&str> {
-    uri.brokers.iter().map(|b| b.uri.as_str()).collect()
+fn broker_list(brokers: &[BrokerUri]) -> Vec<&str> {
+    brokers.iter().map(|b| b.uri.as_str()).collect()
+}
+
+/// Merges the [`CLUSTER_HEADER`] of `client`'s CONNECTED frame (from broker `from`) into
+/// `brokers`, logging what it learned and what it ignored.
+fn learn_cluster(brokers: &mut Vec<BrokerUri>, client: &Client, from: &BrokerUri) {
+    let Some(value) = client.connected_header(CLUSTER_HEADER) else {
+        return;
+    };
+    let outcome = merge_cluster_header(brokers, &value);
+    if !outcome.malformed.is_empty() {
+        // One line per connect, however bad the header: a few examples and the count.
+        let examples: Vec<&str> = outcome
+            .malformed
+            .iter()
+            .take(4)
+            .map(String::as_str)
+            .collect();
+        tracing::warn!(
+            uri = %from,
+            malformed = outcome.malformed.len(),
+            "ignoring malformed broker URIs in the {CLUSTER_HEADER} header: {examples:?}"
+        );
+    }
+    if outcome.over_limit > 0 {
+        tracing::warn!(
+            uri = %from,
+            ignored = outcome.over_limit,
+            "broker list full ({CLUSTER_BROKERS_MAX} brokers); ignoring advertised brokers"
+        );
+    }
+    for added in &outcome.added {
+        tracing::info!(uri = %from, "Adding new broker connection URL: {added}");
+    }
 }
 
 /// The task that watches the connection and replaces it when it fails.
@@ -1067,7 +1137,12 @@ impl Supervisor {
                 self.inner.end(Link::Closed, || ClientError::Closed);
                 return;
             }
-            let broker = self.inner.uri.brokers[self.index].clone();
+            // For the log only; the list only grows, so `index` is always in it.
+            let broker = self
+                .inner
+                .brokers()
+                .get(self.index)
+                .map_or_else(String::new, |b| b.uri.clone());
             self.inner.on_connection_lost(self.generation, &self.client);
             if !self.inner.uri.failover {
                 let last_error = error.to_string();
@@ -1116,20 +1191,25 @@ impl Supervisor {
                 self.inner.end(Link::Closed, || ClientError::Closed);
                 return false;
             }
-            let uri = &self.inner.uri;
+            // One pass tries the brokers known when it starts; what a broker advertises during
+            // the pass is tried from the next one on.
+            let brokers = self.inner.brokers();
             let order = connect_order(
-                uri.brokers.len(),
-                uri.options.randomize,
+                brokers.len(),
+                self.inner.uri.options.randomize,
                 Some(self.index),
                 &mut self.rng,
             );
             let mut last_error = String::new();
             for index in order {
-                let broker = &uri.brokers[index];
+                let broker = &brokers[index];
                 let generation = self.generation + 1;
                 let attempt = async {
                     let client =
                         Client::connect(&broker.addr, self.inner.config.client.clone()).await?;
+                    // Before the restore publishes the connection, so that `brokers()` already
+                    // shows what this broker advertised once the client is up again.
+                    self.inner.learn_cluster(&client, broker);
                     match self.inner.restore(&client, generation).await {
                         Ok(()) => Ok(client),
                         Err(e) => {
@@ -1158,7 +1238,7 @@ impl Supervisor {
                     if warn {
                         tracing::warn!(
                             "Failed to connect to {:?} after: {} attempt(s) continuing to retry.",
-                            broker_list(uri),
+                            broker_list(&brokers),
                             self.backoff.failures()
                         );
                     }
@@ -1167,7 +1247,7 @@ impl Supervisor {
                 AfterFailure::GiveUp { attempts } => {
                     tracing::error!(
                         "Failed to connect to {:?} after: {attempts} attempt(s)",
-                        broker_list(uri)
+                        broker_list(&brokers)
                     );
                     let err = last_error.clone();
                     self.inner.end(

@@ -6,6 +6,8 @@
 //! - [`uri`] parses the connection URI, with ActiveMQ's option names and defaults;
 //! - [`backoff`] decides, as a pure state machine, when to try again, in which broker order,
 //!   and when to give up;
+//! - [`cluster`] merges the broker list a broker advertises on CONNECTED (ActiveMQ's
+//!   `updateClusterClients`) into the client's own, when `updateURIsSupported` (the default);
 //! - [`audit`] remembers which messages the application has consumed, so that redeliveries
 //!   after a failover are not handed to it twice;
 //! - the client itself re-creates the session (same `client-id`), every subscription (same
@@ -42,11 +44,13 @@
 pub mod audit;
 pub mod backoff;
 mod client;
+pub mod cluster;
 mod state;
 mod subscription;
 pub mod uri;
 
 pub use client::{FailoverClient, FailoverConfig, FailoverReceipt};
+pub use cluster::{CLUSTER_BROKERS_MAX, CLUSTER_HEADER};
 pub use subscription::FailoverSubscription;
 pub use uri::{BrokerUri, FailoverOptions, FailoverUri, UriError};
 

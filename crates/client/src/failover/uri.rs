@@ -102,8 +102,9 @@ pub struct FailoverOptions {
     /// `reconnectSupported` (default `true`): obey a broker's request to reconnect elsewhere.
     /// Stored; the broker sends no such request yet.
     pub reconnect_supported: bool,
-    /// `updateURIsSupported` (default `true`): accept broker-pushed broker lists. Stored; the
-    /// broker side (`updateClusterClients`) is not built yet.
+    /// `updateURIsSupported` (default `true`): after each connect, add the brokers listed in
+    /// the CONNECTED header [`CLUSTER_HEADER`](super::cluster::CLUSTER_HEADER) (sent by a
+    /// broker with `updateClusterClients`) to the broker list; see [`super::cluster`].
     pub update_uris_supported: bool,
 }
 
@@ -315,7 +316,7 @@ fn split_top_level(s: &str) -> Vec<&str> {
     parts
 }
 
-fn broker(uri: &str) -> Result<BrokerUri, UriError> {
+pub(super) fn broker(uri: &str) -> Result<BrokerUri, UriError> {
     let addr =
         crate::client::parse_addr(uri).map_err(|_| UriError::InvalidBroker(uri.to_owned()))?;
     Ok(BrokerUri {

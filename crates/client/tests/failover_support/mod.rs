@@ -75,13 +75,19 @@ impl Peer {
 
     /// Reads CONNECT, answers CONNECTED (STOMP 1.2, no heart-beats), returns the CONNECT.
     pub async fn handshake(&mut self) -> Frame {
+        self.handshake_with(&[]).await
+    }
+
+    /// [`Peer::handshake`] with `extra` headers on the CONNECTED frame.
+    pub async fn handshake_with(&mut self, extra: &[(&str, &str)]) -> Frame {
         let connect = self.expect(Command::Connect).await;
-        self.send(
-            Frame::new(Command::Connected)
-                .with_header("version", "1.2")
-                .with_header("heart-beat", "0,0"),
-        )
-        .await;
+        let mut connected = Frame::new(Command::Connected)
+            .with_header("version", "1.2")
+            .with_header("heart-beat", "0,0");
+        for (name, value) in extra {
+            connected.push_header(*name, *value);
+        }
+        self.send(connected).await;
         self.version = Version::V1_2;
         self.decoder.set_version(Version::V1_2);
         connect
@@ -105,6 +111,11 @@ impl Broker {
 
     /// Accepts one connection and handshakes; the listener stays open.
     pub async fn accept(&self) -> (Peer, Frame) {
+        self.accept_with(&[]).await
+    }
+
+    /// [`Broker::accept`] with `extra` headers on the CONNECTED frame.
+    pub async fn accept_with(&self, extra: &[(&str, &str)]) -> (Peer, Frame) {
         let (stream, _) = tokio::time::timeout(STEP, self.listener.accept())
             .await
             .expect("no client connected")
@@ -115,13 +126,25 @@ impl Broker {
             buf: BytesMut::new(),
             version: Version::V1_0,
         };
-        let connect = peer.handshake().await;
+        let connect = peer.handshake_with(extra).await;
         (peer, connect)
+    }
+
+    /// True if a client connected within `within` (the connection is then dropped unanswered).
+    pub async fn was_connected_within(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.listener.accept())
+            .await
+            .is_ok()
     }
 
     /// Accepts one connection and stops listening, so that later connects are refused.
     pub async fn accept_once(self) -> (Peer, Frame) {
         self.accept().await
+    }
+
+    /// [`Broker::accept_once`] with `extra` headers on the CONNECTED frame.
+    pub async fn accept_once_with(self, extra: &[(&str, &str)]) -> (Peer, Frame) {
+        self.accept_with(extra).await
     }
 }
 

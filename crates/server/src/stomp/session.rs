@@ -66,6 +66,8 @@ pub struct ConnectorContext {
     pub config: Arc<Config>,
     /// Flips to true on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// The group, when clients are to be told about it (`updateClusterClients`).
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// A frame-level failure: becomes an ERROR frame, then the connection closes.
@@ -502,6 +504,9 @@ impl Session {
         if accept.is_some() {
             reply.push_header("version", version.as_str());
             reply.push_header("heart-beat", local.to_header());
+        }
+        if let Some(cluster) = &self.ctx.cluster {
+            reply.push_header(crate::cluster::CLUSTER_HEADER, cluster.header_value());
         }
         tracing::debug!(%version, login = frame.header("login").unwrap_or(""), client_id = self.client_id.as_deref().unwrap_or(""), "connected");
         let _ = self.ctl.send(Out::Frame(reply)).await;

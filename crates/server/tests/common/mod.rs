@@ -14,11 +14,16 @@ use tokio::net::TcpStream;
 
 /// A config listening on an ephemeral loopback port, tweaked by `extra` (TOML).
 pub fn config(extra: &str) -> Config {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("ferromq.toml");
+    // Each server gets its own data directory (the default store is the journal), kept for
+    // the life of the test process.
+    let dir = tempfile::tempdir().unwrap().keep();
+    let p = dir.join("ferromq.toml");
     std::fs::write(
         &p,
-        format!("[transports]\nstomp = \"127.0.0.1:0\"\n{extra}"),
+        format!(
+            "[broker]\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:0\"\n{extra}",
+            dir.join("data").display()
+        ),
     )
     .unwrap();
     Config::load(Some(&p), Vec::new()).unwrap()
