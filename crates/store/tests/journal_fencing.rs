@@ -270,9 +270,37 @@ fn a_stale_checkpoint_written_by_a_zombie_is_ignored() {
     let fence_c = TestFence::holding();
     let c = open_mem(&dir, ha_config(3, &fence_c));
     let report = c.recovery_report().clone();
-    assert!(report.stale_checkpoint_ignored);
+    // The zombie's checkpoint reaches past the seal of its head segment, so it is refused.
     assert!(!report.from_checkpoint);
     assert_eq!(seqs(&c), vec![1, 2]);
+}
+
+#[test]
+fn a_takeover_uses_the_deposed_masters_last_legitimate_checkpoint() {
+    let dir = MemDir::new();
+    let fence_a = TestFence::holding();
+    let a = open_mem(&dir, ha_config(1, &fence_a));
+    put(&a, 1).unwrap();
+    assert!(a.checkpoint().unwrap());
+    put(&a, 2).unwrap();
+    drop(a);
+    // B takes over and dies before its first checkpoint.
+    let fence_b = TestFence::holding();
+    let b = open_mem(&dir, ha_config(2, &fence_b));
+    put(&b, 3).unwrap();
+    drop(b);
+    assert!(dir.list().unwrap().iter().any(|n| n == "index.db"));
+    // C replays what follows A's checkpoint (an older epoch, but written before B's
+    // epoch-start), not the whole journal.
+    let fence_c = TestFence::holding();
+    let c = open_mem(&dir, ha_config(3, &fence_c));
+    let report = c.recovery_report().clone();
+    assert!(
+        report.from_checkpoint,
+        "a takeover must not need a full replay"
+    );
+    assert!(!report.stale_checkpoint_ignored);
+    assert_eq!(seqs(&c), vec![1, 2, 3]);
 }
 
 #[test]

@@ -237,10 +237,14 @@ pub(crate) fn recover(
         let mut bytes = vec![0u8; len as usize];
         file.read_at(0, &mut bytes).map_err(io("read index"))?;
         match decode_checkpoint(&bytes) {
-            Ok((index, epoch)) if epoch < newest_start_epoch => {
-                // Written by a master deposed before the newest epoch-start (possibly after
-                // it, by a zombie in its check-then-act window): it may describe records the
-                // seal threw away. A full replay is always correct (GC keeps what it needs).
+            Ok((index, epoch)) if epoch < seals.epoch_before(index.position) => {
+                // It claims a position after a newer master's epoch-start, yet was written by
+                // an older epoch: a zombie wrote it in its check-then-act window, and it may
+                // describe records the seal threw away. A full replay is always correct (GC
+                // keeps what it needs). An older-epoch checkpoint whose position lies before
+                // every newer epoch-start is the deposed master's last legitimate one: it is
+                // used (and the seal check below still rejects one that reaches past a seal),
+                // so a takeover replays only the tail, not the whole journal.
                 tracing::warn!(
                     "Index checkpoint {}/{INDEX_FILE} was written by epoch {epoch}, older than \
                      the journal's newest epoch {newest_start_epoch}; ignoring it and \
