@@ -1,98 +1,55 @@
 //! The journal behind `ferromq serve`: kill -9 under load loses no receipted message and
 //! duplicates nothing; durable subscriptions and queues survive restarts; a deep queue keeps
 //! the broker's memory bounded.
-// Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
-// way ends the test process, which takes its children's zombies with it.
-#![allow(clippy::zombie_processes)]
+
+mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferromq_client::{AckMode, Client, ClientConfig};
+use support::{free_port, Proc};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
-
+/// A standalone broker on the journal in `data_dir`.
 struct Broker {
-    child: Child,
+    proc: Proc,
     addr: String,
 }
 
 impl Broker {
-    /// Starts `ferromq serve` on the journal in `data_dir` (ephemeral port) and waits for it.
+    /// Starts `ferromq serve` on the journal in `data_dir` and waits until it accepts.
     fn start(data_dir: &Path, extra: &str) -> Broker {
-        let cfg = data_dir.join("ferromq.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[broker]\nname = \"durability\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:0\"\n[store]\nbackend = \"journal\"\n{extra}",
-                data_dir.join("data").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["--log", "info", "serve", "--config"])
-            .arg(&cfg)
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("ferromq did not start");
-            if let Some(rest) = line.split("stomp://").nth(1) {
-                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                // Keep draining stderr; show the broker's warnings with the test output.
-                std::thread::spawn(move || {
-                    while let Ok(l) = rx.recv() {
-                        if l.contains("WARN") || l.contains("ERROR") {
-                            eprintln!("broker: {l}");
-                        }
-                    }
-                });
-                return Broker { child, addr };
-            }
-        }
+        let port = free_port();
+        let config = format!(
+            "[broker]\nname = \"durability\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n{extra}",
+            data_dir.join("data").display()
+        );
+        let proc = Proc::start("durability", data_dir, port, &config);
+        assert!(
+            proc.wait_accepting(Duration::from_secs(60)).is_some(),
+            "ferromq did not start"
+        );
+        let addr = proc.addr();
+        Broker { proc, addr }
     }
 
     fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.proc.kill9();
     }
 
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "clean shutdown exits 0");
+        assert!(self.proc.terminate(), "clean shutdown exits 0");
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.proc.child.id())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next().map(|n| n.parse().unwrap()))
             .unwrap()
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

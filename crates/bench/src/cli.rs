@@ -1,0 +1,312 @@
+//! Command-line arguments. Every workload is bounded: durations, counts and windows have
+//! upper limits, checked by [`RunArgs::validate`] and [`FsyncProbeArgs::validate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ferromq_client::AckMode;
+
+use crate::error::BenchError;
+
+/// Producers or consumers one run may open (one connection each).
+pub const CONNECTIONS_MAX: u32 = 1_000;
+/// Destinations one run may spread over.
+pub const DESTINATIONS_MAX: u32 = 1_000;
+/// Receipts in flight per producer.
+pub const WINDOW_MAX: u32 = 65_536;
+/// Message body size.
+pub const SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Warm-up plus measurement, so that a run always ends.
+pub const RUN_SECONDS_MAX: f64 = 24.0 * 3600.0;
+/// Total open-loop rate.
+pub const RATE_MAX: f64 = 100_000_000.0;
+/// Threads of the fsync probe.
+pub const PROBE_THREADS_MAX: u32 = 1_024;
+
+/// `ferromq-bench`: STOMP load tool and raw fsync probe.
+#[derive(Parser, Debug)]
+#[command(name = "ferromq-bench", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Drive a STOMP broker with N producers and M consumers and report throughput and latency.
+    Run(RunArgs),
+    /// Append records to one file from T threads with write + fdatasync and group commit: what
+    /// the disk allows at this concurrency.
+    FsyncProbe(FsyncProbeArgs),
+}
+
+/// The `ack` header consumers subscribe with.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckArg {
+    /// `ack:auto`: the broker forgets a message once it sent it.
+    Auto,
+    /// `ack:client`: the consumer ACKs every message (cumulative).
+    Client,
+    /// `ack:client-individual`: the consumer ACKs every message.
+    ClientIndividual,
+}
+
+impl From<AckArg> for AckMode {
+    fn from(a: AckArg) -> AckMode {
+        match a {
+            AckArg::Auto => AckMode::Auto,
+            AckArg::Client => AckMode::Client,
+            AckArg::ClientIndividual => AckMode::ClientIndividual,
+        }
+    }
+}
+
+/// `ferromq-bench run`.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Broker address: host:port or tcp://host:port.
+    #[arg(long, default_value = "127.0.0.1:61613")]
+    pub url: String,
+    /// Destination; with --destinations K > 1 the names are DEST.0 .. DEST.{K-1}. A /topic/
+    /// destination fans out: every consumer subscribes to every destination.
+    #[arg(long, short, default_value = "/queue/bench")]
+    pub destination: String,
+    /// Number of destinations (K).
+    #[arg(long, default_value_t = 1)]
+    pub destinations: u32,
+    /// Producers (N), one connection each.
+    #[arg(long, short, default_value_t = 1)]
+    pub producers: u32,
+    /// Consumers (M), one connection each.
+    #[arg(long, short, default_value_t = 1)]
+    pub consumers: u32,
+    /// Body size in bytes.
+    #[arg(long, short, default_value_t = 1024)]
+    pub size: usize,
+    /// Send with `persistent:true`.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Ask for a RECEIPT on every SEND and measure send latency (send → receipt).
+    #[arg(long)]
+    pub receipt: bool,
+    /// Receipts in flight per producer (with --receipt).
+    #[arg(long, default_value_t = 1)]
+    pub window: u32,
+    /// Consumers' ack mode; client modes ACK every message.
+    #[arg(long, value_enum, default_value_t = AckArg::Auto)]
+    pub ack: AckArg,
+    /// Total send rate in msg/s over all producers, on a fixed schedule (open loop; latency
+    /// is measured from the scheduled send time). Without it: as fast as possible.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds of measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds any single broker operation (connect, send, receipt, ack, drain progress) may
+    /// take before the run ends with an error.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// STOMP login.
+    #[arg(long)]
+    pub login: Option<String>,
+    /// STOMP passcode.
+    #[arg(long)]
+    pub passcode: Option<String>,
+    /// STOMP virtual host (the CONNECT `host` header); RabbitMQ wants `/`.
+    #[arg(long, default_value = "localhost")]
+    pub host: String,
+    /// Extra SEND header, name:value (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Extra SUBSCRIBE header, name:value (repeatable), e.g. activemq.prefetchSize:1000 or
+    /// prefetch-count:1000 for RabbitMQ.
+    #[arg(long = "subscribe-header")]
+    pub subscribe_headers: Vec<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `ferromq-bench fsync-probe`.
+#[derive(Args, Debug, Clone)]
+pub struct FsyncProbeArgs {
+    /// Threads appending concurrently.
+    #[arg(long, short, default_value_t = 1)]
+    pub threads: u32,
+    /// Record size in bytes.
+    #[arg(long, short, default_value_t = 1024)]
+    pub size: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Directory for the (temporary, removed afterwards) file; it decides which disk is measured.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `name:value` (the value may contain `:`).
+pub fn parse_header(s: &str) -> Result<(String, String), BenchError> {
+    match s.split_once(':') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(BenchError::Config(format!(
+            "header {s:?} is not name:value"
+        ))),
+    }
+}
+
+fn seconds(name: &str, v: f64, allow_zero: bool) -> Result<Duration, BenchError> {
+    let ok = v.is_finite() && v <= RUN_SECONDS_MAX && (v > 0.0 || (allow_zero && v == 0.0));
+    if !ok {
+        return Err(BenchError::Config(format!(
+            "--{name} {v} must be {} and at most {RUN_SECONDS_MAX} s",
+            if allow_zero { ">= 0" } else { "> 0" }
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn between(name: &str, v: u64, min: u64, max: u64) -> Result<(), BenchError> {
+    if v < min || v > max {
+        return Err(BenchError::Config(format!(
+            "--{name} {v} must be between {min} and {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// A checked run workload.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The arguments as given (the report repeats them).
+    pub args: RunArgs,
+    /// Destination names, K of them.
+    pub destination_names: Vec<String>,
+    /// True for `/topic/...`: every consumer subscribes to every destination.
+    pub fan_out: bool,
+    /// Warm-up length.
+    pub warmup: Duration,
+    /// Measurement length.
+    pub duration: Duration,
+    /// Per-operation timeout.
+    pub timeout: Duration,
+    /// Extra SEND headers.
+    pub send_headers: Vec<(String, String)>,
+    /// Extra SUBSCRIBE headers.
+    pub subscribe_headers: Vec<(String, String)>,
+}
+
+impl RunArgs {
+    /// Checks bounds and derives the destination names.
+    pub fn validate(&self) -> Result<RunConfig, BenchError> {
+        between("producers", self.producers.into(), 1, CONNECTIONS_MAX.into())?;
+        between("consumers", self.consumers.into(), 0, CONNECTIONS_MAX.into())?;
+        between("destinations", self.destinations.into(), 1, DESTINATIONS_MAX.into())?;
+        between("window", self.window.into(), 1, WINDOW_MAX.into())?;
+        if self.size > SIZE_BYTES_MAX {
+            return Err(BenchError::Config(format!(
+                "--size {} is above {SIZE_BYTES_MAX}",
+                self.size
+            )));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= RATE_MAX) {
+                return Err(BenchError::Config(format!(
+                    "--rate {rate} must be > 0 and at most {RATE_MAX}"
+                )));
+            }
+        }
+        if self.window > 1 && !self.receipt {
+            return Err(BenchError::Config("--window needs --receipt".into()));
+        }
+        let warmup = seconds("warmup", self.warmup, true)?;
+        let duration = seconds("duration", self.duration, false)?;
+        let timeout = seconds("timeout", self.timeout, false)?;
+        if self.warmup + self.duration > RUN_SECONDS_MAX {
+            return Err(BenchError::Config(format!(
+                "--warmup + --duration must be at most {RUN_SECONDS_MAX} s"
+            )));
+        }
+        if !self.destination.starts_with('/') {
+            return Err(BenchError::Config(format!(
+                "--destination {:?} must start with / (e.g. /queue/bench)",
+                self.destination
+            )));
+        }
+        let destination_names = if self.destinations == 1 {
+            vec![self.destination.clone()]
+        } else {
+            (0..self.destinations)
+                .map(|i| format!("{}.{i}", self.destination))
+                .collect()
+        };
+        let send_headers = self
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<_, _>>()?;
+        let subscribe_headers = self
+            .subscribe_headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<_, _>>()?;
+        Ok(RunConfig {
+            args: self.clone(),
+            fan_out: self.destination.starts_with("/topic/"),
+            destination_names,
+            warmup,
+            duration,
+            timeout,
+            send_headers,
+            subscribe_headers,
+        })
+    }
+}
+
+impl RunConfig {
+    /// The destination indexes consumer `consumer` subscribes to. Topics: all of them. Queues:
+    /// every destination gets at least one consumer when M >= K; with M < K the destinations
+    /// are dealt round-robin, so each consumer takes several.
+    pub fn consumer_destinations(&self, consumer: u32) -> Vec<usize> {
+        let k = self.destination_names.len();
+        let m = self.args.consumers as usize;
+        let c = consumer as usize;
+        if self.fan_out {
+            (0..k).collect()
+        } else if m >= k {
+            vec![c % k]
+        } else {
+            (0..k).filter(|d| d % m == c).collect()
+        }
+    }
+
+    /// How many deliveries one sent message should produce: M on a topic, 1 on a queue that
+    /// has consumers, 0 without consumers.
+    pub fn deliveries_per_message(&self) -> u64 {
+        match (self.args.consumers, self.fan_out) {
+            (0, _) => 0,
+            (m, true) => u64::from(m),
+            (_, false) => 1,
+        }
+    }
+}
+
+impl FsyncProbeArgs {
+    /// Checks bounds; returns the duration.
+    pub fn validate(&self) -> Result<Duration, BenchError> {
+        between("threads", self.threads.into(), 1, PROBE_THREADS_MAX.into())?;
+        between("size", self.size as u64, 1, SIZE_BYTES_MAX as u64)?;
+        seconds("duration", self.duration, false)
+    }
+}

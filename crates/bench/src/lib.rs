@@ -1,0 +1,23 @@
+//! `ferromq-bench`: a STOMP load tool that drives any STOMP 1.2 broker (ferromq, ActiveMQ,
+//! RabbitMQ) with the same workload, and a raw `write` + `fdatasync` probe that gives the
+//! physical reference for every persistent figure.
+//!
+//! The library exists so that the binary's parts are testable one by one:
+//!
+//! - [`cli`]: command-line arguments and their validation;
+//! - [`schedule`]: the open-loop send schedule (pure, takes the time as input);
+//! - [`stats`]: latency histograms and the percentiles the reports print;
+//! - [`run`]: the STOMP workload (producers, consumers, warm-up, measurement, drain);
+//! - [`fsync_probe`]: T threads appending to one file with leader-based group commit;
+//! - [`report`]: the text and JSON renderings of both.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod error;
+pub mod fsync_probe;
+pub mod report;
+pub mod run;
+pub mod schedule;
+pub mod stats;
+
+pub use error::BenchError;
