@@ -210,9 +210,24 @@ pub struct RunConfig {
 impl RunArgs {
     /// Checks bounds and derives the destination names.
     pub fn validate(&self) -> Result<RunConfig, BenchError> {
-        between("producers", self.producers.into(), 1, CONNECTIONS_MAX.into())?;
-        between("consumers", self.consumers.into(), 0, CONNECTIONS_MAX.into())?;
-        between("destinations", self.destinations.into(), 1, DESTINATIONS_MAX.into())?;
+        between(
+            "producers",
+            self.producers.into(),
+            1,
+            CONNECTIONS_MAX.into(),
+        )?;
+        between(
+            "consumers",
+            self.consumers.into(),
+            0,
+            CONNECTIONS_MAX.into(),
+        )?;
+        between(
+            "destinations",
+            self.destinations.into(),
+            1,
+            DESTINATIONS_MAX.into(),
+        )?;
         between("window", self.window.into(), 1, WINDOW_MAX.into())?;
         if self.size > SIZE_BYTES_MAX {
             return Err(BenchError::Config(format!(

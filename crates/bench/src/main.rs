@@ -1,1 +1,47 @@
-fn main() {}
+//! `ferromq-bench`: STOMP load tool and raw fsync probe. See the crate README.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use ferromq_bench::cli::{Cli, Command};
+use ferromq_bench::{fsync_probe, report, run};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = args.validate()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("start the tokio runtime")?;
+            let json = args.json;
+            let r = runtime.block_on(run::run(cfg, !args.quiet))?;
+            emit(if json {
+                report::to_json(&r) + "\n"
+            } else {
+                report::run_text(&r)
+            })?;
+        }
+        Command::FsyncProbe(args) => {
+            let duration = args.validate()?;
+            let r = fsync_probe::probe(args.threads, args.size, duration, &args.dir)?;
+            emit(if args.json {
+                report::to_json(&r) + "\n"
+            } else {
+                report::fsync_text(&r)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the report to stdout; a closed pipe (`| head`) is not an error.
+fn emit(text: String) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("write the report to stdout"),
+    }
+}

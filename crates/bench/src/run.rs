@@ -373,6 +373,7 @@ async fn produce(
     let collector = cfg.args.receipt.then(|| {
         tokio::spawn(collect_receipts(
             shared.clone(),
+            index,
             rx,
             window_permits.clone(),
         ))
@@ -414,7 +415,11 @@ async fn produce(
         }
         headers.push((RUN_HEADER, &shared.run_id));
         headers.push((TS_HEADER, &ts_value));
-        headers.extend(cfg.send_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        headers.extend(
+            cfg.send_headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
 
         if cfg.args.receipt {
             let permit = match bounded(
@@ -435,7 +440,10 @@ async fn produce(
             )
             .await?
             .map_err(client_err(format!("producer {index}: SEND to {dest}")))?;
-            shared.counters.receipts_in_flight.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .receipts_in_flight
+                .fetch_add(1, Ordering::Relaxed);
             if tx.send((handle, ts, permit)).is_err() {
                 break;
             }
@@ -471,6 +479,7 @@ async fn produce(
 /// frees a window slot for each.
 async fn collect_receipts(
     shared: Shared,
+    index: usize,
     mut rx: mpsc::UnboundedReceiver<(ReceiptHandle, u64, OwnedSemaphorePermit)>,
     permits: Arc<Semaphore>,
 ) -> Result<LatencyHistogram, BenchError> {
@@ -478,11 +487,14 @@ async fn collect_receipts(
     while let Some((handle, ts, permit)) = rx.recv().await {
         let result = handle.wait().await;
         let now = shared.clock.now_ns();
-        shared.counters.receipts_in_flight.fetch_sub(1, Ordering::Relaxed);
+        shared
+            .counters
+            .receipts_in_flight
+            .fetch_sub(1, Ordering::Relaxed);
         if let Err(source) = result {
             permits.close();
             return Err(BenchError::Client {
-                what: "receipt".into(),
+                what: format!("producer {index}: RECEIPT"),
                 source,
             });
         }
@@ -518,7 +530,10 @@ async fn consume(
             msg = sub.next() => msg,
         };
         let Some(msg) = msg else {
-            let reason = tokio::time::timeout(t, client.closed()).await.ok().flatten();
+            let reason = tokio::time::timeout(t, client.closed())
+                .await
+                .ok()
+                .flatten();
             return Err(BenchError::Client {
                 what: format!("subscription {}: connection closed", sub.id()),
                 source: reason.unwrap_or(ferromq_client::ClientError::Closed),

@@ -25,7 +25,10 @@ impl OpenLoopSchedule {
     /// `end_ns`. `phase` in [0, 1) shifts the ticks by a fraction of one interval, so that N
     /// producers sharing a total rate interleave instead of sending in bursts.
     pub fn new(start_ns: u64, end_ns: u64, rate_per_s: f64, phase: f64) -> Self {
-        assert!(rate_per_s.is_finite() && rate_per_s > 0.0, "rate must be positive");
+        assert!(
+            rate_per_s.is_finite() && rate_per_s > 0.0,
+            "rate must be positive"
+        );
         assert!((0.0..1.0).contains(&phase), "phase must be in [0, 1)");
         OpenLoopSchedule {
             start_ns,

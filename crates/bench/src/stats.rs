@@ -41,7 +41,8 @@ impl LatencyHistogram {
 
     /// Records a latency given in microseconds.
     pub fn record_us(&mut self, latency_us: u64) {
-        self.hist.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+        self.hist
+            .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
     }
 
     /// Adds every sample of `other`.

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::journal::record::{put_str16, Reader};
+use crate::journal::seqmap::SeqMap;
 use crate::{ListInfo, Op, Recovery, SubscriptionRecord};
 
 /// Where a message's bytes are: the payload (after its 8-byte CRC and length prefix).
@@ -34,7 +35,7 @@ pub struct Position {
 #[derive(Debug, Default, Clone)]
 pub struct ListIndex {
     /// Live messages by seq.
-    pub messages: BTreeMap<u64, Location>,
+    pub messages: SeqMap,
     /// Their payload bytes.
     pub bytes: u64,
     /// The highest seq ever enqueued.

@@ -18,6 +18,7 @@ pub mod index;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+pub mod seqmap;
 pub mod storage;
 mod writer;
 
@@ -411,11 +412,8 @@ impl MessageStore for JournalStore {
                 return Ok(Vec::new());
             };
             let files = self.shared.segments.read();
-            let range = match after_seq {
-                Some(s) => l.messages.range(s.saturating_add(1)..),
-                None => l.messages.range(..),
-            };
-            range
+            l.messages
+                .after(after_seq)
                 .take(max_count)
                 .map(|(seq, loc)| (*seq, *loc, files.get(&loc.segment).cloned()))
                 .collect()

@@ -1,0 +1,150 @@
+//! A short `run` against a real `ferromq` broker, when `FERROMQ_BIN` names its binary;
+//! otherwise these tests only say that they were skipped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ferromq_bench::cli::{Cli, Command as BenchCommand};
+use ferromq_bench::run::run;
+
+struct Broker {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker() -> Option<Broker> {
+    let Ok(bin) = std::env::var("FERROMQ_BIN") else {
+        eprintln!("FERROMQ_BIN not set: skipping the broker test");
+        return None;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .arg("serve")
+        .env("FERROMQ__BROKER__DATA_DIR", data.path())
+        .env("FERROMQ__TRANSPORTS__STOMP", &addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let broker = Broker {
+        child,
+        addr,
+        _data: data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&broker.addr).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(broker)
+}
+
+fn run_against(addr: &str, extra: &[&str]) -> ferromq_bench::report::RunReport {
+    let mut argv = vec![
+        "ferromq-bench",
+        "run",
+        "--url",
+        addr,
+        "--warmup",
+        "0.2",
+        "--duration",
+        "1",
+        "--timeout",
+        "5",
+        "--quiet",
+    ];
+    argv.extend_from_slice(extra);
+    let BenchCommand::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+        panic!("not run")
+    };
+    let cfg = args.validate().unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(run(cfg, false))
+        .unwrap()
+}
+
+#[test]
+fn persistent_queue_with_receipts_delivers_every_message_and_measures_both_latencies() {
+    let Some(broker) = start_broker() else { return };
+    let r = run_against(
+        &broker.addr,
+        &[
+            "--persistent",
+            "--receipt",
+            "--window",
+            "4",
+            "-p",
+            "2",
+            "--ack",
+            "client-individual",
+        ],
+    );
+    assert!(r.sent.messages > 0, "{r:?}");
+    assert!(r.delivered.messages > 0, "{r:?}");
+    assert_eq!(r.undelivered_after_drain, 0, "{r:?}");
+    assert_eq!(r.delivered_total, r.sent_total);
+    assert!(r.send_latency.is_some() && r.end_to_end_latency.is_some());
+}
+
+#[test]
+fn topic_fan_out_at_a_fixed_rate_delivers_a_copy_to_every_subscriber() {
+    let Some(broker) = start_broker() else { return };
+    let r = run_against(
+        &broker.addr,
+        &["-d", "/topic/bench", "-c", "3", "--rate", "500"],
+    );
+    assert_eq!(r.expected_deliveries, 3 * r.sent_total, "{r:?}");
+    assert_eq!(r.undelivered_after_drain, 0, "{r:?}");
+    assert!(r.send_latency.is_none());
+    assert!(r.end_to_end_latency.is_some());
+    assert!(r.conditions.latency_method.contains("scheduled"));
+}
+
+#[test]
+fn an_unreachable_broker_fails_within_the_timeout() {
+    if std::env::var("FERROMQ_BIN").is_err() {
+        eprintln!("FERROMQ_BIN not set: skipping");
+        return;
+    }
+    // A port nobody listens on: connection refused, immediately.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let BenchCommand::Run(args) = Cli::try_parse_from([
+        "ferromq-bench",
+        "run",
+        "--url",
+        &format!("127.0.0.1:{port}"),
+        "--timeout",
+        "2",
+        "--quiet",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not run")
+    };
+    let r = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(run(args.validate().unwrap(), false));
+    assert!(r.is_err());
+}
