@@ -26,14 +26,16 @@ step "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, property, end-to-end)"
+# The load tool's tests drive a real broker through FERROMQ_BIN.
+cargo build -p ferromq --locked
+export FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq"
 cargo test --workspace --locked
 
 step "interop: stomp.py against ferromq serve"
-cargo build -p ferromq --locked
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
-FERROMQ_INTEROP_PERSISTENT_BACKEND=journal FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq" "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
+FERROMQ_INTEROP_PERSISTENT_BACKEND=journal "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
 
 step "all checks passed"
