@@ -157,6 +157,8 @@ pub struct TxWork {
 /// The broker. Shared by every connection (`Arc<Broker>`); knows nothing of sockets or of
 /// which store backend it runs on.
 pub struct Broker {
+    /// Itself, for tasks that finish work after a store confirmation.
+    this: std::sync::Weak<Broker>,
     cfg: BrokerConfig,
     store: Arc<dyn MessageStore>,
     clock: Clock,
@@ -191,7 +193,8 @@ impl Broker {
     ) -> Result<Arc<Broker>, BrokerError> {
         let boot_id = clock();
         let cfg_id_cache_size = cfg.id_cache_size;
-        let broker = Arc::new(Broker {
+        let broker = Arc::new_cyclic(|this| Broker {
+            this: this.clone(),
             cfg,
             store,
             clock,
@@ -545,29 +548,55 @@ impl Broker {
         };
         let now = self.now_ms();
         let mut fx = Effects::default();
-        let mut paged = Vec::new();
-        for (list, msg, r) in reserved {
-            if r.paged {
-                paged.push((list, r.seq));
-            } else {
-                list.insert(r.seq, msg, now, &mut fx);
+        if completion.is_ready() {
+            // A store that confirms synchronously (or nothing to store, or a store that refuses
+            // at once): decide now.
+            let result = completion.await;
+            for (list, msg, r) in reserved {
+                match (result.is_ok(), r.paged) {
+                    (true, true) => list.insert_stored(r.seq, now, &mut fx),
+                    (true, false) => list.insert(r.seq, msg, now, &mut fx),
+                    (false, true) => list.abandon(r.seq),
+                    (false, false) => {}
+                }
             }
-        }
-        if paged.is_empty() {
             self.process_effects(fx);
-            return Ok(completion);
+            result?;
+            return Ok(Completion::ready(Ok(())));
         }
-        let result = completion.await;
-        for (list, seq) in paged {
-            if result.is_ok() {
-                list.insert_stored(seq, now, &mut fx);
-            } else {
-                list.abandon(seq);
+        // The write is in flight. Messages keep their places now (so order holds) but are
+        // dispatched only once the store confirms them — store, then dispatch: a consumer never
+        // gets a message a crash could still take back, which after a failover would come again
+        // as a resend with a new message id. The producer's receipt waits for the same moment.
+        // Paged messages are handed over then too. None of this blocks the connection.
+        let mut confirm = Vec::with_capacity(reserved.len());
+        for (list, msg, r) in reserved {
+            if !r.paged {
+                list.insert_undurable(r.seq, msg, now, &mut fx);
             }
+            confirm.push((list, r));
         }
         self.process_effects(fx);
-        result?;
-        Ok(Completion::ready(Ok(())))
+        let (completer, confirmed) = Completion::pair();
+        let broker = self.this.clone();
+        tokio::spawn(async move {
+            let result = completion.await;
+            if let Some(broker) = broker.upgrade() {
+                let now = broker.now_ms();
+                let mut fx = Effects::default();
+                for (list, r) in confirm {
+                    match (result.is_ok(), r.paged) {
+                        (true, true) => list.insert_stored(r.seq, now, &mut fx),
+                        (true, false) => list.mark_durable(r.seq, now, &mut fx),
+                        (false, true) => list.abandon(r.seq),
+                        (false, false) => list.abandon_undurable(r.seq, now, &mut fx),
+                    }
+                }
+                broker.process_effects(fx);
+            }
+            completer.complete(result);
+        });
+        Ok(confirmed)
     }
 
     async fn wait_for_store_space(&self, bytes: u64) -> Result<(), BrokerError> {

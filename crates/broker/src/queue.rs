@@ -178,6 +178,10 @@ struct State {
     stats: ListStats,
     closed: bool,
     paging: Paging,
+    /// Seqs of pending persistent messages whose store write is not confirmed yet. Dispatch
+    /// stops at the first of them: a consumer never sees a message the broker could still lose
+    /// (a failover would then make its producer resend it, and the consumer see it twice).
+    undurable: BTreeSet<u64>,
 }
 
 /// Bounded memory for persistent lists (KahaDB's store cursor).
@@ -262,6 +266,7 @@ impl MessageList {
                 stats: ListStats::default(),
                 closed: false,
                 paging: Paging::default(),
+                undurable: BTreeSet::new(),
             }),
             space: Notify::new(),
         })
@@ -357,10 +362,53 @@ impl MessageList {
     /// every other subscriber); queues and durable subscriptions never drop — their producers
     /// wait before calling this (producer flow control).
     pub fn insert(&self, seq: u64, msg: Arc<Message>, now_ms: u64, fx: &mut Effects) {
+        self.insert_inner(seq, msg, false, now_ms, fx)
+    }
+
+    /// Inserts a message whose store write is still in flight: it keeps its place but is not
+    /// dispatched until [`MessageList::mark_durable`] (or removed by
+    /// [`MessageList::abandon_undurable`] if the write fails).
+    pub fn insert_undurable(&self, seq: u64, msg: Arc<Message>, now_ms: u64, fx: &mut Effects) {
+        self.insert_inner(seq, msg, true, now_ms, fx)
+    }
+
+    /// The store confirmed `seq`: it may now be dispatched.
+    pub fn mark_durable(&self, seq: u64, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        if st.undurable.remove(&seq) {
+            self.dispatch(&mut st, now_ms, fx);
+        }
+    }
+
+    /// The store write of `seq` failed: the message is not kept (its producer gets the error).
+    pub fn abandon_undurable(&self, seq: u64, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        if !st.undurable.remove(&seq) {
+            return;
+        }
+        let key = st.pending.keys().find(|k| k.1 == seq).copied();
+        if let Some(e) = key.and_then(|k| st.pending.remove(&k)) {
+            st.memory_bytes -= e.bytes;
+            st.stats.enqueued = st.stats.enqueued.saturating_sub(1);
+        }
+        self.dispatch(&mut st, now_ms, fx);
+    }
+
+    fn insert_inner(
+        &self,
+        seq: u64,
+        msg: Arc<Message>,
+        undurable: bool,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
         let bytes = msg.size_bytes();
         let mut st = self.state.lock();
         if st.closed {
             return;
+        }
+        if undurable {
+            st.undurable.insert(seq);
         }
         if self.kind == ListKind::TopicSubscription {
             while st.memory_bytes + bytes > self.policy.memory_limit_bytes {
@@ -810,6 +858,11 @@ impl MessageList {
                 cursor = None;
                 continue;
             };
+            if st.undurable.contains(&key.1) {
+                // Not confirmed by the store yet: neither it nor anything after it goes out
+                // (keeps each producer's order); `mark_durable` dispatches again.
+                return;
+            }
             if entry.msg.is_expired(now_ms) {
                 if let Some(e) = st.pending.remove(&key) {
                     self.kill(st, e, DeadCause::Expired, fx);

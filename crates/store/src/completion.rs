@@ -44,6 +44,12 @@ impl Completion {
         )
     }
 
+    /// True when the result is already known (a store that confirms synchronously, or a
+    /// refusal), so a caller may act on it without waiting.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.inner, CompletionInner::Ready(_))
+    }
+
     /// Blocks the current thread until resolved; for tests and non-async callers only.
     pub fn wait_blocking(self) -> Result<(), StoreError> {
         match self.inner {
