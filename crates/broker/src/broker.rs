@@ -506,10 +506,11 @@ impl Broker {
     }
 
     /// Puts messages on lists. Every store write (plus `batch`, e.g. a transaction's acks)
-    /// goes in one atomic batch submitted before any message is dispatched. Messages for lists
-    /// with room are dispatched at once, concurrently with the write (KahaDB's
-    /// concurrentStoreAndDispatch); messages for paging lists are handed over only once the store
-    /// confirmed them, because until then the store cannot read them back.
+    /// goes in one atomic batch submitted before any message is placed. Non-persistent messages
+    /// are dispatched at once; persistent ones take their place at once but are dispatched only
+    /// when the store confirms them (store, then dispatch), and messages for paging lists are
+    /// handed over only then too, because until then the store cannot read them back. Returns
+    /// the completion the producer's receipt waits for; never waits for the disk itself.
     async fn place(
         &self,
         items: Vec<(Arc<MessageList>, Arc<Message>)>,
