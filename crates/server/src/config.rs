@@ -92,6 +92,8 @@ pub struct TransportsSection {
     /// The address clients should use for this broker, `tcp://host:port`, as told to them by
     /// `ha.update_cluster_clients`; default: the STOMP listen address.
     pub advertise: String,
+    /// Admin HTTP endpoint (`GET /status`), open in every role; empty = off.
+    pub admin: String,
 }
 
 impl Default for TransportsSection {
@@ -99,6 +101,7 @@ impl Default for TransportsSection {
         TransportsSection {
             stomp: "127.0.0.1:61613".into(),
             advertise: String::new(),
+            admin: String::new(),
         }
     }
 }

@@ -64,6 +64,12 @@ enum Command {
         #[command(flatten)]
         auth: Auth,
     },
+    /// Ask a broker's admin endpoint what it is doing (role, epoch, …), as JSON.
+    Status {
+        /// The broker's admin address (`transports.admin`).
+        #[arg(long, default_value = "127.0.0.1:8161")]
+        admin: String,
+    },
     /// Receive messages and print them.
     Consume {
         /// Broker address: host:port, tcp://host:port, or a failover URI such as
@@ -147,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log.as_deref(), cli.log_json);
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Status { admin } => {
+            println!("{}", ferromq_server::admin::fetch(&admin).await?);
+            Ok(())
+        }
         Command::Produce {
             url,
             destination,
@@ -275,7 +285,20 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     if registered {
         ferromq_server::cluster::ClusterView::register(&members, &cfg.holder(), &cfg.advertised());
     }
-    let result = serve_loop(&cfg, activation).await;
+    let (status_tx, status_rx) = tokio::sync::watch::channel(ferromq_server::admin::Status {
+        broker: cfg.broker.name.clone(),
+        ha_mode: cfg.ha.mode.clone(),
+        role: "starting".into(),
+        ..Default::default()
+    });
+    if !cfg.transports.admin.is_empty() {
+        let (listener, addr) = ferromq_server::admin::bind(&cfg.transports.admin)
+            .await
+            .with_context(|| format!("cannot listen for admin on {}", cfg.transports.admin))?;
+        tracing::info!("admin endpoint: http://{addr}/status");
+        tokio::spawn(ferromq_server::admin::serve(listener, status_rx));
+    }
+    let result = serve_loop(&cfg, activation, &status_tx).await;
     if registered {
         ferromq_server::cluster::ClusterView::unregister(&members, &cfg.holder());
     }
@@ -285,12 +308,21 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
 async fn serve_loop(
     cfg: &Config,
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
+    status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>,
 ) -> anyhow::Result<()> {
+    let set_role = |role: &str, epoch: u64, stomp: String| {
+        status.send_modify(|s| {
+            s.role = role.to_string();
+            s.epoch = epoch;
+            s.stomp = stomp;
+        })
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tracing::info!(mode = activation.mode(), "competing for mastership");
+        set_role("slave", 0, String::new());
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
             m = activation.acquire() => m.context("acquiring mastership")?,
@@ -309,9 +341,11 @@ async fn serve_loop(
         if activation.mode() != "none" {
             tracing::info!(epoch, "Master started: stomp://{}", server.stomp_addr);
         }
+        set_role("master", epoch, format!("stomp://{}", server.stomp_addr));
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
+                set_role("deposed", 0, String::new());
                 if let Err(e) = server.shutdown().await {
                     tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
                 }

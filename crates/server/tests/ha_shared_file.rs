@@ -300,3 +300,44 @@ async fn a_client_that_knows_only_the_master_finds_the_slave_after_failover() {
     c.disconnect().await.unwrap();
     assert_eq!(drain(&b.addr()).await, ["one", "two"]);
 }
+
+fn status(admin: u16) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--admin", &format!("127.0.0.1:{admin}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferromq_status_shows_each_brokers_role_and_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let (pa, pb, aa, ab) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = |name: &str, port: u16, admin: u16| {
+        shared_file_config(name, &shared, port, "").replace(
+            "[transports]\n",
+            &format!("[transports]\nadmin = \"127.0.0.1:{admin}\"\n"),
+        )
+    };
+    let mut a = Proc::start("a", dir.path(), pa, &cfg("a", pa, aa));
+    assert!(a.wait_accepting(T).is_some());
+    let b = Proc::start("b", dir.path(), pb, &cfg("b", pb, ab));
+    assert!(b.wait_log(SLAVE_LINE, T));
+    let sa = status(aa);
+    assert!(sa.contains(r#""role":"master","epoch":1"#), "{sa}");
+    let sb = status(ab);
+    assert!(
+        sb.contains(r#""role":"slave""#),
+        "a slave answers status without a client port: {sb}"
+    );
+    a.kill9();
+    assert!(b.wait_accepting(T).is_some());
+    let sb = status(ab);
+    assert!(sb.contains(r#""role":"master","epoch":2"#), "{sb}");
+}

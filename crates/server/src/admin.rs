@@ -1,0 +1,145 @@
+//! A minimal admin HTTP endpoint: `GET /status` answers the broker's role as JSON. It runs in
+//! every role — a slave opens no client port, but an operator (and `ferromq status`) can still
+//! ask it what it is doing. The full admin API and console are later work (R10).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Largest request read (the request line is all we need).
+const REQUEST_BYTES_MAX: usize = 8 * 1024;
+
+/// What `/status` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// `brokerName`.
+    pub broker: String,
+    /// `none`, `shared-file`, …
+    pub ha_mode: String,
+    /// `starting`, `slave`, `master`, `deposed`, `stopping`.
+    pub role: String,
+    /// The mastership epoch (0 when not master or without HA).
+    pub epoch: u64,
+    /// Where STOMP listens, when master.
+    pub stomp: String,
+}
+
+impl Status {
+    /// The JSON document served.
+    pub fn to_json(&self) -> String {
+        fn esc(s: &str) -> String {
+            s.chars()
+                .flat_map(|c| match c {
+                    '"' => "\\\"".chars().collect::<Vec<_>>(),
+                    '\\' => "\\\\".chars().collect(),
+                    c if c.is_control() => format!("\\u{:04x}", c as u32).chars().collect(),
+                    c => vec![c],
+                })
+                .collect()
+        }
+        format!(
+            "{{\"broker\":\"{}\",\"ha_mode\":\"{}\",\"role\":\"{}\",\"epoch\":{},\"stomp\":\"{}\"}}",
+            esc(&self.broker),
+            esc(&self.ha_mode),
+            esc(&self.role),
+            self.epoch,
+            esc(&self.stomp)
+        )
+    }
+}
+
+/// Serves `/status` on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>) {
+    loop {
+        let Ok((mut stream, _peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let status = status.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; REQUEST_BYTES_MAX];
+            let n = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (code, body) = if head.starts_with("GET ") && (path == "/status" || path == "/") {
+                ("200 OK", status.borrow().to_json())
+            } else {
+                (
+                    "404 Not Found",
+                    "{\"error\":\"try GET /status\"}".to_string(),
+                )
+            };
+            let reply = format!(
+                "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), stream.write_all(reply.as_bytes()))
+                    .await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Binds the admin endpoint.
+pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}
+
+/// `ferromq status`: fetches `/status` from an admin endpoint.
+pub async fn fetch(addr: &str) -> anyhow::Result<String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {addr}"))??;
+    s.write_all(
+        format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out reading from {addr}"))??;
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    if !text.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{addr} answered: {}", text.lines().next().unwrap_or(""));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn status_is_served_as_json_and_follows_updates() {
+        let (l, addr) = bind("127.0.0.1:0").await.unwrap();
+        let (tx, rx) = watch::channel(Status {
+            broker: "b\"1".into(),
+            ha_mode: "shared-file".into(),
+            role: "slave".into(),
+            ..Status::default()
+        });
+        tokio::spawn(serve(l, rx));
+        let body = fetch(&addr.to_string()).await.unwrap();
+        assert_eq!(
+            body,
+            r#"{"broker":"b\"1","ha_mode":"shared-file","role":"slave","epoch":0,"stomp":""}"#
+        );
+        tx.send_modify(|s| {
+            s.role = "master".into();
+            s.epoch = 4;
+        });
+        let body = fetch(&addr.to_string()).await.unwrap();
+        assert!(body.contains(r#""role":"master","epoch":4"#), "{body}");
+    }
+}
