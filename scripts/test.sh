@@ -38,4 +38,7 @@ fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 FERROMQ_INTEROP_PERSISTENT_BACKEND=journal "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
 
+step "performance gate (instruction count of a fixed workload, see ci/perf-gate.sh)"
+bash ci/perf-gate.sh
+
 step "all checks passed"

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# ferromq beside ActiveMQ 5.17 and RabbitMQ on this machine, in one run, with the same load tool
+# (ferromq-bench) and the same workloads, plus the raw append + fdatasync reference on the same
+# disk (issue 8, items 2 and 3). Writes bench-results/compare.md and bench-results/compare.svg.
+#
+#   scripts/bench-compare.sh            # ~6-10 min on 2 cores (release build cached)
+#
+# Needs root (or passwordless sudo) the first time: scripts/services.sh installs the peers with
+# apt-get. Environment (all optional):
+#   CARGO_TARGET_DIR         build directory (default: $HOME/.cache/ferromq/target, as test.sh)
+#   COMPARE_WARMUP=2 COMPARE_DURATION=8   seconds per run
+#   COMPARE_BROKERS="ferromq activemq rabbitmq"
+#   COMPARE_OUT=bench-results  where compare.md / compare.svg go
+#   COMPARE_KEEP_PEERS=1     leave ActiveMQ and RabbitMQ running afterwards
+#   COMPARE_FERROMQ_PORT=61643, FERROMQ_AMQ_STOMP_PORT=61623, FERROMQ_RABBIT_STOMP_PORT=61633
+#   FERROMQ_PEERS_DIR=/var/tmp/ferromq-peers  peers' state, ferromq's data dir and the fsync
+#                            probe's file all live here, so all are on the same disk
+# Raw JSON reports and logs stay in $FERROMQ_PEERS_DIR/compare-<date>/ (path printed at the end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export FERROMQ_PEERS_DIR="${FERROMQ_PEERS_DIR:-/var/tmp/ferromq-peers}"
+export FERROMQ_AMQ_STOMP_PORT="${FERROMQ_AMQ_STOMP_PORT:-61623}"
+export FERROMQ_RABBIT_STOMP_PORT="${FERROMQ_RABBIT_STOMP_PORT:-61633}"
+WARMUP="${COMPARE_WARMUP:-2}"
+DURATION="${COMPARE_DURATION:-8}"
+BROKERS="${COMPARE_BROKERS:-ferromq activemq rabbitmq}"
+OUT="${COMPARE_OUT:-bench-results}"
+FERROMQ_PORT="${COMPARE_FERROMQ_PORT:-61643}"
+BUILD_TIMEOUT_S="${COMPARE_BUILD_TIMEOUT:-3600}"
+OP_TIMEOUT_S=20 # ferromq-bench --timeout: one broker operation / drain without progress
+
+is_seconds() { [[ "$1" =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+is_seconds "$WARMUP" || { echo "bench-compare: COMPARE_WARMUP=$WARMUP is not a number of seconds" >&2; exit 2; }
+is_seconds "$DURATION" && [ "$DURATION" != 0 ] || { echo "bench-compare: COMPARE_DURATION=$DURATION is not a positive number of seconds" >&2; exit 2; }
+# Outer wall-clock limit of one run and of one probe (whole seconds, for timeout(1)).
+RUN_LIMIT_S=$(awk -v w="$WARMUP" -v d="$DURATION" -v t="$OP_TIMEOUT_S" 'BEGIN { printf "%d", w + d + 4 * t + 61 }')
+PROBE_LIMIT_S=$(awk -v d="$DURATION" 'BEGIN { printf "%d", d + 61 }')
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { echo "bench-compare: error: $*" >&2; exit 1; }
+for tool in python3 timeout; do command -v "$tool" >/dev/null 2>&1 || die "$tool not found"; done
+
+step "build (release): ferromq, ferromq-bench"
+timeout "$BUILD_TIMEOUT_S" cargo build --release --locked -p ferromq -p ferromq-bench \
+  || die "cargo build --release failed or took longer than ${BUILD_TIMEOUT_S}s"
+FERROMQ="$CARGO_TARGET_DIR/release/ferromq"
+BENCH="$CARGO_TARGET_DIR/release/ferromq-bench"
+[ -x "$FERROMQ" ] && [ -x "$BENCH" ] || die "built binaries not found in $CARGO_TARGET_DIR/release"
+
+mkdir -p "$FERROMQ_PEERS_DIR" "$OUT"
+work="$FERROMQ_PEERS_DIR/compare-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$work/raw"
+ferromq_pid=""
+peers_started=0
+cleanup() {
+  local rc=$?
+  if [ -n "$ferromq_pid" ] && kill -0 "$ferromq_pid" 2>/dev/null; then
+    kill -TERM "$ferromq_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$ferromq_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$ferromq_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work/ferromq-data"
+  if [ "$peers_started" = 1 ] && [ "${COMPARE_KEEP_PEERS:-0}" != 1 ]; then
+    bash scripts/services.sh stop peers || true
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wants() { case " $BROKERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# --- brokers ---------------------------------------------------------------------------------
+# One line per broker: name, url, extra ferromq-bench arguments.
+: >"$work/brokers.tsv"
+: >"$work/failures.tsv"
+fail() { printf '%s\t%s\n' "$1" "$2" >>"$work/failures.tsv"; echo "bench-compare: FAILED $1: $2" >&2; }
+
+if wants activemq || wants rabbitmq; then
+  step "peers: scripts/services.sh start peers"
+  peers_started=1
+  if ! timeout 900 bash scripts/services.sh start peers 2>&1 | tee "$work/peers-start.log" >&2; then
+    echo "bench-compare: services.sh start peers reported a failure; continuing with what runs" >&2
+  fi
+  status=$(bash scripts/services.sh status peers 2>/dev/null || true)
+  if wants activemq; then
+    if grep -q '^ActiveMQ: up' <<<"$status"; then
+      printf 'activemq\t127.0.0.1:%s\t\n' "$FERROMQ_AMQ_STOMP_PORT" >>"$work/brokers.tsv"
+    else
+      fail activemq "did not start: $(grep -i 'activemq' "$work/peers-start.log" | tail -n 3 | tr '\n' ' ')"
+    fi
+  fi
+  if wants rabbitmq; then
+    if grep -q '^RabbitMQ: up' <<<"$status"; then
+      printf 'rabbitmq\t127.0.0.1:%s\t--host / --login guest --passcode guest\n' "$FERROMQ_RABBIT_STOMP_PORT" >>"$work/brokers.tsv"
+    else
+      fail rabbitmq "did not start: $(grep -i 'rabbit' "$work/peers-start.log" | tail -n 3 | tr '\n' ' ')"
+    fi
+  fi
+fi
+
+if wants ferromq; then
+  step "ferromq serve (journal, sync=always) on 127.0.0.1:$FERROMQ_PORT"
+  (exec 3<>"/dev/tcp/127.0.0.1/$FERROMQ_PORT") 2>/dev/null && die "127.0.0.1:$FERROMQ_PORT is taken (set COMPARE_FERROMQ_PORT)"
+  mkdir -p "$work/ferromq-data"
+  FERROMQ__BROKER__DATA_DIR="$work/ferromq-data" \
+    FERROMQ__TRANSPORTS__STOMP="127.0.0.1:$FERROMQ_PORT" \
+    FERROMQ__STORE__BACKEND=journal FERROMQ__STORE__SYNC=always \
+    "$FERROMQ" --log warn serve </dev/null >"$work/ferromq.log" 2>&1 &
+  ferromq_pid=$!
+  up=0
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$FERROMQ_PORT") 2>/dev/null; then up=1; break; fi
+    kill -0 "$ferromq_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ "$up" = 1 ]; then
+    # ferromq first in the file: the report orders brokers as listed.
+    { printf 'ferromq\t127.0.0.1:%s\t\n' "$FERROMQ_PORT"; cat "$work/brokers.tsv"; } >"$work/brokers.tsv.new"
+    mv "$work/brokers.tsv.new" "$work/brokers.tsv"
+  else
+    fail ferromq "did not listen on 127.0.0.1:$FERROMQ_PORT within 30 s: $(tail -n 3 "$work/ferromq.log" | tr '\n' ' ')"
+  fi
+fi
+[ -s "$work/brokers.tsv" ] || die "no broker is up; see $work"
+
+# --- machine and versions --------------------------------------------------------------------
+step "machine and versions"
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "kernel=$(uname -sr)"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) online CPUs)"
+  echo "memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "virt=$(grep -qw hypervisor /proc/cpuinfo && echo 'virtual machine (cpuinfo hypervisor flag)' || echo 'no hypervisor flag')"
+  echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "disk=$(df -PT "$work" | awk 'NR==2 {print $1 " (" $2 "), mounted on " $7}')"
+  echo "data_dir=$work"
+  echo "ferromq_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
+  echo "ferromq_version=$("$FERROMQ" --version 2>/dev/null)"
+  echo "bench_version=$("$BENCH" --version 2>/dev/null)"
+  echo "rustc=$(rustc -V 2>/dev/null || echo unknown)"
+  echo "activemq_pkg=$(dpkg-query -W -f='${Version}' activemq 2>/dev/null || echo 'not installed')"
+  echo "rabbitmq_pkg=$(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo 'not installed')"
+  echo "erlang_pkg=$(dpkg-query -W -f='${Version}' erlang-base 2>/dev/null || echo 'not installed')"
+  echo "java=$(java -version 2>&1 | head -n 1)"
+  echo "warmup=$WARMUP"
+  echo "duration=$DURATION"
+  echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "amq_config=$FERROMQ_PEERS_DIR/activemq/conf/activemq.xml"
+  echo "rabbit_config=$FERROMQ_PEERS_DIR/rabbitmq/rabbitmq.conf"
+} >"$work/meta.env"
+cat "$work/meta.env" >&2
+
+# --- the physical reference ------------------------------------------------------------------
+for t in 1 16; do
+  step "fsync-probe --threads $t (on $work)"
+  if ! timeout "$PROBE_LIMIT_S" "$BENCH" fsync-probe --threads "$t" --size 1024 \
+    --duration "$DURATION" --dir "$work" --json </dev/null >"$work/raw/fsync-$t.json" 2>"$work/raw/fsync-$t.log"; then
+    fail "fsync-$t" "$(tail -n 3 "$work/raw/fsync-$t.log" | tr '\n' ' ')"
+    rm -f "$work/raw/fsync-$t.json"
+  fi
+done
+
+# --- workloads -------------------------------------------------------------------------------
+# name | description | ferromq-bench run arguments (besides url/broker arguments). The order
+# matters: the runs without consumers leave their messages in the brokers, so they come last.
+W="--size 1024 --warmup $WARMUP --duration $DURATION --timeout $OP_TIMEOUT_S"
+cat >"$work/workloads.tsv" <<EOF
+a1	a. persistent queue, receipt window 1, 1 producer → 1 consumer	-d /queue/cmp.a1 --persistent --receipt --window 1 -p 1 -c 1 $W
+a16	a. persistent queue, receipt window 1, 16 producers → 1 consumer	-d /queue/cmp.a16 --persistent --receipt --window 1 -p 16 -c 1 $W
+c	c. non-persistent queue, 1 producer → 1 consumer, as fast as possible	-d /queue/cmp.c -p 1 -c 1 $W
+c_rate	c'. non-persistent queue, 1 → 1 at a fixed 5,000 msg/s (latency)	-d /queue/cmp.cr -p 1 -c 1 --rate 5000 $W
+d	d. non-persistent topic, 1 producer → 10 subscribers, as fast as possible	-d /topic/cmp.d -p 1 -c 10 $W
+d_rate	d'. non-persistent topic, 1 → 10 at a fixed 1,000 msg/s (latency)	-d /topic/cmp.dr -p 1 -c 10 --rate 1000 $W
+e	e. backlog of 10,000 persistent messages drained by 1 consumer	(fill, then drain; see below)
+a1_nc	a0. persistent queue, receipt window 1, 1 producer, no consumer (receipt = on disk for every broker)	-d /queue/cmp.a1nc --persistent --receipt --window 1 -p 1 -c 0 $W
+a16_nc	a0. persistent queue, receipt window 1, 16 producers, no consumer (receipt = on disk for every broker)	-d /queue/cmp.a16nc --persistent --receipt --window 1 -p 16 -c 0 $W
+EOF
+
+# bench NAME BROKER URL EXTRA... -- ARGS: one bounded ferromq-bench run, JSON to raw/NAME.BROKER.json
+bench() {
+  local name=$1 broker=$2 url=$3 extra=$4; shift 4
+  local out="$work/raw/$name.$broker"
+  # The tool bounds every operation by --timeout; this outer limit only catches the unexpected.
+  if timeout "$RUN_LIMIT_S" "$BENCH" run --url "$url" $extra "$@" \
+    --json --quiet </dev/null >"$out.json" 2>"$out.log"; then
+    return 0
+  fi
+  fail "$name.$broker" "$(tail -n 3 "$out.log" | tr '\n' ' ')"
+  rm -f "$out.json"
+  return 1
+}
+
+while IFS=$'\t' read -r name desc args; do
+  while IFS=$'\t' read -r broker url extra; do
+    step "$name on $broker: $desc"
+    if [ "$name" = e ]; then
+      # No fill-then-drain mode in ferromq-bench, so: (1) fill: 10,000 persistent messages with
+      # receipts (window 64) at a fixed 2,500 msg/s for 4 s and no consumer; (2) drain: one
+      # consumer subscribes, then one marker message is sent behind the backlog. The backlog is
+      # counted as `stale_ignored` (it belongs to the fill run) and the marker's end-to-end
+      # latency is the time the consumer needed to get through 10,000 messages and the marker.
+      # shellcheck disable=SC2086
+      bench e_fill "$broker" "$url" "$extra" -d /queue/cmp.e --persistent --receipt --window 64 \
+        -p 1 -c 0 --rate 2500 --warmup 0 --duration 4 --size 1024 --timeout "$OP_TIMEOUT_S" || continue
+      sleep 1
+      # shellcheck disable=SC2086
+      bench e_drain "$broker" "$url" "$extra" -d /queue/cmp.e --persistent -p 1 -c 1 \
+        --rate 1 --warmup 0 --duration 1 --size 1024 --timeout 60 || true
+    else
+      # shellcheck disable=SC2086
+      bench "$name" "$broker" "$url" "$extra" $args || true
+    fi
+    sleep 1
+  done <"$work/brokers.tsv"
+done <"$work/workloads.tsv"
+
+echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/meta.env"
+cp "$FERROMQ_PEERS_DIR/activemq/conf/activemq.xml" "$work/activemq.xml" 2>/dev/null || true
+cp "$FERROMQ_PEERS_DIR/rabbitmq/rabbitmq.conf" "$work/rabbitmq.conf" 2>/dev/null || true
+
+step "report: $OUT/compare.md, $OUT/compare.svg"
+python3 scripts/bench-compare-report.py "$work" "$OUT"
+echo "bench-compare: raw reports in $work" >&2
