@@ -75,7 +75,8 @@ trap 'exit 130' INT TERM
 wants() { case " $BROKERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # --- brokers ---------------------------------------------------------------------------------
-# One line per broker: name, url, extra ferromq-bench arguments.
+# One line per broker: name, url, its SUBSCRIBE header for a prefetch window of 1000 (used by
+# the backlog drain), extra ferromq-bench arguments (last: may be empty).
 : >"$work/brokers.tsv"
 : >"$work/failures.tsv"
 fail() { printf '%s\t%s\n' "$1" "$2" >>"$work/failures.tsv"; echo "bench-compare: FAILED $1: $2" >&2; }
@@ -89,14 +90,14 @@ if wants activemq || wants rabbitmq; then
   status=$(bash scripts/services.sh status peers 2>/dev/null || true)
   if wants activemq; then
     if grep -q '^ActiveMQ: up' <<<"$status"; then
-      printf 'activemq\t127.0.0.1:%s\t\n' "$FERROMQ_AMQ_STOMP_PORT" >>"$work/brokers.tsv"
+      printf 'activemq\t127.0.0.1:%s\tactivemq.prefetchSize:1000\t\n' "$FERROMQ_AMQ_STOMP_PORT" >>"$work/brokers.tsv"
     else
       fail activemq "did not start: $(grep -i 'activemq' "$work/peers-start.log" | tail -n 3 | tr '\n' ' ')"
     fi
   fi
   if wants rabbitmq; then
     if grep -q '^RabbitMQ: up' <<<"$status"; then
-      printf 'rabbitmq\t127.0.0.1:%s\t--host / --login guest --passcode guest\n' "$FERROMQ_RABBIT_STOMP_PORT" >>"$work/brokers.tsv"
+      printf 'rabbitmq\t127.0.0.1:%s\tprefetch-count:1000\t--host / --login guest --passcode guest\n' "$FERROMQ_RABBIT_STOMP_PORT" >>"$work/brokers.tsv"
     else
       fail rabbitmq "did not start: $(grep -i 'rabbit' "$work/peers-start.log" | tail -n 3 | tr '\n' ' ')"
     fi
@@ -120,7 +121,7 @@ if wants ferromq; then
   done
   if [ "$up" = 1 ]; then
     # ferromq first in the file: the report orders brokers as listed.
-    { printf 'ferromq\t127.0.0.1:%s\t\n' "$FERROMQ_PORT"; cat "$work/brokers.tsv"; } >"$work/brokers.tsv.new"
+    { printf 'ferromq\t127.0.0.1:%s\tactivemq.prefetchSize:1000\t\n' "$FERROMQ_PORT"; cat "$work/brokers.tsv"; } >"$work/brokers.tsv.new"
     mv "$work/brokers.tsv.new" "$work/brokers.tsv"
   else
     fail ferromq "did not listen on 127.0.0.1:$FERROMQ_PORT within 30 s: $(tail -n 3 "$work/ferromq.log" | tr '\n' ' ')"
@@ -184,10 +185,13 @@ EOF
 # bench NAME BROKER URL EXTRA... -- ARGS: one bounded ferromq-bench run, JSON to raw/NAME.BROKER.json
 bench() {
   local name=$1 broker=$2 url=$3 extra=$4; shift 4
-  local out="$work/raw/$name.$broker"
+  local out="$work/raw/$name.$broker" t0 t1
+  t0=$(date +%s%N)
   # The tool bounds every operation by --timeout; this outer limit only catches the unexpected.
   if timeout "$RUN_LIMIT_S" "$BENCH" run --url "$url" $extra "$@" \
     --json --quiet </dev/null >"$out.json" 2>"$out.log"; then
+    t1=$(date +%s%N)
+    echo $((t1 - t0)) >"$out.wall_ns"
     return 0
   fi
   fail "$name.$broker" "$(tail -n 3 "$out.log" | tr '\n' ' ')"
@@ -196,21 +200,30 @@ bench() {
 }
 
 while IFS=$'\t' read -r name desc args; do
-  while IFS=$'\t' read -r broker url extra; do
+  while IFS=$'\t' read -r broker url prefetch extra; do
     step "$name on $broker: $desc"
     if [ "$name" = e ]; then
-      # No fill-then-drain mode in ferromq-bench, so: (1) fill: 10,000 persistent messages with
-      # receipts (window 64) at a fixed 2,500 msg/s for 4 s and no consumer; (2) drain: one
-      # consumer subscribes, then one marker message is sent behind the backlog. The backlog is
-      # counted as `stale_ignored` (it belongs to the fill run) and the marker's end-to-end
-      # latency is the time the consumer needed to get through 10,000 messages and the marker.
-      # shellcheck disable=SC2086
-      bench e_fill "$broker" "$url" "$extra" -d /queue/cmp.e --persistent --receipt --window 64 \
-        -p 1 -c 0 --rate 2500 --warmup 0 --duration 4 --size 1024 --timeout "$OP_TIMEOUT_S" || continue
-      sleep 1
-      # shellcheck disable=SC2086
-      bench e_drain "$broker" "$url" "$extra" -d /queue/cmp.e --persistent -p 1 -c 1 \
-        --rate 1 --warmup 0 --duration 1 --size 1024 --timeout 60 || true
+      # ferromq-bench has no fill-then-drain mode, so per cycle: (1) fill: 10,000 persistent
+      # messages with receipts (window 64) at a fixed 2,500 msg/s for 4 s, no consumer;
+      # (2) drain: a run whose consumer subscribes to the backlog and whose producer then sends
+      # one marker; the backlog arrives as `stale_ignored` (it belongs to the fill run) and the
+      # marker's end-to-end latency is the drain time. The consumer ACKs every message
+      # (client-individual) with a prefetch window of 1000, so at most 1000 messages can reach
+      # it before the tool's clock starts (after the producer connected). (3) the same run on
+      # the now empty queue: wall time of (2) - wall time of (3) is a cross-check of the drain
+      # time (it removes process start and connects; ±10 ms, the tool's drain poll interval).
+      for i in 1 2 3; do
+        # shellcheck disable=SC2086
+        bench "e_fill_$i" "$broker" "$url" "$extra" -d /queue/cmp.e --persistent --receipt --window 64 \
+          -p 1 -c 0 --rate 2500 --warmup 0 --duration 4 --size 1024 --timeout "$OP_TIMEOUT_S" || break
+        sleep 1
+        for phase in drain base; do
+          # shellcheck disable=SC2086
+          bench "e_${phase}_$i" "$broker" "$url" "$extra" -d /queue/cmp.e --persistent -p 1 -c 1 \
+            --ack client-individual --subscribe-header "$prefetch" \
+            --rate 1 --warmup 0 --duration 1 --size 1024 --timeout 60 || break 2
+        done
+      done
     else
       # shellcheck disable=SC2086
       bench "$name" "$broker" "$url" "$extra" $args || true
