@@ -3,7 +3,9 @@
 # (ferromq-bench) and the same workloads, plus the raw append + fdatasync reference on the same
 # disk (issue 8, items 2 and 3). Writes bench-results/compare.md and bench-results/compare.svg.
 #
-#   scripts/bench-compare.sh            # ~6-10 min on 2 cores (release build cached)
+#   scripts/bench-compare.sh            # ~6 min on 2 cores with the release build cached
+#                                       # (+ ~3 min for the release build, ~40 s for the first
+#                                       # apt-get install of the peers)
 #
 # Needs root (or passwordless sudo) the first time: scripts/services.sh installs the peers with
 # apt-get. Environment (all optional):
@@ -18,7 +20,6 @@
 # Raw JSON reports and logs stay in $FERROMQ_PEERS_DIR/compare-<date>/ (path printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -92,14 +93,14 @@ if wants activemq || wants rabbitmq; then
     if grep -q '^ActiveMQ: up' <<<"$status"; then
       printf 'activemq\t127.0.0.1:%s\tactivemq.prefetchSize:1000\t\n' "$FERROMQ_AMQ_STOMP_PORT" >>"$work/brokers.tsv"
     else
-      fail activemq "did not start: $(grep -i 'activemq' "$work/peers-start.log" | tail -n 3 | tr '\n' ' ')"
+      fail activemq "did not start: $(grep -iE "error.*(activemq|:$FERROMQ_AMQ_STOMP_PORT)" "$work/peers-start.log" | head -n 2 | tr '\n' ' ')"
     fi
   fi
   if wants rabbitmq; then
     if grep -q '^RabbitMQ: up' <<<"$status"; then
       printf 'rabbitmq\t127.0.0.1:%s\tprefetch-count:1000\t--host / --login guest --passcode guest\n' "$FERROMQ_RABBIT_STOMP_PORT" >>"$work/brokers.tsv"
     else
-      fail rabbitmq "did not start: $(grep -i 'rabbit' "$work/peers-start.log" | tail -n 3 | tr '\n' ' ')"
+      fail rabbitmq "did not start: $(grep -iE "error.*(rabbit|:$FERROMQ_RABBIT_STOMP_PORT)" "$work/peers-start.log" | head -n 2 | tr '\n' ' ')"
     fi
   fi
 fi
@@ -239,3 +240,7 @@ cp "$FERROMQ_PEERS_DIR/rabbitmq/rabbitmq.conf" "$work/rabbitmq.conf" 2>/dev/null
 step "report: $OUT/compare.md, $OUT/compare.svg"
 python3 scripts/bench-compare-report.py "$work" "$OUT"
 echo "bench-compare: raw reports in $work" >&2
+if [ -s "$work/failures.tsv" ]; then
+  echo "bench-compare: some brokers or runs failed (listed under Failures in $OUT/compare.md)" >&2
+  exit 1
+fi
