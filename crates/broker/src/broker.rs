@@ -465,11 +465,14 @@ impl Broker {
                     .collect()
             }
         };
+        // A persistent message never fills memory (past the window it is paged), but it needs
+        // room in the store — once, however many lists it goes to.
+        let stored = |l: &Arc<MessageList>| msg.persistent && l.store_key().is_some();
+        if lists.iter().any(stored) {
+            self.wait_for_store_space(msg.size_bytes()).await?;
+        }
         for list in &lists {
-            if msg.persistent && list.store_key().is_some() {
-                // A persistent message never fills memory: past the window it is paged.
-                self.wait_for_store_space(msg.size_bytes()).await?;
-            } else if list.kind() != ListKind::TopicSubscription {
+            if !stored(list) && list.kind() != ListKind::TopicSubscription {
                 self.wait_for_space(list).await?;
             }
         }

@@ -9,24 +9,36 @@
 //! that died without cleaning up stays listed; a client trying it just gets connection refused.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// The header on CONNECTED that lists the group.
 pub const CLUSTER_HEADER: &str = "ferromq.cluster";
 /// Most member files read (a bound on what a hostile directory can make us do).
 const MEMBERS_MAX: usize = 64;
+/// How long a read of the members directory is reused: a failover makes every client
+/// reconnect at once, and each CONNECTED must not cost a directory scan.
+const MEMBERS_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// The group's member addresses as one broker sees them.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     members_dir: Option<PathBuf>,
     own: String,
+    cached: Arc<Mutex<Option<(Instant, String)>>>,
 }
 
 impl ClusterView {
     /// A view for a broker advertising `own` (`tcp://host:port`), reading the members of a
     /// shared-file group from `members_dir`.
     pub fn new(own: String, members_dir: Option<PathBuf>) -> ClusterView {
-        ClusterView { members_dir, own }
+        ClusterView {
+            members_dir,
+            own,
+            cached: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Registers `own` as a member under `holder`. Errors are logged, not fatal: the cluster
@@ -68,9 +80,17 @@ impl ClusterView {
         out
     }
 
-    /// The header value.
+    /// The header value (the member list, re-read at most once per `MEMBERS_CACHE_TTL`).
     pub fn header_value(&self) -> String {
-        self.addresses().join(",")
+        let mut cached = self.cached.lock();
+        match &*cached {
+            Some((at, v)) if at.elapsed() < MEMBERS_CACHE_TTL => v.clone(),
+            _ => {
+                let v = self.addresses().join(",");
+                *cached = Some((Instant::now(), v.clone()));
+                v
+            }
+        }
     }
 }
 

@@ -217,7 +217,6 @@ struct Session {
     deliveries: mpsc::UnboundedSender<DeliveryOut>,
     shared: Arc<Shared>,
     decoder: Decoder,
-    expect_heartbeat_ms: u64,
     /// (send every, expect every) in ms, as negotiated on CONNECT.
     negotiated_hb: (u64, u64),
     closing: bool,
@@ -274,7 +273,6 @@ async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, co
         deliveries: dl_tx,
         shared: shared.clone(),
         decoder: Decoder::new(limits),
-        expect_heartbeat_ms: 0,
         negotiated_hb: (0, 0),
         closing: false,
     };
@@ -316,7 +314,7 @@ impl Session {
                             return "protocol error";
                         }
                         if self.connected && !was_connected {
-                            let _ = hb_tx.send(self.negotiated_send_ms());
+                            let _ = hb_tx.send(self.negotiated_hb.0);
                         }
                     }
                     Ok(None) => break,
@@ -331,9 +329,9 @@ impl Session {
             }
             let deadline = if !self.connected {
                 Some(connect_timeout)
-            } else if self.expect_heartbeat_ms > 0 {
+            } else if self.negotiated_hb.1 > 0 {
                 Some(Duration::from_millis(
-                    (self.expect_heartbeat_ms as f64 * grace) as u64,
+                    (self.negotiated_hb.1 as f64 * grace) as u64,
                 ))
             } else {
                 None
@@ -371,10 +369,6 @@ impl Session {
                 _ = shutdown.changed() => return "broker shutting down",
             }
         }
-    }
-
-    fn negotiated_send_ms(&self) -> u64 {
-        self.negotiated_hb.0
     }
 
     async fn handle(&mut self, frame: Frame) -> Result<(), StompError> {
@@ -484,7 +478,6 @@ impl Session {
         };
         let (send_ms, expect_ms) = HeartBeat::negotiate(local, peer_hb);
         self.negotiated_hb = (send_ms, expect_ms);
-        self.expect_heartbeat_ms = expect_ms;
         self.decoder.set_version(version);
         self.shared.version.store(
             match version {
