@@ -9,11 +9,20 @@
 #   scripts/services.sh stop peers
 #   scripts/services.sh status peers
 #
-# Today the test suite needs no external server: the STOMP broker core and its stores run
-# embedded. ZooKeeper, PostgreSQL and MariaDB (replicated and shared-database HA, SQL store) are
-# added here by the issues that need them. The benchmark peers are a separate target, because
-# installing them takes ~20 s and starting RabbitMQ ~7 s: the plain `start` (what
-# scripts/test.sh calls) never installs or starts them.
+# Test services (`start` with no target; what scripts/test.sh calls), each a throwaway instance
+# under $FERROMQ_SERVICES_DIR (/var/tmp/ferromq-services), listening on 127.0.0.1 only:
+#   PostgreSQL 15 (`postgresql`)      127.0.0.1:$FERROMQ_PG_PORT (5433), user postgres (trust),
+#                                     database ferromq_test
+#   MariaDB 10.11 (`mariadb-server`)  127.0.0.1:$FERROMQ_MYSQL_PORT (3307), user root (no password),
+#                                     database ferromq_test
+#   ZooKeeper 3.8 (`zookeeper`)       standalone 127.0.0.1:$FERROMQ_ZK_PORT (2181), and a three-node
+#                                     ensemble on 127.0.0.1:2191,2192,2193 (quorum 2898-2900/3898-3900)
+# plus build and test packages: libclang-dev and librocksdb-dev (the `lsm` store backend links
+# Debian's RocksDB instead of compiling its own for 15 minutes), iproute2 and iptables (network
+# namespaces for partition tests), python3-venv (interop tests).
+# `env` prints the FERROMQ_TEST_* variables that point the tests at them.
+# The benchmark peers are a separate target, because installing them takes ~20 s and starting
+# RabbitMQ ~7 s: the plain `start` never installs or starts them.
 #
 # Peers (`peers` target; Debian 12 packages, needs root or passwordless sudo):
 #   ActiveMQ Classic 5.17 (`activemq`): KahaDB, journalDiskSyncStrategy=always,
@@ -28,9 +37,9 @@
 set -euo pipefail
 cmd="${1:-start}"
 target="${2:-tests}"
-usage() { echo "usage: $0 start|stop|status [peers]" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|status|env [peers]" >&2; exit 2; }
 case "$cmd" in
-  start|stop|status) ;;
+  start|stop|status|env) ;;
   *) usage ;;
 esac
 case "$target" in
@@ -339,10 +348,225 @@ fi
 # ---------------------------------------------------------------------------------------------
 # What the test suite needs
 # ---------------------------------------------------------------------------------------------
-# Python's venv module is needed for the interop tests; Debian splits it out on some images.
-if [ "$cmd" = start ] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  if command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+SVC_DIR="${FERROMQ_SERVICES_DIR:-/var/tmp/ferromq-services}"
+PG_PORT="${FERROMQ_PG_PORT:-5433}"
+MYSQL_PORT="${FERROMQ_MYSQL_PORT:-3307}"
+ZK_PORT="${FERROMQ_ZK_PORT:-2181}"
+ZK_ENSEMBLE_PORTS="2191 2192 2193"
+PG_BIN=""
+
+print_env() {
+  echo "export FERROMQ_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/ferromq_test"
+  echo "export FERROMQ_TEST_MYSQL_URL=mysql://root@127.0.0.1:$MYSQL_PORT/ferromq_test"
+  echo "export FERROMQ_TEST_ZK=127.0.0.1:$ZK_PORT"
+  echo "export FERROMQ_TEST_ZK_ENSEMBLE=127.0.0.1:2191,127.0.0.1:2192,127.0.0.1:2193"
+  echo "export FERROMQ_SERVICES_DIR=$SVC_DIR"
+}
+
+# Installs the Debian packages that are missing (one apt-get update, only when needed).
+tests_install() {
+  local want=(python3-venv libclang-dev librocksdb-dev postgresql mariadb-server zookeeper iproute2 iptables)
+  local missing=()
+  for p in "${want[@]}"; do installed "$p" || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get"
+  log "installing ${missing[*]}"
+  as_root timeout "$APT_TIMEOUT_S" apt-get update -qq
+  # policy-rc.d on these images keeps postinst scripts from starting the packaged services;
+  # this script starts its own throwaway instances.
+  as_root env DEBIAN_FRONTEND=noninteractive timeout "$APT_TIMEOUT_S" \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+wait_until() { # wait_until SECONDS WHAT COMMAND...
+  local limit=$1 what=$2
+  shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "$what did not become ready within ${limit}s"
+    sleep 0.1
+  done
+}
+
+pg_bin() {
+  if [ -z "$PG_BIN" ]; then
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
   fi
-fi
-echo "services: nothing to $cmd for the current test suite"
+  [ -n "$PG_BIN" ] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
+  echo "$PG_BIN"
+}
+
+pg_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"; }
+
+pg_start() {
+  if pg_ready; then log "PostgreSQL already up on 127.0.0.1:$PG_PORT"; return 0; fi
+  local dir="$SVC_DIR/pg" bin
+  bin=$(pg_bin)
+  mkdir -p "$dir"
+  chown postgres:postgres "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    rm -rf "$dir/data"
+    su postgres -s /bin/sh -c "$bin/initdb -D $dir/data -A trust -U postgres --no-sync" >"$dir/initdb.log" 2>&1 \
+      || die "initdb failed: $(tail -5 "$dir/initdb.log")"
+  fi
+  # fsync stays on: the shared-database tests rely on a committed row surviving a restart.
+  su postgres -s /bin/sh -c "$bin/pg_ctl -D $dir/data -l $dir/log -w -t 60 \
+    -o '-p $PG_PORT -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300' start" >/dev/null \
+    || die "PostgreSQL did not start: $(tail -5 "$dir/log")"
+  wait_until 30 PostgreSQL pg_ready
+  "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='ferromq_test'" 2>/dev/null | grep -q 1 \
+    || "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE ferromq_test" >/dev/null \
+    || die "cannot create the PostgreSQL test database"
+  log "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') up on 127.0.0.1:$PG_PORT"
+}
+
+pg_stop() {
+  local dir="$SVC_DIR/pg"
+  [ -f "$dir/data/postmaster.pid" ] || return 0
+  su postgres -s /bin/sh -c "$(pg_bin)/pg_ctl -D $dir/data -m fast -w stop" >/dev/null 2>&1 || true
+}
+
+mysql_cli() { mariadb --protocol=tcp -h127.0.0.1 -P"$MYSQL_PORT" -uroot "$@"; }
+mysql_ready() { mariadb-admin --protocol=tcp -h127.0.0.1 -P"$MYSQL_PORT" -uroot ping; }
+
+mysql_start() {
+  if mysql_ready >/dev/null 2>&1; then log "MariaDB already up on 127.0.0.1:$MYSQL_PORT"; return 0; fi
+  local dir="$SVC_DIR/mariadb"
+  mkdir -p "$dir"
+  chown mysql:mysql "$dir"
+  if [ ! -d "$dir/data/mysql" ]; then
+    rm -rf "$dir/data"
+    mariadb-install-db --user=mysql --datadir="$dir/data" --auth-root-authentication-method=normal \
+      --skip-test-db >"$dir/install.log" 2>&1 || die "mariadb-install-db failed: $(tail -5 "$dir/install.log")"
+  fi
+  start-stop-daemon --start --background --make-pidfile --pidfile "$dir/mariadbd.pid" --exec /usr/sbin/mariadbd -- \
+    --no-defaults --user=mysql --datadir="$dir/data" --socket="$dir/mysqld.sock" --pid-file="$dir/data/mariadbd.pid" \
+    --bind-address=127.0.0.1 --port="$MYSQL_PORT" --log-error="$dir/error.log" --max-connections=300 \
+    --innodb-flush-log-at-trx-commit=1 --skip-name-resolve >/dev/null
+  wait_until 60 MariaDB mysql_ready
+  mysql_cli -e "CREATE DATABASE IF NOT EXISTS ferromq_test" || die "cannot create the MariaDB test database"
+  log "MariaDB $(mysql_cli -N -e 'select version()') up on 127.0.0.1:$MYSQL_PORT"
+}
+
+mysql_stop() {
+  local dir="$SVC_DIR/mariadb"
+  [ -f "$dir/mariadbd.pid" ] || return 0
+  start-stop-daemon --stop --pidfile "$dir/mariadbd.pid" --retry TERM/30/KILL/5 >/dev/null 2>&1 || true
+  rm -f "$dir/mariadbd.pid"
+}
+
+zk_mode() { # zk_mode PORT: prints the server's Mode (standalone, leader, follower) when serving
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.settimeout(1)
+s.sendall(b"srvr")
+data = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    data += chunk
+for line in data.decode(errors="replace").splitlines():
+    if line.startswith("Mode:"):
+        print(line.split(":", 1)[1].strip())
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+zk_serving() { [ -n "$(zk_mode "$1")" ]; }
+
+# zk_launch NAME CLIENT_PORT [SERVER_LINES MYID]: one ZooKeeper server under $SVC_DIR/zk/NAME.
+zk_launch() {
+  local name=$1 port=$2 servers=${3:-} myid=${4:-}
+  local dir="$SVC_DIR/zk/$name"
+  mkdir -p "$dir/data"
+  [ -z "$myid" ] || echo "$myid" >"$dir/data/myid"
+  {
+    echo "tickTime=500"
+    echo "initLimit=20"
+    echo "syncLimit=10"
+    echo "dataDir=$dir/data"
+    echo "clientPort=$port"
+    echo "clientPortAddress=127.0.0.1"
+    echo "maxSessionTimeout=60000"
+    echo "4lw.commands.whitelist=ruok,stat,srvr,mntr,conf"
+    echo "admin.enableServer=false"
+    [ -z "$servers" ] || printf '%s\n' $servers
+  } >"$dir/zoo.cfg"
+  {
+    echo "log4j.rootLogger=INFO, FILE"
+    echo "log4j.appender.FILE=org.apache.log4j.FileAppender"
+    echo "log4j.appender.FILE.File=$dir/zk.log"
+    echo "log4j.appender.FILE.layout=org.apache.log4j.PatternLayout"
+    echo "log4j.appender.FILE.layout.ConversionPattern=%d{ISO8601} - %-5p [%t:%C{1}@%L] - %m%n"
+  } >"$dir/log4j.properties"
+  rm -f "$dir/zk.pid"
+  start-stop-daemon --start --background --make-pidfile --pidfile "$dir/zk.pid" --exec "$(command -v java)" -- \
+    -Xmx128m -XX:+UseSerialGC -Dlog4j.configuration="file:$dir/log4j.properties" \
+    -cp "$dir:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar" \
+    org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >/dev/null
+}
+
+zk_start() {
+  command -v java >/dev/null 2>&1 || die "ZooKeeper needs java"
+  if zk_serving "$ZK_PORT"; then
+    log "ZooKeeper standalone already up on 127.0.0.1:$ZK_PORT"
+  else
+    zk_launch standalone "$ZK_PORT"
+  fi
+  local i=1 port servers="server.1=127.0.0.1:2898:3898 server.2=127.0.0.1:2899:3899 server.3=127.0.0.1:2900:3900"
+  for port in $ZK_ENSEMBLE_PORTS; do
+    # A node that is not serving is (re)started; the other two keep their quorum meanwhile.
+    if ! zk_serving "$port" && ! pgrep -f "$SVC_DIR/zk/ens$i/zoo.cfg" >/dev/null; then
+      zk_launch "ens$i" "$port" "$servers" "$i"
+    fi
+    i=$((i + 1))
+  done
+  wait_until 60 "ZooKeeper standalone" zk_serving "$ZK_PORT"
+  for port in $ZK_ENSEMBLE_PORTS; do wait_until 60 "ZooKeeper ensemble node :$port" zk_serving "$port"; done
+  log "ZooKeeper up: standalone 127.0.0.1:$ZK_PORT, ensemble 127.0.0.1:{2191,2192,2193}"
+}
+
+zk_stop() {
+  local d
+  for d in "$SVC_DIR"/zk/*/; do
+    [ -f "$d/zk.pid" ] || continue
+    start-stop-daemon --stop --pidfile "$d/zk.pid" --retry TERM/10/KILL/5 >/dev/null 2>&1 || true
+    rm -f "$d/zk.pid"
+  done
+}
+
+case "$cmd" in
+  env)
+    print_env
+    ;;
+  start)
+    tests_install
+    mkdir -p "$SVC_DIR"
+    chmod 755 "$SVC_DIR"
+    # Each in a subshell: one failing to start does not keep the others from starting.
+    failed=""
+    ( pg_start ) || failed="$failed PostgreSQL"
+    ( mysql_start ) || failed="$failed MariaDB"
+    ( zk_start ) || failed="$failed ZooKeeper"
+    [ -z "$failed" ] || die "could not start:$failed (see the messages above)"
+    ;;
+  stop)
+    zk_stop
+    mysql_stop
+    pg_stop
+    log "test services stopped"
+    ;;
+  status)
+    rc=0
+    if pg_ready 2>/dev/null; then echo "PostgreSQL: up (127.0.0.1:$PG_PORT)"; else echo "PostgreSQL: down"; rc=3; fi
+    if mysql_ready >/dev/null 2>&1; then echo "MariaDB: up (127.0.0.1:$MYSQL_PORT)"; else echo "MariaDB: down"; rc=3; fi
+    for port in $ZK_PORT $ZK_ENSEMBLE_PORTS; do
+      m=$(zk_mode "$port" || true)
+      if [ -n "$m" ]; then echo "ZooKeeper :$port: $m"; else echo "ZooKeeper :$port: down"; rc=3; fi
+    done
+    exit $rc
+    ;;
+esac
