@@ -33,7 +33,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HaSection {
-    /// `none` (standalone) or `shared-file` (master/slave on a shared `broker.data_dir`).
+    /// `none` (standalone), `shared-file` (master/slave on a shared `broker.data_dir`) or
+    /// `shared-db` (master/slave on a shared database, `store.backend = "sql"`).
     pub mode: String,
     /// How often the master re-checks that it still holds its lock (`lockKeepAlivePeriod`), ms.
     pub lock_keepalive_ms: u64,
@@ -44,6 +45,16 @@ pub struct HaSection {
     /// Tell connected clients the addresses of the group on CONNECTED
     /// (`updateClusterClients`).
     pub update_cluster_clients: bool,
+    /// `shared-db`: `lease` (ActiveMQ's `lease-database-locker`, the default) or `row`
+    /// (`database-locker`: `SELECT … FOR UPDATE` held on a dedicated connection).
+    pub locker: String,
+    /// `shared-db` lease locker: how long a lease lasts, by the database's clock, in ms.
+    pub lease_ms: u64,
+    /// `shared-db`: how often a slave retries for the lock (`lockAcquireSleepInterval`), ms.
+    pub lock_acquire_sleep_interval_ms: u64,
+    /// `shared-db` lease locker: this broker's id in the lock row (`leaseHolderId`); default:
+    /// `holder_id`, else the broker name and the process id.
+    pub lease_holder_id: String,
 }
 
 impl Default for HaSection {
@@ -54,6 +65,10 @@ impl Default for HaSection {
             restart_allowed: true,
             holder_id: String::new(),
             update_cluster_clients: false,
+            locker: "lease".into(),
+            lease_ms: 5000,
+            lock_acquire_sleep_interval_ms: 100,
+            lease_holder_id: String::new(),
         }
     }
 }
@@ -110,8 +125,21 @@ impl Default for TransportsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
-    /// `journal` (the default, embedded, durable) or `memory` (nothing survives a restart).
+    /// `journal` (the default, embedded, durable), `lsm` (RocksDB, cargo feature `lsm`), `sql`
+    /// (SQLite, PostgreSQL or MariaDB/MySQL, cargo feature `sql`) or `memory` (nothing
+    /// survives a restart).
     pub backend: String,
+    /// `sql`: the database, `sqlite://PATH`, `postgres://USER@HOST:PORT/DB` or
+    /// `mysql://USER@HOST:PORT/DB`; empty: SQLite in `<data_dir>/ferromq.sqlite`.
+    pub url: String,
+    /// `sql`: prefix of the table names (`tablePrefix`): `<prefix>msgs`, `<prefix>acks`,
+    /// `<prefix>lock`.
+    pub table_prefix: String,
+    /// `sql`: create the tables when they are missing (`createTablesOnStartup`).
+    pub create_tables_on_startup: bool,
+    /// `journal`: the write path, `auto` (io_uring when this build has it and the kernel
+    /// permits it, else `pwrite` + `fdatasync`), `io-uring` or `portable`.
+    pub journal_io: String,
     /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
     pub sync: String,
     /// With `sync = "periodic"`: longest time written data stays unsynced
@@ -137,6 +165,10 @@ impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             backend: "journal".into(),
+            url: String::new(),
+            table_prefix: "activemq_".into(),
+            create_tables_on_startup: true,
+            journal_io: "auto".into(),
             sync: "always".into(),
             sync_interval_ms: 1000,
             journal_max_file_length: 32 * 1024 * 1024,
@@ -332,6 +364,16 @@ impl Config {
         if self.stomp.max_frame_bytes < 1024 {
             bail!("stomp.max_frame_bytes must be at least 1024");
         }
+        match self.store.backend.as_str() {
+            "journal" | "lsm" | "sql" | "memory" => {}
+            b => bail!(
+                "store.backend = {b:?}: expected \"journal\", \"lsm\", \"sql\" or \"memory\""
+            ),
+        }
+        match self.store.journal_io.as_str() {
+            "auto" | "io-uring" | "portable" => {}
+            j => bail!("store.journal_io = {j:?}: expected \"auto\", \"io-uring\" or \"portable\""),
+        }
         match self.ha.mode.as_str() {
             "none" => {}
             "shared-file" => {
@@ -339,7 +381,26 @@ impl Config {
                     bail!("ha.mode = \"shared-file\" needs store.backend = \"journal\" on the shared data_dir");
                 }
             }
-            m => bail!("ha.mode = {m:?}: expected \"none\" or \"shared-file\""),
+            "shared-db" => {
+                if self.store.backend != "sql" {
+                    bail!("ha.mode = \"shared-db\" needs store.backend = \"sql\"");
+                }
+                if !(self.store.url.starts_with("postgres://")
+                    || self.store.url.starts_with("postgresql://")
+                    || self.store.url.starts_with("mysql://")
+                    || self.store.url.starts_with("mariadb://"))
+                {
+                    bail!("ha.mode = \"shared-db\" needs store.url naming a PostgreSQL or MySQL/MariaDB server that every broker of the group shares");
+                }
+                match self.ha.locker.as_str() {
+                    "lease" | "row" => {}
+                    l => bail!("ha.locker = {l:?}: expected \"lease\" or \"row\""),
+                }
+                if self.ha.lease_ms < 200 {
+                    bail!("ha.lease_ms must be at least 200");
+                }
+            }
+            m => bail!("ha.mode = {m:?}: expected \"none\", \"shared-file\" or \"shared-db\""),
         }
         if self.policy.queue_prefetch == 0 || self.policy.topic_prefetch == 0 {
             bail!("policy.queue_prefetch and policy.topic_prefetch must be at least 1");
@@ -398,6 +459,68 @@ mod tests {
         std::fs::write(&p, "[brokr]\nname = \"b\"\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
         assert!(err.contains("brokr"), "{err}");
+    }
+
+    fn env_config(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        Config::load(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn shared_db_needs_the_sql_backend_on_a_database_server() {
+        let err = format!(
+            "{:#}",
+            env_config(&[("FERROMQ__HA__MODE", "shared-db")]).unwrap_err()
+        );
+        assert!(err.contains("store.backend = \"sql\""), "{err}");
+        let err = format!(
+            "{:#}",
+            env_config(&[
+                ("FERROMQ__HA__MODE", "shared-db"),
+                ("FERROMQ__STORE__BACKEND", "sql"),
+                ("FERROMQ__STORE__URL", "sqlite:///tmp/x.db"),
+            ])
+            .unwrap_err()
+        );
+        assert!(err.contains("PostgreSQL or MySQL"), "{err}");
+        let c = env_config(&[
+            ("FERROMQ__HA__MODE", "shared-db"),
+            ("FERROMQ__STORE__BACKEND", "sql"),
+            ("FERROMQ__STORE__URL", "postgres://u@127.0.0.1:5433/db"),
+            ("FERROMQ__HA__LOCKER", "row"),
+        ])
+        .unwrap();
+        assert_eq!(c.ha.locker, "row");
+        let err = format!(
+            "{:#}",
+            env_config(&[
+                ("FERROMQ__HA__MODE", "shared-db"),
+                ("FERROMQ__STORE__BACKEND", "sql"),
+                ("FERROMQ__STORE__URL", "mysql://u@127.0.0.1:3307/db"),
+                ("FERROMQ__HA__LOCKER", "table"),
+            ])
+            .unwrap_err()
+        );
+        assert!(err.contains("ha.locker"), "{err}");
+    }
+
+    #[test]
+    fn unknown_backends_and_journal_io_are_errors() {
+        let err = format!(
+            "{:#}",
+            env_config(&[("FERROMQ__STORE__BACKEND", "leveldb")]).unwrap_err()
+        );
+        assert!(err.contains("\"lsm\""), "{err}");
+        let err = format!(
+            "{:#}",
+            env_config(&[("FERROMQ__STORE__JOURNAL_IO", "aio")]).unwrap_err()
+        );
+        assert!(err.contains("io-uring"), "{err}");
     }
 
     #[test]
