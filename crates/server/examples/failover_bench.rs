@@ -1,4 +1,5 @@
-//! Failover latency of shared-file master/slave, measured with real processes on loopback.
+//! Failover latency of shared-storage master/slave (shared-file, or shared-db with the lease or
+//! row locker on PostgreSQL/MariaDB), measured with real processes on loopback.
 //!
 //! For each round: a producer sends persistent messages with receipts to the master; the
 //! master is killed (SIGKILL, or SIGTERM for a clean shutdown); the time from the signal to
@@ -7,7 +8,8 @@
 //!
 //! ```text
 //! cargo build --release -p ferromq --bin ferromq --example failover_bench
-//! target/release/examples/failover_bench target/release/ferromq 20
+//! target/release/examples/failover_bench target/release/ferromq 20                 # shared-file
+//! target/release/examples/failover_bench target/release/ferromq 20 shared-db URL lease 2000
 //! ```
 // Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
 // way ends the test process, which takes its children's zombies with it.
@@ -27,15 +29,70 @@ fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
-fn start(bin: &Path, dir: &Path, shared: &Path, name: &str, port: u16) -> anyhow::Result<Child> {
+/// Which HA mode the brokers run.
+#[derive(Debug, Clone)]
+enum Mode {
+    SharedFile,
+    SharedDb {
+        url: String,
+        locker: String,
+        lease_ms: u64,
+        prefix: String,
+    },
+}
+
+impl Mode {
+    fn label(&self) -> String {
+        match self {
+            Mode::SharedFile => "shared-file".into(),
+            Mode::SharedDb {
+                url,
+                locker,
+                lease_ms,
+                ..
+            } => {
+                let db = url.split("://").next().unwrap_or("?");
+                format!("shared-db ({db}, {locker}, lease {lease_ms} ms)")
+            }
+        }
+    }
+
+    fn config(&self, shared: &Path, name: &str, port: u16) -> String {
+        let transports = format!("[transports]\nstomp = \"127.0.0.1:{port}\"\n");
+        match self {
+            // Both brokers on the same directory.
+            Mode::SharedFile => format!(
+                "[broker]\nname = \"bench\"\ndata_dir = \"{}\"\n{transports}\
+                 [store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 500\n",
+                shared.display()
+            ),
+            // Each broker its own directory; the database is what they share.
+            Mode::SharedDb {
+                url,
+                locker,
+                lease_ms,
+                prefix,
+            } => format!(
+                "[broker]\nname = \"bench\"\ndata_dir = \"{}\"\n{transports}\
+                 [store]\nbackend = \"sql\"\nurl = \"{url}\"\ntable_prefix = \"{prefix}\"\n\
+                 [ha]\nmode = \"shared-db\"\nlocker = \"{locker}\"\nlease_ms = {lease_ms}\n\
+                 lock_acquire_sleep_interval_ms = 50\n",
+                shared.join(name).display()
+            ),
+        }
+    }
+}
+
+fn start(
+    bin: &Path,
+    dir: &Path,
+    shared: &Path,
+    mode: &Mode,
+    name: &str,
+    port: u16,
+) -> anyhow::Result<Child> {
     let cfg = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "[broker]\nname = \"bench\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 500\n",
-            shared.display()
-        ),
-    )?;
+    std::fs::write(&cfg, mode.config(shared, name, port))?;
     Ok(Command::new(bin)
         .args(["--log", "warn", "serve", "--config"])
         .arg(&cfg)
@@ -66,10 +123,23 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| "target/release/ferromq".into()),
     );
     let rounds: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let mode = match args.get(3).map(String::as_str) {
+        None | Some("shared-file") => Mode::SharedFile,
+        Some("shared-db") => Mode::SharedDb {
+            url: args
+                .get(4)
+                .cloned()
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5433/ferromq_test".into()),
+            locker: args.get(5).cloned().unwrap_or_else(|| "lease".into()),
+            lease_ms: args.get(6).map(|s| s.parse()).transpose()?.unwrap_or(2000),
+            prefix: format!("bench{}_", std::process::id()),
+        },
+        Some(other) => anyhow::bail!("unknown mode {other:?}: shared-file | shared-db"),
+    };
     let dir = tempfile::tempdir()?;
     let shared = dir.path().join("shared");
     let ports = [free_port(), free_port()];
-    let mut procs: Vec<Child> = vec![start(&bin, dir.path(), &shared, "b0", ports[0])?];
+    let mut procs: Vec<Child> = vec![start(&bin, dir.path(), &shared, &mode, "b0", ports[0])?];
     let t0 = Instant::now();
     while !accepts(ports[0]) {
         anyhow::ensure!(
@@ -78,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    procs.push(start(&bin, dir.path(), &shared, "b1", ports[1])?);
+    procs.push(start(&bin, dir.path(), &shared, &mode, "b1", ports[1])?);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>)> = vec![
         ("kill -9", Vec::new(), Vec::new()),
@@ -146,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             &bin,
             dir.path(),
             &shared,
+            &mode,
             &format!("b{master}"),
             ports[master],
         )?;
@@ -166,7 +237,8 @@ async fn main() -> anyhow::Result<()> {
     for (kind, acc, rec) in &mut results {
         let n = acc.len();
         println!(
-            "| shared-file | {kind} | {n} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            "| {} | {kind} | {n} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} |",
+            mode.label(),
             pct(acc, 0.5),
             pct(acc, 0.99),
             pct(acc, 1.0),

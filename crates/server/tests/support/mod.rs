@@ -162,3 +162,130 @@ pub fn shared_file_config(name: &str, shared: &Path, port: u16, extra: &str) -> 
         shared.display()
     )
 }
+
+/// The PostgreSQL of `scripts/services.sh` (`FERROMQ_TEST_PG_URL`).
+pub fn pg_url() -> String {
+    std::env::var("FERROMQ_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/ferromq_test".into())
+}
+
+/// The MariaDB of `scripts/services.sh` (`FERROMQ_TEST_MYSQL_URL`).
+pub fn mysql_url() -> String {
+    std::env::var("FERROMQ_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3307/ferromq_test".into())
+}
+
+/// A table prefix no other test uses, so tests share the database servers in parallel.
+pub fn unique_table_prefix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t{}_{}_{}_",
+        std::process::id(),
+        nanos % 1_000_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temp dir, a free loopback port), for
+/// tests that restart or stop the database under the brokers without disturbing other tests.
+pub struct ThrowawayPg {
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl ThrowawayPg {
+    fn bin(name: &str) -> String {
+        let base = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (scripts/services.sh installs them)")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .max()
+            .expect("a PostgreSQL version under /usr/lib/postgresql");
+        base.join("bin").join(name).display().to_string()
+    }
+
+    fn as_postgres(cmd: &str) -> bool {
+        Command::new("su")
+            .args(["postgres", "-s", "/bin/sh", "-c", cmd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    pub fn start() -> ThrowawayPg {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("chown")
+            .args(["postgres:postgres", &dir.path().display().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "chown of the throwaway PostgreSQL dir");
+        let data = dir.path().join("data");
+        assert!(
+            Self::as_postgres(&format!(
+                "{} -D {} -A trust -U postgres --no-sync",
+                Self::bin("initdb"),
+                data.display()
+            )),
+            "initdb"
+        );
+        let pg = ThrowawayPg {
+            dir,
+            port: free_port(),
+        };
+        pg.up();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn up(&self) {
+        assert!(
+            Self::as_postgres(&format!(
+                "{} -D {} -l {}/log -w -t 30 -o '-p {} -k {} -c listen_addresses=127.0.0.1' start",
+                Self::bin("pg_ctl"),
+                self.data(),
+                self.dir.path().display(),
+                self.port,
+                self.dir.path().display()
+            )),
+            "pg_ctl start"
+        );
+    }
+
+    /// Stops the server (fast shutdown: open connections are cut).
+    pub fn down(&self) {
+        assert!(
+            Self::as_postgres(&format!(
+                "{} -D {} -m fast -w stop",
+                Self::bin("pg_ctl"),
+                self.data()
+            )),
+            "pg_ctl stop"
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for ThrowawayPg {
+    fn drop(&mut self) {
+        Self::as_postgres(&format!(
+            "{} -D {} -m immediate -w stop",
+            Self::bin("pg_ctl"),
+            self.data()
+        ));
+    }
+}
