@@ -366,9 +366,9 @@ impl Config {
         }
         match self.store.backend.as_str() {
             "journal" | "lsm" | "sql" | "memory" => {}
-            b => bail!(
-                "store.backend = {b:?}: expected \"journal\", \"lsm\", \"sql\" or \"memory\""
-            ),
+            b => {
+                bail!("store.backend = {b:?}: expected \"journal\", \"lsm\", \"sql\" or \"memory\"")
+            }
         }
         match self.store.journal_io.as_str() {
             "auto" | "io-uring" | "portable" => {}
