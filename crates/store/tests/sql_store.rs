@@ -293,6 +293,7 @@ per_database!(
     two_stores_creating_the_same_tables_at_once_both_open,
     matches_the_memory_store_on_random_ops_through_reopens,
     lock_table_has_the_shared_schema_and_both_rows,
+    works_when_called_from_inside_a_tokio_runtime,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -609,10 +610,14 @@ fn five_hundred_lists_in_one_batch_recover(db: Db) {
         })
         .collect();
     ok(&s, batch);
+    // 1000 acks (half of them of absent messages): more than one multi-row DELETE.
     ok(
         &s,
         (0..500)
-            .map(|i| deq(&format!("queue://dest.{i:03}"), 1))
+            .flat_map(|i| {
+                let list = format!("queue://dest.{i:03}");
+                vec![deq(&list, 1), deq(&list, 99)]
+            })
             .collect(),
     );
     s.close().unwrap();
@@ -834,6 +839,29 @@ fn lock_table_has_the_shared_schema_and_both_rows(db: Db) {
         t.table("lock")
     ));
     assert_eq!(kept, 3);
+}
+
+fn works_when_called_from_inside_a_tokio_runtime(db: Db) {
+    let t = TestDb::new(db);
+    let (config, reopen_config) = (t.config(), t.config());
+    // The broker opens, loads and recovers synchronously from async code on its own runtime
+    // (here a current-thread one, the least forgiving): the store must never block_on it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let s = SqlStore::open(config).unwrap();
+        s.submit(vec![enq("queue://rt", 1, "async")]).await.unwrap();
+        let page = s.load("queue://rt", None, 10).unwrap();
+        assert_eq!(page[0].payload, "async");
+        assert_eq!(s.recover().unwrap().lists.len(), 1);
+        s.close().unwrap();
+        let s = SqlStore::open(reopen_config).unwrap();
+        assert_eq!(s.usage_bytes(), 5);
+        // Dropped without close, inside the runtime.
+        drop(s);
+    });
 }
 
 /// A small deterministic generator (xorshift), so a failure names its seed.

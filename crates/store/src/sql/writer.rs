@@ -225,6 +225,7 @@ async fn apply_group(
         dirty: HashSet::new(),
         usage_delta: 0,
         inserts: Vec::new(),
+        inserts_bytes: 0,
         deletes: Vec::new(),
     };
     for job in group {
@@ -251,6 +252,8 @@ struct GroupApply<'a> {
     dirty: HashSet<&'a str>,
     usage_delta: i64,
     inserts: Vec<(&'a str, i64, &'a [u8])>,
+    /// Payload bytes in `inserts`.
+    inserts_bytes: usize,
     deletes: Vec<(&'a str, i64)>,
 }
 
@@ -283,10 +286,11 @@ impl<'a> GroupApply<'a> {
                 } else {
                     self.max_seqs.insert(list.clone(), seq);
                     self.dirty.insert(list);
-                    if self.inserts_bytes() + payload.len() > self.cfg.statement_bytes_max {
+                    if self.inserts_bytes + payload.len() > self.cfg.statement_bytes_max {
                         self.flush_inserts().await?;
                     }
                     self.inserts.push((list, seq, payload));
+                    self.inserts_bytes += payload.len();
                 }
                 self.usage_delta += payload.len() as i64;
             }
@@ -343,10 +347,6 @@ impl<'a> GroupApply<'a> {
         Ok(())
     }
 
-    fn inserts_bytes(&self) -> usize {
-        self.inserts.iter().map(|(_, _, p)| p.len()).sum()
-    }
-
     fn rows_per_statement(&self, params_per_row: usize) -> usize {
         ROWS_PER_STATEMENT_MAX.min(placeholders_max(self.cfg.dialect) / params_per_row)
     }
@@ -358,6 +358,7 @@ impl<'a> GroupApply<'a> {
 
     async fn flush_inserts(&mut self) -> Result<(), GroupError> {
         let rows = std::mem::take(&mut self.inserts);
+        self.inserts_bytes = 0;
         for chunk in rows.chunks(self.rows_per_statement(3)) {
             let sql = self.cfg.dialect.insert_msgs(&self.cfg.tables, chunk.len());
             let mut args = Vec::with_capacity(chunk.len() * 3);
