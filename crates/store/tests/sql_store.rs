@@ -294,6 +294,7 @@ per_database!(
     matches_the_memory_store_on_random_ops_through_reopens,
     lock_table_has_the_shared_schema_and_both_rows,
     works_when_called_from_inside_a_tokio_runtime,
+    values_the_database_cannot_hold_refuse_only_their_batch,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -862,6 +863,40 @@ fn works_when_called_from_inside_a_tokio_runtime(db: Db) {
         // Dropped without close, inside the runtime.
         drop(s);
     });
+}
+
+fn values_the_database_cannot_hold_refuse_only_their_batch(db: Db) {
+    let t = TestDb::new(db);
+    let s = t.open();
+    let long_key = format!("queue://{}", "k".repeat(300));
+    let mut long_selector = sub("durable://c:s", "t", None);
+    long_selector.selector = Some("x".repeat(70_000));
+    for bad in [
+        vec![enq("queue://ok", 1, "x"), enq(&long_key, 1, "x")],
+        vec![enq("queue://nul\0", 1, "x")],
+        vec![Op::PutSubscription(long_selector)],
+        vec![enq("queue://ok", u64::MAX, "x")],
+    ] {
+        let err = s.submit(bad).wait_blocking().unwrap_err();
+        assert!(matches!(err, StoreError::Config(_)), "{err:?}");
+    }
+    // Nothing of the refused batches was written, and the store still works.
+    assert_eq!(t.count_msgs("1 = 1"), 0);
+    ok(&s, vec![enq("queue://ok", 1, "fine")]);
+    // 250 characters fit, multi-byte ones included.
+    let key = format!("queue://{}", "é".repeat(242));
+    assert_eq!(key.chars().count(), 250);
+    ok(&s, vec![enq(&key, 1, "wide")]);
+    assert_eq!(s.load(&key, None, 1).unwrap()[0].payload, "wide");
+    s.close().unwrap();
+}
+
+#[test]
+fn an_unreachable_database_fails_the_open_with_an_error() {
+    let mut cfg = SqlConfig::new("postgres://postgres@127.0.0.1:1/nothing");
+    cfg.connect_timeout_ms = 5_000;
+    let err = SqlStore::open(cfg).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
 }
 
 /// A small deterministic generator (xorshift), so a failure names its seed.

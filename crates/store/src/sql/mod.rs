@@ -28,7 +28,10 @@
 //! **Limits.** A message payload may be at most 512 MiB on SQLite and PostgreSQL; on MySQL and
 //! MariaDB it must fit in one packet: `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB
 //! on MySQL 8) less 64 KiB. Larger enqueues are refused with [`StoreError::Config`] at submit,
-//! without failing the store. List keys are at most 250 characters.
+//! without failing the store. List keys, client ids,
+//! subscription names and topics are at most 250 characters, selectors at most 65,535 bytes,
+//! and none may hold a NUL character (PostgreSQL text cannot); such batches are refused the
+//! same way.
 
 mod conn;
 mod dialect;
@@ -61,6 +64,8 @@ pub const LIST_KEY_CHARS_MAX: usize = 250;
 const PAYLOAD_BYTES_MAX: u64 = 512 * 1024 * 1024;
 /// Room left in a MySQL packet for the statement around a payload.
 const MYSQL_PACKET_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// Longest selector (MySQL's TEXT holds 65,535 bytes; the same limit everywhere).
+const SELECTOR_BYTES_MAX: usize = 65_535;
 /// Longest table prefix (MySQL identifiers are at most 64 characters; `lists` follows it).
 const TABLE_PREFIX_CHARS_MAX: usize = 48;
 
@@ -175,6 +180,22 @@ impl SqlConfig {
         }
         Ok(())
     }
+}
+
+/// Refuses what a key column cannot hold. Caught here, such a value refuses its own batch;
+/// caught by the database, it would fail the whole group and so the store.
+fn check_key(what: &str, v: &str) -> Result<(), StoreError> {
+    let chars = v.chars().count();
+    if chars > LIST_KEY_CHARS_MAX {
+        return Err(StoreError::Config(format!(
+            "{what} of {chars} characters is over {LIST_KEY_CHARS_MAX}"
+        )));
+    }
+    // PostgreSQL text cannot hold NUL.
+    if v.contains('\0') {
+        return Err(StoreError::Config(format!("{what} holds a NUL character")));
+    }
+    Ok(())
 }
 
 /// `scheme://user:password@host…` without the password, for logs.
@@ -393,8 +414,9 @@ impl SqlStore {
     /// Refuses a batch the database could not store, without failing the store.
     fn check_batch(&self, batch: &Batch) -> Result<(), StoreError> {
         for op in batch {
-            let list = match op {
+            match op {
                 Op::Enqueue { list, seq, payload } => {
+                    check_key("list key", list)?;
                     if i64::try_from(*seq).is_err() {
                         return Err(StoreError::Config(format!(
                             "seq {seq} of {list} is above the database's BIGINT range"
@@ -407,31 +429,25 @@ impl SqlStore {
                             self.payload_bytes_max
                         )));
                     }
-                    list
                 }
                 Op::Dequeue { list, .. } | Op::DeleteSubscription { list } | Op::Purge { list } => {
-                    list
+                    check_key("list key", list)?;
                 }
                 Op::PutSubscription(rec) => {
-                    for (what, v) in [
-                        ("client id", &rec.client_id),
-                        ("subscription name", &rec.name),
-                        ("topic", &rec.topic),
-                    ] {
-                        if v.chars().count() > LIST_KEY_CHARS_MAX {
+                    check_key("list key", &rec.list)?;
+                    check_key("client id", &rec.client_id)?;
+                    check_key("subscription name", &rec.name)?;
+                    check_key("topic", &rec.topic)?;
+                    if let Some(selector) = &rec.selector {
+                        if selector.len() > SELECTOR_BYTES_MAX || selector.contains('\0') {
                             return Err(StoreError::Config(format!(
-                                "{what} is over {LIST_KEY_CHARS_MAX} characters"
+                                "selector of {} bytes is over {SELECTOR_BYTES_MAX} bytes or \
+                                 holds a NUL character",
+                                selector.len()
                             )));
                         }
                     }
-                    &rec.list
                 }
-            };
-            if list.chars().count() > LIST_KEY_CHARS_MAX {
-                return Err(StoreError::Config(format!(
-                    "list key of {} characters is over {LIST_KEY_CHARS_MAX}",
-                    list.chars().count()
-                )));
             }
         }
         Ok(())
