@@ -20,6 +20,8 @@ mod completion;
 mod error;
 pub mod journal;
 pub mod memory;
+#[cfg(feature = "sql")]
+pub mod sql;
 mod types;
 
 pub use completion::{Completer, Completion};
@@ -27,6 +29,8 @@ pub use error::StoreError;
 pub use journal::Fence;
 pub use journal::{JournalConfig, JournalStore, SyncMode};
 pub use memory::MemoryStore;
+#[cfg(feature = "sql")]
+pub use sql::{SqlConfig, SqlStats, SqlStore};
 pub use types::{Batch, ListInfo, ListKey, Op, Recovery, StoredMessage, SubscriptionRecord};
 
 /// A persistent message store.
