@@ -19,6 +19,8 @@
 mod completion;
 mod error;
 pub mod journal;
+#[cfg(feature = "lsm")]
+pub mod lsm;
 pub mod memory;
 mod types;
 
@@ -26,6 +28,8 @@ pub use completion::{Completer, Completion};
 pub use error::StoreError;
 pub use journal::Fence;
 pub use journal::{JournalConfig, JournalStore, SyncMode};
+#[cfg(feature = "lsm")]
+pub use lsm::{LsmConfig, LsmStats, LsmStore};
 pub use memory::MemoryStore;
 pub use types::{Batch, ListInfo, ListKey, Op, Recovery, StoredMessage, SubscriptionRecord};
 
