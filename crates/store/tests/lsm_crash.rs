@@ -31,7 +31,7 @@ fn batch(i: u64) -> Batch {
     if i > 4 {
         ops.push(deq("queue://a", i - 4));
     }
-    if i % 10 == 0 {
+    if i % 10 == 9 {
         ops.push(Op::PutSubscription(sub(&format!("durable://c:s{i}"), "t")));
     }
     ops
