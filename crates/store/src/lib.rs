@@ -19,6 +19,8 @@
 mod completion;
 mod error;
 pub mod journal;
+#[cfg(feature = "lsm")]
+pub mod lsm;
 pub mod memory;
 #[cfg(feature = "sql")]
 pub mod sql;
@@ -28,6 +30,8 @@ pub use completion::{Completer, Completion};
 pub use error::StoreError;
 pub use journal::Fence;
 pub use journal::{JournalConfig, JournalStore, SyncMode};
+#[cfg(feature = "lsm")]
+pub use lsm::{LsmConfig, LsmStats, LsmStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "sql")]
 pub use sql::{SqlConfig, SqlStats, SqlStore};
