@@ -20,17 +20,17 @@ pub fn open_store(
     epoch: u64,
     fence: Option<Arc<dyn Fence>>,
 ) -> anyhow::Result<Arc<dyn MessageStore>> {
-    match cfg.store.backend.as_str() {
+    let s = &cfg.store;
+    let sync = match s.sync.as_str() {
+        "periodic" => SyncMode::Periodic {
+            interval_ms: s.sync_interval_ms.max(1),
+        },
+        "never" => SyncMode::Never,
+        _ => SyncMode::Always,
+    };
+    match s.backend.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         "journal" => {
-            let s = &cfg.store;
-            let sync = match s.sync.as_str() {
-                "periodic" => SyncMode::Periodic {
-                    interval_ms: s.sync_interval_ms.max(1),
-                },
-                "never" => SyncMode::Never,
-                _ => SyncMode::Always,
-            };
             let jc = JournalConfig {
                 journal_max_file_length: s.journal_max_file_length,
                 sync,
@@ -47,10 +47,86 @@ pub fn open_store(
                 .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
             Ok(Arc::new(store))
         }
-        other => bail!(
-            "store.backend = {other:?} is not available in this build (available: \"journal\", \"memory\")"
-        ),
+        "lsm" => open_lsm(cfg, sync, fence),
+        "sql" => open_sql(cfg, epoch, fence),
+        other => {
+            bail!("store.backend = {other:?}: expected \"journal\", \"lsm\", \"sql\" or \"memory\"")
+        }
     }
+}
+
+#[cfg(feature = "lsm")]
+fn open_lsm(
+    cfg: &Config,
+    sync: SyncMode,
+    fence: Option<Arc<dyn Fence>>,
+) -> anyhow::Result<Arc<dyn MessageStore>> {
+    use ferromq_store::{LsmConfig, LsmStore};
+    let dir = cfg.broker.data_dir.join("lsm");
+    let lc = LsmConfig {
+        sync,
+        fence,
+        ..LsmConfig::new(&dir)
+    };
+    let store = LsmStore::open(lc)
+        .with_context(|| format!("cannot open the lsm store in {}", dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "lsm"))]
+fn open_lsm(
+    _: &Config,
+    _: SyncMode,
+    _: Option<Arc<dyn Fence>>,
+) -> anyhow::Result<Arc<dyn MessageStore>> {
+    bail!(
+        "store.backend = \"lsm\" needs the `lsm` cargo feature, which this build does not have: \
+         rebuild with `cargo build --release --features lsm` (it links Debian's librocksdb-dev; \
+         see the README's \"Store backends\")"
+    )
+}
+
+#[cfg(feature = "sql")]
+fn open_sql(
+    cfg: &Config,
+    epoch: u64,
+    fence: Option<Arc<dyn Fence>>,
+) -> anyhow::Result<Arc<dyn MessageStore>> {
+    use ferromq_store::{SqlConfig, SqlStore};
+    let s = &cfg.store;
+    let url = if s.url.is_empty() {
+        std::fs::create_dir_all(&cfg.broker.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", cfg.broker.data_dir.display()))?;
+        format!(
+            "sqlite://{}",
+            cfg.broker.data_dir.join("ferromq.sqlite").display()
+        )
+    } else {
+        s.url.clone()
+    };
+    let sc = SqlConfig {
+        table_prefix: s.table_prefix.clone(),
+        create_tables_on_startup: s.create_tables_on_startup,
+        // Shared-database HA: every write transaction checks the lock row still holds our
+        // epoch, so a deposed master's writes fail in the database itself.
+        fence_epoch: (cfg.ha.mode == "shared-db").then_some(epoch),
+        fence,
+        ..SqlConfig::new(url)
+    };
+    let store = SqlStore::open(sc).context("cannot open the sql store")?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "sql"))]
+fn open_sql(
+    _: &Config,
+    _: u64,
+    _: Option<Arc<dyn Fence>>,
+) -> anyhow::Result<Arc<dyn MessageStore>> {
+    bail!(
+        "store.backend = \"sql\" needs the `sql` cargo feature, which this build does not have: \
+         rebuild with `cargo build --release --features sql`"
+    )
 }
 
 /// The broker policy from the configuration.

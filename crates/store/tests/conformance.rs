@@ -533,3 +533,127 @@ fn journal_config() -> JournalConfig {
 
 conformance!(memory, MemoryFixture(None));
 conformance!(journal, JournalFixture::new(journal_config()));
+
+/// RocksDB in a temporary directory.
+#[cfg(feature = "lsm")]
+struct LsmFixture(tempfile::TempDir);
+
+#[cfg(feature = "lsm")]
+impl Fixture for LsmFixture {
+    fn open(&mut self) -> Arc<dyn MessageStore> {
+        let config = ferromq_store::LsmConfig::new(self.0.path().join("lsm"));
+        Arc::new(ferromq_store::LsmStore::open(config).expect("open lsm store"))
+    }
+}
+
+#[cfg(feature = "lsm")]
+conformance!(lsm, LsmFixture(tempfile::tempdir().expect("tempdir")));
+
+/// The sql store on one database: SQLite in a temp dir, or the PostgreSQL / MariaDB of
+/// `scripts/services.sh` in tables of the test's own (dropped at the end, kept on failure).
+#[cfg(feature = "sql")]
+struct SqlFixture {
+    url: String,
+    prefix: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[cfg(feature = "sql")]
+impl SqlFixture {
+    fn unique_prefix() -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        format!(
+            "c_{}_{}_{}_",
+            std::process::id(),
+            nanos % 1_000_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    fn sqlite() -> SqlFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        SqlFixture {
+            url: format!("sqlite://{}/store.db", dir.path().display()),
+            prefix: Self::unique_prefix(),
+            _dir: Some(dir),
+        }
+    }
+
+    fn server(env: &str, default: &str) -> SqlFixture {
+        SqlFixture {
+            url: std::env::var(env).unwrap_or_else(|_| default.to_string()),
+            prefix: Self::unique_prefix(),
+            _dir: None,
+        }
+    }
+}
+
+#[cfg(feature = "sql")]
+impl Fixture for SqlFixture {
+    fn open(&mut self) -> Arc<dyn MessageStore> {
+        let mut config = ferromq_store::SqlConfig::new(self.url.clone());
+        config.table_prefix = self.prefix.clone();
+        Arc::new(
+            ferromq_store::SqlStore::open(config)
+                .expect("open sql store (is scripts/services.sh running?)"),
+        )
+    }
+}
+
+#[cfg(feature = "sql")]
+impl Drop for SqlFixture {
+    fn drop(&mut self) {
+        if self._dir.is_some() || std::thread::panicking() {
+            return;
+        }
+        let statements: Vec<String> = ["msgs", "acks", "lists", "lock"]
+            .iter()
+            .map(|t| format!("DROP TABLE IF EXISTS {}{t}", self.prefix))
+            .collect();
+        let url = self.url.clone();
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            use sqlx::Connection;
+            if url.starts_with("mysql") {
+                if let Ok(mut c) = sqlx::MySqlConnection::connect(&url).await {
+                    for s in &statements {
+                        let _ = sqlx::raw_sql(s).execute(&mut c).await;
+                    }
+                }
+            } else if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                for s in &statements {
+                    let _ = sqlx::raw_sql(s).execute(&mut c).await;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(feature = "sql")]
+conformance!(sql_sqlite, SqlFixture::sqlite());
+#[cfg(feature = "sql")]
+conformance!(
+    sql_postgres,
+    SqlFixture::server(
+        "FERROMQ_TEST_PG_URL",
+        "postgres://postgres@127.0.0.1:5433/ferromq_test"
+    )
+);
+#[cfg(feature = "sql")]
+conformance!(
+    sql_mariadb,
+    SqlFixture::server(
+        "FERROMQ_TEST_MYSQL_URL",
+        "mysql://root@127.0.0.1:3307/ferromq_test"
+    )
+);
