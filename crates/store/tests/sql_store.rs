@@ -1012,3 +1012,172 @@ fn postgres_store_fails_for_good_when_its_connections_are_terminated() {
     assert_eq!(seqs(&s, "queue://a", None, 10), vec![1]);
     s.close().unwrap();
 }
+
+/// Waits (boundedly) until `want` connections of this test wait on a row lock.
+async fn until_waiting_on_locks(c: &mut sqlx::PgConnection, app: &str, want: i64) {
+    for _ in 0..3_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(app)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        if waiting == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never saw {want} connections waiting on a lock");
+}
+
+#[test]
+fn postgres_takeover_waits_for_the_in_flight_group_and_then_fences_it() {
+    let t = TestDb::new(Db::Postgres);
+    t.open().close().unwrap();
+    t.set_epoch(1);
+    let mut cfg = t.config();
+    cfg.fence_epoch = Some(1);
+    let s = SqlStore::open(cfg).unwrap();
+    let msgs = t.table("msgs");
+    let lock = t.table("lock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A holds an uncommitted row with the key the store is about to insert, so the store's
+        // group stops mid-transaction, after its fence read took the share lock.
+        let mut a = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut a).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO {msgs} (container, seq, msg) VALUES ('queue://race', 1, 'a')"
+        ))
+        .execute(&mut a)
+        .await
+        .unwrap();
+        let in_flight = s.submit(vec![enq("queue://race", 1, "store")]);
+        let mut watcher = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        until_waiting_on_locks(&mut watcher, &t.prefix, 1).await;
+        // The new master raises the epoch: it must wait for the in-flight group.
+        let url = t.url.clone();
+        let takeover = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut b = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(&format!("UPDATE {lock} SET epoch = 2 WHERE id = 1"))
+                    .execute(&mut b)
+                    .await
+                    .unwrap();
+            });
+        });
+        until_waiting_on_locks(&mut watcher, &t.prefix, 2).await;
+        assert!(!takeover.is_finished());
+        sqlx::raw_sql("ROLLBACK").execute(&mut a).await.unwrap();
+        // The group began under epoch 1 and commits; only then does the takeover go through.
+        in_flight.await.unwrap();
+        takeover.join().unwrap();
+    });
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+    // The next group sees epoch 2.
+    let err = s
+        .submit(vec![enq("queue://race", 2, "late")])
+        .wait_blocking();
+    assert!(
+        matches!(&err, Err(StoreError::Failed(m)) if m.starts_with("fenced:")),
+        "{err:?}"
+    );
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+}
+
+/// Waits (boundedly) until `want` statements on this test's tables are executing. Here each
+/// such statement is a one-row write that can only be held up by a row lock. (InnoDB's own
+/// lock-wait tables are a cached snapshot in MariaDB and missed waits in practice.)
+async fn until_mysql_statements_blocked(c: &mut sqlx::MySqlConnection, prefix: &str, want: i64) {
+    for _ in 0..3_000 {
+        let executing: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.processlist \
+             WHERE command IN ('Query', 'Execute') AND info LIKE ?",
+        )
+        .bind(format!("%{prefix}%"))
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        if executing == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never saw {want} statements blocked");
+}
+
+#[test]
+fn mysql_takeover_waits_for_the_in_flight_group_and_then_fences_it() {
+    let t = TestDb::new(Db::MySql);
+    t.open().close().unwrap();
+    t.set_epoch(1);
+    let mut cfg = t.config();
+    cfg.fence_epoch = Some(1);
+    let s = SqlStore::open(cfg).unwrap();
+    let msgs = t.table("msgs");
+    let lock = t.table("lock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A holds an uncommitted row with the key the store is about to insert, so the store's
+        // group stops mid-transaction, after its fence read took the share lock.
+        let mut a = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
+        sqlx::raw_sql("START TRANSACTION")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO {msgs} (container, seq, msg) VALUES ('queue://race', 1, 'a')"
+        ))
+        .execute(&mut a)
+        .await
+        .unwrap();
+        let in_flight = s.submit(vec![enq("queue://race", 1, "store")]);
+        let mut watcher = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
+        until_mysql_statements_blocked(&mut watcher, &t.prefix, 1).await;
+        // The new master raises the epoch: it must wait for the in-flight group.
+        let url = t.url.clone();
+        let takeover = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut b = sqlx::MySqlConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(&format!("UPDATE {lock} SET epoch = 2 WHERE id = 1"))
+                    .execute(&mut b)
+                    .await
+                    .unwrap();
+            });
+        });
+        until_mysql_statements_blocked(&mut watcher, &t.prefix, 2).await;
+        assert!(!takeover.is_finished());
+        sqlx::raw_sql("ROLLBACK").execute(&mut a).await.unwrap();
+        // The group began under epoch 1 and commits; only then does the takeover go through.
+        in_flight.await.unwrap();
+        takeover.join().unwrap();
+    });
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+    // The next group sees epoch 2.
+    let err = s
+        .submit(vec![enq("queue://race", 2, "late")])
+        .wait_blocking();
+    assert!(
+        matches!(&err, Err(StoreError::Failed(m)) if m.starts_with("fenced:")),
+        "{err:?}"
+    );
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+}
