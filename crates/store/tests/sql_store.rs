@@ -1181,3 +1181,40 @@ fn mysql_takeover_waits_for_the_in_flight_group_and_then_fences_it() {
     );
     assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
 }
+
+/// Says yes `yes` times, then no.
+#[derive(Debug)]
+struct Countdown(AtomicU64);
+
+impl Fence for Countdown {
+    fn check(&self) -> Result<(), String> {
+        let left = self.0.load(Ordering::SeqCst);
+        if left == 0 {
+            return Err("deposed".into());
+        }
+        self.0.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fence_failing_right_after_a_commit_confirms_nothing_of_that_group() {
+    let t = TestDb::new(Db::Sqlite);
+    let mut cfg = t.config();
+    // Group 1: checked before and after its commit; group 2: before only, then deposed.
+    cfg.fence = Some(Arc::new(Countdown(AtomicU64::new(3))));
+    let s = SqlStore::open(cfg).unwrap();
+    ok(&s, vec![enq("queue://a", 1, "x")]);
+    let err = s.submit(vec![enq("queue://a", 2, "y")]).wait_blocking();
+    assert!(
+        matches!(&err, Err(StoreError::Failed(m)) if m == "fenced: deposed"),
+        "{err:?}"
+    );
+    // Committed but never confirmed; usage counts confirmed groups only.
+    assert_eq!(t.count_msgs("seq = 2"), 1);
+    assert_eq!(s.usage_bytes(), 1);
+    assert!(s
+        .submit(vec![enq("queue://a", 3, "z")])
+        .wait_blocking()
+        .is_err());
+}

@@ -795,7 +795,10 @@ impl MessageStore for SqlStore {
         self.stop();
         match self.shared.failure_if_failed() {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => {
+                tracing::info!(table_prefix = %self.tables.prefix, "sql store closed");
+                Ok(())
+            }
         }
     }
 }
