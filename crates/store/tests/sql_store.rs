@@ -791,10 +791,9 @@ fn close_drains_queued_batches_then_refuses_writes(db: Db) {
             .wait_blocking(),
         Err(StoreError::Closed)
     ));
-    assert!(matches!(
-        s.load("queue://d", None, 1),
-        Err(StoreError::Closed)
-    ));
+    // Reads still answer after close, as in the memory and journal stores.
+    assert_eq!(s.load("queue://d", Some(198), 10).unwrap().len(), 2);
+    assert_eq!(s.recover().unwrap().lists[0].count, 200);
     assert_eq!(t.count_msgs("container = 'queue://d'"), 200);
     s.close().unwrap();
 }
@@ -889,6 +888,19 @@ fn values_the_database_cannot_hold_refuse_only_their_batch(db: Db) {
     ok(&s, vec![enq(&key, 1, "wide")]);
     assert_eq!(s.load(&key, None, 1).unwrap()[0].payload, "wide");
     s.close().unwrap();
+}
+
+#[test]
+fn missing_tables_without_create_tables_on_startup_fail_the_open() {
+    let t = TestDb::new(Db::Sqlite);
+    let mut cfg = t.config();
+    cfg.create_tables_on_startup = false;
+    let err = SqlStore::open(cfg).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    t.open().close().unwrap();
+    let mut cfg = t.config();
+    cfg.create_tables_on_startup = false;
+    SqlStore::open(cfg).unwrap().close().unwrap();
 }
 
 #[test]

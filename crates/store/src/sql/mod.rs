@@ -471,12 +471,12 @@ impl SqlStore {
                 let _ = tx.send(fut.await);
             });
         }
-        // A dropped task (runtime shut down by close) drops the sender.
+        // A task dropped with the runtime (the store being dropped) drops the sender.
         rx.recv().unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Ends the writer (after it applied what is queued) and the readers.
-    fn stop(&self) {
+    /// Ends the writer after it applied what is queued.
+    fn stop_writer(&self) {
         // Dropping the last sender ends the writer once it drained the queue.
         self.shared.tx.write().take();
         if let Some(handle) = self.writer.lock().take() {
@@ -485,6 +485,10 @@ impl SqlStore {
                     .set_failed(&StoreError::Failed("sql writer thread panicked".into()));
             }
         }
+    }
+
+    /// Closes the readers' pool and runtime.
+    fn stop_readers(&self) {
         if let Some(readers) = self.readers.write().take() {
             let (tx, rx) = sync_channel(1);
             let pool = readers.pool.clone();
@@ -492,8 +496,9 @@ impl SqlStore {
                 pool.close().await;
                 let _ = tx.send(());
             });
+            // Bounded: a pool that cannot say goodbye to its server is dropped anyway.
             let _ = rx.recv_timeout(Duration::from_secs(5));
-            // Not a blocking drop: close() may run inside the broker's runtime.
+            // Not a blocking drop: the store may be dropped inside the broker's runtime.
             readers.rt.shutdown_background();
         }
     }
@@ -792,7 +797,9 @@ impl MessageStore for SqlStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        self.stop();
+        // Reads go on working until the store is dropped, as in the memory and journal stores
+        // (a broker may still page a queue while shutting down).
+        self.stop_writer();
         match self.shared.failure_if_failed() {
             Some(e) => Err(e),
             None => {
@@ -805,7 +812,8 @@ impl MessageStore for SqlStore {
 
 impl Drop for SqlStore {
     fn drop(&mut self) {
-        self.stop();
+        self.stop_writer();
+        self.stop_readers();
     }
 }
 
