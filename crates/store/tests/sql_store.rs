@@ -1230,3 +1230,41 @@ fn a_fence_failing_right_after_a_commit_confirms_nothing_of_that_group() {
         .wait_blocking()
         .is_err());
 }
+
+#[test]
+fn postgres_group_held_past_its_timeout_fails_the_store() {
+    let t = TestDb::new(Db::Postgres);
+    t.open().close().unwrap();
+    t.set_epoch(1);
+    let mut cfg = t.config();
+    cfg.fence_epoch = Some(1);
+    cfg.group_timeout_ms = 300;
+    let s = SqlStore::open(cfg).unwrap();
+    let lock = t.table("lock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Another session holds the lease row exclusively (as ActiveMQ's DatabaseLocker does
+        // for its whole life): the group's fence read can never get its share lock.
+        let mut holder = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut holder).await.unwrap();
+        sqlx::raw_sql(&format!("SELECT epoch FROM {lock} WHERE id = 1 FOR UPDATE"))
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let err = s.submit(vec![enq("queue://a", 1, "held")]).await;
+        assert!(
+            matches!(&err, Err(StoreError::Failed(m)) if m.contains("did not finish in time")),
+            "{err:?}"
+        );
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    });
+    assert_eq!(t.count_msgs("1 = 1"), 0);
+    let later = s.submit(vec![enq("queue://a", 2, "later")]).wait_blocking();
+    assert!(matches!(later, Err(StoreError::Failed(_))), "{later:?}");
+}

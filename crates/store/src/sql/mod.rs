@@ -14,6 +14,10 @@
 //! - `{prefix}lock (id, broker_name, epoch, expiry_ms, time)` with rows 1 (the lease and its
 //!   epoch) and 2 (the row-locker's mutex), shared with the shared-database HA locker.
 //!
+//! Tested against SQLite (bundled), PostgreSQL 15 and MariaDB 10.11. MySQL proper speaks the same
+//! SQL here; its 8.0.20+ servers log a deprecation warning for the `VALUES()` upsert form,
+//! which MariaDB needs.
+//!
 //! Writes go through one writer thread that group-commits (see `writer`). Reads (`recover`,
 //! `load`) run on a small pool driven by the store's own one-worker runtime; callers wait on a
 //! std channel, so the store can be called from inside or outside any tokio runtime.
@@ -25,13 +29,13 @@
 //! once the update committed, no transaction of the deposed master can commit. A transaction
 //! that sees another epoch rolls back and fails the store for good.
 //!
-//! **Limits.** A message payload may be at most 512 MiB on SQLite and PostgreSQL; on MySQL and
-//! MariaDB it must fit in one packet: `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB
-//! on MySQL 8) less 64 KiB. Larger enqueues are refused with [`StoreError::Config`] at submit,
-//! without failing the store. List keys, client ids,
-//! subscription names and topics are at most 250 characters, selectors at most 65,535 bytes,
-//! and none may hold a NUL character (PostgreSQL text cannot); such batches are refused the
-//! same way.
+//! **Limits.** A message payload may be at most 512 MiB on SQLite and PostgreSQL (tests cover
+//! 10 MiB); on MySQL and MariaDB it must fit in one packet: `max_allowed_packet` (16 MiB by
+//! default on MariaDB, 64 MiB on MySQL 8) less 64 KiB, read from the server at open. Larger
+//! enqueues are refused with [`StoreError::Config`] at submit, without failing the store. List
+//! keys, client ids, subscription names and topics are at most 250 characters, selectors at
+//! most 65,535 bytes, and none may hold a NUL character (PostgreSQL text cannot); such batches
+//! are refused the same way.
 
 mod conn;
 mod dialect;
