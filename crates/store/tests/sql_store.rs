@@ -687,9 +687,10 @@ fn concurrent_submitters_share_commits(db: Db) {
     let stats = s.stats();
     let batches = SUBMITTERS * BATCHES_EACH;
     assert_eq!(stats.batches, batches);
-    // The first group was held at the gate; everything else was queued by then and fits one
-    // group (4096 batches, 4 MiB), so exactly two transactions committed 400 batches.
-    assert_eq!(stats.commits, 2, "{stats:?}");
+    // The first group (whatever was queued when the writer first looked) was held at the
+    // gate; everything else was queued by then and fits one group (4096 batches, 4 MiB). So
+    // one or two transactions committed all 400 batches.
+    assert!((1..=2).contains(&stats.commits), "{stats:?}");
     let r = s.recover().unwrap();
     assert_eq!(r.lists.len() as u64, SUBMITTERS + 1);
     let shared = r.lists.iter().find(|l| l.list == "queue://shared").unwrap();
@@ -1007,9 +1008,10 @@ fn postgres_store_fails_for_good_when_its_connections_are_terminated() {
     let t = TestDb::new(Db::Postgres);
     let s = t.open();
     ok(&s, vec![enq("queue://a", 1, "before")]);
-    // Only this test's connections carry its prefix as application_name.
+    // Only this test's connections carry its prefix as application_name; the timeout makes
+    // the call wait until they are gone, so the next group cannot race the termination.
     t.exec(&[format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
          WHERE application_name = '{}' AND pid <> pg_backend_pid()",
         t.prefix
     )]);
