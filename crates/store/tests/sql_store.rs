@@ -687,9 +687,10 @@ fn concurrent_submitters_share_commits(db: Db) {
     let stats = s.stats();
     let batches = SUBMITTERS * BATCHES_EACH;
     assert_eq!(stats.batches, batches);
-    // The first group was held at the gate; everything else was queued by then and fits one
-    // group (4096 batches, 4 MiB), so exactly two transactions committed 400 batches.
-    assert_eq!(stats.commits, 2, "{stats:?}");
+    // The first group (whatever was queued when the writer first looked) was held at the
+    // gate; everything else was queued by then and fits one group (4096 batches, 4 MiB). So
+    // one or two transactions committed all 400 batches.
+    assert!((1..=2).contains(&stats.commits), "{stats:?}");
     let r = s.recover().unwrap();
     assert_eq!(r.lists.len() as u64, SUBMITTERS + 1);
     let shared = r.lists.iter().find(|l| l.list == "queue://shared").unwrap();
@@ -791,10 +792,9 @@ fn close_drains_queued_batches_then_refuses_writes(db: Db) {
             .wait_blocking(),
         Err(StoreError::Closed)
     ));
-    assert!(matches!(
-        s.load("queue://d", None, 1),
-        Err(StoreError::Closed)
-    ));
+    // Reads still answer after close, as in the memory and journal stores.
+    assert_eq!(s.load("queue://d", Some(198), 10).unwrap().len(), 2);
+    assert_eq!(s.recover().unwrap().lists[0].count, 200);
     assert_eq!(t.count_msgs("container = 'queue://d'"), 200);
     s.close().unwrap();
 }
@@ -889,6 +889,19 @@ fn values_the_database_cannot_hold_refuse_only_their_batch(db: Db) {
     ok(&s, vec![enq(&key, 1, "wide")]);
     assert_eq!(s.load(&key, None, 1).unwrap()[0].payload, "wide");
     s.close().unwrap();
+}
+
+#[test]
+fn missing_tables_without_create_tables_on_startup_fail_the_open() {
+    let t = TestDb::new(Db::Sqlite);
+    let mut cfg = t.config();
+    cfg.create_tables_on_startup = false;
+    let err = SqlStore::open(cfg).unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
+    t.open().close().unwrap();
+    let mut cfg = t.config();
+    cfg.create_tables_on_startup = false;
+    SqlStore::open(cfg).unwrap().close().unwrap();
 }
 
 #[test]
@@ -995,9 +1008,10 @@ fn postgres_store_fails_for_good_when_its_connections_are_terminated() {
     let t = TestDb::new(Db::Postgres);
     let s = t.open();
     ok(&s, vec![enq("queue://a", 1, "before")]);
-    // Only this test's connections carry its prefix as application_name.
+    // Only this test's connections carry its prefix as application_name; the timeout makes
+    // the call wait until they are gone, so the next group cannot race the termination.
     t.exec(&[format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
          WHERE application_name = '{}' AND pid <> pg_backend_pid()",
         t.prefix
     )]);
@@ -1011,4 +1025,248 @@ fn postgres_store_fails_for_good_when_its_connections_are_terminated() {
     let s = t.open();
     assert_eq!(seqs(&s, "queue://a", None, 10), vec![1]);
     s.close().unwrap();
+}
+
+/// Waits (boundedly) until `want` connections of this test wait on a row lock.
+async fn until_waiting_on_locks(c: &mut sqlx::PgConnection, app: &str, want: i64) {
+    for _ in 0..3_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(app)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        if waiting == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never saw {want} connections waiting on a lock");
+}
+
+#[test]
+fn postgres_takeover_waits_for_the_in_flight_group_and_then_fences_it() {
+    let t = TestDb::new(Db::Postgres);
+    t.open().close().unwrap();
+    t.set_epoch(1);
+    let mut cfg = t.config();
+    cfg.fence_epoch = Some(1);
+    let s = SqlStore::open(cfg).unwrap();
+    let msgs = t.table("msgs");
+    let lock = t.table("lock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A holds an uncommitted row with the key the store is about to insert, so the store's
+        // group stops mid-transaction, after its fence read took the share lock.
+        let mut a = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut a).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO {msgs} (container, seq, msg) VALUES ('queue://race', 1, 'a')"
+        ))
+        .execute(&mut a)
+        .await
+        .unwrap();
+        let in_flight = s.submit(vec![enq("queue://race", 1, "store")]);
+        let mut watcher = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        until_waiting_on_locks(&mut watcher, &t.prefix, 1).await;
+        // The new master raises the epoch: it must wait for the in-flight group.
+        let url = t.url.clone();
+        let takeover = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut b = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(&format!("UPDATE {lock} SET epoch = 2 WHERE id = 1"))
+                    .execute(&mut b)
+                    .await
+                    .unwrap();
+            });
+        });
+        until_waiting_on_locks(&mut watcher, &t.prefix, 2).await;
+        assert!(!takeover.is_finished());
+        sqlx::raw_sql("ROLLBACK").execute(&mut a).await.unwrap();
+        // The group began under epoch 1 and commits; only then does the takeover go through.
+        in_flight.await.unwrap();
+        takeover.join().unwrap();
+    });
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+    // The next group sees epoch 2.
+    let err = s
+        .submit(vec![enq("queue://race", 2, "late")])
+        .wait_blocking();
+    assert!(
+        matches!(&err, Err(StoreError::Failed(m)) if m.starts_with("fenced:")),
+        "{err:?}"
+    );
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+}
+
+/// Waits (boundedly) until `want` statements on this test's tables are executing. Here each
+/// such statement is a one-row write that can only be held up by a row lock. (InnoDB's own
+/// lock-wait tables are a cached snapshot in MariaDB and missed waits in practice.)
+async fn until_mysql_statements_blocked(c: &mut sqlx::MySqlConnection, prefix: &str, want: i64) {
+    for _ in 0..3_000 {
+        let executing: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.processlist \
+             WHERE command IN ('Query', 'Execute') AND info LIKE ?",
+        )
+        .bind(format!("%{prefix}%"))
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        if executing == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never saw {want} statements blocked");
+}
+
+#[test]
+fn mysql_takeover_waits_for_the_in_flight_group_and_then_fences_it() {
+    let t = TestDb::new(Db::MySql);
+    t.open().close().unwrap();
+    t.set_epoch(1);
+    let mut cfg = t.config();
+    cfg.fence_epoch = Some(1);
+    let s = SqlStore::open(cfg).unwrap();
+    let msgs = t.table("msgs");
+    let lock = t.table("lock");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A holds an uncommitted row with the key the store is about to insert, so the store's
+        // group stops mid-transaction, after its fence read took the share lock.
+        let mut a = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
+        sqlx::raw_sql("START TRANSACTION")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO {msgs} (container, seq, msg) VALUES ('queue://race', 1, 'a')"
+        ))
+        .execute(&mut a)
+        .await
+        .unwrap();
+        let in_flight = s.submit(vec![enq("queue://race", 1, "store")]);
+        let mut watcher = sqlx::MySqlConnection::connect(&t.url).await.unwrap();
+        until_mysql_statements_blocked(&mut watcher, &t.prefix, 1).await;
+        // The new master raises the epoch: it must wait for the in-flight group.
+        let url = t.url.clone();
+        let takeover = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut b = sqlx::MySqlConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(&format!("UPDATE {lock} SET epoch = 2 WHERE id = 1"))
+                    .execute(&mut b)
+                    .await
+                    .unwrap();
+            });
+        });
+        until_mysql_statements_blocked(&mut watcher, &t.prefix, 2).await;
+        assert!(!takeover.is_finished());
+        sqlx::raw_sql("ROLLBACK").execute(&mut a).await.unwrap();
+        // The group began under epoch 1 and commits; only then does the takeover go through.
+        in_flight.await.unwrap();
+        takeover.join().unwrap();
+    });
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+    // The next group sees epoch 2.
+    let err = s
+        .submit(vec![enq("queue://race", 2, "late")])
+        .wait_blocking();
+    assert!(
+        matches!(&err, Err(StoreError::Failed(m)) if m.starts_with("fenced:")),
+        "{err:?}"
+    );
+    assert_eq!(t.count_msgs("container = 'queue://race'"), 1);
+}
+
+/// Says yes `yes` times, then no.
+#[derive(Debug)]
+struct Countdown(AtomicU64);
+
+impl Fence for Countdown {
+    fn check(&self) -> Result<(), String> {
+        let left = self.0.load(Ordering::SeqCst);
+        if left == 0 {
+            return Err("deposed".into());
+        }
+        self.0.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_fence_failing_right_after_a_commit_confirms_nothing_of_that_group() {
+    let t = TestDb::new(Db::Sqlite);
+    let mut cfg = t.config();
+    // Group 1: checked before and after its commit; group 2: before only, then deposed.
+    cfg.fence = Some(Arc::new(Countdown(AtomicU64::new(3))));
+    let s = SqlStore::open(cfg).unwrap();
+    ok(&s, vec![enq("queue://a", 1, "x")]);
+    let err = s.submit(vec![enq("queue://a", 2, "y")]).wait_blocking();
+    assert!(
+        matches!(&err, Err(StoreError::Failed(m)) if m == "fenced: deposed"),
+        "{err:?}"
+    );
+    // Committed but never confirmed; usage counts confirmed groups only.
+    assert_eq!(t.count_msgs("seq = 2"), 1);
+    assert_eq!(s.usage_bytes(), 1);
+    assert!(s
+        .submit(vec![enq("queue://a", 3, "z")])
+        .wait_blocking()
+        .is_err());
+}
+
+#[test]
+fn postgres_group_held_past_its_timeout_fails_the_store() {
+    let t = TestDb::new(Db::Postgres);
+    t.open().close().unwrap();
+    t.set_epoch(1);
+    let mut cfg = t.config();
+    cfg.fence_epoch = Some(1);
+    cfg.group_timeout_ms = 300;
+    let s = SqlStore::open(cfg).unwrap();
+    let lock = t.table("lock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // Another session holds the lease row exclusively (as ActiveMQ's DatabaseLocker does
+        // for its whole life): the group's fence read can never get its share lock.
+        let mut holder = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut holder).await.unwrap();
+        sqlx::raw_sql(&format!("SELECT epoch FROM {lock} WHERE id = 1 FOR UPDATE"))
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let err = s.submit(vec![enq("queue://a", 1, "held")]).await;
+        assert!(
+            matches!(&err, Err(StoreError::Failed(m)) if m.contains("did not finish in time")),
+            "{err:?}"
+        );
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+    });
+    assert_eq!(t.count_msgs("1 = 1"), 0);
+    let later = s.submit(vec![enq("queue://a", 2, "later")]).wait_blocking();
+    assert!(matches!(later, Err(StoreError::Failed(_))), "{later:?}");
 }

@@ -28,6 +28,7 @@ pub(crate) fn placeholders_max(d: Dialect) -> usize {
 /// The table names of one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct Tables {
+    pub prefix: String,
     pub msgs: String,
     pub acks: String,
     pub lists: String,
@@ -37,6 +38,7 @@ pub(crate) struct Tables {
 impl Tables {
     pub(crate) fn new(prefix: &str) -> Tables {
         Tables {
+            prefix: prefix.to_string(),
             msgs: format!("{prefix}msgs"),
             acks: format!("{prefix}acks"),
             lists: format!("{prefix}lists"),

@@ -59,7 +59,12 @@ pub(crate) struct WriterConfig {
 #[derive(Debug)]
 enum GroupError {
     Db(sqlx::Error),
-    Fenced { db: Option<i64>, ours: i64 },
+    Fenced {
+        db: Option<i64>,
+        ours: i64,
+    },
+    /// The HA fence said no after the commit.
+    Fence(String),
     Timeout,
 }
 
@@ -73,6 +78,7 @@ impl GroupError {
                     "fenced: lock row epoch is {db}, this store's fence epoch is {ours}"
                 ))
             }
+            GroupError::Fence(reason) => StoreError::Failed(format!("fenced: {reason}")),
             GroupError::Timeout => StoreError::Failed(
                 "database write did not finish in time; its outcome is unknown".to_string(),
             ),
@@ -165,6 +171,12 @@ impl Writer {
             }
         });
         self.max_seqs = max_seqs;
+        // Like the journal after its sync: a writer deposed while committing confirms nothing
+        // (the rows may be in the database; the new master delivers them, at least once).
+        let result = result.and_then(|delta| match &self.cfg.fence {
+            Some(fence) => fence.check().map(|()| delta).map_err(GroupError::Fence),
+            None => Ok(delta),
+        });
         match result {
             Ok(usage_delta) => {
                 self.conn = Some(conn);
@@ -284,7 +296,12 @@ impl<'a> GroupApply<'a> {
                         .await?;
                     self.usage_delta -= old.unwrap_or(0);
                 } else {
-                    self.max_seqs.insert(list.clone(), seq);
+                    match self.max_seqs.get_mut(list.as_str()) {
+                        Some(max) => *max = seq,
+                        None => {
+                            self.max_seqs.insert(list.clone(), seq);
+                        }
+                    }
                     self.dirty.insert(list);
                     if self.inserts_bytes + payload.len() > self.cfg.statement_bytes_max {
                         self.flush_inserts().await?;
