@@ -95,17 +95,27 @@ impl SlaveLog {
     }
 }
 
-/// Creates (if configured) and checks the lock table. PostgreSQL may report a catalog
-/// duplicate-key error to the loser of two concurrent `CREATE TABLE IF NOT EXISTS`; one
-/// immediate retry sees the winner's table.
+/// Checks the lock table and, if it or its rows are missing and creation is configured,
+/// creates them.
+///
+/// The check comes first, and creation only if it fails: on MySQL, `CREATE TABLE IF NOT
+/// EXISTS` on an existing table waits for an exclusive metadata lock, which queues behind the
+/// master's open transactions (the row lock, the store's) and makes every later statement on
+/// the table queue behind it — a slave starting up would stall the master. PostgreSQL may
+/// report a catalog duplicate-key error to the loser of two concurrent creators; one immediate
+/// retry sees the winner's table.
 async fn ensure_schema(db: &Db, cfg: &DbLockConfig) -> Result<(), DbLockError> {
-    if cfg.create_tables_on_startup {
-        if let Err(first) = db.create_schema().await {
-            tracing::debug!(error = %first, "creating the lock table failed; retrying once");
-            db.create_schema().await?;
-        }
+    let table = cfg.table();
+    match db.check_schema(&table).await {
+        Ok(()) => return Ok(()),
+        Err(e) if !cfg.create_tables_on_startup => return Err(e),
+        Err(e) => tracing::debug!(error = %e, "lock table not ready; creating it"),
     }
-    db.check_schema(&cfg.table()).await
+    if let Err(first) = db.create_schema().await {
+        tracing::debug!(error = %first, "creating the lock table failed; retrying once");
+        db.create_schema().await?;
+    }
+    db.check_schema(&table).await
 }
 
 fn is_fatal(e: &DbLockError) -> bool {
