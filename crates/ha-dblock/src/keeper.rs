@@ -57,7 +57,7 @@ impl SlaveLog {
             self.seen = Seen::Unreachable;
             tracing::warn!(
                 error = %e,
-                "cannot reach the lock table; still a slave, retrying every {} ms at most",
+                "cannot use the lock table (database unreachable, failing or too slow); still a slave, retrying every {} ms at most",
                 retry.max(RETRY_BACKOFF_MAX).as_millis()
             );
         }
