@@ -148,6 +148,9 @@ impl Db {
                 let opts = PgConnectOptions::from_str(url)
                     .map_err(bad_url)?
                     .application_name("ferromq-ha-dblock")
+                    // Renewals and polls run several times a second and the row lock's wait
+                    // is slow by design: the locker logs its own state changes instead.
+                    .disable_statement_logging()
                     // A server-side backstop to the client-side deadline.
                     .options([("statement_timeout", ms(timeout))]);
                 Pool::Pg(
@@ -160,7 +163,9 @@ impl Db {
                 )
             }
             Dialect::MySql => {
-                let opts = MySqlConnectOptions::from_str(url).map_err(bad_url)?;
+                let opts = MySqlConnectOptions::from_str(url)
+                    .map_err(bad_url)?
+                    .disable_statement_logging();
                 Pool::My(
                     MySqlPoolOptions::new()
                         .max_connections(2)
@@ -369,6 +374,7 @@ impl Db {
                         let opts = PgConnectOptions::from_str(&self.url)
                             .map_err(db_err(op))?
                             .application_name("ferromq-ha-dblock-row")
+                            .disable_statement_logging()
                             .options([
                                 ("lock_timeout", ms(lock_wait)),
                                 ("statement_timeout", ms(lock_wait + t)),
@@ -377,7 +383,9 @@ impl Db {
                         Ok(LockConn::Pg(opts.connect().await.map_err(db_err(op))?))
                     }
                     Dialect::MySql => {
-                        let opts = MySqlConnectOptions::from_str(&self.url).map_err(db_err(op))?;
+                        let opts = MySqlConnectOptions::from_str(&self.url)
+                            .map_err(db_err(op))?
+                            .disable_statement_logging();
                         let mut c = opts.connect().await.map_err(db_err(op))?;
                         let secs = |d: Duration| d.as_secs_f64().ceil().max(1.0) as u64;
                         (&mut c)

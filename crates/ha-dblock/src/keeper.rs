@@ -261,6 +261,11 @@ async fn wake<T>(
     }
 }
 
+/// Whether the [`Guard`] was dropped (mastership released rather than lost).
+fn released(stop: &mut oneshot::Receiver<()>) -> bool {
+    matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Closed))
+}
+
 /// The current deadline, or why mastership is lost.
 fn deadline(validity: &Validity) -> Result<Instant, String> {
     validity.check()?;
@@ -283,6 +288,7 @@ async fn keep_lease(
     let reason = loop {
         let until = match deadline(&validity) {
             Ok(d) => d,
+            Err(_) if released(&mut stop) => return release(&db, &cfg, epoch).await,
             Err(reason) => break reason,
         };
         match wake(&mut stop, until, tokio::time::sleep(cfg.renew_interval)).await {
@@ -469,6 +475,7 @@ async fn keep_row(
     let reason = loop {
         let until = match deadline(&validity) {
             Ok(d) => d,
+            Err(_) if released(&mut stop) => break String::new(),
             Err(reason) => break reason,
         };
         match wake(&mut stop, until, tokio::time::sleep(cfg.renew_interval)).await {

@@ -6,7 +6,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{config, unique_prefix, url, Conn, Kind, Proxy, ThrowawayPg};
+use common::{config, unique_prefix, url, Conn, Kind, Proxy, Throwaway};
 use ferromq_ha::{Activation, Mastership};
 use ferromq_ha_dblock::{DbLock, DbLockConfig, Locker};
 use ferromq_store::Fence;
@@ -405,10 +405,14 @@ async fn takeover_waits_for_store_tx(kind: Kind, locker: Locker) {
     t.drop_table().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_database_restart_never_makes_two_masters_and_the_slave_takes_over() {
-    let pg = ThrowawayPg::start();
-    let t = Table::new(Kind::Pg, pg.url());
+per_db!(
+    lease_database_restart_never_makes_two_masters_and_the_slave_takes_over,
+    lease_db_restart
+);
+
+async fn lease_db_restart(kind: Kind) {
+    let pg = Throwaway::start(kind).await;
+    let t = Table::new(kind, pg.url());
     let sampler = Sampler::start();
     let a = lock(t.config("a", Locker::Lease));
     let b = lock(t.config("b", Locker::Lease));
@@ -425,7 +429,7 @@ async fn lease_database_restart_never_makes_two_masters_and_the_slave_takes_over
         v
     };
     pg.down();
-    pg.up();
+    pg.up().await;
     // Wait until a either renewed after the restart (row 1's `time` moved) or stepped down.
     let survived = tokio::time::timeout(EVENTUALLY, async {
         loop {
@@ -469,7 +473,7 @@ async fn lease_database_restart_never_makes_two_masters_and_the_slave_takes_over
         !waiting_b.is_finished(),
         "a slave became master without a database"
     );
-    pg.up();
+    pg.up().await;
     let m_new = eventually("the slave becomes master after the outage", waiting_b).await;
     sampler.watch("new", &m_new);
     assert!(m_new.epoch > epoch_before);
@@ -479,10 +483,14 @@ async fn lease_database_restart_never_makes_two_masters_and_the_slave_takes_over
     drop(ma);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_database_restart_deposes_the_master_at_once_and_a_new_one_follows() {
-    let pg = ThrowawayPg::start();
-    let t = Table::new(Kind::Pg, pg.url());
+per_db!(
+    row_database_restart_deposes_the_master_at_once_and_a_new_one_follows,
+    row_db_restart
+);
+
+async fn row_db_restart(kind: Kind) {
+    let pg = Throwaway::start(kind).await;
+    let t = Table::new(kind, pg.url());
     let sampler = Sampler::start();
     let a = lock(t.config("a", Locker::Row));
     let b = lock(t.config("b", Locker::Row));
@@ -495,7 +503,7 @@ async fn row_database_restart_deposes_the_master_at_once_and_a_new_one_follows()
     // The restart kills a's session and with it the row lock: a steps down at its next
     // keep-alive, and b (which waits for the row) takes over once the database is back.
     pg.down();
-    pg.up();
+    pg.up().await;
     let reason = tokio::time::timeout(EVENTUALLY, ma.lost())
         .await
         .expect("the row master did not notice the restart");

@@ -331,3 +331,143 @@ impl Drop for ThrowawayPg {
             .output();
     }
 }
+
+/// A MariaDB server of this test's own, so the test can stop and restart it.
+pub struct ThrowawayMy {
+    parent: tempfile::TempDir,
+    pub port: u16,
+    child: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl ThrowawayMy {
+    pub async fn start() -> ThrowawayMy {
+        let parent = tempfile::Builder::new()
+            .prefix("ferromq-dblock-my")
+            .tempdir()
+            .unwrap();
+        Command::new("chown")
+            .args(["mysql:mysql", parent.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        let out = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                &format!("--datadir={}", parent.path().join("data").display()),
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let my = ThrowawayMy {
+            parent,
+            port: free_port(),
+            child: std::sync::Mutex::new(None),
+        };
+        my.up().await;
+        let mut c = Conn::open(
+            Kind::My,
+            &format!("mysql://root@127.0.0.1:{}/mysql", my.port),
+        )
+        .await;
+        c.exec("CREATE DATABASE IF NOT EXISTS ferromq_test").await;
+        c.close().await;
+        my
+    }
+
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/ferromq_test", self.port)
+    }
+
+    /// Starts the server and waits (bounded) until it accepts connections.
+    pub async fn up(&self) {
+        let p = self.parent.path();
+        let child = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                &format!("--datadir={}", p.join("data").display()),
+                &format!("--socket={}", p.join("sock").display()),
+                &format!("--log-error={}", p.join("log").display()),
+                &format!("--pid-file={}", p.join("pid").display()),
+                "--bind-address=127.0.0.1",
+                &format!("--port={}", self.port),
+                "--innodb-flush-log-at-trx-commit=0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        *self.child.lock().unwrap() = Some(child);
+        let url = format!("mysql://root@127.0.0.1:{}/mysql", self.port);
+        for _ in 0..600 {
+            if let Ok(c) = sqlx::MySqlConnection::connect(&url).await {
+                let _ = c.close().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("throwaway MariaDB on port {} did not start", self.port);
+    }
+
+    /// A clean shutdown (SIGTERM), as an operator's restart: sessions end, their transactions
+    /// (and row locks) roll back.
+    pub fn down(&self) {
+        let child = self.child.lock().unwrap().take();
+        if let Some(mut child) = child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            tokio::task::block_in_place(|| {
+                let _ = child.wait();
+            });
+        }
+    }
+}
+
+impl Drop for ThrowawayMy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A database server a test may stop and restart.
+pub enum Throwaway {
+    Pg(ThrowawayPg),
+    My(ThrowawayMy),
+}
+
+impl Throwaway {
+    pub async fn start(kind: Kind) -> Throwaway {
+        match kind {
+            Kind::Pg => Throwaway::Pg(tokio::task::block_in_place(ThrowawayPg::start)),
+            Kind::My => Throwaway::My(ThrowawayMy::start().await),
+        }
+    }
+    pub fn url(&self) -> String {
+        match self {
+            Throwaway::Pg(p) => p.url(),
+            Throwaway::My(m) => m.url(),
+        }
+    }
+    pub fn down(&self) {
+        match self {
+            Throwaway::Pg(p) => tokio::task::block_in_place(|| p.down()),
+            Throwaway::My(m) => m.down(),
+        }
+    }
+    pub async fn up(&self) {
+        match self {
+            Throwaway::Pg(p) => tokio::task::block_in_place(|| p.up()),
+            Throwaway::My(m) => m.up().await,
+        }
+    }
+}
