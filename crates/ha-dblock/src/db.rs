@@ -61,6 +61,15 @@ macro_rules! with_conn {
     };
 }
 
+macro_rules! on_lock_conn {
+    ($lc:expr, |$c:ident| $body:expr) => {
+        match $lc {
+            LockConn::Pg($c) => $body,
+            LockConn::My($c) => $body,
+        }
+    };
+}
+
 #[derive(Debug, Clone)]
 enum Pool {
     Pg(PgPool),
@@ -357,6 +366,56 @@ impl Db {
         })
     }
 
+    /// Frees row 1 (if it still holds this holder's epoch) from a thread of its own, on a
+    /// fresh connection, and waits for the answer — at most the statement timeout. Used when a
+    /// `Mastership` is dropped: that is typically just before the process exits and its runtime
+    /// with it, so a task spawned on that runtime might never run, and the next master would
+    /// wait a whole lease instead of one poll.
+    pub(crate) fn release_blocking(&self, holder: &str, epoch: i64) -> Result<u64, DbLockError> {
+        let op = "release the lock";
+        let (dialect, url, sql, t) = (
+            self.dialect,
+            self.url.clone(),
+            self.stmts.release.clone(),
+            self.timeout,
+        );
+        let holder = holder.to_string();
+        let thread = std::thread::Builder::new()
+            .name("ferromq-dblock-release".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|source| DbLockError::Io { op, source })?;
+                rt.block_on(async move {
+                    let work = async {
+                        let mut c = connect_plain(dialect, &url, op).await?;
+                        let n = on_lock_conn!(&mut c, |c| {
+                            sqlx::query(&sql)
+                                .bind(&holder)
+                                .bind(epoch)
+                                .execute(&mut *c)
+                                .await
+                                .map_err(db_err(op))?
+                                .rows_affected()
+                        });
+                        c.close(t).await;
+                        Ok(n)
+                    };
+                    tokio::time::timeout(t, work)
+                        .await
+                        .map_err(|_| timeout_err(op, t))?
+                })
+            })
+            .map_err(|source| DbLockError::Io { op, source })?;
+        thread.join().unwrap_or_else(|_| {
+            Err(DbLockError::Io {
+                op,
+                source: std::io::Error::other("the release thread panicked"),
+            })
+        })
+    }
+
     /// Opens a dedicated connection for the row lock. The database itself ends the session
     /// (releasing the row lock) once it has been idle in its transaction for `idle_kill`:
     /// a stopped or partitioned master cannot keep its slaves waiting forever.
@@ -415,21 +474,39 @@ pub(crate) enum LockConn {
     My(MySqlConnection),
 }
 
+/// A dedicated connection with the driver's defaults (no lock settings).
+async fn connect_plain(
+    dialect: Dialect,
+    url: &str,
+    op: &'static str,
+) -> Result<LockConn, DbLockError> {
+    Ok(match dialect {
+        Dialect::Postgres => LockConn::Pg(
+            PgConnectOptions::from_str(url)
+                .map_err(db_err(op))?
+                .application_name("ferromq-ha-dblock")
+                .disable_statement_logging()
+                .connect()
+                .await
+                .map_err(db_err(op))?,
+        ),
+        Dialect::MySql => LockConn::My(
+            MySqlConnectOptions::from_str(url)
+                .map_err(db_err(op))?
+                .disable_statement_logging()
+                .connect()
+                .await
+                .map_err(db_err(op))?,
+        ),
+    })
+}
+
 /// What waiting for the row lock came to.
 #[derive(Debug)]
 pub(crate) enum RowWait {
     Locked,
     /// The lock wait timed out (someone else holds it); the transaction was rolled back.
     Busy,
-}
-
-macro_rules! on_lock_conn {
-    ($lc:expr, |$c:ident| $body:expr) => {
-        match $lc {
-            LockConn::Pg($c) => $body,
-            LockConn::My($c) => $body,
-        }
-    };
 }
 
 impl LockConn {

@@ -1,5 +1,6 @@
 //! Winning mastership (the slave's wait) and keeping it (the master's renewals / keep-alives).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,11 +184,32 @@ async fn acquire_lease(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbL
                 );
                 let (lost_tx, lost_rx) = watch::channel(None);
                 let (stop_tx, stop_rx) = oneshot::channel();
+                let keeper_done = Arc::new(AtomicBool::new(false));
                 tokio::spawn(
-                    keep_lease(db, cfg.clone(), epoch, validity.clone(), lost_tx, stop_rx)
-                        .instrument(tracing::info_span!("ha-master", mode = "shared-db", epoch)),
+                    keep_lease(
+                        Keeper {
+                            db: db.clone(),
+                            cfg: cfg.clone(),
+                            epoch,
+                            validity: validity.clone(),
+                            lost_tx,
+                            keeper_done: keeper_done.clone(),
+                        },
+                        stop_rx,
+                    )
+                    .instrument(tracing::info_span!(
+                        "ha-master",
+                        mode = "shared-db",
+                        epoch
+                    )),
                 );
-                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx));
+                let release = Release {
+                    db,
+                    holder: cfg.holder_id.clone(),
+                    epoch,
+                    keeper_done,
+                };
+                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx, release));
             }
             Ok(LeaseAttempt::Held(view)) => {
                 if let Some(v) = view {
@@ -213,6 +235,7 @@ fn mastership(
     validity: Arc<Validity>,
     lost_rx: watch::Receiver<Option<String>>,
     stop_tx: oneshot::Sender<()>,
+    release: Release,
 ) -> Mastership {
     let fence = Arc::new(DbFence {
         validity: validity.clone(),
@@ -223,15 +246,28 @@ fn mastership(
         lost_rx,
         Box::new(Guard {
             validity,
+            release,
             _stop: stop_tx,
         }),
     )
 }
 
-/// Held inside the [`Mastership`]. Dropping it fails the fence at once, then (by dropping the
-/// stop sender) tells the keeper to free the lock for the next master.
+/// What the [`Guard`] needs to free row 1 when the mastership is dropped.
+struct Release {
+    db: Db,
+    holder: String,
+    epoch: i64,
+    /// Set by the keeper once it has stepped down and tried to free the row itself.
+    keeper_done: Arc<AtomicBool>,
+}
+
+/// Held inside the [`Mastership`]. Dropping it fails the fence at once, frees row 1 (waiting
+/// at most the statement timeout, so the next master takes over at its next poll even if this
+/// process exits right away), then, by dropping the stop sender, stops the keeper (which, for
+/// the row locker, ends the row-lock transaction: row 1 is freed before row 2).
 struct Guard {
     validity: Arc<Validity>,
+    release: Release,
     _stop: oneshot::Sender<()>,
 }
 
@@ -239,7 +275,33 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // The fence fails before the lock is freed, so this master never overlaps the next.
         self.validity.kill("shared-db mastership released");
+        let r = &self.release;
+        if r.keeper_done.load(Ordering::Acquire) {
+            return;
+        }
+        match r.db.release_blocking(&r.holder, r.epoch) {
+            Ok(1) => tracing::info!(epoch = r.epoch, "released the shared-db lock"),
+            Ok(_) => tracing::debug!(
+                epoch = r.epoch,
+                "the shared-db lock was no longer ours to release"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not release the shared-db lock; the next master waits for it to expire"
+            ),
+        }
     }
+}
+
+/// What a keeper task holds while this broker is master.
+struct Keeper {
+    db: Db,
+    cfg: Arc<DbLockConfig>,
+    epoch: i64,
+    validity: Arc<Validity>,
+    lost_tx: watch::Sender<Option<String>>,
+    /// Set once the keeper has stepped down and tried to free row 1 itself.
+    keeper_done: Arc<AtomicBool>,
 }
 
 /// What woke the keeper.
@@ -276,23 +338,25 @@ fn deadline(validity: &Validity) -> Result<Instant, String> {
     })
 }
 
-async fn keep_lease(
-    db: Db,
-    cfg: Arc<DbLockConfig>,
-    epoch: i64,
-    validity: Arc<Validity>,
-    lost_tx: watch::Sender<Option<String>>,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn keep_lease(k: Keeper, mut stop: oneshot::Receiver<()>) {
+    let Keeper {
+        db,
+        cfg,
+        epoch,
+        validity,
+        lost_tx,
+        keeper_done,
+    } = k;
+    // On a stop, the guard has already freed the row (before the stop was sent).
     let mut failing = false;
     let reason = loop {
         let until = match deadline(&validity) {
             Ok(d) => d,
-            Err(_) if released(&mut stop) => return release(&db, &cfg, epoch).await,
+            Err(_) if released(&mut stop) => return,
             Err(reason) => break reason,
         };
         match wake(&mut stop, until, tokio::time::sleep(cfg.renew_interval)).await {
-            Wake::Stop => return release(&db, &cfg, epoch).await,
+            Wake::Stop => return,
             Wake::Deadline => continue,
             Wake::Done(()) => {}
         }
@@ -304,7 +368,7 @@ async fn keep_lease(
         )
         .await
         {
-            Wake::Stop => return release(&db, &cfg, epoch).await,
+            Wake::Stop => return,
             Wake::Deadline => continue,
             Wake::Done(r) => r,
         };
@@ -342,6 +406,7 @@ async fn keep_lease(
     // The fence has failed for good, so freeing the row (if still ours) only speeds up the
     // next master; one attempt, bounded by the statement timeout.
     release(&db, &cfg, epoch).await;
+    keeper_done.store(true, Ordering::Release);
 }
 
 /// Frees row 1 if it still holds this broker's epoch.
@@ -374,14 +439,18 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
                 );
                 let (lost_tx, lost_rx) = watch::channel(None);
                 let (stop_tx, stop_rx) = oneshot::channel();
+                let keeper_done = Arc::new(AtomicBool::new(false));
                 tokio::spawn(
                     keep_row(
-                        db,
-                        cfg.clone(),
-                        epoch,
+                        Keeper {
+                            db: db.clone(),
+                            cfg: cfg.clone(),
+                            epoch,
+                            validity: validity.clone(),
+                            lost_tx,
+                            keeper_done: keeper_done.clone(),
+                        },
                         conn,
-                        validity.clone(),
-                        lost_tx,
                         stop_rx,
                     )
                     .instrument(tracing::info_span!(
@@ -390,7 +459,13 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
                         epoch
                     )),
                 );
-                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx));
+                let release = Release {
+                    db,
+                    holder: cfg.holder_id.clone(),
+                    epoch,
+                    keeper_done,
+                };
+                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx, release));
             }
             Ok(None) => {}
             Err(e) if is_fatal(&e) => return Err(e),
@@ -463,15 +538,15 @@ async fn try_row(
     Ok(None)
 }
 
-async fn keep_row(
-    db: Db,
-    cfg: Arc<DbLockConfig>,
-    epoch: i64,
-    mut conn: LockConn,
-    validity: Arc<Validity>,
-    lost_tx: watch::Sender<Option<String>>,
-    mut stop: oneshot::Receiver<()>,
-) {
+async fn keep_row(k: Keeper, mut conn: LockConn, mut stop: oneshot::Receiver<()>) {
+    let Keeper {
+        db,
+        cfg,
+        epoch,
+        validity,
+        lost_tx,
+        keeper_done,
+    } = k;
     let reason = loop {
         let until = match deadline(&validity) {
             Ok(d) => d,
@@ -513,9 +588,11 @@ async fn keep_row(
     if !reason.is_empty() {
         tracing::error!(%reason, "lost the shared-db row lock: this broker must stop serving");
         let _ = lost_tx.send(Some(reason));
+        // Free row 1 first, then row 2: the next master then sees a clean release and serves
+        // at once instead of waiting out our fence (which has already failed). On a stop, the
+        // guard freed row 1 before the stop was sent.
+        release(&db, &cfg, epoch).await;
+        keeper_done.store(true, Ordering::Release);
     }
-    // Free row 1 first, then row 2: the next master then sees a clean release and serves at
-    // once instead of waiting out our fence (which has already failed).
-    release(&db, &cfg, epoch).await;
     conn.close(cfg.statement_timeout).await;
 }

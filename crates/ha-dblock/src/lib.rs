@@ -71,6 +71,15 @@ pub enum DbLockError {
         /// The limit.
         timeout_ms: u64,
     },
+    /// A local resource (a thread, a runtime) could not be set up.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The lock table is missing rows (and `create_tables_on_startup` is off).
     #[error("lock table {table} {detail}")]
     Schema {

@@ -169,6 +169,13 @@ async fn one_master_and_handover(kind: Kind, locker: Locker) {
     let fence_a = fence(&ma);
     let released = Instant::now();
     ma.release();
+    // Dropping the mastership frees the row before it returns (a server exits right after).
+    let (holder, _, _) = c.row1(&t.name()).await;
+    assert_ne!(
+        holder.as_deref(),
+        Some("a"),
+        "release() returned with row 1 still a's"
+    );
     let mb = eventually("b takes over after a clean release", waiting_b).await;
     println!(
         "{kind:?} {locker:?}: clean handover took {:?}",
