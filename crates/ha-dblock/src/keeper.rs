@@ -194,6 +194,7 @@ async fn acquire_lease(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbL
                             validity: validity.clone(),
                             lost_tx,
                             keeper_done: keeper_done.clone(),
+                            next_at: sent + cfg.renew_interval,
                         },
                         stop_rx,
                     )
@@ -302,6 +303,10 @@ struct Keeper {
     lost_tx: watch::Sender<Option<String>>,
     /// Set once the keeper has stepped down and tried to free row 1 itself.
     keeper_done: Arc<AtomicBool>,
+    /// When to send the first renewal / keep-alive. Each next one is due one interval after
+    /// the previous was *sent* (not after it returned), so a renewal always has the whole
+    /// validity window minus one interval to complete, however slow the previous one was.
+    next_at: Instant,
 }
 
 /// What woke the keeper.
@@ -346,6 +351,7 @@ async fn keep_lease(k: Keeper, mut stop: oneshot::Receiver<()>) {
         validity,
         lost_tx,
         keeper_done,
+        mut next_at,
     } = k;
     // On a stop, the guard has already freed the row (before the stop was sent).
     let mut failing = false;
@@ -355,12 +361,13 @@ async fn keep_lease(k: Keeper, mut stop: oneshot::Receiver<()>) {
             Err(_) if released(&mut stop) => return,
             Err(reason) => break reason,
         };
-        match wake(&mut stop, until, tokio::time::sleep(cfg.renew_interval)).await {
+        match wake(&mut stop, until, tokio::time::sleep_until(next_at)).await {
             Wake::Stop => return,
             Wake::Deadline => continue,
             Wake::Done(()) => {}
         }
         let sent = Instant::now();
+        next_at = sent + cfg.renew_interval;
         let r = match wake(
             &mut stop,
             until,
@@ -449,6 +456,7 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
                             validity: validity.clone(),
                             lost_tx,
                             keeper_done: keeper_done.clone(),
+                            next_at: sent + cfg.renew_interval,
                         },
                         conn,
                         stop_rx,
@@ -546,6 +554,7 @@ async fn keep_row(k: Keeper, mut conn: LockConn, mut stop: oneshot::Receiver<()>
         validity,
         lost_tx,
         keeper_done,
+        mut next_at,
     } = k;
     let reason = loop {
         let until = match deadline(&validity) {
@@ -553,12 +562,13 @@ async fn keep_row(k: Keeper, mut conn: LockConn, mut stop: oneshot::Receiver<()>
             Err(_) if released(&mut stop) => break String::new(),
             Err(reason) => break reason,
         };
-        match wake(&mut stop, until, tokio::time::sleep(cfg.renew_interval)).await {
+        match wake(&mut stop, until, tokio::time::sleep_until(next_at)).await {
             Wake::Stop => break String::new(),
             Wake::Deadline => continue,
             Wake::Done(()) => {}
         }
         let sent = Instant::now();
+        next_at = sent + cfg.renew_interval;
         let r = match wake(
             &mut stop,
             until,
