@@ -31,6 +31,31 @@
 //!
 //! Slaves and masters that lose the database never exit: a master steps down (and waits as a
 //! slave), a slave keeps retrying with a bounded backoff, logging each change of state once.
+//!
+//! Operating notes:
+//!
+//! - **Clocks.** Lease times are the database's clock only (so ActiveMQ's
+//!   `maxAllowableDiffFromDBTime` is not needed); brokers use only their monotonic clocks. A
+//!   forward *step* of the database's wall clock larger than `renew_interval` (the margin) can
+//!   expire a live master's lease early — run the database with a slewing NTP client.
+//! - **Load.** A lease slave polls with one non-locking primary-key `SELECT` every
+//!   `lock_acquire_sleep_interval` (5/s by default) and only `UPDATE`s when the lease looks
+//!   free; the master writes row 1 once per `renew_interval`. A row-lock slave sits in a lock
+//!   wait, retried every second.
+//! - **Row locker caveats.** It holds a transaction open for the whole mastership (DBAs may
+//!   object), and after an unclean handover the new master waits `renew_interval +
+//!   statement_timeout` before serving. The database ends a silent master's session after
+//!   `2 × renew_interval + statement_timeout` idle (PostgreSQL
+//!   `idle_in_transaction_session_timeout`, MySQL `wait_timeout`), so a stopped master cannot
+//!   block its slaves forever.
+//! - **Do not mix lockers in one group.** A row-lock master marks row 1 as never expiring, so
+//!   a lease locker never takes over from it; after switching a group from `row` to `lease`
+//!   with all brokers stopped, run `UPDATE <prefix>lock SET broker_name = NULL, expiry_ms = 0
+//!   WHERE id = 1`.
+//! - **Holder ids** must be unique per broker *and per run* ([`unique_holder_id`]). A lease is
+//!   never re-taken just because it bears this holder's name: a restarted broker waits for its
+//!   previous incarnation's lease to expire (at most `lease`), because that incarnation may
+//!   still be alive (stopped, partitioned) and its local fence would still pass.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
