@@ -557,3 +557,41 @@ async fn mariadb_a_starting_slave_never_locks_row_one_against_the_master() {
     master_write.close().await;
     t.drop_table().await;
 }
+
+per_db!(
+    without_table_creation_a_lock_table_missing_its_rows_is_an_error,
+    missing_rows_is_an_error
+);
+
+async fn missing_rows_is_an_error(kind: Kind) {
+    let t = Table::new(kind, url(kind));
+    let mut c = t.conn().await;
+    c.exec(&format!(
+        "CREATE TABLE {} (id BIGINT NOT NULL PRIMARY KEY, broker_name VARCHAR(250) NULL, \
+         epoch BIGINT NOT NULL, expiry_ms BIGINT NOT NULL, time BIGINT NOT NULL)",
+        t.name()
+    ))
+    .await;
+    c.exec(&format!(
+        "INSERT INTO {} (id, broker_name, epoch, expiry_ms, time) VALUES (1, NULL, 0, 0, 0)",
+        t.name()
+    ))
+    .await;
+    let mut cfg = t.config("a", Locker::Lease);
+    cfg.create_tables_on_startup = false;
+    let r = tokio::time::timeout(EVENTUALLY, DbLock::new(cfg).unwrap().acquire())
+        .await
+        .expect("acquire neither failed nor succeeded");
+    let e = r.expect_err("a lock table without row 2 must be refused, not used");
+    assert!(e.to_string().contains("row"), "{e}");
+    // With creation on, the missing row is added and the broker becomes master.
+    let m = eventually(
+        "a becomes master once the row is created",
+        spawn_acquire(&lock(t.config("a", Locker::Lease))),
+    )
+    .await;
+    assert_eq!(m.epoch, 1);
+    m.release();
+    c.close().await;
+    t.drop_table().await;
+}

@@ -1,4 +1,4 @@
-//! A lease master whose whole process is stopped (SIGSTOP: a pause, a suspended VM) while a
+//! A master (lease or row lock) whose whole process is stopped (SIGSTOP: a pause, a suspended VM) while a
 //! slave takes over must, when it resumes, refuse at its very first fence check and never
 //! believe it is master again. The master runs in a child process (this test binary re-run
 //! with `FERROMQ_DBLOCK_CHILD` set), reporting on stdout.
@@ -24,14 +24,24 @@ async fn child_lease_master() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let (db_url, prefix) = spec.split_once('|').unwrap();
+    let mut parts = spec.split('|');
+    let (db_url, prefix, locker) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let locker = if locker == "row" {
+        Locker::Row
+    } else {
+        Locker::Lease
+    };
     fn say(line: String) {
         let mut out = std::io::stdout().lock();
         // A marker: libtest may print its own text on the same line before ours.
         writeln!(out, "@@{line}").unwrap();
         out.flush().unwrap();
     }
-    let l = Arc::new(DbLock::new(config(db_url, prefix, "child", Locker::Lease)).unwrap());
+    let l = Arc::new(DbLock::new(config(db_url, prefix, "child", locker)).unwrap());
     let mut m = l.acquire().await.unwrap();
     let fence = m.fence.clone().unwrap();
     say(format!("MASTER {}", m.epoch));
@@ -87,7 +97,7 @@ async fn next_line(rx: &mut mpsc::UnboundedReceiver<String>, what: &str) -> Stri
         .unwrap_or_else(|| panic!("child exited before reporting {what}"))
 }
 
-async fn stopped_master_resumes_fenced(kind: Kind) {
+async fn stopped_master_resumes_fenced(kind: Kind, locker: Locker) {
     common::init_logs();
     let db_url = url(kind);
     let prefix = unique_prefix();
@@ -99,7 +109,17 @@ async fn stopped_master_resumes_fenced(kind: Kind) {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, format!("{db_url}|{prefix}"))
+        .env(
+            CHILD_ENV,
+            format!(
+                "{db_url}|{prefix}|{}",
+                if locker == Locker::Row {
+                    "row"
+                } else {
+                    "lease"
+                }
+            ),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -123,7 +143,9 @@ async fn stopped_master_resumes_fenced(kind: Kind) {
     assert_eq!(next_line(&mut rx, "its fence").await, "FENCE_OK");
 
     signal(pid, "-STOP");
-    let b = DbLock::new(config(&db_url, &prefix, "b", Locker::Lease)).unwrap();
+    // Lease: b waits for the lease to expire. Row: the database ends the silent session
+    // (idle in transaction too long), b locks the row and waits out the child's fence.
+    let b = DbLock::new(config(&db_url, &prefix, "b", locker)).unwrap();
     let mb = tokio::time::timeout(EVENTUALLY, b.acquire())
         .await
         .expect("the stopped master's lease never expired")
@@ -162,18 +184,35 @@ async fn stopped_master_resumes_fenced(kind: Kind) {
     c.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_stopped_lease_master_resumes_fenced_and_never_master_again() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
-    stopped_master_resumes_fenced(Kind::Pg).await;
+macro_rules! stopped_master {
+    ($name:ident, $kind:expr, $locker:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if std::env::var(CHILD_ENV).is_ok() {
+                return;
+            }
+            stopped_master_resumes_fenced($kind, $locker).await;
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mariadb_a_stopped_lease_master_resumes_fenced_and_never_master_again() {
-    if std::env::var(CHILD_ENV).is_ok() {
-        return;
-    }
-    stopped_master_resumes_fenced(Kind::My).await;
-}
+stopped_master!(
+    postgres_a_stopped_lease_master_resumes_fenced_and_never_master_again,
+    Kind::Pg,
+    Locker::Lease
+);
+stopped_master!(
+    mariadb_a_stopped_lease_master_resumes_fenced_and_never_master_again,
+    Kind::My,
+    Locker::Lease
+);
+stopped_master!(
+    postgres_a_stopped_row_master_resumes_fenced_and_never_master_again,
+    Kind::Pg,
+    Locker::Row
+);
+stopped_master!(
+    mariadb_a_stopped_row_master_resumes_fenced_and_never_master_again,
+    Kind::My,
+    Locker::Row
+);
