@@ -17,8 +17,8 @@ pub enum Locker {
 }
 
 /// Settings of [`crate::DbLock`]. Durations carry ActiveMQ's names in their docs; the server's
-/// TOML keys are the field names with `_ms` appended.
-#[derive(Debug, Clone)]
+/// TOML keys are the field names with `_ms` appended. `Debug` hides the URL's password.
+#[derive(Clone)]
 pub struct DbLockConfig {
     /// `postgres://…` or `mysql://…` (also `postgresql://`, `mariadb://`).
     pub url: String,
@@ -49,6 +49,25 @@ pub struct DbLockConfig {
     pub holder_id: String,
     /// `create_tables_on_startup`: create the lock table and its rows if absent. Default true.
     pub create_tables_on_startup: bool,
+}
+
+impl std::fmt::Debug for DbLockConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbLockConfig")
+            .field("url", &crate::db::redact(&self.url))
+            .field("table_prefix", &self.table_prefix)
+            .field("locker", &self.locker)
+            .field("lease", &self.lease)
+            .field("renew_interval", &self.renew_interval)
+            .field(
+                "lock_acquire_sleep_interval",
+                &self.lock_acquire_sleep_interval,
+            )
+            .field("statement_timeout", &self.statement_timeout)
+            .field("holder_id", &self.holder_id)
+            .field("create_tables_on_startup", &self.create_tables_on_startup)
+            .finish()
+    }
 }
 
 /// The slowest a slave retries an unreachable database (its backoff doubles up to this).
@@ -166,6 +185,13 @@ mod tests {
         let mut c = DbLockConfig::new("postgres://x/y", "b1");
         c.lease = Duration::from_secs(5);
         assert!(matches!(c.validate(), Err(DbLockError::Config(_))));
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = DbLockConfig::new("postgres://u:secret@h/db", "b1");
+        let s = format!("{c:?}");
+        assert!(!s.contains("secret") && s.contains("u@h/db"), "{s}");
     }
 
     #[test]

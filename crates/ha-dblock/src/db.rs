@@ -91,14 +91,25 @@ impl LeaseView {
     }
 }
 
-/// The lock table of one group, reached through a small pool.
-#[derive(Debug, Clone)]
+/// The lock table of one group, reached through a small pool. `Debug` hides the password
+/// (the pool's own `Debug` would print its connect options).
+#[derive(Clone)]
 pub(crate) struct Db {
     pool: Pool,
     pub(crate) dialect: Dialect,
     pub(crate) stmts: Statements,
     pub(crate) timeout: Duration,
     url: String,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dialect", &self.dialect)
+            .field("url", &redact(&self.url))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Parses the URL's scheme. SQLite is refused: a shared-db group spans hosts, which SQLite
