@@ -283,6 +283,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             cfg.holder(),
             Duration::from_millis(cfg.ha.lock_keepalive_ms),
         )),
+        "shared-db" => shared_db_activation(&cfg)?,
         _ => Arc::new(Standalone),
     };
     // Slaves register too: they are where clients must go after a failover.
@@ -309,6 +310,48 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         ferromq_server::cluster::ClusterView::unregister(&members, &cfg.holder());
     }
     result
+}
+
+/// The shared-database locker of `[ha]` on `store.url`.
+#[cfg(feature = "sql")]
+fn shared_db_activation(
+    cfg: &Config,
+) -> anyhow::Result<std::sync::Arc<dyn ferromq_ha::Activation>> {
+    use ferromq_ha_dblock::{DbLock, DbLockConfig, Locker};
+    let holder = if cfg.ha.lease_holder_id.is_empty() {
+        cfg.holder()
+    } else {
+        cfg.ha.lease_holder_id.clone()
+    };
+    let lease = Duration::from_millis(cfg.ha.lease_ms);
+    let dc = DbLockConfig {
+        table_prefix: cfg.store.table_prefix.clone(),
+        locker: if cfg.ha.locker == "row" {
+            Locker::Row
+        } else {
+            Locker::Lease
+        },
+        lease,
+        // Renew four times per lease; a statement may take at most as long, so a renewal that
+        // hangs is given up with a quarter of the lease still left to step down in.
+        renew_interval: lease / 4,
+        statement_timeout: (lease / 4).min(Duration::from_secs(2)),
+        lock_acquire_sleep_interval: Duration::from_millis(
+            cfg.ha.lock_acquire_sleep_interval_ms.max(10),
+        ),
+        create_tables_on_startup: cfg.store.create_tables_on_startup,
+        ..DbLockConfig::new(cfg.store.url.clone(), holder)
+    };
+    Ok(std::sync::Arc::new(
+        DbLock::new(dc).context("shared-db locker configuration")?,
+    ))
+}
+
+#[cfg(not(feature = "sql"))]
+fn shared_db_activation(_: &Config) -> anyhow::Result<std::sync::Arc<dyn ferromq_ha::Activation>> {
+    anyhow::bail!(
+        "ha.mode = \"shared-db\" needs the `sql` cargo feature, which this build does not have"
+    )
 }
 
 async fn serve_loop(

@@ -1,6 +1,7 @@
-//! The journal behind `ferromq serve`: kill -9 under load loses no receipted message and
-//! duplicates nothing; durable subscriptions and queues survive restarts; a deep queue keeps
-//! the broker's memory bounded.
+//! Every durable store backend behind `ferromq serve` (journal, lsm, sql on SQLite, PostgreSQL
+//! and MariaDB): kill -9 under load loses no receipted message and duplicates nothing; durable
+//! subscriptions and queues survive restarts. And a deep queue keeps the broker's memory
+//! bounded (journal).
 
 mod support;
 
@@ -11,18 +12,21 @@ use std::time::{Duration, Instant};
 use ferromq_client::{AckMode, Client, ClientConfig};
 use support::{free_port, Proc};
 
-/// A standalone broker on the journal in `data_dir`.
+/// A standalone broker on a store in `data_dir`.
 struct Broker {
     proc: Proc,
     addr: String,
 }
 
+/// The `[store]` section of the journal.
+const JOURNAL: &str = "backend = \"journal\"\n";
+
 impl Broker {
-    /// Starts `ferromq serve` on the journal in `data_dir` and waits until it accepts.
-    fn start(data_dir: &Path, extra: &str) -> Broker {
+    /// Starts `ferromq serve` with `store` as its `[store]` section and waits until it accepts.
+    fn start(data_dir: &Path, store: &str) -> Broker {
         let port = free_port();
         let config = format!(
-            "[broker]\nname = \"durability\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n{extra}",
+            "[broker]\nname = \"durability\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\n{store}",
             data_dir.join("data").display()
         );
         let proc = Proc::start("durability", data_dir, port, &config);
@@ -70,10 +74,11 @@ async fn drain_all(addr: &str, dest: &str, idle: Duration) -> Vec<String> {
     got
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_minus_9_under_load_loses_no_receipted_message_and_duplicates_none() {
+/// Four producers send receipted persistent messages until the broker is killed with SIGKILL;
+/// after a restart on the same store every receipted message is there exactly once.
+async fn kill_minus_9_under_load(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), "");
+    let broker = Broker::start(dir.path(), store);
     let addr = broker.addr.clone();
     let producers = 4;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -122,7 +127,7 @@ async fn kill_minus_9_under_load_loses_no_receipted_message_and_duplicates_none(
         confirmed.len()
     );
 
-    let broker = Broker::start(dir.path(), "");
+    let broker = Broker::start(dir.path(), store);
     let got = drain_all(&broker.addr, "/queue/crash", Duration::from_secs(2)).await;
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(
@@ -140,10 +145,11 @@ async fn kill_minus_9_under_load_loses_no_receipted_message_and_duplicates_none(
     broker.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_subscription_and_queue_survive_restarts() {
+/// A durable subscription with a selector and a queue survive a clean restart, a kill -9 and
+/// another restart; non-persistent messages do not.
+async fn durable_subscription_and_queue_survive_restarts(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), "");
+    let broker = Broker::start(dir.path(), store);
     let cfg = ClientConfig {
         client_id: Some("svc".into()),
         ..ClientConfig::default()
@@ -187,9 +193,9 @@ async fn durable_subscription_and_queue_survive_restarts() {
     broker.stop();
 
     // A clean restart, then a kill -9 and another restart: both keep everything.
-    let broker = Broker::start(dir.path(), "");
+    let broker = Broker::start(dir.path(), store);
     broker.kill9();
-    let broker = Broker::start(dir.path(), "");
+    let broker = Broker::start(dir.path(), store);
     let c = Client::connect(&broker.addr, cfg).await.unwrap();
     let mut s = c
         .subscribe("/topic/events", AckMode::Client, &hdrs)
@@ -211,6 +217,44 @@ async fn durable_subscription_and_queue_survive_restarts() {
     broker.stop();
 }
 
+/// Declares both restart tests for one backend, given an expression for its `[store]` section.
+macro_rules! durability_tests {
+    ($backend:ident, $store:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kill_minus_9_under_load_loses_no_receipted_message_and_duplicates_none() {
+                kill_minus_9_under_load(&$store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn durable_subscription_and_queue_survive_restarts() {
+                super::durable_subscription_and_queue_survive_restarts(&$store).await;
+            }
+        }
+    };
+}
+
+durability_tests!(journal, JOURNAL.to_string());
+#[cfg(feature = "lsm")]
+durability_tests!(lsm, "backend = \"lsm\"\n".to_string());
+#[cfg(feature = "sql")]
+durability_tests!(sql_sqlite, "backend = \"sql\"\n".to_string());
+#[cfg(feature = "sql")]
+durability_tests!(sql_postgres, sql_store(&support::pg_url()));
+#[cfg(feature = "sql")]
+durability_tests!(sql_mariadb, sql_store(&support::mysql_url()));
+
+/// A `[store]` on a shared database server, in tables of its own (tests run in parallel).
+#[cfg(feature = "sql")]
+fn sql_store(url: &str) -> String {
+    format!(
+        "backend = \"sql\"\nurl = \"{url}\"\ntable_prefix = \"{}\"\n",
+        support::unique_table_prefix()
+    )
+}
+
 /// Not timed: checks memory, not speed. 1 million queued 1 KiB persistent messages must not
 /// be held in memory (the broker pages them; the journal index is about 30 bytes each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +263,7 @@ async fn one_million_queued_messages_stay_under_the_rss_bound() {
     const RSS_BOUND_KIB: u64 = 384 * 1024;
     let dir = tempfile::tempdir().unwrap();
     // sync=never: this test is about memory; durability is covered above.
-    let broker = Broker::start(dir.path(), "sync = \"never\"\n");
+    let broker = Broker::start(dir.path(), "backend = \"journal\"\nsync = \"never\"\n");
     let producers = 4;
     let body = bytes::Bytes::from(vec![b'm'; 1024]);
     let mut tasks = Vec::new();

@@ -442,6 +442,13 @@ pub(crate) async fn create_tables(
     // index, MySQL metadata locks): serialize creators where the database offers a lock, and
     // retry a bounded number of times in any case.
     const ATTEMPTS: usize = 3;
+    // Look before creating: with the shared-database row locker, the master's own lock
+    // connection holds row 2 FOR UPDATE while this store opens, and on MySQL even an
+    // `INSERT IGNORE` of an existing row waits for that lock (and stalls a running master's
+    // renewals on row 1). Plain reads take no row locks.
+    if tables_ready(conn, d, t).await {
+        return Ok(());
+    }
     let mut last = None;
     for attempt in 1..=ATTEMPTS {
         match create_tables_once(conn, d, t).await {
@@ -454,6 +461,38 @@ pub(crate) async fn create_tables(
         }
     }
     Err(last.unwrap_or(sqlx::Error::PoolClosed))
+}
+
+/// True when every table exists and both lock rows are there (non-locking reads only).
+async fn tables_ready(conn: &mut Conn, d: Dialect, t: &Tables) -> bool {
+    let cast = if d == Dialect::MySql {
+        "SIGNED"
+    } else {
+        "BIGINT"
+    };
+    for table in [&t.msgs, &t.acks, &t.lists] {
+        if conn
+            .fetch_i64(
+                &format!("SELECT CAST(COUNT(*) AS {cast}) FROM {table} WHERE 1 = 0"),
+                &[],
+            )
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    matches!(
+        conn.fetch_i64(
+            &format!(
+                "SELECT CAST(COUNT(*) AS {cast}) FROM {} WHERE id IN (1, 2)",
+                t.lock
+            ),
+            &[],
+        )
+        .await,
+        Ok(Some(2))
+    )
 }
 
 /// Key of the PostgreSQL advisory lock held while creating tables ("ferromq" in ASCII).
@@ -485,7 +524,25 @@ async fn create_tables_once(conn: &mut Conn, d: Dialect, t: &Tables) -> Result<(
             conn.raw(&stmt).await?;
         }
         for id in [1, 2] {
-            conn.raw(&d.insert_lock_row(t, id)).await?;
+            // Only a missing row is inserted (see `tables_ready`: an existing one may be
+            // locked by this broker's own shared-db row locker).
+            let present = conn
+                .fetch_i64(
+                    &format!(
+                        "SELECT CAST(COUNT(*) AS {}) FROM {} WHERE id = {id}",
+                        if d == Dialect::MySql {
+                            "SIGNED"
+                        } else {
+                            "BIGINT"
+                        },
+                        t.lock
+                    ),
+                    &[],
+                )
+                .await?;
+            if present != Some(1) {
+                conn.raw(&d.insert_lock_row(t, id)).await?;
+            }
         }
         Ok::<(), sqlx::Error>(())
     }
