@@ -1,0 +1,107 @@
+//! A measurement, not a test: how long opening and `recover()` take on an lsm store holding a
+//! million 1 KiB messages (after a clean close and after a drop without close), and the group
+//! commit throughput on the way. Run: `cargo test --release -p ferromq-store --features lsm
+//! --test lsm_probe -- --ignored --nocapture`.
+#![cfg(feature = "lsm")]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use ferromq_store::{LsmConfig, LsmStore, MessageStore, Op};
+
+const MESSAGES: u64 = 1_000_000;
+const PER_BATCH: u64 = 100;
+const LISTS: u64 = 10;
+
+#[test]
+#[ignore = "a measurement; run by hand in release"]
+fn probe_million_message_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LsmStore::open(LsmConfig::new(dir.path())).unwrap());
+    let payload = Bytes::from(vec![0x5Au8; 1024]);
+    let started = Instant::now();
+    // 4 producers, batches of 100 messages, several batches in flight each.
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let store = store.clone();
+            let payload = payload.clone();
+            std::thread::spawn(move || {
+                let mut pending = std::collections::VecDeque::new();
+                let mut seq = 0u64;
+                while seq < MESSAGES / 4 {
+                    let batch = (0..PER_BATCH)
+                        .map(|i| Op::Enqueue {
+                            list: format!("queue://q{}", (t * 4 + i) % LISTS),
+                            seq: t * MESSAGES + seq + i,
+                            payload: payload.clone(),
+                        })
+                        .collect();
+                    seq += PER_BATCH;
+                    pending.push_back(store.submit(batch));
+                    if pending.len() >= 8 {
+                        pending.pop_front().unwrap().wait_blocking().unwrap();
+                    }
+                }
+                for c in pending {
+                    c.wait_blocking().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let fill = started.elapsed();
+    let stats = store.stats();
+    println!(
+        "fill: {MESSAGES} x 1 KiB in {fill:?} ({:.0} msg/s), {} groups, {} syncs, {:.1} batches per group",
+        MESSAGES as f64 / fill.as_secs_f64(),
+        stats.groups,
+        stats.syncs,
+        stats.batches as f64 / stats.groups as f64
+    );
+    let store = Arc::try_unwrap(store).unwrap();
+    let closing = Instant::now();
+    store.close().unwrap();
+    println!("close (flush memtables): {:?}", closing.elapsed());
+    drop(store);
+    let opening = Instant::now();
+    let store = LsmStore::open(LsmConfig::new(dir.path())).unwrap();
+    let opened = opening.elapsed();
+    report("after close", &store, opened, MESSAGES);
+    // Then ~50 MiB more and a drop without close: the next open replays that much WAL.
+    let extra = 50_000u64;
+    for chunk in 0..extra / PER_BATCH {
+        let batch = (0..PER_BATCH)
+            .map(|i| Op::Enqueue {
+                list: "queue://extra".into(),
+                seq: chunk * PER_BATCH + i + 1,
+                payload: payload.clone(),
+            })
+            .collect();
+        store.submit(batch).wait_blocking().unwrap();
+    }
+    drop(store);
+    let opening = Instant::now();
+    let store = LsmStore::open(LsmConfig::new(dir.path())).unwrap();
+    let opened = opening.elapsed();
+    report("after drop without close", &store, opened, MESSAGES + extra);
+}
+
+fn report(round: &str, store: &LsmStore, opened: std::time::Duration, expected: u64) {
+    let recovering = Instant::now();
+    let r = store.recover().unwrap();
+    let recovered = recovering.elapsed();
+    let count: u64 = r.lists.iter().map(|l| l.count).sum();
+    assert_eq!(count, expected);
+    let loading = Instant::now();
+    let page = store.load("queue://q3", None, 1000).unwrap();
+    assert_eq!(page.len(), 1000);
+    println!(
+        "{round}: open {opened:?}, recover() {recovered:?} ({} lists, {count} messages), \
+         first page of 1000 {:?}",
+        r.lists.len(),
+        loading.elapsed()
+    );
+}
