@@ -200,16 +200,16 @@ mod imp {
                     }
                 }
                 match synced {
-                    None => {}
-                    Some(0) => {
-                        debug_assert_eq!(written, buf.len());
-                        return Ok(());
-                    }
-                    // The write before it was short: resubmit the rest, with a sync again.
-                    Some(res) if res == -ECANCELED && written < buf.len() => continue,
+                    // A sync that ran covers what was written before it; if the write was short
+                    // (and the kernel ran the sync anyway), the next round writes the rest and
+                    // syncs again.
+                    None | Some(0) => {}
+                    // The write before it was short, which breaks the link: resubmit the rest,
+                    // with a sync again.
+                    Some(res) if res == -ECANCELED && written < buf.len() => {}
                     Some(res) => return Err(UringError::Sync(io::Error::from_raw_os_error(-res))),
                 }
-                if written == buf.len() && !sync {
+                if written == buf.len() && (!sync || synced == Some(0)) {
                     return Ok(());
                 }
             }
@@ -399,6 +399,59 @@ mod tests {
                 "{err:?}"
             );
             assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        }
+
+        /// Set in the child process: the file to write under a file-size limit.
+        const SHORT_WRITE_ENV: &str = "FERROMQ_URING_SHORT_WRITE_FILE";
+
+        #[test]
+        fn a_short_write_is_resubmitted_and_never_reported_as_complete() {
+            if let Ok(path) = std::env::var(SHORT_WRITE_ENV) {
+                // The child: RLIMIT_FSIZE is 5120 bytes, so the kernel writes 5120 of the 8192
+                // bytes (a short write, which cancels the linked sync); the resubmitted rest
+                // starts at the limit and fails with EFBIG (SIGXFSZ is ignored).
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .unwrap();
+                let mut ring = Ring::new().unwrap();
+                let mut buf = vec![7u8; 8192];
+                let result = ring.write_and_sync(file.as_raw_fd(), 0, &mut buf, true);
+                println!("RESULT {result:?}");
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            let exe = std::env::current_exe().unwrap();
+            // `ulimit -f` counts 512-byte blocks; an ignored signal stays ignored across exec.
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(
+                    "trap '' XFSZ; ulimit -f 10; exec \"$0\" --exact \
+                     journal::uring::tests::ring::a_short_write_is_resubmitted_and_never_reported_as_complete \
+                     --nocapture --test-threads=1",
+                )
+                .arg(&exe)
+                .env(SHORT_WRITE_ENV, &path)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{stdout}");
+            let Some((_, result)) = stdout.lines().find_map(|l| l.split_once("RESULT ")) else {
+                panic!(
+                    "no result from the child: {stdout} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            // Ok would claim bytes that are not there; Sync(ECANCELED) would mean the rest was
+            // never resubmitted. EFBIG on the write proves the resubmission.
+            assert!(
+                result.starts_with("Err(Write(") && result.contains("code: 27"),
+                "{result}"
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 5120);
         }
 
         #[test]
