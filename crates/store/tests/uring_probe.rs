@@ -101,3 +101,57 @@ fn probe_portable_vs_io_uring_1kib_sync_always() {
         }
     }
 }
+
+/// One producer, two stores (one per path) open side by side, messages alternating between
+/// them: both paths see the same background load, so their latency percentiles compare even
+/// on a busy machine.
+#[test]
+#[ignore = "a measurement; run by hand in release"]
+fn probe_interleaved_latency_1kib_sync_always() {
+    const MESSAGES: usize = 3000;
+    let open = |io: JournalIo| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = JournalConfig {
+            io,
+            sync: SyncMode::Always,
+            checkpoint_interval_ms: 0,
+            cleanup_interval_ms: 0,
+            ..JournalConfig::default()
+        };
+        let store = JournalStore::open(dir.path(), config).unwrap();
+        assert_eq!(store.io(), io);
+        (dir, store)
+    };
+    let stores = [open(JournalIo::Portable), open(JournalIo::IoUring)];
+    let payload = Bytes::from(vec![0xA5u8; MESSAGE_BYTES]);
+    let mut latencies_us: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..MESSAGES * 2 {
+        let which = i % 2;
+        let started = Instant::now();
+        stores[which]
+            .1
+            .submit(vec![Op::Enqueue {
+                list: "queue://lat".into(),
+                seq: i as u64 + 1,
+                payload: payload.clone(),
+            }])
+            .wait_blocking()
+            .unwrap();
+        // The first 100 of each warm up.
+        if i >= 200 {
+            latencies_us[which].push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for (which, name) in ["Portable", "IoUring"].iter().enumerate() {
+        let l = &mut latencies_us[which];
+        l.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| l[((l.len() - 1) as f64 * q) as usize];
+        println!(
+            "interleaved io={name}: p50 {:.0} us, p90 {:.0} us, p99 {:.0} us ({} messages)",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            l.len()
+        );
+    }
+}
