@@ -57,7 +57,7 @@ pub enum SyncMode {
     Never,
 }
 
-/// Which system calls the writer uses for a group's write and sync (`store.journal_io`).
+/// Which system calls the writer uses for a group's write and sync ([`JournalConfig::io`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JournalIo {
     /// io_uring when the build has the `io-uring` feature, the storage is real files and the

@@ -7,6 +7,10 @@
 //! batches as arrived while the previous sync was running: at ~250 µs per fdatasync, 16
 //! producers share each sync instead of queueing for 16 of them.
 //!
+//! On real files with the io_uring path (`JournalIo`, module `uring`), the group's write and its
+//! `fdatasync` go to the kernel as one linked submission instead of two system calls; what is
+//! written, when, and how failures are handled are the same on both paths.
+//!
 //! A failed write or sync fails the store for good: the page cache may have dropped the data, so
 //! retrying the sync could report success for bytes that are gone. Every waiter of the failed
 //! group, and every later batch, gets the error.
