@@ -105,3 +105,45 @@ fn report(round: &str, store: &LsmStore, opened: std::time::Duration, expected: 
         loading.elapsed()
     );
 }
+
+/// 1 KiB messages, sync always, 1 and 16 producers each waiting for its message: the figure
+/// to put next to the journal's (`uring_probe`).
+#[test]
+#[ignore = "a measurement; run by hand in release"]
+fn probe_1kib_sync_always_producers() {
+    for (producers, per_producer) in [(1u64, 2000u64), (16, 500)] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LsmStore::open(LsmConfig::new(dir.path())).unwrap());
+        let payload = Bytes::from(vec![0xA5u8; 1024]);
+        let started = Instant::now();
+        let threads: Vec<_> = (0..producers)
+            .map(|p| {
+                let store = store.clone();
+                let payload = payload.clone();
+                std::thread::spawn(move || {
+                    let list = format!("queue://p{p}");
+                    for seq in 1..=per_producer {
+                        store
+                            .submit(vec![Op::Enqueue {
+                                list: list.clone(),
+                                seq,
+                                payload: payload.clone(),
+                            }])
+                            .wait_blocking()
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let elapsed = started.elapsed();
+        let stats = store.stats();
+        println!(
+            "lsm producers={producers:2}: {:.0} msg/s, {:.1} messages per sync",
+            (producers * per_producer) as f64 / elapsed.as_secs_f64(),
+            stats.batches as f64 / stats.syncs.max(1) as f64
+        );
+    }
+}
