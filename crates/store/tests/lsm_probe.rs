@@ -147,3 +147,49 @@ fn probe_1kib_sync_always_producers() {
         );
     }
 }
+
+/// The LSM weak spot: a list whose first 200 000 messages were acked keeps their tombstones
+/// until compaction, and `load(list, None, ..)` steps over them.
+#[test]
+#[ignore = "a measurement; run by hand in release"]
+fn probe_load_from_the_start_after_many_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LsmStore::open(LsmConfig::new(dir.path())).unwrap();
+    let payload = Bytes::from(vec![0xA5u8; 1024]);
+    let total = 200_010u64;
+    for chunk in 0..total / 10 {
+        let batch = (1..=10)
+            .map(|i| Op::Enqueue {
+                list: "queue://a".into(),
+                seq: chunk * 10 + i,
+                payload: payload.clone(),
+            })
+            .collect();
+        store.submit(batch).wait_blocking().unwrap();
+        if chunk > 0 && chunk < total / 10 {
+            let acks = (1..=10)
+                .map(|i| Op::Dequeue {
+                    list: "queue://a".into(),
+                    seq: (chunk - 1) * 10 + i,
+                })
+                .collect();
+            store.submit(acks).wait_blocking().unwrap();
+        }
+    }
+    for round in 0..3 {
+        let started = Instant::now();
+        let page = store.load("queue://a", None, 10).unwrap();
+        println!(
+            "load(None, 10) over ~200k acked messages, round {round}: {:?}, first seq {}",
+            started.elapsed(),
+            page[0].seq
+        );
+    }
+    let started = Instant::now();
+    let page = store.load("queue://a", Some(total - 11), 10).unwrap();
+    println!(
+        "load(Some(last acked), 10): {:?}, {} messages",
+        started.elapsed(),
+        page.len()
+    );
+}
