@@ -5,6 +5,7 @@
 //! - [`storage`]: the storage seam ([`StorageDir`], [`StorageFile`]) with real files and an
 //!   in-memory implementation that models unsynced bytes and power loss;
 //! - `writer`: the group-commit writer thread;
+//! - `uring`: the writer's io_uring path (feature `io-uring`, chosen by [`JournalIo`]);
 //! - [`index`]: the in-memory index (list -> seq -> location) and its checkpoint file;
 //! - [`recovery`]: checkpoint load, replay, torn-tail repair;
 //! - [`gc`]: checkpoints, segment GC and compaction, on the maintenance thread;
@@ -20,6 +21,7 @@ pub mod recovery;
 pub mod segment;
 pub mod seqmap;
 pub mod storage;
+mod uring;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -53,6 +55,20 @@ pub enum SyncMode {
     },
     /// Confirm after the write; sync only on segment roll, checkpoint and close.
     Never,
+}
+
+/// Which system calls the writer uses for a group's write and sync ([`JournalConfig::io`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum JournalIo {
+    /// io_uring when the build has the `io-uring` feature, the storage is real files and the
+    /// kernel lets a ring be set up; the portable path otherwise (logged at open).
+    #[default]
+    Auto,
+    /// `pwrite` then `fdatasync`.
+    Portable,
+    /// io_uring: the group's write linked to an `fdatasync`, one submission. Opening fails with
+    /// `StoreError::Config` when it is not available.
+    IoUring,
 }
 
 /// Options of the journal store. Defaults follow KahaDB's.
@@ -92,6 +108,8 @@ pub struct JournalConfig {
     /// GC rewrites the live messages of an old segment at the head when they take at most this
     /// percentage of a segment (so the segment can go); 0 disables compaction.
     pub compact_live_percent_max: u8,
+    /// The write path of the writer thread.
+    pub io: JournalIo,
 }
 
 impl Default for JournalConfig {
@@ -109,6 +127,7 @@ impl Default for JournalConfig {
             ignore_missing_journal_files: false,
             store_usage_limit: 0,
             compact_live_percent_max: 25,
+            io: JournalIo::Auto,
         }
     }
 }
@@ -240,6 +259,46 @@ pub struct JournalStore {
     maintenance: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     closed: AtomicBool,
     recovery: RecoveryReport,
+    io: JournalIo,
+}
+
+/// Chooses the writer's path (see [`JournalIo`]) and says in one log line which and why.
+fn select_io(
+    wanted: JournalIo,
+    head: &dyn StorageFile,
+    dir: &str,
+) -> Result<Option<uring::Ring>, StoreError> {
+    let portable = |why: &str| {
+        tracing::info!(
+            dir,
+            "journal write path: portable (pwrite + fdatasync): {why}"
+        );
+        Ok(None)
+    };
+    if wanted == JournalIo::Portable {
+        return portable("configured");
+    }
+    if head.raw_fd().is_none() {
+        if wanted == JournalIo::IoUring {
+            return Err(StoreError::Config(format!(
+                "journal io = io_uring needs real files, and {dir} is not"
+            )));
+        }
+        return portable("the storage is not real files");
+    }
+    match uring::setup() {
+        Ok(ring) => {
+            tracing::info!(
+                dir,
+                "journal write path: io_uring (each group's write linked to its fdatasync)"
+            );
+            Ok(Some(ring))
+        }
+        Err(why) if wanted == JournalIo::IoUring => Err(StoreError::Config(format!(
+            "journal io = io_uring is not available: {why}"
+        ))),
+        Err(why) => portable(&why),
+    }
 }
 
 impl JournalStore {
@@ -257,6 +316,12 @@ impl JournalStore {
     ) -> Result<JournalStore, StoreError> {
         config.validate()?;
         let recovered = recovery::recover(dir.as_ref(), &config)?;
+        let uring = select_io(config.io, recovered.head.file.as_ref(), &dir.describe())?;
+        let io = if uring.is_some() {
+            JournalIo::IoUring
+        } else {
+            JournalIo::Portable
+        };
         let (tx, rx) = sync_channel(config.queue_batches_max);
         let usage_bytes = recovered.index.usage_bytes;
         let last_checkpoint = recovered
@@ -278,7 +343,7 @@ impl JournalStore {
             last_checkpoint: Mutex::new(last_checkpoint),
             maintenance: Mutex::new(()),
         });
-        let writer = Writer::new(shared.clone(), rx, recovered.head);
+        let writer = Writer::new(shared.clone(), rx, recovered.head, uring);
         let writer = std::thread::Builder::new()
             .name("ferromq-journal-writer".into())
             .spawn(move || writer.run())
@@ -295,7 +360,13 @@ impl JournalStore {
             maintenance: Mutex::new(Some((stop_tx, maintenance))),
             closed: AtomicBool::new(false),
             recovery: recovered.report,
+            io,
         })
+    }
+
+    /// The write path the writer runs: [`JournalIo::Portable`] or [`JournalIo::IoUring`].
+    pub fn io(&self) -> JournalIo {
+        self.io
     }
 
     /// What recovery did when this store was opened.

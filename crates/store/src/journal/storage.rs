@@ -40,6 +40,11 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes every byte written so far durable (`fdatasync`).
     fn sync_data(&self) -> io::Result<()>;
+    /// The OS file descriptor, for a file that is a real file: the journal writer's io_uring
+    /// path writes and syncs through it. `None` (the default) keeps the portable path.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// A directory of store files.
@@ -100,6 +105,9 @@ impl StorageFile for RealFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(std::os::fd::AsRawFd::as_raw_fd(&self.file))
     }
 }
 
