@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use ferromq_broker::{system_clock, Broker, BrokerConfig};
+use ferromq_store::journal::JournalIo;
 use ferromq_store::{Fence, JournalConfig, JournalStore, MemoryStore, MessageStore, SyncMode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,6 +41,11 @@ pub fn open_store(
                 ignore_missing_journal_files: s.ignore_missing_journal_files,
                 epoch,
                 fence,
+                io: match s.journal_io.as_str() {
+                    "io-uring" => JournalIo::IoUring,
+                    "portable" => JournalIo::Portable,
+                    _ => JournalIo::Auto,
+                },
                 ..JournalConfig::default()
             };
             let dir = cfg.broker.data_dir.join("journal");

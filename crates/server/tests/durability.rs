@@ -225,12 +225,14 @@ macro_rules! durability_tests {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn kill_minus_9_under_load_loses_no_receipted_message_and_duplicates_none() {
-                kill_minus_9_under_load(&$store).await;
+                let store: String = $store;
+                kill_minus_9_under_load(&store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn durable_subscription_and_queue_survive_restarts() {
-                super::durable_subscription_and_queue_survive_restarts(&$store).await;
+                let store: String = $store;
+                super::durable_subscription_and_queue_survive_restarts(&store).await;
             }
         }
     };

@@ -22,15 +22,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
+use ferromq_store::journal::JournalIo;
 use ferromq_store::{JournalConfig, JournalStore, MemoryStore, MessageStore, Op, SyncMode};
 
 const MESSAGE_BYTES: usize = 1024;
+
+/// Opens a backend's store on a directory.
+type Opener = Box<dyn Fn(&Path) -> Arc<dyn MessageStore>>;
 
 /// One backend: how to open a store on `dir` (the same storage every time), and whether its
 /// data outlives the process (the memory store is measured as a ceiling, never recovered).
 struct Backend {
     name: &'static str,
-    open: Box<dyn Fn(&Path) -> Arc<dyn MessageStore>>,
+    open: Opener,
     durable: bool,
 }
 
@@ -42,14 +46,14 @@ fn backends() -> Vec<Backend> {
             durable: false,
         },
         Backend {
+            // io_uring when the build and the kernel have it (logged at open), else portable.
             name: "journal",
-            open: Box::new(|dir| {
-                let config = JournalConfig {
-                    sync: SyncMode::Always,
-                    ..JournalConfig::default()
-                };
-                Arc::new(JournalStore::open(dir.join("journal"), config).expect("open journal"))
-            }),
+            open: Box::new(|dir| journal(dir, JournalIo::Auto)),
+            durable: true,
+        },
+        Backend {
+            name: "journal-portable",
+            open: Box::new(|dir| journal(dir, JournalIo::Portable)),
             durable: true,
         },
     ];
@@ -63,10 +67,68 @@ fn backends() -> Vec<Backend> {
     all
 }
 
+fn journal(dir: &Path, io: JournalIo) -> Arc<dyn MessageStore> {
+    let config = JournalConfig {
+        sync: SyncMode::Always,
+        io,
+        ..JournalConfig::default()
+    };
+    Arc::new(JournalStore::open(dir.join("journal"), config).expect("open journal"))
+}
+
 /// Backends behind cargo features.
 fn extra_backends() -> Vec<Backend> {
     #[allow(unused_mut)]
     let mut extra: Vec<Backend> = Vec::new();
+    #[cfg(feature = "lsm")]
+    extra.push(Backend {
+        name: "lsm",
+        open: Box::new(|dir| {
+            let config = ferromq_store::LsmConfig::new(dir.join("lsm"));
+            Arc::new(ferromq_store::LsmStore::open(config).expect("open lsm"))
+        }),
+        durable: true,
+    });
+    #[cfg(feature = "sql")]
+    {
+        // Each open of a bench case gets tables of its own (the prefix is derived from the
+        // case's temp dir), so cases never see each other's rows.
+        fn sql(url: String, dir: &Path) -> Arc<dyn MessageStore> {
+            let tag: String = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect();
+            let mut config = ferromq_store::SqlConfig::new(url);
+            config.table_prefix = format!("bench_{}_{tag}_", std::process::id());
+            Arc::new(ferromq_store::SqlStore::open(config).expect("open sql store"))
+        }
+        extra.push(Backend {
+            name: "sql-sqlite",
+            open: Box::new(|dir| sql(format!("sqlite://{}/store.db", dir.display()), dir)),
+            durable: true,
+        });
+        extra.push(Backend {
+            name: "sql-postgres",
+            open: Box::new(|dir| {
+                let url = std::env::var("FERROMQ_TEST_PG_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/ferromq_test".into());
+                sql(url, dir)
+            }),
+            durable: true,
+        });
+        extra.push(Backend {
+            name: "sql-mariadb",
+            open: Box::new(|dir| {
+                let url = std::env::var("FERROMQ_TEST_MYSQL_URL")
+                    .unwrap_or_else(|_| "mysql://root@127.0.0.1:3307/ferromq_test".into());
+                sql(url, dir)
+            }),
+            durable: true,
+        });
+    }
     extra
 }
 

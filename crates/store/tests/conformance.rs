@@ -533,6 +533,21 @@ fn journal_config() -> JournalConfig {
 
 conformance!(memory, MemoryFixture(None));
 conformance!(journal, JournalFixture::new(journal_config()));
+conformance!(
+    journal_portable,
+    JournalFixture::new(JournalConfig {
+        io: ferromq_store::journal::JournalIo::Portable,
+        ..journal_config()
+    })
+);
+#[cfg(feature = "io-uring")]
+conformance!(
+    journal_io_uring,
+    JournalFixture::new(JournalConfig {
+        io: ferromq_store::journal::JournalIo::IoUring,
+        ..journal_config()
+    })
+);
 
 /// RocksDB in a temporary directory.
 #[cfg(feature = "lsm")]
