@@ -137,8 +137,9 @@ pub struct StoreSection {
     pub table_prefix: String,
     /// `sql`: create the tables when they are missing (`createTablesOnStartup`).
     pub create_tables_on_startup: bool,
-    /// `journal`: the write path, `auto` (io_uring when this build has it and the kernel
-    /// permits it, else `pwrite` + `fdatasync`), `io-uring` or `portable`.
+    /// `journal`: the write path, `portable` (`pwrite` + `fdatasync`, the default: measured
+    /// faster on this project's machines, see bench-results/backends.md), `auto` (io_uring
+    /// when this build has it and the kernel permits it, else portable) or `io-uring`.
     pub journal_io: String,
     /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
     pub sync: String,
@@ -168,7 +169,7 @@ impl Default for StoreSection {
             url: String::new(),
             table_prefix: "activemq_".into(),
             create_tables_on_startup: true,
-            journal_io: "auto".into(),
+            journal_io: "portable".into(),
             sync: "always".into(),
             sync_interval_ms: 1000,
             journal_max_file_length: 32 * 1024 * 1024,
