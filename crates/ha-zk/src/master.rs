@@ -2,7 +2,7 @@
 //! to the connected slaves and confirms it only when the `sync` mode's condition holds.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     gate: Condvar,
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
+    /// Full copies sent to slaves (for status and tests).
+    full_copies: AtomicU64,
 }
 
 /// The master's store: a [`MessageStore`] that replicates every batch before confirming it.
@@ -128,6 +130,7 @@ impl ReplicatingStore {
             }),
             gate: Condvar::new(),
             local_tx,
+            full_copies: AtomicU64::new(0),
         });
         // The local store confirms in submission order, so one task awaiting the completions
         // in order is enough (and cheaper than a task per batch).
@@ -155,6 +158,11 @@ impl ReplicatingStore {
     /// The last position assigned.
     pub fn last_position(&self) -> Position {
         self.shared.state.lock().last
+    }
+
+    /// How many full copies this master sent to slaves.
+    pub fn full_copies(&self) -> u64 {
+        self.shared.full_copies.load(Ordering::Relaxed)
     }
 
     /// How many slaves are connected and streaming.
@@ -559,6 +567,7 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         }
         Err(follower) => {
             tracing::info!(%member, slave_position = %last, "slave connected: it needs a full copy of the store");
+            shared.full_copies.fetch_add(1, Ordering::Relaxed);
             let sh = shared.clone();
             let (pos, chunks, total, id) =
                 tokio::task::spawn_blocking(move || snapshot_and_register(&sh, follower))
