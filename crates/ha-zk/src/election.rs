@@ -131,6 +131,9 @@ impl Said {
 }
 
 const NOT_ENOUGH_MEMBERS: &str = "Not enough cluster members connected to elect a master.";
+/// How often an election in progress re-reads the members' reports (children watches do not
+/// fire on data changes, and this window is what failover time is made of).
+const ELECTION_POLL: Duration = Duration::from_millis(50);
 const NOT_REPORTED: &str = "Not enough cluster members have reported their update positions yet.";
 
 /// The fence of a replicated master: its ZooKeeper session is connected and it was not deposed.
@@ -398,8 +401,7 @@ impl ZkReplication {
             }
             if reporters.len() < quorum {
                 said.say(NOT_REPORTED);
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), members_watch.changed()).await;
+                let _ = tokio::time::timeout(ELECTION_POLL, members_watch.changed()).await;
                 continue;
             }
             // Most up to date, then heaviest, then the oldest member (lowest sequence).
@@ -417,8 +419,7 @@ impl ZkReplication {
                     ?best,
                     "another member is the most up to date; waiting for it"
                 );
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), members_watch.changed()).await;
+                let _ = tokio::time::timeout(ELECTION_POLL, members_watch.changed()).await;
                 continue;
             }
             let epoch = round.max(pos.epoch) + 1;
@@ -494,14 +495,15 @@ impl ZkReplication {
         };
         let (pos, result) = follow(store, pos, &params, &mut stop_rx).await;
         let stopped = *stop_rx.borrow();
-        stopper.abort();
         if let Err(e) = result {
             tracing::info!(error = %e, master = %m.addr, "stopped following the master");
         }
         if !stopped {
-            // The connection ended while ZooKeeper still names that master: do not spin.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // The connection ended while ZooKeeper still names that master (it died and its
+            // session has not expired yet): retry shortly, or at once when the znode changes.
+            let _ = tokio::time::timeout(Duration::from_millis(200), stop_rx.changed()).await;
         }
+        stopper.abort();
         pos
     }
 
