@@ -618,6 +618,11 @@ async fn monitor(
             }
             SessionState::Disconnected | SessionState::ConnectedReadOnly => {
                 // Stop confirming at once: the session may be expiring on the server.
+                if disconnected_since.is_none() {
+                    tracing::warn!(
+                        "ZooKeeper connection lost: confirming no write until it returns"
+                    );
+                }
                 rs.set_suspended(true);
                 let since = *disconnected_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= grace {
@@ -625,6 +630,10 @@ async fn monitor(
                 }
             }
             other => return format!("ZooKeeper session {other}"),
+        }
+        if let Some(why) = rs.failure() {
+            // A master whose store refuses writes serves nothing: let a slave take over.
+            return format!("its store failed: {why}");
         }
         if disconnected_since.is_none() {
             match zk.list_children(members_path).await {

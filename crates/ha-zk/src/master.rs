@@ -160,6 +160,16 @@ impl ReplicatingStore {
         self.shared.state.lock().last
     }
 
+    /// Why the store refuses writes, once it does (a local store failure, deposition, close).
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .state
+            .lock()
+            .failed
+            .as_ref()
+            .map(|e| e.to_string())
+    }
+
     /// How many full copies this master sent to slaves.
     pub fn full_copies(&self) -> u64 {
         self.shared.full_copies.load(Ordering::Relaxed)
@@ -535,7 +545,10 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
     // which discards the divergent suffix by construction.
     let streamed = {
         let mut st = shared.state.lock();
-        let from_ring = if last == st.last || last == st.ring_base {
+        let from_ring = if last == st.last {
+            // Up to date: nothing of the ring to resend.
+            Some(st.ring.len())
+        } else if last == st.ring_base {
             Some(0)
         } else {
             st.ring.iter().position(|(p, _)| *p == last).map(|i| i + 1)

@@ -431,3 +431,121 @@ impl Cluster {
         assert!(n >= 1, "nobody was ever promoted");
     }
 }
+
+/// A uid no account uses: the partition test runs one broker under it so that an iptables
+/// `owner` rule can cut exactly that process off the (loopback) network.
+pub const PARTITION_UID: u32 = 64_917;
+
+impl Cluster {
+    /// Starts broker `i` as [`PARTITION_UID`] (same config as [`Cluster::start`]).
+    pub fn start_as_partition_uid(&mut self, i: usize) {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        use std::process::{Command, Stdio};
+        self.generation += 1;
+        let dir = self.base.join(format!("b{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for d in [&self.base, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let cfg = replicated_config(
+            "rep",
+            &dir,
+            self.ports[i],
+            &self.zk,
+            &self.zk_path,
+            &self.extra,
+        );
+        let name = format!("b{i}-{}", self.generation);
+        let cfg_path = self.base.join(format!("{name}.toml"));
+        std::fs::write(&cfg_path, cfg).unwrap();
+        std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // The build directory may sit under a home only root can enter: run a copy.
+        let bin = self.base.join("ferromq-partitioned");
+        if !bin.exists() {
+            std::fs::copy(crate::support::BIN, &bin).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let uid = PARTITION_UID.to_string();
+        let mut child = Command::new("setpriv")
+            .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "--"])
+            .arg(&bin)
+            .args(["--log", "info", "serve", "--config"])
+            .arg(&cfg_path)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let tag = name.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("[{tag}] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        self.procs[i] = Some(crate::support::Proc {
+            name,
+            child,
+            port: self.ports[i],
+            log,
+        });
+    }
+}
+
+/// Drops every packet sent by [`PARTITION_UID`]'s sockets while alive: that broker can
+/// neither reach ZooKeeper nor its slaves nor answer clients. Removed on drop, whatever
+/// happens to the test.
+pub struct Partition {
+    rule: Vec<String>,
+}
+
+impl Partition {
+    pub fn isolate() -> Partition {
+        let rule: Vec<String> = [
+            "OUTPUT",
+            "-m",
+            "owner",
+            "--uid-owner",
+            &PARTITION_UID.to_string(),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let ok = std::process::Command::new("iptables")
+            .args(["-w", "-I"])
+            .args(&rule)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "iptables -I {rule:?} failed");
+        Partition { rule }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .args(["-w", "-D"])
+            .args(&self.rule)
+            .status();
+    }
+}
+
+/// The timestamp (RFC 3339, as the broker logs it) of the first line containing `needle`.
+pub fn first_log_time(log: &[String], needle: &str) -> Option<String> {
+    log.iter()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
