@@ -314,7 +314,16 @@ impl ZkReplication {
             .map_err(ZkError::zk("register the member znode"))?;
         let my_name = format!("m-{seq}");
         let my_path = format!("{members_path}/{my_name}");
-        tracing::info!(member = %my_name, replication = %addr, position = %pos, "joined the replication group {} at {}", cfg.group, cfg.zk_address);
+        tracing::info!(
+            member = %my_name,
+            replication = %addr,
+            position = %pos,
+            // The server may have negotiated another timeout (it clamps to 2..20 ticks).
+            session_timeout_ms = zk.session_timeout().as_millis() as u64,
+            "joined the replication group {} at {}",
+            cfg.group,
+            cfg.zk_address
+        );
 
         let mut said = Said::default();
         let mut too_many_said = false;

@@ -107,6 +107,8 @@ async fn kill_9_of_the_master_under_load_loses_and_duplicates_nothing() {
 async fn clean_shutdown_of_the_master_hands_over_at_once() {
     let d = tempfile::tempdir().unwrap();
     let mut c = Cluster::new(d.path(), &zk_ensemble(), "clean", "");
+    // No periodic checkpoint: only a clean close leaves one (checked at the end).
+    c.store_extra = "checkpoint_interval_ms = 3600000".into();
     for i in 0..3 {
         c.start(i);
     }
@@ -130,4 +132,19 @@ async fn clean_shutdown_of_the_master_hands_over_at_once() {
     let verdict = check_history(history.path()).unwrap_or_else(|v| panic!("{v:#?}"));
     eprintln!("replicated clean shutdown: {verdict:?}");
     c.assert_epochs_unique();
+
+    // A slave stopped cleanly (its local store closed when the process exits) comes back
+    // from a checkpoint covering its whole journal, not by replaying it.
+    c.start(m);
+    assert!(c.proc(m).wait_log("Slave started", T));
+    let (now, _) = c.wait_master(&[m], T).unwrap();
+    let slave = (0..3).find(|i| *i != m && *i != now).unwrap();
+    assert!(c.procs[slave].as_mut().unwrap().terminate());
+    c.start(slave);
+    assert!(c.proc(slave).wait_log("Slave started", T));
+    assert_eq!(
+        c.proc(slave).log_count("Recovery replayed 0 operations"),
+        1,
+        "a cleanly stopped slave must restart from a checkpoint that covers its whole journal"
+    );
 }

@@ -37,8 +37,21 @@ pub fn replicated_config(
     zk_path: &str,
     extra: &str,
 ) -> String {
+    replicated_config_with_store(group, data_dir, port, zk, zk_path, "", extra)
+}
+
+/// [`replicated_config`] with extra `[store]` lines.
+pub fn replicated_config_with_store(
+    group: &str,
+    data_dir: &Path,
+    port: u16,
+    zk: &str,
+    zk_path: &str,
+    store_extra: &str,
+    extra: &str,
+) -> String {
     format!(
-        "[broker]\nname = \"{group}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"replicated\"\nreplicas = 3\nzk_address = \"{zk}\"\nzk_path = \"{zk_path}\"\nzk_session_timeout_ms = 2000\nbind = \"tcp://127.0.0.1:0\"\nsecurity_token = \"test-token\"\n{extra}",
+        "[broker]\nname = \"{group}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n{store_extra}\n[ha]\nmode = \"replicated\"\nreplicas = 3\nzk_address = \"{zk}\"\nzk_path = \"{zk_path}\"\nzk_session_timeout_ms = 2000\nbind = \"tcp://127.0.0.1:0\"\nsecurity_token = \"test-token\"\n{extra}",
         data_dir.display()
     )
 }
@@ -326,6 +339,8 @@ pub struct Cluster {
     pub zk: String,
     pub zk_path: String,
     pub extra: String,
+    /// Extra `[store]` lines.
+    pub store_extra: String,
     generation: usize,
     dead_logs: Vec<Vec<String>>,
 }
@@ -339,6 +354,7 @@ impl Cluster {
             zk: zk.to_string(),
             zk_path: unique_zk_path(name),
             extra: extra.to_string(),
+            store_extra: String::new(),
             generation: 0,
             dead_logs: Vec::new(),
         }
