@@ -294,9 +294,23 @@ impl ZkReplication {
         let master_path = format!("{base}/master");
         let acls = self.acls();
         let persistent = CreateMode::Persistent.with_acls(acls);
-        zk.mkdir(&members_path, &persistent)
+        // The election path and its ancestors are shared (other groups, other passwords):
+        // open. Only this group's own znodes carry the password's ACL.
+        let parent = cfg.zk_path.trim_end_matches('/');
+        if !parent.is_empty() {
+            zk.mkdir(
+                parent,
+                &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+            )
             .await
-            .map_err(ZkError::zk(format!("mkdir {members_path}")))?;
+            .map_err(ZkError::zk(format!("mkdir {parent}")))?;
+        }
+        for p in [&base, &members_path] {
+            match zk.create(p, b"", &persistent).await {
+                Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+                Err(e) => return Err(ZkError::zk(format!("create {p}"))(e)),
+            }
+        }
         match zk.create(&epoch_path, b"0", &persistent).await {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(e) => return Err(ZkError::zk(format!("create {epoch_path}"))(e)),

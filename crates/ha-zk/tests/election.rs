@@ -152,3 +152,63 @@ async fn no_master_below_quorum_then_the_most_up_to_date_wins_and_its_successor_
     );
     assert!(read_position(&sb).unwrap().epoch >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_group_elects_and_locks_out_other_credentials() {
+    let d = tempfile::tempdir().unwrap();
+    let path = unique_path("password");
+    let with_pw = |dir: &std::path::Path, pw: &str| {
+        let cfg = ReplicatedConfig {
+            group: "pw".into(),
+            replicas: 1,
+            zk_address: zk(),
+            zk_path: path.clone(),
+            zk_session_timeout: Duration::from_millis(2000),
+            zk_password: Some(pw.into()),
+            bind: "127.0.0.1:0".into(),
+            hostname: None,
+            weight: 1,
+            security_token: String::new(),
+            sync: SyncMode::QuorumDisk,
+        };
+        Arc::new(ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap())
+    };
+    // replicas = 1: a quorum of one, so the member elects itself (digest auth, creator ACLs).
+    let a = with_pw(&d.path().join("a"), "right");
+    let mut m = tokio::time::timeout(T, a.acquire())
+        .await
+        .expect("a lone member of a one-replica group must be promoted")
+        .unwrap();
+    assert_eq!(m.epoch, 1);
+    // Another password cannot read the group's znodes: it never becomes master or slave.
+    let b = with_pw(&d.path().join("b"), "wrong");
+    let wb = spawn_acquire(&b);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !wb.is_finished(),
+        "wrong credentials must not win mastership"
+    );
+    wb.abort();
+    // Another group without a password shares the election path: only the protected
+    // group's own znodes are locked, not the path.
+    let open_cfg = ReplicatedConfig {
+        group: "open".into(),
+        replicas: 1,
+        zk_address: zk(),
+        zk_path: path.clone(),
+        zk_session_timeout: Duration::from_millis(2000),
+        zk_password: None,
+        bind: "127.0.0.1:0".into(),
+        hostname: None,
+        weight: 1,
+        security_token: String::new(),
+        sync: SyncMode::QuorumDisk,
+    };
+    let open = ZkReplication::new(open_cfg, opener(d.path().join("o"))).unwrap();
+    let mut mo = tokio::time::timeout(T, open.acquire())
+        .await
+        .expect("an open group under the same path must elect")
+        .unwrap();
+    mo.take_store().unwrap().close().unwrap();
+    m.take_store().unwrap().close().unwrap();
+}
