@@ -21,7 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ferromq_store::Fence;
+use ferromq_store::{Fence, MessageStore};
 use tokio::sync::watch;
 
 /// A boxed, sendable future (keeps [`Activation`] object-safe).
@@ -84,6 +84,10 @@ pub struct Mastership {
     /// What the store must check before confirming a write (`None`: no HA, nothing to fence).
     pub fence: Option<Arc<dyn Fence>>,
     lost: watch::Receiver<Option<String>>,
+    /// A store the HA mode already opened for this master (a replicated mode's store wrapper,
+    /// whose local store the broker kept up to date while it was a slave). When present, the
+    /// server serves from it instead of opening its own.
+    store: Option<Arc<dyn MessageStore>>,
     /// Keeps the lock (file handle, connection…) alive; dropping it releases the lock.
     _guard: Box<dyn Send + Sync>,
 }
@@ -109,8 +113,20 @@ impl Mastership {
             epoch,
             fence,
             lost,
+            store: None,
             _guard: guard,
         }
+    }
+
+    /// Hands the server the store to serve from (see [`Mastership::take_store`]).
+    pub fn with_store(mut self, store: Arc<dyn MessageStore>) -> Mastership {
+        self.store = Some(store);
+        self
+    }
+
+    /// The store this mastership provides, if any; `None` means "open the configured store".
+    pub fn take_store(&mut self) -> Option<Arc<dyn MessageStore>> {
+        self.store.take()
     }
 
     /// Resolves with the reason when mastership is lost. Never resolves while it is held.

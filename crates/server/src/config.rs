@@ -33,8 +33,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HaSection {
-    /// `none` (standalone), `shared-file` (master/slave on a shared `broker.data_dir`) or
-    /// `shared-db` (master/slave on a shared database, `store.backend = "sql"`).
+    /// `none` (standalone), `shared-file` (master/slave on a shared `broker.data_dir`),
+    /// `shared-db` (master/slave on a shared database, `store.backend = "sql"`) or
+    /// `replicated` (each broker its own store, replicated; ZooKeeper elects the master; needs
+    /// the `zk` build feature).
     pub mode: String,
     /// How often the master re-checks that it still holds its lock (`lockKeepAlivePeriod`), ms.
     pub lock_keepalive_ms: u64,
@@ -55,6 +57,30 @@ pub struct HaSection {
     /// `shared-db` lease locker: this broker's id in the lock row (`leaseHolderId`); default:
     /// `holder_id`, else the broker name and the process id.
     pub lease_holder_id: String,
+    /// `replicated`: the cluster size; `(replicas/2)+1` brokers must be online (`replicas`).
+    pub replicas: usize,
+    /// `replicated`: comma-separated ZooKeeper servers (`zkAddress`).
+    pub zk_address: String,
+    /// `replicated`: the election path; groups (`broker.name`) may share it (`zkPath`).
+    pub zk_path: String,
+    /// `replicated`: ZooKeeper session timeout, the failure detection time (`zkSessionTimeout`).
+    pub zk_session_timeout_ms: u64,
+    /// `replicated`: ZooKeeper digest password; empty = open ACLs (`zkPassword`).
+    pub zk_password: String,
+    /// `replicated`: where the master listens for slaves, `tcp://host:port`, port 0 = dynamic
+    /// (`bind`).
+    pub bind: String,
+    /// `replicated`: host slaves use to reach this broker's `bind` port; default: the bind
+    /// host, or 127.0.0.1 when it is a wildcard (`hostname`).
+    pub hostname: String,
+    /// `replicated`: election tie-breaker among equally up-to-date brokers (`weight`).
+    pub weight: i64,
+    /// `replicated`: shared secret slaves present to the master (`securityToken`).
+    pub security_token: String,
+    /// `replicated`: when a write is confirmed: `local_mem`, `local_disk`, `remote_mem`,
+    /// `remote_disk`, `quorum_mem`, `quorum_disk` (`sync`; default `quorum_disk`, unlike
+    /// ActiveMQ's `quorum_mem`, so that a confirmed write is on a majority of disks).
+    pub sync: String,
 }
 
 impl Default for HaSection {
@@ -69,6 +95,16 @@ impl Default for HaSection {
             lease_ms: 5000,
             lock_acquire_sleep_interval_ms: 100,
             lease_holder_id: String::new(),
+            replicas: 3,
+            zk_address: "127.0.0.1:2181".into(),
+            zk_path: "/default".into(),
+            zk_session_timeout_ms: 2000,
+            zk_password: String::new(),
+            bind: "tcp://0.0.0.0:61619".into(),
+            hostname: String::new(),
+            weight: 1,
+            security_token: String::new(),
+            sync: "quorum_disk".into(),
         }
     }
 }
@@ -401,7 +437,34 @@ impl Config {
                     bail!("ha.lease_ms must be at least 200");
                 }
             }
-            m => bail!("ha.mode = {m:?}: expected \"none\", \"shared-file\" or \"shared-db\""),
+            "replicated" => {
+                if !cfg!(feature = "zk") {
+                    bail!("ha.mode = \"replicated\" needs a build with the `zk` feature");
+                }
+                if self.store.backend == "memory" {
+                    bail!("ha.mode = \"replicated\" needs a persistent store.backend");
+                }
+                match self.ha.sync.as_str() {
+                    "local_mem" | "local_disk" | "remote_mem" | "remote_disk" | "quorum_mem"
+                    | "quorum_disk" => {}
+                    s => bail!("ha.sync = {s:?}: expected local_mem, local_disk, remote_mem, remote_disk, quorum_mem or quorum_disk"),
+                }
+                if self.ha.replicas == 0 {
+                    bail!("ha.replicas must be at least 1");
+                }
+                if !self.ha.zk_path.starts_with('/') {
+                    bail!("ha.zk_path must start with '/'");
+                }
+                if self.ha.zk_address.trim().is_empty() {
+                    bail!("ha.zk_address must name at least one ZooKeeper server");
+                }
+                if self.ha.zk_session_timeout_ms < 100 {
+                    bail!("ha.zk_session_timeout_ms must be at least 100");
+                }
+            }
+            m => bail!(
+                "ha.mode = {m:?}: expected \"none\", \"shared-file\", \"shared-db\" or \"replicated\""
+            ),
         }
         if self.policy.queue_prefetch == 0 || self.policy.topic_prefetch == 0 {
             bail!("policy.queue_prefetch and policy.topic_prefetch must be at least 1");
@@ -543,6 +606,32 @@ mod tests {
         let c = Config::load(Some(&p), env).unwrap();
         assert_eq!(c.transports.stomp, "127.0.0.1:2");
         assert_eq!(c.policy.maximum_redeliveries, 3);
+    }
+
+    #[test]
+    fn replicated_mode_has_activemq_defaults_and_checks_its_values() {
+        let c = Config::default();
+        assert_eq!(c.ha.replicas, 3);
+        assert_eq!(c.ha.zk_path, "/default");
+        assert_eq!(c.ha.zk_session_timeout_ms, 2000);
+        assert_eq!(c.ha.bind, "tcp://0.0.0.0:61619");
+        assert_eq!(c.ha.sync, "quorum_disk");
+        let env = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let bad_sync = vec![
+            env("FERROMQ__HA__MODE", "replicated"),
+            env("FERROMQ__HA__SYNC", "quorum"),
+        ];
+        assert!(Config::load(None, bad_sync).is_err());
+        let bad_path = vec![
+            env("FERROMQ__HA__MODE", "replicated"),
+            env("FERROMQ__HA__ZK_PATH", "relative"),
+        ];
+        assert!(Config::load(None, bad_path).is_err());
+        let ok = vec![
+            env("FERROMQ__HA__MODE", "replicated"),
+            env("FERROMQ__HA__SYNC", "remote_mem"),
+        ];
+        assert_eq!(Config::load(None, ok).is_ok(), cfg!(feature = "zk"));
     }
 
     #[test]

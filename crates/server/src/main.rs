@@ -284,6 +284,8 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             Duration::from_millis(cfg.ha.lock_keepalive_ms),
         )),
         "shared-db" => shared_db_activation(&cfg)?,
+        #[cfg(feature = "zk")]
+        "replicated" => replicated_activation(&cfg)?,
         _ => Arc::new(Standalone),
     };
     // Slaves register too: they are where clients must go after a failover.
@@ -354,6 +356,36 @@ fn shared_db_activation(_: &Config) -> anyhow::Result<std::sync::Arc<dyn ferromq
     )
 }
 
+/// `ha.mode = "replicated"`: the local store is opened by the activation (a slave applies the
+/// master's stream to it), so the opener is handed over rather than called here.
+#[cfg(feature = "zk")]
+fn replicated_activation(
+    cfg: &Config,
+) -> anyhow::Result<std::sync::Arc<dyn ferromq_ha::Activation>> {
+    use ferromq_ha_zk::{ReplicatedConfig, ZkReplication};
+    use std::sync::Arc;
+    let h = &cfg.ha;
+    let rc = ReplicatedConfig {
+        group: cfg.broker.name.clone(),
+        replicas: h.replicas,
+        zk_address: h.zk_address.clone(),
+        zk_path: h.zk_path.clone(),
+        zk_session_timeout: Duration::from_millis(h.zk_session_timeout_ms),
+        zk_password: (!h.zk_password.is_empty()).then(|| h.zk_password.clone()),
+        bind: h.bind.clone(),
+        hostname: (!h.hostname.is_empty()).then(|| h.hostname.clone()),
+        weight: h.weight,
+        security_token: h.security_token.clone(),
+        sync: h.sync.parse()?,
+    };
+    let store_cfg = cfg.clone();
+    let opener: ferromq_ha_zk::StoreOpener = Arc::new(move || {
+        ferromq_server::server::open_store(&store_cfg, 0, None)
+            .map_err(|e| ferromq_store::StoreError::Config(format!("{e:#}")))
+    });
+    Ok(Arc::new(ZkReplication::new(rc, opener)?))
+}
+
 async fn serve_loop(
     cfg: &Config,
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
@@ -379,14 +411,18 @@ async fn serve_loop(
             _ = int.recv() => { tracing::info!("SIGINT received while slave: exiting"); return Ok(()); }
         };
         let epoch = mastership.epoch;
-        let server =
-            match Server::start_as_master(cfg.clone(), epoch, mastership.fence.clone()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    mastership.release();
-                    return Err(e);
-                }
-            };
+        // A replicated mastership brings its own store (the local one, wrapped to replicate).
+        let started = match mastership.take_store() {
+            Some(store) => Server::start_with_store(cfg.clone(), store).await,
+            None => Server::start_as_master(cfg.clone(), epoch, mastership.fence.clone()).await,
+        };
+        let server = match started {
+            Ok(s) => s,
+            Err(e) => {
+                mastership.release();
+                return Err(e);
+            }
+        };
         if activation.mode() != "none" {
             tracing::info!(epoch, "Master started: stomp://{}", server.stomp_addr);
         }

@@ -176,8 +176,17 @@ impl Server {
         epoch: u64,
         fence: Option<Arc<dyn Fence>>,
     ) -> anyhow::Result<Server> {
-        let cfg = Arc::new(cfg);
         let store = open_store(&cfg, epoch, fence)?;
+        Server::start_with_store(cfg, store).await
+    }
+
+    /// Starts serving from `store`, already opened (and fenced) by the HA mode — the
+    /// replicated mode's store wrapper, whose local store was kept current while a slave.
+    pub async fn start_with_store(
+        cfg: Config,
+        store: Arc<dyn MessageStore>,
+    ) -> anyhow::Result<Server> {
+        let cfg = Arc::new(cfg);
         let broker = Broker::open(broker_config(&cfg), store, system_clock())
             .context("broker recovery failed")?;
         let listener = TcpListener::bind(cfg.stomp_listen_addr())

@@ -1,0 +1,663 @@
+//! The master side: [`ReplicatingStore`] wraps the local store, numbers every batch, streams it
+//! to the connected slaves and confirms it only when the `sync` mode's condition holds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ferromq_store::{
+    Batch, Completer, Completion, MessageStore, Op, Recovery, StoreError, StoredMessage,
+};
+use parking_lot::{Condvar, Mutex};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::position::{position_ops, POSITION_LIST};
+use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
+use crate::SyncPolicy;
+
+/// Most entries kept for slaves that catch up by streaming; further behind = full copy.
+pub const RING_MAX_ENTRIES: usize = 100_000;
+/// Most payload bytes kept in the ring.
+pub const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Payload bytes per snapshot chunk of a full copy.
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// How long a connecting slave may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Pending {
+    lsn: u64,
+    completer: Completer,
+}
+
+struct Follower {
+    member: String,
+    tx: mpsc::UnboundedSender<Bytes>,
+    mem: u64,
+    disk: u64,
+}
+
+struct State {
+    /// The last position assigned.
+    last: Position,
+    /// The lsn of the position record the last batch wrote (dequeued by the next one).
+    prev_record: Option<u64>,
+    /// Recent entries, encoded as `Entry` frames, for slaves that catch up.
+    ring: VecDeque<(Position, Bytes)>,
+    ring_bytes: usize,
+    /// The entry just before the ring's first (the position this master started from).
+    ring_base: Position,
+    pending: VecDeque<Pending>,
+    /// Highest lsn the local store confirmed.
+    local_done: u64,
+    followers: HashMap<u64, Follower>,
+    next_follower: u64,
+    failed: Option<StoreError>,
+    closed: bool,
+    /// A full copy is reading the store: submits wait so that the copy is one consistent cut.
+    snapshotting: bool,
+}
+
+pub(crate) struct Shared {
+    inner: Arc<dyn MessageStore>,
+    epoch: u64,
+    policy: SyncPolicy,
+    group: String,
+    token: String,
+    /// False once this master's ZooKeeper session or quorum is lost: nothing more is confirmed.
+    healthy: Arc<AtomicBool>,
+    /// True while the ZooKeeper connection is down: nothing is confirmed, nothing is failed yet.
+    suspended: AtomicBool,
+    state: Mutex<State>,
+    gate: Condvar,
+    local_tx: mpsc::UnboundedSender<(u64, Completion)>,
+    /// Full copies sent to slaves (for status and tests).
+    full_copies: AtomicU64,
+}
+
+/// The master's store: a [`MessageStore`] that replicates every batch before confirming it.
+#[derive(Clone)]
+pub struct ReplicatingStore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ReplicatingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatingStore")
+            .field("epoch", &self.shared.epoch)
+            .field("inner", &self.shared.inner.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicatingStore {
+    /// Wraps `inner`, whose recorded position is `start`, as the master of `epoch`. Must be
+    /// called inside a tokio runtime (it spawns the task that follows local confirmations).
+    pub fn new(
+        inner: Arc<dyn MessageStore>,
+        start: Position,
+        epoch: u64,
+        policy: SyncPolicy,
+        group: String,
+        token: String,
+        healthy: Arc<AtomicBool>,
+    ) -> ReplicatingStore {
+        let (local_tx, mut local_rx) = mpsc::unbounded_channel::<(u64, Completion)>();
+        let shared = Arc::new(Shared {
+            inner,
+            epoch,
+            policy,
+            group,
+            token,
+            healthy,
+            suspended: AtomicBool::new(false),
+            state: Mutex::new(State {
+                last: start,
+                prev_record: (start.lsn > 0).then_some(start.lsn),
+                ring: VecDeque::new(),
+                ring_bytes: 0,
+                ring_base: start,
+                pending: VecDeque::new(),
+                local_done: start.lsn,
+                followers: HashMap::new(),
+                next_follower: 1,
+                failed: None,
+                closed: false,
+                snapshotting: false,
+            }),
+            gate: Condvar::new(),
+            local_tx,
+            full_copies: AtomicU64::new(0),
+        });
+        // The local store confirms in submission order, so one task awaiting the completions
+        // in order is enough (and cheaper than a task per batch).
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            while let Some((lsn, c)) = local_rx.recv().await {
+                let r = c.await;
+                let Some(shared) = weak.upgrade() else { return };
+                let mut st = shared.state.lock();
+                match r {
+                    Ok(()) => st.local_done = st.local_done.max(lsn),
+                    Err(e) => {
+                        tracing::error!(error = %e, lsn, "the master's local store failed: no further write is confirmed");
+                        if st.failed.is_none() {
+                            st.failed = Some(e);
+                        }
+                    }
+                }
+                shared.resolve(&mut st);
+            }
+        });
+        ReplicatingStore { shared }
+    }
+
+    /// The last position assigned.
+    pub fn last_position(&self) -> Position {
+        self.shared.state.lock().last
+    }
+
+    /// Why the store refuses writes, once it does (a local store failure, deposition, close).
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .state
+            .lock()
+            .failed
+            .as_ref()
+            .map(|e| e.to_string())
+    }
+
+    /// How many full copies this master sent to slaves.
+    pub fn full_copies(&self) -> u64 {
+        self.shared.full_copies.load(Ordering::Relaxed)
+    }
+
+    /// How many slaves are connected and streaming.
+    pub fn connected_slaves(&self) -> usize {
+        self.shared.state.lock().followers.len()
+    }
+
+    /// Slaves whose acknowledgement (of the sync mode's kind) reached `lsn`.
+    pub fn slaves_at(&self, lsn: u64) -> usize {
+        let st = self.shared.state.lock();
+        st.followers
+            .values()
+            .filter(|f| self.shared.acked(f) >= lsn)
+            .count()
+    }
+
+    /// Submits a batch that only moves the position (the new master's first entry, which
+    /// commits every entry before it once a quorum has it — Raft's no-op).
+    pub fn submit_marker(&self) -> Completion {
+        self.submit(Vec::new())
+    }
+
+    /// Holds (`true`) or resumes confirmations, without failing anything.
+    pub fn set_suspended(&self, suspended: bool) {
+        self.shared.suspended.store(suspended, Ordering::SeqCst);
+        if !suspended {
+            let mut st = self.shared.state.lock();
+            self.shared.resolve(&mut st);
+        }
+    }
+
+    /// Fails every unconfirmed and future write: this broker is no longer master.
+    pub fn depose(&self, reason: &str) {
+        self.shared.healthy.store(false, Ordering::SeqCst);
+        let mut st = self.shared.state.lock();
+        if st.failed.is_none() {
+            st.failed = Some(StoreError::Failed(format!("no longer master: {reason}")));
+        }
+        // Dropping the followers' senders ends their connections.
+        st.followers.clear();
+        self.shared.resolve(&mut st);
+    }
+
+    /// Accepts slaves on `listener` until the store closes.
+    pub fn serve(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let (sock, peer) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replication accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if shared.state.lock().closed {
+                    return;
+                }
+                let _ = sock.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_slave(shared, sock).await {
+                        tracing::info!(%peer, error = %e, "replication connection ended");
+                    }
+                });
+            }
+        })
+    }
+}
+
+impl Shared {
+    fn acked(&self, f: &Follower) -> u64 {
+        match self.policy.ack_kind {
+            AckKind::Mem => f.mem.max(f.disk),
+            AckKind::Disk => f.disk,
+        }
+    }
+
+    /// Confirms, in log order, every pending batch whose sync condition now holds.
+    fn resolve(&self, st: &mut State) {
+        while let Some(front) = st.pending.front() {
+            let lsn = front.lsn;
+            let verdict = if let Some(e) = &st.failed {
+                Some(Err(e.clone()))
+            } else if !self.healthy.load(Ordering::SeqCst) {
+                Some(Err(StoreError::Failed(
+                    "lost mastership: the write is not confirmed".into(),
+                )))
+            } else if self.suspended.load(Ordering::SeqCst) {
+                None
+            } else {
+                let local_ok = !self.policy.local_disk || st.local_done >= lsn;
+                let acks = st
+                    .followers
+                    .values()
+                    .filter(|f| self.acked(f) >= lsn)
+                    .count();
+                (local_ok && acks >= self.policy.slave_acks).then_some(Ok(()))
+            };
+            let Some(v) = verdict else { break };
+            if let Some(p) = st.pending.pop_front() {
+                p.completer.complete(v);
+            }
+        }
+    }
+}
+
+impl MessageStore for ReplicatingStore {
+    fn kind(&self) -> &'static str {
+        "replicated"
+    }
+
+    fn submit(&self, mut batch: Batch) -> Completion {
+        let shared = &self.shared;
+        if !shared.healthy.load(Ordering::SeqCst) {
+            return Completion::ready(Err(StoreError::Failed(
+                "not the master any more: the write is refused".into(),
+            )));
+        }
+        let mut st = shared.state.lock();
+        // A full copy holds the gate only while it reads the store; the wait is bounded.
+        for _ in 0..600 {
+            if !st.snapshotting {
+                break;
+            }
+            shared.gate.wait_for(&mut st, Duration::from_millis(100));
+        }
+        if st.snapshotting {
+            return Completion::ready(Err(StoreError::Failed(
+                "a replica copy held the store for over a minute".into(),
+            )));
+        }
+        if st.closed {
+            return Completion::ready(Err(StoreError::Closed));
+        }
+        if let Some(e) = &st.failed {
+            return Completion::ready(Err(e.clone()));
+        }
+        let pos = Position {
+            epoch: shared.epoch,
+            lsn: st.last.lsn + 1,
+        };
+        batch.extend(position_ops(st.prev_record, pos));
+        st.prev_record = Some(pos.lsn);
+        let mut buf = BytesMut::with_capacity(wire::batch_bytes(&batch) + 64);
+        Frame::Entry {
+            pos,
+            batch: batch.clone(),
+        }
+        .encode(&mut buf);
+        let frame = buf.freeze();
+        st.ring_bytes += frame.len();
+        st.ring.push_back((pos, frame.clone()));
+        while st.ring.len() > RING_MAX_ENTRIES || st.ring_bytes > RING_MAX_BYTES {
+            match st.ring.pop_front() {
+                Some((p, f)) => {
+                    st.ring_bytes -= f.len();
+                    st.ring_base = p;
+                }
+                None => break,
+            }
+        }
+        // A slave that fell a whole ring behind is cut off; it comes back for a full copy
+        // instead of making the master buffer without bound.
+        let acked = |f: &Follower| f.mem.max(f.disk);
+        st.followers.retain(|_, f| {
+            if pos.lsn.saturating_sub(acked(f)) > RING_MAX_ENTRIES as u64 {
+                tracing::warn!(member = %f.member, "slave fell too far behind: disconnecting it");
+                return false;
+            }
+            f.tx.send(frame.clone()).is_ok()
+        });
+        let (completer, completion) = Completion::pair();
+        st.pending.push_back(Pending {
+            lsn: pos.lsn,
+            completer,
+        });
+        // Submitted under the lock, so the local store sees batches in lsn order.
+        let local = shared.inner.submit(batch);
+        if shared.local_tx.send((pos.lsn, local)).is_err() {
+            st.failed = Some(StoreError::Closed);
+        }
+        st.last = pos;
+        shared.resolve(&mut st);
+        completion
+    }
+
+    fn recover(&self) -> Result<Recovery, StoreError> {
+        let mut r = self.shared.inner.recover()?;
+        r.lists.retain(|l| l.list != POSITION_LIST);
+        Ok(r)
+    }
+
+    fn load(
+        &self,
+        list: &str,
+        after_seq: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.shared.inner.load(list, after_seq, max_count)
+    }
+
+    fn usage_bytes(&self) -> u64 {
+        self.shared.inner.usage_bytes()
+    }
+
+    fn close(&self) -> Result<(), StoreError> {
+        {
+            let mut st = self.shared.state.lock();
+            st.closed = true;
+            st.followers.clear();
+            if st.failed.is_none() {
+                st.failed = Some(StoreError::Closed);
+            }
+            self.shared.resolve(&mut st);
+        }
+        self.shared.inner.close()
+    }
+}
+
+/// Reads the whole local store as one consistent cut at the last assigned position, and
+/// registers the follower at that position in the same critical section, so that it receives
+/// exactly the entries after the cut. Blocking: run on a blocking thread.
+fn snapshot_and_register(
+    shared: &Shared,
+    follower: Follower,
+) -> Result<(Position, Vec<Batch>, u64, u64), StoreError> {
+    {
+        let mut st = shared.state.lock();
+        for _ in 0..600 {
+            if !st.snapshotting {
+                break;
+            }
+            shared.gate.wait_for(&mut st, Duration::from_millis(100));
+        }
+        if st.snapshotting {
+            return Err(StoreError::Failed("another copy is still running".into()));
+        }
+        st.snapshotting = true;
+    }
+    let result = (|| {
+        // A no-op through the local store: it is applied after every batch submitted before
+        // it, so the reads below see all of them.
+        shared
+            .inner
+            .submit(vec![Op::Dequeue {
+                list: POSITION_LIST.into(),
+                seq: u64::MAX,
+            }])
+            .wait_blocking()?;
+        let rec = shared.inner.recover()?;
+        let mut chunks = Vec::new();
+        let mut chunk: Batch = rec
+            .subscriptions
+            .iter()
+            .cloned()
+            .map(Op::PutSubscription)
+            .collect();
+        let mut chunk_bytes = 0usize;
+        let mut total = 0u64;
+        for l in rec.lists.iter().filter(|l| l.list != POSITION_LIST) {
+            let mut after = None;
+            // Bounded by the list's message count (pages of 1024).
+            for _ in 0..=(l.count / 1024 + 1) {
+                let page = shared.inner.load(&l.list, after, 1024)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.seq);
+                for m in page {
+                    chunk_bytes += m.payload.len();
+                    total += m.payload.len() as u64;
+                    chunk.push(Op::Enqueue {
+                        list: l.list.clone(),
+                        seq: m.seq,
+                        payload: m.payload,
+                    });
+                    if chunk_bytes >= SNAPSHOT_CHUNK_BYTES {
+                        chunks.push(std::mem::take(&mut chunk));
+                        chunk_bytes = 0;
+                    }
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        Ok((chunks, total))
+    })();
+    let mut st = shared.state.lock();
+    st.snapshotting = false;
+    shared.gate.notify_all();
+    let (chunks, total) = result?;
+    if st.closed {
+        return Err(StoreError::Closed);
+    }
+    let id = st.next_follower;
+    st.next_follower += 1;
+    st.followers.insert(id, follower);
+    Ok((st.last, chunks, total, id))
+}
+
+fn tokens_match(a: &str, b: &str) -> bool {
+    // Compare every byte whatever the first difference, so the time taken says nothing about
+    // how much of the token a guess got right.
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::ZkError> {
+    let (mut rd, wr) = sock.into_split();
+    let mut wr = BufWriter::with_capacity(256 * 1024, wr);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut rd))
+        .await
+        .map_err(|_| crate::ZkError::Replication("no hello from the slave in time".into()))??;
+    let Frame::Hello {
+        version,
+        token,
+        group,
+        master_epoch,
+        last,
+        member,
+    } = hello
+    else {
+        return Err(crate::ZkError::Replication(
+            "the first frame was not a hello".into(),
+        ));
+    };
+    let refusal = if version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {version} is not {PROTOCOL_VERSION}"
+        ))
+    } else if !tokens_match(&token, &shared.token) {
+        Some("security token mismatch".to_string())
+    } else if group != shared.group {
+        Some(format!("group {group:?} is not {:?}", shared.group))
+    } else if master_epoch != shared.epoch {
+        Some(format!(
+            "slave expects the master of epoch {master_epoch}, this is epoch {}",
+            shared.epoch
+        ))
+    } else if !shared.healthy.load(Ordering::SeqCst) {
+        Some("this broker is no longer master".to_string())
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        tracing::warn!(%member, %reason, "refusing a replication slave");
+        wire::write_frame(
+            &mut wr,
+            &Frame::Reject {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        return Err(crate::ZkError::Replication(reason));
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let follower = Follower {
+        member: member.clone(),
+        tx,
+        mem: 0,
+        disk: 0,
+    };
+    // Stream from the ring when the slave's last entry is one we have, with the same epoch;
+    // anything else (too far behind, or a suffix this master never had) gets a full copy,
+    // which discards the divergent suffix by construction.
+    let streamed = {
+        let mut st = shared.state.lock();
+        let from_ring = if last == st.last {
+            // Up to date: nothing of the ring to resend.
+            Some(st.ring.len())
+        } else if last == st.ring_base {
+            Some(0)
+        } else {
+            st.ring.iter().position(|(p, _)| *p == last).map(|i| i + 1)
+        };
+        match from_ring {
+            Some(skip) => {
+                for (_, f) in st.ring.iter().skip(skip) {
+                    let _ = follower.tx.send(f.clone());
+                }
+                let id = st.next_follower;
+                st.next_follower += 1;
+                st.followers.insert(id, follower);
+                Ok(id)
+            }
+            None => Err(follower),
+        }
+    };
+    wire::write_frame(
+        &mut wr,
+        &Frame::Welcome {
+            epoch: shared.epoch,
+        },
+    )
+    .await?;
+    let id = match streamed {
+        Ok(id) => {
+            tracing::info!(%member, slave_position = %last, "slave connected: streaming from its position");
+            id
+        }
+        Err(follower) => {
+            tracing::info!(%member, slave_position = %last, "slave connected: it needs a full copy of the store");
+            shared.full_copies.fetch_add(1, Ordering::Relaxed);
+            let sh = shared.clone();
+            let (pos, chunks, total, id) =
+                tokio::task::spawn_blocking(move || snapshot_and_register(&sh, follower))
+                    .await
+                    .map_err(|e| crate::ZkError::Replication(format!("copy task: {e}")))??;
+            let mut b = BytesMut::new();
+            Frame::SnapshotBegin {
+                pos,
+                total_bytes: total,
+            }
+            .encode(&mut b);
+            wr.write_all(&b).await.map_err(wire::WireError::Io)?;
+            for batch in chunks {
+                let mut b = BytesMut::new();
+                Frame::SnapshotChunk { batch }.encode(&mut b);
+                wr.write_all(&b).await.map_err(wire::WireError::Io)?;
+            }
+            wire::write_frame(&mut wr, &Frame::SnapshotEnd { pos }).await?;
+            id
+        }
+    };
+    let acks = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                match wire::read_frame(&mut rd).await {
+                    Ok(Frame::Ack { kind, lsn }) => {
+                        let mut st = shared.state.lock();
+                        let Some(f) = st.followers.get_mut(&id) else {
+                            return;
+                        };
+                        match kind {
+                            AckKind::Mem => f.mem = f.mem.max(lsn),
+                            AckKind::Disk => f.disk = f.disk.max(lsn),
+                        }
+                        shared.resolve(&mut st);
+                    }
+                    Ok(other) => {
+                        tracing::warn!(frame = ?std::mem::discriminant(&other), "unexpected frame from a slave");
+                        return;
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    let acks_abort = acks.abort_handle();
+    // When the slave hangs up, forget it at once (its sender goes, ending the writer below).
+    let reaper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _ = acks.await;
+            let mut st = shared.state.lock();
+            st.followers.remove(&id);
+            shared.resolve(&mut st);
+        })
+    };
+    let result: Result<(), crate::ZkError> = async {
+        while let Some(f) = rx.recv().await {
+            wr.write_all(&f).await.map_err(wire::WireError::Io)?;
+            // Write everything queued before flushing: one syscall for a burst of entries.
+            for _ in 0..1024 {
+                match rx.try_recv() {
+                    Ok(f) => wr.write_all(&f).await.map_err(wire::WireError::Io)?,
+                    Err(_) => break,
+                }
+            }
+            wr.flush().await.map_err(wire::WireError::Io)?;
+        }
+        Ok(())
+    }
+    .await;
+    reaper.abort();
+    acks_abort.abort();
+    let mut st = shared.state.lock();
+    st.followers.remove(&id);
+    shared.resolve(&mut st);
+    tracing::info!(%member, "slave disconnected");
+    result
+}

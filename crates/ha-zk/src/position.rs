@@ -1,0 +1,89 @@
+//! A broker's replication log position, kept **inside** its own store, in the same atomic batch
+//! as the data it describes: position and data can never disagree after a crash.
+//!
+//! The position is one message on the reserved list [`POSITION_LIST`] whose seq is the lsn and
+//! whose payload is `epoch:u64le | lsn:u64le`; each log entry enqueues the new record and
+//! dequeues the previous one. The wrapper hides the list from the broker's recovery.
+
+use bytes::Bytes;
+use ferromq_store::{MessageStore, Op, StoreError};
+
+use crate::wire::Position;
+
+/// The reserved list that holds the position record.
+pub const POSITION_LIST: &str = "replication://position";
+
+/// The ops that move the recorded position from `prev` (its lsn, if any) to `pos`.
+pub fn position_ops(prev: Option<u64>, pos: Position) -> Vec<Op> {
+    let mut payload = Vec::with_capacity(16);
+    payload.extend_from_slice(&pos.epoch.to_le_bytes());
+    payload.extend_from_slice(&pos.lsn.to_le_bytes());
+    let mut ops = Vec::with_capacity(2);
+    if let Some(p) = prev.filter(|p| *p != pos.lsn) {
+        ops.push(Op::Dequeue {
+            list: POSITION_LIST.into(),
+            seq: p,
+        });
+    }
+    ops.push(Op::Enqueue {
+        list: POSITION_LIST.into(),
+        seq: pos.lsn,
+        payload: Bytes::from(payload),
+    });
+    ops
+}
+
+/// The position recorded in `store` (the highest record), or the zero position for a store that
+/// never took part in replication.
+pub fn read_position(store: &dyn MessageStore) -> Result<Position, StoreError> {
+    let rec = store.recover()?;
+    if !rec.lists.iter().any(|l| l.list == POSITION_LIST) {
+        return Ok(Position::default());
+    }
+    // Normally one record; after an interrupted copy there may be a few. The highest counts.
+    let mut best = Position::default();
+    let mut after = None;
+    for _ in 0..1_000_000 {
+        let page = store.load(POSITION_LIST, after, 1024)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        for m in &page {
+            let p = decode(&m.payload).ok_or_else(|| StoreError::Corrupt {
+                location: format!("{POSITION_LIST} seq {}", m.seq),
+                reason: "position record is not 16 bytes".into(),
+            })?;
+            best = best.max(p);
+        }
+    }
+    Ok(best)
+}
+
+fn decode(b: &[u8]) -> Option<Position> {
+    let e: [u8; 8] = b.get(0..8)?.try_into().ok()?;
+    let l: [u8; 8] = b.get(8..16)?.try_into().ok()?;
+    (b.len() == 16).then(|| Position {
+        epoch: u64::from_le_bytes(e),
+        lsn: u64::from_le_bytes(l),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferromq_store::MemoryStore;
+
+    #[test]
+    fn position_moves_with_the_batches_that_carry_it() {
+        let s = MemoryStore::new();
+        assert_eq!(read_position(&s).unwrap(), Position::default());
+        let p1 = Position { epoch: 1, lsn: 1 };
+        s.submit(position_ops(None, p1)).wait_blocking().unwrap();
+        assert_eq!(read_position(&s).unwrap(), p1);
+        let p2 = Position { epoch: 2, lsn: 2 };
+        s.submit(position_ops(Some(1), p2)).wait_blocking().unwrap();
+        assert_eq!(read_position(&s).unwrap(), p2);
+        let rec = s.recover().unwrap();
+        let l = rec.lists.iter().find(|l| l.list == POSITION_LIST).unwrap();
+        assert_eq!(l.count, 1, "the previous record is dequeued");
+    }
+}

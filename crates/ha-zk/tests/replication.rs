@@ -1,0 +1,300 @@
+//! Replication without ZooKeeper: a `ReplicatingStore` master and `follow` slaves on loopback,
+//! each over its own journal. Sync-mode confirmation, streaming catch-up, full copy that
+//! discards a deposed master's divergent suffix, token authentication, deposition.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferromq_ha_zk::position::read_position;
+use ferromq_ha_zk::slave::{follow, FollowParams};
+use ferromq_ha_zk::{Position, ReplicatingStore, SyncMode, SyncPolicy};
+use ferromq_store::{JournalConfig, JournalStore, MessageStore, Op};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const T: Duration = Duration::from_secs(20);
+
+fn journal(dir: &std::path::Path) -> Arc<dyn MessageStore> {
+    Arc::new(JournalStore::open(dir, JournalConfig::default()).unwrap())
+}
+
+fn enq(seq: u64, body: &str) -> Vec<Op> {
+    vec![Op::Enqueue {
+        list: "queue://x".into(),
+        seq,
+        payload: Bytes::from(body.to_string()),
+    }]
+}
+
+fn bodies(s: &dyn MessageStore) -> Vec<String> {
+    s.load("queue://x", None, 100_000)
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect()
+}
+
+fn master(
+    store: Arc<dyn MessageStore>,
+    epoch: u64,
+    mode: SyncMode,
+) -> (ReplicatingStore, Arc<AtomicBool>) {
+    let start = read_position(&*store).unwrap();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let rs = ReplicatingStore::new(
+        store,
+        start,
+        epoch,
+        SyncPolicy::new(mode, 3),
+        "g".into(),
+        "token".into(),
+        healthy.clone(),
+    );
+    (rs, healthy)
+}
+
+async fn serve(rs: &ReplicatingStore) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    rs.serve(l);
+    addr
+}
+
+struct Slave {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(Position, Result<(), ferromq_ha_zk::ZkError>)>,
+}
+
+fn start_slave(store: Arc<dyn MessageStore>, addr: &str, epoch: u64, token: &str) -> Slave {
+    let (stop, mut rx) = watch::channel(false);
+    let params = FollowParams {
+        addr: addr.into(),
+        master_epoch: epoch,
+        token: token.into(),
+        group: "g".into(),
+        member: "m-test".into(),
+    };
+    let task = tokio::spawn(async move {
+        let start = read_position(&*store).unwrap();
+        follow(&store, start, &params, &mut rx).await
+    });
+    Slave { stop, task }
+}
+
+impl Slave {
+    async fn stop(self) -> Position {
+        let _ = self.stop.send(true);
+        let (pos, r) = tokio::time::timeout(T, self.task).await.unwrap().unwrap();
+        r.unwrap();
+        pos
+    }
+}
+
+async fn wait_no_slaves(rs: &ReplicatingStore) {
+    for _ in 0..2000 {
+        if rs.connected_slaves() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("a stopped slave is still registered");
+}
+
+async fn wait_slaves_at(rs: &ReplicatingStore, lsn: u64, n: usize) {
+    for _ in 0..2000 {
+        if rs.slaves_at(lsn) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("slaves never reached lsn {lsn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_disk_confirms_only_once_a_slave_has_it_on_disk() {
+    let d = tempfile::tempdir().unwrap();
+    let m = journal(&d.path().join("m"));
+    let s = journal(&d.path().join("s"));
+    let (rs, _) = master(m.clone(), 1, SyncMode::QuorumDisk);
+    let addr = serve(&rs).await;
+
+    let first = rs.submit(enq(1, "m-1"));
+    tokio::pin!(first);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut first)
+            .await
+            .is_err(),
+        "quorum_disk must not confirm a write no slave has"
+    );
+    let slave = start_slave(s.clone(), &addr, 1, "token");
+    tokio::time::timeout(T, first).await.unwrap().unwrap();
+    let mut pending = Vec::new();
+    for i in 2..=100u64 {
+        pending.push(rs.submit(enq(i, &format!("m-{i}"))));
+    }
+    for c in pending {
+        tokio::time::timeout(T, c).await.unwrap().unwrap();
+    }
+    assert_eq!(rs.last_position(), Position { epoch: 1, lsn: 100 });
+    let pos = slave.stop().await;
+    assert_eq!(pos, Position { epoch: 1, lsn: 100 });
+    assert_eq!(
+        read_position(&*s).unwrap(),
+        pos,
+        "position stored with the data"
+    );
+    assert_eq!(bodies(&*s), bodies(&*m));
+    assert_eq!(bodies(&*s).len(), 100);
+    // The reserved position list never reaches the broker.
+    assert!(rs
+        .recover()
+        .unwrap()
+        .lists
+        .iter()
+        .all(|l| !l.list.starts_with("replication://")));
+    assert_eq!(rs.full_copies(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_disk_confirms_alone_and_a_returning_slave_streams_from_its_position() {
+    let d = tempfile::tempdir().unwrap();
+    let m = journal(&d.path().join("m"));
+    let s = journal(&d.path().join("s"));
+    let (rs, _) = master(m.clone(), 1, SyncMode::LocalDisk);
+    let addr = serve(&rs).await;
+    for i in 1..=10u64 {
+        tokio::time::timeout(T, rs.submit(enq(i, &format!("a-{i}"))))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let slave = start_slave(s.clone(), &addr, 1, "token");
+    wait_slaves_at(&rs, 10, 1).await;
+    slave.stop().await;
+    wait_no_slaves(&rs).await;
+    // Written while the slave is away: it must catch up from the ring, not by a copy.
+    for i in 11..=30u64 {
+        tokio::time::timeout(T, rs.submit(enq(i, &format!("a-{i}"))))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let slave = start_slave(s.clone(), &addr, 1, "token");
+    wait_slaves_at(&rs, 30, 1).await;
+    let pos = slave.stop().await;
+    wait_no_slaves(&rs).await;
+    assert_eq!(pos.lsn, 30);
+    // Back again, already up to date: it must get only what comes next (a resent entry
+    // would be out of order and break the stream).
+    let slave = start_slave(s.clone(), &addr, 1, "token");
+    wait_slaves_at(&rs, 30, 1).await;
+    rs.submit(enq(31, "a-31")).await.unwrap();
+    wait_slaves_at(&rs, 31, 1).await;
+    let pos = slave.stop().await;
+    assert_eq!(pos.lsn, 31);
+    assert_eq!(bodies(&*s), bodies(&*m));
+    assert_eq!(
+        rs.full_copies(),
+        0,
+        "a slave whose entry is in the ring streams"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_masters_divergent_suffix_is_discarded_by_a_full_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let old = journal(&d.path().join("old"));
+    let new = journal(&d.path().join("new"));
+    let mid = journal(&d.path().join("mid"));
+    // Epoch 1: entries 1..3 reach everyone.
+    for s in [&old, &new, &mid] {
+        let (rs, _) = master(s.clone(), 1, SyncMode::LocalDisk);
+        for i in 1..=3u64 {
+            rs.submit(enq(i, &format!("e1-{i}"))).await.unwrap();
+        }
+        rs.depose("test");
+    }
+    // The old master of epoch 1 wrote two more that nobody else got (never quorum-confirmed).
+    {
+        let (rs, _) = master(old.clone(), 1, SyncMode::LocalDisk);
+        for i in 4..=5u64 {
+            rs.submit(enq(i, &format!("lost-{i}"))).await.unwrap();
+        }
+        rs.depose("test");
+    }
+    assert_eq!(read_position(&*old).unwrap(), Position { epoch: 1, lsn: 5 });
+    // Epoch 2 on the new master: different entries at lsn 4..6.
+    let (rs, _) = master(new.clone(), 2, SyncMode::LocalDisk);
+    for i in 4..=6u64 {
+        rs.submit(enq(i, &format!("e2-{i}"))).await.unwrap();
+    }
+    let addr = serve(&rs).await;
+
+    let slave = start_slave(old.clone(), &addr, 2, "token");
+    wait_slaves_at(&rs, 6, 1).await;
+    let pos = slave.stop().await;
+    wait_no_slaves(&rs).await;
+    assert_eq!(pos, Position { epoch: 2, lsn: 6 });
+    assert_eq!(
+        bodies(&*old),
+        vec!["e1-1", "e1-2", "e1-3", "e2-4", "e2-5", "e2-6"],
+        "the divergent suffix must be gone"
+    );
+    assert_eq!(rs.full_copies(), 1);
+
+    // A slave whose last entry is the master's starting point streams, no copy.
+    let slave = start_slave(mid.clone(), &addr, 2, "token");
+    wait_slaves_at(&rs, 6, 1).await;
+    slave.stop().await;
+    wait_no_slaves(&rs).await;
+    assert_eq!(bodies(&*mid), bodies(&*new));
+    assert_eq!(rs.full_copies(), 1);
+
+    // Writes after the copy keep flowing to the copied slave.
+    let slave = start_slave(old.clone(), &addr, 2, "token");
+    rs.submit(enq(7, "e2-7")).await.unwrap();
+    wait_slaves_at(&rs, 7, 1).await;
+    slave.stop().await;
+    assert_eq!(bodies(&*old), bodies(&*new));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_with_the_wrong_token_or_epoch_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (rs, _) = master(journal(&d.path().join("m")), 3, SyncMode::LocalDisk);
+    let addr = serve(&rs).await;
+    let s = journal(&d.path().join("s"));
+    for (token, epoch, why) in [("nope", 3, "token"), ("token", 2, "epoch")] {
+        let slave = start_slave(s.clone(), &addr, epoch, token);
+        let (_, r) = tokio::time::timeout(T, slave.task).await.unwrap().unwrap();
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("refused") && e.contains(why), "{e}");
+    }
+    assert_eq!(rs.connected_slaves(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_master_fails_pending_and_later_writes() {
+    let d = tempfile::tempdir().unwrap();
+    let (rs, _) = master(journal(&d.path().join("m")), 1, SyncMode::QuorumDisk);
+    let pending = rs.submit(enq(1, "never"));
+    rs.depose("ZooKeeper session expired");
+    assert!(tokio::time::timeout(T, pending).await.unwrap().is_err());
+    assert!(rs.submit(enq(2, "after")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_master_confirms_nothing_until_resumed() {
+    let d = tempfile::tempdir().unwrap();
+    let (rs, _) = master(journal(&d.path().join("m")), 1, SyncMode::LocalDisk);
+    rs.set_suspended(true);
+    let c = rs.submit(enq(1, "held"));
+    tokio::pin!(c);
+    assert!(tokio::time::timeout(Duration::from_millis(300), &mut c)
+        .await
+        .is_err());
+    rs.set_suspended(false);
+    tokio::time::timeout(T, c).await.unwrap().unwrap();
+}
