@@ -39,6 +39,9 @@ cargo build -p ferromq "${features[@]}" --locked
 export FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq"
 cargo test --workspace "${features[@]}" --locked
 
+step "cargo test: the default build (no lsm) names a missing backend feature"
+cargo test -p ferromq --lib --locked -- missing_from_the_build
+
 step "interop: stomp.py against ferromq serve"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"

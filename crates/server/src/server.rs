@@ -249,3 +249,34 @@ impl Server {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without the `lsm` feature names the feature when the config asks for it
+    /// (`scripts/test.sh` runs this on the default build, which has no `lsm`).
+    #[cfg(not(feature = "lsm"))]
+    #[test]
+    fn a_backend_missing_from_the_build_is_an_error_naming_its_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.broker.data_dir = dir.path().to_path_buf();
+        cfg.store.backend = "lsm".into();
+        let err = format!("{:#}", open_store(&cfg, 0, None).unwrap_err());
+        assert!(err.contains("`lsm` cargo feature"), "{err}");
+    }
+
+    #[cfg(feature = "sql")]
+    #[test]
+    fn the_sql_backend_defaults_to_sqlite_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.broker.data_dir = dir.path().join("data");
+        cfg.store.backend = "sql".into();
+        let store = open_store(&cfg, 0, None).unwrap();
+        assert_eq!(store.kind(), "sql");
+        store.close().unwrap();
+        assert!(dir.path().join("data/ferromq.sqlite").exists());
+    }
+}

@@ -142,7 +142,7 @@ fn unavailable_store_backend_is_a_startup_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cassandra") && err.contains("not available"),
+        err.contains("cassandra") && err.contains("\"lsm\"") && err.contains("\"sql\""),
         "{err}"
     );
 }

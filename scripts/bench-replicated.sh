@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Cost of each `sync` mode of ha.mode = "replicated": three release brokers on loopback and the
+# ZooKeeper ensemble of scripts/services.sh, against one standalone journal broker, with
+# ferromq-bench: 1 KiB persistent messages with receipts, 16 producers, 4 consumers
+# (client-individual acks), DUR seconds (default 10) after a 2 s warm-up.
+#
+#   scripts/bench-replicated.sh single solo local_disk quorum_disk ...   # modes to run
+#
+# Prints ferromq-bench's reports; the figures with their conditions go to
+# bench-results/replicated.md by hand.
+set -u
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
+cargo build --release --locked -q -p ferromq --bin ferromq -p ferromq-bench || exit 1
+bash scripts/services.sh start >/dev/null
+T=$CARGO_TARGET_DIR/release
+BIN=$T/ferromq; BENCH=$T/ferromq-bench
+ZK=${FERROMQ_TEST_ZK_ENSEMBLE:-127.0.0.1:2191,127.0.0.1:2192,127.0.0.1:2193}
+W=$(mktemp -d "${FERROMQ_BENCH_DIR:-$(pwd)}/.zkbench.XXXX")
+DUR=${DUR:-10}
+run_bench() { # port label
+  $BENCH run --url 127.0.0.1:$1 -p 16 -c 4 --size 1024 --persistent --receipt --ack client-individual --warmup 2 --duration $DUR --timeout 30 2>&1 | sed "s/^/[$2] /" | grep -vE "(warm-up|measure|drain)  *\]"
+}
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 $p 2>/dev/null; done; pids=(); }
+trap cleanup EXIT
+single() {
+  P=$((20000 + RANDOM % 20000))
+  cat > $W/single.toml <<EOC
+[broker]
+name = "single"
+data_dir = "$W/single-$RANDOM"
+[transports]
+stomp = "127.0.0.1:$P"
+EOC
+  $BIN --log warn serve --config $W/single.toml 2>$W/single.log & pids+=($!)
+  sleep 1.5
+  run_bench $P "journal-single"
+  cleanup
+}
+replicated() { # sync
+  local sync=$1; local path="/ferromq-bench/$1-$$-$RANDOM" ports=()
+  for i in 0 1 2; do
+    P=$((20000 + RANDOM % 20000)); ports+=($P)
+    cat > $W/r$i.toml <<EOC
+[broker]
+name = "bench"
+data_dir = "$W/$sync-$i"
+[transports]
+stomp = "127.0.0.1:$P"
+[ha]
+mode = "replicated"
+zk_address = "$ZK"
+zk_path = "$path"
+bind = "tcp://127.0.0.1:0"
+sync = "$sync"
+EOC
+    $BIN --log info serve --config $W/r$i.toml 2>$W/$sync-$i.log & pids+=($!)
+  done
+  local m=""
+  for _ in $(seq 1 300); do
+    for P in "${ports[@]}"; do
+      if (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null; then m=$P; break 2; fi
+    done
+    sleep 0.1
+  done
+  [ -n "$m" ] || { echo "[$sync] no master"; cleanup; return; }
+  sleep 1
+  run_bench $m "replicated-$sync"
+  cleanup
+}
+solo() { # one-member replicated group: the wrapper's cost without slaves
+  local path="/ferromq-bench/solo-$$-$RANDOM"
+  P=$((20000 + RANDOM % 20000))
+  cat > $W/solo.toml <<EOC
+[broker]
+name = "solo"
+data_dir = "$W/solo-$RANDOM"
+[transports]
+stomp = "127.0.0.1:$P"
+[ha]
+mode = "replicated"
+replicas = 1
+zk_address = "$ZK"
+zk_path = "$path"
+bind = "tcp://127.0.0.1:0"
+sync = "local_disk"
+EOC
+  $BIN --log warn serve --config $W/solo.toml 2>$W/solo.log & pids+=($!)
+  for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && break; sleep 0.1; done
+  sleep 1
+  run_bench $P "replicated-solo-local_disk"
+  cleanup
+}
+[ $# -gt 0 ] || set -- single solo local_mem local_disk remote_mem remote_disk quorum_mem quorum_disk
+for mode in "$@"; do
+  case $mode in single) single ;; solo) solo ;; *) replicated $mode ;; esac
+done
+rm -rf $W
