@@ -116,6 +116,14 @@ fn open_sql(
         // Shared-database HA: every write transaction checks the lock row still holds our
         // epoch, so a deposed master's writes fail in the database itself.
         fence_epoch: (cfg.ha.mode == "shared-db").then_some(epoch),
+        // A master frozen inside a group transaction would hold the lock row's share lock and
+        // keep the next master from ever bumping the epoch: the database ends such a session
+        // well before the lease can lapse.
+        idle_in_transaction_timeout_ms: if cfg.ha.mode == "shared-db" {
+            (cfg.ha.lease_ms / 2).max(1000)
+        } else {
+            0
+        },
         fence,
         ..SqlConfig::new(url)
     };

@@ -99,6 +99,12 @@ pub struct SqlConfig {
     pub connect_timeout_ms: u64,
     /// Longest a group's transaction may take, commit included; past it the store fails.
     pub group_timeout_ms: u64,
+    /// Asks the database to end the writer's session when a transaction of it sits idle this
+    /// long (PostgreSQL `idle_in_transaction_session_timeout`, MariaDB
+    /// `idle_transaction_timeout`, rounded up to seconds); 0 = never. Shared-database HA sets
+    /// it: a master frozen (SIGSTOP, a VM pause) inside a group holds the lock row's share lock,
+    /// and the next master's epoch update could never get past it.
+    pub idle_in_transaction_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for SqlConfig {
@@ -115,6 +121,10 @@ impl std::fmt::Debug for SqlConfig {
             .field("pool_connections_max", &self.pool_connections_max)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("group_timeout_ms", &self.group_timeout_ms)
+            .field(
+                "idle_in_transaction_timeout_ms",
+                &self.idle_in_transaction_timeout_ms,
+            )
             .finish()
     }
 }
@@ -133,6 +143,7 @@ impl Default for SqlConfig {
             pool_connections_max: 4,
             connect_timeout_ms: 30_000,
             group_timeout_ms: 60_000,
+            idle_in_transaction_timeout_ms: 0,
         }
     }
 }
@@ -528,6 +539,24 @@ type Init = (conn::Conn, HashMap<String, i64>, Opened);
 async fn init_writer(options: &Options, t: &Tables, cfg: &SqlConfig) -> Result<Init, StoreError> {
     let d = options.dialect();
     let mut conn = options.connect().await.map_err(sqlx_error("sql connect"))?;
+    if cfg.idle_in_transaction_timeout_ms > 0 {
+        let ms = cfg.idle_in_transaction_timeout_ms;
+        let set = match d {
+            Dialect::Postgres => Some(format!("SET idle_in_transaction_session_timeout = {ms}")),
+            Dialect::MySql => Some(format!(
+                "SET SESSION idle_transaction_timeout = {}",
+                ms.div_ceil(1000)
+            )),
+            // One process owns an SQLite file; nothing to free for another.
+            Dialect::Sqlite => None,
+        };
+        if let Some(set) = set {
+            if let Err(e) = conn.raw(&set).await {
+                // MySQL proper has no such variable (MariaDB has): say so, carry on.
+                tracing::warn!(error = %e, "the database cannot end idle transactions ({set})");
+            }
+        }
+    }
     let version = conn
         .fetch(d.version_query(), &[], &[Col::Str])
         .await
