@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Failover-latency suite: for each HA mode — shared-file, and shared-db with the lease locker
-# (2 s lease) and the row locker on PostgreSQL and MariaDB — kill -9 and SIGTERM the master
+# Failover-latency suite: for each HA mode — shared-file, shared-db with the lease locker
+# (2 s lease) and the row locker on PostgreSQL and MariaDB, and replicated (three brokers, the
+# ZooKeeper ensemble, 2 s session) — kill -9 and SIGTERM the master
 # ROUNDS times under a steady persistent load and append p50 / p99 / max of "signal → new
 # master accepting" and "signal → first receipted message" to bench-results/failover.md.
 # Loopback only; every round is bounded (60 s).
 #
-#   scripts/bench-failover.sh [ROUNDS] [MODES]    # default 20, "shared-file shared-db"
+#   scripts/bench-failover.sh [ROUNDS] [MODES]    # default 20, "shared-file shared-db replicated"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-20}"
-modes="${2:-shared-file shared-db}"
+modes="${2:-shared-file shared-db replicated}"
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked -q -p ferromq --bin ferromq --example failover_bench
 bench="$target/release/examples/failover_bench"
@@ -28,6 +29,11 @@ for mode in $modes; do
           table+=$("$bench" "$bin" "$rounds" shared-db "$db" "$locker" 2000 | tail -n +3)$'\n'
         done
       done
+      ;;
+    replicated)
+      bash scripts/services.sh start
+      eval "$(bash scripts/services.sh env)"
+      table+=$("$bench" "$bin" "$rounds" replicated "$FERROMQ_TEST_ZK_ENSEMBLE" 2000 | tail -n +3)$'\n'
       ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac

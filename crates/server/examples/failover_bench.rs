@@ -1,5 +1,6 @@
-//! Failover latency of shared-storage master/slave (shared-file, or shared-db with the lease or
-//! row locker on PostgreSQL/MariaDB), measured with real processes on loopback.
+//! Failover latency of every HA mode — shared-file, shared-db (lease or row locker on
+//! PostgreSQL/MariaDB) and replicated (three brokers, ZooKeeper) — measured with real processes
+//! on loopback.
 //!
 //! For each round: a producer sends persistent messages with receipts to the master; the
 //! master is killed (SIGKILL, or SIGTERM for a clean shutdown); the time from the signal to
@@ -10,6 +11,7 @@
 //! cargo build --release -p ferromq --bin ferromq --example failover_bench
 //! target/release/examples/failover_bench target/release/ferromq 20                 # shared-file
 //! target/release/examples/failover_bench target/release/ferromq 20 shared-db URL lease 2000
+//! target/release/examples/failover_bench target/release/ferromq 20 replicated ZK_ADDRESS 2000
 //! ```
 // Child processes are reaped by their owners (Drop, or the end of the test); a panic on the
 // way ends the test process, which takes its children's zombies with it.
@@ -39,6 +41,11 @@ enum Mode {
         lease_ms: u64,
         prefix: String,
     },
+    Replicated {
+        zk: String,
+        path: String,
+        session_ms: u64,
+    },
 }
 
 impl Mode {
@@ -54,6 +61,17 @@ impl Mode {
                 let db = url.split("://").next().unwrap_or("?");
                 format!("shared-db ({db}, {locker}, lease {lease_ms} ms)")
             }
+            Mode::Replicated { session_ms, .. } => {
+                format!("replicated (3 brokers, quorum_disk, zk session {session_ms} ms)")
+            }
+        }
+    }
+
+    /// Brokers in the group.
+    fn brokers(&self) -> usize {
+        match self {
+            Mode::Replicated { .. } => 3,
+            _ => 2,
         }
     }
 
@@ -77,6 +95,18 @@ impl Mode {
                  [store]\nbackend = \"sql\"\nurl = \"{url}\"\ntable_prefix = \"{prefix}\"\n\
                  [ha]\nmode = \"shared-db\"\nlocker = \"{locker}\"\nlease_ms = {lease_ms}\n\
                  lock_acquire_sleep_interval_ms = 50\n",
+                shared.join(name).display()
+            ),
+            // Each broker its own journal; ZooKeeper elects, the master replicates.
+            Mode::Replicated {
+                zk,
+                path,
+                session_ms,
+            } => format!(
+                "[broker]\nname = \"bench\"\ndata_dir = \"{}\"\n{transports}\
+                 [store]\nbackend = \"journal\"\n[ha]\nmode = \"replicated\"\n\
+                 zk_address = \"{zk}\"\nzk_path = \"{path}\"\nzk_session_timeout_ms = {session_ms}\n\
+                 bind = \"tcp://127.0.0.1:0\"\n",
                 shared.join(name).display()
             ),
         }
@@ -134,30 +164,59 @@ async fn main() -> anyhow::Result<()> {
             lease_ms: args.get(6).map(|s| s.parse()).transpose()?.unwrap_or(2000),
             prefix: format!("bench{}_", std::process::id()),
         },
-        Some(other) => anyhow::bail!("unknown mode {other:?}: shared-file | shared-db"),
+        Some("replicated") => Mode::Replicated {
+            zk: args
+                .get(4)
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1:2191,127.0.0.1:2192,127.0.0.1:2193".into()),
+            path: format!("/ferromq-failover-bench-{}", std::process::id()),
+            session_ms: args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(2000),
+        },
+        Some(other) => {
+            anyhow::bail!("unknown mode {other:?}: shared-file | shared-db | replicated")
+        }
     };
     let dir = tempfile::tempdir()?;
     let shared = dir.path().join("shared");
-    let ports = [free_port(), free_port()];
-    let mut procs: Vec<Child> = vec![start(&bin, dir.path(), &shared, &mode, "b0", ports[0])?];
+    let n = mode.brokers();
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let mut procs: Vec<Child> = Vec::new();
+    if matches!(mode, Mode::Replicated { .. }) {
+        // A replicated group elects only once a quorum has reported: start them all.
+        for (i, port) in ports.iter().enumerate() {
+            procs.push(start(
+                &bin,
+                dir.path(),
+                &shared,
+                &mode,
+                &format!("b{i}"),
+                *port,
+            )?);
+        }
+    } else {
+        procs.push(start(&bin, dir.path(), &shared, &mode, "b0", ports[0])?);
+    }
     let t0 = Instant::now();
-    while !accepts(ports[0]) {
+    while !ports.iter().any(|p| accepts(*p)) {
         anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(30),
-            "first broker did not start"
+            t0.elapsed() < Duration::from_secs(60),
+            "no broker became master"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    procs.push(start(&bin, dir.path(), &shared, &mode, "b1", ports[1])?);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    if !matches!(mode, Mode::Replicated { .. }) {
+        procs.push(start(&bin, dir.path(), &shared, &mode, "b1", ports[1])?);
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>)> = vec![
         ("kill -9", Vec::new(), Vec::new()),
         ("SIGTERM", Vec::new(), Vec::new()),
     ];
     for round in 0..rounds * 2 {
         let kind = round % 2;
-        let master = if accepts(ports[0]) { 0 } else { 1 };
-        let slave = 1 - master;
+        let Some(master) = ports.iter().position(|p| accepts(*p)) else {
+            anyhow::bail!("round {round}: no master before the signal");
+        };
         // Steady load on the master until the signal.
         let c = Client::connect(
             &format!("127.0.0.1:{}", ports[master]),
@@ -183,9 +242,13 @@ async fn main() -> anyhow::Result<()> {
         drop(c);
         let mut accepted = None;
         let mut first_receipt = None;
+        let mut slave = usize::MAX;
         while signal_at.elapsed() < Duration::from_secs(60) {
-            if accepted.is_none() && accepts(ports[slave]) {
-                accepted = Some(signal_at.elapsed());
+            if accepted.is_none() {
+                if let Some(i) = (0..n).find(|&i| i != master && accepts(ports[i])) {
+                    slave = i;
+                    accepted = Some(signal_at.elapsed());
+                }
             }
             if accepted.is_some() {
                 if let Ok(c) = Client::connect(
@@ -220,7 +283,9 @@ async fn main() -> anyhow::Result<()> {
             &format!("b{master}"),
             ports[master],
         )?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The restarted broker must be a slave again (a replicated one catching up) before
+        // the next round kills the master.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         eprintln!(
             "round {round} ({}): accepting {:.1} ms, first receipt {:.1} ms",
             results[kind].0,
