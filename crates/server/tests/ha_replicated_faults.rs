@@ -122,7 +122,11 @@ struct EnsembleNodeBack;
 impl Drop for EnsembleNodeBack {
     fn drop(&mut self) {
         let _ = Command::new("bash")
-            .args(["/work/main/scripts/services.sh", "start"])
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/services.sh"
+            ))
+            .arg("start")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
@@ -152,6 +156,11 @@ async fn losing_one_zookeeper_node_of_three_keeps_the_cluster_serving() {
         .success();
     assert!(ok, "could not stop ZooKeeper ensemble node 1 ({pidfile})");
     let during = load.confirmed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        during + 200 <= load.max,
+        "the load ({during} of {} confirmed) must still be running when the node stops",
+        load.max
+    );
     assert!(
         load.wait_confirmed(during + 200, T).await,
         "two ZooKeeper nodes of three are a quorum: the brokers must keep serving"

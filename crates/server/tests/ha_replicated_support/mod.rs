@@ -209,6 +209,8 @@ pub fn quick_client() -> ClientConfig {
 
 /// A producer and a consumer through `failover:` URIs, recording into a [`History`].
 pub struct Load {
+    /// Sends the producer makes at most.
+    pub max: usize,
     pub confirmed: Arc<AtomicUsize>,
     pub delivered: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -249,7 +251,9 @@ impl Load {
                         h.record("confirm", &id);
                         confirmed.fetch_add(1, Ordering::SeqCst);
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    // Paced, so that the load is still running when a test's fault hits (a
+                    // fast machine would otherwise finish `max` sends before the fault).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 produced.store(true, Ordering::SeqCst);
                 let _ = p.disconnect().await;
@@ -295,6 +299,7 @@ impl Load {
             })
         };
         Load {
+            max,
             confirmed,
             delivered,
             stop,
