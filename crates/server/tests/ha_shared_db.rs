@@ -11,7 +11,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use ferromq_client::{AckMode, Client, ClientConfig};
+use ferromq_client::{Client, ClientConfig};
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -54,21 +54,7 @@ impl Group {
     }
 
     fn start(&self, name: &str, extra: &str) -> Proc {
-        let port = free_port();
-        Proc::start(
-            name,
-            self.dir.path(),
-            port,
-            &shared_db_config(
-                name,
-                self.dir.path(),
-                port,
-                &self.url,
-                &self.prefix,
-                self.locker,
-                extra,
-            ),
-        )
+        self.restart(name, free_port(), extra)
     }
 
     fn restart(&self, name: &str, port: u16, extra: &str) -> Proc {
@@ -87,39 +73,6 @@ impl Group {
             ),
         )
     }
-}
-
-async fn send_receipted(addr: &str, prefix: &str, n: usize) -> Vec<String> {
-    let c = Client::connect(addr, ClientConfig::default())
-        .await
-        .unwrap();
-    let mut sent = Vec::new();
-    for i in 0..n {
-        let body = format!("{prefix}-{i}");
-        c.send_with_receipt("/queue/ha", body.clone(), &[("persistent", "true")])
-            .await
-            .unwrap();
-        sent.push(body);
-    }
-    c.disconnect().await.unwrap();
-    sent
-}
-
-async fn drain(addr: &str) -> Vec<String> {
-    let c = Client::connect(addr, ClientConfig::default())
-        .await
-        .unwrap();
-    let mut s = c
-        .subscribe("/queue/ha", AckMode::ClientIndividual, &[])
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while let Some(m) = s.next_timeout(Duration::from_secs(2)).await {
-        got.push(String::from_utf8_lossy(m.body()).into_owned());
-        c.ack(&m, None).await.unwrap();
-    }
-    c.disconnect().await.unwrap();
-    got
 }
 
 /// Every receipted message exactly once.

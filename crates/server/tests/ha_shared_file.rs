@@ -8,45 +8,12 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use ferromq_client::{AckMode, Client, ClientConfig};
+use ferromq_client::{Client, ClientConfig};
 use support::*;
 
 const SLAVE_LINE: &str =
     "is locked by another server. This broker is now in slave mode waiting a lock to be acquired";
 const T: Duration = Duration::from_secs(30);
-
-async fn send_receipted(addr: &str, prefix: &str, n: usize) -> Vec<String> {
-    let c = Client::connect(addr, ClientConfig::default())
-        .await
-        .unwrap();
-    let mut sent = Vec::new();
-    for i in 0..n {
-        let body = format!("{prefix}-{i}");
-        c.send_with_receipt("/queue/ha", body.clone(), &[("persistent", "true")])
-            .await
-            .unwrap();
-        sent.push(body);
-    }
-    c.disconnect().await.unwrap();
-    sent
-}
-
-async fn drain(addr: &str) -> Vec<String> {
-    let c = Client::connect(addr, ClientConfig::default())
-        .await
-        .unwrap();
-    let mut s = c
-        .subscribe("/queue/ha", AckMode::ClientIndividual, &[])
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    while let Some(m) = s.next_timeout(Duration::from_secs(2)).await {
-        got.push(String::from_utf8_lossy(m.body()).into_owned());
-        c.ack(&m, None).await.unwrap();
-    }
-    c.disconnect().await.unwrap();
-    got
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slave_takes_over_on_kill_9_and_old_master_returns_as_slave() {

@@ -289,3 +289,41 @@ impl Drop for ThrowawayPg {
         ));
     }
 }
+
+/// Sends `n` persistent messages `<prefix>-<i>` to `/queue/ha`, each with a receipt; returns
+/// their bodies.
+pub async fn send_receipted(addr: &str, prefix: &str, n: usize) -> Vec<String> {
+    use ferromq_client::{Client, ClientConfig};
+    let c = Client::connect(addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let body = format!("{prefix}-{i}");
+        c.send_with_receipt("/queue/ha", body.clone(), &[("persistent", "true")])
+            .await
+            .unwrap();
+        sent.push(body);
+    }
+    c.disconnect().await.unwrap();
+    sent
+}
+
+/// Consumes `/queue/ha` (client-individual acks) until it stays quiet for 2 s.
+pub async fn drain(addr: &str) -> Vec<String> {
+    use ferromq_client::{AckMode, Client, ClientConfig};
+    let c = Client::connect(addr, ClientConfig::default())
+        .await
+        .unwrap();
+    let mut s = c
+        .subscribe("/queue/ha", AckMode::ClientIndividual, &[])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = s.next_timeout(Duration::from_secs(2)).await {
+        got.push(String::from_utf8_lossy(m.body()).into_owned());
+        c.ack(&m, None).await.unwrap();
+    }
+    c.disconnect().await.unwrap();
+    got
+}
