@@ -1,5 +1,6 @@
 //! The `ferromq` server: configuration, the STOMP connector, and the wiring of store and
 //! broker. The binary (`src/main.rs`) adds the command line.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod cluster;

@@ -1,4 +1,5 @@
 //! `ferromq`: the broker and its command-line tools.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
