@@ -404,3 +404,144 @@ fn real_files_in_a_tempdir_survive_close_and_drop() {
     assert!(names.iter().any(|n| n == "index.db"), "{names:?}");
     let _ = Arc::new(MemDir::new()) as Arc<dyn StorageDir>;
 }
+
+/// Record boundaries of a segment image, from the first record to the first non-record.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    use ferromq_store::journal::record::{parse_frame, SEGMENT_HEADER_BYTES};
+    let mut at = SEGMENT_HEADER_BYTES;
+    let mut offsets = vec![at];
+    while let Ok(frame) = parse_frame(&bytes[at..]) {
+        at += frame.total_bytes();
+        offsets.push(at);
+    }
+    offsets
+}
+
+/// Bytes of a one-enqueue batch record on `Q` carrying `payload_bytes`.
+fn enqueue_record_bytes(payload_bytes: usize) -> usize {
+    24 + 4 + 1 + 2 + Q.len() + 8 + 8 + payload_bytes
+}
+
+/// What a power cut can leave when page writeback of an unsynced group is unordered: `#1` is
+/// synced; the group `enqueue #2 (9000 bytes) | dequeue #1 | enqueue #3` was not, and the page
+/// holding the start of `#2` was lost while the page holding its end, the dequeue and `#3`
+/// survived. Returns the image and the offsets (end of `#1`, start of the dequeue).
+fn image_with_a_hole_before_stale_records() -> (MemDir, usize, usize) {
+    use ferromq_store::journal::record::{
+        begin_record, encode_batch, finish_record, mark_unit_start, RecordType,
+    };
+    const PAGE: usize = 4096;
+    let dir = MemDir::new();
+    let store = open_mem(&dir, small_config(64 * 1024));
+    fill(&store, 1..=1, 100);
+    drop(store);
+    let mut bytes = dir.file_bytes("journal-1.log").unwrap();
+    let end_of_1 = record_offsets(&bytes)[1];
+    // The group as the writer encodes it: one write, the first record starts the sync unit.
+    let mut group = Vec::new();
+    let batches = [
+        vec![enq(Q, 2, body(Q, 2, 9000))],
+        vec![deq(Q, 1)],
+        vec![enq(Q, 3, body(Q, 3, 100))],
+    ];
+    for (i, ops) in batches.iter().enumerate() {
+        let start = begin_record(&mut group);
+        encode_batch(&mut group, ops).unwrap();
+        finish_record(&mut group, start, RecordType::Batch, 0);
+        if i == 0 {
+            mark_unit_start(&mut group[start..]);
+        }
+    }
+    bytes[end_of_1..end_of_1 + group.len()].copy_from_slice(&group);
+    let offsets = record_offsets(&bytes);
+    assert_eq!(offsets.len(), 5, "four records");
+    let dequeue_at = offsets[2];
+    // The lost pages: from the end of the synced record to the page that holds the dequeue.
+    let lost_until = dequeue_at / PAGE * PAGE;
+    assert!(lost_until > end_of_1, "the hole must cover the head of #2");
+    bytes[end_of_1..lost_until].fill(0);
+    let image = MemDir::new();
+    image.put_file_bytes("journal-1.log", bytes);
+    (image, end_of_1, dequeue_at)
+}
+
+/// The hole, then a new writer appends `#2` again (the broker reuses the seq of a message that was
+/// never confirmed) with `payload_bytes`, then a clean restart, with `config`.
+fn reopen_after_append_over_hole(
+    payload_bytes: usize,
+    config: JournalConfig,
+) -> Result<State, StoreError> {
+    let (image, end_of_1, _) = image_with_a_hole_before_stale_records();
+    let store = open_mem(&image, config.clone());
+    assert_eq!(seqs(&store), vec![1], "recovery stops at the hole");
+    store
+        .submit(vec![enq(Q, 2, vec![b'N'; payload_bytes])])
+        .wait_blocking()
+        .unwrap();
+    drop(store);
+    let offsets = record_offsets(&image.file_bytes("journal-1.log").unwrap());
+    assert_eq!(
+        offsets[1], end_of_1,
+        "the new record went where the hole began"
+    );
+    let store = try_open_mem(&image, config)?;
+    Ok(state(&store))
+}
+
+/// Why `got` is not exactly the confirmed messages (`#1`, and the new `#2`), if it is not.
+fn not_only_confirmed(got: Result<State, StoreError>, what: &str) -> Option<String> {
+    let got = match got {
+        Ok(got) => got,
+        Err(e) => return Some(format!("{what}: the store must restart: {e}")),
+    };
+    let q = &got.messages[Q];
+    let seqs: Vec<u64> = q.iter().map(|m| m.seq).collect();
+    if seqs != vec![1, 2] {
+        return Some(format!(
+            "{what}: want confirmed #1 and the new #2, got {seqs:?}"
+        ));
+    }
+    if !q[1].payload.iter().all(|b| *b == b'N') {
+        return Some(format!("{what}: #2 is the stale one"));
+    }
+    None
+}
+
+#[test]
+fn stale_records_after_a_hole_are_never_replayed_once_the_writer_appended_before_them() {
+    let (_, end_of_1, dequeue_at) = image_with_a_hole_before_stale_records();
+    let default = small_config(64 * 1024);
+    let skipping = JournalConfig {
+        check_for_corrupt_journal_files: true,
+        ..default.clone()
+    };
+    // The new record ends inside the old bytes of the lost #2 (garbage, then valid stale
+    // records), or exactly where the stale dequeue of #1 begins.
+    let into_garbage = 8192 + 100 - end_of_1 - enqueue_record_bytes(0);
+    assert!(end_of_1 + enqueue_record_bytes(into_garbage) < dequeue_at);
+    let exact = dequeue_at - end_of_1 - enqueue_record_bytes(0);
+    let cases = [
+        (into_garbage, &default, "ends in garbage, default config"),
+        (
+            into_garbage,
+            &skipping,
+            "ends in garbage, check_for_corrupt_journal_files",
+        ),
+        (exact, &default, "ends at the stale dequeue, default config"),
+        (
+            exact,
+            &skipping,
+            "ends at the stale dequeue, check_for_corrupt_journal_files",
+        ),
+    ];
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|(bytes, config, what)| {
+            not_only_confirmed(
+                reopen_after_append_over_hole(*bytes, (*config).clone()),
+                what,
+            )
+        })
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -1,24 +1,28 @@
 //! Checkpoints and garbage collection, run by the maintenance thread (and on demand).
 //!
-//! A checkpoint asks the writer thread for an index snapshot taken right after a sync (so it
-//! covers only durable records), writes it to `index.db.tmp`, syncs it, renames it over
-//! `index.db` and syncs the directory.
+//! A checkpoint asks the writer thread for a copy of the index taken right after a sync (so it
+//! covers only durable records; the copy is a memory copy under the index read lock), then, on
+//! this thread and not the writer's, encodes it, writes it to `index.db.tmp`, syncs it, renames
+//! it over `index.db` and syncs the directory. Group commit goes on meanwhile.
 //!
 //! GC deletes segments older than the checkpoint that no index state needs (see
 //! [`crate::journal::index::Index::segment_is_garbage`]). Before deleting, it appends a
 //! segments-released record (every range released so far) and syncs it, so a full replay can
 //! tell a released segment from a missing one; it deletes oldest first, so a crash half way never
 //! leaves an enqueue whose ack is gone. Segments held by only a few live messages are compacted:
-//! the writer rewrites their live messages (and subscription records) at the head, and the next
-//! pass deletes them.
+//! this thread reads their live messages, the writer rewrites those still live (and the
+//! subscription records) at the head, and the next pass deletes them. GC planning and
+//! compaction reads run here, never on the writer thread.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::journal::index::{merge_ranges, INDEX_FILE, INDEX_TMP_FILE};
+use crate::journal::index::{encode_checkpoint, merge_ranges, INDEX_FILE, INDEX_TMP_FILE};
 use crate::journal::segment::segment_name;
-use crate::journal::writer::{Cmd, Snapshot};
+use crate::journal::storage::StorageFile;
+use crate::journal::writer::{read_payload, Cmd, Relocated, Snapshot};
 use crate::journal::Shared;
 use crate::{Completion, StoreError};
 
@@ -89,16 +93,117 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<bool, StoreError> {
     let Some(snap) = snapshot(shared, false)? else {
         return Ok(false);
     };
-    write_checkpoint_file(shared, &snap.bytes)?;
-    *shared.last_checkpoint.lock() = Some(snap.position);
+    write_snapshot(shared, &snap, started)?;
+    Ok(true)
+}
+
+/// Encodes and writes the checkpoint of `snap` (on the calling thread, not the writer's).
+fn write_snapshot(shared: &Shared, snap: &Snapshot, started: Instant) -> Result<(), StoreError> {
+    let bytes = encode_checkpoint(&snap.index, shared.epoch);
+    write_checkpoint_file(shared, &bytes)?;
+    let position = snap.index.position;
+    *shared.last_checkpoint.lock() = Some(position);
     tracing::debug!(
-        segment = snap.position.segment,
-        offset = snap.position.offset,
-        index_bytes = snap.bytes.len(),
+        segment = position.segment,
+        offset = position.offset,
+        index_bytes = bytes.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "checkpoint written"
     );
-    Ok(true)
+    Ok(())
+}
+
+/// Segments GC may delete, ascending: older than the snapshot's position, not the head, and
+/// needed by nothing (see [`crate::journal::index::Index::segment_is_garbage`]).
+fn garbage_segments(snap: &Snapshot) -> Vec<u32> {
+    let index = &snap.index;
+    let mut existing = snap.existing.clone();
+    let old: Vec<u32> = existing
+        .iter()
+        .copied()
+        .filter(|s| *s < index.position.segment && *s != snap.head)
+        .collect();
+    let mut garbage = Vec::new();
+    // Ascending: a segment's deps are all earlier, so one pass sees them go first.
+    for s in old {
+        if index.segment_is_garbage(s, &existing) {
+            existing.remove(&s);
+            garbage.push(s);
+        }
+    }
+    garbage
+}
+
+/// Segments worth compacting (few live bytes left, own deps gone), ascending, given the
+/// segments that stay after `garbage` goes.
+fn compaction_candidates(shared: &Shared, snap: &Snapshot, garbage: &[u32]) -> Vec<u32> {
+    let threshold = shared.config.compact_live_percent_max;
+    if threshold == 0 {
+        return Vec::new();
+    }
+    let index = &snap.index;
+    let existing: BTreeSet<u32> = snap
+        .existing
+        .iter()
+        .copied()
+        .filter(|s| !garbage.contains(s))
+        .collect();
+    let mut live_bytes: BTreeMap<u32, u64> = BTreeMap::new();
+    for l in index.lists.values() {
+        for loc in l.messages.values() {
+            *live_bytes.entry(loc.segment).or_insert(0) += u64::from(loc.len);
+        }
+    }
+    let limit = shared.config.journal_max_file_length * u64::from(threshold) / 100;
+    existing
+        .iter()
+        .copied()
+        .filter(|s| *s < index.position.segment && *s != snap.head)
+        .filter(|s| {
+            let own_deps_gone = index
+                .deps
+                .get(s)
+                .is_none_or(|d| d.iter().all(|x| !existing.contains(x)));
+            own_deps_gone && live_bytes.get(s).copied().unwrap_or(0) <= limit
+        })
+        .collect()
+}
+
+/// Reads the live messages of `segments` as of `snap` (on the maintenance thread).
+fn read_live(
+    shared: &Shared,
+    snap: &Snapshot,
+    segments: &[u32],
+) -> Result<Vec<Relocated>, StoreError> {
+    let set: BTreeSet<u32> = segments.iter().copied().collect();
+    let files: BTreeMap<u32, Arc<dyn StorageFile>> = shared
+        .segments
+        .read()
+        .iter()
+        .filter(|(s, _)| set.contains(s))
+        .map(|(s, f)| (*s, f.clone()))
+        .collect();
+    let mut names: Vec<&String> = snap.index.lists.keys().collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        for (seq, loc) in snap.index.lists[name].messages.iter() {
+            if !set.contains(&loc.segment) {
+                continue;
+            }
+            let file = files.get(&loc.segment).ok_or_else(|| StoreError::Corrupt {
+                location: segment_name(loc.segment),
+                reason: "segment of a live message is not open".into(),
+            })?;
+            out.push(Relocated {
+                list: name.clone(),
+                seq: *seq,
+                location: *loc,
+                payload: read_payload(file.as_ref(), *loc)?,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// One GC pass: checkpoint, delete garbage, compact sparse segments, delete them too.
@@ -107,26 +212,27 @@ pub(crate) fn collect(shared: &Shared) -> Result<GcReport, StoreError> {
     let mut report = GcReport::default();
     let snap = snapshot(shared, true)?
         .ok_or_else(|| StoreError::Failed("writer returned no GC snapshot".into()))?;
-    write_checkpoint_file(shared, &snap.bytes)?;
-    *shared.last_checkpoint.lock() = Some(snap.position);
-    report.deleted = delete(shared, &snap.garbage, &snap.released)?;
+    write_snapshot(shared, &snap, Instant::now())?;
+    let garbage = garbage_segments(&snap);
+    let compact = compaction_candidates(shared, &snap, &garbage);
+    report.deleted = delete(shared, &garbage, &snap.index.released)?;
 
-    if !snap.compact.is_empty() {
-        let compact = snap.compact;
+    if !compact.is_empty() {
+        let messages = read_live(shared, &snap, &compact)?;
         let (completer, completion) = Completion::pair();
         send(
             shared,
             Cmd::Relocate {
                 segments: compact.clone(),
+                messages,
                 completer,
             },
         )?;
         completion.wait_blocking()?;
         let snap = snapshot(shared, true)?
             .ok_or_else(|| StoreError::Failed("writer returned no GC snapshot".into()))?;
-        write_checkpoint_file(shared, &snap.bytes)?;
-        *shared.last_checkpoint.lock() = Some(snap.position);
-        let deleted = delete(shared, &snap.garbage, &snap.released)?;
+        write_snapshot(shared, &snap, Instant::now())?;
+        let deleted = delete(shared, &garbage_segments(&snap), &snap.index.released)?;
         report.compacted = compact
             .into_iter()
             .filter(|s| deleted.contains(s))

@@ -8,7 +8,7 @@
 //!   4  u32  payload_len
 //!   8  u8   record type (1 = batch, 2 = segments released, 3 = epoch start)
 //!   9  u8   format version (2; 1 is still read)
-//!  10  u16  reserved, 0
+//!  10  u16  flags: bit 0 = first record after an fdatasync (sync-unit start); others 0
 //!  12  u64  epoch of the writer
 //!  20  u32  CRC32C over bytes 0..20 of the header, then the payload
 //!  24  payload
@@ -27,6 +27,12 @@ pub const RECORD_HEADER_BYTES: usize = 24;
 pub const RECORD_VERSION: u8 = 2;
 /// The oldest record format version this code reads.
 pub const RECORD_VERSION_MIN: u8 = 1;
+/// Header flag (bit 0 of the u16 at offset 10): the record is the first one the writer wrote
+/// after an `fdatasync` of its segment (or the first of its segment). The bytes from one such
+/// record to the next were made durable by one `fdatasync` before any byte after them was
+/// written, so after a power cut only the last sync unit of the last segment can be damaged;
+/// recovery tells a torn tail from corruption by it (see `docs/journal-format.md`).
+pub const RECORD_FLAG_UNIT_START: u16 = 1;
 /// The largest record payload accepted (written or read): bounds memory on a corrupt length.
 pub const RECORD_PAYLOAD_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -105,6 +111,8 @@ pub struct Frame<'a> {
     pub kind: RecordType,
     /// The writer's epoch.
     pub epoch: u64,
+    /// Whether it is the first record written after an `fdatasync` ([`RECORD_FLAG_UNIT_START`]).
+    pub unit_start: bool,
     /// The payload.
     pub payload: &'a [u8],
 }
@@ -166,6 +174,7 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(Frame {
         kind,
         epoch: u64_at(bytes, 12),
+        unit_start: u16::from_le_bytes([bytes[10], bytes[11]]) & RECORD_FLAG_UNIT_START != 0,
         payload: &bytes[RECORD_HEADER_BYTES..end],
     })
 }
@@ -187,6 +196,19 @@ pub fn finish_record(buf: &mut [u8], start: usize, kind: RecordType, epoch: u64)
         &buf[start + RECORD_HEADER_BYTES..],
     );
     buf[start + 20..start + 24].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Marks the whole record in `record` as the first written after an `fdatasync` (a sync-unit
+/// start, see [`RECORD_FLAG_UNIT_START`]) and recomputes its CRC.
+pub fn mark_unit_start(record: &mut [u8]) {
+    debug_assert!(record.len() >= RECORD_HEADER_BYTES);
+    let flags = u16::from_le_bytes([record[10], record[11]]) | RECORD_FLAG_UNIT_START;
+    record[10..12].copy_from_slice(&flags.to_le_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&record[..20]),
+        &record[RECORD_HEADER_BYTES..],
+    );
+    record[20..24].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Reserves the header of a record at the end of `buf`; returns where the record starts.

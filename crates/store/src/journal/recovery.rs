@@ -121,6 +121,19 @@ fn next_valid_record(bytes: &[u8], from: usize) -> Option<usize> {
     (from..=last).find(|&p| bytes[p..p + 4] == magic && parse_frame(&bytes[p..]).is_ok())
 }
 
+/// Whether a valid record flagged as a sync-unit start lies at or after `from`.
+fn unit_start_after(bytes: &[u8], from: usize) -> bool {
+    let mut at = from;
+    while let Some(found) = next_valid_record(bytes, at) {
+        match parse_frame(&bytes[found..]) {
+            Ok(frame) if frame.unit_start => return true,
+            Ok(frame) => at = found + frame.total_bytes(),
+            Err(_) => at = found + 1,
+        }
+    }
+    false
+}
+
 /// Seals found by the pre-pass: the epoch-start records that open segments.
 #[derive(Debug, Default)]
 struct Seals {
@@ -335,7 +348,7 @@ pub(crate) fn recover(
         progress.total_bytes += files[s].len().map_err(io("stat segment"))?;
     }
     let last_id = to_replay.last().copied();
-    let mut tail_end: Option<(u32, u64, bool)> = None; // (segment, end offset, header rewritten)
+    let mut tail_end: Option<SegmentEnd> = None;
     let mut replay = Replay {
         config,
         seals: &seals,
@@ -440,7 +453,12 @@ pub(crate) fn recover(
 
     // The head: the last segment, cut back to its last good record, or a new one.
     let mut head = match tail_end {
-        Some((id, end, header_ok)) => {
+        Some(SegmentEnd {
+            id,
+            end,
+            header_ok,
+            written_end,
+        }) => {
             let file = files[&id].clone();
             let len = file.len().map_err(io("stat segment"))?;
             let capacity_bytes = len.max(config.journal_max_file_length).max(end);
@@ -451,12 +469,25 @@ pub(crate) fn recover(
                 file.set_len(capacity_bytes)
                     .map_err(io("preallocate segment"))?;
                 file.sync_data().map_err(io("fdatasync"))?;
-            } else if report.torn_tail.is_some() {
-                // Zero everything after the last good record, so no stale bytes of the torn
-                // write can be mistaken for records later.
-                file.set_len(end).map_err(io("truncate torn tail"))?;
-                file.set_len(capacity_bytes)
-                    .map_err(io("preallocate segment"))?;
+            } else if written_end > end {
+                // Bytes after the last valid record are an unconfirmed write cut by a crash
+                // (a torn record, or pages of a group that survived while an earlier page of it
+                // did not). The writer appends at `end`; a stale record it does not overwrite
+                // would be replayed after the new ones. Zero them, durably, before any append.
+                if report.torn_tail.is_none() {
+                    tracing::warn!(
+                        "Journal file {} holds {} byte(s) after its last valid record at {end} \
+                         (a write cut by a power loss, never confirmed); zeroing them",
+                        segment_name(id),
+                        written_end - end
+                    );
+                }
+                zero_range(file.as_ref(), end, written_end)?;
+                file.sync_data().map_err(io("fdatasync"))?;
+            } else {
+                // A process that crashed (without a power cut) can leave its last writes in the
+                // page cache, not on disk. Make them durable before this writer's first record,
+                // which starts a sync unit: a power cut must not tear bytes before it.
                 file.sync_data().map_err(io("fdatasync"))?;
             }
             Head {
@@ -543,8 +574,7 @@ struct Replay<'a> {
 }
 
 impl Replay<'_> {
-    /// Replays one segment from `from`. Returns (segment, end of its last good record, whether its
-    /// header is good).
+    /// Replays one segment from `from`. Returns where its valid records end.
     #[allow(clippy::too_many_arguments)]
     fn segment(
         &mut self,
@@ -555,7 +585,7 @@ impl Replay<'_> {
         index: &mut Index,
         report: &mut RecoveryReport,
         progress: &mut Progress,
-    ) -> Result<(u32, u64, bool), StoreError> {
+    ) -> Result<SegmentEnd, StoreError> {
         let config = self.config;
         let name = segment_name(id);
         let file_len = file.len().map_err(io("stat segment"))?;
@@ -577,6 +607,20 @@ impl Replay<'_> {
             }
         }
         let len = bytes.len() as u64;
+        let written_end = if is_last {
+            bytes
+                .iter()
+                .rposition(|b| *b != 0)
+                .map_or(0, |p| p as u64 + 1)
+        } else {
+            0
+        };
+        let ends_at = |end: u64, header_ok: bool| SegmentEnd {
+            id,
+            end,
+            header_ok,
+            written_end,
+        };
 
         if parse_segment_header(&bytes) != Some(u64::from(id)) {
             let never_written = bytes
@@ -587,11 +631,11 @@ impl Replay<'_> {
                 // Created just before a crash: its header was never synced. Start it afresh.
                 tracing::warn!("Journal file {name} has a torn header; starting it afresh");
                 report.torn_tail = Some((name, 0));
-                return Ok((id, SEGMENT_HEADER_BYTES as u64, false));
+                return Ok(ends_at(SEGMENT_HEADER_BYTES as u64, false));
             }
             let reason = "bad segment header".to_string();
             return corrupt(config, &name, 0, &reason, len as usize, report)
-                .map(|_| (id, len, true));
+                .map(|_| ends_at(len, true));
         }
 
         let mut at = from as usize;
@@ -667,27 +711,68 @@ impl Replay<'_> {
                         Err(reason) => (format!("undecodable record: {reason}"), Some(at + total)),
                     }
                 }
-                Err(FrameError::End) => break,
+                Err(FrameError::End) => {
+                    // Zeros where a header should be. In the last segment, non-zero bytes may
+                    // follow: pages of the last sync unit that survived a power cut while an
+                    // earlier page of it did not (the end: recovery zeroes them), or synced
+                    // records after a zeroed region (corruption), told apart by a unit start.
+                    if !(is_last && unit_start_after(&bytes[..written_end as usize], at)) {
+                        break;
+                    }
+                    ("zeroed bytes before later synced records".to_string(), None)
+                }
                 Err(e) => (e.to_string(), None),
             };
             let (reason, known_next) = err;
             let next = known_next.or_else(|| next_valid_record(&bytes, at + 1));
-            if is_last && next.is_none() {
+            // Only the last sync unit of the last segment can be damaged by a power cut: a bad
+            // record there with no sync-unit start after it is the torn end of that unit, and
+            // whatever valid records follow it belong to that unit, never confirmed.
+            let torn = is_last
+                && known_next.is_none()
+                && !unit_start_after(&bytes[..(written_end as usize).max(at)], at + 1);
+            if torn {
                 tracing::warn!(
                     "Journal file {name} has a torn tail at offset {at} ({reason}); truncating {} \
                  byte(s) of unconfirmed data",
                     len as usize - at
                 );
                 report.torn_tail = Some((name, at as u64));
-                return Ok((id, at as u64, true));
+                return Ok(ends_at(at as u64, true));
             }
             let next = next.unwrap_or(bytes.len());
             corrupt(config, &name, at, &reason, next - at, report)?;
             progress.advance((next - at) as u64);
             at = next;
         }
-        Ok((id, at as u64, true))
+        Ok(ends_at(at as u64, true))
     }
+}
+
+/// Where the valid records of a replayed segment end.
+#[derive(Debug, Clone, Copy)]
+struct SegmentEnd {
+    id: u32,
+    /// The end of its last valid record: where the writer appends next.
+    end: u64,
+    /// Whether its header is good (else it is started afresh).
+    header_ok: bool,
+    /// The end of its last non-zero byte (computed for the last segment only, else 0).
+    written_end: u64,
+}
+
+/// Writes zeros over `from..to` (not synced).
+fn zero_range(file: &dyn StorageFile, from: u64, to: u64) -> Result<(), StoreError> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK_BYTES.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK_BYTES);
+        file.write_at(at, &zeros[..n as usize])
+            .map_err(io("zero stale tail"))?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// Reports a corrupt region: an error, or (when skipping is allowed) an error log line.

@@ -46,7 +46,8 @@ impl Head {
 }
 
 /// Creates segment `id` able to hold at least `record_bytes` after its header: writes the
-/// header, preallocates, and syncs the directory so the new name survives a crash. The file must
+/// header, preallocates, syncs the file, and syncs the directory so the new name survives a
+/// crash. The file must
 /// not exist: two writers (a deposed master and its successor) never share a segment.
 pub fn create_segment(
     dir: &dyn StorageDir,
@@ -69,6 +70,10 @@ pub fn create_segment(
         .map_err(|e| StoreError::io("write segment header", e))?;
     file.set_len(capacity_bytes)
         .map_err(|e| StoreError::io("preallocate segment", e))?;
+    // The header is durable before any record lands after it: a bad header in front of records
+    // is then corruption, never a header lost while the records after it survived.
+    file.sync_data()
+        .map_err(|e| StoreError::io("fdatasync segment header", e))?;
     dir.sync_dir()
         .map_err(|e| StoreError::io("sync directory", e))?;
     tracing::debug!(segment = %name, capacity_bytes, "created journal segment");

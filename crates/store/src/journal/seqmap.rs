@@ -77,6 +77,12 @@ impl SeqMap {
         None
     }
 
+    /// The live location of `seq`.
+    pub fn get(&self, seq: u64) -> Option<Location> {
+        let i = self.find(seq).ok()?;
+        Some(self.entries[i].1).filter(|l| l.len != TOMBSTONE)
+    }
+
     /// Removes; returns the live location removed.
     pub fn remove(&mut self, seq: &u64) -> Option<Location> {
         let i = self.find(*seq).ok()?;

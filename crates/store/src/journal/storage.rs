@@ -6,15 +6,16 @@
 //!
 //! - [`FileDir`]: real files in a directory (`std::fs`, positional I/O, `fdatasync`);
 //! - [`MemDir`]: files in memory that keep bytes written but not yet synced apart from bytes
-//!   synced, so tests can cut the power at any I/O call (dropping unsynced bytes, keeping an
-//!   arbitrary prefix of them, or tearing a write) and inject failures (EIO on a write or a sync,
-//!   ENOSPC past a capacity).
+//!   synced, and directory operations not yet synced apart from the directory as last synced,
+//!   so tests can cut the power at any I/O call and inject failures (EIO on a write or a sync,
+//!   ENOSPC past a capacity). A power cut loses every unsynced change ([`PowerLoss::DropUnsynced`])
+//!   or, as a real disk may, a random subset of the unsynced 4 KiB pages with a torn last page
+//!   ([`PowerLoss::RandomPages`]); creations, removals and renames since the last
+//!   [`StorageDir::sync_dir`] are lost too (a random prefix of them survives).
 //!
-//! Directory operations (create, remove, rename) are modelled as durable at once by [`MemDir`];
-//! the journal still calls [`StorageDir::sync_dir`] after them, which [`FileDir`] implements with
-//! an `fsync` of the directory.
+//! [`FileDir`] implements [`StorageDir::sync_dir`] with an `fsync` of the directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -163,6 +164,8 @@ impl StorageDir for FileDir {
 const ENOSPC: i32 = 28;
 /// EIO, as the kernel reports it.
 const EIO: i32 = 5;
+/// The unit in which the model's page cache writes back (and loses) unsynced data.
+pub const MEM_PAGE_BYTES: usize = 4096;
 
 /// A write or truncation that reached the "page cache" but not the "disk".
 #[derive(Debug, Clone)]
@@ -171,6 +174,7 @@ enum Pending {
     SetLen(u64),
 }
 
+/// One file's contents (an inode: names point at it).
 #[derive(Debug, Clone, Default)]
 struct MemFileData {
     /// What survives a power cut.
@@ -181,6 +185,43 @@ struct MemFileData {
     pending: Vec<Pending>,
     /// Bytes that count against the capacity (the highest written extent).
     allocated_bytes: u64,
+}
+
+impl MemFileData {
+    fn durable(bytes: Vec<u8>) -> MemFileData {
+        MemFileData {
+            allocated_bytes: bytes.len() as u64,
+            current: bytes.clone(),
+            durable: bytes,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Pages whose bytes or length changed since the last sync.
+    fn dirty_pages(&self) -> BTreeSet<usize> {
+        let mut pages = BTreeSet::new();
+        let mut len = self.durable.len();
+        for change in &self.pending {
+            let (from, to) = match change {
+                Pending::Write { offset, data } => {
+                    let start = *offset as usize;
+                    let end = start + data.len();
+                    len = len.max(end);
+                    (start, end)
+                }
+                Pending::SetLen(new_len) => {
+                    let new_len = *new_len as usize;
+                    let range = (len.min(new_len), len.max(new_len));
+                    len = new_len;
+                    range
+                }
+            };
+            if to > from {
+                pages.extend(from / MEM_PAGE_BYTES..=(to - 1) / MEM_PAGE_BYTES);
+            }
+        }
+        pages
+    }
 }
 
 fn apply_pending(bytes: &mut Vec<u8>, change: &Pending) {
@@ -197,14 +238,28 @@ fn apply_pending(bytes: &mut Vec<u8>, change: &Pending) {
     }
 }
 
-/// What a [`MemDir`] does to unsynced bytes when the power is cut.
+/// What a [`MemDir`] does to unsynced bytes and unsynced directory operations when the power is
+/// cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerLoss {
-    /// Every unsynced change is lost.
+    /// Every unsynced change is lost: file bytes since each file's last `sync_data`, and
+    /// creations, removals and renames since the last `sync_dir`.
     DropUnsynced,
     /// Each file keeps a random prefix of its unsynced changes, and the first change it loses
-    /// may be torn (a random prefix of that write survives). Deterministic in the seed.
+    /// may be torn (a random prefix of that write survives); a random prefix of the unsynced
+    /// directory operations survives. Deterministic in the seed. Kinder than a real disk.
     KeepRandomPrefix {
+        /// The seed of the choice.
+        seed: u64,
+    },
+    /// As unkind as a real disk: each page ([`MEM_PAGE_BYTES`]) changed since the file's last
+    /// `sync_data` independently keeps its new content or reverts to its last synced content
+    /// (zeros where nothing was ever synced), so a later page of a write can survive while an
+    /// earlier one is lost; the highest surviving page may be torn (a random prefix of it new,
+    /// the rest old); an unsynced length change survives or not; a random prefix of the
+    /// directory operations since the last `sync_dir` survives (a journaling file system
+    /// commits them in order). Deterministic in the seed.
+    RandomPages {
         /// The seed of the choice.
         seed: u64,
     },
@@ -221,11 +276,88 @@ struct Faults {
     capacity_bytes: Option<u64>,
     /// After this many I/O calls (writes, set_len, syncs), the power is cut.
     power_cut_after_io: Option<(u64, PowerLoss)>,
+    /// Every read or I/O call on a file whose name starts with this blocks until the gate opens.
+    gate: Option<(String, Arc<Gate>)>,
+}
+
+/// A gate I/O calls wait at (see [`MemDir::hold_io`]).
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    waiting: u64,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.waiting += 1;
+        self.changed.notify_all();
+        while !state.open {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.waiting -= 1;
+    }
+
+    /// Blocks until an I/O call waits at the gate, or `timeout` passes; returns whether one did.
+    pub fn wait_for_waiter(&self, timeout: std::time::Duration) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.waiting == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        state.waiting > 0
+    }
+
+    /// Lets every waiting and later I/O call through.
+    pub fn open(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.open = true;
+        self.changed.notify_all();
+    }
+}
+
+/// A creation, removal or rename not yet made durable by `sync_dir`.
+#[derive(Debug, Clone)]
+enum DirOp {
+    Create { name: String, ino: u64 },
+    Remove { name: String },
+    Rename { from: String, to: String },
+}
+
+fn apply_dir_op(names: &mut BTreeMap<String, u64>, op: &DirOp) {
+    match op {
+        DirOp::Create { name, ino } => {
+            names.insert(name.clone(), *ino);
+        }
+        DirOp::Remove { name } => {
+            names.remove(name);
+        }
+        DirOp::Rename { from, to } => {
+            if let Some(ino) = names.remove(from) {
+                names.insert(to.clone(), ino);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct MemState {
-    files: BTreeMap<String, MemFileData>,
+    /// The directory as reads see it: name -> inode.
+    names: BTreeMap<String, u64>,
+    /// The directory as of the last `sync_dir`.
+    durable_names: BTreeMap<String, u64>,
+    /// Directory operations since the last `sync_dir`, oldest first.
+    dir_ops: Vec<DirOp>,
+    /// File contents by inode. An inode outlives its names (an open file stays readable, and a
+    /// power cut may bring back a name whose removal was not synced).
+    inodes: BTreeMap<u64, MemFileData>,
+    next_ino: u64,
     faults: Faults,
     writes: u64,
     syncs: u64,
@@ -234,7 +366,8 @@ struct MemState {
     crash_image: Option<BTreeMap<String, MemFileData>>,
 }
 
-/// An in-memory directory that models bytes written but not synced. Cloning shares the files.
+/// An in-memory directory that models bytes written but not synced and directory operations
+/// not synced. Cloning shares the files.
 #[derive(Clone, Default)]
 pub struct MemDir {
     state: Arc<Mutex<MemState>>,
@@ -244,7 +377,7 @@ impl fmt::Debug for MemDir {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.lock();
         f.debug_struct("MemDir")
-            .field("files", &state.files.keys().collect::<Vec<_>>())
+            .field("files", &state.names.keys().collect::<Vec<_>>())
             .field("io_calls", &state.io_calls)
             .finish()
     }
@@ -271,51 +404,105 @@ impl SplitMix64 {
     }
 }
 
-fn power_loss_image(
-    files: &BTreeMap<String, MemFileData>,
-    loss: PowerLoss,
-) -> BTreeMap<String, MemFileData> {
+/// A file after a power cut that keeps a random prefix of its unsynced changes.
+fn keep_prefix(data: &MemFileData, rng: &mut SplitMix64) -> Vec<u8> {
+    let mut kept = data.durable.clone();
+    let keep = rng.up_to(data.pending.len() as u64) as usize;
+    for change in &data.pending[..keep] {
+        apply_pending(&mut kept, change);
+    }
+    // Tear the first lost write half of the time: a random prefix of it survives.
+    if let Some(Pending::Write {
+        offset,
+        data: bytes,
+    }) = data.pending.get(keep)
+    {
+        if rng.next_u64().is_multiple_of(2) && !bytes.is_empty() {
+            let torn = rng.up_to(bytes.len() as u64 - 1) as usize;
+            let change = Pending::Write {
+                offset: *offset,
+                data: bytes[..torn].to_vec(),
+            };
+            apply_pending(&mut kept, &change);
+        }
+    }
+    kept
+}
+
+/// A file after a power cut that loses a random subset of its unsynced pages.
+fn keep_random_pages(data: &MemFileData, rng: &mut SplitMix64) -> Vec<u8> {
+    let len = if data.current.len() != data.durable.len() && rng.next_u64().is_multiple_of(2) {
+        data.current.len()
+    } else {
+        data.durable.len()
+    };
+    let byte = |bytes: &[u8], at: usize| bytes.get(at).copied().unwrap_or(0);
+    let mut kept: Vec<u8> = (0..len).map(|at| byte(&data.durable, at)).collect();
+    let mut last_kept = None;
+    for page in data.dirty_pages() {
+        let from = page * MEM_PAGE_BYTES;
+        if from >= len {
+            break;
+        }
+        if rng.next_u64().is_multiple_of(2) {
+            continue;
+        }
+        let to = (from + MEM_PAGE_BYTES).min(len);
+        for (at, b) in kept[from..to].iter_mut().enumerate() {
+            *b = byte(&data.current, from + at);
+        }
+        last_kept = Some((from, to));
+    }
+    // Tear the highest surviving page half of the time: only a prefix of it was written back.
+    if let Some((from, to)) = last_kept {
+        if rng.next_u64().is_multiple_of(2) {
+            let torn_at = from + rng.up_to((to - from - 1) as u64) as usize;
+            for (at, b) in kept[torn_at..to].iter_mut().enumerate() {
+                *b = byte(&data.durable, torn_at + at);
+            }
+        }
+    }
+    kept
+}
+
+fn power_loss_image(state: &MemState, loss: PowerLoss) -> BTreeMap<String, MemFileData> {
     let mut rng = match loss {
         PowerLoss::DropUnsynced => None,
-        PowerLoss::KeepRandomPrefix { seed } => Some(SplitMix64(seed)),
+        PowerLoss::KeepRandomPrefix { seed } | PowerLoss::RandomPages { seed } => {
+            Some(SplitMix64(seed))
+        }
     };
-    files
-        .iter()
-        .map(|(name, data)| {
-            let mut kept = data.durable.clone();
-            if let Some(rng) = rng.as_mut() {
-                let keep = rng.up_to(data.pending.len() as u64) as usize;
-                for change in &data.pending[..keep] {
-                    apply_pending(&mut kept, change);
-                }
-                // Tear the first lost write half of the time: a random prefix of it survives.
-                if let Some(Pending::Write {
-                    offset,
-                    data: bytes,
-                }) = data.pending.get(keep)
-                {
-                    if rng.next_u64() % 2 == 0 && !bytes.is_empty() {
-                        let torn = rng.up_to(bytes.len() as u64 - 1) as usize;
-                        let change = Pending::Write {
-                            offset: *offset,
-                            data: bytes[..torn].to_vec(),
-                        };
-                        apply_pending(&mut kept, &change);
-                    }
-                }
-            }
-            let allocated_bytes = kept.len() as u64;
-            (
-                name.clone(),
-                MemFileData {
-                    durable: kept.clone(),
-                    current: kept,
-                    pending: Vec::new(),
-                    allocated_bytes,
-                },
-            )
+    let mut names = state.durable_names.clone();
+    if let Some(rng) = rng.as_mut() {
+        let keep = rng.up_to(state.dir_ops.len() as u64) as usize;
+        for op in &state.dir_ops[..keep] {
+            apply_dir_op(&mut names, op);
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|(name, ino)| {
+            let data = state.inodes.get(&ino)?;
+            let kept = match (loss, rng.as_mut()) {
+                (PowerLoss::KeepRandomPrefix { .. }, Some(rng)) => keep_prefix(data, rng),
+                (PowerLoss::RandomPages { .. }, Some(rng)) => keep_random_pages(data, rng),
+                _ => data.durable.clone(),
+            };
+            Some((name, MemFileData::durable(kept)))
         })
         .collect()
+}
+
+fn state_from_image(files: BTreeMap<String, MemFileData>) -> MemState {
+    let mut state = MemState::default();
+    for (name, data) in files {
+        let ino = state.next_ino;
+        state.next_ino += 1;
+        state.inodes.insert(ino, data);
+        state.names.insert(name, ino);
+    }
+    state.durable_names = state.names.clone();
+    state
 }
 
 impl MemDir {
@@ -329,18 +516,16 @@ impl MemDir {
         let state = self.state.lock();
         let files = match &state.crash_image {
             Some(image) => image.clone(),
-            None => power_loss_image(&state.files, loss),
+            None => power_loss_image(&state, loss),
         };
         MemDir {
-            state: Arc::new(Mutex::new(MemState {
-                files,
-                ..MemState::default()
-            })),
+            state: Arc::new(Mutex::new(state_from_image(files))),
         }
     }
 
-    /// After `io_calls` more I/O calls (writes, set_len, syncs), cut the power: the image taken
-    /// then is what [`MemDir::power_loss`] returns from now on, and every later I/O call fails.
+    /// After `io_calls` more I/O calls (writes, set_len, syncs, creations, removals, renames),
+    /// cut the power: the image taken then is what [`MemDir::power_loss`] returns from now on,
+    /// and every later I/O call fails.
     pub fn arm_power_cut(&self, io_calls: u64, loss: PowerLoss) {
         let mut state = self.state.lock();
         let at = state.io_calls + io_calls;
@@ -370,29 +555,47 @@ impl MemDir {
         self.state.lock().faults.capacity_bytes = capacity_bytes;
     }
 
-    /// I/O calls (writes, set_len, syncs) made so far.
+    /// From now on, every read, write, `set_len` or `sync_data` on a file whose name starts with
+    /// `name_prefix` (as named when opened) blocks until the returned gate opens: tests use it to
+    /// hold one thread's I/O and watch what the others can still do.
+    pub fn hold_io(&self, name_prefix: &str) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.state.lock().faults.gate = Some((name_prefix.to_string(), gate.clone()));
+        gate
+    }
+
+    /// I/O calls made so far.
     pub fn io_calls(&self) -> u64 {
         self.state.lock().io_calls
     }
 
     /// The current bytes of `name` (what reads see), for tests that corrupt files.
     pub fn file_bytes(&self, name: &str) -> Option<Vec<u8>> {
-        self.state.lock().files.get(name).map(|f| f.current.clone())
+        let state = self.state.lock();
+        let ino = state.names.get(name)?;
+        state.inodes.get(ino).map(|f| f.current.clone())
     }
 
-    /// Replaces the bytes of `name`, durably (tests use it to flip bits or truncate).
+    /// Whether `name` would survive a power cut (its creation or rename reached a `sync_dir`).
+    pub fn name_is_durable(&self, name: &str) -> bool {
+        self.state.lock().durable_names.contains_key(name)
+    }
+
+    /// Replaces the bytes of `name`, durably, name included (tests use it to flip bits or
+    /// truncate).
     pub fn put_file_bytes(&self, name: &str, bytes: Vec<u8>) {
         let mut state = self.state.lock();
-        let allocated_bytes = bytes.len() as u64;
-        state.files.insert(
-            name.to_string(),
-            MemFileData {
-                durable: bytes.clone(),
-                current: bytes,
-                pending: Vec::new(),
-                allocated_bytes,
-            },
-        );
+        let ino = match state.names.get(name) {
+            Some(ino) => *ino,
+            None => {
+                let ino = state.next_ino;
+                state.next_ino += 1;
+                state.names.insert(name.to_string(), ino);
+                ino
+            }
+        };
+        state.durable_names.insert(name.to_string(), ino);
+        state.inodes.insert(ino, MemFileData::durable(bytes));
     }
 }
 
@@ -410,20 +613,60 @@ impl MemState {
     fn maybe_cut_power(&mut self) {
         if let Some((at, loss)) = self.faults.power_cut_after_io {
             if self.io_calls >= at && self.crash_image.is_none() {
-                self.crash_image = Some(power_loss_image(&self.files, loss));
+                self.crash_image = Some(power_loss_image(self, loss));
             }
         }
     }
 
     fn allocated_total(&self) -> u64 {
-        self.files.values().map(|f| f.allocated_bytes).sum()
+        self.names
+            .values()
+            .filter_map(|ino| self.inodes.get(ino))
+            .map(|f| f.allocated_bytes)
+            .sum()
+    }
+
+    fn create(&mut self, name: &str) -> u64 {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, MemFileData::default());
+        self.names.insert(name.to_string(), ino);
+        self.dir_ops.push(DirOp::Create {
+            name: name.to_string(),
+            ino,
+        });
+        ino
+    }
+
+    fn file_mut(&mut self, ino: u64, name: &str) -> io::Result<&mut MemFileData> {
+        self.inodes.get_mut(&ino).ok_or_else(|| not_found(name))
     }
 }
 
 #[derive(Debug)]
 struct MemFile {
+    /// The name it was opened by, for errors and gates.
     name: String,
+    ino: u64,
     state: Arc<Mutex<MemState>>,
+}
+
+impl MemFile {
+    /// Waits at the gate, if one holds this file's I/O (outside the state lock).
+    fn gate(&self) {
+        let gate = {
+            let state = self.state.lock();
+            match &state.faults.gate {
+                Some((prefix, gate)) if self.name.starts_with(prefix.as_str()) => {
+                    Some(gate.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(gate) = gate {
+            gate.pass();
+        }
+    }
 }
 
 fn not_found(name: &str) -> io::Error {
@@ -434,17 +677,18 @@ impl StorageFile for MemFile {
     fn len(&self) -> io::Result<u64> {
         let state = self.state.lock();
         let file = state
-            .files
-            .get(&self.name)
+            .inodes
+            .get(&self.ino)
             .ok_or_else(|| not_found(&self.name))?;
         Ok(file.current.len() as u64)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.gate();
         let state = self.state.lock();
         let file = state
-            .files
-            .get(&self.name)
+            .inodes
+            .get(&self.ino)
             .ok_or_else(|| not_found(&self.name))?;
         let start = offset as usize;
         let end = start
@@ -458,6 +702,7 @@ impl StorageFile for MemFile {
     }
 
     fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.gate();
         let mut state = self.state.lock();
         state.io_call()?;
         state.writes += 1;
@@ -465,21 +710,14 @@ impl StorageFile for MemFile {
             return Err(io::Error::from_raw_os_error(EIO));
         }
         let end = offset + buf.len() as u64;
-        let allocated_before = state
-            .files
-            .get(&self.name)
-            .ok_or_else(|| not_found(&self.name))?
-            .allocated_bytes;
+        let allocated_before = state.file_mut(self.ino, &self.name)?.allocated_bytes;
         let growth = end.saturating_sub(allocated_before);
         if let Some(capacity) = state.faults.capacity_bytes {
             if state.allocated_total() + growth > capacity {
                 return Err(io::Error::from_raw_os_error(ENOSPC));
             }
         }
-        let file = state
-            .files
-            .get_mut(&self.name)
-            .ok_or_else(|| not_found(&self.name))?;
+        let file = state.file_mut(self.ino, &self.name)?;
         let change = Pending::Write {
             offset,
             data: buf.to_vec(),
@@ -492,12 +730,10 @@ impl StorageFile for MemFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        self.gate();
         let mut state = self.state.lock();
         state.io_call()?;
-        let file = state
-            .files
-            .get_mut(&self.name)
-            .ok_or_else(|| not_found(&self.name))?;
+        let file = state.file_mut(self.ino, &self.name)?;
         let change = Pending::SetLen(len);
         apply_pending(&mut file.current, &change);
         file.pending.push(change);
@@ -508,6 +744,7 @@ impl StorageFile for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.gate();
         let mut state = self.state.lock();
         state.io_call()?;
         state.syncs += 1;
@@ -516,10 +753,7 @@ impl StorageFile for MemFile {
             // reported once. The store must never retry and trust the data.
             return Err(io::Error::from_raw_os_error(EIO));
         }
-        let file = state
-            .files
-            .get_mut(&self.name)
-            .ok_or_else(|| not_found(&self.name))?;
+        let file = state.file_mut(self.ino, &self.name)?;
         file.durable = file.current.clone();
         file.pending.clear();
         state.maybe_cut_power();
@@ -530,56 +764,71 @@ impl StorageFile for MemFile {
 impl StorageDir for MemDir {
     fn open(&self, name: &str, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         let mut state = self.state.lock();
-        if !state.files.contains_key(name) {
-            if !create {
-                return Err(not_found(name));
+        let ino = match state.names.get(name) {
+            Some(ino) => *ino,
+            None => {
+                if !create {
+                    return Err(not_found(name));
+                }
+                state.io_call()?;
+                let ino = state.create(name);
+                state.maybe_cut_power();
+                ino
             }
-            state.io_call()?;
-            state.files.insert(name.to_string(), MemFileData::default());
-            state.maybe_cut_power();
-        }
+        };
         Ok(Arc::new(MemFile {
             name: name.to_string(),
+            ino,
             state: self.state.clone(),
         }))
     }
     fn create_new(&self, name: &str) -> io::Result<Arc<dyn StorageFile>> {
         let mut state = self.state.lock();
-        if state.files.contains_key(name) {
+        if state.names.contains_key(name) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{name}: file exists"),
             ));
         }
         state.io_call()?;
-        state.files.insert(name.to_string(), MemFileData::default());
+        let ino = state.create(name);
         state.maybe_cut_power();
         Ok(Arc::new(MemFile {
             name: name.to_string(),
+            ino,
             state: self.state.clone(),
         }))
     }
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut state = self.state.lock();
         state.io_call()?;
-        state.files.remove(name).ok_or_else(|| not_found(name))?;
+        state.names.remove(name).ok_or_else(|| not_found(name))?;
+        state.dir_ops.push(DirOp::Remove {
+            name: name.to_string(),
+        });
         state.maybe_cut_power();
         Ok(())
     }
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let mut state = self.state.lock();
         state.io_call()?;
-        let file = state.files.remove(from).ok_or_else(|| not_found(from))?;
-        state.files.insert(to.to_string(), file);
+        let ino = state.names.remove(from).ok_or_else(|| not_found(from))?;
+        state.names.insert(to.to_string(), ino);
+        state.dir_ops.push(DirOp::Rename {
+            from: from.to_string(),
+            to: to.to_string(),
+        });
         state.maybe_cut_power();
         Ok(())
     }
     fn list(&self) -> io::Result<Vec<String>> {
-        Ok(self.state.lock().files.keys().cloned().collect())
+        Ok(self.state.lock().names.keys().cloned().collect())
     }
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state.lock();
         state.io_call()?;
+        state.durable_names = state.names.clone();
+        state.dir_ops.clear();
         state.maybe_cut_power();
         Ok(())
     }
@@ -596,6 +845,7 @@ mod tests {
     fn unsynced_bytes_are_lost_on_power_cut_and_synced_bytes_survive() {
         let dir = MemDir::new();
         let f = dir.open("a", true).unwrap();
+        dir.sync_dir().unwrap();
         f.write_at(0, b"hello").unwrap();
         f.sync_data().unwrap();
         f.write_at(5, b" world").unwrap();
@@ -610,6 +860,7 @@ mod tests {
     fn random_prefix_keeps_a_prefix_of_unsynced_writes() {
         let dir = MemDir::new();
         let f = dir.open("a", true).unwrap();
+        dir.sync_dir().unwrap();
         f.write_at(0, b"aaaa").unwrap();
         f.write_at(4, b"bbbb").unwrap();
         for seed in 0..50 {
@@ -619,6 +870,79 @@ mod tests {
                 .unwrap();
             assert!(b"aaaabbbb".starts_with(&bytes), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn random_pages_lose_unsynced_pages_out_of_order_and_keep_synced_ones() {
+        let dir = MemDir::new();
+        let f = dir.open("a", true).unwrap();
+        dir.sync_dir().unwrap();
+        f.write_at(0, &[1u8; MEM_PAGE_BYTES]).unwrap();
+        f.sync_data().unwrap();
+        f.write_at(MEM_PAGE_BYTES as u64, &[2u8; 3 * MEM_PAGE_BYTES])
+            .unwrap();
+        let (mut hole_before_kept, mut torn) = (false, false);
+        for seed in 0..200 {
+            let bytes = dir
+                .power_loss(PowerLoss::RandomPages { seed })
+                .file_bytes("a")
+                .unwrap();
+            assert!(
+                bytes[..MEM_PAGE_BYTES].iter().all(|b| *b == 1),
+                "synced page"
+            );
+            let pages: Vec<&[u8]> = bytes[MEM_PAGE_BYTES..].chunks(MEM_PAGE_BYTES).collect();
+            for page in &pages {
+                assert!(page.iter().all(|b| *b == 0 || *b == 2), "old or new bytes");
+            }
+            let new = |p: &[u8]| p.iter().all(|b| *b == 2);
+            let old = |p: &[u8]| p.iter().all(|b| *b == 0);
+            if pages.len() == 3 && old(pages[0]) && !old(pages[2]) {
+                hole_before_kept = true;
+            }
+            if pages.iter().any(|p| !new(p) && !old(p)) {
+                torn = true;
+            }
+        }
+        assert!(
+            hole_before_kept,
+            "a later page survives an earlier lost one"
+        );
+        assert!(torn, "a page is torn");
+    }
+
+    #[test]
+    fn directory_operations_are_lost_unless_the_directory_was_synced() {
+        let dir = MemDir::new();
+        let a = dir.open("a", true).unwrap();
+        a.write_at(0, b"a").unwrap();
+        a.sync_data().unwrap();
+        let after = dir.power_loss(PowerLoss::DropUnsynced);
+        assert_eq!(
+            after.list().unwrap(),
+            Vec::<String>::new(),
+            "create not synced"
+        );
+        dir.sync_dir().unwrap();
+        dir.rename("a", "b").unwrap();
+        let after = dir.power_loss(PowerLoss::DropUnsynced);
+        assert_eq!(
+            after.list().unwrap(),
+            vec!["a".to_string()],
+            "rename not synced"
+        );
+        assert_eq!(after.file_bytes("a").unwrap(), b"a");
+        dir.sync_dir().unwrap();
+        dir.remove("b").unwrap();
+        let after = dir.power_loss(PowerLoss::DropUnsynced);
+        assert_eq!(
+            after.list().unwrap(),
+            vec!["b".to_string()],
+            "remove not synced"
+        );
+        dir.sync_dir().unwrap();
+        let after = dir.power_loss(PowerLoss::DropUnsynced);
+        assert!(after.list().unwrap().is_empty());
     }
 
     #[test]

@@ -25,10 +25,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::journal::index::{encode_checkpoint, Location, Position};
+use crate::journal::index::{Index, Location, Position};
 use crate::journal::record::{
     batch_payload_bytes, begin_record, check_payload, encode_batch, encode_released, finish_record,
-    RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX,
+    mark_unit_start, RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES,
+    RECORD_PAYLOAD_BYTES_MAX,
 };
 use crate::journal::segment::{create_segment, segment_name, Head};
 use crate::journal::uring::{Ring, UringError};
@@ -59,12 +60,16 @@ pub(crate) enum Cmd {
     Relocate {
         /// Segments to empty.
         segments: Vec<u32>,
+        /// Their live messages as of a snapshot, payloads already read by the maintenance
+        /// thread (reads of old segments stay off the writer thread). The writer keeps those
+        /// still live at the same location when it appends.
+        messages: Vec<Relocated>,
         /// Resolved when durable.
         completer: Completer,
     },
-    /// Sync everything written, then serialize the index.
+    /// Sync everything written, then hand over a copy of the index.
     Checkpoint {
-        /// Also list garbage segments and compaction candidates.
+        /// Answer even when nothing changed (GC wants the snapshot anyway).
         for_gc: bool,
         /// Skip (answer `None`) when nothing changed since `last`.
         last: Option<Position>,
@@ -73,19 +78,27 @@ pub(crate) enum Cmd {
     },
 }
 
-/// An index snapshot taken by the writer right after a sync, so it covers only durable records.
+/// A live message read back for compaction.
+#[derive(Debug)]
+pub(crate) struct Relocated {
+    pub list: String,
+    pub seq: u64,
+    /// Where it was when read: the writer relocates it only if it is still there.
+    pub location: Location,
+    pub payload: bytes::Bytes,
+}
+
+/// A copy of the index taken by the writer right after a sync, so it covers only durable
+/// records. The copy is a memory copy under the index read lock (the seq maps are flat arrays);
+/// encoding it and planning GC happen on the maintenance thread, not while group commit waits.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
-    /// The checkpoint bytes.
-    pub bytes: Vec<u8>,
-    /// The position they cover.
-    pub position: Position,
-    /// Segments GC may delete, ascending.
-    pub garbage: Vec<u32>,
-    /// Segments worth compacting (few live messages left), ascending.
-    pub compact: Vec<u32>,
-    /// Released ranges the snapshot knows.
-    pub released: Vec<(u32, u32)>,
+    /// The index, at `index.position`.
+    pub index: Index,
+    /// The segment being appended to.
+    pub head: u32,
+    /// The segment files open when it was taken.
+    pub existing: BTreeSet<u32>,
 }
 
 /// What a committed batch does to the index once written.
@@ -222,18 +235,18 @@ impl Writer {
             }
             Cmd::Relocate {
                 segments,
+                messages,
                 completer,
             } => {
                 // Earlier batches of this group must be applied first: the index decides what
                 // is still live, and the rewritten copies must follow every earlier ack.
                 self.commit(false);
-                match self.relocation_ops(&segments) {
-                    Ok(ops) if ops.is_empty() => completer.complete(Ok(())),
-                    Ok(ops) => {
-                        self.append_batch(ops, completer);
-                        self.commit(true);
-                    }
-                    Err(e) => completer.complete(Err(e)),
+                let ops = self.relocation_ops(&segments, messages);
+                if ops.is_empty() {
+                    completer.complete(Ok(()));
+                } else {
+                    self.append_batch(ops, completer);
+                    self.commit(true);
                 }
             }
             Cmd::Checkpoint {
@@ -295,13 +308,19 @@ impl Writer {
             }
         };
         finish_record(&mut self.buf, start, kind, self.shared.epoch);
+        if start == 0 && !self.unsynced {
+            // Nothing written since the last sync: this record starts a sync unit.
+            mark_unit_start(&mut self.buf[start..]);
+        }
         let record_bytes = (self.buf.len() - start) as u64;
         if self.head.offset + self.buf.len() as u64 > self.head.capacity_bytes {
-            let record = self.buf.split_off(start);
+            let mut record = self.buf.split_off(start);
             if let Err(e) = self.roll(record_bytes) {
                 self.fail(e.clone());
                 return Err(e);
             }
+            // The roll synced everything before: the first record of a segment starts a unit.
+            mark_unit_start(&mut record);
             self.buf.extend_from_slice(&record);
         }
         let record_start = self.buf.len() as u64 - record_bytes;
@@ -551,86 +570,38 @@ impl Writer {
         if !for_gc && last == Some(index.position) {
             return Ok(None);
         }
-        let bytes = encode_checkpoint(&index, self.shared.epoch);
-        let mut garbage = Vec::new();
-        let mut compact = Vec::new();
-        if for_gc {
-            let mut existing: BTreeSet<u32> = self.shared.segments.read().keys().copied().collect();
-            let old: Vec<u32> = existing
-                .iter()
-                .copied()
-                .filter(|s| *s < index.position.segment && *s != self.head.id)
-                .collect();
-            // Ascending: a segment's deps are all earlier, so one pass sees them go first.
-            for s in old {
-                if index.segment_is_garbage(s, &existing) {
-                    existing.remove(&s);
-                    garbage.push(s);
-                }
-            }
-            let threshold = self.shared.config.compact_live_percent_max;
-            if threshold > 0 {
-                let mut live_bytes: std::collections::BTreeMap<u32, u64> = Default::default();
-                for l in index.lists.values() {
-                    for loc in l.messages.values() {
-                        *live_bytes.entry(loc.segment).or_insert(0) += u64::from(loc.len);
-                    }
-                }
-                let limit = self.shared.config.journal_max_file_length * u64::from(threshold) / 100;
-                for s in existing.iter().copied() {
-                    if s >= index.position.segment || s == self.head.id {
-                        continue;
-                    }
-                    let own_deps_gone = index
-                        .deps
-                        .get(&s)
-                        .is_none_or(|d| d.iter().all(|x| !existing.contains(x)));
-                    if own_deps_gone && live_bytes.get(&s).copied().unwrap_or(0) <= limit {
-                        compact.push(s);
-                    }
-                }
-            }
-        }
         Ok(Some(Snapshot {
-            bytes,
-            position: index.position,
-            garbage,
-            compact,
-            released: index.released.clone(),
+            index: index.clone(),
+            head: self.head.id,
+            existing: self.shared.segments.read().keys().copied().collect(),
         }))
     }
 
-    /// The ops that rewrite what is live in `segments` at the head.
-    fn relocation_ops(&self, segments: &[u32]) -> Result<Batch, StoreError> {
+    /// The ops that rewrite what is live in `segments` at the head: the messages read for it
+    /// that are still live where they were read, and the live subscription records there. Only
+    /// index lookups: no I/O on the writer thread.
+    fn relocation_ops(&self, segments: &[u32], messages: Vec<Relocated>) -> Batch {
         let set: BTreeSet<u32> = segments.iter().copied().collect();
         let index = self.shared.index.read();
-        let files = self.shared.segments.read();
-        let mut ops = Vec::new();
-        let mut names: Vec<&String> = index.lists.keys().collect();
-        names.sort();
-        for name in names {
-            for (seq, loc) in &index.lists[name].messages {
-                if !set.contains(&loc.segment) {
-                    continue;
-                }
-                let file = files.get(&loc.segment).ok_or_else(|| StoreError::Corrupt {
-                    location: segment_name(loc.segment),
-                    reason: "segment of a live message is not open".into(),
-                })?;
-                let payload = read_payload(file.as_ref(), *loc)?;
-                ops.push(Op::Enqueue {
-                    list: name.clone(),
-                    seq: *seq,
-                    payload,
-                });
-            }
-        }
+        let mut ops: Batch = messages
+            .into_iter()
+            .filter(|m| {
+                set.contains(&m.location.segment)
+                    && index.lists.get(&m.list).and_then(|l| l.messages.get(m.seq))
+                        == Some(m.location)
+            })
+            .map(|m| Op::Enqueue {
+                list: m.list,
+                seq: m.seq,
+                payload: m.payload,
+            })
+            .collect();
         for entry in index.subscriptions.values() {
             if entry.segments.last().is_some_and(|s| set.contains(s)) {
                 ops.push(Op::PutSubscription(entry.record.clone()));
             }
         }
-        Ok(ops)
+        ops
     }
 }
 
