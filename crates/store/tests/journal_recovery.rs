@@ -545,3 +545,26 @@ fn stale_records_after_a_hole_are_never_replayed_once_the_writer_appended_before
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn segment_and_checkpoint_names_are_durable_once_created() {
+    let dir = MemDir::new();
+    let config = small_config(8 * 1024);
+    let store = open_mem(&dir, config.clone());
+    assert!(dir.name_is_durable("journal-1.log"), "created at open");
+    fill(&store, 1..=40, 500);
+    let segments = store.segment_ids();
+    assert!(segments.len() > 2, "{segments:?}");
+    for s in &segments {
+        let name = format!("journal-{s}.log");
+        assert!(dir.name_is_durable(&name), "{name}: created by a roll");
+    }
+    assert!(store.checkpoint().unwrap());
+    assert!(dir.name_is_durable("index.db"), "renamed into place");
+    assert!(!dir.name_is_durable("index.db.tmp"));
+    // Nothing unsynced is needed: dropping every unsynced byte and name keeps it all.
+    let image = dir.power_loss(PowerLoss::DropUnsynced);
+    let reopened = open_mem(&image, config);
+    assert!(reopened.recovery_report().from_checkpoint);
+    assert_eq!(seqs(&reopened), (1..=40).collect::<Vec<_>>());
+}
