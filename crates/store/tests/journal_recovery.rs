@@ -422,11 +422,11 @@ fn enqueue_record_bytes(payload_bytes: usize) -> usize {
     24 + 4 + 1 + 2 + Q.len() + 8 + 8 + payload_bytes
 }
 
-/// What a power cut can leave when page writeback of an unsynced group is unordered: `#1` is
-/// synced; the group `enqueue #2 (9000 bytes) | dequeue #1 | enqueue #3` was not, and the page
-/// holding the start of `#2` was lost while the page holding its end, the dequeue and `#3`
-/// survived. Returns the image and the offsets (end of `#1`, start of the dequeue).
-fn image_with_a_hole_before_stale_records() -> (MemDir, usize, usize) {
+/// The bytes before a power cut: `#1` synced, then the group `enqueue #2 (9000 bytes) |
+/// dequeue #1 | enqueue #3` written (one write, one sync unit) but not synced. Returns them with
+/// the end of `#1`, the start of the page holding the dequeue, and the start of the dequeue.
+/// Page write-back being unordered, a cut can keep that page and lose earlier ones.
+fn image_of_an_unsynced_group() -> (Vec<u8>, usize, usize, usize) {
     use ferromq_store::journal::record::{
         begin_record, encode_batch, finish_record, mark_unit_start, RecordType,
     };
@@ -459,10 +459,52 @@ fn image_with_a_hole_before_stale_records() -> (MemDir, usize, usize) {
     // The lost pages: from the end of the synced record to the page that holds the dequeue.
     let lost_until = dequeue_at / PAGE * PAGE;
     assert!(lost_until > end_of_1, "the hole must cover the head of #2");
-    bytes[end_of_1..lost_until].fill(0);
+    (bytes, end_of_1, lost_until, dequeue_at)
+}
+
+/// A directory holding `bytes` as `journal-1.log`, durably.
+fn image_of(bytes: Vec<u8>) -> MemDir {
     let image = MemDir::new();
     image.put_file_bytes("journal-1.log", bytes);
-    (image, end_of_1, dequeue_at)
+    image
+}
+
+/// The group's first pages lost, from the end of `#1`: zeros where `#2`'s header was.
+fn image_with_a_hole_before_stale_records() -> (MemDir, usize, usize) {
+    let (mut bytes, end_of_1, lost_until, dequeue_at) = image_of_an_unsynced_group();
+    bytes[end_of_1..lost_until].fill(0);
+    (image_of(bytes), end_of_1, dequeue_at)
+}
+
+#[test]
+fn a_lost_page_inside_the_last_unsynced_group_is_a_torn_tail_not_corruption() {
+    // The page with #2's header survived, the next one did not, the one after did: #2 fails its
+    // CRC and valid records of the same (never confirmed) group follow it.
+    let (mut bytes, end_of_1, lost_until, _) = image_of_an_unsynced_group();
+    let header_page_end = end_of_1 / 4096 * 4096 + 4096;
+    assert!(header_page_end < lost_until);
+    bytes[header_page_end..lost_until].fill(0);
+    for config in [
+        small_config(64 * 1024),
+        JournalConfig {
+            check_for_corrupt_journal_files: true,
+            ..small_config(64 * 1024)
+        },
+    ] {
+        let image = image_of(bytes.clone());
+        let store = try_open_mem(&image, config.clone()).unwrap_or_else(|e| {
+            panic!(
+                "the store must restart (skip corrupt: {}): {e}",
+                config.check_for_corrupt_journal_files
+            )
+        });
+        assert_eq!(
+            store.recovery_report().torn_tail,
+            Some(("journal-1.log".to_string(), end_of_1 as u64))
+        );
+        assert_eq!(seqs(&store), vec![1], "nothing of the unconfirmed group");
+        assert_eq!(store.recovery_report().corrupt_records_skipped, 0);
+    }
 }
 
 /// The hole, then a new writer appends `#2` again (the broker reuses the seq of a message that was

@@ -23,9 +23,9 @@ use crate::journal::index::{
 };
 use crate::journal::record::{
     begin_record, decode_batch, decode_epoch_start, decode_released, encode_epoch_start,
-    finish_record, parse_frame, parse_segment_header, segment_header, DecodedOp, EpochStart,
-    FrameError, RecordType, RECORD_HEADER_BYTES, RECORD_MAGIC, RECORD_PAYLOAD_BYTES_MAX,
-    SEGMENT_HEADER_BYTES,
+    finish_record, mark_unit_start, parse_frame, parse_segment_header, segment_header, DecodedOp,
+    EpochStart, FrameError, RecordType, RECORD_HEADER_BYTES, RECORD_MAGIC,
+    RECORD_PAYLOAD_BYTES_MAX, SEGMENT_HEADER_BYTES,
 };
 use crate::journal::segment::{create_segment, parse_segment_name, segment_name, Head};
 use crate::journal::storage::{StorageDir, StorageFile};
@@ -524,6 +524,8 @@ pub(crate) fn recover(
         let at = begin_record(&mut buf);
         encode_epoch_start(&mut buf, &start).map_err(|e| StoreError::Config(e.0))?;
         finish_record(&mut buf, at, RecordType::EpochStart, epoch);
+        // The first record of a segment created (and synced) just now starts a sync unit.
+        mark_unit_start(&mut buf[at..]);
         debug_assert_eq!(head.offset, SEGMENT_HEADER_BYTES as u64);
         debug_assert!(head.offset + buf.len() as u64 <= head.capacity_bytes);
         head.file
