@@ -610,3 +610,35 @@ fn segment_and_checkpoint_names_are_durable_once_created() {
     assert!(reopened.recovery_report().from_checkpoint);
     assert_eq!(seqs(&reopened), (1..=40).collect::<Vec<_>>());
 }
+
+#[test]
+fn writes_a_killed_process_left_in_the_page_cache_are_synced_before_new_appends() {
+    for seed in 0..64 {
+        let dir = MemDir::new();
+        let never = JournalConfig {
+            sync: SyncMode::Never,
+            ..small_config(64 * 1024)
+        };
+        // Confirmed without a sync, then the process dies (kill -9): the bytes stay in the page
+        // cache, not on disk.
+        let killed = open_mem(&dir, never);
+        fill(&killed, 1..=3, 3000);
+        std::mem::forget(killed);
+        // The next process appends one record; the power goes before its sync.
+        let next = open_mem(&dir, small_config(64 * 1024));
+        assert_eq!(seqs(&next), vec![1, 2, 3]);
+        dir.arm_power_cut(1, PowerLoss::RandomPages { seed });
+        let _ = next
+            .submit(vec![enq(Q, 4, body(Q, 4, 3000))])
+            .wait_blocking();
+        assert!(dir.power_is_cut(), "seed {seed}");
+        let image = dir.power_loss(PowerLoss::DropUnsynced);
+        let store = try_open_mem(&image, small_config(64 * 1024))
+            .unwrap_or_else(|e| panic!("seed {seed}: the store must restart: {e}"));
+        let got = seqs(&store);
+        assert!(
+            got == vec![1, 2, 3] || got == vec![1, 2, 3, 4],
+            "seed {seed}: what the second process saw is durable: {got:?}"
+        );
+    }
+}
