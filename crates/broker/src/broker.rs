@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::config::BrokerConfig;
 use crate::consumer::{ConsumerId, ConsumerOptions, DeliverySink};
-use crate::dedup::{DupCache, DupVerdict, DUPLICATE_ID_HEADER, DUP_LIST_PREFIX};
+use crate::dedup::{DupCache, DupKey, DupToken, DupVerdict, DUPLICATE_ID_HEADER, DUP_LIST_PREFIX};
 use crate::destination::{wildcard_matches, Destination, DestinationKind};
 use crate::error::BrokerError;
 use crate::message::Message;
@@ -152,6 +152,18 @@ pub struct TxWork {
     pub sends: Vec<Message>,
     /// Deliveries acknowledged in the transaction, per consumer.
     pub acks: Vec<(ConsumerHandle, Vec<u64>)>,
+}
+
+/// What waits for the outcome of one store write besides the messages it places.
+#[derive(Debug, Default)]
+struct AfterWrite {
+    /// Duplicate ids first seen in this write: durable with it, or forgotten if it fails.
+    dups: Vec<DupToken>,
+    /// Transactional acks committed by this write, per list and consumer.
+    acks: Vec<(Arc<MessageList>, ConsumerId, Vec<u64>)>,
+    /// Writes of originals (of resends in this write) still in flight: the write is confirmed
+    /// only once they are durable too, and fails with them.
+    originals: Vec<Completion>,
 }
 
 /// The broker. Shared by every connection (`Arc<Broker>`); knows nothing of sockets or of
@@ -477,34 +489,94 @@ impl Broker {
             }
         }
         let mut batch = Batch::new();
-        if self.is_duplicate(&msg, &mut batch) {
-            return Ok(Completion::ready(Ok(())));
+        let mut after = AfterWrite::default();
+        let keep = self.dedup(std::slice::from_ref(&msg), &mut batch, &mut after)?;
+        if keep.first() == Some(&false) {
+            // A resend: confirmed when (and as) its original is.
+            return Ok(after
+                .originals
+                .pop()
+                .unwrap_or_else(|| Completion::ready(Ok(()))));
         }
         let items = lists.into_iter().map(|l| (l, msg.clone())).collect();
-        self.place(items, batch).await
+        self.place(items, batch, after).await
     }
 
-    /// Duplicate detection: true when `msg` carries a duplicate id already seen on its
-    /// destination (the resend of a message that is stored already). Otherwise remembers the
-    /// id, adding to `batch` what persists it with the message.
-    fn is_duplicate(&self, msg: &Message, batch: &mut Batch) -> bool {
-        let Some(id) = msg.header(DUPLICATE_ID_HEADER) else {
-            return false;
-        };
+    /// Duplicate detection for the messages of one write: whether to keep each. A message whose
+    /// id was seen is dropped; if its original's write is still in flight, that write's
+    /// completion goes to `after.originals`, so the resend is confirmed only once the original
+    /// is durable. New ids are remembered as pending until this write settles (`after.dups`),
+    /// and `batch` gets the ops that persist them with their messages.
+    fn dedup(
+        &self,
+        msgs: &[Arc<Message>],
+        batch: &mut Batch,
+        after: &mut AfterWrite,
+    ) -> Result<Vec<bool>, BrokerError> {
+        let mut keep = vec![true; msgs.len()];
         if !self.dups.enabled() {
-            return false;
+            return Ok(keep);
         }
-        let persist = msg.persistent && !msg.destination.kind.is_temporary();
-        match self.dups.check(&msg.destination.key(), id, persist, batch) {
-            DupVerdict::New => false,
-            DupVerdict::Duplicate => {
-                tracing::info!(
-                    destination = %msg.destination,
-                    duplicate_id = id,
-                    "duplicate message dropped (already stored): acknowledging the producer without storing it again"
-                );
-                true
+        let mut keys = Vec::new();
+        let mut which = Vec::new();
+        for (i, msg) in msgs.iter().enumerate() {
+            if let Some(id) = msg.header(DUPLICATE_ID_HEADER) {
+                keys.push(DupKey {
+                    dest_key: msg.destination.key(),
+                    id,
+                    persist: msg.persistent && !msg.destination.kind.is_temporary(),
+                });
+                which.push(i);
             }
+        }
+        if keys.is_empty() {
+            return Ok(keep);
+        }
+        let verdicts = self.dups.check(&keys, batch).map_err(|e| {
+            BrokerError::Limit(format!(
+                "too many resends of duplicate id {} wait for its original to be stored",
+                e.id
+            ))
+        })?;
+        for ((i, verdict), key) in which.into_iter().zip(verdicts).zip(&keys) {
+            match verdict {
+                DupVerdict::New(token) => after.dups.push(token),
+                DupVerdict::Duplicate => {
+                    keep[i] = false;
+                    tracing::info!(
+                        destination = %msgs[i].destination,
+                        duplicate_id = key.id,
+                        "duplicate message dropped (already stored): acknowledging the producer without storing it again"
+                    );
+                }
+                DupVerdict::InFlight(original) => {
+                    keep[i] = false;
+                    after.originals.push(original);
+                    tracing::info!(
+                        destination = %msgs[i].destination,
+                        duplicate_id = key.id,
+                        "duplicate message dropped (original being stored): acknowledging the producer once the original is durable"
+                    );
+                }
+            }
+        }
+        Ok(keep)
+    }
+
+    /// Settles what waited for a write: duplicate ids and committed acks.
+    fn settle(
+        &self,
+        dups: Vec<DupToken>,
+        acks: Vec<(Arc<MessageList>, ConsumerId, Vec<u64>)>,
+        result: &Result<(), ferromq_store::StoreError>,
+        now: u64,
+        fx: &mut Effects,
+    ) {
+        for token in dups {
+            self.dups.settle(token, result);
+        }
+        for (list, consumer, tags) in acks {
+            list.finish_commit_acks(consumer, &tags, result.is_ok(), now, fx);
         }
     }
 
@@ -518,7 +590,13 @@ impl Broker {
         &self,
         items: Vec<(Arc<MessageList>, Arc<Message>)>,
         mut batch: Batch,
+        after: AfterWrite,
     ) -> Result<Completion, BrokerError> {
+        let AfterWrite {
+            dups,
+            acks,
+            originals,
+        } = after;
         let mut reserved = Vec::with_capacity(items.len());
         // A topic message goes to many lists: encode it once (items of one message are
         // adjacent).
@@ -564,9 +642,10 @@ impl Broker {
                     (false, false) => {}
                 }
             }
+            self.settle(dups, acks, &result, now, &mut fx);
             self.process_effects(fx);
             result?;
-            return Ok(Completion::ready(Ok(())));
+            return Ok(join_originals(originals));
         }
         // The write is in flight. Messages keep their places now (so order holds) but are
         // dispatched only once the store confirms them — store, then dispatch: a consumer never
@@ -596,9 +675,13 @@ impl Broker {
                         (false, false) => list.abandon_undurable(r.seq, now, &mut fx),
                     }
                 }
+                broker.settle(dups, acks, &result, now, &mut fx);
                 broker.process_effects(fx);
             }
-            completer.complete(result);
+            completer.complete(match result {
+                Ok(()) => all_ok(originals).await,
+                Err(e) => Err(e),
+            });
         });
         Ok(confirmed)
     }
@@ -999,19 +1082,27 @@ impl Broker {
             }
         }
         // Only once the whole commit is known to be possible are duplicate ids remembered.
-        let mut dup_ops = Batch::new();
+        let mut batch = Batch::new();
+        let mut after = AfterWrite::default();
+        let msgs: Vec<Arc<Message>> = resolved.iter().map(|(m, _)| m.clone()).collect();
+        let keep = self.dedup(&msgs, &mut batch, &mut after)?;
         let mut items: Vec<(Arc<MessageList>, Arc<Message>)> = Vec::new();
-        for (msg, lists) in resolved {
-            if self.is_duplicate(&msg, &mut dup_ops) {
-                continue;
+        for ((msg, lists), keep) in resolved.into_iter().zip(keep) {
+            if keep {
+                items.extend(lists.into_iter().map(|l| (l, msg.clone())));
             }
-            items.extend(lists.into_iter().map(|l| (l, msg.clone())));
         }
-        let mut batch = dup_ops;
+        // The acked messages stay held until the batch is durable: removed then, redelivered
+        // if it fails.
         for (handle, tags) in &tx.acks {
-            handle.list.commit_acks(handle.id, tags, &mut batch);
+            let committing = handle.list.prepare_commit_acks(handle.id, tags, &mut batch);
+            if !committing.is_empty() {
+                after
+                    .acks
+                    .push((handle.list.clone(), handle.id, committing));
+            }
         }
-        self.place(items, batch).await
+        self.place(items, batch, after).await
     }
 
     /// Rolls a transaction back: sends are discarded, acked messages are redelivered.
@@ -1142,6 +1233,28 @@ impl Broker {
             let mut fx = Effects::default();
             dlq.insert(seq, Arc::new(m), self.now_ms(), &mut fx);
             work.extend(fx.dead);
+        }
+    }
+}
+
+/// Resolves `Ok` once every one of `originals` has; with the first failure otherwise.
+async fn all_ok(originals: Vec<Completion>) -> Result<(), ferromq_store::StoreError> {
+    for c in originals {
+        c.await?;
+    }
+    Ok(())
+}
+
+/// A completion for a write that is already durable but confirms resends of originals that
+/// may still be in flight.
+fn join_originals(mut originals: Vec<Completion>) -> Completion {
+    match originals.len() {
+        0 => Completion::ready(Ok(())),
+        1 => originals.pop().unwrap_or_else(|| Completion::ready(Ok(()))),
+        _ => {
+            let (completer, completion) = Completion::pair();
+            tokio::spawn(async move { completer.complete(all_ok(originals).await) });
+            completion
         }
     }
 }

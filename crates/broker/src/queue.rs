@@ -7,7 +7,7 @@
 //! path ever holds two list locks at once.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -113,6 +113,9 @@ struct Slot {
     /// Tags acknowledged inside a transaction not yet committed. They no longer count against
     /// prefetch (as in ActiveMQ), but stay here so ABORT can redeliver them.
     tx_acked: HashSet<u64>,
+    /// The subset of `tx_acked` whose COMMIT batch is in flight: they leave only once it is
+    /// durable, and come back for redelivery if it fails.
+    committing: HashSet<u64>,
 }
 
 impl Slot {
@@ -182,6 +185,10 @@ struct State {
     /// stops at the first of them: a consumer never sees a message the broker could still lose
     /// (a failover would then make its producer resend it, and the consumer see it twice).
     undurable: BTreeSet<u64>,
+    /// Deliveries, by tag, whose consumer left while the commit of their ack was in flight.
+    /// Neither redelivered (the removal may already be durable) nor forgotten (it may fail):
+    /// [`MessageList::finish_commit_acks`] decides.
+    committing_orphans: HashMap<u64, Entry>,
 }
 
 /// Bounded memory for persistent lists (KahaDB's store cursor).
@@ -267,6 +274,7 @@ impl MessageList {
                 closed: false,
                 paging: Paging::default(),
                 undurable: BTreeSet::new(),
+                committing_orphans: HashMap::new(),
             }),
             space: Notify::new(),
         })
@@ -459,6 +467,7 @@ impl MessageList {
             opts,
             inflight: BTreeMap::new(),
             tx_acked: HashSet::new(),
+            committing: HashSet::new(),
         });
         self.dispatch(&mut st, now_ms, fx);
     }
@@ -471,8 +480,12 @@ impl MessageList {
             return false;
         };
         let slot = st.consumers.remove(pos);
-        for (_, entry) in slot.inflight {
-            self.requeue(&mut st, entry, fx);
+        for (tag, entry) in slot.inflight {
+            if slot.committing.contains(&tag) {
+                st.committing_orphans.insert(tag, entry);
+            } else {
+                self.requeue(&mut st, entry, fx);
+            }
         }
         self.dispatch(&mut st, now_ms, fx);
         drop(st);
@@ -544,36 +557,83 @@ impl MessageList {
         Ok(tags)
     }
 
-    /// Completes transactional acks: removes the messages, appending their dequeue ops.
-    pub fn commit_acks(&self, consumer: ConsumerId, tags: &[u64], batch: &mut Batch) {
+    /// Starts committing transactional acks: appends the dequeue ops of `tags` to `batch` and
+    /// returns the tags now being committed. The messages stay held (not redelivered, still
+    /// counted in memory) until [`MessageList::finish_commit_acks`] learns the batch's fate.
+    pub fn prepare_commit_acks(
+        &self,
+        consumer: ConsumerId,
+        tags: &[u64],
+        batch: &mut Batch,
+    ) -> Vec<u64> {
         let mut st = self.state.lock();
-        let st = &mut *st;
         let Some(slot) = st.consumers.iter_mut().find(|c| c.id == consumer) else {
             // The consumer went away before COMMIT: its messages were already returned to the
             // list for redelivery, which is the safe outcome.
-            return;
+            return Vec::new();
         };
-        let mut freed = 0;
-        let mut n = 0;
+        let mut committing = Vec::with_capacity(tags.len());
         for t in tags {
-            if !slot.tx_acked.remove(t) {
+            if !slot.tx_acked.contains(t) || slot.committing.contains(t) {
                 continue;
             }
-            if let Some(e) = slot.inflight.remove(t) {
-                freed += e.bytes;
-                n += 1;
-                if e.msg.persistent {
-                    if let Some(k) = &self.store_key {
-                        batch.push(Op::Dequeue {
-                            list: k.clone(),
-                            seq: e.seq,
-                        });
-                    }
+            let Some(e) = slot.inflight.get(t) else {
+                continue;
+            };
+            if e.msg.persistent {
+                if let Some(k) = &self.store_key {
+                    batch.push(Op::Dequeue {
+                        list: k.clone(),
+                        seq: e.seq,
+                    });
                 }
             }
+            slot.committing.insert(*t);
+            committing.push(*t);
         }
-        st.memory_bytes -= freed;
-        st.stats.dequeued += n;
+        committing
+    }
+
+    /// The commit batch of `tags` (from [`MessageList::prepare_commit_acks`]) is durable: the
+    /// messages leave for good; or it failed: they are redelivered, as after ABORT, since the
+    /// store still holds them.
+    pub fn finish_commit_acks(
+        &self,
+        consumer: ConsumerId,
+        tags: &[u64],
+        durable: bool,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let mut done = Vec::with_capacity(tags.len());
+        let mut slot = st.consumers.iter_mut().find(|c| c.id == consumer);
+        for t in tags {
+            let mut from_slot = None;
+            if let Some(slot) = slot.as_deref_mut() {
+                if slot.committing.remove(t) {
+                    slot.tx_acked.remove(t);
+                    from_slot = slot.inflight.remove(t);
+                }
+            }
+            if let Some(e) = from_slot.or_else(|| st.committing_orphans.remove(t)) {
+                done.push(e);
+            }
+        }
+        if st.closed {
+            return;
+        }
+        if durable {
+            let freed: u64 = done.iter().map(|e| e.bytes).sum();
+            st.memory_bytes = st.memory_bytes.saturating_sub(freed);
+            st.stats.dequeued += done.len() as u64;
+        } else {
+            for e in done {
+                self.requeue(st, e, fx);
+            }
+        }
+        self.dispatch(st, now_ms, fx);
         self.space.notify_waiters();
     }
 
@@ -588,7 +648,8 @@ impl MessageList {
         {
             let slot = &mut st.consumers[pos];
             for t in tags {
-                if slot.tx_acked.remove(t) {
+                // A tag whose commit is in flight belongs to that commit's outcome.
+                if !slot.committing.contains(t) && slot.tx_acked.remove(t) {
                     if let Some(e) = slot.inflight.remove(t) {
                         back.push(e);
                     }
@@ -688,6 +749,7 @@ impl MessageList {
         let mut st = self.state.lock();
         st.closed = true;
         st.pending.clear();
+        st.committing_orphans.clear();
         st.memory_bytes = 0;
         let ids = st.consumers.drain(..).map(|c| c.id).collect();
         drop(st);
@@ -706,7 +768,12 @@ impl MessageList {
         ListSnapshot {
             name: self.name.clone(),
             pending: st.pending.len() as u64 + st.paging.stored_only,
-            inflight: st.consumers.iter().map(|c| c.inflight.len() as u64).sum(),
+            inflight: st
+                .consumers
+                .iter()
+                .map(|c| c.inflight.len() as u64)
+                .sum::<u64>()
+                + st.committing_orphans.len() as u64,
             consumers: st.consumers.len() as u64,
             memory_bytes: st.memory_bytes,
             stats: st.stats,

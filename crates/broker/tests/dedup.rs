@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
-use ferromq_broker::{AckScope, BrokerConfig, Destination, Message, TxWork, DUPLICATE_ID_HEADER};
+use ferromq_broker::{
+    AckScope, BrokerConfig, BrokerError, Destination, Message, TxWork, DUPLICATE_ID_HEADER,
+};
+use ferromq_store::StoreError;
 
 fn with_id(mut m: Message, id: &str) -> Message {
     m.headers.push((DUPLICATE_ID_HEADER.into(), id.into()));
@@ -95,4 +98,131 @@ async fn messages_without_an_id_are_never_deduplicated() {
     f.send(f.pmsg(&q, "same")).await;
     f.send(f.pmsg(&q, "same")).await;
     assert_eq!(f.stored_bodies("queue://plain"), ["same", "same"]);
+}
+
+// ------------------------------------------- a resend while its original's write is in flight
+
+#[tokio::test]
+async fn a_resend_while_the_original_is_in_flight_is_confirmed_only_once_the_original_is_durable() {
+    let (broker, store) = held_broker(BrokerConfig::default());
+    let q = Destination::queue("inflight");
+    let c1 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    assert_eq!(store.held(), 1);
+    // The producer failed over before its receipt came and resends.
+    let mut c2 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    assert_eq!(store.held(), 1, "the resend must not be written again");
+    assert!(
+        !resolved_now(&mut c2),
+        "the resend was confirmed while its original was not yet stored"
+    );
+    store.release_next(Ok(()));
+    c1.await.unwrap();
+    c2.await.unwrap();
+    assert_eq!(store.stored_bodies("queue://inflight"), ["o"]);
+}
+
+#[tokio::test]
+async fn when_the_original_write_fails_its_id_is_forgotten_and_no_resend_is_confirmed() {
+    let (broker, store) = held_broker(BrokerConfig::default());
+    let q = Destination::queue("failing");
+    let sink = Collector::new();
+    let (_h, _) = broker
+        .subscribe(&q, individual(10), None, sink.clone())
+        .unwrap();
+    let c1 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    let c2 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    store.release_next(Err(StoreError::Failed("disk full".into())));
+    assert!(c1.await.is_err());
+    assert!(
+        c2.await.is_err(),
+        "a resend was confirmed although nothing was stored"
+    );
+    // The id was forgotten: the producer's next resend is stored and delivered.
+    let c3 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.held(),
+        1,
+        "the later resend was dropped as a duplicate"
+    );
+    store.release_next(Ok(()));
+    c3.await.unwrap();
+    assert_eq!(store.stored_bodies("queue://failing"), ["o"]);
+    assert_eq!(sink.bodies(), ["o"]);
+}
+
+#[tokio::test]
+async fn a_committed_resend_of_an_in_flight_message_waits_for_the_original() {
+    let (broker, store) = held_broker(BrokerConfig::default());
+    let q = Destination::queue("txdup");
+    let c1 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    let mut c2 = broker
+        .commit(TxWork {
+            sends: vec![
+                with_id(persistent(&broker, &q, "o"), "p:1"),
+                with_id(persistent(&broker, &q, "n"), "p:2"),
+            ],
+            acks: Vec::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.held(), 2);
+    // The commit's own batch is durable, but it also confirms the resend of "o".
+    store.release_nth(1, Ok(()));
+    settle().await;
+    assert!(
+        !resolved_now(&mut c2),
+        "the commit was confirmed while the original of its resend was not yet stored"
+    );
+    store.release_next(Err(StoreError::Failed("disk full".into())));
+    assert!(c1.await.is_err());
+    assert!(
+        c2.await.is_err(),
+        "a commit including a resend of a message that was never stored was confirmed"
+    );
+}
+
+#[tokio::test]
+async fn resends_waiting_on_one_in_flight_original_are_bounded() {
+    let (broker, store) = held_broker(BrokerConfig::default());
+    let q = Destination::queue("many");
+    let c1 = broker
+        .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+        .await
+        .unwrap();
+    let mut waiting = Vec::new();
+    let refused = loop {
+        match broker
+            .send(with_id(persistent(&broker, &q, "o"), "p:1"))
+            .await
+        {
+            Ok(c) => waiting.push(c),
+            Err(e) => break e,
+        }
+        assert!(waiting.len() <= 1_000, "resends were never refused");
+    };
+    assert!(matches!(refused, BrokerError::Limit(_)), "{refused:?}");
+    assert!(!waiting.is_empty());
+    store.release_next(Ok(()));
+    c1.await.unwrap();
+    for c in waiting {
+        c.await.unwrap();
+    }
 }

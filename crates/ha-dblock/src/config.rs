@@ -1,7 +1,9 @@
 //! Configuration of the shared-database locker (`ha.mode = "shared-db"`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fence::{LeaseClock, SystemLeaseClock};
 use crate::DbLockError;
 
 /// Which locking scheme elects the master.
@@ -49,6 +51,9 @@ pub struct DbLockConfig {
     pub holder_id: String,
     /// `create_tables_on_startup`: create the lock table and its rows if absent. Default true.
     pub create_tables_on_startup: bool,
+    /// The clocks the master's fence reads. Default [`SystemLeaseClock`] (`CLOCK_BOOTTIME`);
+    /// tests inject their own.
+    pub clock: Arc<dyn LeaseClock>,
 }
 
 impl std::fmt::Debug for DbLockConfig {
@@ -66,6 +71,7 @@ impl std::fmt::Debug for DbLockConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("holder_id", &self.holder_id)
             .field("create_tables_on_startup", &self.create_tables_on_startup)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -87,6 +93,7 @@ impl DbLockConfig {
             statement_timeout: Duration::from_secs(2),
             holder_id: holder_id.into(),
             create_tables_on_startup: true,
+            clock: Arc::new(SystemLeaseClock),
         }
     }
 

@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::config::RETRY_BACKOFF_MAX;
 use crate::db::{Db, LeaseView, LockConn, RowWait};
-use crate::fence::{DbFence, Validity};
+use crate::fence::{lease_now, DbFence, Validity};
 use crate::{backoff, epoch_u64, lease_ms, DbLockConfig, DbLockError, Locker};
 
 /// How long one wait for the row lock lasts before it is retried (MySQL's lock wait timeout is
@@ -126,7 +126,10 @@ fn is_fatal(e: &DbLockError) -> bool {
 enum LeaseAttempt {
     Won {
         epoch: i64,
+        /// When the winning statement was sent, for scheduling (tokio's clock) and for the
+        /// fence (the lease clock).
         sent: Instant,
+        sent_lease: Duration,
         previous: Option<String>,
     },
     Held(Option<LeaseView>),
@@ -150,11 +153,13 @@ async fn try_lease(
     // The database stamps the new lease no earlier than this instant, so a deadline counted
     // from here ends no later than the lease does.
     let sent = Instant::now();
+    let sent_lease = lease_now(&*cfg.clock);
     Ok(
         match db.lease_acquire(&cfg.holder_id, lease_ms(cfg)).await? {
             Some(epoch) => LeaseAttempt::Won {
                 epoch,
                 sent,
+                sent_lease,
                 previous: view.holder,
             },
             None => LeaseAttempt::Held(None),
@@ -171,11 +176,16 @@ async fn acquire_lease(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbL
             Ok(LeaseAttempt::Won {
                 epoch,
                 sent,
+                sent_lease,
                 previous,
             }) => {
                 let epoch_u = epoch_u64(epoch)?;
-                let validity =
-                    Arc::new(Validity::new(epoch_u, sent.into_std(), cfg.lease_window()));
+                let validity = Arc::new(Validity::new(
+                    epoch_u,
+                    cfg.clock.clone(),
+                    sent_lease,
+                    cfg.lease_window(),
+                ));
                 tracing::info!(
                     epoch,
                     previous = previous.as_deref().unwrap_or("<none>"),
@@ -333,14 +343,10 @@ fn released(stop: &mut oneshot::Receiver<()>) -> bool {
     matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Closed))
 }
 
-/// The current deadline, or why mastership is lost.
+/// The current deadline on tokio's clock, or why mastership is lost. Recomputed from the lease
+/// clock at every turn: tokio's clock does not count a suspend, the lease clock does.
 fn deadline(validity: &Validity) -> Result<Instant, String> {
-    validity.check()?;
-    validity.deadline().map(Instant::from_std).ok_or_else(|| {
-        validity
-            .reason()
-            .unwrap_or_else(|| "mastership lost".into())
-    })
+    validity.remaining().map(|left| Instant::now() + left)
 }
 
 async fn keep_lease(k: Keeper, mut stop: oneshot::Receiver<()>) {
@@ -367,6 +373,7 @@ async fn keep_lease(k: Keeper, mut stop: oneshot::Receiver<()>) {
             Wake::Done(()) => {}
         }
         let sent = Instant::now();
+        let sent_lease = validity.now();
         next_at = sent + cfg.renew_interval;
         let r = match wake(
             &mut stop,
@@ -381,7 +388,7 @@ async fn keep_lease(k: Keeper, mut stop: oneshot::Receiver<()>) {
         };
         match r {
             Ok(1) => {
-                if let Err(reason) = validity.extend(sent.into_std(), cfg.lease_window()) {
+                if let Err(reason) = validity.extend(sent_lease, cfg.lease_window()) {
                     break reason;
                 }
                 if failing {
@@ -437,9 +444,14 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
     let idle_kill = cfg.renew_interval * 2 + cfg.statement_timeout;
     loop {
         match try_row(&db, &cfg, &mut schema_ok, &mut log, idle_kill).await {
-            Ok(Some((conn, epoch, sent))) => {
+            Ok(Some((conn, epoch, sent, sent_lease))) => {
                 let epoch_u = epoch_u64(epoch)?;
-                let validity = Arc::new(Validity::new(epoch_u, sent.into_std(), cfg.row_window()));
+                let validity = Arc::new(Validity::new(
+                    epoch_u,
+                    cfg.clock.clone(),
+                    sent_lease,
+                    cfg.row_window(),
+                ));
                 tracing::info!(
                     epoch,
                     "Acquired the shared-db row lock: this broker is now the master"
@@ -499,7 +511,7 @@ async fn try_row(
     schema_ok: &mut bool,
     log: &mut SlaveLog,
     idle_kill: Duration,
-) -> Result<Option<(LockConn, i64, Instant)>, DbLockError> {
+) -> Result<Option<(LockConn, i64, Instant, Duration)>, DbLockError> {
     if !*schema_ok {
         ensure_schema(db, cfg).await?;
         *schema_ok = true;
@@ -535,10 +547,11 @@ async fn try_row(
                     tokio::time::sleep(grace).await;
                 }
                 let sent = Instant::now();
+                let sent_lease = lease_now(&*cfg.clock);
                 // The lock may have died during the grace (database restart): then it was
                 // never ours to serve with, and the next round competes again.
                 conn.keepalive(&db.stmts, cfg.statement_timeout).await?;
-                return Ok(Some((conn, epoch, sent)));
+                return Ok(Some((conn, epoch, sent, sent_lease)));
             }
         }
     }
@@ -568,6 +581,7 @@ async fn keep_row(k: Keeper, mut conn: LockConn, mut stop: oneshot::Receiver<()>
             Wake::Done(()) => {}
         }
         let sent = Instant::now();
+        let sent_lease = validity.now();
         next_at = sent + cfg.renew_interval;
         let r = match wake(
             &mut stop,
@@ -582,7 +596,7 @@ async fn keep_row(k: Keeper, mut conn: LockConn, mut stop: oneshot::Receiver<()>
         };
         match r {
             Ok(()) => {
-                if let Err(reason) = validity.extend(sent.into_std(), cfg.row_window()) {
+                if let Err(reason) = validity.extend(sent_lease, cfg.row_window()) {
                     break reason;
                 }
             }

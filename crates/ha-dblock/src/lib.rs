@@ -35,7 +35,8 @@
 //! Operating notes:
 //!
 //! - **Clocks.** Lease times are the database's clock only (so ActiveMQ's
-//!   `maxAllowableDiffFromDBTime` is not needed); brokers use only their monotonic clocks. A
+//!   `maxAllowableDiffFromDBTime` is not needed); a broker measures its own lease on
+//!   `CLOCK_BOOTTIME`, which keeps counting while the machine is suspended (see [`LeaseClock`]). A
 //!   forward *step* of the database's wall clock larger than `renew_interval` (the margin) can
 //!   expire a live master's lease early — run the database with a slewing NTP client.
 //! - **Load.** A lease slave polls with one non-locking primary-key `SELECT` every
@@ -71,7 +72,7 @@ use ferromq_ha::{Activation, BoxFuture, HaError, Mastership};
 use tokio::sync::OnceCell;
 
 pub use config::{unique_holder_id, DbLockConfig, Locker};
-pub use fence::DbFence;
+pub use fence::{DbFence, LeaseClock, SystemLeaseClock};
 
 /// Why the shared-db locker failed.
 #[derive(Debug, thiserror::Error)]

@@ -53,8 +53,11 @@ enum Command {
         /// How many messages.
         #[arg(long, short = 'n', default_value_t = 1)]
         count: u64,
-        /// The body; `{n}` is replaced by the message number. Ignored with --size.
-        #[arg(long, short, default_value = "message {n}")]
+        /// The body; the message number replaces each n in braces, as in the default. Ignored
+        /// with --size.
+        // Not written as `{n}` here: clap turns that into a line break in help text (it does
+        // not in the default value shown after it).
+        #[arg(long, short, value_name = "TEXT", default_value = "message {n}")]
         message: String,
         /// Send bodies of this many bytes instead of --message.
         #[arg(long)]
@@ -129,14 +132,21 @@ enum AckArg {
     ClientIndividual,
 }
 
-fn init_logging(filter: Option<&str>, json: bool) {
+/// Logs go to stderr, filtered by `--log`, else `RUST_LOG`, else `default_level`.
+fn init_logging(filter: Option<&str>, json: bool, default_level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
     };
+    // Colour codes are for a person at a terminal; in a log file or a pipe they are noise.
+    // NO_COLOR (https://no-color.org): present and not empty turns colour off.
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -157,7 +167,13 @@ fn client_config(auth: &Auth) -> ClientConfig {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref(), cli.log_json);
+    // The broker reports what it does at info; the client tools print their results
+    // themselves, and the client library's connection chatter would only surround them.
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log.as_deref(), cli.log_json, default_level);
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Status { admin } => {

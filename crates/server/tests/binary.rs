@@ -10,16 +10,34 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
 
+const MEMORY_CONFIG: &str =
+    "[broker]\nname = \"cli-test\"\n[transports]\nstomp = \"127.0.0.1:0\"\n[store]\nbackend = \"memory\"\n";
+
 /// Starts `ferromq serve` on an ephemeral port; returns the child and the STOMP address read
 /// from its start-up log line.
 fn serve(config: &str) -> (Child, String, tempfile::TempDir) {
+    let (child, addr, dir, _) = serve_env(config, &[("NO_COLOR", Some("1"))]);
+    (child, addr, dir)
+}
+
+/// [`serve`] with environment variables set (`Some`) or removed (`None`); also returns the log
+/// lines up to and including the one naming the STOMP address.
+fn serve_env(
+    config: &str,
+    env: &[(&str, Option<&str>)],
+) -> (Child, String, tempfile::TempDir, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ferromq.toml");
     std::fs::write(&path, config).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--log", "info", "serve", "--config"])
-        .arg(&path)
-        .env("NO_COLOR", "1")
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--log", "info", "serve", "--config"]).arg(&path);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -32,17 +50,29 @@ fn serve(config: &str) -> (Child, String, tempfile::TempDir) {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("ferromq did not log its listen address");
+        lines.push(line.clone());
         if let Some(rest) = line.split("stomp://").nth(1) {
-            let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+            // Up to the first character that cannot be in host:port (a colour code, a space).
+            let addr: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+                .collect();
             // Keep draining stderr so the child never blocks on a full pipe.
             std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, addr, dir);
+            return (child, addr, dir, lines);
         }
     }
+}
+
+/// Kills a broker started by [`serve`] and reaps it.
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -51,9 +81,7 @@ fn run(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn serve_produce_consume_and_sigterm_shutdown() {
-    let (mut child, addr, _dir) = serve(
-        "[broker]\nname = \"cli-test\"\n[transports]\nstomp = \"127.0.0.1:0\"\n[store]\nbackend = \"memory\"\n",
-    );
+    let (mut child, addr, _dir) = serve(MEMORY_CONFIG);
     let out = run(&[
         "produce",
         "--url",
@@ -144,5 +172,94 @@ fn unavailable_store_backend_is_a_startup_error() {
     assert!(
         err.contains("cassandra") && err.contains("\"lsm\"") && err.contains("\"sql\""),
         "{err}"
+    );
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    // Without NO_COLOR: a pipe alone must turn colour off.
+    let (child, _addr, _dir, lines) = serve_env(MEMORY_CONFIG, &[("NO_COLOR", None)]);
+    stop(child);
+    let log = lines.join("\n");
+    assert!(lines.len() > 1, "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a log written to a pipe: {log:?}"
+    );
+}
+
+/// Runs a client command against `addr` with the environment of a user who set no log level.
+fn client(args: &[&str], rust_log: Option<&str>) -> (String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env_remove("NO_COLOR");
+    match rust_log {
+        Some(l) => cmd.env("RUST_LOG", l),
+        None => cmd.env_remove("RUST_LOG"),
+    };
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn client_commands_print_their_results_without_info_logs_unless_asked() {
+    let (child, addr, _dir) = serve(MEMORY_CONFIG);
+    let produce = [
+        "produce",
+        "--url",
+        &addr,
+        "-d",
+        "/queue/quiet",
+        "-n",
+        "2",
+        "--receipt",
+    ];
+    let (stdout, stderr) = client(&produce, None);
+    assert!(stderr.contains("sent 2 message(s)"), "{stderr}");
+    assert!(
+        !stdout.contains("INFO") && !stderr.contains("INFO"),
+        "produce printed INFO log lines: {stdout}{stderr}"
+    );
+    let consume = ["consume", "--url", &addr, "-d", "/queue/quiet", "-n", "2"];
+    let (stdout, stderr) = client(&consume, None);
+    assert_eq!(stdout, "message 1\nmessage 2\n");
+    assert!(
+        !stderr.contains("INFO"),
+        "consume printed INFO log lines: {stderr}"
+    );
+    // RUST_LOG still wins.
+    let (_, stderr) = client(&produce, Some("info"));
+    assert!(
+        stderr.contains("INFO"),
+        "RUST_LOG=info was ignored: {stderr}"
+    );
+    stop(child);
+}
+
+#[test]
+fn produce_help_describes_the_message_placeholder_on_one_line() {
+    let out = Command::new(BIN)
+        .args(["produce", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let line = help
+        .lines()
+        .find(|l| l.contains("--message"))
+        .unwrap_or_else(|| panic!("no --message in {help}"));
+    assert!(
+        line.contains("-m, --message <TEXT>")
+            && line.contains("message number")
+            && line.contains("[default: \"message {n}\"]"),
+        "the --message help is broken: {help}"
+    );
+    assert!(
+        !help.lines().any(|l| l.trim() == "`"),
+        "a placeholder became a line break: {help}"
     );
 }

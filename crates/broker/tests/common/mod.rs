@@ -2,15 +2,21 @@
 //! injected clock, a collecting delivery sink, and message builders.
 #![allow(dead_code)]
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use ferromq_broker::{
     AckMode, Broker, BrokerConfig, Clock, ConsumerHandle, ConsumerOptions, Delivery, DeliverySink,
     Destination, DurableName, ListSnapshot, Message, Selector, DEFAULT_PRIORITY,
 };
-use ferromq_store::{MemoryStore, MessageStore};
+use ferromq_store::{
+    Batch, Completer, Completion, MemoryStore, MessageStore, Recovery, StoreError, StoredMessage,
+};
 
 /// The fixed start of test time (ms since the epoch).
 pub const T0_MS: u64 = 1_700_000_000_000;
@@ -261,4 +267,120 @@ pub fn durable(client_id: &str, name: &str) -> DurableName {
 /// A header value of a delivery's message.
 pub fn header<'a>(d: &'a Delivery, name: &str) -> Option<&'a str> {
     d.message.header(name)
+}
+
+/// A store whose writes complete only when the test says so, one submitted batch at a time in
+/// submission order. A batch reaches the inner memory store only when released with `Ok`, so a
+/// failed write leaves nothing behind, as a real store's failed batch does (and unlike a real
+/// store, later batches may still succeed: the broker must not rely on the store dying).
+#[derive(Debug, Default)]
+pub struct HeldStore {
+    inner: MemoryStore,
+    held: Mutex<VecDeque<(Batch, Completer)>>,
+}
+
+impl HeldStore {
+    /// How many submitted batches wait for their outcome.
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Completes the oldest held batch with `result` (applying it first when `Ok`).
+    pub fn release_next(&self, result: Result<(), StoreError>) {
+        self.release_nth(0, result)
+    }
+
+    /// Completes the held batch at `index` (0 = oldest) with `result`, out of order.
+    pub fn release_nth(&self, index: usize, result: Result<(), StoreError>) {
+        let (batch, completer) = self
+            .held
+            .lock()
+            .unwrap()
+            .remove(index)
+            .expect("no held batch at that index");
+        if result.is_ok() {
+            self.inner.submit(batch).wait_blocking().unwrap();
+        }
+        completer.complete(result);
+    }
+
+    /// Releases every held batch with `Ok`.
+    pub fn release_all(&self) {
+        while self.held() > 0 {
+            self.release_next(Ok(()));
+        }
+    }
+
+    /// The bodies the store holds (durably) for a list, in sequence order.
+    pub fn stored_bodies(&self, list: &str) -> Vec<String> {
+        self.inner
+            .load(list, None, 10_000)
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let msg = Message::decode(&m.payload).unwrap();
+                String::from_utf8(msg.body.to_vec()).unwrap()
+            })
+            .collect()
+    }
+}
+
+impl MessageStore for HeldStore {
+    fn kind(&self) -> &'static str {
+        "held"
+    }
+    fn submit(&self, batch: Batch) -> Completion {
+        let (completer, completion) = Completion::pair();
+        self.held.lock().unwrap().push_back((batch, completer));
+        completion
+    }
+    fn recover(&self) -> Result<Recovery, StoreError> {
+        self.inner.recover()
+    }
+    fn load(&self, l: &str, a: Option<u64>, m: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.load(l, a, m)
+    }
+    fn usage_bytes(&self) -> u64 {
+        self.inner.usage_bytes()
+    }
+    fn close(&self) -> Result<(), StoreError> {
+        self.inner.close()
+    }
+}
+
+/// A broker on a [`HeldStore`], at time [`T0_MS`].
+pub fn held_broker(cfg: BrokerConfig) -> (Arc<Broker>, Arc<HeldStore>) {
+    let store = Arc::new(HeldStore::default());
+    let now_ms = Arc::new(AtomicU64::new(T0_MS));
+    let broker = Broker::open(cfg, store.clone(), clock(&now_ms)).unwrap();
+    (broker, store)
+}
+
+/// A persistent message from `broker`'s id sequence.
+pub fn persistent(broker: &Broker, dest: &Destination, body: &str) -> Message {
+    Message {
+        id: broker.next_message_id(),
+        destination: dest.clone(),
+        headers: Vec::new(),
+        body: Bytes::from(body.to_string()),
+        persistent: true,
+        priority: DEFAULT_PRIORITY,
+        timestamp_ms: T0_MS,
+        expires_ms: 0,
+        producer_connection: 1,
+    }
+}
+
+/// Polls a completion once, without waiting: `true` if it has already resolved. Only meaningful
+/// where nothing can resolve it meanwhile (its store write is held by a [`HeldStore`]).
+pub fn resolved_now(c: &mut Completion) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(Pin::new(c).poll(&mut cx), Poll::Ready(_))
+}
+
+/// Lets spawned confirmation tasks run (they need no I/O, only turns of the runtime).
+pub async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
 }

@@ -121,10 +121,12 @@ fn error_frame(message: &str, detail: &str, receipt: Option<&str>) -> Frame {
 #[derive(Debug)]
 enum Out {
     Frame(Frame),
-    /// Sends `receipt` once `completion` resolves; on a store failure sends an ERROR and closes.
+    /// Sends `receipt` once `completion` resolves; on a store failure sends an ERROR (whose
+    /// message starts with `failed`) and closes.
     AfterStore {
         completion: Completion,
         receipt: Option<String>,
+        failed: &'static str,
     },
     /// Sends the frame (if any), flushes and closes.
     Close(Option<Frame>),
@@ -413,12 +415,15 @@ impl Session {
         }
     }
 
-    async fn receipt_after(&self, frame: &Frame, completion: Completion) {
+    /// Receipts `frame` once `completion` resolves `Ok`; otherwise the client gets an ERROR
+    /// saying `failed` (what did not happen) and the connection closes.
+    async fn receipt_after(&self, frame: &Frame, completion: Completion, failed: &'static str) {
         let _ = self
             .ctl
             .send(Out::AfterStore {
                 completion,
                 receipt: frame.header("receipt").map(str::to_owned),
+                failed,
             })
             .await;
     }
@@ -589,7 +594,8 @@ impl Session {
             return Ok(());
         }
         let completion = self.ctx.broker.send(msg).await?;
-        self.receipt_after(&frame, completion).await;
+        self.receipt_after(&frame, completion, "Message not stored")
+            .await;
         Ok(())
     }
 
@@ -692,7 +698,8 @@ impl Session {
             .subscribe(&destination, opts, durable, sink)?;
         self.by_consumer.insert(handle.id, id.clone());
         self.subs.insert(id, Subscription { handle, info });
-        self.receipt_after(&frame, completion).await;
+        self.receipt_after(&frame, completion, "Subscription not stored")
+            .await;
         Ok(())
     }
 
@@ -726,7 +733,8 @@ impl Session {
                 }
             },
         };
-        self.receipt_after(&frame, completion).await;
+        self.receipt_after(&frame, completion, "Unsubscribe not stored")
+            .await;
         Ok(())
     }
 
@@ -839,7 +847,8 @@ impl Session {
             }
             self.receipt_now(&frame).await;
         } else {
-            self.receipt_after(&frame, completion).await;
+            self.receipt_after(&frame, completion, "Acknowledgement not stored")
+                .await;
         }
         Ok(())
     }
@@ -892,7 +901,8 @@ impl Session {
             .remove(&tx)
             .ok_or_else(|| StompError::new(format!("Invalid transaction id: {tx}")))?;
         let completion = self.ctx.broker.commit(t.work).await?;
-        self.receipt_after(&frame, completion).await;
+        self.receipt_after(&frame, completion, "Transaction not committed")
+            .await;
         Ok(())
     }
 
@@ -1068,6 +1078,7 @@ async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
         Out::AfterStore {
             completion,
             receipt,
+            failed,
         } => match completion.await {
             Ok(()) => {
                 if let Some(r) = receipt {
@@ -1080,8 +1091,8 @@ async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
                 false
             }
             Err(e) => {
-                tracing::error!(error = %e, "store write failed; refusing the message");
-                let f = error_frame(&format!("Message not stored: {e}"), "", receipt.as_deref());
+                tracing::error!(error = %e, "store write failed: {failed}");
+                let f = error_frame(&format!("{failed}: {e}"), "", receipt.as_deref());
                 encode(&f, version, buf);
                 true
             }
