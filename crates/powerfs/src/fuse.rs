@@ -56,6 +56,7 @@ fn errno(e: FsError) -> Errno {
         FsError::NotEmpty => Errno::ENOTEMPTY,
         FsError::Invalid => Errno::EINVAL,
         FsError::NotSupported => Errno::EOPNOTSUPP,
+        FsError::PowerOff => Errno::EIO,
     }
 }
 

@@ -98,6 +98,24 @@ impl PowerFs {
         self.model.lock().usage()
     }
 
+    /// Makes everything durable, as `sync(2)` on a machine that then ran for a while.
+    pub fn sync_all(&self) {
+        self.model.lock().sync_all();
+    }
+
+    /// Turns the power off right after the write that leaves `pages_min` pages unsynced:
+    /// from then on every change fails (`EIO`) until [`PowerFs::cut_power`], so the cut
+    /// judges the filesystem as it was at that write. Kill the processes using it once
+    /// [`PowerFs::is_frozen`].
+    pub fn arm_freeze(&self, pages_min: u64) {
+        self.model.lock().arm_freeze(pages_min);
+    }
+
+    /// Whether an armed freeze fired.
+    pub fn is_frozen(&self) -> bool {
+        self.model.lock().is_frozen()
+    }
+
     /// Cuts the power: unmounts, loses the unsynced changes `mode` says, mounts again. Every
     /// process with a file open here must have been killed (and reaped) first.
     pub fn cut_power(&mut self, mode: LossMode) -> Result<CutReport, Error> {

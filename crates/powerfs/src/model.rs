@@ -79,6 +79,9 @@ pub enum FsError {
     /// An operation this filesystem does not model (`EOPNOTSUPP`).
     #[error("operation not supported")]
     NotSupported,
+    /// The power is off ([`Model::arm_freeze`] fired): nothing changes any more (`EIO`).
+    #[error("input/output error: the power is off")]
+    PowerOff,
 }
 
 /// File or directory.
@@ -178,6 +181,10 @@ impl Draw {
 pub struct Model {
     inodes: BTreeMap<u64, Inode>,
     ino_next: u64,
+    /// The power went off: every change fails until the cut.
+    frozen: bool,
+    /// Turn the power off once this many pages are unsynced.
+    freeze_at_pages_unsynced: Option<u64>,
 }
 
 impl Default for Model {
@@ -221,7 +228,31 @@ impl Model {
         Model {
             inodes,
             ino_next: ROOT_INO + 1,
+            frozen: false,
+            freeze_at_pages_unsynced: None,
         }
+    }
+
+    fn live(&self) -> Result<(), FsError> {
+        if self.frozen {
+            Err(FsError::PowerOff)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Turns the power off (from then on every change fails with `EIO`, so the durable layer
+    /// and the unsynced one stay as they are until [`Model::cut_power`]) right after the write
+    /// that leaves `pages_min` pages unsynced. This catches a store between its write and its
+    /// sync whatever its write path (an io_uring write and its linked fsync complete even
+    /// while the process is stopped).
+    pub fn arm_freeze(&mut self, pages_min: u64) {
+        self.freeze_at_pages_unsynced = Some(pages_min.max(1));
+    }
+
+    /// Whether the power went off ([`Model::arm_freeze`]).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
     }
 
     fn inode(&self, ino: u64) -> Result<&Inode, FsError> {
@@ -325,6 +356,7 @@ impl Model {
         uid: u32,
         gid: u32,
     ) -> Result<u64, FsError> {
+        self.live()?;
         if self.dir(parent)?.entries.contains_key(name) {
             return Err(FsError::Exists);
         }
@@ -353,6 +385,7 @@ impl Model {
         uid: u32,
         gid: u32,
     ) -> Result<u64, FsError> {
+        self.live()?;
         if self.dir(parent)?.entries.contains_key(name) {
             return Err(FsError::Exists);
         }
@@ -373,6 +406,7 @@ impl Model {
 
     /// Removes the name of a regular file (a volatile directory change).
     pub fn unlink(&mut self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        self.live()?;
         let ino = self.lookup(parent, name)?;
         if let Node::Dir(_) = self.inode(ino)?.node {
             return Err(FsError::IsDir);
@@ -385,6 +419,7 @@ impl Model {
 
     /// Removes an empty directory (a volatile directory change).
     pub fn rmdir(&mut self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        self.live()?;
         let ino = self.lookup(parent, name)?;
         if !self.dir(ino)?.entries.is_empty() {
             return Err(FsError::NotEmpty);
@@ -428,6 +463,7 @@ impl Model {
         new_name: &OsStr,
         no_replace: bool,
     ) -> Result<(), FsError> {
+        self.live()?;
         let ino = self.lookup(parent, name)?;
         self.dir(new_parent)?;
         let moving_dir = matches!(self.inode(ino)?.node, Node::Dir(_));
@@ -492,6 +528,7 @@ impl Model {
 
     /// Writes `bytes` at `offset` (volatile until the file is synced).
     pub fn write(&mut self, ino: u64, offset: u64, bytes: &[u8]) -> Result<usize, FsError> {
+        self.live()?;
         let f = self.file_mut(ino)?;
         let start = usize::try_from(offset).map_err(|_| FsError::Invalid)?;
         let end = start.checked_add(bytes.len()).ok_or(FsError::Invalid)?;
@@ -506,11 +543,17 @@ impl Model {
             i.mtime = now;
             i.ctime = now;
         }
+        if let Some(pages_min) = self.freeze_at_pages_unsynced {
+            if self.usage().pages_unsynced >= pages_min {
+                self.frozen = true;
+            }
+        }
         Ok(bytes.len())
     }
 
     /// Sets the length of file `ino` (`truncate`/`ftruncate`; volatile until synced).
     pub fn set_len(&mut self, ino: u64, len: u64) -> Result<(), FsError> {
+        self.live()?;
         let f = self.file_mut(ino)?;
         let len = usize::try_from(len).map_err(|_| FsError::Invalid)?;
         if len < f.data.len() {
@@ -537,6 +580,7 @@ impl Model {
     /// `fallocate`: mode 0 extends the file; `FALLOC_FL_KEEP_SIZE` (1) only reserves space,
     /// which memory needs not; `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` (3) zeroes a range.
     pub fn fallocate(&mut self, ino: u64, offset: u64, len: u64, mode: i32) -> Result<(), FsError> {
+        self.live()?;
         let end = offset.checked_add(len).ok_or(FsError::Invalid)?;
         match mode {
             0 => {
@@ -571,6 +615,7 @@ impl Model {
         atime: Option<SystemTime>,
         mtime: Option<SystemTime>,
     ) -> Result<(), FsError> {
+        self.live()?;
         let i = self.inode_mut(ino)?;
         if let Some(p) = perm {
             i.perm = p;
@@ -594,6 +639,7 @@ impl Model {
     /// `fsync`/`fdatasync` of a file (its bytes and length become durable) or of a directory
     /// (its entries become durable).
     pub fn sync(&mut self, ino: u64) -> Result<(), FsError> {
+        self.live()?;
         match &mut self.inode_mut(ino)?.node {
             Node::File(f) => {
                 let durable_keep = f.durable.len().min(f.len_min_unsynced);
@@ -612,6 +658,16 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// `sync(2)` and a settled disk: everything becomes durable (as on a machine that ran
+    /// for a while before its power cut).
+    pub fn sync_all(&mut self) {
+        let inos: Vec<u64> = self.inodes.keys().copied().collect();
+        for ino in inos {
+            // Every listed inode exists: sync cannot fail here.
+            let _ = self.sync(ino);
+        }
     }
 
     /// A file handle was opened on `ino`.
@@ -674,6 +730,8 @@ impl Model {
     /// Cuts the power: decides per `mode` which unsynced changes reached the disk, then makes
     /// the disk the only truth (every handle is gone; unreachable inodes are forgotten).
     pub fn cut_power(&mut self, mode: LossMode) -> CutReport {
+        self.frozen = false;
+        self.freeze_at_pages_unsynced = None;
         let mut report = CutReport::default();
         let mut draw = Draw(match mode {
             LossMode::DropAll => 0,
@@ -1007,6 +1065,43 @@ mod tests {
         for (i, p) in a.iter().enumerate() {
             assert!(*p == 0 || usize::from(*p) == i + 1, "page {i} holds {p}");
         }
+    }
+
+    #[test]
+    fn sync_all_makes_every_file_and_directory_durable() {
+        let mut m = Model::new();
+        let d = m.mkdir(ROOT_INO, name("d"), 0o755, 0, 0).unwrap();
+        let f = m.create(d, name("f"), 0o644, 0, 0).unwrap();
+        m.write(f, 0, b"x").unwrap();
+        m.sync_all();
+        let r = m.cut_power(LossMode::DropAll);
+        assert_eq!((r.pages_unsynced, r.dirs_unsynced), (0, 0));
+        assert_eq!(m.read(m.lookup(d, name("f")).unwrap(), 0, 9).unwrap(), b"x");
+    }
+
+    #[test]
+    fn an_armed_freeze_stops_every_change_after_the_write_that_leaves_pages_unsynced() {
+        let mut m = Model::new();
+        let f = file(&mut m, "j");
+        m.arm_freeze(2);
+        m.write(f, 0, b"a").unwrap();
+        m.sync(f).unwrap();
+        assert!(!m.is_frozen());
+        m.write(f, 4096, b"b").unwrap();
+        m.write(f, 8192, b"c").unwrap();
+        assert!(m.is_frozen(), "two pages unsynced");
+        assert_eq!(m.sync(f), Err(FsError::PowerOff));
+        assert_eq!(m.write(f, 0, b"x"), Err(FsError::PowerOff));
+        assert_eq!(
+            m.create(ROOT_INO, name("k"), 0o644, 0, 0),
+            Err(FsError::PowerOff)
+        );
+        assert_eq!(m.read(f, 0, 1).unwrap(), b"a", "reads still work");
+        let r = m.cut_power(LossMode::DropAll);
+        assert_eq!(r.pages_lost, 2);
+        assert!(!m.is_frozen(), "the power is back after the cut");
+        assert_eq!(content(&m, "j"), b"a");
+        m.write(f, 0, b"y").unwrap();
     }
 
     #[test]
