@@ -365,7 +365,7 @@ print_env() {
 
 # Installs the Debian packages that are missing (one apt-get update, only when needed).
 tests_install() {
-  local want=(python3-venv libclang-dev librocksdb-dev postgresql mariadb-server zookeeper iproute2 iptables)
+  local want=(python3-venv libclang-dev librocksdb-dev postgresql mariadb-server zookeeper iproute2 iptables fuse3)
   local missing=()
   for p in "${want[@]}"; do installed "$p" || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
