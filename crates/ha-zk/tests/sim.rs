@@ -104,7 +104,8 @@ fn hunt() {
     let Ok(which) = std::env::var("FERROMQ_SIM_HUNT") else {
         return;
     };
-    let (p, _) = knob(&which);
+    let (mut p, _) = knob(&which);
+    p.check_isr = std::env::var("FERROMQ_SIM_NO_ISR_CHECK").is_err();
     let seeds = env_u64("FERROMQ_SIM_SEEDS").unwrap_or(200);
     for seed in 1..=seeds {
         let mut w = World::new(seed, p.clone(), false);
@@ -119,7 +120,10 @@ fn knob(which: &str) -> (Params, Faults) {
     let mut p = Params::new(3, 20_000);
     let mut f = Faults::default();
     match which {
-        "stale_acks" => f.stale_acks = true,
+        "stale_acks" => {
+            f.stale_acks = true;
+            p.crash_ppm = 3_000;
+        }
         "elect_outside_isr" => f.elect_outside_isr = true,
         "wipe_before_copy" => {
             f.wipe_before_copy = true;
@@ -134,10 +138,12 @@ fn knob(which: &str) -> (Params, Faults) {
     (p, f)
 }
 
-/// With the knob on the seed must fail with `expect` in its message; with it off the same seed
-/// must pass.
-fn regression(which: &str, seed: u64, expect: &str) {
-    let (p, _) = knob(which);
+/// With the knob on, the seed must fail with `expect` in its message (with the per-step ISR
+/// check on or off: off shows the old behaviour losing a confirmed write end to end); with the
+/// knob off, the same seed must pass every check.
+fn regression(which: &str, seed: u64, check_isr: bool, expect: &str) {
+    let (mut p, _) = knob(which);
+    p.check_isr = check_isr;
     let mut w = World::new(seed, p.clone(), false);
     let v = w
         .run()
@@ -149,7 +155,44 @@ fn regression(which: &str, seed: u64, expect: &str) {
     );
     let mut fixed = p;
     fixed.faults = Faults::default();
+    fixed.check_isr = true;
     if let Err(r) = run(seed, &fixed) {
         panic!("seed {seed} without {which} must pass:\n{r}");
     }
+}
+
+/// Finding 1: a rejoining member's `Hello` position counted as acknowledged (no epoch, no
+/// agreement) lets the master confirm entries the member holds differently; a later election
+/// of that member loses them.
+#[test]
+fn regression_finding1_stale_acks_lose_a_confirmed_write() {
+    regression("stale_acks", 5, false, "confirmed entry lost");
+}
+
+/// Finding 1, seen earlier by the per-step check: an ISR member holds a different entry at a
+/// confirmed lsn.
+#[test]
+fn regression_finding1_stale_acks_leave_a_divergent_isr_member() {
+    regression("stale_acks", 2, true, "does not hold confirmed entries");
+}
+
+/// Finding 3: a full copy that empties the live log first, sent to a member still in the ISR;
+/// the master dies mid-copy and the emptied member is elected.
+#[test]
+fn regression_finding3_wipe_then_copy_loses_confirmed_writes() {
+    regression("wipe_before_copy", 2, false, "confirmed entry lost");
+}
+
+/// Finding 2 (its effect): a member elected without being in the agreed in-sync set, as when a
+/// stale position report is counted.
+#[test]
+fn regression_finding2_election_outside_the_isr_loses_confirmed_writes() {
+    regression("elect_outside_isr", 8, false, "confirmed entry lost");
+}
+
+/// Finding 6: an absolute lsn gap against an acked position that starts at 0 drops every
+/// returning follower once the log is longer than the gap: the group never becomes whole.
+#[test]
+fn regression_finding6_absolute_lag_keeps_a_returning_follower_out() {
+    regression("absolute_lag", 1, true, "no progress");
 }
