@@ -981,7 +981,22 @@ impl Replica {
         let last = self.log.last;
         let lag_max = self.cfg.lag_max_ms;
         let mut change: Option<Vec<MemberId>> = None;
-        for m in lead.isr.iter().copied().filter(|m| *m != me) {
+        if let Some(m) = lead.pending_add {
+            // An add whose answer was lost: it may have been applied, so the member's acks
+            // stay required; write it again (a conflict then means we were deposed).
+            let mut isr = lead.isr.clone();
+            if !isr.contains(&m) {
+                isr.push(m);
+                isr.sort_unstable();
+            }
+            change = Some(isr);
+        }
+        let isr_now: Vec<MemberId> = if change.is_none() {
+            lead.isr.clone()
+        } else {
+            Vec::new()
+        };
+        for m in isr_now.into_iter().filter(|m| *m != me) {
             let acked = Self::peer_acked(lead, m);
             let caught_up = lead.peers.get(&m).map_or(0, |p| p.caught_up_ms);
             let lagging = acked < last && now_ms.saturating_sub(caught_up) > lag_max;

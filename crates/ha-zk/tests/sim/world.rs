@@ -168,6 +168,8 @@ struct Node {
     zk_link: bool,
     /// The replica was told it is connected.
     zk_told: Option<Session>,
+    /// A late "disconnected" notice is pending until then: later notices come after it.
+    zk_quiet_until_ms: u64,
     role: Role,
 }
 
@@ -210,6 +212,8 @@ enum Ev {
     /// A frame on a connection, towards end `dir` (0 = client, 1 = server).
     Frame(ConnId, usize, Msg),
     Sync(u32, u64),
+    /// A ZooKeeper request reaches the ensemble.
+    ZkApply(u32, u64, u64, ZkOp),
     /// A watch fired: the member reads the group state now.
     Watch(u32, u64),
     Restart(u32),
@@ -288,6 +292,7 @@ impl World {
                 session: None,
                 zk_link: true,
                 zk_told: None,
+                zk_quiet_until_ms: 0,
                 role: Role::Follower,
             });
             w.start(i);
@@ -368,9 +373,10 @@ impl World {
             .session
             .and_then(|s| self.zk.sessions.get(&s))
             .is_some_and(|s| !s.expired);
+        let wait = node.zk_quiet_until_ms.saturating_sub(self.now_ms);
         if !alive {
             if node.session.is_some() {
-                self.deliver_now(i, inc, Event::Session(Session::Expired));
+                self.at(wait, Ev::To(i, inc, Event::Session(Session::Expired)));
             }
             self.zk.next_session += 1;
             let sid = self.zk.next_session;
@@ -386,9 +392,8 @@ impl World {
         }
         if self.nodes[i as usize].zk_told != Some(Session::Connected) {
             self.nodes[i as usize].zk_told = Some(Session::Connected);
-            self.deliver_now(i, inc, Event::Session(Session::Connected));
-            let g = self.group_event();
-            self.deliver_now(i, inc, g);
+            self.at(wait, Ev::To(i, inc, Event::Session(Session::Connected)));
+            self.at(wait, Ev::Watch(i, inc));
         }
     }
 
@@ -397,7 +402,11 @@ impl World {
         if node.replica.is_some() && node.zk_told == Some(Session::Connected) {
             node.zk_told = Some(Session::Disconnected);
             let inc = node.incarnation;
-            self.deliver_now(i, inc, Event::Session(Session::Disconnected));
+            // A client notices a lost connection late (missed pings), sometimes after the
+            // ensemble has already expired its session.
+            let d = self.rng.below(self.p.session_timeout_ms * 3 / 2);
+            self.nodes[i as usize].zk_quiet_until_ms = self.now_ms + d;
+            self.at(d, Ev::To(i, inc, Event::Session(Session::Disconnected)));
         }
     }
 
@@ -429,10 +438,6 @@ impl World {
                 self.at(d, Ev::Watch(i, inc));
             }
         }
-    }
-
-    fn deliver_now(&mut self, i: u32, inc: u64, ev: Event) {
-        self.at(0, Ev::To(i, inc, ev));
     }
 
     fn deliver(&mut self, i: u32, inc: u64, ev: Event) {
@@ -478,13 +483,9 @@ impl World {
         }
         match a {
             Action::Zk { req, op } => {
+                // The request travels to the ensemble, is applied there, the answer travels back.
                 let d = self.rng.range(1, 5);
-                let result = if self.zk_reachable(i) {
-                    self.zk_apply(i, op)
-                } else {
-                    Err(ZkFail::Unknown)
-                };
-                self.at(d, Ev::To(i, inc, Event::ZkDone { req, result }));
+                self.at(d, Ev::ZkApply(i, inc, req, op));
             }
             Action::Connect { conn, to } => {
                 let j = to - 1;
@@ -968,6 +969,17 @@ impl World {
                 self.at(10, Ev::Tick(i));
             }
             Ev::To(i, inc, ev) => self.deliver(i, inc, ev),
+            Ev::ZkApply(i, inc, req, op) => {
+                if self.nodes[i as usize].incarnation == inc {
+                    let result = if self.zk_reachable(i) {
+                        self.zk_apply(i, op)
+                    } else {
+                        Err(ZkFail::Unknown)
+                    };
+                    let d = self.rng.range(1, 5);
+                    self.at(d, Ev::To(i, inc, Event::ZkDone { req, result }));
+                }
+            }
             Ev::Watch(i, inc) => {
                 if self.zk_reachable(i) {
                     let g = self.group_event();
