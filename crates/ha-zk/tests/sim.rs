@@ -130,6 +130,7 @@ fn knob(which: &str) -> (Params, Faults) {
             f.wipe_before_copy = true;
             p.tail_entries_max = 8;
         }
+        "local_replicas" => f.local_replicas = Some(1),
         "absolute_lag" => {
             f.absolute_lag_entries = Some(50);
         }
@@ -197,4 +198,12 @@ fn regression_finding2_election_outside_the_isr_loses_confirmed_writes() {
 #[test]
 fn regression_finding6_absolute_lag_keeps_a_returning_follower_out() {
     regression("absolute_lag", 1, true, "no progress");
+}
+
+/// Finding 4 (`replicas` not shared through ZooKeeper): one broker configured with another
+/// group size computes another quorum; as master it confirms writes the rest of the ISR does
+/// not hold, and they are lost at the next election.
+#[test]
+fn regression_finding4_a_locally_configured_group_size_loses_confirmed_writes() {
+    regression("local_replicas", 2, false, "confirmed entry lost");
 }

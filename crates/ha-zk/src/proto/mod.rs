@@ -89,6 +89,9 @@ pub struct Faults {
     /// Finding 3: a full copy empties the live log first and installs chunk by chunk, and the
     /// member is not removed from the ISR before it.
     pub wipe_before_copy: bool,
+    /// Finding 4 (its `replicas` part): this broker computes its quorum from its own
+    /// configured group size instead of the size recorded in ZooKeeper.
+    pub local_replicas: Option<u32>,
     /// Finding 6: a follower more than this many entries behind (its acked position starting at
     /// 0 on every connection) is dropped and must start over.
     pub absolute_lag_entries: Option<u64>,

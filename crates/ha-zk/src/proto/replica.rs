@@ -385,11 +385,17 @@ impl Replica {
         }
     }
 
+    /// The durability for the group size recorded in ZooKeeper.
+    fn durability(&self, recorded_replicas: u32) -> Durability {
+        let replicas = self.cfg.faults.local_replicas.unwrap_or(recorded_replicas);
+        Durability::of(self.cfg.sync, replicas)
+    }
+
     fn eligible(&self, state: &GroupState) -> bool {
         state.isr.contains(&self.cfg.id)
             || (state.epoch == 0 && state.isr.is_empty())
             || self.cfg.faults.elect_outside_isr
-            || Durability::of(self.cfg.sync, state.replicas).followers == 0
+            || self.durability(state.replicas).followers == 0
     }
 
     fn on_group(&mut self, now_ms: u64, state: Option<GroupState>, version: u64, alive: bool) {
@@ -408,6 +414,7 @@ impl Replica {
         };
         self.group = Some((state.clone(), version, alive));
         let me = self.cfg.id;
+        let eligible = self.eligible(&state);
         match &mut self.role {
             RoleState::Master(lead) => {
                 if state.epoch != lead.epoch || state.leader != Some(me) || !alive {
@@ -423,12 +430,6 @@ impl Replica {
                 }
             }
             RoleState::Follower(f) => {
-                let eligible = {
-                    state.isr.contains(&me)
-                        || (state.epoch == 0 && state.isr.is_empty())
-                        || self.cfg.faults.elect_outside_isr
-                        || Durability::of(self.cfg.sync, state.replicas).followers == 0
-                };
                 let leader = state.leader.filter(|l| alive && *l != me);
                 if let Some(link) = &f.link {
                     if leader != Some(link.master) || state.epoch != link.epoch {
@@ -506,7 +507,7 @@ impl Replica {
             epoch: state.epoch,
             version,
             isr: state.isr.clone(),
-            durability: Durability::of(self.cfg.sync, state.replicas),
+            durability: self.durability(state.replicas),
             pending_add: None,
             pending_remove: None,
             want_removed: BTreeSet::new(),

@@ -337,6 +337,10 @@ impl World {
         c.heartbeat_ms = 40;
         c.link_timeout_ms = 250;
         c.faults = self.p.faults;
+        if i != 1 {
+            // A misconfigured group size on one broker only (n2: not the first master).
+            c.faults.local_replicas = None;
+        }
         c
     }
 
