@@ -1129,3 +1129,183 @@ fn f_close(r: &mut Replica, conn: ConnId, now_ms: u64) {
     }
     r.out.push(Action::Close { conn });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SyncMode;
+
+    fn entry(epoch: u64, lsn: u64) -> Entry {
+        Entry {
+            epoch,
+            lsn,
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// A log of `spans` (epoch, first lsn) ending at `last`.
+    fn recovered(spans: &[(u64, u64)], last: u64) -> Recovered {
+        let history = EpochHistory::from_spans(spans.to_vec()).unwrap();
+        let tail = (1..=last).map(|l| entry(history.epoch_at(l), l)).collect();
+        Recovered {
+            history,
+            last,
+            tail,
+        }
+    }
+
+    /// Member 1, master of epoch 3 over `rec`, with ISR `isr`; returns it and its actions.
+    fn master(rec: Recovered, isr: Vec<MemberId>, tail_max: usize) -> (Replica, Vec<Action>) {
+        let mut cfg = Config::new(1, 1, 3, SyncMode::QuorumDisk);
+        cfg.tail_entries_max = tail_max;
+        let mut r = Replica::new(cfg, rec, 0);
+        r.handle(0, Event::Session(Session::Connected));
+        let state = GroupState {
+            epoch: 2,
+            leader: Some(2),
+            isr,
+            replicas: 3,
+        };
+        r.handle(
+            0,
+            Event::Group {
+                state: Some(state),
+                version: 7,
+                leader_alive: false,
+            },
+        );
+        r.handle(1_000, Event::Tick);
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        let req = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Zk {
+                    req,
+                    op: ZkOp::Claim { version: 7, .. },
+                } => Some(*req),
+                _ => None,
+            })
+            .expect("an ISR member claims the empty mastership");
+        r.handle(1_000, Event::ZkDone { req, result: Ok(8) });
+        out.clear();
+        r.poll_actions(&mut out);
+        assert_eq!(r.role(), Role::Master { epoch: 3 });
+        (r, out)
+    }
+
+    fn hello(r: &mut Replica, conn: ConnId, member: MemberId, spans: &[(u64, u64)], last: u64) {
+        r.handle(1_000, Event::Accepted { conn });
+        r.handle(
+            1_000,
+            Event::Received {
+                conn,
+                msg: Msg::Hello {
+                    member,
+                    epoch: 3,
+                    last,
+                    history: spans.to_vec(),
+                },
+            },
+        );
+    }
+
+    #[test]
+    fn a_deposed_masters_suffix_is_cut_at_the_divergence_point_without_a_full_copy() {
+        // Ours: epoch 1 up to 10, then our marker of epoch 3 at 11. Theirs: epoch 1 up to 7,
+        // then 5 entries of epoch 2 that nobody else has.
+        let (mut r, _) = master(recovered(&[(1, 1)], 10), vec![1, 2, 3], 100);
+        hello(&mut r, 9, 2, &[(1, 1), (2, 8)], 12);
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        assert!(matches!(
+            out.first(),
+            Some(Action::Send {
+                msg: Msg::Welcome {
+                    epoch: 3,
+                    start: Start::TruncateAfter(7)
+                },
+                ..
+            })
+        ));
+        assert!(!out.iter().any(|a| matches!(a, Action::SendSnapshot { .. })));
+        // The next frame continues right after the divergence point.
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: Msg::Entries {
+                    prev: Position { epoch: 1, lsn: 7 },
+                    ..
+                },
+                ..
+            }
+        )));
+    }
+
+    #[test]
+    fn a_hello_position_is_never_counted_as_an_ack() {
+        let (mut r, out) = master(recovered(&[(1, 1)], 10), vec![1, 2], 100);
+        let marker_op = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Store { op, .. } => Some(*op),
+                _ => None,
+            })
+            .unwrap();
+        r.handle(1_000, Event::StoreSynced { op: marker_op });
+        let lsn = r.submit(1_000, Bytes::from_static(b"w")).unwrap();
+        r.handle(1_000, Event::StoreSynced { op: marker_op + 1 });
+        // Member 2 claims to hold far more than we have, in an epoch we never wrote.
+        hello(&mut r, 9, 2, &[(1, 1), (2, 11)], 40);
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::Confirm { .. })));
+        // Only an ack after the welcome, for our epoch, confirms.
+        let ack = |received, durable| Event::Received {
+            conn: 9,
+            msg: Msg::Ack {
+                epoch: 3,
+                received,
+                durable,
+            },
+        };
+        r.handle(1_001, ack(10, 10));
+        r.poll_actions(&mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::Confirm { .. })));
+        r.handle(1_002, ack(lsn, lsn));
+        out.clear();
+        r.poll_actions(&mut out);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::Confirm { lsn: l } if *l == lsn)));
+    }
+
+    #[test]
+    fn an_isr_member_needing_a_full_copy_leaves_the_isr_before_it_is_sent() {
+        // A tail of 4 entries: a member at lsn 2 needs a full copy.
+        let (mut r, _) = master(recovered(&[(1, 1)], 10), vec![1, 2, 3], 4);
+        hello(&mut r, 9, 2, &[(1, 1)], 2);
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::SendSnapshot { .. })));
+        assert!(out.iter().any(|a| matches!(a, Action::Close { conn: 9 })));
+        let req = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Zk {
+                    req,
+                    op: ZkOp::Set { version: 8, state },
+                } if state.isr == vec![1, 3] => Some(*req),
+                _ => None,
+            })
+            .expect("the member is removed from the ISR in ZooKeeper first");
+        r.handle(1_010, Event::ZkDone { req, result: Ok(9) });
+        assert_eq!(r.isr(), Some(&[1, 3][..]));
+        hello(&mut r, 10, 2, &[(1, 1)], 2);
+        out.clear();
+        r.poll_actions(&mut out);
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::SendSnapshot { conn: 10, last: 11 })));
+    }
+}
