@@ -168,6 +168,8 @@ struct Node {
     zk_link: bool,
     /// The replica was told it is connected.
     zk_told: Option<Session>,
+    /// The session the replica was last told is connected (its requests go over it).
+    told_session: Option<u64>,
     /// A late "disconnected" notice is pending until then: later notices come after it.
     zk_quiet_until_ms: u64,
     role: Role,
@@ -212,8 +214,10 @@ enum Ev {
     /// A frame on a connection, towards end `dir` (0 = client, 1 = server).
     Frame(ConnId, usize, Msg),
     Sync(u32, u64),
-    /// A ZooKeeper request reaches the ensemble.
-    ZkApply(u32, u64, u64, ZkOp),
+    /// A ZooKeeper request (sent over a session) reaches the ensemble.
+    ZkApply(u32, u64, u64, u64, ZkOp),
+    /// The member learns that its session is connected.
+    SessionUp(u32, u64, u64),
     /// A watch fired: the member reads the group state now.
     Watch(u32, u64),
     Restart(u32),
@@ -293,6 +297,7 @@ impl World {
                 zk_link: true,
                 zk_told: None,
                 zk_quiet_until_ms: 0,
+                told_session: None,
                 role: Role::Follower,
             });
             w.start(i);
@@ -361,6 +366,7 @@ impl World {
         let cfg = self.cfg(i);
         self.nodes[i as usize].replica = Some(Replica::new(cfg, rec, self.now_ms));
         self.nodes[i as usize].session = None;
+        self.nodes[i as usize].told_session = None;
         self.nodes[i as usize].zk_told = None;
         self.zk_connect(i);
     }
@@ -396,7 +402,8 @@ impl World {
         }
         if self.nodes[i as usize].zk_told != Some(Session::Connected) {
             self.nodes[i as usize].zk_told = Some(Session::Connected);
-            self.at(wait, Ev::To(i, inc, Event::Session(Session::Connected)));
+            let sid = self.nodes[i as usize].session.unwrap_or(0);
+            self.at(wait, Ev::SessionUp(i, inc, sid));
             self.at(wait, Ev::Watch(i, inc));
         }
     }
@@ -489,7 +496,8 @@ impl World {
             Action::Zk { req, op } => {
                 // The request travels to the ensemble, is applied there, the answer travels back.
                 let d = self.rng.range(1, 5);
-                self.at(d, Ev::ZkApply(i, inc, req, op));
+                let sid = self.nodes[i as usize].told_session.unwrap_or(0);
+                self.at(d, Ev::ZkApply(i, inc, sid, req, op));
             }
             Action::Connect { conn, to } => {
                 let j = to - 1;
@@ -973,9 +981,16 @@ impl World {
                 self.at(10, Ev::Tick(i));
             }
             Ev::To(i, inc, ev) => self.deliver(i, inc, ev),
-            Ev::ZkApply(i, inc, req, op) => {
+            Ev::SessionUp(i, inc, sid) => {
                 if self.nodes[i as usize].incarnation == inc {
-                    let result = if self.zk_reachable(i) {
+                    self.nodes[i as usize].told_session = Some(sid);
+                    self.deliver(i, inc, Event::Session(Session::Connected));
+                }
+            }
+            Ev::ZkApply(i, inc, sid, req, op) => {
+                if self.nodes[i as usize].incarnation == inc {
+                    let same_session = self.nodes[i as usize].session == Some(sid);
+                    let result = if same_session && self.zk_reachable(i) {
                         self.zk_apply(i, op)
                     } else {
                         Err(ZkFail::Unknown)
