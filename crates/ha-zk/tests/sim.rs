@@ -169,7 +169,7 @@ fn regression(which: &str, seed: u64, check_isr: bool, expect: &str) {
 /// of that member loses them.
 #[test]
 fn regression_finding1_stale_acks_lose_a_confirmed_write() {
-    regression("stale_acks", 3, false, "confirmed entry lost");
+    regression("stale_acks", 6, false, "confirmed entry lost");
 }
 
 /// Finding 1, seen earlier by the per-step check: an ISR member holds a different entry at a
@@ -183,14 +183,14 @@ fn regression_finding1_stale_acks_leave_a_divergent_isr_member() {
 /// the master dies mid-copy and the emptied member is elected.
 #[test]
 fn regression_finding3_wipe_then_copy_loses_confirmed_writes() {
-    regression("wipe_before_copy", 10, false, "confirmed entry lost");
+    regression("wipe_before_copy", 21, false, "confirmed entry lost");
 }
 
 /// Finding 2 (its effect): a member elected without being in the agreed in-sync set, as when a
 /// stale position report is counted.
 #[test]
 fn regression_finding2_election_outside_the_isr_loses_confirmed_writes() {
-    regression("elect_outside_isr", 3, false, "confirmed entry lost");
+    regression("elect_outside_isr", 1, false, "confirmed entry lost");
 }
 
 /// Finding 6: an absolute lsn gap against an acked position that starts at 0 drops every

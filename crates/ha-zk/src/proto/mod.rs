@@ -284,6 +284,9 @@ pub enum Event {
         version: u64,
         /// The ephemeral leader node exists.
         leader_alive: bool,
+        /// The leader node is owned by this broker's current session (its `ephemeralOwner`):
+        /// settles a claim whose answer was lost.
+        leader_mine: bool,
     },
     /// A ZooKeeper operation finished; `Ok` carries the state's new version.
     ZkDone {

@@ -350,7 +350,22 @@ impl Replica {
                 state,
                 version,
                 leader_alive,
-            } => self.on_group(now_ms, state, version, leader_alive),
+                leader_mine,
+            } => {
+                let adopt = leader_mine
+                    && matches!(self.role, RoleState::Follower(_))
+                    && state
+                        .as_ref()
+                        .is_some_and(|s| s.leader == Some(self.cfg.id));
+                match state {
+                    // Our claim was applied but its answer was lost: we are the master.
+                    Some(s) if adopt => {
+                        self.zk = None;
+                        self.promote(now_ms, s, version);
+                    }
+                    state => self.on_group(now_ms, state, version, leader_alive),
+                }
+            }
             Event::ZkDone { req, result } => self.on_zk_done(now_ms, req, result),
             Event::Connected { conn } => self.on_connected(conn),
             Event::Accepted { conn } => match &mut self.role {
@@ -1172,6 +1187,7 @@ mod tests {
                 state: Some(state),
                 version: 7,
                 leader_alive: false,
+                leader_mine: false,
             },
         );
         r.handle(1_000, Event::Tick);

@@ -51,6 +51,8 @@ pub struct Params {
     pub zk_isolate_ppm: u64,
     pub zk_outage_ppm: u64,
     pub slow_msg_ppm: u64,
+    /// Share of applied ZooKeeper requests whose answer is lost (per million requests).
+    pub zk_lost_answer_ppm: u64,
     /// A write is offered on this share of steps.
     pub submit_ppm: u64,
     pub session_timeout_ms: u64,
@@ -76,6 +78,7 @@ impl Params {
             zk_isolate_ppm: 200,
             zk_outage_ppm: 50,
             slow_msg_ppm: 20_000,
+            zk_lost_answer_ppm: 20_000,
             submit_ppm: 150_000,
             session_timeout_ms: 400,
             tail_entries_max: 40,
@@ -432,11 +435,14 @@ impl World {
                 .is_some_and(|s| !s.expired)
     }
 
-    fn group_event(&self) -> Event {
+    fn group_event(&self, i: u32) -> Event {
+        let mine = self.zk.leader_owner.is_some()
+            && self.zk.leader_owner == self.nodes[i as usize].session;
         Event::Group {
             state: self.zk.state.clone(),
             version: self.zk.version,
             leader_alive: self.zk.leader_owner.is_some(),
+            leader_mine: mine,
         }
     }
 
@@ -990,18 +996,22 @@ impl World {
             Ev::ZkApply(i, inc, sid, req, op) => {
                 if self.nodes[i as usize].incarnation == inc {
                     let same_session = self.nodes[i as usize].session == Some(sid);
-                    let result = if same_session && self.zk_reachable(i) {
+                    let mut result = if same_session && self.zk_reachable(i) {
                         self.zk_apply(i, op)
                     } else {
                         Err(ZkFail::Unknown)
                     };
+                    // Sometimes the connection drops after the ensemble applied the request.
+                    if result.is_ok() && self.chaos && self.rng.chance(self.p.zk_lost_answer_ppm) {
+                        result = Err(ZkFail::Unknown);
+                    }
                     let d = self.rng.range(1, 5);
                     self.at(d, Ev::To(i, inc, Event::ZkDone { req, result }));
                 }
             }
             Ev::Watch(i, inc) => {
                 if self.zk_reachable(i) {
-                    let g = self.group_event();
+                    let g = self.group_event(i);
                     self.deliver(i, inc, g);
                 }
             }
