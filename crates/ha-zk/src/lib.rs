@@ -26,6 +26,7 @@
 mod election;
 pub mod master;
 pub mod position;
+pub mod proto;
 pub mod slave;
 pub mod wire;
 
