@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::position::{position_ops, POSITION_LIST};
+use crate::position::{position_ops, POSITION_LIST, RESERVED_PREFIX};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::SyncPolicy;
 
@@ -395,7 +395,7 @@ impl MessageStore for ReplicatingStore {
 
     fn recover(&self) -> Result<Recovery, StoreError> {
         let mut r = self.shared.inner.recover()?;
-        r.lists.retain(|l| l.list != POSITION_LIST);
+        r.lists.retain(|l| !l.list.starts_with(RESERVED_PREFIX));
         Ok(r)
     }
 
@@ -466,7 +466,12 @@ fn snapshot_and_register(
             .collect();
         let mut chunk_bytes = 0usize;
         let mut total = 0u64;
-        for l in rec.lists.iter().filter(|l| l.list != POSITION_LIST) {
+        // The position is the copy's end (sent apart); the member id is the master's own.
+        for l in rec
+            .lists
+            .iter()
+            .filter(|l| !l.list.starts_with(RESERVED_PREFIX))
+        {
             let mut after = None;
             // Bounded by the list's message count (pages of 1024).
             for _ in 0..=(l.count / 1024 + 1) {

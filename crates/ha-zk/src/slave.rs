@@ -10,7 +10,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::position::{position_ops, POSITION_LIST};
+use crate::position::{position_ops, MEMBER_ID_LIST, POSITION_LIST};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::ZkError;
 
@@ -232,9 +232,15 @@ async fn run(
                 wipe.extend(rec.subscriptions.iter().map(|s| Op::DeleteSubscription {
                     list: s.list.clone(),
                 }));
-                wipe.extend(rec.lists.iter().map(|l| Op::Purge {
-                    list: l.list.clone(),
-                }));
+                // The member id names this broker, not the data: it stays.
+                wipe.extend(
+                    rec.lists
+                        .iter()
+                        .filter(|l| l.list != MEMBER_ID_LIST)
+                        .map(|l| Op::Purge {
+                            list: l.list.clone(),
+                        }),
+                );
                 let _ = done_tx.send((Some(Position::default()), store.submit(wipe)));
                 let now = Instant::now();
                 copy = Some(Copy {
