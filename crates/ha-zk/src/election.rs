@@ -3,12 +3,18 @@
 //! ```text
 //! <zk_path>/<group>/members/m-0000000007   ephemeral sequential: addr, position, weight, round
 //! <zk_path>/<group>/epoch                  persistent: the highest epoch ever taken
+//! <zk_path>/<group>/replicas               persistent: the group's `replicas`, set by its first broker
 //! <zk_path>/<group>/master                 ephemeral: epoch, addr, member of the master
 //! ```
 //!
 //! A *round* is the epoch counter's value while there is no master: a member's position counts
 //! for an election only when reported for the current round, so nobody is elected on positions
-//! reported before the last master died.
+//! reported before the last master died. A report is tagged with the round read *before* the
+//! master znode was seen absent, and written only if the epoch znode has not changed since
+//! (one ZooKeeper transaction): a position read before a master was elected can never carry
+//! that master's round. Members are counted by their stable member id (kept in their store,
+//! see [`crate::position::member_id`]), not by znode: a broker's lingering znode from an old
+//! session and its new one count once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +29,7 @@ use tokio::sync::watch;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use crate::master::ReplicatingStore;
-use crate::position::read_position;
+use crate::position::{member_id, read_position};
 use crate::slave::{follow, FollowParams};
 use crate::wire::Position;
 use crate::{ReplicatedConfig, StoreOpener, SyncPolicy, ZkError};
@@ -49,6 +55,8 @@ impl std::fmt::Debug for ZkReplication {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 struct MemberInfo {
+    /// The broker's stable member id.
+    id: String,
     addr: String,
     pos: Position,
     weight: i64,
@@ -59,8 +67,8 @@ struct MemberInfo {
 impl MemberInfo {
     fn encode(&self) -> Vec<u8> {
         let mut s = format!(
-            "addr={}\nepoch={}\nlsn={}\nweight={}\n",
-            self.addr, self.pos.epoch, self.pos.lsn, self.weight
+            "id={}\naddr={}\nepoch={}\nlsn={}\nweight={}\n",
+            self.id, self.addr, self.pos.epoch, self.pos.lsn, self.weight
         );
         if let Some(r) = self.round {
             s.push_str(&format!("round={r}\n"));
@@ -72,6 +80,7 @@ impl MemberInfo {
         let kv = parse_kv(b);
         let num = |k: &str| kv.get(k).and_then(|v| v.parse::<u64>().ok());
         MemberInfo {
+            id: kv.get("id").cloned().unwrap_or_default(),
             addr: kv.get("addr").cloned().unwrap_or_default(),
             pos: Position {
                 epoch: num("epoch").unwrap_or(0),
@@ -315,7 +324,10 @@ impl ZkReplication {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(e) => return Err(ZkError::zk(format!("create {epoch_path}"))(e)),
         }
+        check_replicas(&zk, &format!("{base}/replicas"), cfg, &persistent).await?;
+        let my_id = member_id(&*store).await?;
         let mut me = MemberInfo {
+            id: my_id.clone(),
             addr: addr.clone(),
             pos,
             weight: cfg.weight,
@@ -330,6 +342,7 @@ impl ZkReplication {
         let my_path = format!("{members_path}/{my_name}");
         tracing::info!(
             member = %my_name,
+            member_id = %my_id,
             replication = %addr,
             position = %pos,
             // The server may have negotiated another timeout (it clamps to 2..20 ticks).
@@ -355,6 +368,17 @@ impl ZkReplication {
                 .get_and_watch_children(&members_path)
                 .await
                 .map_err(ZkError::zk("list members"))?;
+            // The epoch before the master znode: a round is only ever taken from a read that
+            // precedes seeing "no master", so a master claimed in between cannot lend its
+            // round to a position read before it existed.
+            let (epoch_data, epoch_stat) = zk
+                .get_data(&epoch_path)
+                .await
+                .map_err(ZkError::zk("read the epoch"))?;
+            let round: u64 = String::from_utf8_lossy(&epoch_data)
+                .trim()
+                .parse()
+                .map_err(|_| ZkError::Replication(format!("{epoch_path} is not a number")))?;
             let master = match zk.get_and_watch_data(&master_path).await {
                 Ok((data, _, w)) => Some((MasterInfo::decode(&data), w)),
                 Err(zookeeper_client::Error::NoNode) => None,
@@ -365,7 +389,7 @@ impl ZkReplication {
                     Some(m) if m.member != my_name => {
                         said.say("Slave started");
                         pos = self
-                            .follow_master(&zk, &store, pos, &m, &my_name, master_watch)
+                            .follow_master(&zk, &store, pos, &m, &my_id, master_watch)
                             .await;
                         me.pos = pos;
                         me.round = None;
@@ -393,51 +417,44 @@ impl ZkReplication {
                 let _ = tokio::time::timeout(Duration::from_secs(1), members_watch.changed()).await;
                 continue;
             }
-            let (epoch_data, epoch_stat) = zk
-                .get_data(&epoch_path)
-                .await
-                .map_err(ZkError::zk("read the epoch"))?;
-            let round: u64 = String::from_utf8_lossy(&epoch_data)
-                .trim()
-                .parse()
-                .map_err(|_| ZkError::Replication(format!("{epoch_path} is not a number")))?;
             if me.round != Some(round) || me.pos != pos {
                 me.round = Some(round);
                 me.pos = pos;
-                zk.set_data(&my_path, &me.encode(), None)
-                    .await
-                    .map_err(ZkError::zk("report the position"))?;
+                // Written only while the epoch is still the one read before "no master": if a
+                // master was claimed meanwhile, the report is dropped and the loop follows it.
+                let mut tx = zk.new_multi_writer();
+                tx.add_check_version(&epoch_path, epoch_stat.version)
+                    .map_err(ZkError::zk("prepare the report's epoch check"))?;
+                tx.add_set_data(&my_path, &me.encode(), None)
+                    .map_err(ZkError::zk("prepare the report"))?;
+                if let Err(e) = tx.commit().await {
+                    tracing::debug!(error = %e, round, "the epoch moved before the report: not reported");
+                    me.round = None;
+                }
                 continue;
             }
-            let mut reporters = Vec::new();
+            let mut members = Vec::with_capacity(children.len());
             for c in &children {
                 match zk.get_data(&format!("{members_path}/{c}")).await {
-                    Ok((d, _)) => {
-                        let m = MemberInfo::decode(&d);
-                        if m.round == Some(round) {
-                            reporters.push((c.clone(), m));
-                        }
-                    }
+                    Ok((d, _)) => members.push((c.clone(), MemberInfo::decode(&d))),
                     Err(zookeeper_client::Error::NoNode) => {}
                     Err(e) => return Err(ZkError::zk("read a member")(e)),
                 }
             }
-            if reporters.len() < quorum {
-                said.say(NOT_REPORTED);
-                let _ = tokio::time::timeout(ELECTION_POLL, members_watch.changed()).await;
-                continue;
-            }
-            // Most up to date, then heaviest, then the oldest member (lowest sequence).
-            let best = reporters
-                .iter()
-                .max_by(|(an, a), (bn, b)| {
-                    a.pos
-                        .cmp(&b.pos)
-                        .then(a.weight.cmp(&b.weight))
-                        .then(bn.cmp(an))
-                })
-                .map(|(n, _)| n.clone());
-            if best.as_deref() != Some(my_name.as_str()) {
+            let best = match decide(round, quorum, &members) {
+                Decision::NotEnoughMembers => {
+                    said.say(NOT_ENOUGH_MEMBERS);
+                    let _ = tokio::time::timeout(ELECTION_POLL, members_watch.changed()).await;
+                    continue;
+                }
+                Decision::NotReported => {
+                    said.say(NOT_REPORTED);
+                    let _ = tokio::time::timeout(ELECTION_POLL, members_watch.changed()).await;
+                    continue;
+                }
+                Decision::Elect(best) => best,
+            };
+            if best != my_name {
                 tracing::debug!(
                     ?best,
                     "another member is the most up to date; waiting for it"
@@ -490,7 +507,7 @@ impl ZkReplication {
         store: &Arc<dyn MessageStore>,
         pos: Position,
         m: &MasterInfo,
-        my_name: &str,
+        my_id: &str,
         master_watch: zookeeper_client::OneshotWatcher,
     ) -> Position {
         let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -514,7 +531,7 @@ impl ZkReplication {
             master_epoch: m.epoch,
             token: self.cfg.security_token.clone(),
             group: self.cfg.group.clone(),
-            member: my_name.to_string(),
+            member: my_id.to_string(),
         };
         let (pos, result) = follow(store, pos, &params, &mut stop_rx).await;
         let stopped = *stop_rx.borrow();
@@ -617,6 +634,86 @@ impl ZkReplication {
     }
 }
 
+/// What one look at a round's reports allows.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    /// Fewer distinct members than a quorum.
+    NotEnoughMembers,
+    /// Fewer distinct members than a quorum reported for this round.
+    NotReported,
+    /// This member (znode name) is the most up to date of a quorum of reports.
+    Elect(String),
+}
+
+/// The election rule, apart from ZooKeeper: each member id counts once (its newest znode: an
+/// older one is a lingering session of the same broker), only reports tagged `round` count,
+/// and among a quorum of them the highest position wins, then the heaviest, then the oldest.
+fn decide(round: u64, quorum: usize, members: &[(String, MemberInfo)]) -> Decision {
+    let mut newest: HashMap<&str, (&String, &MemberInfo)> = HashMap::new();
+    for (name, m) in members {
+        // A member without an id (an older broker) is known by its znode only.
+        let id = if m.id.is_empty() {
+            name.as_str()
+        } else {
+            m.id.as_str()
+        };
+        match newest.get(id) {
+            // Sequential znode names have fixed-width counters: the larger is the newer.
+            Some((n, _)) if *n >= name => {}
+            _ => {
+                newest.insert(id, (name, m));
+            }
+        }
+    }
+    if newest.len() < quorum {
+        return Decision::NotEnoughMembers;
+    }
+    let reporters: Vec<(&String, &MemberInfo)> = newest
+        .into_values()
+        .filter(|(_, m)| m.round == Some(round))
+        .collect();
+    if reporters.len() < quorum {
+        return Decision::NotReported;
+    }
+    reporters
+        .into_iter()
+        .max_by(|(an, a), (bn, b)| {
+            a.pos
+                .cmp(&b.pos)
+                .then(a.weight.cmp(&b.weight))
+                .then(bn.cmp(an))
+        })
+        .map_or(Decision::NotReported, |(n, _)| Decision::Elect(n.clone()))
+}
+
+/// Records the group's `replicas` at its creation, or refuses a broker configured otherwise:
+/// brokers that disagree on it would disagree on what a quorum is.
+async fn check_replicas(
+    zk: &Client,
+    path: &str,
+    cfg: &ReplicatedConfig,
+    persistent: &CreateOptions<'_>,
+) -> Result<(), ZkError> {
+    let mine = cfg.replicas.to_string();
+    match zk.create(path, mine.as_bytes(), persistent).await {
+        Ok(_) => return Ok(()),
+        Err(zookeeper_client::Error::NodeExists) => {}
+        Err(e) => return Err(ZkError::zk(format!("create {path}"))(e)),
+    }
+    let (data, _) = zk
+        .get_data(path)
+        .await
+        .map_err(ZkError::zk(format!("read {path}")))?;
+    let theirs = String::from_utf8_lossy(&data).trim().to_string();
+    if theirs != mine {
+        return Err(ZkError::Config(format!(
+            "ha.replicas = {mine}, but group {:?} was created with replicas = {theirs} (recorded in ZooKeeper at {path}); every broker of a group must use the same value (to change it, stop the group and delete that znode)",
+            cfg.group
+        )));
+    }
+    Ok(())
+}
+
 /// Watches a master's session, its group and its slaves; returns why it must step down.
 async fn monitor(
     zk: &Client,
@@ -701,9 +798,55 @@ impl Activation for ZkReplication {
 mod tests {
     use super::*;
 
+    fn report(id: &str, lsn: u64, round: Option<u64>) -> MemberInfo {
+        MemberInfo {
+            id: id.into(),
+            addr: "h:1".into(),
+            pos: Position { epoch: 1, lsn },
+            weight: 1,
+            round,
+        }
+    }
+
+    #[test]
+    fn a_broker_with_two_znodes_counts_once() {
+        // Broker b's znode from a session that has not expired yet, and its new one.
+        let members = vec![
+            ("m-0000000001".to_string(), report("b", 9, Some(4))),
+            ("m-0000000003".to_string(), report("b", 9, Some(4))),
+        ];
+        assert_eq!(decide(4, 2, &members), Decision::NotEnoughMembers);
+        let mut with_c = members.clone();
+        with_c.push(("m-0000000002".to_string(), report("c", 5, Some(4))));
+        assert_eq!(
+            decide(4, 2, &with_c),
+            Decision::Elect("m-0000000003".into()),
+            "the newest znode of the most up-to-date broker"
+        );
+    }
+
+    #[test]
+    fn only_the_newest_znodes_report_for_the_round_counts() {
+        // b's old znode reported round 4; its new one has not reported yet: b is not counted
+        // on the old session's word.
+        let members = vec![
+            ("m-0000000001".to_string(), report("b", 9, Some(4))),
+            ("m-0000000003".to_string(), report("b", 9, None)),
+            ("m-0000000002".to_string(), report("c", 5, Some(4))),
+        ];
+        assert_eq!(decide(4, 2, &members), Decision::NotReported);
+        // A report of another round never counts.
+        let stale = vec![
+            ("m-0000000001".to_string(), report("b", 9, Some(3))),
+            ("m-0000000002".to_string(), report("c", 5, Some(4))),
+        ];
+        assert_eq!(decide(4, 2, &stale), Decision::NotReported);
+    }
+
     #[test]
     fn member_and_master_data_round_trip() {
         let m = MemberInfo {
+            id: "b-1".into(),
             addr: "127.0.0.1:1".into(),
             pos: Position { epoch: 2, lsn: 9 },
             weight: 5,

@@ -2,7 +2,7 @@
 //! to the connected slaves and confirms it only when the `sync` mode's condition holds.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use crate::position::{position_ops, POSITION_LIST};
+use crate::position::{position_ops, POSITION_LIST, RESERVED_PREFIX};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::SyncPolicy;
 
@@ -23,6 +23,10 @@ use crate::SyncPolicy;
 pub const RING_MAX_ENTRIES: usize = 100_000;
 /// Most payload bytes kept in the ring.
 pub const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Most bytes queued for one follower (entries not yet written to its socket); a follower
+/// past it is dropped and comes back to catch up, rather than the master buffering without
+/// bound or stalling its writers.
+pub const FOLLOWER_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Payload bytes per snapshot chunk of a full copy.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a connecting slave may take to say hello.
@@ -33,11 +37,28 @@ struct Pending {
     completer: Completer,
 }
 
+/// A connected slave, keyed by its member id: a reconnect of the same member replaces its old
+/// connection (which may be half-open) instead of counting twice.
 struct Follower {
     member: String,
+    /// Which connection of that member this is; a replaced connection's acks are ignored.
+    conn: u64,
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes sent to `tx` and not yet written to the socket.
+    queued_bytes: Arc<AtomicUsize>,
+    /// The lsn from which this follower's log is agreed to match the master's: its hello
+    /// position when streaming, the copy's end after a full copy. Acks below it are stale.
+    floor: u64,
+    /// Highest lsn acknowledged received / durable, of this master's own entries.
     mem: u64,
     disk: u64,
+}
+
+impl Follower {
+    fn send(&self, frame: Bytes) -> bool {
+        self.queued_bytes.fetch_add(frame.len(), Ordering::Relaxed);
+        self.tx.send(frame).is_ok()
+    }
 }
 
 struct State {
@@ -53,8 +74,8 @@ struct State {
     pending: VecDeque<Pending>,
     /// Highest lsn the local store confirmed.
     local_done: u64,
-    followers: HashMap<u64, Follower>,
-    next_follower: u64,
+    followers: HashMap<String, Follower>,
+    next_conn: u64,
     failed: Option<StoreError>,
     closed: bool,
     /// A full copy is reading the store: submits wait so that the copy is one consistent cut.
@@ -76,6 +97,8 @@ pub(crate) struct Shared {
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
     /// Full copies sent to slaves (for status and tests).
     full_copies: AtomicU64,
+    /// Most bytes queued for one follower before it is dropped.
+    follower_queue_bytes_max: AtomicUsize,
 }
 
 /// The master's store: a [`MessageStore`] that replicates every batch before confirming it.
@@ -123,7 +146,7 @@ impl ReplicatingStore {
                 pending: VecDeque::new(),
                 local_done: start.lsn,
                 followers: HashMap::new(),
-                next_follower: 1,
+                next_conn: 1,
                 failed: None,
                 closed: false,
                 snapshotting: false,
@@ -131,6 +154,7 @@ impl ReplicatingStore {
             gate: Condvar::new(),
             local_tx,
             full_copies: AtomicU64::new(0),
+            follower_queue_bytes_max: AtomicUsize::new(FOLLOWER_QUEUE_BYTES_MAX),
         });
         // The local store confirms in submission order, so one task awaiting the completions
         // in order is enough (and cheaper than a task per batch).
@@ -168,6 +192,13 @@ impl ReplicatingStore {
             .failed
             .as_ref()
             .map(|e| e.to_string())
+    }
+
+    /// Sets the most bytes queued for one follower (default [`FOLLOWER_QUEUE_BYTES_MAX`]).
+    pub fn set_follower_queue_bytes_max(&self, bytes: usize) {
+        self.shared
+            .follower_queue_bytes_max
+            .store(bytes, Ordering::Relaxed);
     }
 
     /// How many full copies this master sent to slaves.
@@ -336,15 +367,16 @@ impl MessageStore for ReplicatingStore {
                 None => break,
             }
         }
-        // A slave that fell a whole ring behind is cut off; it comes back for a full copy
-        // instead of making the master buffer without bound.
-        let acked = |f: &Follower| f.mem.max(f.disk);
+        // A slave whose queue is full is cut off; it comes back and catches up (from the ring
+        // or by a copy) instead of making the master buffer without bound. The bound is on
+        // bytes in flight, not on lsn distance: a slave that starts far into the log is fine.
+        let queue_max = shared.follower_queue_bytes_max.load(Ordering::Relaxed);
         st.followers.retain(|_, f| {
-            if pos.lsn.saturating_sub(acked(f)) > RING_MAX_ENTRIES as u64 {
-                tracing::warn!(member = %f.member, "slave fell too far behind: disconnecting it");
+            if f.queued_bytes.load(Ordering::Relaxed) + frame.len() > queue_max {
+                tracing::warn!(member = %f.member, queue_max, "slave's queue is full: disconnecting it");
                 return false;
             }
-            f.tx.send(frame.clone()).is_ok()
+            f.send(frame.clone())
         });
         let (completer, completion) = Completion::pair();
         st.pending.push_back(Pending {
@@ -363,7 +395,7 @@ impl MessageStore for ReplicatingStore {
 
     fn recover(&self) -> Result<Recovery, StoreError> {
         let mut r = self.shared.inner.recover()?;
-        r.lists.retain(|l| l.list != POSITION_LIST);
+        r.lists.retain(|l| !l.list.starts_with(RESERVED_PREFIX));
         Ok(r)
     }
 
@@ -399,8 +431,8 @@ impl MessageStore for ReplicatingStore {
 /// exactly the entries after the cut. Blocking: run on a blocking thread.
 fn snapshot_and_register(
     shared: &Shared,
-    follower: Follower,
-) -> Result<(Position, Vec<Batch>, u64, u64), StoreError> {
+    mut follower: Follower,
+) -> Result<(Position, Vec<Batch>, u64), StoreError> {
     {
         let mut st = shared.state.lock();
         for _ in 0..600 {
@@ -434,7 +466,12 @@ fn snapshot_and_register(
             .collect();
         let mut chunk_bytes = 0usize;
         let mut total = 0u64;
-        for l in rec.lists.iter().filter(|l| l.list != POSITION_LIST) {
+        // The position is the copy's end (sent apart); the member id is the master's own.
+        for l in rec
+            .lists
+            .iter()
+            .filter(|l| !l.list.starts_with(RESERVED_PREFIX))
+        {
             let mut after = None;
             // Bounded by the list's message count (pages of 1024).
             for _ in 0..=(l.count / 1024 + 1) {
@@ -468,10 +505,28 @@ fn snapshot_and_register(
     if st.closed {
         return Err(StoreError::Closed);
     }
-    let id = st.next_follower;
-    st.next_follower += 1;
-    st.followers.insert(id, follower);
-    Ok((st.last, chunks, total, id))
+    let cut = st.last;
+    // Nothing this slave acked before the copy counts (it is about to replace its store):
+    // its acks count from the copy's end on.
+    follower.floor = cut.lsn;
+    follower.mem = 0;
+    follower.disk = 0;
+    register(&mut st, follower);
+    Ok((cut, chunks, total))
+}
+
+/// Adds `f`, replacing (and so hanging up on) an older connection of the same member.
+fn register(st: &mut State, f: Follower) {
+    if let Some(old) = st.followers.insert(f.member.clone(), f) {
+        tracing::info!(member = %old.member, "the member reconnected: its old connection is replaced");
+    }
+}
+
+/// Removes `member`'s follower if it is still connection `conn` (not a newer one).
+fn forget(st: &mut State, member: &str, conn: u64) {
+    if st.followers.get(member).is_some_and(|f| f.conn == conn) {
+        st.followers.remove(member);
+    }
 }
 
 fn tokens_match(a: &str, b: &str) -> bool {
@@ -534,9 +589,18 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         return Err(crate::ZkError::Replication(reason));
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
-    let follower = Follower {
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let conn = {
+        let mut st = shared.state.lock();
+        st.next_conn += 1;
+        st.next_conn
+    };
+    let mut follower = Follower {
         member: member.clone(),
+        conn,
         tx,
+        queued_bytes: queued_bytes.clone(),
+        floor: 0,
         mem: 0,
         disk: 0,
     };
@@ -555,13 +619,16 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         };
         match from_ring {
             Some(skip) => {
+                // The slave holds `last`, an entry of this master's log (same epoch): its log
+                // matches up to there, which is where its acked position starts.
+                follower.floor = last.lsn;
+                follower.mem = last.lsn;
+                follower.disk = last.lsn;
                 for (_, f) in st.ring.iter().skip(skip) {
-                    let _ = follower.tx.send(f.clone());
+                    let _ = follower.send(f.clone());
                 }
-                let id = st.next_follower;
-                st.next_follower += 1;
-                st.followers.insert(id, follower);
-                Ok(id)
+                register(&mut st, follower);
+                Ok(())
             }
             None => Err(follower),
         }
@@ -573,16 +640,15 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         },
     )
     .await?;
-    let id = match streamed {
-        Ok(id) => {
+    match streamed {
+        Ok(()) => {
             tracing::info!(%member, slave_position = %last, "slave connected: streaming from its position");
-            id
         }
         Err(follower) => {
             tracing::info!(%member, slave_position = %last, "slave connected: it needs a full copy of the store");
             shared.full_copies.fetch_add(1, Ordering::Relaxed);
             let sh = shared.clone();
-            let (pos, chunks, total, id) =
+            let (pos, chunks, total) =
                 tokio::task::spawn_blocking(move || snapshot_and_register(&sh, follower))
                     .await
                     .map_err(|e| crate::ZkError::Replication(format!("copy task: {e}")))??;
@@ -599,22 +665,32 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
                 wr.write_all(&b).await.map_err(wire::WireError::Io)?;
             }
             wire::write_frame(&mut wr, &Frame::SnapshotEnd { pos }).await?;
-            id
         }
-    };
+    }
     let acks = {
         let shared = shared.clone();
+        let member = member.clone();
         tokio::spawn(async move {
             loop {
                 match wire::read_frame(&mut rd).await {
-                    Ok(Frame::Ack { kind, lsn }) => {
+                    Ok(Frame::Ack { kind, pos }) => {
                         let mut st = shared.state.lock();
-                        let Some(f) = st.followers.get_mut(&id) else {
+                        let last = st.last;
+                        let Some(f) = st.followers.get_mut(&member).filter(|f| f.conn == conn)
+                        else {
                             return;
                         };
+                        // Only this master writes entries of its epoch, so (epoch, lsn) names
+                        // one of its own entries exactly; anything else (an old epoch's entry
+                        // at that lsn, a position from before the agreed start) says nothing
+                        // about what the slave holds of this log.
+                        if pos.epoch != shared.epoch || pos.lsn < f.floor || pos.lsn > last.lsn {
+                            tracing::debug!(%member, ack = %pos, floor = f.floor, "ack not counted");
+                            continue;
+                        }
                         match kind {
-                            AckKind::Mem => f.mem = f.mem.max(lsn),
-                            AckKind::Disk => f.disk = f.disk.max(lsn),
+                            AckKind::Mem => f.mem = f.mem.max(pos.lsn),
+                            AckKind::Disk => f.disk = f.disk.max(pos.lsn),
                         }
                         shared.resolve(&mut st);
                     }
@@ -631,20 +707,25 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
     // When the slave hangs up, forget it at once (its sender goes, ending the writer below).
     let reaper = {
         let shared = shared.clone();
+        let member = member.clone();
         tokio::spawn(async move {
             let _ = acks.await;
             let mut st = shared.state.lock();
-            st.followers.remove(&id);
+            forget(&mut st, &member, conn);
             shared.resolve(&mut st);
         })
     };
     let result: Result<(), crate::ZkError> = async {
         while let Some(f) = rx.recv().await {
             wr.write_all(&f).await.map_err(wire::WireError::Io)?;
+            queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
             // Write everything queued before flushing: one syscall for a burst of entries.
             for _ in 0..1024 {
                 match rx.try_recv() {
-                    Ok(f) => wr.write_all(&f).await.map_err(wire::WireError::Io)?,
+                    Ok(f) => {
+                        wr.write_all(&f).await.map_err(wire::WireError::Io)?;
+                        queued_bytes.fetch_sub(f.len(), Ordering::Relaxed);
+                    }
                     Err(_) => break,
                 }
             }
@@ -656,7 +737,7 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
     reaper.abort();
     acks_abort.abort();
     let mut st = shared.state.lock();
-    st.followers.remove(&id);
+    forget(&mut st, &member, conn);
     shared.resolve(&mut st);
     tracing::info!(%member, "slave disconnected");
     result

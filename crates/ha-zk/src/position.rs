@@ -12,6 +12,54 @@ use crate::wire::Position;
 
 /// The reserved list that holds the position record.
 pub const POSITION_LIST: &str = "replication://position";
+/// The reserved list that holds this broker's member id (one record, seq 1). Never copied to
+/// another broker and never wiped by a full copy: the id names the broker, not the data.
+pub const MEMBER_ID_LIST: &str = "replication://member-id";
+/// The prefix of every reserved list (hidden from the broker, excluded from full copies).
+pub const RESERVED_PREFIX: &str = "replication://";
+
+/// This broker's stable member id, created (and made durable) on first use.
+///
+/// Why in the store: the ZooKeeper member znode is ephemeral and renamed with every session,
+/// and `host:port` changes with a dynamic bind port; the store is what a member *is* (a
+/// broker with a new, empty data directory is rightly a new member). A data directory copied
+/// to a second broker would duplicate the id: do not clone data directories between members.
+pub async fn member_id(store: &dyn MessageStore) -> Result<String, StoreError> {
+    if let Some(m) = store.load(MEMBER_ID_LIST, None, 1)?.first() {
+        return String::from_utf8(m.payload.to_vec()).map_err(|_| StoreError::Corrupt {
+            location: format!("{MEMBER_ID_LIST} seq {}", m.seq),
+            reason: "member id is not UTF-8".into(),
+        });
+    }
+    let id = new_member_id();
+    store
+        .submit(vec![Op::Enqueue {
+            list: MEMBER_ID_LIST.into(),
+            seq: 1,
+            payload: Bytes::from(id.clone()),
+        }])
+        .await?;
+    Ok(id)
+}
+
+fn new_member_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; mixed with the time and pid so that two
+    // brokers started at once on one host still differ.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut parts = [0u64; 2];
+    for (i, p) in parts.iter_mut().enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.write_usize(i);
+        *p = h.finish();
+    }
+    format!("b-{:016x}{:016x}", parts[0], parts[1])
+}
 
 /// The ops that move the recorded position from `prev` (its lsn, if any) to `pos`.
 pub fn position_ops(prev: Option<u64>, pos: Position) -> Vec<Op> {
@@ -71,6 +119,15 @@ fn decode(b: &[u8]) -> Option<Position> {
 mod tests {
     use super::*;
     use ferromq_store::MemoryStore;
+
+    #[tokio::test]
+    async fn the_member_id_is_created_once_and_kept() {
+        let s = MemoryStore::new();
+        let id = member_id(&s).await.unwrap();
+        assert!(id.starts_with("b-") && id.len() == 34, "{id}");
+        assert_eq!(member_id(&s).await.unwrap(), id);
+        assert_ne!(member_id(&MemoryStore::new()).await.unwrap(), id);
+    }
 
     #[test]
     fn position_moves_with_the_batches_that_carry_it() {

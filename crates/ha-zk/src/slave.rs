@@ -10,7 +10,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::position::{position_ops, POSITION_LIST};
+use crate::position::{position_ops, MEMBER_ID_LIST, POSITION_LIST};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::ZkError;
 
@@ -35,8 +35,8 @@ pub struct FollowParams {
 }
 
 enum Ack {
-    Mem(u64),
-    Disk(u64),
+    Mem(Position),
+    Disk(Position),
 }
 
 struct Copy {
@@ -70,7 +70,7 @@ pub async fn follow(
                     Ok(()) => {
                         if let Some(pos) = pos {
                             *durable.lock() = pos;
-                            let _ = ack_tx.send(Ack::Disk(pos.lsn));
+                            let _ = ack_tx.send(Ack::Disk(pos));
                         }
                     }
                     Err(e) => {
@@ -151,14 +151,17 @@ async fn run(
         Ok(Err(e)) => return Err(e.into()),
     }
     tracing::info!(master = %p.addr, epoch = p.master_epoch, position = %start, "Slave started: replicating from the master");
-    // The start position is durable (read from the store, or drained before we got here).
-    let _ = ack_tx.send(Ack::Disk(start.lsn));
+    // The start position is durable (read from the store, or drained before we got here). The
+    // master counts it only if its own log holds that very entry (same epoch) and it agreed to
+    // stream from there; before a full copy it is ignored.
+    let _ = ack_tx.send(Ack::Disk(start));
     let writer = tokio::spawn(async move {
         while let Some(first) = ack_rx.recv().await {
-            let (mut mem, mut disk) = (None, None);
+            let (mut mem, mut disk): (Option<Position>, Option<Position>) = (None, None);
+            // Positions along one connection's log grow in both epoch and lsn: max is the last.
             let mut note = |a: Ack| match a {
-                Ack::Mem(l) => mem = Some(mem.unwrap_or(0).max(l)),
-                Ack::Disk(l) => disk = Some(disk.unwrap_or(0).max(l)),
+                Ack::Mem(p) => mem = Some(mem.map_or(p, |m| m.max(p))),
+                Ack::Disk(p) => disk = Some(disk.map_or(p, |d| d.max(p))),
             };
             note(first);
             // Coalesce: only the highest of each kind matters (acks are cumulative).
@@ -169,17 +172,17 @@ async fn run(
                 }
             }
             let mut b = bytes::BytesMut::new();
-            if let Some(lsn) = mem {
+            if let Some(pos) = mem {
                 Frame::Ack {
                     kind: AckKind::Mem,
-                    lsn,
+                    pos,
                 }
                 .encode(&mut b);
             }
-            if let Some(lsn) = disk {
+            if let Some(pos) = disk {
                 Frame::Ack {
                     kind: AckKind::Disk,
-                    lsn,
+                    pos,
                 }
                 .encode(&mut b);
             }
@@ -213,7 +216,7 @@ async fn run(
                 let c = store.submit(batch);
                 let _ = done_tx.send((Some(pos), c));
                 applied = pos;
-                let _ = ack_tx.send(Ack::Mem(pos.lsn));
+                let _ = ack_tx.send(Ack::Mem(pos));
             }
             Frame::SnapshotBegin { pos, total_bytes } => {
                 tracing::info!(master_position = %pos, bytes = total_bytes, "receiving a full copy of the master's store");
@@ -229,9 +232,15 @@ async fn run(
                 wipe.extend(rec.subscriptions.iter().map(|s| Op::DeleteSubscription {
                     list: s.list.clone(),
                 }));
-                wipe.extend(rec.lists.iter().map(|l| Op::Purge {
-                    list: l.list.clone(),
-                }));
+                // The member id names this broker, not the data: it stays.
+                wipe.extend(
+                    rec.lists
+                        .iter()
+                        .filter(|l| l.list != MEMBER_ID_LIST)
+                        .map(|l| Op::Purge {
+                            list: l.list.clone(),
+                        }),
+                );
                 let _ = done_tx.send((Some(Position::default()), store.submit(wipe)));
                 let now = Instant::now();
                 copy = Some(Copy {

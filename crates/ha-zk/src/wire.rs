@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest frame accepted (a batch or a snapshot chunk); larger is a protocol error.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Protocol version sent in `Hello`; a master refuses any other.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: acks carry the acknowledged entry's epoch as well as its lsn.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A log position: the epoch the entry was written in, and its log sequence number.
 /// Ordered by epoch first (Raft's "more up to date" rule), then lsn.
@@ -95,12 +96,14 @@ pub enum Frame {
         /// The position the copy is consistent at.
         pos: Position,
     },
-    /// Slave -> master: cumulative acknowledgement of every entry up to `lsn`.
+    /// Slave -> master: cumulative acknowledgement of every entry up to `pos`. The epoch names
+    /// which entry: a master counts the ack only if its own entry at `pos.lsn` has that epoch
+    /// (a bare lsn cannot tell two different entries at the same lsn apart).
     Ack {
         /// Received or durable.
         kind: AckKind,
-        /// Highest lsn acknowledged.
-        lsn: u64,
+        /// Highest entry acknowledged.
+        pos: Position,
     },
 }
 
@@ -251,13 +254,13 @@ impl Frame {
                 b.put_u8(T_SNAP_END);
                 put_pos(b, *pos);
             }
-            Frame::Ack { kind, lsn } => {
+            Frame::Ack { kind, pos } => {
                 b.put_u8(T_ACK);
                 b.put_u8(match kind {
                     AckKind::Mem => 0,
                     AckKind::Disk => 1,
                 });
-                b.put_u64_le(*lsn);
+                put_pos(b, *pos);
             }
         }
         let len = (b.len() - start - 4) as u32;
@@ -299,7 +302,7 @@ impl Frame {
                     1 => AckKind::Disk,
                     _ => return Err(WireError::Malformed("ack kind")),
                 },
-                lsn: get_u64(r)?,
+                pos: get_pos(r)?,
             },
             _ => return Err(WireError::Malformed("frame type")),
         };
@@ -478,7 +481,7 @@ mod tests {
         });
         roundtrip(Frame::Ack {
             kind: AckKind::Disk,
-            lsn: 99,
+            pos: Position { epoch: 4, lsn: 99 },
         });
     }
 

@@ -212,3 +212,40 @@ async fn a_password_protected_group_elects_and_locks_out_other_credentials() {
     mo.take_store().unwrap().close().unwrap();
     m.take_store().unwrap().close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_configured_with_other_replicas_than_its_group_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let path = unique_path("replicas");
+    let cfg = |replicas: usize| ReplicatedConfig {
+        group: "rep".into(),
+        replicas,
+        zk_address: zk(),
+        zk_path: path.clone(),
+        zk_session_timeout: Duration::from_millis(2000),
+        zk_password: None,
+        bind: "127.0.0.1:0".into(),
+        hostname: None,
+        weight: 1,
+        security_token: String::new(),
+        sync: SyncMode::QuorumDisk,
+    };
+    // The group's first broker records replicas = 1 (and, alone a quorum, becomes master).
+    let first = ZkReplication::new(cfg(1), opener(d.path().join("a"))).unwrap();
+    let mut m = tokio::time::timeout(T, first.acquire())
+        .await
+        .expect("a one-replica group elects its only member")
+        .unwrap();
+    // A broker that thinks the group has three replicas would count another quorum.
+    let other = ZkReplication::new(cfg(3), opener(d.path().join("b"))).unwrap();
+    let err = tokio::time::timeout(T, other.acquire())
+        .await
+        .expect("a mismatched broker must be refused, not left waiting")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("replicas = 3") && err.contains("replicas = 1"),
+        "{err}"
+    );
+    m.take_store().unwrap().close().unwrap();
+}

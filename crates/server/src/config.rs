@@ -438,6 +438,15 @@ impl Config {
                 }
             }
             "replicated" => {
+                // A slave's "disk" ack and the master's local_disk confirmation both come from
+                // the local store: unless it syncs every write, "disk" would mean page cache,
+                // and a recorded position could run ahead of what survives a crash.
+                if self.store.sync != "always" {
+                    bail!(
+                        "ha.mode = \"replicated\" needs store.sync = \"always\" (got {:?}): a replica's \"disk\" acknowledgement must mean synced to disk, not the page cache; every broker of the group must use \"always\"",
+                        self.store.sync
+                    );
+                }
                 if !cfg!(feature = "zk") {
                     bail!("ha.mode = \"replicated\" needs a build with the `zk` feature");
                 }
@@ -632,6 +641,33 @@ mod tests {
             env("FERROMQ__HA__SYNC", "remote_mem"),
         ];
         assert_eq!(Config::load(None, ok).is_ok(), cfg!(feature = "zk"));
+    }
+
+    #[test]
+    fn replicated_mode_refuses_a_store_that_does_not_sync_every_write() {
+        let env = |k: &str, v: &str| (k.to_string(), v.to_string());
+        for sync in ["periodic", "never"] {
+            let r = Config::load(
+                None,
+                vec![
+                    env("FERROMQ__HA__MODE", "replicated"),
+                    env("FERROMQ__STORE__SYNC", sync),
+                ],
+            );
+            let err = format!("{:#}", r.unwrap_err());
+            assert!(
+                err.contains("store.sync") && err.contains("\"always\""),
+                "{sync}: {err}"
+            );
+        }
+        let always = vec![
+            env("FERROMQ__HA__MODE", "replicated"),
+            env("FERROMQ__STORE__SYNC", "always"),
+        ];
+        assert_eq!(Config::load(None, always).is_ok(), cfg!(feature = "zk"));
+        // Outside replicated mode, periodic stays a legitimate trade-off.
+        let single = vec![env("FERROMQ__STORE__SYNC", "periodic")];
+        assert!(Config::load(None, single).is_ok());
     }
 
     #[test]
