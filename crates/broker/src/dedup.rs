@@ -11,6 +11,14 @@
 //! batch as the message, and evicting an id is a `Dequeue`. A new master recovering the store
 //! therefore knows every id the old master confirmed — including those of messages already
 //! consumed and acknowledged, which is exactly when a resend would otherwise be delivered twice.
+//!
+//! An id is only as good as the write that stores it. A new id is *pending* until that write
+//! settles ([`DupCache::settle`]): a resend arriving meanwhile is not confirmed at once but gets
+//! the original write's outcome — a RECEIPT once the original is durable, an ERROR if it failed.
+//! A failed write's id is forgotten, so the producer's next resend is stored as new. (The resend
+//! that waited fails rather than being stored in its place: the store that failed the original
+//! refuses every later write until reopened anyway, and storing it late would put it behind
+//! messages its producer sent after it.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -33,7 +41,8 @@ pub const DUP_WAITERS_PER_ID_MAX: usize = 64;
 enum WriteState {
     /// In flight: the resends waiting for its outcome.
     Waiting(Vec<Completer>),
-    /// Settled (an id evicted and re-checked cannot see this, but a late reader may).
+    /// Settled. Settling updates the cache entry under the same lock, so no resend should find
+    /// this; one that did would still get the original's outcome.
     Done(Result<(), StoreError>),
 }
 

@@ -3,14 +3,16 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use ferromq_protocol::stomp::Frame;
 use ferromq_server::server::Server;
 use ferromq_store::{
-    Batch, Completion, MemoryStore, MessageStore, Recovery, StoreError, StoredMessage,
+    Batch, Completer, Completion, MemoryStore, MessageStore, Recovery, StoreError, StoredMessage,
 };
 
 /// A memory store whose writes fail while `failing` is set. A failed batch is not applied and
@@ -91,5 +93,115 @@ async fn a_commit_the_store_refuses_is_reported_and_its_acked_message_is_deliver
     let again = until(&mut raw, "MESSAGE").await;
     assert_eq!(&again.body[..], b"m");
     assert_eq!(again.header("message-id"), msg.header("message-id"));
+    server.shutdown().await.unwrap();
+}
+
+/// A memory store whose writes complete when the test says so, in submission order; a batch is
+/// applied only when released with `Ok`.
+#[derive(Debug, Default)]
+struct Held {
+    inner: MemoryStore,
+    held: Mutex<VecDeque<(Batch, Completer)>>,
+}
+
+impl Held {
+    fn held(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Waits (bounded) until `n` batches are held: the broker has handled what wrote them.
+    async fn until_held(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.held() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store never got write {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn release_next(&self, result: Result<(), StoreError>) {
+        let (batch, completer) = self.held.lock().unwrap().pop_front().unwrap();
+        if result.is_ok() {
+            self.inner.submit(batch).wait_blocking().unwrap();
+        }
+        completer.complete(result);
+    }
+}
+
+impl MessageStore for Held {
+    fn kind(&self) -> &'static str {
+        "held"
+    }
+    fn submit(&self, batch: Batch) -> Completion {
+        let (completer, completion) = Completion::pair();
+        self.held.lock().unwrap().push_back((batch, completer));
+        completion
+    }
+    fn recover(&self) -> Result<Recovery, StoreError> {
+        self.inner.recover()
+    }
+    fn load(&self, l: &str, a: Option<u64>, m: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.inner.load(l, a, m)
+    }
+    fn usage_bytes(&self) -> u64 {
+        self.inner.usage_bytes()
+    }
+    fn close(&self) -> Result<(), StoreError> {
+        self.inner.close()
+    }
+}
+
+#[tokio::test]
+async fn a_resend_of_a_message_whose_write_fails_gets_an_error_not_a_receipt() {
+    let store = Arc::new(Held::default());
+    let server = Server::start_with_store(config(""), store.clone())
+        .await
+        .unwrap();
+    let send = |id: &str, receipt: &str, body: &str| {
+        format!(
+            "SEND\ndestination:/queue/dup\npersistent:true\n_AMQ_DUPL_ID:{id}\nreceipt:{receipt}\n\n{body}\0"
+        )
+    };
+    let mut original = Raw::connected(&server).await;
+    original.send(send("p:1", "a1", "o").as_bytes()).await;
+    store.until_held(1).await;
+    // The producer failed over before its receipt came and resends on a new connection; then
+    // sends its next message, whose write shows the resend was handled.
+    let mut resend = Raw::connected(&server).await;
+    resend.send(send("p:1", "b1", "o").as_bytes()).await;
+    resend.send(send("p:2", "b2", "n").as_bytes()).await;
+    store.until_held(2).await;
+    store.release_next(Err(StoreError::Failed("test: the disk went away".into())));
+    store.release_next(Ok(()));
+
+    let f = original.frame().await;
+    assert_eq!(f.as_ref().and_then(|f| f.header("receipt-id")), Some("a1"));
+    assert_error(f, "Message not stored");
+    let f = resend.frame().await;
+    assert_eq!(
+        f.as_ref().map(|f| f.command.as_str()),
+        Some("ERROR"),
+        "the resend of a message that was never stored got {f:?}"
+    );
+    assert_eq!(f.as_ref().and_then(|f| f.header("receipt-id")), Some("b1"));
+
+    // The id was forgotten: the next resend is stored and delivered.
+    let mut again = Raw::connected(&server).await;
+    again.send(send("p:1", "c1", "o").as_bytes()).await;
+    store.until_held(1).await;
+    store.release_next(Ok(()));
+    let f = until(&mut again, "RECEIPT").await;
+    assert_eq!(f.header("receipt-id"), Some("c1"));
+    again
+        .send(b"SUBSCRIBE\nid:s\ndestination:/queue/dup\nack:auto\n\n\0")
+        .await;
+    let mut bodies = vec![
+        until(&mut again, "MESSAGE").await.body.to_vec(),
+        until(&mut again, "MESSAGE").await.body.to_vec(),
+    ];
+    bodies.sort();
+    assert_eq!(bodies, [b"n".to_vec(), b"o".to_vec()]);
     server.shutdown().await.unwrap();
 }
