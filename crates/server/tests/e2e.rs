@@ -459,17 +459,20 @@ async fn exclusive_consumer_takes_everything_until_it_leaves() {
 
 #[tokio::test]
 async fn heartbeating_client_stays_connected_while_idle() {
+    // Twelve intervals of idleness. The interval is 250 ms rather than the minimum so that a
+    // test runner starved of CPU by parallel tests (the broker closes after 1.5 intervals of
+    // silence) does not make an idle-but-alive client look dead.
     let server = start("[stomp]\nheart_beat_min_ms = 50\n").await;
     let cfg = ferromq_client::ClientConfig {
         heart_beat: ferromq_protocol::stomp::HeartBeat {
-            send_ms: 50,
-            recv_ms: 50,
+            send_ms: 250,
+            recv_ms: 250,
         },
         ..Default::default()
     };
     let c = connect_with(&server, cfg).await;
-    assert_eq!(c.heart_beat_ms(), (50, 50));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.heart_beat_ms(), (250, 250));
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(
         !c.is_closed(),
         "heart-beats must keep an idle connection open"
