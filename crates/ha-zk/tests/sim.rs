@@ -86,6 +86,23 @@ fn five_members_keep_every_confirmed_write_under_faults() {
     assert!(steps >= 120 * 25_000);
 }
 
+/// Ten times the crashes, partitions and ZooKeeper trouble, and a tail of 8 entries (most
+/// returns are full copies).
+#[test]
+fn three_members_under_frequent_crashes_and_full_copies() {
+    let mut p = Params::new(3, 20_000);
+    p.crash_ppm *= 10;
+    p.partition_ppm *= 10;
+    p.zk_isolate_ppm *= 10;
+    p.zk_outage_ppm *= 10;
+    p.tail_entries_max = 8;
+    sweep(
+        5_000,
+        env_u64("FERROMQ_SIM_FREQUENT_SEEDS").unwrap_or(60),
+        &p,
+    );
+}
+
 /// A long run: `FERROMQ_SIM_SEEDS` seeds of `FERROMQ_SIM_STEPS` steps (defaults: a short run).
 ///
 /// With `FERROMQ_SIM_HUNT=<knob>` it lists instead the seeds that make a knob fail (how the
