@@ -86,10 +86,36 @@ fn five_members_keep_every_confirmed_write_under_faults() {
     assert!(steps >= 120 * 25_000);
 }
 
+/// Ten times the crashes, partitions and ZooKeeper trouble, and a tail of 8 entries (most
+/// returns are full copies).
+#[test]
+fn three_members_under_frequent_crashes_and_full_copies() {
+    let mut p = Params::new(3, 20_000);
+    p.crash_ppm *= 10;
+    p.partition_ppm *= 10;
+    p.zk_isolate_ppm *= 10;
+    p.zk_outage_ppm *= 10;
+    p.tail_entries_max = 8;
+    sweep(
+        5_000,
+        env_u64("FERROMQ_SIM_FREQUENT_SEEDS").unwrap_or(60),
+        &p,
+    );
+}
+
 /// A long run: `FERROMQ_SIM_SEEDS` seeds of `FERROMQ_SIM_STEPS` steps (defaults: a short run).
+///
+/// With `FERROMQ_SIM_HUNT=<knob>` it lists instead the seeds that make a knob fail (how the
+/// regression seeds below were found; they must be hunted again whenever the simulator's use of
+/// its generator changes): `FERROMQ_SIM_HUNT=stale_acks [FERROMQ_SIM_NO_ISR_CHECK=1]
+/// cargo test -p ferromq-ha-zk --test sim soak -- --nocapture`.
 #[test]
 fn soak() {
-    let seeds = env_u64("FERROMQ_SIM_SEEDS").unwrap_or(4);
+    let seeds = env_u64("FERROMQ_SIM_SEEDS");
+    if let Ok(which) = std::env::var("FERROMQ_SIM_HUNT") {
+        return hunt(&which, seeds.unwrap_or(200));
+    }
+    let seeds = seeds.unwrap_or(4);
     let steps = env_u64("FERROMQ_SIM_STEPS").unwrap_or(20_000);
     let base = env_u64("FERROMQ_SIM_SEED_BASE").unwrap_or(1_000_000);
     for members in [3, 5] {
@@ -97,17 +123,9 @@ fn soak() {
     }
 }
 
-/// Searches seeds for one that makes a knob fail (a development aid for the regression seeds
-/// below, which must be hunted again whenever the simulator's use of its generator changes):
-/// `FERROMQ_SIM_HUNT=stale_acks [FERROMQ_SIM_NO_ISR_CHECK=1] cargo test --test sim hunt -- --nocapture`.
-#[test]
-fn hunt() {
-    let Ok(which) = std::env::var("FERROMQ_SIM_HUNT") else {
-        return;
-    };
-    let (mut p, _) = knob(&which);
+fn hunt(which: &str, seeds: u64) {
+    let (mut p, _) = knob(which);
     p.check_isr = std::env::var("FERROMQ_SIM_NO_ISR_CHECK").is_err();
-    let seeds = env_u64("FERROMQ_SIM_SEEDS").unwrap_or(200);
     for seed in 1..=seeds {
         let mut w = World::new(seed, p.clone(), false);
         if let Err(v) = w.run() {

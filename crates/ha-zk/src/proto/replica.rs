@@ -1148,6 +1148,7 @@ fn f_close(r: &mut Replica, conn: ConnId, now_ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Faults;
     use crate::SyncMode;
 
     fn entry(epoch: u64, lsn: u64) -> Entry {
@@ -1171,8 +1172,18 @@ mod tests {
 
     /// Member 1, master of epoch 3 over `rec`, with ISR `isr`; returns it and its actions.
     fn master(rec: Recovered, isr: Vec<MemberId>, tail_max: usize) -> (Replica, Vec<Action>) {
+        master_with(rec, isr, tail_max, Faults::default())
+    }
+
+    fn master_with(
+        rec: Recovered,
+        isr: Vec<MemberId>,
+        tail_max: usize,
+        faults: Faults,
+    ) -> (Replica, Vec<Action>) {
         let mut cfg = Config::new(1, 1, 3, SyncMode::QuorumDisk);
         cfg.tail_entries_max = tail_max;
+        cfg.faults = faults;
         let mut r = Replica::new(cfg, rec, 0);
         r.handle(0, Event::Session(Session::Connected));
         let state = GroupState {
@@ -1260,7 +1271,20 @@ mod tests {
 
     #[test]
     fn a_hello_position_is_never_counted_as_an_ack() {
-        let (mut r, out) = master(recovered(&[(1, 1)], 10), vec![1, 2], 100);
+        hello_then_acks(Faults::default());
+    }
+
+    #[test]
+    #[should_panic(expected = "confirmed before an ack covered it")]
+    fn the_stale_acks_knob_counts_the_hello_position() {
+        hello_then_acks(Faults {
+            stale_acks: true,
+            ..Faults::default()
+        });
+    }
+
+    fn hello_then_acks(faults: Faults) {
+        let (mut r, out) = master_with(recovered(&[(1, 1)], 10), vec![1, 2], 100, faults);
         let marker_op = out
             .iter()
             .find_map(|a| match a {
@@ -1287,7 +1311,10 @@ mod tests {
         };
         r.handle(1_001, ack(10, 10));
         r.poll_actions(&mut out);
-        assert!(!out.iter().any(|a| matches!(a, Action::Confirm { .. })));
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::Confirm { .. })),
+            "confirmed before an ack covered it"
+        );
         r.handle(1_002, ack(lsn, lsn));
         out.clear();
         r.poll_actions(&mut out);
