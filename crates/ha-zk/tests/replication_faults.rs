@@ -274,3 +274,134 @@ async fn a_stalled_followers_queue_stays_bounded_in_bytes() {
     // The master goes on confirming without it.
     rs.submit(enq(100, "after")).await.unwrap();
 }
+
+/// A memory store whose `load` of `queue://x` waits, once armed, until released: it holds a
+/// full copy in the middle of reading the master's store.
+struct GatedStore {
+    inner: MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+    reading: tokio::sync::Notify,
+    released: std::sync::Mutex<bool>,
+    release: std::sync::Condvar,
+}
+
+impl std::fmt::Debug for GatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatedStore")
+    }
+}
+
+impl GatedStore {
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.release.notify_all();
+    }
+}
+
+impl MessageStore for GatedStore {
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+    fn submit(&self, batch: Vec<Op>) -> Completion {
+        self.inner.submit(batch)
+    }
+    fn recover(&self) -> Result<ferromq_store::Recovery, ferromq_store::StoreError> {
+        self.inner.recover()
+    }
+    fn load(
+        &self,
+        list: &str,
+        after_seq: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<ferromq_store::StoredMessage>, ferromq_store::StoreError> {
+        if list == "queue://x" && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.reading.notify_one();
+            let mut r = self.released.lock().unwrap();
+            while !*r {
+                r = self.release.wait(r).unwrap();
+            }
+        }
+        self.inner.load(list, after_seq, max_count)
+    }
+    fn usage_bytes(&self) -> u64 {
+        self.inner.usage_bytes()
+    }
+    fn close(&self) -> Result<(), ferromq_store::StoreError> {
+        self.inner.close()
+    }
+}
+
+/// Finding 6: a full copy must not pause writers (they used to wait on a condvar, on the
+/// async runtime's workers, for as long as the copy read the store), and the copy must still
+/// be exactly the cut: a write made during it arrives as an entry after the copy, not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_copy_does_not_pause_writers_and_is_exactly_the_cut() {
+    let gated = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        armed: false.into(),
+        reading: tokio::sync::Notify::new(),
+        released: std::sync::Mutex::new(false),
+        release: std::sync::Condvar::new(),
+    });
+    // Whatever happens below, never leave the copy's reader blocked (the runtime waits for it).
+    struct ReleaseOnDrop(Arc<GatedStore>);
+    impl Drop for ReleaseOnDrop {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+    let _release = ReleaseOnDrop(gated.clone());
+    let store: Arc<dyn MessageStore> = gated.clone();
+    let rs = master(store, 1, SyncMode::LocalDisk, 3);
+    for i in 1..=3u64 {
+        rs.submit(enq(i, &format!("before-{i}"))).await.unwrap();
+    }
+    let addr = serve(&rs).await;
+    gated.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // An unknown position: the master must copy.
+    let copying = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            let mut s = RawSlave::connect(&addr, "new", 1, Position { epoch: 9, lsn: 9 }).await;
+            let mut copied = Vec::new();
+            let cut = loop {
+                match s.next().await.unwrap() {
+                    Frame::SnapshotChunk { batch } => copied.extend(batch),
+                    Frame::SnapshotEnd { pos } => break pos,
+                    Frame::SnapshotBegin { .. } => {}
+                    other => panic!("unexpected frame during a copy: {other:?}"),
+                }
+            };
+            let after = s.next().await.unwrap();
+            (cut, copied, after)
+        }
+    });
+    tokio::time::timeout(T, gated.reading.notified())
+        .await
+        .expect("the copy never started reading");
+    // The copy is stuck mid-read: a write must still be accepted without waiting for it.
+    let submitted = tokio::task::spawn_blocking({
+        let rs = rs.clone();
+        move || rs.submit(enq(4, "during"))
+    });
+    let during = tokio::time::timeout(T, submitted)
+        .await
+        .expect("a writer was held by the copy")
+        .unwrap();
+    gated.release();
+    tokio::time::timeout(T, during).await.unwrap().unwrap();
+    let (cut, copied, after) = tokio::time::timeout(T, copying).await.unwrap().unwrap();
+    assert_eq!(cut, Position { epoch: 1, lsn: 3 });
+    let copied_bodies: Vec<_> = copied
+        .iter()
+        .filter_map(|op| match op {
+            Op::Enqueue { payload, .. } => Some(String::from_utf8_lossy(payload).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copied_bodies, vec!["before-1", "before-2", "before-3"]);
+    assert!(
+        matches!(&after, Frame::Entry { pos, .. } if pos.lsn == 4),
+        "the write made during the copy follows it: {after:?}"
+    );
+}
