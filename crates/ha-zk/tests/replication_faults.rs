@@ -405,3 +405,121 @@ async fn a_full_copy_does_not_pause_writers_and_is_exactly_the_cut() {
         "the write made during the copy follows it: {after:?}"
     );
 }
+
+/// Finding 3: a master that dies in the middle of a full copy leaves the slave with part of a
+/// store. That member must report no position (it used to report 0:0 and could be elected),
+/// must ask the next master for a copy rather than stream onto the remains, and gets its
+/// position back only once a copy is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
+    use ferromq_ha_zk::position::{
+        copy_in_progress, position_ops, reportable_position, NO_POSITION,
+    };
+    use ferromq_ha_zk::slave::{follow, FollowParams};
+
+    let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let old = Position { epoch: 1, lsn: 2 };
+    let mut b = enq(1, "old");
+    b.extend(position_ops(None, old));
+    store.submit(b).await.unwrap();
+    assert_eq!(reportable_position(&*store).unwrap(), Some(old));
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let params = FollowParams {
+        addr: l.local_addr().unwrap().to_string(),
+        master_epoch: 2,
+        token: "token".into(),
+        group: "g".into(),
+        member: "m".into(),
+    };
+    let cut = Position { epoch: 2, lsn: 5 };
+    let chunk = Frame::SnapshotChunk {
+        batch: enq(1, "copied-1"),
+    };
+    // A master that dies after the first chunk of a copy.
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let store = store.clone();
+        let params = params.clone();
+        async move {
+            let start = read_position(&*store).unwrap();
+            follow(&store, start, &params, &mut stop).await
+        }
+    });
+    let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = wire::read_frame(&mut rd).await.unwrap();
+    assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
+    for f in [
+        Frame::Welcome { epoch: 2 },
+        Frame::SnapshotBegin {
+            pos: cut,
+            total_bytes: 10,
+        },
+        chunk.clone(),
+    ] {
+        wire::write_frame(&mut wr, &f).await.unwrap();
+    }
+    drop((rd, wr));
+    let (_, r) = tokio::time::timeout(T, follower).await.unwrap().unwrap();
+    assert!(r.is_err(), "the master went away mid-copy");
+    assert!(copy_in_progress(&*store).unwrap());
+    assert_eq!(
+        reportable_position(&*store).unwrap(),
+        None,
+        "part of a copy is no position"
+    );
+
+    // The next master is asked for a copy (an unmatchable position), never for a stream.
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let start = read_position(&*store).unwrap();
+            follow(&store, start, &params, &mut stop).await
+        }
+    });
+    let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = wire::read_frame(&mut rd).await.unwrap();
+    assert!(
+        matches!(hello, Frame::Hello { last, .. } if last == NO_POSITION),
+        "{hello:?}"
+    );
+    for f in [
+        Frame::Welcome { epoch: 2 },
+        Frame::SnapshotBegin {
+            pos: cut,
+            total_bytes: 10,
+        },
+        chunk,
+        Frame::SnapshotEnd { pos: cut },
+    ] {
+        wire::write_frame(&mut wr, &f).await.unwrap();
+    }
+    // Wait for the slave to say the copy is durable.
+    for _ in 0..100 {
+        match tokio::time::timeout(T, wire::read_frame(&mut rd))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Frame::Ack {
+                kind: AckKind::Disk,
+                pos,
+            } if pos == cut => break,
+            _ => {}
+        }
+    }
+    drop((rd, wr));
+    let _ = tokio::time::timeout(T, follower).await.unwrap().unwrap();
+    assert!(!copy_in_progress(&*store).unwrap());
+    assert_eq!(reportable_position(&*store).unwrap(), Some(cut));
+    let bodies: Vec<_> = store
+        .load("queue://x", None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(bodies, vec!["copied-1"]);
+}
