@@ -529,9 +529,8 @@ impl ZkReplication {
             tokio::select! {
                 _ = master_watch.changed() => {}
                 _ = async {
-                    // Any session trouble ends following: the master may be gone meanwhile.
                     for _ in 0..1_000_000 {
-                        if states.changed().await != SessionState::SyncConnected {
+                        if session_ends_following(states.changed().await) {
                             return;
                         }
                     }
@@ -645,6 +644,17 @@ impl ZkReplication {
             Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard)).with_store(Arc::new(rs)),
         ))
     }
+}
+
+/// Whether a session state change stops a slave following its master: only the session's end.
+/// A disconnect may heal within the session timeout, and a master change made meanwhile still
+/// reaches us (the master znode's watch is re-armed on reconnection and fires for changes made
+/// while away); dropping the stream on every blip made slaves flap through reconnects.
+fn session_ends_following(state: SessionState) -> bool {
+    matches!(
+        state,
+        SessionState::Expired | SessionState::Closed | SessionState::AuthFailed
+    )
 }
 
 /// What one look at a round's reports allows.
@@ -819,6 +829,18 @@ mod tests {
             weight: 1,
             round,
         }
+    }
+
+    #[test]
+    fn a_zookeeper_disconnect_alone_does_not_end_following() {
+        // A disconnect may heal within the session: the stream stays. A master change still
+        // ends it (the master znode's watch), and so does the end of the session.
+        assert!(!session_ends_following(SessionState::Disconnected));
+        assert!(!session_ends_following(SessionState::SyncConnected));
+        assert!(!session_ends_following(SessionState::ConnectedReadOnly));
+        assert!(session_ends_following(SessionState::Expired));
+        assert!(session_ends_following(SessionState::Closed));
+        assert!(session_ends_following(SessionState::AuthFailed));
     }
 
     #[test]
