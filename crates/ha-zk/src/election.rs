@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use crate::master::ReplicatingStore;
-use crate::position::{member_id, read_position};
+use crate::position::{copy_in_progress, member_id, read_position};
 use crate::slave::{follow, FollowParams};
 use crate::wire::Position;
 use crate::{ReplicatedConfig, StoreOpener, SyncPolicy, ZkError};
@@ -143,6 +143,7 @@ const NOT_ENOUGH_MEMBERS: &str = "Not enough cluster members connected to elect 
 /// How often an election in progress re-reads the members' reports (children watches do not
 /// fire on data changes, and this window is what failover time is made of).
 const ELECTION_POLL: Duration = Duration::from_millis(50);
+const MID_COPY: &str = "This member's store holds an unfinished full copy: it reports no position and cannot be elected until a master completes the copy.";
 const NOT_REPORTED: &str = "Not enough cluster members have reported their update positions yet.";
 
 /// The fence of a replicated master: its ZooKeeper session is connected and it was not deposed.
@@ -278,6 +279,7 @@ impl ZkReplication {
         let cfg = &self.cfg;
         let store = self.local_store()?;
         let mut pos = read_position(&*store)?;
+        let mut copying = copy_in_progress(&*store)?;
         let bind = cfg
             .bind
             .strip_prefix("tcp://")
@@ -391,6 +393,10 @@ impl ZkReplication {
                         pos = self
                             .follow_master(&zk, &store, pos, &m, &my_id, master_watch)
                             .await;
+                        copying = copy_in_progress(&*store).unwrap_or_else(|e| {
+                            tracing::warn!(error = %e, "cannot tell whether a copy is unfinished: reporting no position");
+                            true
+                        });
                         me.pos = pos;
                         me.round = None;
                         continue;
@@ -414,6 +420,13 @@ impl ZkReplication {
             }
             if children.len() < quorum {
                 said.say(NOT_ENOUGH_MEMBERS);
+                let _ = tokio::time::timeout(Duration::from_secs(1), members_watch.changed()).await;
+                continue;
+            }
+            if copying {
+                // Part of a copy is no position: this member must neither be elected nor
+                // help make up a quorum of reports. It waits for a master to copy from.
+                said.say(MID_COPY);
                 let _ = tokio::time::timeout(Duration::from_secs(1), members_watch.changed()).await;
                 continue;
             }
@@ -516,9 +529,8 @@ impl ZkReplication {
             tokio::select! {
                 _ = master_watch.changed() => {}
                 _ = async {
-                    // Any session trouble ends following: the master may be gone meanwhile.
                     for _ in 0..1_000_000 {
-                        if states.changed().await != SessionState::SyncConnected {
+                        if session_ends_following(states.changed().await) {
                             return;
                         }
                     }
@@ -632,6 +644,17 @@ impl ZkReplication {
             Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard)).with_store(Arc::new(rs)),
         ))
     }
+}
+
+/// Whether a session state change stops a slave following its master: only the session's end.
+/// A disconnect may heal within the session timeout, and a master change made meanwhile still
+/// reaches us (the master znode's watch is re-armed on reconnection and fires for changes made
+/// while away); dropping the stream on every blip made slaves flap through reconnects.
+fn session_ends_following(state: SessionState) -> bool {
+    matches!(
+        state,
+        SessionState::Expired | SessionState::Closed | SessionState::AuthFailed
+    )
 }
 
 /// What one look at a round's reports allows.
@@ -806,6 +829,18 @@ mod tests {
             weight: 1,
             round,
         }
+    }
+
+    #[test]
+    fn a_zookeeper_disconnect_alone_does_not_end_following() {
+        // A disconnect may heal within the session: the stream stays. A master change still
+        // ends it (the master znode's watch), and so does the end of the session.
+        assert!(!session_ends_following(SessionState::Disconnected));
+        assert!(!session_ends_following(SessionState::SyncConnected));
+        assert!(!session_ends_following(SessionState::ConnectedReadOnly));
+        assert!(session_ends_following(SessionState::Expired));
+        assert!(session_ends_following(SessionState::Closed));
+        assert!(session_ends_following(SessionState::AuthFailed));
     }
 
     #[test]

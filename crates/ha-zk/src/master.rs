@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use ferromq_store::{
     Batch, Completer, Completion, MessageStore, Op, Recovery, StoreError, StoredMessage,
 };
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -27,6 +27,13 @@ pub const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// past it is dropped and comes back to catch up, rather than the master buffering without
 /// bound or stalling its writers.
 pub const FOLLOWER_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most bytes of writes held back from the local store while a full copy reads it.
+pub const DEFERRED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Chunks of a full copy in flight between the store reader and the socket (memory bound:
+/// this many times [`SNAPSHOT_CHUNK_BYTES`]).
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
+/// How long a copy waits for another copy to finish before giving up (the slave retries).
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 /// Payload bytes per snapshot chunk of a full copy.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a connecting slave may take to say hello.
@@ -78,8 +85,16 @@ struct State {
     next_conn: u64,
     failed: Option<StoreError>,
     closed: bool,
-    /// A full copy is reading the store: submits wait so that the copy is one consistent cut.
+    /// A full copy is reading the store at a cut: batches submitted meanwhile are numbered,
+    /// streamed and queued here instead of reaching the local store, so the copy reads exactly
+    /// the cut and writers never wait.
     snapshotting: bool,
+    /// Batches held back from the local store during a copy, in lsn order.
+    deferred: VecDeque<(u64, Batch)>,
+    deferred_bytes: usize,
+    /// Set when `deferred` passed its bound: the copy gives up (the slave retries) rather than
+    /// the master holding writes back without bound.
+    copy_abort: bool,
 }
 
 pub(crate) struct Shared {
@@ -93,7 +108,6 @@ pub(crate) struct Shared {
     /// True while the ZooKeeper connection is down: nothing is confirmed, nothing is failed yet.
     suspended: AtomicBool,
     state: Mutex<State>,
-    gate: Condvar,
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
     /// Full copies sent to slaves (for status and tests).
     full_copies: AtomicU64,
@@ -150,8 +164,10 @@ impl ReplicatingStore {
                 failed: None,
                 closed: false,
                 snapshotting: false,
+                deferred: VecDeque::new(),
+                deferred_bytes: 0,
+                copy_abort: false,
             }),
-            gate: Condvar::new(),
             local_tx,
             full_copies: AtomicU64::new(0),
             follower_queue_bytes_max: AtomicUsize::new(FOLLOWER_QUEUE_BYTES_MAX),
@@ -276,6 +292,28 @@ impl ReplicatingStore {
 }
 
 impl Shared {
+    fn submit_local(&self, st: &mut State, lsn: u64, batch: Batch) {
+        let local = self.inner.submit(batch);
+        if self.local_tx.send((lsn, local)).is_err() {
+            st.failed = Some(StoreError::Closed);
+        }
+    }
+
+    /// Ends a copy's hold on the local store: the held-back batches go to it, in order.
+    fn end_snapshot(&self, st: &mut State) {
+        st.snapshotting = false;
+        st.copy_abort = false;
+        st.deferred_bytes = 0;
+        let deferred = std::mem::take(&mut st.deferred);
+        // A closed store takes nothing more; those writes were never confirmed.
+        if !st.closed {
+            for (lsn, batch) in deferred {
+                self.submit_local(st, lsn, batch);
+            }
+        }
+        self.resolve(st);
+    }
+
     fn acked(&self, f: &Follower) -> u64 {
         match self.policy.ack_kind {
             AckKind::Mem => f.mem.max(f.disk),
@@ -294,6 +332,10 @@ impl Shared {
                     "lost mastership: the write is not confirmed".into(),
                 )))
             } else if self.suspended.load(Ordering::SeqCst) {
+                None
+            } else if st.deferred.front().is_some_and(|(d, _)| *d <= lsn) {
+                // Not even handed to the local store yet (a copy is reading it): a `*_mem`
+                // confirmation would let the broker read back a message not there.
                 None
             } else {
                 let local_ok = !self.policy.local_disk || st.local_done >= lsn;
@@ -325,18 +367,6 @@ impl MessageStore for ReplicatingStore {
             )));
         }
         let mut st = shared.state.lock();
-        // A full copy holds the gate only while it reads the store; the wait is bounded.
-        for _ in 0..600 {
-            if !st.snapshotting {
-                break;
-            }
-            shared.gate.wait_for(&mut st, Duration::from_millis(100));
-        }
-        if st.snapshotting {
-            return Completion::ready(Err(StoreError::Failed(
-                "a replica copy held the store for over a minute".into(),
-            )));
-        }
         if st.closed {
             return Completion::ready(Err(StoreError::Closed));
         }
@@ -383,12 +413,21 @@ impl MessageStore for ReplicatingStore {
             lsn: pos.lsn,
             completer,
         });
-        // Submitted under the lock, so the local store sees batches in lsn order.
-        let local = shared.inner.submit(batch);
-        if shared.local_tx.send((pos.lsn, local)).is_err() {
-            st.failed = Some(StoreError::Closed);
-        }
         st.last = pos;
+        if st.snapshotting {
+            st.deferred_bytes += wire::batch_bytes(&batch);
+            st.deferred.push_back((pos.lsn, batch));
+            if st.deferred_bytes > DEFERRED_BYTES_MAX && !st.copy_abort {
+                tracing::warn!(
+                    deferred_bytes = st.deferred_bytes,
+                    "writes held back by a full copy passed their bound: the copy gives up"
+                );
+                st.copy_abort = true;
+            }
+        } else {
+            // Submitted under the lock, so the local store sees batches in lsn order.
+            shared.submit_local(&mut st, pos.lsn, batch);
+        }
         shared.resolve(&mut st);
         completion
     }
@@ -426,93 +465,154 @@ impl MessageStore for ReplicatingStore {
     }
 }
 
-/// Reads the whole local store as one consistent cut at the last assigned position, and
-/// registers the follower at that position in the same critical section, so that it receives
-/// exactly the entries after the cut. Blocking: run on a blocking thread.
-fn snapshot_and_register(
-    shared: &Shared,
-    mut follower: Follower,
-) -> Result<(Position, Vec<Batch>, u64), StoreError> {
-    {
-        let mut st = shared.state.lock();
-        for _ in 0..600 {
-            if !st.snapshotting {
-                break;
+/// Registers `follower` at the current cut and holds later batches back from the local store
+/// (without blocking writers), so that a read of the store sees exactly the cut. Returns the
+/// cut; the caller must end the hold with [`Shared::end_snapshot`].
+async fn begin_snapshot(shared: &Shared, mut follower: Follower) -> Result<Position, StoreError> {
+    let started = tokio::time::Instant::now();
+    let cut = loop {
+        {
+            let mut st = shared.state.lock();
+            if st.closed {
+                return Err(StoreError::Closed);
             }
-            shared.gate.wait_for(&mut st, Duration::from_millis(100));
+            if !st.snapshotting {
+                st.snapshotting = true;
+                let cut = st.last;
+                // Nothing this slave acked before the copy counts (it is about to replace its
+                // store): its acks count from the copy's end on.
+                follower.floor = cut.lsn;
+                follower.mem = 0;
+                follower.disk = 0;
+                register(&mut st, follower);
+                break cut;
+            }
         }
-        if st.snapshotting {
+        if started.elapsed() >= SNAPSHOT_WAIT {
             return Err(StoreError::Failed("another copy is still running".into()));
         }
-        st.snapshotting = true;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A no-op through the local store: applied after every batch submitted before the cut
+    // (and nothing after it reaches the store until the hold ends), so reads see the cut.
+    let barrier = shared
+        .inner
+        .submit(vec![Op::Dequeue {
+            list: POSITION_LIST.into(),
+            seq: u64::MAX,
+        }])
+        .await;
+    if let Err(e) = barrier {
+        let mut st = shared.state.lock();
+        shared.end_snapshot(&mut st);
+        return Err(e);
     }
-    let result = (|| {
-        // A no-op through the local store: it is applied after every batch submitted before
-        // it, so the reads below see all of them.
-        shared
-            .inner
-            .submit(vec![Op::Dequeue {
-                list: POSITION_LIST.into(),
-                seq: u64::MAX,
-            }])
-            .wait_blocking()?;
-        let rec = shared.inner.recover()?;
-        let mut chunks = Vec::new();
-        let mut chunk: Batch = rec
-            .subscriptions
-            .iter()
-            .cloned()
-            .map(Op::PutSubscription)
-            .collect();
-        let mut chunk_bytes = 0usize;
-        let mut total = 0u64;
-        // The position is the copy's end (sent apart); the member id is the master's own.
-        for l in rec
-            .lists
-            .iter()
-            .filter(|l| !l.list.starts_with(RESERVED_PREFIX))
-        {
-            let mut after = None;
-            // Bounded by the list's message count (pages of 1024).
-            for _ in 0..=(l.count / 1024 + 1) {
-                let page = shared.inner.load(&l.list, after, 1024)?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.seq);
-                for m in page {
-                    chunk_bytes += m.payload.len();
-                    total += m.payload.len() as u64;
-                    chunk.push(Op::Enqueue {
-                        list: l.list.clone(),
-                        seq: m.seq,
-                        payload: m.payload,
-                    });
-                    if chunk_bytes >= SNAPSHOT_CHUNK_BYTES {
-                        chunks.push(std::mem::take(&mut chunk));
-                        chunk_bytes = 0;
-                    }
+    Ok(cut)
+}
+
+/// Reads the store (held at a cut by [`begin_snapshot`]) chunk by chunk into `tx`. Blocking:
+/// run on a blocking thread. Stops early when the copy is aborted or the receiver is gone.
+fn read_snapshot(shared: &Shared, tx: &mpsc::Sender<Batch>) -> Result<(), StoreError> {
+    let aborted = || {
+        let st = shared.state.lock();
+        st.copy_abort || st.closed
+    };
+    let rec = shared.inner.recover()?;
+    let mut chunk: Batch = rec
+        .subscriptions
+        .iter()
+        .cloned()
+        .map(Op::PutSubscription)
+        .collect();
+    let mut chunk_bytes = 0usize;
+    let gone = || StoreError::Failed("the copy was abandoned".into());
+    // The position is the copy's end (sent apart); the member id is the master's own.
+    for l in rec
+        .lists
+        .iter()
+        .filter(|l| !l.list.starts_with(RESERVED_PREFIX))
+    {
+        let mut after = None;
+        // Bounded by the list's message count (pages of 1024).
+        for _ in 0..=(l.count / 1024 + 1) {
+            if aborted() {
+                return Err(gone());
+            }
+            let page = shared.inner.load(&l.list, after, 1024)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            for m in page {
+                chunk_bytes += m.payload.len();
+                chunk.push(Op::Enqueue {
+                    list: l.list.clone(),
+                    seq: m.seq,
+                    payload: m.payload,
+                });
+                if chunk_bytes >= SNAPSHOT_CHUNK_BYTES {
+                    tx.blocking_send(std::mem::take(&mut chunk))
+                        .map_err(|_| gone())?;
+                    chunk_bytes = 0;
                 }
             }
         }
-        if !chunk.is_empty() {
-            chunks.push(chunk);
-        }
-        Ok((chunks, total))
-    })();
-    let mut st = shared.state.lock();
-    st.snapshotting = false;
-    shared.gate.notify_all();
-    let (chunks, total) = result?;
-    if st.closed {
-        return Err(StoreError::Closed);
     }
-    let cut = st.last;
-    // Nothing this slave acked before the copy counts (it is about to replace its store):
-    // its acks count from the copy's end on.
-    follower.floor = cut.lsn;
-    follower.mem = 0;
-    follower.disk = 0;
-    register(&mut st, follower);
-    Ok((cut, chunks, total))
+    if !chunk.is_empty() {
+        tx.blocking_send(chunk).map_err(|_| gone())?;
+    }
+    Ok(())
+}
+
+/// Releases a copy's hold on the local store when dropped.
+struct SnapshotHold(Arc<Shared>);
+
+impl Drop for SnapshotHold {
+    fn drop(&mut self) {
+        let mut st = self.0.state.lock();
+        self.0.end_snapshot(&mut st);
+    }
+}
+
+/// Sends a full copy at a cut, then returns (entries after the cut are in the follower's
+/// queue). Memory is bounded by [`SNAPSHOT_CHUNKS_IN_FLIGHT`] chunks.
+async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    follower: Follower,
+    wr: &mut W,
+) -> Result<(), crate::ZkError> {
+    let cut = begin_snapshot(shared, follower).await?;
+    // Ends the hold however this function ends (error, or its task dropped).
+    let hold = SnapshotHold(shared.clone());
+    let (tx, mut rx) = mpsc::channel::<Batch>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+    let reader = {
+        let sh = shared.clone();
+        tokio::task::spawn_blocking(move || read_snapshot(&sh, &tx))
+    };
+    let sent: Result<(), crate::ZkError> = async {
+        let mut b = BytesMut::new();
+        Frame::SnapshotBegin {
+            pos: cut,
+            // An estimate, for progress only: the exact size is known once read.
+            total_bytes: shared.inner.usage_bytes(),
+        }
+        .encode(&mut b);
+        wr.write_all(&b).await.map_err(wire::WireError::Io)?;
+        while let Some(batch) = rx.recv().await {
+            let mut b = BytesMut::new();
+            Frame::SnapshotChunk { batch }.encode(&mut b);
+            wr.write_all(&b).await.map_err(wire::WireError::Io)?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(rx);
+    let read = reader
+        .await
+        .map_err(|e| crate::ZkError::Replication(format!("copy task: {e}")));
+    drop(hold);
+    read??;
+    sent?;
+    wire::write_frame(wr, &Frame::SnapshotEnd { pos: cut }).await?;
+    Ok(())
 }
 
 /// Adds `f`, replacing (and so hanging up on) an older connection of the same member.
@@ -647,24 +747,7 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         Err(follower) => {
             tracing::info!(%member, slave_position = %last, "slave connected: it needs a full copy of the store");
             shared.full_copies.fetch_add(1, Ordering::Relaxed);
-            let sh = shared.clone();
-            let (pos, chunks, total) =
-                tokio::task::spawn_blocking(move || snapshot_and_register(&sh, follower))
-                    .await
-                    .map_err(|e| crate::ZkError::Replication(format!("copy task: {e}")))??;
-            let mut b = BytesMut::new();
-            Frame::SnapshotBegin {
-                pos,
-                total_bytes: total,
-            }
-            .encode(&mut b);
-            wr.write_all(&b).await.map_err(wire::WireError::Io)?;
-            for batch in chunks {
-                let mut b = BytesMut::new();
-                Frame::SnapshotChunk { batch }.encode(&mut b);
-                wr.write_all(&b).await.map_err(wire::WireError::Io)?;
-            }
-            wire::write_frame(&mut wr, &Frame::SnapshotEnd { pos }).await?;
+            send_snapshot(&shared, follower, &mut wr).await?;
         }
     }
     let acks = {

@@ -15,6 +15,16 @@ pub const POSITION_LIST: &str = "replication://position";
 /// The reserved list that holds this broker's member id (one record, seq 1). Never copied to
 /// another broker and never wiped by a full copy: the id names the broker, not the data.
 pub const MEMBER_ID_LIST: &str = "replication://member-id";
+/// The reserved list that marks a full copy in progress (one record, seq 1). It is written in
+/// the same atomic batch that wipes the store and removed in the batch that records the copy's
+/// position: while it is there the store holds part of a copy, no position at all.
+pub const COPYING_LIST: &str = "replication://copying";
+/// What a member mid-copy presents as its last position to a master: an lsn no log reaches,
+/// so the master can only answer with a full copy (never stream onto a partial one).
+pub const NO_POSITION: Position = Position {
+    epoch: 0,
+    lsn: u64::MAX,
+};
 /// The prefix of every reserved list (hidden from the broker, excluded from full copies).
 pub const RESERVED_PREFIX: &str = "replication://";
 
@@ -104,6 +114,58 @@ pub fn read_position(store: &dyn MessageStore) -> Result<Position, StoreError> {
         }
     }
     Ok(best)
+}
+
+/// True while `store` holds an unfinished full copy (see [`COPYING_LIST`]).
+pub fn copy_in_progress(store: &dyn MessageStore) -> Result<bool, StoreError> {
+    Ok(!store.load(COPYING_LIST, None, 1)?.is_empty())
+}
+
+/// The position this member may report to an election: `None` while a copy is unfinished (it
+/// holds no position, and must never be elected or counted, whatever `read_position` says).
+pub fn reportable_position(store: &dyn MessageStore) -> Result<Option<Position>, StoreError> {
+    if copy_in_progress(store)? {
+        return Ok(None);
+    }
+    read_position(store).map(Some)
+}
+
+/// The ops that start a copy: wipe everything but the member id, and mark the copy.
+pub fn begin_copy_ops(rec: &ferromq_store::Recovery, copy_at: Position) -> Vec<Op> {
+    let mut ops: Vec<Op> = vec![Op::Purge {
+        list: POSITION_LIST.into(),
+    }];
+    ops.extend(rec.subscriptions.iter().map(|s| Op::DeleteSubscription {
+        list: s.list.clone(),
+    }));
+    // The member id names this broker, not the data: it stays.
+    ops.extend(
+        rec.lists
+            .iter()
+            .filter(|l| l.list != MEMBER_ID_LIST && l.list != POSITION_LIST)
+            .map(|l| Op::Purge {
+                list: l.list.clone(),
+            }),
+    );
+    let mut payload = Vec::with_capacity(16);
+    payload.extend_from_slice(&copy_at.epoch.to_le_bytes());
+    payload.extend_from_slice(&copy_at.lsn.to_le_bytes());
+    ops.push(Op::Enqueue {
+        list: COPYING_LIST.into(),
+        seq: 1,
+        payload: Bytes::from(payload),
+    });
+    ops
+}
+
+/// The ops that finish a copy at `pos`: record the position and lift the mark, atomically.
+pub fn end_copy_ops(pos: Position) -> Vec<Op> {
+    let mut ops = position_ops(None, pos);
+    ops.push(Op::Dequeue {
+        list: COPYING_LIST.into(),
+        seq: 1,
+    });
+    ops
 }
 
 fn decode(b: &[u8]) -> Option<Position> {

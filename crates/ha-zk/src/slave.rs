@@ -10,7 +10,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::position::{position_ops, MEMBER_ID_LIST, POSITION_LIST};
+use crate::position::{begin_copy_ops, copy_in_progress, end_copy_ops, NO_POSITION};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::ZkError;
 
@@ -121,6 +121,12 @@ async fn run(
             ZkError::Replication(format!("connecting to the master at {}: {e}", p.addr))
         })?;
     let _ = sock.set_nodelay(true);
+    // A store holding part of a copy has no position to stream from.
+    let hello_last = if copy_in_progress(&**store).map_err(ZkError::Store)? {
+        NO_POSITION
+    } else {
+        start
+    };
     let (mut rd, wr) = sock.into_split();
     let mut wr = BufWriter::new(wr);
     wire::write_frame(
@@ -130,7 +136,7 @@ async fn run(
             token: p.token.clone(),
             group: p.group.clone(),
             master_epoch: p.master_epoch,
-            last: start,
+            last: hello_last,
             member: p.member.clone(),
         },
     )
@@ -220,27 +226,14 @@ async fn run(
             }
             Frame::SnapshotBegin { pos, total_bytes } => {
                 tracing::info!(master_position = %pos, bytes = total_bytes, "receiving a full copy of the master's store");
-                // Wipe everything, the position record first among it: until the copy is
-                // complete and durable this store claims no position at all.
+                // Wipe everything and mark the copy, in one atomic batch: until the copy is
+                // complete and durable this store claims no position at all (it reports none
+                // to the election and asks any master for a full copy).
                 let rec = match store.recover() {
                     Ok(r) => r,
                     Err(e) => break Err(ZkError::Store(e)),
                 };
-                let mut wipe: Vec<Op> = vec![Op::Purge {
-                    list: POSITION_LIST.into(),
-                }];
-                wipe.extend(rec.subscriptions.iter().map(|s| Op::DeleteSubscription {
-                    list: s.list.clone(),
-                }));
-                // The member id names this broker, not the data: it stays.
-                wipe.extend(
-                    rec.lists
-                        .iter()
-                        .filter(|l| l.list != MEMBER_ID_LIST)
-                        .map(|l| Op::Purge {
-                            list: l.list.clone(),
-                        }),
-                );
+                let wipe = begin_copy_ops(&rec, pos);
                 let _ = done_tx.send((Some(Position::default()), store.submit(wipe)));
                 let now = Instant::now();
                 copy = Some(Copy {
@@ -272,7 +265,7 @@ async fn run(
                     break Err(ZkError::Replication("copy end outside a copy".into()));
                 };
                 log_progress(&c);
-                let _ = done_tx.send((Some(pos), store.submit(position_ops(None, pos))));
+                let _ = done_tx.send((Some(pos), store.submit(end_copy_ops(pos))));
                 applied = pos;
                 tracing::info!(position = %pos, "full copy applied");
             }

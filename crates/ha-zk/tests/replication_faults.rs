@@ -274,3 +274,252 @@ async fn a_stalled_followers_queue_stays_bounded_in_bytes() {
     // The master goes on confirming without it.
     rs.submit(enq(100, "after")).await.unwrap();
 }
+
+/// A memory store whose `load` of `queue://x` waits, once armed, until released: it holds a
+/// full copy in the middle of reading the master's store.
+struct GatedStore {
+    inner: MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+    reading: tokio::sync::Notify,
+    released: std::sync::Mutex<bool>,
+    release: std::sync::Condvar,
+}
+
+impl std::fmt::Debug for GatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatedStore")
+    }
+}
+
+impl GatedStore {
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.release.notify_all();
+    }
+}
+
+impl MessageStore for GatedStore {
+    fn kind(&self) -> &'static str {
+        "gated"
+    }
+    fn submit(&self, batch: Vec<Op>) -> Completion {
+        self.inner.submit(batch)
+    }
+    fn recover(&self) -> Result<ferromq_store::Recovery, ferromq_store::StoreError> {
+        self.inner.recover()
+    }
+    fn load(
+        &self,
+        list: &str,
+        after_seq: Option<u64>,
+        max_count: usize,
+    ) -> Result<Vec<ferromq_store::StoredMessage>, ferromq_store::StoreError> {
+        if list == "queue://x" && self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.reading.notify_one();
+            let mut r = self.released.lock().unwrap();
+            while !*r {
+                r = self.release.wait(r).unwrap();
+            }
+        }
+        self.inner.load(list, after_seq, max_count)
+    }
+    fn usage_bytes(&self) -> u64 {
+        self.inner.usage_bytes()
+    }
+    fn close(&self) -> Result<(), ferromq_store::StoreError> {
+        self.inner.close()
+    }
+}
+
+/// Finding 6: a full copy must not pause writers (they used to wait on a condvar, on the
+/// async runtime's workers, for as long as the copy read the store), and the copy must still
+/// be exactly the cut: a write made during it arrives as an entry after the copy, not in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_copy_does_not_pause_writers_and_is_exactly_the_cut() {
+    let gated = Arc::new(GatedStore {
+        inner: MemoryStore::new(),
+        armed: false.into(),
+        reading: tokio::sync::Notify::new(),
+        released: std::sync::Mutex::new(false),
+        release: std::sync::Condvar::new(),
+    });
+    // Whatever happens below, never leave the copy's reader blocked (the runtime waits for it).
+    struct ReleaseOnDrop(Arc<GatedStore>);
+    impl Drop for ReleaseOnDrop {
+        fn drop(&mut self) {
+            self.0.release();
+        }
+    }
+    let _release = ReleaseOnDrop(gated.clone());
+    let store: Arc<dyn MessageStore> = gated.clone();
+    let rs = master(store, 1, SyncMode::LocalDisk, 3);
+    for i in 1..=3u64 {
+        rs.submit(enq(i, &format!("before-{i}"))).await.unwrap();
+    }
+    let addr = serve(&rs).await;
+    gated.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // An unknown position: the master must copy.
+    let copying = tokio::spawn({
+        let addr = addr.clone();
+        async move {
+            let mut s = RawSlave::connect(&addr, "new", 1, Position { epoch: 9, lsn: 9 }).await;
+            let mut copied = Vec::new();
+            let cut = loop {
+                match s.next().await.unwrap() {
+                    Frame::SnapshotChunk { batch } => copied.extend(batch),
+                    Frame::SnapshotEnd { pos } => break pos,
+                    Frame::SnapshotBegin { .. } => {}
+                    other => panic!("unexpected frame during a copy: {other:?}"),
+                }
+            };
+            let after = s.next().await.unwrap();
+            (cut, copied, after)
+        }
+    });
+    tokio::time::timeout(T, gated.reading.notified())
+        .await
+        .expect("the copy never started reading");
+    // The copy is stuck mid-read: a write must still be accepted without waiting for it.
+    let submitted = tokio::task::spawn_blocking({
+        let rs = rs.clone();
+        move || rs.submit(enq(4, "during"))
+    });
+    let during = tokio::time::timeout(T, submitted)
+        .await
+        .expect("a writer was held by the copy")
+        .unwrap();
+    gated.release();
+    tokio::time::timeout(T, during).await.unwrap().unwrap();
+    let (cut, copied, after) = tokio::time::timeout(T, copying).await.unwrap().unwrap();
+    assert_eq!(cut, Position { epoch: 1, lsn: 3 });
+    let copied_bodies: Vec<_> = copied
+        .iter()
+        .filter_map(|op| match op {
+            Op::Enqueue { payload, .. } => Some(String::from_utf8_lossy(payload).into_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copied_bodies, vec!["before-1", "before-2", "before-3"]);
+    assert!(
+        matches!(&after, Frame::Entry { pos, .. } if pos.lsn == 4),
+        "the write made during the copy follows it: {after:?}"
+    );
+}
+
+/// Finding 3: a master that dies in the middle of a full copy leaves the slave with part of a
+/// store. That member must report no position (it used to report 0:0 and could be elected),
+/// must ask the next master for a copy rather than stream onto the remains, and gets its
+/// position back only once a copy is complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
+    use ferromq_ha_zk::position::{
+        copy_in_progress, position_ops, reportable_position, NO_POSITION,
+    };
+    use ferromq_ha_zk::slave::{follow, FollowParams};
+
+    let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let old = Position { epoch: 1, lsn: 2 };
+    let mut b = enq(1, "old");
+    b.extend(position_ops(None, old));
+    store.submit(b).await.unwrap();
+    assert_eq!(reportable_position(&*store).unwrap(), Some(old));
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let params = FollowParams {
+        addr: l.local_addr().unwrap().to_string(),
+        master_epoch: 2,
+        token: "token".into(),
+        group: "g".into(),
+        member: "m".into(),
+    };
+    let cut = Position { epoch: 2, lsn: 5 };
+    let chunk = Frame::SnapshotChunk {
+        batch: enq(1, "copied-1"),
+    };
+    // A master that dies after the first chunk of a copy.
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let store = store.clone();
+        let params = params.clone();
+        async move {
+            let start = read_position(&*store).unwrap();
+            follow(&store, start, &params, &mut stop).await
+        }
+    });
+    let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = wire::read_frame(&mut rd).await.unwrap();
+    assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
+    for f in [
+        Frame::Welcome { epoch: 2 },
+        Frame::SnapshotBegin {
+            pos: cut,
+            total_bytes: 10,
+        },
+        chunk.clone(),
+    ] {
+        wire::write_frame(&mut wr, &f).await.unwrap();
+    }
+    drop((rd, wr));
+    let (_, r) = tokio::time::timeout(T, follower).await.unwrap().unwrap();
+    assert!(r.is_err(), "the master went away mid-copy");
+    assert!(copy_in_progress(&*store).unwrap());
+    assert_eq!(
+        reportable_position(&*store).unwrap(),
+        None,
+        "part of a copy is no position"
+    );
+
+    // The next master is asked for a copy (an unmatchable position), never for a stream.
+    let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let start = read_position(&*store).unwrap();
+            follow(&store, start, &params, &mut stop).await
+        }
+    });
+    let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = wire::read_frame(&mut rd).await.unwrap();
+    assert!(
+        matches!(hello, Frame::Hello { last, .. } if last == NO_POSITION),
+        "{hello:?}"
+    );
+    for f in [
+        Frame::Welcome { epoch: 2 },
+        Frame::SnapshotBegin {
+            pos: cut,
+            total_bytes: 10,
+        },
+        chunk,
+        Frame::SnapshotEnd { pos: cut },
+    ] {
+        wire::write_frame(&mut wr, &f).await.unwrap();
+    }
+    // Wait for the slave to say the copy is durable.
+    for _ in 0..100 {
+        match tokio::time::timeout(T, wire::read_frame(&mut rd))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Frame::Ack {
+                kind: AckKind::Disk,
+                pos,
+            } if pos == cut => break,
+            _ => {}
+        }
+    }
+    drop((rd, wr));
+    let _ = tokio::time::timeout(T, follower).await.unwrap().unwrap();
+    assert!(!copy_in_progress(&*store).unwrap());
+    assert_eq!(reportable_position(&*store).unwrap(), Some(cut));
+    let bodies: Vec<_> = store
+        .load("queue://x", None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(bodies, vec!["copied-1"]);
+}
