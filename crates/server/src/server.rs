@@ -69,6 +69,9 @@ fn open_lsm(
 ) -> anyhow::Result<Arc<dyn MessageStore>> {
     use ferromq_store::{LsmConfig, LsmStore};
     let dir = cfg.broker.data_dir.join("lsm");
+    // RocksDB syncs the files inside its directory, not the directory's own name.
+    ferromq_store::create_dir_all_durably(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let lc = LsmConfig {
         sync,
         fence,
@@ -101,7 +104,8 @@ fn open_sql(
     use ferromq_store::{SqlConfig, SqlStore};
     let s = &cfg.store;
     let url = if s.url.is_empty() {
-        std::fs::create_dir_all(&cfg.broker.data_dir)
+        // SQLite syncs its database and WAL files, not the name of the directory holding them.
+        ferromq_store::create_dir_all_durably(&cfg.broker.data_dir)
             .with_context(|| format!("cannot create data_dir {}", cfg.broker.data_dir.display()))?;
         format!(
             "sqlite://{}",

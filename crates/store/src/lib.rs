@@ -29,7 +29,7 @@ mod types;
 pub use completion::{Completer, Completion};
 pub use error::StoreError;
 pub use journal::Fence;
-pub use journal::{JournalConfig, JournalIo, JournalStore, SyncMode};
+pub use journal::{create_dir_all_durably, JournalConfig, JournalIo, JournalStore, SyncMode};
 #[cfg(feature = "lsm")]
 pub use lsm::{LsmConfig, LsmStats, LsmStore};
 pub use memory::MemoryStore;

@@ -36,7 +36,7 @@ use parking_lot::{Mutex, RwLock};
 pub use fence::Fence;
 pub use gc::GcReport;
 pub use recovery::RecoveryReport;
-pub use storage::{FileDir, MemDir, PowerLoss, StorageDir, StorageFile};
+pub use storage::{create_dir_all_durably, FileDir, MemDir, PowerLoss, StorageDir, StorageFile};
 
 use crate::journal::index::{Index, Position};
 use crate::journal::segment::segment_name;

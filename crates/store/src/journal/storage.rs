@@ -79,11 +79,36 @@ pub struct FileDir {
 impl FileDir {
     /// Uses (and creates if needed) the directory `path`.
     pub fn new(path: impl AsRef<Path>) -> io::Result<FileDir> {
-        std::fs::create_dir_all(path.as_ref())?;
+        create_dir_all_durably(path.as_ref())?;
         Ok(FileDir {
             path: path.as_ref().to_path_buf(),
         })
     }
+}
+
+/// `create_dir_all`, then an fsync of the parent of every directory it created: a new
+/// directory's name is only durable once its parent is synced, and without that a power cut
+/// can take a brand-new data directory away — with the segments already synced inside it.
+pub fn create_dir_all_durably(path: &Path) -> io::Result<()> {
+    // The directories that do not exist yet, deepest first (bounded by the path's depth).
+    let mut missing = Vec::new();
+    let mut p = Some(path);
+    while let Some(dir) = p {
+        if dir.as_os_str().is_empty() || dir.exists() {
+            break;
+        }
+        missing.push(dir.to_path_buf());
+        p = dir.parent();
+    }
+    std::fs::create_dir_all(path)?;
+    for dir in missing.iter().rev() {
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
