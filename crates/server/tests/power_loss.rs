@@ -39,7 +39,7 @@ async fn cut_recover_cut_during_recovery_write_cut(name: &str, store: &str) {
     rig.start_first();
     let load = Load::start(&rig.addr(), &ledger, 0);
     load.wait_receipts(&ledger, RECEIPTS_PER_ROUND).await;
-    rig.cut_while_writing(LossMode::RandomPages { seed }, 1 + seed % 4, &ledger);
+    rig.cut_while_writing(LossMode::RandomPages { seed }, 1 + seed % 2, &ledger);
     load.join().await;
 
     rig.start_and_cut_during_recovery(LossMode::RandomPages { seed: seed + 1 });
@@ -51,7 +51,7 @@ async fn cut_recover_cut_during_recovery_write_cut(name: &str, store: &str) {
         rig.start();
         let load = Load::start(&rig.addr(), &ledger, round);
         load.wait_receipts(&ledger, RECEIPTS_PER_ROUND).await;
-        rig.cut_while_writing(mode, 1 + (seed + round as u64) % 4, &ledger);
+        rig.cut_while_writing(mode, 1 + (seed + round as u64) % 2, &ledger);
         load.join().await;
     }
 
@@ -95,9 +95,8 @@ power_cut_test!(
 /// The test of the test: with `sync = "never"` nothing reaches the disk before a cut that
 /// loses everything unsynced, so the checker must report receipted messages lost. (A plain
 /// kill -9 test passes this configuration: the page cache survives a process death.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_checker_reports_loss_when_the_journal_never_syncs() {
-    let mut rig = Rig::new("sync_never", "backend = \"journal\"\nsync = \"never\"\n");
+async fn the_checker_reports_loss_when_the_store_never_syncs(name: &str, store: &str) {
+    let mut rig = Rig::new(name, store);
     let ledger = Ledger::shared();
     rig.start_first();
     let load = Load::start(&rig.addr(), &ledger, 0);
@@ -106,12 +105,31 @@ async fn the_checker_reports_loss_when_the_journal_never_syncs() {
     load.join().await;
     rig.start();
     let verdict = rig.drain_and_check(&ledger).await;
-    eprintln!("[sync_never] {verdict}");
+    eprintln!("[{name}] {verdict}");
     assert!(
         !verdict.lost.is_empty(),
         "sync = \"never\" lost nothing in a power cut: the power-loss filesystem or the checker is blind ({verdict})"
     );
     rig.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_reports_loss_when_the_journal_never_syncs() {
+    the_checker_reports_loss_when_the_store_never_syncs(
+        "journal_sync_never",
+        "backend = \"journal\"\nsync = \"never\"\n",
+    )
+    .await;
+}
+
+#[cfg(feature = "lsm")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_reports_loss_when_lsm_never_syncs() {
+    the_checker_reports_loss_when_the_store_never_syncs(
+        "lsm_sync_never",
+        "backend = \"lsm\"\nsync = \"never\"\n",
+    )
+    .await;
 }
 
 /// Sanity of the rig itself, without a cut: a clean restart loses nothing, so the checks
