@@ -39,7 +39,7 @@ async fn cut_recover_cut_during_recovery_write_cut(name: &str, store: &str) {
     rig.start_first();
     let load = Load::start(&rig.addr(), &ledger, 0);
     load.wait_receipts(&ledger, RECEIPTS_PER_ROUND).await;
-    rig.cut_while_writing(LossMode::RandomPages { seed }, 1 + seed % 2, &ledger);
+    rig.cut_while_writing(LossMode::RandomPages { seed }, 2 + seed % 2, &ledger);
     load.join().await;
 
     rig.start_and_cut_during_recovery(LossMode::RandomPages { seed: seed + 1 });
