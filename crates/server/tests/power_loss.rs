@@ -26,6 +26,15 @@ fn seed() -> u64 {
         .unwrap_or(0x5eed)
 }
 
+/// How many unsynced pages the first (random) cut waits for: 2 or 3 by the seed, or
+/// `FERROMQ_POWER_PAGES` (more pages, more holes; the wait for a group that large is longer).
+fn random_cut_pages(seed: u64) -> u64 {
+    std::env::var("FERROMQ_POWER_PAGES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2 + seed % 2)
+}
+
 /// Load, cut (random pages) → cut again at the restarted broker's first write, while it
 /// recovers → load, cut (torn last page) → load, cut (everything unsynced) → restart: every
 /// receipted message is there once, no acked message came back unless its ack was
@@ -39,7 +48,11 @@ async fn cut_recover_cut_during_recovery_write_cut(name: &str, store: &str) {
     rig.start_first();
     let load = Load::start(&rig.addr(), &ledger, 0);
     load.wait_receipts(&ledger, RECEIPTS_PER_ROUND).await;
-    rig.cut_while_writing(LossMode::RandomPages { seed }, 2 + seed % 2, &ledger);
+    rig.cut_while_writing(
+        LossMode::RandomPages { seed },
+        random_cut_pages(seed),
+        &ledger,
+    );
     load.join().await;
 
     rig.start_and_cut_during_recovery(LossMode::RandomPages { seed: seed + 1 });
