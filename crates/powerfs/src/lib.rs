@@ -137,11 +137,22 @@ impl PowerFs {
             path: self.mount_point.clone(),
             source,
         };
-        let out = std::process::Command::new("fusermount3")
+        let out = match std::process::Command::new("fusermount3")
             .args(["-u", "-z", "--"])
             .arg(&self.mount_point)
             .output()
-            .map_err(unmount_error)?;
+        {
+            // Root mounts without fusermount3 (the mount(2) call itself); util-linux's umount
+            // then unmounts.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.mount_point)
+                    .output()
+                    .map_err(unmount_error)?
+            }
+            other => other.map_err(unmount_error)?,
+        };
         if !out.status.success() {
             return Err(unmount_error(std::io::Error::other(
                 String::from_utf8_lossy(&out.stderr).trim().to_owned(),
