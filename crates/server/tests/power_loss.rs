@@ -161,3 +161,36 @@ async fn without_a_cut_the_checker_finds_nothing() {
     verdict.assert_clean();
     rig.stop();
 }
+
+/// The checker's at-least-once rules on a made-up history.
+#[test]
+fn the_checker_tells_loss_resurrection_duplicates_and_unknowns_from_allowed_outcomes() {
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+    let ledger = Ledger {
+        sent: set(&["a", "b", "c", "d", "e", "f", "g"]),
+        receipted: set(&["a", "b", "c", "d", "e", "f"]),
+        // c: ack in flight (may or may not come back); d, e: acks receipted.
+        ack_sent: set(&["c", "d", "e"]),
+        ack_receipted: set(&["d", "e"]),
+        delivered: 3,
+    };
+    // a: kept; b: lost; c: gone (its ack may have been durable); d: resurrected; e: gone;
+    // f: twice; g: sent, never receipted, kept (allowed); x: never sent.
+    let drained: Vec<String> = ["a", "d", "f", "f", "g", "x"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let v = ledger.check(&drained);
+    assert_eq!(v.lost, ["b"]);
+    assert_eq!(v.resurrected, ["d"]);
+    assert_eq!(v.duplicated, ["f"]);
+    assert_eq!(v.unknown, ["x"]);
+    assert_eq!(v.acks_in_flight, 1);
+    // The ack in flight may equally have been lost: c delivered again is fine.
+    let drained: Vec<String> = ["a", "b", "c", "f", "g"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let v = ledger.check(&drained);
+    v.assert_clean();
+}
