@@ -126,13 +126,39 @@ impl PowerFs {
     }
 
     fn unmount(&mut self) -> Result<(), Error> {
-        match self.session.take() {
-            Some(s) => s.umount_and_join().map_err(|source| Error::Unmount {
-                path: self.mount_point.clone(),
-                source,
-            }),
-            None => Ok(()),
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        // Lazily: the kernel tears a dead process's io_uring down after the process is
+        // reaped, holding its files here open a moment longer, and a plain unmount would fail
+        // with EBUSY. The session thread answers those last requests and ends once the
+        // kernel lets the connection go; fuser's Mount, dropped after that, finds it gone.
+        let unmount_error = |source| Error::Unmount {
+            path: self.mount_point.clone(),
+            source,
+        };
+        let out = match std::process::Command::new("fusermount3")
+            .args(["-u", "-z", "--"])
+            .arg(&self.mount_point)
+            .output()
+        {
+            // Root mounts without fusermount3 (the mount(2) call itself); util-linux's umount
+            // then unmounts.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.mount_point)
+                    .output()
+                    .map_err(unmount_error)?
+            }
+            other => other.map_err(unmount_error)?,
+        };
+        if !out.status.success() {
+            return Err(unmount_error(std::io::Error::other(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            )));
         }
+        session.join().map_err(unmount_error)
     }
 }
 

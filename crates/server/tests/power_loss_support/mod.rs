@@ -23,7 +23,7 @@ const CONSUMERS: usize = 2;
 /// Every `UNACKED_EVERY`-th delivery is left unacknowledged: it must come back.
 const UNACKED_EVERY: u64 = 4;
 /// Per delivery, so that the consumers fall behind the producers.
-const CONSUME_PAUSE: Duration = Duration::from_millis(5);
+const CONSUME_PAUSE: Duration = Duration::from_millis(1);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the clients did and what the broker confirmed, over every round of a test.
@@ -85,6 +85,7 @@ impl Ledger {
             v.sort();
         }
         Verdict {
+            delivered: self.delivered,
             receipted: self.receipted.len(),
             ack_receipted: self.ack_receipted.len(),
             acks_in_flight: self.ack_sent.len()
@@ -101,6 +102,7 @@ impl Ledger {
 /// The outcome of [`Ledger::check`].
 #[derive(Debug)]
 pub struct Verdict {
+    pub delivered: u64,
     pub receipted: usize,
     pub ack_receipted: usize,
     pub acks_in_flight: usize,
@@ -123,8 +125,9 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} receipted, {} acks receipted, {} acks in flight, {} drained; lost {} {:?}, resurrected {} {:?}, duplicated {} {:?}, unknown {} {:?}",
+            "{} receipted, {} delivered under load, {} acks receipted, {} acks in flight, {} drained; lost {} {:?}, resurrected {} {:?}, duplicated {} {:?}, unknown {} {:?}",
             self.receipted,
+            self.delivered,
             self.ack_receipted,
             self.acks_in_flight,
             self.drained,
