@@ -228,20 +228,13 @@ impl Rig {
         );
     }
 
-    /// The first start on an empty filesystem, then `sync(2)`: the broker creates `data_dir`
-    /// and the store its own directories without fsyncing their parents, so a cut before
-    /// anything else syncs them loses the whole store (a finding, reported; set
-    /// `FERROMQ_POWER_FRESH_DIRS=1` to cut without this sync and see it). The sync stands for
-    /// a machine that ran a while after the broker's first start.
+    /// The first start on an empty filesystem. Nothing is synced on the broker's behalf: the
+    /// stores must make their own new directories durable (a cut here once lost the whole
+    /// store, because `data_dir` and the store's directory were created without an fsync of
+    /// their parents).
     pub fn start_first(&mut self) {
         self.start();
-        let usage = self.fs.usage();
-        if std::env::var_os("FERROMQ_POWER_FRESH_DIRS").is_some() {
-            eprintln!("[{}] first start, not synced: {usage:?}", self.name);
-            return;
-        }
-        eprintln!("[{}] first start, then sync(2) of: {usage:?}", self.name);
-        self.fs.sync_all();
+        eprintln!("[{}] first start: {:?}", self.name, self.fs.usage());
     }
 
     pub fn addr(&self) -> String {
