@@ -569,6 +569,7 @@ async fn run(p: Params) {
         store_peak,
         ..
     } = r;
+    let send_errors = gen.send_errors.clone();
     let (sent, confirmed, failed, frames, acks, conns) = (
         gen.sent.clone(),
         gen.confirmed.clone(),
@@ -616,6 +617,7 @@ async fn run(p: Params) {
         acks.load(Ordering::SeqCst),
         conns.load(Ordering::SeqCst)
     );
+    eprintln!("first send failures: {:?}", send_errors.lock().unwrap());
     eprintln!("log positions at promotion: {promoted_lsns:?}; final positions (epoch:lsn) per broker: {positions:?}");
     eprintln!(
         "store per broker: peak {:?}, after the drain {stores_now:?}",

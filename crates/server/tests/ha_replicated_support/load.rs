@@ -65,6 +65,8 @@ pub struct LoadGen {
     pub acks_confirmed: Arc<AtomicUsize>,
     /// Consumer connections made.
     pub connections: Arc<AtomicUsize>,
+    /// The first few reasons sends failed, for the report.
+    pub send_errors: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     produced: Arc<AtomicUsize>,
     drain_quiet: Arc<Mutex<Duration>>,
@@ -82,6 +84,7 @@ impl LoadGen {
             frames: Arc::default(),
             acks_confirmed: Arc::default(),
             connections: Arc::default(),
+            send_errors: Arc::default(),
             stop: Arc::default(),
             produced: Arc::default(),
             drain_quiet: Arc::new(Mutex::new(Duration::from_secs(3))),
@@ -105,6 +108,7 @@ impl LoadGen {
                 sent: gen.sent.clone(),
                 confirmed: gen.confirmed.clone(),
                 failed: gen.failed.clone(),
+                errors: gen.send_errors.clone(),
                 stop: gen.stop.clone(),
                 produced: gen.produced.clone(),
             };
@@ -184,6 +188,9 @@ fn body(id: &str, bytes: usize) -> String {
     b
 }
 
+/// A send's body id and outcome (why it failed).
+type Sent = (String, Result<(), String>);
+
 struct Producer {
     k: usize,
     uri: String,
@@ -192,6 +199,7 @@ struct Producer {
     sent: Arc<AtomicUsize>,
     confirmed: Arc<AtomicUsize>,
     failed: Arc<AtomicUsize>,
+    errors: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     /// Producers done.
     produced: Arc<AtomicUsize>,
@@ -202,7 +210,7 @@ impl Producer {
         let p = FailoverClient::connect(&self.uri, quick_client())
             .await
             .unwrap();
-        let mut inflight: JoinSet<(String, bool)> = JoinSet::new();
+        let mut inflight: JoinSet<Sent> = JoinSet::new();
         let max = self.spec.max_per_producer.unwrap_or(usize::MAX);
         let mut i = 0;
         while i < max && !self.stop.load(Ordering::SeqCst) {
@@ -225,18 +233,19 @@ impl Producer {
             match handle {
                 Ok(Ok(r)) => {
                     inflight.spawn(async move {
-                        let ok = matches!(
-                            tokio::time::timeout(Duration::from_secs(180), r.wait()).await,
-                            Ok(Ok(()))
-                        );
-                        (id, ok)
+                        let r = match tokio::time::timeout(Duration::from_secs(180), r.wait()).await
+                        {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(e.to_string()),
+                            Err(_) => Err("no receipt within 180 s".to_string()),
+                        };
+                        (id, r)
                     });
                 }
                 // Not resent under another producer sequence: the broker could not tell the
                 // copy from a new message. Unconfirmed: delivered or not, both are allowed.
-                _ => {
-                    self.failed.fetch_add(1, Ordering::SeqCst);
-                }
+                Ok(Err(e)) => self.failed(e.to_string()),
+                Err(_) => self.failed("could not queue the send within 120 s".into()),
             }
             if !self.spec.pace.is_zero() {
                 tokio::time::sleep(self.spec.pace).await;
@@ -249,15 +258,23 @@ impl Producer {
         let _ = p.disconnect().await;
     }
 
-    fn settle(&self, r: Option<Result<(String, bool), tokio::task::JoinError>>) {
+    fn settle(&self, r: Option<Result<Sent, tokio::task::JoinError>>) {
         match r {
-            Some(Ok((id, true))) => {
+            Some(Ok((id, Ok(())))) => {
                 self.history.record("confirm", &id);
                 self.confirmed.fetch_add(1, Ordering::SeqCst);
             }
-            _ => {
-                self.failed.fetch_add(1, Ordering::SeqCst);
-            }
+            Some(Ok((_, Err(e)))) => self.failed(e),
+            Some(Err(e)) => self.failed(e.to_string()),
+            None => {}
+        }
+    }
+
+    fn failed(&self, why: String) {
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() < 5 {
+            errors.push(why);
         }
     }
 }
