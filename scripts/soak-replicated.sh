@@ -19,16 +19,19 @@
 #       MAX_MINUTES  no round starts after this; the run then drains and checks (default 120)
 #
 #   Further settings (environment): FERROMQ_SOAK_PRODUCERS (16), FERROMQ_SOAK_WINDOW (16),
-#   FERROMQ_SOAK_CONSUMERS (2), FERROMQ_SOAK_SLAVE_EVERY (10), FERROMQ_SOAK_ROUND_CONFIRMS
+#   FERROMQ_SOAK_CONSUMERS (2), FERROMQ_SOAK_CONSUME_DURING (true; false: the consumers start
+#   only after the last round, so the store grows with every message and the full copies of
+#   returning brokers are as large), FERROMQ_SOAK_SLAVE_EVERY (10), FERROMQ_SOAK_ROUND_CONFIRMS
 #   (receipts between kills, ±50 %; 20000), FERROMQ_SOAK_WAIT_SECS (bound of any one wait;
 #   300), FERROMQ_SOAK_SEED (replays a run's choices), FERROMQ_SOAK_DIR (where the data dirs
 #   go; deleted afterwards), FERROMQ_SOAK_HISTORY (keep the history file there).
 #
 # The full job (1,000,000 and 100 rounds, 4 KiB messages) needs about 3 × the store size of
-# free disk (three brokers, each its own store: ~4 GiB each at 1,000,000 × 4 KiB while the
-# consumers lag) and a few hours on two cores:
+# free disk (three brokers, each its own store: ~4 GiB each at 1,000,000 × 4 KiB kept until
+# the drain) and a few hours on two cores:
 #
-#   FERROMQ_SOAK_DIR=/var/tmp/soak scripts/soak-replicated.sh 100 1000000 4096 360
+#   FERROMQ_SOAK_CONSUME_DURING=false FERROMQ_SOAK_DIR=/var/tmp/soak \
+#     scripts/soak-replicated.sh 100 1000000 4096 360
 #
 # The driver is the test crates/server/tests/ha_replicated_load.rs (CI runs it with small
 # parameters in a debug build); figures go to stderr and, with the conditions, to

@@ -122,6 +122,8 @@ struct Params {
     producers: usize,
     window: usize,
     consumers: usize,
+    /// Consume during the rounds (else only in the drain: the store grows with the log).
+    consume_during: bool,
     msg_bytes: usize,
     /// Confirmed writes (sends + ACKs, one log entry each at least) before the first kill.
     lsn_target: u64,
@@ -148,6 +150,7 @@ impl Params {
             producers: 16,
             window: 16,
             consumers: 2,
+            consume_during: true,
             msg_bytes: 1024,
             lsn_target: 30_000,
             rounds: 3,
@@ -179,6 +182,7 @@ impl Params {
             producers: var("FERROMQ_SOAK_PRODUCERS", d.producers),
             window: var("FERROMQ_SOAK_WINDOW", d.window),
             consumers: var("FERROMQ_SOAK_CONSUMERS", d.consumers),
+            consume_during: var("FERROMQ_SOAK_CONSUME_DURING", d.consume_during),
             msg_bytes: var("FERROMQ_SOAK_MSG_BYTES", d.msg_bytes),
             lsn_target: var("FERROMQ_SOAK_LSN", d.lsn_target),
             rounds: var("FERROMQ_SOAK_ROUNDS", d.rounds),
@@ -495,6 +499,7 @@ async fn run(p: Params) {
         destination: "/queue/load".into(),
         max_per_producer: None,
         pace: Duration::ZERO,
+        consume_during: p.consume_during,
     };
     let gen = LoadGen::start(&c.uri(), history.clone(), spec);
     let mut r = Run {
@@ -602,8 +607,8 @@ async fn run(p: Params) {
         .unwrap_or(0);
     eprintln!("---- replicated load figures (seed {}) ----", p.seed);
     eprintln!(
-        "params: {} producers × window {}, {} consumers, {} B messages, log target {}, {} master rounds (+{} slave rounds) done",
-        p.producers, p.window, p.consumers, p.msg_bytes, p.lsn_target, done, slave_rounds
+        "params: {} producers × window {}, {} consumers ({}), {} B messages, log target {}, {} master rounds (+{} slave rounds) done",
+        p.producers, p.window, p.consumers, if p.consume_during { "during the load" } else { "after the rounds" }, p.msg_bytes, p.lsn_target, done, slave_rounds
     );
     for l in &rounds {
         eprintln!("{l}");

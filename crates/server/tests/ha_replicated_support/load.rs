@@ -47,6 +47,9 @@ pub struct LoadSpec {
     pub max_per_producer: Option<usize>,
     /// Pause after each send (zero: full speed).
     pub pace: Duration,
+    /// Consume while producing; otherwise the consumers start at [`LoadGen::finish`] (the
+    /// store then grows with every message: GiB-sized stores, full copies of them).
+    pub consume_during: bool,
 }
 
 /// Producers and consumers running against a cluster, recording into a [`History`].
@@ -72,6 +75,8 @@ pub struct LoadGen {
     drain_quiet: Arc<Mutex<Duration>>,
     producers: Vec<tokio::task::JoinHandle<()>>,
     consumers: Vec<tokio::task::JoinHandle<()>>,
+    /// Consumers not started yet (see [`LoadSpec::consume_during`]).
+    waiting: Vec<Consumer>,
 }
 
 impl LoadGen {
@@ -90,6 +95,7 @@ impl LoadGen {
             drain_quiet: Arc::new(Mutex::new(Duration::from_secs(3))),
             producers: Vec::new(),
             consumers: Vec::new(),
+            waiting: Vec::new(),
         };
         let addrs: Vec<String> = FailoverUri::parse(uri)
             .expect("a failover URI")
@@ -130,7 +136,11 @@ impl LoadGen {
                 producers: spec.producers,
                 drain_quiet: gen.drain_quiet.clone(),
             };
-            gen.consumers.push(tokio::spawn(c.run()));
+            if spec.consume_during {
+                gen.consumers.push(tokio::spawn(c.run()));
+            } else {
+                gen.waiting.push(c);
+            }
         }
         gen
     }
@@ -149,13 +159,15 @@ impl LoadGen {
         }
         *self.drain_quiet.lock().unwrap() = quiet;
         let deadline = Instant::now() + timeout;
+        let mut consumers = self.consumers;
+        consumers.extend(self.waiting.into_iter().map(|c| tokio::spawn(c.run())));
         for p in self.producers {
             tokio::time::timeout_at(deadline.into(), p)
                 .await
                 .expect("producer stuck")
                 .unwrap();
         }
-        for c in self.consumers {
+        for c in consumers {
             tokio::time::timeout_at(deadline.into(), c)
                 .await
                 .expect("consumer stuck")
@@ -236,15 +248,15 @@ impl Producer {
                         let r = match tokio::time::timeout(Duration::from_secs(180), r.wait()).await
                         {
                             Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err("no receipt within 180 s".to_string()),
+                            Ok(Err(e)) => Err(format!("receipt wait: {e}")),
+                            Err(_) => Err("receipt wait: none within 180 s".to_string()),
                         };
                         (id, r)
                     });
                 }
                 // Not resent under another producer sequence: the broker could not tell the
                 // copy from a new message. Unconfirmed: delivered or not, both are allowed.
-                Ok(Err(e)) => self.failed(e.to_string()),
+                Ok(Err(e)) => self.failed(format!("send: {e}")),
                 Err(_) => self.failed("could not queue the send within 120 s".into()),
             }
             if !self.spec.pace.is_zero() {

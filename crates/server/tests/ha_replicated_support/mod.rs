@@ -342,6 +342,7 @@ impl Load {
             // Paced, so that the load is still running when a test's fault hits (a fast
             // machine would otherwise finish `max` sends before the fault).
             pace: Duration::from_millis(20),
+            consume_during: true,
         };
         let gen = LoadGen::start(uri, history, spec);
         Load {
