@@ -28,7 +28,7 @@
 #
 # The full job (1,000,000 and 100 rounds, 4 KiB messages) needs about 3 × the store size of
 # free disk (three brokers, each its own store: ~4 GiB each at 1,000,000 × 4 KiB kept until
-# the drain) and a few hours on two cores:
+# the drain) and, extrapolated from bench-results/replicated-soak.md, about an hour on two cores:
 #
 #   FERROMQ_SOAK_CONSUME_DURING=false FERROMQ_SOAK_DIR=/var/tmp/soak \
 #     scripts/soak-replicated.sh 100 1000000 4096 360
