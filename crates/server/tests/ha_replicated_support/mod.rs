@@ -56,9 +56,15 @@ pub fn replicated_config_with_store(
     )
 }
 
-/// An append-only record of a fault run: `<micros since start> <event> <message id>` lines,
-/// with `send` (an attempt), `confirm` (the broker's RECEIPT arrived) and `deliver` (the
-/// application received it).
+/// An append-only record of a fault run, one `<micros since start> <event> <fields…>` line per
+/// event:
+///
+/// - `send <id>`: a producer's attempt (`id` is the producer's own unique body id);
+/// - `confirm <id>`: the broker's RECEIPT for it arrived;
+/// - `deliver <id> <message-id> <connection>`: a MESSAGE frame as it came off the wire on that
+///   consumer connection, before any client-side duplicate filtering (the wire-level record);
+/// - `acked <message-id> <connection>`: the RECEIPT of the ACK of that delivery arrived;
+/// - `deliver <id>` (three fields): an application-level delivery (older histories).
 pub struct History {
     path: PathBuf,
     start: Instant,
@@ -79,9 +85,18 @@ impl History {
     }
 
     pub fn record(&self, event: &str, id: &str) {
-        let t = self.start.elapsed().as_micros();
+        self.record_fields(event, &[id]);
+    }
+
+    pub fn record_fields(&self, event: &str, fields: &[&str]) {
         let mut out = self.out.lock().unwrap();
-        writeln!(out, "{t} {event} {id}").unwrap();
+        // Timestamped under the lock, so that line order and time order agree.
+        let t = self.start.elapsed().as_micros();
+        write!(out, "{t} {event}").unwrap();
+        for f in fields {
+            write!(out, " {f}").unwrap();
+        }
+        writeln!(out).unwrap();
     }
 
     pub fn flush(&self) {
@@ -101,46 +116,93 @@ pub struct Verdict {
     pub unconfirmed_lost: usize,
 }
 
+/// [`Verdict`] plus what the wire-level records show.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WireVerdict {
+    pub verdict: Verdict,
+    /// MESSAGE frames received (every `deliver` line).
+    pub frames: usize,
+    /// Message ids delivered on more than one connection, none after a confirmed ACK
+    /// (allowed: at-least-once after a failover; a client audit hides these).
+    pub redelivered: usize,
+    /// ACKs whose RECEIPT arrived.
+    pub acks_confirmed: usize,
+}
+
 /// Checks a history: no confirmed message lost, no message delivered that was never sent, no
-/// message delivered twice, no confirmation of a message never sent. Returns every violation.
+/// confirmation of a message never sent, and no duplicate. Returns every violation.
 pub fn check_history(path: &Path) -> Result<Verdict, Vec<String>> {
+    check_wire_history(path).map(|w| w.verdict)
+}
+
+/// [`check_history`], with the wire-level duplicate rules. A message delivered twice by the
+/// brokers is a violation even when a client's duplicate audit would have hidden it:
+///
+/// - **stored twice**: one producer message delivered under two message ids (the broker kept
+///   a resend as a second message);
+/// - **twice on one connection**: one message id delivered twice on the same consumer
+///   connection;
+/// - **after a confirmed ACK**: a message id delivered again after the delivery whose ACK
+///   the broker confirmed (a receipted ACK is durable: nothing may bring the message back).
+///
+/// A message id delivered again on a *new* connection when no ACK of it was confirmed is
+/// allowed (the ACK may have died with the old master) and counted as `redelivered`. Old
+/// histories' application-level `deliver <id>` lines count as duplicates whenever repeated.
+pub fn check_wire_history(path: &Path) -> Result<WireVerdict, Vec<String>> {
     let f = std::fs::File::open(path).map_err(|e| vec![format!("open history: {e}")])?;
     let mut sent = HashSet::new();
     let mut confirmed = HashSet::new();
-    let mut delivered: HashMap<String, usize> = HashMap::new();
+    // Body id -> application-level deliveries (old format) and wire-level message ids.
+    let mut app_delivered: HashMap<String, usize> = HashMap::new();
+    let mut body_mids: HashMap<String, Vec<String>> = HashMap::new();
+    // Message id -> (line, connection) of each wire-level delivery, in order.
+    let mut mid_deliveries: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    // (line, message id, connection) of each confirmed ACK.
+    let mut acks: Vec<(usize, String, String)> = Vec::new();
+    let mut frames = 0usize;
     let mut bad = Vec::new();
     for (n, line) in BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| vec![format!("read history: {e}")])?;
-        let mut parts = line.split_whitespace();
-        let (Some(_t), Some(ev), Some(id), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            bad.push(format!("line {}: malformed {line:?}", n + 1));
-            continue;
-        };
-        match ev {
-            "send" => {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let malformed = || format!("line {}: malformed {line:?}", n + 1);
+        match parts.as_slice() {
+            [_, "send", id] => {
                 sent.insert(id.to_string());
             }
-            "confirm" => {
-                if !sent.contains(id) {
+            [_, "confirm", id] => {
+                if !sent.contains(*id) {
                     bad.push(format!("{id} confirmed but never sent"));
                 }
                 confirmed.insert(id.to_string());
             }
-            "deliver" => {
-                if !sent.contains(id) {
+            [_, "deliver", id] => {
+                if !sent.contains(*id) {
                     bad.push(format!("{id} delivered but never sent"));
                 }
-                *delivered.entry(id.to_string()).or_default() += 1;
+                *app_delivered.entry(id.to_string()).or_default() += 1;
             }
-            other => bad.push(format!("line {}: unknown event {other:?}", n + 1)),
+            [_, "deliver", id, mid, conn] => {
+                frames += 1;
+                if !sent.contains(*id) {
+                    bad.push(format!("{id} delivered but never sent"));
+                }
+                let mids = body_mids.entry(id.to_string()).or_default();
+                if !mids.iter().any(|m| m == mid) {
+                    mids.push(mid.to_string());
+                }
+                mid_deliveries
+                    .entry(mid.to_string())
+                    .or_default()
+                    .push((n, conn.to_string()));
+            }
+            [_, "acked", mid, conn] => acks.push((n, mid.to_string(), conn.to_string())),
+            [_, "send" | "confirm" | "deliver" | "acked", ..] => bad.push(malformed()),
+            [_, other, ..] => bad.push(format!("line {}: unknown event {other:?}", n + 1)),
+            _ => bad.push(malformed()),
         }
     }
-    let mut lost: Vec<&String> = confirmed
-        .iter()
-        .filter(|id| !delivered.contains_key(*id))
-        .collect();
+    let delivered = |id: &String| app_delivered.contains_key(id) || body_mids.contains_key(id);
+    let mut lost: Vec<&String> = confirmed.iter().filter(|id| !delivered(id)).collect();
     lost.sort();
     if !lost.is_empty() {
         bad.push(format!(
@@ -149,7 +211,7 @@ pub fn check_history(path: &Path) -> Result<Verdict, Vec<String>> {
             &lost[..lost.len().min(5)]
         ));
     }
-    let mut dups: Vec<(&String, &usize)> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    let mut dups: Vec<(&String, &usize)> = app_delivered.iter().filter(|(_, n)| **n > 1).collect();
     dups.sort();
     if !dups.is_empty() {
         bad.push(format!(
@@ -158,22 +220,78 @@ pub fn check_history(path: &Path) -> Result<Verdict, Vec<String>> {
             &dups[..dups.len().min(5)]
         ));
     }
+    let mut twice: Vec<(&String, &Vec<String>)> =
+        body_mids.iter().filter(|(_, m)| m.len() > 1).collect();
+    twice.sort();
+    if !twice.is_empty() {
+        bad.push(format!(
+            "{} message(s) stored twice by the brokers (one producer message under several message ids), e.g. {:?}",
+            twice.len(),
+            &twice[..twice.len().min(5)]
+        ));
+    }
+    let mut one_conn: Vec<(&String, &String)> = Vec::new();
+    for (mid, ds) in &mid_deliveries {
+        let mut conns: Vec<&String> = ds.iter().map(|(_, c)| c).collect();
+        conns.sort();
+        if let Some(w) = conns.windows(2).find(|w| w[0] == w[1]) {
+            one_conn.push((mid, w[0]));
+        }
+    }
+    one_conn.sort();
+    if !one_conn.is_empty() {
+        bad.push(format!(
+            "{} message id(s) delivered twice on one connection, e.g. {:?}",
+            one_conn.len(),
+            &one_conn[..one_conn.len().min(5)]
+        ));
+    }
+    let mut resurrected: Vec<(&String, &String, &String)> = Vec::new();
+    let mut acked_mids = HashSet::new();
+    for (line, mid, conn) in &acks {
+        acked_mids.insert(mid);
+        let ds = mid_deliveries.get(mid).map(Vec::as_slice).unwrap_or(&[]);
+        // The delivery this ACK settled: the last one of that id on that connection before it.
+        let Some(settled) = ds
+            .iter()
+            .filter(|(l, c)| l < line && c == conn)
+            .map(|(l, _)| *l)
+            .max()
+        else {
+            bad.push(format!(
+                "ACK of {mid} confirmed on {conn}, which never received it"
+            ));
+            continue;
+        };
+        if let Some((_, again)) = ds.iter().find(|(l, _)| *l > settled) {
+            resurrected.push((mid, conn, again));
+        }
+    }
+    resurrected.sort();
+    resurrected.dedup();
+    if !resurrected.is_empty() {
+        bad.push(format!(
+            "{} message id(s) delivered again after the broker confirmed their ACK, e.g. (id, acked on, delivered again on) {:?}",
+            resurrected.len(),
+            &resurrected[..resurrected.len().min(5)]
+        ));
+    }
     if !bad.is_empty() {
         return Err(bad);
     }
+    let redelivered = mid_deliveries.values().filter(|d| d.len() > 1).count();
     let unconfirmed: Vec<&String> = sent.iter().filter(|id| !confirmed.contains(*id)).collect();
-    Ok(Verdict {
-        sent: sent.len(),
-        confirmed: confirmed.len(),
-        delivered: delivered.len(),
-        unconfirmed_delivered: unconfirmed
-            .iter()
-            .filter(|id| delivered.contains_key(**id))
-            .count(),
-        unconfirmed_lost: unconfirmed
-            .iter()
-            .filter(|id| !delivered.contains_key(**id))
-            .count(),
+    Ok(WireVerdict {
+        verdict: Verdict {
+            sent: sent.len(),
+            confirmed: confirmed.len(),
+            delivered: sent.iter().filter(|id| delivered(id)).count(),
+            unconfirmed_delivered: unconfirmed.iter().filter(|id| delivered(id)).count(),
+            unconfirmed_lost: unconfirmed.iter().filter(|id| !delivered(id)).count(),
+        },
+        frames,
+        redelivered,
+        acks_confirmed: acks.len(),
     })
 }
 
@@ -192,147 +310,63 @@ pub fn promoted_epochs(log: &[String]) -> Vec<u64> {
         .collect()
 }
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+mod load;
+
+#[allow(unused_imports)]
+pub use load::{quick_client, LoadGen, LoadSpec};
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferromq_client::{AckMode, ClientConfig, FailoverClient};
-
-/// A client config that notices a frozen broker within a couple of seconds.
-pub fn quick_client() -> ClientConfig {
-    let mut c = ClientConfig::default();
-    c.heart_beat.send_ms = 1000;
-    c.heart_beat.recv_ms = 1000;
-    c.receipt_timeout = Duration::from_secs(60);
-    c
-}
-
-/// A producer and a consumer through `failover:` URIs, recording into a [`History`].
+/// A producer and a consumer through the cluster, recording into a [`History`] (the consumer
+/// at the wire level, see [`LoadGen`]).
 pub struct Load {
     /// Sends the producer makes at most.
     pub max: usize,
-    pub confirmed: Arc<AtomicUsize>,
-    pub delivered: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    producer: tokio::task::JoinHandle<()>,
-    consumer: tokio::task::JoinHandle<()>,
+    pub confirmed: Arc<std::sync::atomic::AtomicUsize>,
+    pub delivered: Arc<std::sync::atomic::AtomicUsize>,
+    gen: LoadGen,
 }
 
 impl Load {
-    /// Sends up to `max` persistent messages with receipts to `/queue/rep`, one every 5 ms,
-    /// while a client-individual consumer receives and acks them.
+    /// Sends up to `max` persistent messages with receipts to `/queue/rep`, one at a time and
+    /// paced, while a client-individual consumer receives them and acks each with a receipt.
     pub fn start(uri: &str, history: Arc<History>, max: usize) -> Load {
-        let confirmed = Arc::new(AtomicUsize::new(0));
-        let delivered = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let produced = Arc::new(AtomicBool::new(false));
-        let producer = {
-            let (uri, h, confirmed, stop, produced) = (
-                uri.to_string(),
-                history.clone(),
-                confirmed.clone(),
-                stop.clone(),
-                produced.clone(),
-            );
-            tokio::spawn(async move {
-                let p = FailoverClient::connect(&uri, quick_client()).await.unwrap();
-                for i in 0..max {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let id = format!("m-{i}");
-                    h.record("send", &id);
-                    let r = tokio::time::timeout(
-                        Duration::from_secs(90),
-                        p.send_with_receipt("/queue/rep", id.clone(), &[("persistent", "true")]),
-                    )
-                    .await;
-                    if let Ok(Ok(())) = r {
-                        h.record("confirm", &id);
-                        confirmed.fetch_add(1, Ordering::SeqCst);
-                    }
-                    // Paced, so that the load is still running when a test's fault hits (a
-                    // fast machine would otherwise finish `max` sends before the fault).
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                produced.store(true, Ordering::SeqCst);
-                let _ = p.disconnect().await;
-            })
+        let spec = LoadSpec {
+            producers: 1,
+            window: 1,
+            consumers: 1,
+            msg_bytes: 0,
+            destination: "/queue/rep".into(),
+            max_per_producer: Some(max),
+            // Paced, so that the load is still running when a test's fault hits (a fast
+            // machine would otherwise finish `max` sends before the fault).
+            pace: Duration::from_millis(20),
+            consume_during: true,
         };
-        let consumer = {
-            let (uri, h, confirmed, delivered) = (
-                uri.to_string(),
-                history,
-                confirmed.clone(),
-                delivered.clone(),
-            );
-            tokio::spawn(async move {
-                let c = FailoverClient::connect(&uri, quick_client()).await.unwrap();
-                let mut s = c
-                    .subscribe("/queue/rep", AckMode::ClientIndividual, &[("id", "rep")])
-                    .await
-                    .unwrap();
-                let deadline = Instant::now() + Duration::from_secs(240);
-                let mut idle_since: Option<Instant> = None;
-                while Instant::now() < deadline {
-                    let Some(m) = s.next_timeout(Duration::from_millis(250)).await else {
-                        // Done once the producer is, everything confirmed arrived, and a
-                        // quiet spell let late redeliveries (duplicates) show themselves.
-                        if produced.load(Ordering::SeqCst)
-                            && delivered.load(Ordering::SeqCst) >= confirmed.load(Ordering::SeqCst)
-                        {
-                            let since = *idle_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() >= Duration::from_secs(3) {
-                                break;
-                            }
-                        }
-                        continue;
-                    };
-                    idle_since = None;
-                    let body = String::from_utf8_lossy(m.body()).into_owned();
-                    h.record("deliver", &body);
-                    delivered.fetch_add(1, Ordering::SeqCst);
-                    // A lost ack means a redelivery, which the client's audit drops.
-                    let _ = c.ack(&m, None).await;
-                }
-                let _ = c.disconnect().await;
-            })
-        };
+        let gen = LoadGen::start(uri, history, spec);
         Load {
             max,
-            confirmed,
-            delivered,
-            stop,
-            producer,
-            consumer,
+            confirmed: gen.confirmed.clone(),
+            delivered: gen.delivered.clone(),
+            gen,
         }
     }
 
     /// Waits (bounded) until at least `n` messages were confirmed.
     pub async fn wait_confirmed(&self, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.confirmed.load(Ordering::SeqCst) >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        self.gen.wait_confirmed(n, timeout).await
     }
 
     /// Lets the producer finish (or stops it) and waits for the consumer to drain.
     pub async fn finish(self, stop_producing: bool) {
-        if stop_producing {
-            self.stop.store(true, Ordering::SeqCst);
-        }
-        tokio::time::timeout(Duration::from_secs(300), self.producer)
-            .await
-            .expect("producer stuck")
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(300), self.consumer)
-            .await
-            .expect("consumer stuck")
-            .unwrap();
+        self.gen
+            .finish(
+                stop_producing,
+                Duration::from_secs(3),
+                Duration::from_secs(300),
+            )
+            .await;
     }
 }
 
