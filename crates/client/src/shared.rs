@@ -188,9 +188,13 @@ impl Shared {
         self.closed_tx.send_replace(true);
     }
 
-    /// True once [`Shared::close`] ran.
+    /// True once [`Shared::close`] started. Read from the close reason, which is set before any
+    /// pending receipt is failed: a waiter woken by that failure must see the connection closed
+    /// (the failover client resends what a closed connection lost, and fails only what the
+    /// broker refused). The watch below is only set after the receipts are failed, so reading
+    /// it here let a receipt lost with its connection look like a refusal.
     pub(crate) fn is_closed(&self) -> bool {
-        *self.closed_tx.borrow()
+        self.lock().close_reason.is_some()
     }
 
     /// Why the connection ended, once it has.
@@ -201,5 +205,43 @@ impl Shared {
     /// A receiver that turns `true` when the connection closes.
     pub(crate) fn watch_closed(&self) -> watch::Receiver<bool> {
         self.closed_tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// The failover client decides "lost with its connection, resend" versus "refused, fail"
+    /// by asking `is_closed` the moment a receipt fails. `close` fails every pending receipt in
+    /// a loop (a producer window per producer: hundreds), so a waiter woken by the first of them
+    /// runs while the loop goes on; it must already see the connection closed.
+    #[test]
+    fn a_receipt_failed_by_close_sees_the_connection_closed() {
+        let shared = Arc::new(Shared::new());
+        let (_, first) = shared.register_receipt().unwrap();
+        // The rest keep `close` busy after the first waiter is woken.
+        let rest: Vec<_> = (0..50_000)
+            .map(|_| shared.register_receipt().unwrap().1)
+            .collect();
+        let observer = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let failed = first.blocking_recv().unwrap().is_err();
+                (failed, shared.is_closed())
+            })
+        };
+        // Give the observer time to block on its receipt (it works either way, this only makes
+        // the window the old code had easy to hit).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        shared.close(CloseReason::Eof);
+        let (failed, closed_when_woken) = observer.join().unwrap();
+        assert!(failed, "close must fail a pending receipt");
+        assert!(
+            closed_when_woken,
+            "a receipt failed by close was seen while the connection still looked open"
+        );
+        drop(rest);
     }
 }

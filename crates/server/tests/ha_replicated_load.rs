@@ -644,6 +644,15 @@ async fn run(p: Params) {
         "the log reached {final_lsn}, short of the target {}",
         p.lsn_target
     );
+    // A kill -9 answers nothing, so the failover client must resend every send the dead master
+    // did not confirm: none may fail (they did, when a receipt failed by the closing connection
+    // was taken for a refusal).
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "the failover client gave up on sends: {:?}",
+        send_errors.lock().unwrap()
+    );
     drop(c);
 }
 
