@@ -640,8 +640,11 @@ impl ZkReplication {
         self.store.lock().take();
         tracing::info!(epoch, "Master started: tcp://{addr}");
         let fence: Arc<dyn Fence> = Arc::new(ZkFence { healthy });
+        let serving = rs.serving();
         Ok(Attempt::Master(
-            Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard)).with_store(Arc::new(rs)),
+            Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard))
+                .with_store(Arc::new(rs))
+                .with_serving(serving),
         ))
     }
 }
