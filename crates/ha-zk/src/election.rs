@@ -712,6 +712,40 @@ fn decide(round: u64, quorum: usize, members: &[(String, MemberInfo)]) -> Decisi
         .map_or(Decision::NotReported, |(n, _)| Decision::Elect(n.clone()))
 }
 
+/// The group's member znodes and what each says (a znode gone meanwhile is skipped).
+async fn read_members(
+    zk: &Client,
+    members_path: &str,
+) -> Result<Vec<(String, MemberInfo)>, zookeeper_client::Error> {
+    let children = zk.list_children(members_path).await?;
+    let mut members = Vec::with_capacity(children.len());
+    for c in children {
+        match zk.get_data(&format!("{members_path}/{c}")).await {
+            Ok((d, _)) => members.push((c, MemberInfo::decode(&d))),
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(members)
+}
+
+/// How many brokers the member znodes stand for: a broker whose old session has not expired
+/// yet has two znodes with one member id, and must count once (as in [`decide`]).
+fn distinct_members(members: &[(String, MemberInfo)]) -> usize {
+    members
+        .iter()
+        .map(|(name, m)| {
+            // A member without an id (an older broker) is known by its znode only.
+            if m.id.is_empty() {
+                name.as_str()
+            } else {
+                m.id.as_str()
+            }
+        })
+        .collect::<std::collections::HashSet<&str>>()
+        .len()
+}
+
 /// Records the group's `replicas` at its creation, or refuses a broker configured otherwise:
 /// brokers that disagree on it would disagree on what a quorum is.
 async fn check_replicas(
@@ -782,8 +816,8 @@ async fn monitor(
             return format!("its store failed: {why}");
         }
         if disconnected_since.is_none() {
-            match zk.list_children(members_path).await {
-                Ok(c) if c.len() < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
+            match read_members(zk, members_path).await {
+                Ok(m) if distinct_members(&m) < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
                 Ok(_) => {}
                 Err(zookeeper_client::Error::SessionExpired) => {
                     return "ZooKeeper session expired".into()
@@ -844,6 +878,23 @@ mod tests {
         assert!(session_ends_following(SessionState::Expired));
         assert!(session_ends_following(SessionState::Closed));
         assert!(session_ends_following(SessionState::AuthFailed));
+    }
+
+    #[test]
+    fn a_master_counts_brokers_not_znodes_for_its_quorum_of_members() {
+        // The master's step-down check: broker b's lingering znode must not make up a quorum.
+        let members = vec![
+            ("m-0000000001".to_string(), report("b", 9, None)),
+            ("m-0000000003".to_string(), report("b", 9, None)),
+        ];
+        assert_eq!(distinct_members(&members), 1);
+        let mut with_old = members.clone();
+        with_old.push(("m-0000000002".to_string(), report("", 5, None)));
+        assert_eq!(
+            distinct_members(&with_old),
+            2,
+            "an id-less member counts by znode"
+        );
     }
 
     #[test]
