@@ -649,6 +649,26 @@ impl ZkReplication {
     }
 }
 
+/// What a master does in a ZooKeeper session state.
+#[derive(Debug, PartialEq)]
+enum MasterSession {
+    /// Connected: confirm and dispatch.
+    Serve,
+    /// Disconnected: the session may still be alive (it expires only by the ensemble's
+    /// decision); confirm and dispatch nothing until it returns or is declared expired.
+    Suspend,
+    /// The session is over: another master may be elected.
+    StepDown,
+}
+
+fn master_on_session(state: SessionState) -> MasterSession {
+    match state {
+        SessionState::SyncConnected => MasterSession::Serve,
+        SessionState::Disconnected | SessionState::ConnectedReadOnly => MasterSession::Suspend,
+        _ => MasterSession::StepDown,
+    }
+}
+
 /// Whether a session state change stops a slave following its master: only the session's end.
 /// A disconnect may heal within the session timeout, and a master change made meanwhile still
 /// reaches us (the master znode's watch is re-armed on reconnection and fires for changes made
@@ -785,37 +805,39 @@ async fn monitor(
 ) -> String {
     let mut states = zk.state_watcher();
     let mut short_since: Option<Instant> = None;
-    let mut disconnected_since: Option<Instant> = None;
+    let mut disconnected = false;
     // One iteration per state change or tick; ends only with a verdict.
     loop {
         let state = states.peek_state();
-        match state {
-            SessionState::SyncConnected => {
-                if disconnected_since.take().is_some() {
+        match master_on_session(state) {
+            MasterSession::Serve => {
+                if disconnected {
+                    disconnected = false;
                     tracing::info!("ZooKeeper session reconnected: confirming writes again");
                     rs.set_suspended(false);
                 }
             }
-            SessionState::Disconnected | SessionState::ConnectedReadOnly => {
-                // Stop confirming at once: the session may be expiring on the server.
-                if disconnected_since.is_none() {
+            MasterSession::Suspend => {
+                // Stop confirming (and, through `serving`, dispatching) at once: the session
+                // may be expiring on the server. No step-down on a timer: the session ends
+                // only by the ensemble's decision, which reaches us as `Expired`; with the
+                // whole ensemble down nobody else can be elected, and a suspended master
+                // harms nothing meanwhile.
+                if !disconnected {
+                    disconnected = true;
                     tracing::warn!(
-                        "ZooKeeper connection lost: confirming no write until it returns"
+                        "ZooKeeper connection lost: confirming and dispatching nothing until it returns"
                     );
                 }
                 rs.set_suspended(true);
-                let since = *disconnected_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= grace {
-                    return format!("ZooKeeper session disconnected for {grace:?}");
-                }
             }
-            other => return format!("ZooKeeper session {other}"),
+            MasterSession::StepDown => return format!("ZooKeeper session {state}"),
         }
         if let Some(why) = rs.failure() {
             // A master whose store refuses writes serves nothing: let a slave take over.
             return format!("its store failed: {why}");
         }
-        if disconnected_since.is_none() {
+        if !disconnected {
             match read_members(zk, members_path).await {
                 Ok(m) if distinct_members(&m) < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
                 Ok(_) => {}
@@ -824,18 +846,21 @@ async fn monitor(
                 }
                 Err(_) => {}
             }
-            if rs.connected_slaves() < policy.slave_acks {
-                let since = *short_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= grace {
-                    return format!(
-                        "lost its quorum of slaves: {} connected, {} needed",
-                        rs.connected_slaves(),
-                        policy.slave_acks
-                    );
-                }
-            } else {
-                short_since = None;
+        }
+        // Checked connected or not: a master cut off from ZooKeeper and from its slaves (a
+        // partition) steps down, so its clients fail over, while one that only lost the
+        // ensemble (its slaves keep their streams through a ZooKeeper outage) waits.
+        if rs.connected_slaves() < policy.slave_acks {
+            let since = *short_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= grace {
+                return format!(
+                    "lost its quorum of slaves: {} connected, {} needed",
+                    rs.connected_slaves(),
+                    policy.slave_acks
+                );
             }
+        } else {
+            short_since = None;
         }
         tokio::select! {
             _ = states.changed() => {}
@@ -878,6 +903,34 @@ mod tests {
         assert!(session_ends_following(SessionState::Expired));
         assert!(session_ends_following(SessionState::Closed));
         assert!(session_ends_following(SessionState::AuthFailed));
+    }
+
+    #[test]
+    fn a_disconnected_master_stays_suspended_and_steps_down_only_when_the_session_ends() {
+        assert_eq!(
+            master_on_session(SessionState::SyncConnected),
+            MasterSession::Serve
+        );
+        assert_eq!(
+            master_on_session(SessionState::Disconnected),
+            MasterSession::Suspend
+        );
+        assert_eq!(
+            master_on_session(SessionState::ConnectedReadOnly),
+            MasterSession::Suspend
+        );
+        assert_eq!(
+            master_on_session(SessionState::Expired),
+            MasterSession::StepDown
+        );
+        assert_eq!(
+            master_on_session(SessionState::Closed),
+            MasterSession::StepDown
+        );
+        assert_eq!(
+            master_on_session(SessionState::AuthFailed),
+            MasterSession::StepDown
+        );
     }
 
     #[test]
