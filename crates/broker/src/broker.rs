@@ -185,6 +185,8 @@ pub struct Broker {
     temp_owners: Mutex<HashMap<String, u64>>,
     client_ids: Mutex<HashSet<String>>,
     dups: DupCache,
+    /// Shared with every list (see [`Broker::set_dispatch_paused`]).
+    dispatch_paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -221,6 +223,7 @@ impl Broker {
             temp_owners: Mutex::new(HashMap::new()),
             client_ids: Mutex::new(HashSet::new()),
             dups: DupCache::new(cfg_id_cache_size),
+            dispatch_paused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
         broker.recover()?;
         Ok(broker)
@@ -349,6 +352,7 @@ impl Broker {
             self.policy(kind),
             self.tags.clone(),
             Some(self.store.clone()),
+            self.dispatch_paused.clone(),
         )
     }
 
@@ -1123,6 +1127,26 @@ impl Broker {
             list.expire(now, &mut fx);
         }
         self.process_effects(fx);
+    }
+
+    /// Stops (`true`) or resumes handing messages to consumers. Paused, the broker still
+    /// accepts, stores and acknowledges; messages wait in their lists, consumers stay
+    /// subscribed, and on resume everything pending goes out in its usual order, once.
+    pub fn set_dispatch_paused(&self, paused: bool) {
+        let was = self.dispatch_paused.swap(paused, Ordering::SeqCst);
+        if was && !paused {
+            let now = self.now_ms();
+            let mut fx = Effects::default();
+            for list in self.all_lists() {
+                list.redispatch(now, &mut fx);
+            }
+            self.process_effects(fx);
+        }
+    }
+
+    /// Whether dispatch is paused (see [`Broker::set_dispatch_paused`]).
+    pub fn dispatch_paused(&self) -> bool {
+        self.dispatch_paused.load(Ordering::SeqCst)
     }
 
     fn all_lists(&self) -> Vec<Arc<MessageList>> {

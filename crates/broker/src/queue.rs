@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use ferromq_store::{Batch, ListKey, MessageStore, Op};
@@ -234,6 +234,9 @@ pub struct MessageList {
     store: Option<Arc<dyn MessageStore>>,
     state: Mutex<State>,
     space: Notify,
+    /// The broker's dispatch gate, shared by every list: while set, nothing is handed to a
+    /// consumer (a suspended HA master must not deliver what another master may deliver too).
+    dispatch_paused: Arc<AtomicBool>,
 }
 
 /// Which deliveries an ACK covers.
@@ -254,6 +257,7 @@ impl MessageList {
         policy: ListPolicy,
         tags: Arc<AtomicU64>,
         store: Option<Arc<dyn MessageStore>>,
+        dispatch_paused: Arc<AtomicBool>,
     ) -> Arc<MessageList> {
         let store = store.filter(|_| store_key.is_some());
         Arc::new_cyclic(|this| MessageList {
@@ -277,7 +281,15 @@ impl MessageList {
                 committing_orphans: HashMap::new(),
             }),
             space: Notify::new(),
+            dispatch_paused,
         })
+    }
+
+    /// Hands pending messages to consumers with room: called when the dispatch gate reopens,
+    /// since nothing else may happen on an idle list to trigger a dispatch.
+    pub fn redispatch(&self, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        self.dispatch(&mut st, now_ms, fx);
     }
 
     /// The list's name (`queue://orders`, `durable://client:sub`, …).
@@ -889,7 +901,8 @@ impl MessageList {
     /// Hands pending messages to consumers with room, in priority then arrival order,
     /// round-robin among consumers (only the first exclusive consumer, if there is one).
     fn dispatch(&self, st: &mut State, now_ms: u64, fx: &mut Effects) {
-        if st.consumers.is_empty() || st.closed {
+        // Paused, messages simply stay pending in order; `redispatch` resumes from the front.
+        if st.consumers.is_empty() || st.closed || self.dispatch_paused.load(Ordering::SeqCst) {
             return;
         }
         self.page_in(st);

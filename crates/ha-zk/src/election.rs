@@ -640,9 +640,32 @@ impl ZkReplication {
         self.store.lock().take();
         tracing::info!(epoch, "Master started: tcp://{addr}");
         let fence: Arc<dyn Fence> = Arc::new(ZkFence { healthy });
+        let serving = rs.serving();
         Ok(Attempt::Master(
-            Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard)).with_store(Arc::new(rs)),
+            Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard))
+                .with_store(Arc::new(rs))
+                .with_serving(serving),
         ))
+    }
+}
+
+/// What a master does in a ZooKeeper session state.
+#[derive(Debug, PartialEq)]
+enum MasterSession {
+    /// Connected: confirm and dispatch.
+    Serve,
+    /// Disconnected: the session may still be alive (it expires only by the ensemble's
+    /// decision); confirm and dispatch nothing until it returns or is declared expired.
+    Suspend,
+    /// The session is over: another master may be elected.
+    StepDown,
+}
+
+fn master_on_session(state: SessionState) -> MasterSession {
+    match state {
+        SessionState::SyncConnected => MasterSession::Serve,
+        SessionState::Disconnected | SessionState::ConnectedReadOnly => MasterSession::Suspend,
+        _ => MasterSession::StepDown,
     }
 }
 
@@ -709,6 +732,40 @@ fn decide(round: u64, quorum: usize, members: &[(String, MemberInfo)]) -> Decisi
         .map_or(Decision::NotReported, |(n, _)| Decision::Elect(n.clone()))
 }
 
+/// The group's member znodes and what each says (a znode gone meanwhile is skipped).
+async fn read_members(
+    zk: &Client,
+    members_path: &str,
+) -> Result<Vec<(String, MemberInfo)>, zookeeper_client::Error> {
+    let children = zk.list_children(members_path).await?;
+    let mut members = Vec::with_capacity(children.len());
+    for c in children {
+        match zk.get_data(&format!("{members_path}/{c}")).await {
+            Ok((d, _)) => members.push((c, MemberInfo::decode(&d))),
+            Err(zookeeper_client::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(members)
+}
+
+/// How many brokers the member znodes stand for: a broker whose old session has not expired
+/// yet has two znodes with one member id, and must count once (as in [`decide`]).
+fn distinct_members(members: &[(String, MemberInfo)]) -> usize {
+    members
+        .iter()
+        .map(|(name, m)| {
+            // A member without an id (an older broker) is known by its znode only.
+            if m.id.is_empty() {
+                name.as_str()
+            } else {
+                m.id.as_str()
+            }
+        })
+        .collect::<std::collections::HashSet<&str>>()
+        .len()
+}
+
 /// Records the group's `replicas` at its creation, or refuses a broker configured otherwise:
 /// brokers that disagree on it would disagree on what a quorum is.
 async fn check_replicas(
@@ -748,57 +805,62 @@ async fn monitor(
 ) -> String {
     let mut states = zk.state_watcher();
     let mut short_since: Option<Instant> = None;
-    let mut disconnected_since: Option<Instant> = None;
+    let mut disconnected = false;
     // One iteration per state change or tick; ends only with a verdict.
     loop {
         let state = states.peek_state();
-        match state {
-            SessionState::SyncConnected => {
-                if disconnected_since.take().is_some() {
+        match master_on_session(state) {
+            MasterSession::Serve => {
+                if disconnected {
+                    disconnected = false;
                     tracing::info!("ZooKeeper session reconnected: confirming writes again");
                     rs.set_suspended(false);
                 }
             }
-            SessionState::Disconnected | SessionState::ConnectedReadOnly => {
-                // Stop confirming at once: the session may be expiring on the server.
-                if disconnected_since.is_none() {
+            MasterSession::Suspend => {
+                // Stop confirming (and, through `serving`, dispatching) at once: the session
+                // may be expiring on the server. No step-down on a timer: the session ends
+                // only by the ensemble's decision, which reaches us as `Expired`; with the
+                // whole ensemble down nobody else can be elected, and a suspended master
+                // harms nothing meanwhile.
+                if !disconnected {
+                    disconnected = true;
                     tracing::warn!(
-                        "ZooKeeper connection lost: confirming no write until it returns"
+                        "ZooKeeper connection lost: confirming and dispatching nothing until it returns"
                     );
                 }
                 rs.set_suspended(true);
-                let since = *disconnected_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= grace {
-                    return format!("ZooKeeper session disconnected for {grace:?}");
-                }
             }
-            other => return format!("ZooKeeper session {other}"),
+            MasterSession::StepDown => return format!("ZooKeeper session {state}"),
         }
         if let Some(why) = rs.failure() {
             // A master whose store refuses writes serves nothing: let a slave take over.
             return format!("its store failed: {why}");
         }
-        if disconnected_since.is_none() {
-            match zk.list_children(members_path).await {
-                Ok(c) if c.len() < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
+        if !disconnected {
+            match read_members(zk, members_path).await {
+                Ok(m) if distinct_members(&m) < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
                 Ok(_) => {}
                 Err(zookeeper_client::Error::SessionExpired) => {
                     return "ZooKeeper session expired".into()
                 }
                 Err(_) => {}
             }
-            if rs.connected_slaves() < policy.slave_acks {
-                let since = *short_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= grace {
-                    return format!(
-                        "lost its quorum of slaves: {} connected, {} needed",
-                        rs.connected_slaves(),
-                        policy.slave_acks
-                    );
-                }
-            } else {
-                short_since = None;
+        }
+        // Checked connected or not: a master cut off from ZooKeeper and from its slaves (a
+        // partition) steps down, so its clients fail over, while one that only lost the
+        // ensemble (its slaves keep their streams through a ZooKeeper outage) waits.
+        if rs.connected_slaves() < policy.slave_acks {
+            let since = *short_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= grace {
+                return format!(
+                    "lost its quorum of slaves: {} connected, {} needed",
+                    rs.connected_slaves(),
+                    policy.slave_acks
+                );
             }
+        } else {
+            short_since = None;
         }
         tokio::select! {
             _ = states.changed() => {}
@@ -841,6 +903,51 @@ mod tests {
         assert!(session_ends_following(SessionState::Expired));
         assert!(session_ends_following(SessionState::Closed));
         assert!(session_ends_following(SessionState::AuthFailed));
+    }
+
+    #[test]
+    fn a_disconnected_master_stays_suspended_and_steps_down_only_when_the_session_ends() {
+        assert_eq!(
+            master_on_session(SessionState::SyncConnected),
+            MasterSession::Serve
+        );
+        assert_eq!(
+            master_on_session(SessionState::Disconnected),
+            MasterSession::Suspend
+        );
+        assert_eq!(
+            master_on_session(SessionState::ConnectedReadOnly),
+            MasterSession::Suspend
+        );
+        assert_eq!(
+            master_on_session(SessionState::Expired),
+            MasterSession::StepDown
+        );
+        assert_eq!(
+            master_on_session(SessionState::Closed),
+            MasterSession::StepDown
+        );
+        assert_eq!(
+            master_on_session(SessionState::AuthFailed),
+            MasterSession::StepDown
+        );
+    }
+
+    #[test]
+    fn a_master_counts_brokers_not_znodes_for_its_quorum_of_members() {
+        // The master's step-down check: broker b's lingering znode must not make up a quorum.
+        let members = vec![
+            ("m-0000000001".to_string(), report("b", 9, None)),
+            ("m-0000000003".to_string(), report("b", 9, None)),
+        ];
+        assert_eq!(distinct_members(&members), 1);
+        let mut with_old = members.clone();
+        with_old.push(("m-0000000002".to_string(), report("", 5, None)));
+        assert_eq!(
+            distinct_members(&with_old),
+            2,
+            "an id-less member counts by znode"
+        );
     }
 
     #[test]

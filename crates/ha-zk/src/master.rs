@@ -13,7 +13,7 @@ use ferromq_store::{
 use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::position::{position_ops, POSITION_LIST, RESERVED_PREFIX};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
@@ -107,6 +107,8 @@ pub(crate) struct Shared {
     healthy: Arc<AtomicBool>,
     /// True while the ZooKeeper connection is down: nothing is confirmed, nothing is failed yet.
     suspended: AtomicBool,
+    /// `!suspended`, as a watch: the server pauses dispatch to consumers while it is false.
+    serving: watch::Sender<bool>,
     state: Mutex<State>,
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
     /// Full copies sent to slaves (for status and tests).
@@ -151,6 +153,7 @@ impl ReplicatingStore {
             token,
             healthy,
             suspended: AtomicBool::new(false),
+            serving: watch::Sender::new(true),
             state: Mutex::new(State {
                 last: start,
                 prev_record: (start.lsn > 0).then_some(start.lsn),
@@ -245,10 +248,20 @@ impl ReplicatingStore {
     /// Holds (`true`) or resumes confirmations, without failing anything.
     pub fn set_suspended(&self, suspended: bool) {
         self.shared.suspended.store(suspended, Ordering::SeqCst);
+        self.shared.serving.send_if_modified(|s| {
+            let changed = *s == suspended;
+            *s = !suspended;
+            changed
+        });
         if !suspended {
             let mut st = self.shared.state.lock();
             self.shared.resolve(&mut st);
         }
+    }
+
+    /// Whether this master serves (confirms writes), as a watch: false while suspended.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.shared.serving.subscribe()
     }
 
     /// Fails every unconfirmed and future write: this broker is no longer master.

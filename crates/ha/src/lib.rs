@@ -88,6 +88,9 @@ pub struct Mastership {
     /// whose local store the broker kept up to date while it was a slave). When present, the
     /// server serves from it instead of opening its own.
     store: Option<Arc<dyn MessageStore>>,
+    /// False while the master is suspended (still master, but confirming nothing: its HA
+    /// coordination is unreachable); `None`: always serving.
+    serving: Option<watch::Receiver<bool>>,
     /// Keeps the lock (file handle, connection…) alive; dropping it releases the lock.
     _guard: Box<dyn Send + Sync>,
 }
@@ -114,6 +117,7 @@ impl Mastership {
             fence,
             lost,
             store: None,
+            serving: None,
             _guard: guard,
         }
     }
@@ -122,6 +126,23 @@ impl Mastership {
     pub fn with_store(mut self, store: Arc<dyn MessageStore>) -> Mastership {
         self.store = Some(store);
         self
+    }
+
+    /// Reports through `serving` when the master is suspended (see [`Mastership::serving`]).
+    pub fn with_serving(mut self, serving: watch::Receiver<bool>) -> Mastership {
+        self.serving = Some(serving);
+        self
+    }
+
+    /// Whether this master may serve consumers now: false while it is suspended, when another
+    /// broker may be elected and deliver the same messages, so the server must stop handing
+    /// messages to consumers until it turns true again (or mastership is lost). A mastership
+    /// that is never suspended reports true once and never changes.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        match &self.serving {
+            Some(rx) => rx.clone(),
+            None => watch::channel(true).1,
+        }
     }
 
     /// The store this mastership provides, if any; `None` means "open the configured store".
@@ -197,6 +218,19 @@ mod tests {
         let mut m = Mastership::new(3, None, rx, Box::new(()));
         tx.send(Some("lock file replaced".into())).unwrap();
         assert_eq!(m.lost().await, "lock file replaced");
+    }
+
+    #[tokio::test]
+    async fn serving_follows_the_suspension_and_defaults_to_true() {
+        let (_tx, rx) = watch::channel(None);
+        let m = Mastership::new(1, None, rx.clone(), Box::new(()));
+        assert!(*m.serving().borrow());
+        let (stx, srx) = watch::channel(true);
+        let m = Mastership::new(1, None, rx, Box::new(())).with_serving(srx);
+        let mut serving = m.serving();
+        stx.send(false).unwrap();
+        serving.changed().await.unwrap();
+        assert!(!*serving.borrow_and_update());
     }
 
     #[tokio::test]

@@ -403,6 +403,15 @@ fn replicated_activation(
     Ok(Arc::new(ZkReplication::new(rc, opener)?))
 }
 
+/// Aborts a task when dropped, on every way out of a scope.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn serve_loop(
     cfg: &Config,
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
@@ -444,6 +453,29 @@ async fn serve_loop(
             tracing::info!(epoch, "Master started: stomp://{}", server.stomp_addr);
         }
         set_role("master", epoch, format!("stomp://{}", server.stomp_addr));
+        // A suspended master confirms nothing and must deliver nothing either: another broker
+        // may be elected meanwhile and deliver the same messages.
+        let gate = {
+            let mut serving = mastership.serving();
+            let broker = server.broker.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now_serving = *serving.borrow_and_update();
+                    if broker.dispatch_paused() == now_serving {
+                        if now_serving {
+                            tracing::info!("master serving again: dispatch to consumers resumed");
+                        } else {
+                            tracing::warn!("master suspended: dispatch to consumers paused");
+                        }
+                        broker.set_dispatch_paused(!now_serving);
+                    }
+                    if serving.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let _gate = AbortOnDrop(gate);
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
