@@ -877,6 +877,16 @@ impl Activation for ZkReplication {
     fn acquire(&self) -> BoxFuture<'_, Result<Mastership, HaError>> {
         Box::pin(self.acquire_inner())
     }
+
+    fn shutdown(&self) {
+        let store = self.store.lock().take();
+        if let Some(store) = store {
+            match store.close() {
+                Ok(()) => tracing::info!("slave store closed"),
+                Err(e) => tracing::warn!(error = %e, "the slave's store did not close cleanly"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

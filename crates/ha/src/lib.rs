@@ -176,6 +176,11 @@ pub trait Activation: Send + Sync + fmt::Debug {
 
     /// Waits until this broker is master. Logs that it is a slave while it waits.
     fn acquire(&self) -> BoxFuture<'_, Result<Mastership, HaError>>;
+
+    /// The broker exits while not master (after `acquire` was abandoned): release what the
+    /// activation holds open. A replicated slave closes its local store here, which checkpoints
+    /// it, so that the next start does not replay its whole journal.
+    fn shutdown(&self) {}
 }
 
 /// No HA: the broker is always master, epoch 0, and nothing is fenced.

@@ -433,8 +433,8 @@ async fn serve_loop(
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
             m = activation.acquire() => m.context("acquiring mastership")?,
-            _ = term.recv() => { tracing::info!("SIGTERM received while slave: exiting"); return Ok(()); }
-            _ = int.recv() => { tracing::info!("SIGINT received while slave: exiting"); return Ok(()); }
+            _ = term.recv() => { tracing::info!("SIGTERM received while slave: exiting"); activation.shutdown(); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT received while slave: exiting"); activation.shutdown(); return Ok(()); }
         };
         let epoch = mastership.epoch;
         // A replicated mastership brings its own store (the local one, wrapped to replicate).

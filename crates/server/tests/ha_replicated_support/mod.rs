@@ -402,12 +402,13 @@ impl Cluster {
     pub fn start(&mut self, i: usize) {
         self.generation += 1;
         let dir = self.base.join(format!("b{i}"));
-        let cfg = replicated_config(
+        let cfg = replicated_config_with_store(
             "rep",
             &dir,
             self.ports[i],
             &self.zk,
             &self.zk_path,
+            &self.store_extra,
             &self.extra,
         );
         self.procs[i] = Some(crate::support::Proc::start(
@@ -503,12 +504,13 @@ impl Cluster {
         for d in [&self.base, &dir] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
         }
-        let cfg = replicated_config(
+        let cfg = replicated_config_with_store(
             "rep",
             &dir,
             self.ports[i],
             &self.zk,
             &self.zk_path,
+            &self.store_extra,
             &self.extra,
         );
         let name = format!("b{i}-{}", self.generation);
