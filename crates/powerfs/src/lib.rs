@@ -10,6 +10,7 @@
 //!
 //! Needs root (or `fusermount3` setuid), `/dev/fuse` and the `fusermount3` binary (Debian
 //! package `fuse3`).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod fuse;
 pub mod model;
