@@ -47,7 +47,7 @@ async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
     // before the new one was promoted.
     let suspended = first_log_time(
         &c.proc(0).log.lock().unwrap(),
-        "ZooKeeper connection lost: confirming no write",
+        "ZooKeeper connection lost: confirming",
     )
     .expect("the isolated master never noticed");
     let promoted = first_log_time(&c.proc(next).log.lock().unwrap(), "Promoted to master")
