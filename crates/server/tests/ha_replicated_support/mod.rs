@@ -386,10 +386,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(base: &Path, zk: &str, name: &str, extra: &str) -> Cluster {
+        Cluster::with_members(base, zk, name, extra, 3)
+    }
+
+    /// A group of `n` members (`replicas = n`: the quorum is a majority of `n`).
+    pub fn with_members(base: &Path, zk: &str, name: &str, extra: &str, n: usize) -> Cluster {
         Cluster {
             base: base.to_path_buf(),
-            ports: (0..3).map(|_| crate::support::free_port()).collect(),
-            procs: (0..3).map(|_| None).collect(),
+            ports: (0..n).map(|_| crate::support::free_port()).collect(),
+            procs: (0..n).map(|_| None).collect(),
             zk: zk.to_string(),
             zk_path: unique_zk_path(name),
             extra: extra.to_string(),
@@ -410,6 +415,11 @@ impl Cluster {
             &self.zk_path,
             &self.store_extra,
             &self.extra,
+        )
+        // The config template is written for three members.
+        .replace(
+            "replicas = 3\n",
+            &format!("replicas = {}\n", self.ports.len()),
         );
         self.procs[i] = Some(crate::support::Proc::start(
             &format!("b{i}-{}", self.generation),
@@ -437,7 +447,7 @@ impl Cluster {
 
     /// The running processes whose STOMP port accepts (a frozen one's may still accept).
     pub fn accepting(&self, except: &[usize]) -> Vec<usize> {
-        (0..3)
+        (0..self.ports.len())
             .filter(|i| !except.contains(i))
             .filter(|i| self.procs[*i].as_ref().is_some_and(|p| p.accepts()))
             .collect()
