@@ -218,19 +218,24 @@ async fn a_diverged_old_master_rejoins_and_its_unconfirmed_suffix_is_discarded()
     r.more_receipts(2_000, "warm-up").await;
     let m0 = r.master(&[]);
     let slaves: Vec<usize> = (0..3).filter(|i| *i != m0).collect();
-    let sent_before = r.gen.sent.load(Ordering::SeqCst);
     for s in &slaves {
         r.c.proc(*s).signal("STOP");
     }
-    // The positive event: the producers have sent a full window each to the master since the
-    // slaves froze (6 × 8 sends outstanding, none confirmable), so its journal holds entries
-    // no slave has.
+    // The positive event: sends issued after both slaves froze (a producer issues one when a
+    // receipt frees a slot of its window). No slave can have acknowledged them, so the master
+    // cannot confirm them, yet it writes them to its own journal: its divergent suffix.
+    let sent_at_freeze = r.gen.sent.load(Ordering::SeqCst);
     let deadline = Instant::now() + WAIT;
-    let window = spec().producers * spec().window;
-    while r.gen.sent.load(Ordering::SeqCst) < sent_before + window {
-        assert!(Instant::now() < deadline, "the producers sent nothing more");
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    while r.gen.sent.load(Ordering::SeqCst) <= sent_at_freeze {
+        if Instant::now() >= deadline {
+            r.dump_logs();
+            panic!("no send issued after the slaves froze");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // Time for the master to journal them; the verdict does not depend on it (without the
+    // divergence the test still passes), only how often the divergence is exercised.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let confirmed_frozen = r.confirmed();
     r.c.kill9(m0);
     for s in &slaves {
@@ -405,7 +410,7 @@ impl Drop for Ensemble {
 async fn a_zookeeper_leader_election_and_a_total_zookeeper_outage_lose_nothing() {
     let zk_dir = tempfile::tempdir().unwrap();
     let mut zk = tokio::task::block_in_place(|| Ensemble::start(zk_dir.path()));
-    let mut r = Rig::start("zk-outage", &zk.connect(), 3);
+    let r = Rig::start("zk-outage", &zk.connect(), 3);
     r.more_receipts(2_000, "warm-up").await;
 
     // A ZooKeeper leader election.
