@@ -57,13 +57,16 @@ impl Rig {
         for i in 0..members {
             c.start(i);
         }
-        let (m0, _) = c.wait_master(&[], WAIT).expect("no master");
-        for i in (0..members).filter(|i| *i != m0) {
-            assert!(
-                c.proc(i).wait_log("Slave started", WAIT),
-                "b{i} not a slave"
-            );
-        }
+        // Blocking waits: taken off the tokio worker's async duty.
+        tokio::task::block_in_place(|| {
+            let (m0, _) = c.wait_master(&[], WAIT).expect("no master");
+            for i in (0..members).filter(|i| *i != m0) {
+                assert!(
+                    c.proc(i).wait_log("Slave started", WAIT),
+                    "b{i} not a slave"
+                );
+            }
+        });
         let history = Arc::new(History::create(&tmp.path().join("history.log")));
         let gen = LoadGen::start(&c.uri(), history.clone(), spec());
         Rig {
