@@ -884,7 +884,10 @@ mod tests {
         .encode(&mut b);
         assert!(buffered_frame(&b));
         for cut in 0..b.len() {
-            assert!(!buffered_frame(&b[..cut]), "a prefix of {cut} bytes is not a frame");
+            assert!(
+                !buffered_frame(&b[..cut]),
+                "a prefix of {cut} bytes is not a frame"
+            );
         }
     }
 }
