@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ferromq_store::{Completion, MessageStore, Op};
 use parking_lot::Mutex;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -127,7 +127,10 @@ async fn run(
     } else {
         start
     };
-    let (mut rd, wr) = sock.into_split();
+    let (rd, wr) = sock.into_split();
+    // Buffered: the master writes a burst of entries with one syscall; reading each frame
+    // unbuffered cost two (length, then body) per entry.
+    let mut rd = BufReader::with_capacity(256 * 1024, rd);
     let mut wr = BufWriter::new(wr);
     wire::write_frame(
         &mut wr,
