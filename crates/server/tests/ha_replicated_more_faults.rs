@@ -5,9 +5,10 @@
 //!
 //! - the new master killed (kill -9) while it is catching up the old master that returned as
 //!   its slave after a failover;
-//! - a diverged old master rejoining: it holds entries its slaves never acknowledged (both
-//!   slaves frozen by SIGSTOP while the producers keep sending), it is killed, a new master is
-//!   elected, it returns as a slave and its unconfirmed suffix must not come back;
+//! - a diverged old master rejoining: it holds entries its slaves never received (its
+//!   replication stream cut by an iptables rule on loopback while the producers keep sending),
+//!   it is killed, a new master is elected, it returns as a slave and its unconfirmed suffix
+//!   must not come back;
 //! - a ZooKeeper leader election and a total ZooKeeper outage, on a throwaway three-node
 //!   ensemble this test starts on its own loopback ports (never the shared one);
 //! - replicas = 5: kill -9 of the master, then of the new master.
@@ -131,7 +132,12 @@ impl Rig {
     }
 
     /// Stops the producers, drains, judges the wire-level history; returns the verdict.
-    async fn judge(self, what: &str) -> WireVerdict {
+    ///
+    /// A kill -9 answers nothing, so the failover client resends every send a dead master did
+    /// not confirm: with `refusable` = 0 no send may fail. A master whose ZooKeeper session
+    /// expired fail-stops instead, answering the sends it still held with an ERROR (the client
+    /// does not resend those): at most `refusable` sends may fail, each for that reason.
+    async fn judge(self, what: &str, refusable: usize) -> WireVerdict {
         let Rig {
             _tmp,
             c,
@@ -148,12 +154,22 @@ impl Rig {
             .unwrap_or_else(|v| panic!("{what}: the history shows violations: {v:#?}"));
         eprintln!("{what}: {v:?}");
         assert!(v.verdict.confirmed > 0, "{what}: nothing confirmed");
-        assert_eq!(
-            failed.load(Ordering::SeqCst),
-            0,
-            "{what}: the failover client gave up on sends: {:?}",
-            errors.lock().unwrap()
+        let failed = failed.load(Ordering::SeqCst);
+        let errors = errors.lock().unwrap().clone();
+        assert!(
+            failed <= refusable
+                && errors
+                    .iter()
+                    .all(|e| refusable > 0 && e.contains("no longer master")),
+            "{what}: the failover client gave up on {failed} sends (at most {refusable} may be refused by a master that lost its mastership): {errors:?}"
         );
+        if failed > 0 {
+            eprintln!(
+                "{what}: {failed} sends refused by the master that lost its mastership, e.g. {:?}; sends never confirmed but delivered: {}",
+                errors.first(),
+                v.verdict.unconfirmed_delivered
+            );
+        }
         drop(c);
         v
     }
@@ -207,43 +223,47 @@ async fn killing_the_new_master_during_its_post_failover_catch_up_loses_nothing(
     r.more_receipts(1_000, "with the killed new master back")
         .await;
     eprintln!("masters: b{m0} -> b{m1} -> b{m2}");
-    r.judge("new master killed during catch-up").await;
+    r.judge("new master killed during catch-up", 0).await;
 }
 
-/// (b) Both slaves are frozen (SIGSTOP) while the producers keep sending: the master writes
-/// entries to its own journal that no slave acknowledges, so it confirms none of them. It is
-/// killed -9, the slaves resume and elect a new master, and the old master returns as a slave:
-/// its divergent suffix must be discarded, never delivered (the producers resend those sends to
-/// the new master, so a resurrected suffix shows as a broker-level duplicate or a phantom).
+/// (b) The master's replication stream is cut (an iptables rule drops every packet it sends from
+/// its replication port, loopback only) while the producers keep sending: the master writes
+/// entries to its own journal that no slave receives, so it confirms none of them. It is
+/// killed -9, the slaves elect a new master, and the old master returns as a slave: its
+/// divergent suffix must be discarded, never delivered (the producers resend those sends to the
+/// new master, so a resurrected suffix shows as a broker-level duplicate or a phantom).
+///
+/// Freezing the slaves (SIGSTOP) does not make a divergence: their kernels still take the
+/// stream into the socket buffers, and the slaves apply it when they resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_diverged_old_master_rejoins_and_its_unconfirmed_suffix_is_discarded() {
     let mut r = Rig::start("diverged", &zk_ensemble(), 3);
     r.more_receipts(2_000, "warm-up").await;
     let m0 = r.master(&[]);
-    let slaves: Vec<usize> = (0..3).filter(|i| *i != m0).collect();
-    for s in &slaves {
-        r.c.proc(*s).signal("STOP");
-    }
-    // The positive event: sends issued after both slaves froze (a producer issues one when a
-    // receipt frees a slot of its window). No slave can have acknowledged them, so the master
-    // cannot confirm them, yet it writes them to its own journal: its divergent suffix.
-    let sent_at_freeze = r.gen.sent.load(Ordering::SeqCst);
+    let port = replication_port(&r.c.proc(m0).log.lock().unwrap())
+        .expect("the master logged no replication address");
+    let cut = Cut::replication_stream(port);
+    // The positive event: the master streams an entry into the cut (a dropped packet of at
+    // least one message body: nothing else the master sends its slaves is that large). No
+    // slave receives it, so the master cannot confirm it, yet it writes it to its own journal:
+    // its divergent suffix. (Not "a send issued after the cut": with every producer's window
+    // full of sends the cut holds back, none is.)
     let deadline = Instant::now() + WAIT;
-    while r.gen.sent.load(Ordering::SeqCst) <= sent_at_freeze {
+    while cut.dropped_entry_bytes() == 0 {
         if Instant::now() >= deadline {
             r.dump_logs();
-            panic!("no send issued after the slaves froze");
+            panic!("the master streamed no entry into the cut");
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    // Time for the master to journal them; the verdict does not depend on it (without the
-    // divergence the test still passes), only how often the divergence is exercised.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let confirmed_frozen = r.confirmed();
+    // The master hands an entry to its journal as it hands it to the stream: a moment for the
+    // write. The verdict does not depend on it, only whether the divergence is exercised,
+    // which the positions below check.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let confirmed_at_kill = r.confirmed();
     r.c.kill9(m0);
-    for s in &slaves {
-        r.c.proc(*s).signal("CONT");
-    }
+    // The cut stays until the end: the dead master's kernel would otherwise deliver the
+    // stream it still buffers (the socket outlives the process) to a slave still connected.
     let m1 = r.master(&[m0]);
     r.more_receipts(2_000, "after the failover").await;
     r.c.start(m0);
@@ -252,16 +272,117 @@ async fn a_diverged_old_master_rejoins_and_its_unconfirmed_suffix_is_discarded()
         tokio::task::block_in_place(|| r.c.proc(m0).wait_log("Slave started", WAIT)),
         "the old master b{m0} ({member}) never became a slave"
     );
+    // Whether the divergence happened: the old master rejoined past the entry the new one was
+    // promoted at (positions are epoch:lsn).
+    let position = |i: usize, needle: &str| {
+        r.c.proc(i)
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+            .and_then(|l| field(l, "position").map(str::to_string))
+    };
+    let promoted = position(m1, "Promoted to master");
+    let rejoined = position(m0, "joined the replication group");
+    let lsn = |p: &Option<String>| -> Option<u64> { p.as_deref()?.split(':').nth(1)?.parse().ok() };
+    let suffix = lsn(&rejoined)
+        .zip(lsn(&promoted))
+        .map(|(r, p)| r.saturating_sub(p));
+    eprintln!(
+        "b{m1} promoted at {promoted:?}; b{m0} rejoined at {rejoined:?}: a divergent suffix of {suffix:?} entries"
+    );
+    // The scenario's precondition, not a verdict on the broker: without a suffix this run
+    // tested an ordinary failover.
+    assert!(
+        suffix.is_some_and(|n| n > 0),
+        "no divergence to test: b{m1} promoted at {promoted:?}, b{m0} rejoined at {rejoined:?}"
+    );
     r.more_receipts(2_000, "with the old master back as a slave")
         .await;
     // It must carry the quorum now: the other slave goes.
-    let other = slaves.iter().copied().find(|i| *i != m1).unwrap();
+    let other = (0..3).find(|i| *i != m0 && *i != m1).unwrap();
     r.c.kill9(other);
     r.more_receipts(1_000, "with the old master carrying the quorum")
         .await;
     r.c.start(other);
-    eprintln!("confirmed when the slaves froze: {confirmed_frozen}; b{m0} -> b{m1}");
-    r.judge("diverged old master rejoining").await;
+    eprintln!("confirmed when the master was killed: {confirmed_at_kill}; b{m0} -> b{m1}");
+    r.judge("diverged old master rejoining", 0).await;
+    drop(cut);
+}
+
+/// The replication port a member logged on joining the group (`replication=host:port`).
+fn replication_port(log: &[String]) -> Option<u16> {
+    let line = log
+        .iter()
+        .find(|l| l.contains("joined the replication group"))?;
+    field(line, "replication")?.rsplit(':').next()?.parse().ok()
+}
+
+/// An iptables rule dropping every loopback packet sent from one TCP port (a replication
+/// master's stream to its slaves), behind a rule that only counts the large ones (entries);
+/// both removed on drop, whatever happens to the test.
+struct Cut {
+    port: u16,
+}
+
+/// The least size of a packet [`Cut`] counts as carrying an entry: a message body ([`spec`]'s
+/// `msg_bytes`) plus headers.
+const ENTRY_PACKET: &str = "512:65535";
+
+impl Cut {
+    fn rules(port: u16) -> [Vec<String>; 2] {
+        let port = port.to_string();
+        let base = ["OUTPUT", "-o", "lo", "-p", "tcp", "--sport", &port];
+        let rule = |tail: &[&str]| -> Vec<String> {
+            base.iter().chain(tail).map(|s| s.to_string()).collect()
+        };
+        [
+            rule(&["-m", "length", "--length", ENTRY_PACKET]),
+            rule(&["-j", "DROP"]),
+        ]
+    }
+
+    fn replication_stream(port: u16) -> Cut {
+        // Inserted at the head, the drop rule first: the counting rule ends up before it.
+        let cut = Cut { port };
+        for rule in Cut::rules(port).iter().rev() {
+            let ok = Command::new("iptables")
+                .args(["-w", "-I"])
+                .args(rule)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "iptables -I {rule:?} failed");
+        }
+        cut
+    }
+
+    /// Bytes of entry-sized packets the cut dropped so far.
+    fn dropped_entry_bytes(&self) -> u64 {
+        let out = Command::new("iptables")
+            .args(["-w", "-L", "OUTPUT", "-n", "-v", "-x"])
+            .output()
+            .expect("iptables -L");
+        let spt = format!("spt:{}", self.port);
+        let length = format!("length {ENTRY_PACKET}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == spt) && l.contains(&length))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Cut {
+    fn drop(&mut self) {
+        for rule in Cut::rules(self.port) {
+            let _ = Command::new("iptables")
+                .args(["-w", "-D"])
+                .args(rule)
+                .status();
+        }
+    }
 }
 
 /// (d) replicas = 5, quorum of 3: kill -9 of the master under load, then of the new master; the
@@ -282,7 +403,7 @@ async fn five_replicas_survive_killing_the_master_then_the_new_master() {
     r.c.start(m1);
     r.more_receipts(1_000, "with both back").await;
     eprintln!("masters: b{m0} -> b{m1} -> b{m2}");
-    r.judge("replicas = 5").await;
+    r.judge("replicas = 5", 0).await;
 }
 
 /// A throwaway three-node ZooKeeper ensemble on ports of its own (never the shared one of
@@ -406,9 +527,10 @@ impl Drop for Ensemble {
 }
 
 /// (c) Under load, on a throwaway ensemble: kill -9 of the ZooKeeper leader (the ensemble
-/// elects another; the brokers reconnect), then every ZooKeeper node stopped for a few seconds:
+/// elects another; the brokers reconnect), then every ZooKeeper node killed for a few seconds:
 /// the master must stop confirming while ZooKeeper is gone (it cannot know it is still master),
-/// nothing confirmed may be lost, and service resumes once the ensemble is back.
+/// nothing confirmed may be lost, and service resumes once the ensemble is back (through the
+/// same master, or a new election when its session expired meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zookeeper_leader_election_and_a_total_zookeeper_outage_lose_nothing() {
     let zk_dir = tempfile::tempdir().unwrap();
@@ -449,12 +571,13 @@ async fn a_zookeeper_leader_election_and_a_total_zookeeper_outage_lose_nothing()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let at_loss = r.confirmed();
-    // Give ZooKeeper's absence a few seconds in which nothing must be confirmed beyond what
-    // was in flight (a bound of the check, not a timing threshold of the feature).
+    // The outage lasts a few seconds (a parameter of the fault, not a wait for an event), in
+    // which nothing may be confirmed beyond what was in flight: receipts the master sent before
+    // it suspended may still be on their way, at most one window per producer; anything beyond
+    // that was confirmed without ZooKeeper. Longer than the session timeout: the ZooKeeper
+    // client may declare the session expired on its own, and the master then steps down.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let during = r.confirmed() - at_loss;
-    // Receipts the master sent before it suspended may still be on their way, at most one
-    // window per producer; anything beyond that was confirmed without ZooKeeper.
     let in_flight = spec().producers * spec().window;
     assert!(
         during <= in_flight,
@@ -466,6 +589,9 @@ async fn a_zookeeper_leader_election_and_a_total_zookeeper_outage_lose_nothing()
     tokio::task::block_in_place(|| zk.wait_serving(&[0, 1, 2]));
     r.more_receipts(2_000, "after the ZooKeeper outage").await;
     eprintln!("confirmed while ZooKeeper was down (after the master noticed): {during}");
-    r.judge("ZooKeeper leader election and outage").await;
+    // A master whose session expired answers the sends it still held with an ERROR (it cannot
+    // confirm them): at most one window per producer.
+    r.judge("ZooKeeper leader election and outage", in_flight)
+        .await;
     drop(zk);
 }
