@@ -272,7 +272,12 @@ async fn run(
                 applied = pos;
                 tracing::info!(position = %pos, "full copy applied");
             }
-            Frame::Ack { .. } | Frame::Hello { .. } | Frame::Welcome { .. } => {
+            Frame::Ack { .. }
+            | Frame::Hello { .. }
+            | Frame::Welcome { .. }
+            | Frame::Watch { .. }
+            | Frame::Heartbeat { .. }
+            | Frame::Pong { .. } => {
                 break Err(ZkError::Replication(
                     "unexpected frame from the master".into(),
                 ));
@@ -304,4 +309,54 @@ fn log_progress(c: &Copy) {
         c.done,
         c.total
     );
+}
+
+/// Keeps a liveness channel to the master (fast failover): answers each of its heartbeats and
+/// stores in `heard` the boot time (nanoseconds) at which the last one arrived. Returns when the
+/// connection fails or the master refuses; the caller decides, from `heard`, when the master
+/// has been silent too long.
+pub async fn watch_master(
+    p: &FollowParams,
+    heard: &std::sync::atomic::AtomicU64,
+    connect_timeout: Duration,
+) -> Result<(), ZkError> {
+    use std::sync::atomic::Ordering;
+    let sock = tokio::time::timeout(connect_timeout, TcpStream::connect(&p.addr))
+        .await
+        .map_err(|_| ZkError::Replication(format!("watching the master at {}: timed out", p.addr)))?
+        .map_err(|e| ZkError::Replication(format!("watching the master at {}: {e}", p.addr)))?;
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    wire::write_frame(
+        &mut wr,
+        &Frame::Watch {
+            version: PROTOCOL_VERSION,
+            token: p.token.clone(),
+            group: p.group.clone(),
+            master_epoch: p.master_epoch,
+            member: p.member.clone(),
+        },
+    )
+    .await?;
+    match tokio::time::timeout(connect_timeout, wire::read_frame(&mut rd)).await {
+        Err(_) => return Err(ZkError::Replication("no welcome on the watch".into())),
+        Ok(Ok(Frame::Welcome { epoch })) if epoch == p.master_epoch => {}
+        Ok(Ok(Frame::Reject { reason })) => {
+            return Err(ZkError::Replication(format!(
+                "master refused the watch: {reason}"
+            )))
+        }
+        Ok(Ok(_)) => return Err(ZkError::Replication("unexpected answer to a watch".into())),
+        Ok(Err(e)) => return Err(e.into()),
+    }
+    loop {
+        match wire::read_frame(&mut rd).await? {
+            Frame::Heartbeat { seq } => {
+                let now = crate::liveness::boottime().as_nanos() as u64;
+                heard.fetch_max(now, Ordering::SeqCst);
+                wire::write_frame(&mut wr, &Frame::Pong { seq }).await?;
+            }
+            _ => return Err(ZkError::Replication("unexpected frame on the watch".into())),
+        }
+    }
 }
