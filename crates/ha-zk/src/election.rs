@@ -33,11 +33,11 @@ use tokio::sync::watch;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
 use crate::liveness::{boottime, Liveness};
-use crate::master::ReplicatingStore;
+use crate::master::{EntryRing, ReplicatingStore};
 use crate::position::{
     copy_in_progress, fence_ops, member_id, read_fence, read_position, unfence_ops,
 };
-use crate::slave::{follow, watch_master, FollowParams};
+use crate::slave::{follow_with_ring, watch_master, FollowParams};
 use crate::wire::Position;
 use crate::{ReplicatedConfig, StoreOpener, SyncPolicy, ZkError};
 
@@ -48,6 +48,8 @@ pub struct ZkReplication {
     opener: StoreOpener,
     /// The local store while this broker is a slave (the master's is inside its mastership).
     store: Mutex<Option<Arc<dyn MessageStore>>>,
+    /// The entries received as a slave, handed to the master's ring on promotion.
+    ring: Mutex<EntryRing>,
 }
 
 impl std::fmt::Debug for ZkReplication {
@@ -303,6 +305,7 @@ impl ZkReplication {
             cfg,
             opener,
             store: Mutex::new(None),
+            ring: Mutex::new(EntryRing::default()),
         })
     }
 
@@ -897,7 +900,8 @@ impl ZkReplication {
             stopper.abort();
             return (pos, Some(d));
         }
-        let (pos, result) = follow(store, pos, &params, &mut stop_rx).await;
+        let (pos, result) =
+            follow_with_ring(store, pos, &params, &mut stop_rx, Some(&self.ring)).await;
         let stopped = *stop_rx.borrow();
         if let Err(e) = result {
             tracing::info!(error = %e, master = %m.addr, "stopped following the master");
@@ -937,6 +941,13 @@ impl ZkReplication {
             cfg.security_token.clone(),
             healthy.clone(),
         );
+        let kept = rs.seed_ring(std::mem::take(&mut *self.ring.lock()));
+        if kept > 0 {
+            tracing::info!(
+                entries = kept,
+                "kept the entries received as a slave: slaves within them catch up by streaming"
+            );
+        }
         if let Some(l) = Liveness::new(cfg.master_timeout, cfg.replicas) {
             rs.enable_lease(l);
         }

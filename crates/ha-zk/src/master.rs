@@ -40,6 +40,65 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a connecting slave may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Recent log entries a *slave* received, in order, kept so that if it is promoted its slaves
+/// within them catch up by streaming instead of each needing a full copy of the store (which
+/// would also stall quorum writes for as long as the copy takes). Bounded like the master's
+/// ring.
+#[derive(Debug, Default)]
+pub struct EntryRing {
+    /// The position just before the first entry (where the entries continue the log).
+    base: Position,
+    entries: VecDeque<(Position, Batch)>,
+    bytes: usize,
+}
+
+impl EntryRing {
+    /// An empty ring continuing the log at `base`.
+    pub fn new(base: Position) -> EntryRing {
+        EntryRing {
+            base,
+            ..EntryRing::default()
+        }
+    }
+
+    /// Forgets every entry: the log continues at `base` (a full copy, another start).
+    pub fn reset(&mut self, base: Position) {
+        self.base = base;
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The last entry's position (`base` when empty).
+    pub fn last(&self) -> Position {
+        self.entries.back().map_or(self.base, |(p, _)| *p)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the entry that follows [`EntryRing::last`], dropping the oldest past the bounds.
+    pub fn push(&mut self, pos: Position, batch: Batch) {
+        self.bytes += wire::batch_bytes(&batch);
+        self.entries.push_back((pos, batch));
+        while self.entries.len() > RING_MAX_ENTRIES || self.bytes > RING_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((p, b)) => {
+                    self.bytes -= wire::batch_bytes(&b);
+                    self.base = p;
+                }
+                None => break,
+            }
+        }
+    }
+}
+
 struct Pending {
     lsn: u64,
     completer: Completer,
@@ -250,6 +309,29 @@ impl ReplicatingStore {
             .values()
             .filter(|f| self.shared.acked(f) >= lsn)
             .count()
+    }
+
+    /// Seeds a new master's ring with the entries it received as a slave, when they end exactly
+    /// where this master starts (and before anything was written): a slave whose last entry is
+    /// one of them streams from there. Returns how many entries were taken.
+    pub fn seed_ring(&self, ring: EntryRing) -> usize {
+        let mut st = self.shared.state.lock();
+        if ring.is_empty() || ring.last() != st.last || !st.ring.is_empty() {
+            return 0;
+        }
+        let n = ring.len();
+        let mut bytes = 0;
+        let mut frames = VecDeque::with_capacity(n);
+        for (pos, batch) in ring.entries {
+            let mut buf = BytesMut::with_capacity(wire::batch_bytes(&batch) + 64);
+            Frame::Entry { pos, batch }.encode(&mut buf);
+            bytes += buf.len();
+            frames.push_back((pos, buf.freeze()));
+        }
+        st.ring = frames;
+        st.ring_bytes = bytes;
+        st.ring_base = ring.base;
+        n
     }
 
     /// Submits a batch that only moves the position (the new master's first entry, which

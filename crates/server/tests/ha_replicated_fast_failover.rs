@@ -6,7 +6,9 @@
 //!   which elect a new master in the same transaction that replaces the master znode; thawed,
 //!   the old master finds itself replaced, steps down and rejoins as a slave;
 //! - a master killed with kill -9 is replaced the same way, long before ZooKeeper expires its
-//!   session.
+//!   session, and the surviving slave catches up from the entries the new master kept while it
+//!   was a slave (no full copy);
+//! - a slave frozen past the master timeout causes no election and follows again.
 //!
 //! Judged by the wire-level history checker: every confirmed message delivered, none
 //! delivered again after a confirmed ACK, none stored twice; and one master per epoch.
@@ -132,6 +134,20 @@ async fn a_killed_master_is_replaced_through_the_fence_before_its_session_expire
     );
     let before = gen.confirmed.load(Ordering::SeqCst);
     assert!(gen.wait_confirmed(before + 2_000, T).await);
+    // Those confirmations needed the surviving slave's acks (quorum_disk, one of two slaves
+    // left): it caught up from the entries the new master kept as a slave, not by a full copy
+    // of the store (which would have held every write for the copy's length).
+    assert!(
+        c.proc(next)
+            .log_count("kept the entries received as a slave")
+            == 1,
+        "the new master kept no entries"
+    );
+    assert_eq!(
+        c.proc(next).log_count("needs a full copy"),
+        0,
+        "the surviving slave needed a full copy after the failover"
+    );
     // The old master returns as a slave (its znode and session are long gone or replaced).
     c.start(m);
     assert!(c.proc(m).wait_log("Slave started", T));
