@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Failover-latency suite: for each HA mode — shared-file, shared-db with the lease locker
 # (2 s lease) and the row locker on PostgreSQL and MariaDB, and replicated (three brokers, the
-# ZooKeeper ensemble, 2 s session) — kill -9 and SIGTERM the master
+# ZooKeeper ensemble; fast failover with master_timeout 500 ms under a 2 s and a 10 s session,
+# and the session path alone with a 2 s session) — kill -9 and SIGTERM the master
 # ROUNDS times under a steady persistent load and append p50 / p99 / max of "signal → new
 # master accepting" and "signal → first receipted message" to bench-results/failover.md.
 # Loopback only; every round is bounded (60 s).
@@ -33,7 +34,12 @@ for mode in $modes; do
     replicated)
       bash scripts/services.sh start
       eval "$(bash scripts/services.sh env)"
-      table+=$("$bench" "$bin" "$rounds" replicated "$FERROMQ_TEST_ZK_ENSEMBLE" 2000 | tail -n +3)$'\n'
+      # Fast failover (master_timeout 500 ms) with a short and a production-like session
+      # timeout, then the ZooKeeper-session path alone (master_timeout 0) for comparison.
+      for sm in "2000 500" "10000 500" "2000 0"; do
+        set -- $sm
+        table+=$("$bench" "$bin" "$rounds" replicated "$FERROMQ_TEST_ZK_ENSEMBLE" "$1" "$2" | tail -n +3)$'\n'
+      done
       ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac

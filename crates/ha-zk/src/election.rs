@@ -5,6 +5,7 @@
 //! <zk_path>/<group>/epoch                  persistent: the highest epoch ever taken
 //! <zk_path>/<group>/replicas               persistent: the group's `replicas`, set by its first broker
 //! <zk_path>/<group>/master                 ephemeral: epoch, addr, member of the master
+//! <zk_path>/<group>/master_timeout_ms      persistent: the group's fast-failover timeout
 //! ```
 //!
 //! A *round* is the epoch counter's value while there is no master: a member's position counts
@@ -12,12 +13,15 @@
 //! reported before the last master died. A report is tagged with the round read *before* the
 //! master znode was seen absent, and written only if the epoch znode has not changed since
 //! (one ZooKeeper transaction): a position read before a master was elected can never carry
-//! that master's round. Members are counted by their stable member id (kept in their store,
+//! that master's round. Fast failover (see [`crate::liveness`]) adds a second way to a round:
+//! while the master znode still names epoch `E`, members that *fenced* `E` report with
+//! `fenced=E`, and once a quorum of members other than the master did, the most up to date
+//! replaces the master znode in the transaction that bumps the epoch. Members are counted by their stable member id (kept in their store,
 //! see [`crate::position::member_id`]), not by znode: a broker's lingering znode from an old
 //! session and its new one count once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,9 +32,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState};
 
-use crate::master::ReplicatingStore;
-use crate::position::{copy_in_progress, member_id, read_position};
-use crate::slave::{follow, FollowParams};
+use crate::liveness::{boottime, Liveness};
+use crate::master::{EntryRing, ReplicatingStore};
+use crate::position::{
+    copy_in_progress, fence_ops, member_id, read_fence, read_position, unfence_ops,
+};
+use crate::slave::{follow_with_ring, watch_master, FollowParams};
 use crate::wire::Position;
 use crate::{ReplicatedConfig, StoreOpener, SyncPolicy, ZkError};
 
@@ -41,6 +48,8 @@ pub struct ZkReplication {
     opener: StoreOpener,
     /// The local store while this broker is a slave (the master's is inside its mastership).
     store: Mutex<Option<Arc<dyn MessageStore>>>,
+    /// The entries received as a slave, handed to the master's ring on promotion.
+    ring: Mutex<EntryRing>,
 }
 
 impl std::fmt::Debug for ZkReplication {
@@ -62,6 +71,8 @@ struct MemberInfo {
     weight: i64,
     /// `None` until the member reported its position for some round.
     round: Option<u64>,
+    /// The highest master epoch this member fenced (fast failover), when it reports as fenced.
+    fenced: Option<u64>,
 }
 
 impl MemberInfo {
@@ -72,6 +83,9 @@ impl MemberInfo {
         );
         if let Some(r) = self.round {
             s.push_str(&format!("round={r}\n"));
+        }
+        if let Some(f) = self.fenced {
+            s.push_str(&format!("fenced={f}\n"));
         }
         s.into_bytes()
     }
@@ -88,6 +102,7 @@ impl MemberInfo {
             },
             weight: kv.get("weight").and_then(|v| v.parse().ok()).unwrap_or(1),
             round: num("round"),
+            fenced: num("fenced"),
         }
     }
 }
@@ -97,13 +112,15 @@ struct MasterInfo {
     epoch: u64,
     addr: String,
     member: String,
+    /// The master's member id (empty from brokers that did not write it).
+    id: String,
 }
 
 impl MasterInfo {
     fn encode(&self) -> Vec<u8> {
         format!(
-            "epoch={}\naddr={}\nmember={}\n",
-            self.epoch, self.addr, self.member
+            "epoch={}\naddr={}\nmember={}\nid={}\n",
+            self.epoch, self.addr, self.member, self.id
         )
         .into_bytes()
     }
@@ -114,6 +131,7 @@ impl MasterInfo {
             epoch: kv.get("epoch")?.parse().ok()?,
             addr: kv.get("addr")?.clone(),
             member: kv.get("member")?.clone(),
+            id: kv.get("id").cloned().unwrap_or_default(),
         })
     }
 }
@@ -144,6 +162,7 @@ const NOT_ENOUGH_MEMBERS: &str = "Not enough cluster members connected to elect 
 /// fire on data changes, and this window is what failover time is made of).
 const ELECTION_POLL: Duration = Duration::from_millis(50);
 const MID_COPY: &str = "This member's store holds an unfinished full copy: it reports no position and cannot be elected until a master completes the copy.";
+const FENCED_WAITING: &str = "Fenced the silent master's epoch: waiting for a quorum of members to fence it too (or for its ZooKeeper session to expire).";
 const NOT_REPORTED: &str = "Not enough cluster members have reported their update positions yet.";
 
 /// The fence of a replicated master: its ZooKeeper session is connected and it was not deposed.
@@ -167,6 +186,10 @@ impl Fence for ZkFence {
 struct Guard {
     zk: Option<Client>,
     master_path: String,
+    epoch_path: String,
+    /// The epoch znode's version right after this master's claim: the master znode is deleted
+    /// only while it is unchanged (after a fenced takeover the znode is another master's).
+    epoch_version: i32,
     store: ReplicatingStore,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -179,10 +202,18 @@ impl Drop for Guard {
         }
         let Some(zk) = self.zk.take() else { return };
         let path = self.master_path.clone();
+        let epoch_path = self.epoch_path.clone();
+        let epoch_version = self.epoch_version;
         let release = async move {
             // Deleting the master znode explicitly (rather than waiting for the session close
-            // to reach the server) is what makes a clean hand-over immediate.
-            let _ = tokio::time::timeout(Duration::from_secs(1), zk.delete(&path, None)).await;
+            // to reach the server) is what makes a clean hand-over immediate — but only if no
+            // other master claimed since (the epoch is still ours).
+            let mut tx = zk.new_multi_writer();
+            if tx.add_check_version(&epoch_path, epoch_version).is_ok()
+                && tx.add_delete(&path, None).is_ok()
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(1), tx.commit()).await;
+            }
             drop(zk);
         };
         if let Ok(h) = tokio::runtime::Handle::try_current() {
@@ -193,6 +224,71 @@ impl Drop for Guard {
             }
         }
     }
+}
+
+/// The liveness channel to the master of one epoch (fast failover), reconnected as long as it
+/// lives; `heard` is when its last heartbeat arrived (boot time, ns).
+struct MasterWatch {
+    epoch: u64,
+    heard: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MasterWatch {
+    /// Starts watching; the silence counts from now (a master that never answers is silent).
+    fn start(params: FollowParams, l: Liveness) -> MasterWatch {
+        let heard = Arc::new(AtomicU64::new(boottime().as_nanos() as u64));
+        let epoch = params.master_epoch;
+        let task = {
+            let heard = heard.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = watch_master(&params, &heard, l.timeout).await {
+                        tracing::debug!(error = %e, master = %params.addr, "master watch ended");
+                    }
+                    tokio::time::sleep(l.heartbeat).await;
+                }
+            })
+        };
+        MasterWatch { epoch, heard, task }
+    }
+
+    /// How long since the last heartbeat (or since watching began).
+    fn silent_for(&self) -> Duration {
+        let now = boottime().as_nanos() as u64;
+        Duration::from_nanos(now.saturating_sub(self.heard.load(Ordering::SeqCst)))
+    }
+}
+
+impl Drop for MasterWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a fenced member works with in one step (see [`ZkReplication::fenced_round`]).
+struct FencedRound<'a> {
+    zk: &'a Client,
+    store: &'a Arc<dyn MessageStore>,
+    /// The fenced master, as its znode names it.
+    m: &'a MasterInfo,
+    master_version: i32,
+    round: u64,
+    epoch_version: i32,
+    my_path: &'a str,
+    my_name: &'a str,
+    members_path: &'a str,
+    master_path: &'a str,
+    epoch_path: &'a str,
+}
+
+enum FencedStep {
+    /// This member took mastership, with this epoch.
+    Claimed(u64),
+    /// Wait for a change of members or master (or a poll interval).
+    Wait,
+    /// Loop at once.
+    Again,
 }
 
 enum Attempt {
@@ -209,6 +305,7 @@ impl ZkReplication {
             cfg,
             opener,
             store: Mutex::new(None),
+            ring: Mutex::new(EntryRing::default()),
         })
     }
 
@@ -326,7 +423,26 @@ impl ZkReplication {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(e) => return Err(ZkError::zk(format!("create {epoch_path}"))(e)),
         }
-        check_replicas(&zk, &format!("{base}/replicas"), cfg, &persistent).await?;
+        check_group_setting(
+            &zk,
+            &format!("{base}/replicas"),
+            "replicas",
+            &cfg.replicas.to_string(),
+            &cfg.group,
+            &persistent,
+        )
+        .await?;
+        check_group_setting(
+            &zk,
+            &format!("{base}/master_timeout_ms"),
+            "master_timeout_ms",
+            &cfg.master_timeout.as_millis().to_string(),
+            &cfg.group,
+            &persistent,
+        )
+        .await?;
+        let liveness = Liveness::new(cfg.master_timeout, cfg.replicas);
+        let mut fence = read_fence(&*store)?;
         let my_id = member_id(&*store).await?;
         let mut me = MemberInfo {
             id: my_id.clone(),
@@ -334,6 +450,7 @@ impl ZkReplication {
             pos,
             weight: cfg.weight,
             round: None,
+            fenced: None,
         };
         let eph_seq = CreateMode::EphemeralSequential.with_acls(acls);
         let (_, seq) = zk
@@ -356,6 +473,10 @@ impl ZkReplication {
 
         let mut said = Said::default();
         let mut too_many_said = false;
+        // Fast failover: the liveness channel to the master of one epoch, kept across
+        // reconnects of the stream (its silence is what counts), and when this member fenced.
+        let mut watcher: Option<MasterWatch> = None;
+        let mut fenced_at: Option<Instant> = None;
         let started = Instant::now();
         // Bounded per iteration by the waits below; unbounded overall by design: a slave
         // waits as long as it takes.
@@ -382,23 +503,102 @@ impl ZkReplication {
                 .parse()
                 .map_err(|_| ZkError::Replication(format!("{epoch_path} is not a number")))?;
             let master = match zk.get_and_watch_data(&master_path).await {
-                Ok((data, _, w)) => Some((MasterInfo::decode(&data), w)),
+                Ok((data, stat, w)) => Some((MasterInfo::decode(&data), stat.version, w)),
                 Err(zookeeper_client::Error::NoNode) => None,
                 Err(e) => return Err(ZkError::zk("read the master znode")(e)),
             };
-            if let Some((info, master_watch)) = master {
+            if let Some((info, master_version, master_watch)) = master {
                 match info {
                     Some(m) if m.member != my_name => {
+                        if let Some(l) = liveness {
+                            if watcher.as_ref().map(|w| w.epoch) != Some(m.epoch) {
+                                watcher =
+                                    Some(MasterWatch::start(self.follow_params(&m, &my_id), l));
+                            }
+                            if fence.is_some_and(|f| f >= m.epoch) {
+                                let fenced = FencedRound {
+                                    zk: &zk,
+                                    store: &store,
+                                    m: &m,
+                                    master_version,
+                                    round,
+                                    epoch_version: epoch_stat.version,
+                                    my_path: &my_path,
+                                    my_name: &my_name,
+                                    members_path: &members_path,
+                                    master_path: &master_path,
+                                    epoch_path: &epoch_path,
+                                };
+                                let step = self
+                                    .fenced_round(
+                                        fenced,
+                                        &mut me,
+                                        pos,
+                                        copying,
+                                        &mut fence,
+                                        &mut fenced_at,
+                                        watcher.as_ref(),
+                                        l,
+                                        &mut said,
+                                    )
+                                    .await?;
+                                match step {
+                                    FencedStep::Claimed(epoch) => {
+                                        tracing::info!(epoch, position = %pos, fenced_epoch = m.epoch, waited_ms = started.elapsed().as_millis() as u64, "Promoted to master");
+                                        return self
+                                            .become_master(
+                                                zk,
+                                                store,
+                                                pos,
+                                                epoch,
+                                                epoch_stat.version + 1,
+                                                listener,
+                                                addr,
+                                                master_path,
+                                                members_path,
+                                            )
+                                            .await;
+                                    }
+                                    FencedStep::Wait => {
+                                        tokio::select! {
+                                            _ = members_watch.changed() => {}
+                                            _ = master_watch.changed() => {}
+                                            _ = tokio::time::sleep(ELECTION_POLL) => {}
+                                        }
+                                    }
+                                    FencedStep::Again => {}
+                                }
+                                continue;
+                            }
+                        }
                         said.say("Slave started");
-                        pos = self
-                            .follow_master(&zk, &store, pos, &m, &my_id, master_watch)
+                        me.fenced = None;
+                        let silence = watcher.as_ref().zip(liveness);
+                        let (p, silent) = self
+                            .follow_master(&zk, &store, pos, &m, &my_id, master_watch, silence)
                             .await;
+                        pos = p;
                         copying = copy_in_progress(&*store).unwrap_or_else(|e| {
                             tracing::warn!(error = %e, "cannot tell whether a copy is unfinished: reporting no position");
                             true
                         });
                         me.pos = pos;
                         me.round = None;
+                        if let (Some(silent), Some(l)) = (silent, liveness) {
+                            // Stopped following first (nothing more of that epoch is acked),
+                            // then the promise is made durable, then reported.
+                            store.submit(fence_ops(fence, m.epoch)).await?;
+                            fence = Some(m.epoch);
+                            fenced_at = Some(Instant::now());
+                            tracing::warn!(
+                                master_epoch = m.epoch,
+                                master = %m.addr,
+                                silent_ms = silent.as_millis() as u64,
+                                master_timeout_ms = l.timeout.as_millis() as u64,
+                                position = %pos,
+                                "Master silent past master_timeout_ms: fenced its epoch (never following or acknowledging it again); electing a new master once a quorum of members fenced it"
+                            );
+                        }
                         continue;
                     }
                     _ => {
@@ -410,6 +610,7 @@ impl ZkReplication {
                     }
                 }
             }
+            watcher = None;
             let quorum = cfg.quorum();
             if children.len() > cfg.replicas && !too_many_said {
                 too_many_said = true;
@@ -480,6 +681,7 @@ impl ZkReplication {
                 epoch,
                 addr: addr.clone(),
                 member: my_name.clone(),
+                id: my_id.clone(),
             };
             // Epoch bump and master claim in one transaction: either both or neither.
             let mut tx = zk.new_multi_writer();
@@ -503,6 +705,7 @@ impl ZkReplication {
                     store,
                     pos,
                     epoch,
+                    epoch_stat.version + 1,
                     listener,
                     addr,
                     master_path,
@@ -512,8 +715,141 @@ impl ZkReplication {
         }
     }
 
-    /// Follows the master until its znode changes, the connection ends, or the session goes.
-    /// Returns the position durable in the local store afterwards.
+    fn follow_params(&self, m: &MasterInfo, my_id: &str) -> FollowParams {
+        FollowParams {
+            addr: m.addr.clone(),
+            master_epoch: m.epoch,
+            token: self.cfg.security_token.clone(),
+            group: self.cfg.group.clone(),
+            member: my_id.to_string(),
+        }
+    }
+
+    /// One step of a member that fenced the epoch of the master the master znode still names:
+    /// report as fenced, claim mastership when a quorum of other members fenced it too and this
+    /// member is the most up to date of them, or lift the fence when the master turns out alive
+    /// and nobody replaced it.
+    #[allow(clippy::too_many_arguments)]
+    async fn fenced_round(
+        &self,
+        f: FencedRound<'_>,
+        me: &mut MemberInfo,
+        pos: Position,
+        copying: bool,
+        fence: &mut Option<u64>,
+        fenced_at: &mut Option<Instant>,
+        watcher: Option<&MasterWatch>,
+        l: Liveness,
+        said: &mut Said,
+    ) -> Result<FencedStep, ZkError> {
+        let zk = f.zk;
+        let since = *fenced_at.get_or_insert_with(Instant::now);
+        // Withdraw: the master answers heartbeats again and was not replaced within a few
+        // timeouts (a quorum of the others did not lose it: a blip on this member's side).
+        if since.elapsed() >= 4 * l.timeout && watcher.is_some_and(|w| w.silent_for() < l.timeout) {
+            me.fenced = None;
+            me.round = None;
+            // The report changes first (its znode version moves, so no claim can count the
+            // old one any more), then the master znode is read: if it still names the fenced
+            // epoch, no claim counted this member, and none can now.
+            zk.set_data(f.my_path, &me.encode(), None)
+                .await
+                .map_err(ZkError::zk("withdraw the fenced report"))?;
+            match zk.get_data(f.master_path).await {
+                Ok((d, _)) if MasterInfo::decode(&d).is_some_and(|x| x.epoch == f.m.epoch) => {
+                    f.store.submit(unfence_ops(f.m.epoch)).await?;
+                    *fence = read_fence(&**f.store)?;
+                    *fenced_at = None;
+                    tracing::info!(
+                        master_epoch = f.m.epoch,
+                        "the fenced master answers heartbeats again and was not replaced: fence lifted, following it"
+                    );
+                }
+                Ok(_) | Err(zookeeper_client::Error::NoNode) => {}
+                Err(e) => return Err(ZkError::zk("read the master znode")(e)),
+            }
+            return Ok(FencedStep::Again);
+        }
+        if copying {
+            said.say(MID_COPY);
+            return Ok(FencedStep::Wait);
+        }
+        said.say(FENCED_WAITING);
+        if me.round != Some(f.round) || me.pos != pos || me.fenced != *fence {
+            me.round = Some(f.round);
+            me.pos = pos;
+            me.fenced = *fence;
+            let mut tx = zk.new_multi_writer();
+            tx.add_check_version(f.epoch_path, f.epoch_version)
+                .map_err(ZkError::zk("prepare the report's epoch check"))?;
+            tx.add_set_data(f.my_path, &me.encode(), None)
+                .map_err(ZkError::zk("prepare the fenced report"))?;
+            if let Err(e) = tx.commit().await {
+                tracing::debug!(error = %e, "the epoch moved before the fenced report: not reported");
+                me.round = None;
+            }
+            return Ok(FencedStep::Again);
+        }
+        let children = zk
+            .list_children(f.members_path)
+            .await
+            .map_err(ZkError::zk("list members"))?;
+        let mut members = Vec::with_capacity(children.len());
+        let mut versions = HashMap::new();
+        for c in &children {
+            match zk.get_data(&format!("{}/{c}", f.members_path)).await {
+                Ok((d, st)) => {
+                    versions.insert(c.clone(), st.version);
+                    members.push((c.clone(), MemberInfo::decode(&d)));
+                }
+                Err(zookeeper_client::Error::NoNode) => {}
+                Err(e) => return Err(ZkError::zk("read a member")(e)),
+            }
+        }
+        let (decision, counted) = decide_fenced(f.round, self.cfg.quorum(), &members, f.m);
+        match decision {
+            Decision::Elect(best) if best == f.my_name => {}
+            _ => return Ok(FencedStep::Wait),
+        }
+        let epoch = f.round.max(pos.epoch) + 1;
+        let info = MasterInfo {
+            epoch,
+            addr: me.addr.clone(),
+            member: f.my_name.to_string(),
+            id: me.id.clone(),
+        };
+        // One transaction: the epoch moves on, the silent master's znode (that exact one) is
+        // replaced by this member's, and every counted report is still the one read.
+        let mut tx = zk.new_multi_writer();
+        tx.add_set_data(
+            f.epoch_path,
+            epoch.to_string().as_bytes(),
+            Some(f.epoch_version),
+        )
+        .map_err(ZkError::zk("prepare the epoch bump"))?;
+        tx.add_delete(f.master_path, Some(f.master_version))
+            .map_err(ZkError::zk("prepare the fenced master's removal"))?;
+        let eph: CreateOptions<'_> = CreateMode::Ephemeral.with_acls(self.acls());
+        tx.add_create(f.master_path, &info.encode(), &eph)
+            .map_err(ZkError::zk("prepare the master claim"))?;
+        for c in &counted {
+            if let Some(v) = versions.get(c) {
+                tx.add_check_version(&format!("{}/{c}", f.members_path), *v)
+                    .map_err(ZkError::zk("prepare a report check"))?;
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            tracing::info!(error = %e, "lost the race for mastership after the fence");
+            return Ok(FencedStep::Again);
+        }
+        Ok(FencedStep::Claimed(epoch))
+    }
+
+    /// Follows the master until its znode changes, the connection ends, the session goes, or
+    /// (fast failover) the master has been silent for `master_timeout`. Returns the position
+    /// durable in the local store afterwards, and how long the master had been silent when
+    /// that ended the following.
+    #[allow(clippy::too_many_arguments)]
     async fn follow_master(
         &self,
         zk: &Client,
@@ -522,41 +858,62 @@ impl ZkReplication {
         m: &MasterInfo,
         my_id: &str,
         master_watch: zookeeper_client::OneshotWatcher,
-    ) -> Position {
+        silence: Option<(&MasterWatch, Liveness)>,
+    ) -> (Position, Option<Duration>) {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let mut states = zk.state_watcher();
-        let stopper = tokio::spawn(async move {
-            tokio::select! {
-                _ = master_watch.changed() => {}
-                _ = async {
-                    for _ in 0..1_000_000 {
-                        if session_ends_following(states.changed().await) {
-                            return;
-                        }
-                    }
-                } => {}
-            }
-            let _ = stop_tx.send(true);
-        });
-        let params = FollowParams {
-            addr: m.addr.clone(),
-            master_epoch: m.epoch,
-            token: self.cfg.security_token.clone(),
-            group: self.cfg.group.clone(),
-            member: my_id.to_string(),
+        let heard = silence.map(|(w, l)| (w.heard.clone(), l));
+        let silent = move || {
+            heard.as_ref().and_then(|(h, l)| {
+                let now = boottime().as_nanos() as u64;
+                let d = Duration::from_nanos(now.saturating_sub(h.load(Ordering::SeqCst)));
+                (d >= l.timeout).then_some(d)
+            })
         };
-        let (pos, result) = follow(store, pos, &params, &mut stop_rx).await;
+        let poll = silence.map_or(Duration::from_secs(3600), |(_, l)| l.heartbeat / 2);
+        let stopper = {
+            let silent = silent.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = master_watch.changed() => {}
+                    _ = async {
+                        for _ in 0..1_000_000 {
+                            if session_ends_following(states.changed().await) {
+                                return;
+                            }
+                        }
+                    } => {}
+                    _ = async {
+                        loop {
+                            tokio::time::sleep(poll).await;
+                            if silent().is_some() {
+                                return;
+                            }
+                        }
+                    } => {}
+                }
+                let _ = stop_tx.send(true);
+            })
+        };
+        let params = self.follow_params(m, my_id);
+        if let Some(d) = silent() {
+            stopper.abort();
+            return (pos, Some(d));
+        }
+        let (pos, result) =
+            follow_with_ring(store, pos, &params, &mut stop_rx, Some(&self.ring)).await;
         let stopped = *stop_rx.borrow();
         if let Err(e) = result {
             tracing::info!(error = %e, master = %m.addr, "stopped following the master");
         }
         if !stopped {
             // The connection ended while ZooKeeper still names that master (it died and its
-            // session has not expired yet): retry shortly, or at once when the znode changes.
+            // session has not expired yet): retry shortly, or at once when the znode changes
+            // or the master has been silent too long.
             let _ = tokio::time::timeout(Duration::from_millis(200), stop_rx.changed()).await;
         }
         stopper.abort();
-        pos
+        (pos, silent())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -566,6 +923,7 @@ impl ZkReplication {
         store: Arc<dyn MessageStore>,
         pos: Position,
         epoch: u64,
+        epoch_version: i32,
         listener: TcpListener,
         addr: String,
         master_path: String,
@@ -583,6 +941,16 @@ impl ZkReplication {
             cfg.security_token.clone(),
             healthy.clone(),
         );
+        let kept = rs.seed_ring(std::mem::take(&mut *self.ring.lock()));
+        if kept > 0 {
+            tracing::info!(
+                entries = kept,
+                "kept the entries received as a slave: slaves within them catch up by streaming"
+            );
+        }
+        if let Some(l) = Liveness::new(cfg.master_timeout, cfg.replicas) {
+            rs.enable_lease(l);
+        }
         let server = rs.serve(listener);
         let (lost_tx, lost_rx) = watch::channel::<Option<String>>(None);
         let lost_tx = Arc::new(lost_tx);
@@ -592,16 +960,30 @@ impl ZkReplication {
             let lost_tx = lost_tx.clone();
             let quorum = cfg.quorum();
             let grace = cfg.zk_session_timeout;
+            let master_path = master_path.clone();
             tokio::spawn(async move {
-                let reason = monitor(&zk, &rs, &members_path, quorum, policy, grace).await;
+                let reason = monitor(
+                    &zk,
+                    &rs,
+                    &members_path,
+                    &master_path,
+                    epoch,
+                    quorum,
+                    policy,
+                    grace,
+                )
+                .await;
                 tracing::error!(%reason, "this master steps down");
                 rs.depose(&reason);
                 let _ = lost_tx.send(Some(reason));
             })
         };
+        let epoch_path = format!("{}/epoch", self.base());
         let guard = Guard {
             zk: Some(zk),
             master_path,
+            epoch_path,
+            epoch_version,
             store: rs.clone(),
             tasks: vec![server, monitor],
         };
@@ -695,9 +1077,53 @@ enum Decision {
 /// older one is a lingering session of the same broker), only reports tagged `round` count,
 /// and among a quorum of them the highest position wins, then the heaviest, then the oldest.
 fn decide(round: u64, quorum: usize, members: &[(String, MemberInfo)]) -> Decision {
+    let newest = newest_per_member(members);
+    if newest.len() < quorum {
+        return Decision::NotEnoughMembers;
+    }
+    let reporters: Vec<(&String, &MemberInfo)> = newest
+        .into_iter()
+        .filter(|(_, m)| m.round == Some(round))
+        .collect();
+    if reporters.len() < quorum {
+        return Decision::NotReported;
+    }
+    best_of(reporters)
+}
+
+/// The fast-failover rule, while the master znode still names `master`: like [`decide`], but
+/// the master itself never counts, and only reports for `round` of members that fenced the
+/// master's epoch do. Returns the decision and the znodes it counted (whose versions the
+/// claim must check: a member that withdrew its fence meanwhile changed its znode).
+fn decide_fenced(
+    round: u64,
+    quorum: usize,
+    members: &[(String, MemberInfo)],
+    master: &MasterInfo,
+) -> (Decision, Vec<String>) {
+    let newest: Vec<(&String, &MemberInfo)> = newest_per_member(members)
+        .into_iter()
+        .filter(|(n, m)| **n != master.member && (master.id.is_empty() || m.id != master.id))
+        .collect();
+    if newest.len() < quorum {
+        return (Decision::NotEnoughMembers, Vec::new());
+    }
+    let reporters: Vec<(&String, &MemberInfo)> = newest
+        .into_iter()
+        .filter(|(_, m)| m.round == Some(round) && m.fenced.is_some_and(|f| f >= master.epoch))
+        .collect();
+    if reporters.len() < quorum {
+        return (Decision::NotReported, Vec::new());
+    }
+    let counted = reporters.iter().map(|(n, _)| (*n).clone()).collect();
+    (best_of(reporters), counted)
+}
+
+/// Each member id once, by its newest znode (an older one is a lingering session of the same
+/// broker); a member without an id (an older broker) is known by its znode only.
+fn newest_per_member(members: &[(String, MemberInfo)]) -> Vec<(&String, &MemberInfo)> {
     let mut newest: HashMap<&str, (&String, &MemberInfo)> = HashMap::new();
     for (name, m) in members {
-        // A member without an id (an older broker) is known by its znode only.
         let id = if m.id.is_empty() {
             name.as_str()
         } else {
@@ -711,16 +1137,11 @@ fn decide(round: u64, quorum: usize, members: &[(String, MemberInfo)]) -> Decisi
             }
         }
     }
-    if newest.len() < quorum {
-        return Decision::NotEnoughMembers;
-    }
-    let reporters: Vec<(&String, &MemberInfo)> = newest
-        .into_values()
-        .filter(|(_, m)| m.round == Some(round))
-        .collect();
-    if reporters.len() < quorum {
-        return Decision::NotReported;
-    }
+    newest.into_values().collect()
+}
+
+/// The highest position wins, then the heaviest, then the oldest znode.
+fn best_of(reporters: Vec<(&String, &MemberInfo)>) -> Decision {
     reporters
         .into_iter()
         .max_by(|(an, a), (bn, b)| {
@@ -766,15 +1187,17 @@ fn distinct_members(members: &[(String, MemberInfo)]) -> usize {
         .len()
 }
 
-/// Records the group's `replicas` at its creation, or refuses a broker configured otherwise:
-/// brokers that disagree on it would disagree on what a quorum is.
-async fn check_replicas(
+/// Records a group-wide setting at the group's creation, or refuses a broker configured
+/// otherwise: brokers that disagree on `replicas` disagree on what a quorum is, and on
+/// `master_timeout_ms`, on when a slave may fence a master that still holds its lease.
+async fn check_group_setting(
     zk: &Client,
     path: &str,
-    cfg: &ReplicatedConfig,
+    name: &str,
+    mine: &str,
+    group: &str,
     persistent: &CreateOptions<'_>,
 ) -> Result<(), ZkError> {
-    let mine = cfg.replicas.to_string();
     match zk.create(path, mine.as_bytes(), persistent).await {
         Ok(_) => return Ok(()),
         Err(zookeeper_client::Error::NodeExists) => {}
@@ -787,18 +1210,20 @@ async fn check_replicas(
     let theirs = String::from_utf8_lossy(&data).trim().to_string();
     if theirs != mine {
         return Err(ZkError::Config(format!(
-            "ha.replicas = {mine}, but group {:?} was created with replicas = {theirs} (recorded in ZooKeeper at {path}); every broker of a group must use the same value (to change it, stop the group and delete that znode)",
-            cfg.group
+            "ha.{name} = {mine}, but group {group:?} was created with {name} = {theirs} (recorded in ZooKeeper at {path}); every broker of a group must use the same value (to change it, stop the group and delete that znode)"
         )));
     }
     Ok(())
 }
 
 /// Watches a master's session, its group and its slaves; returns why it must step down.
+#[allow(clippy::too_many_arguments)]
 async fn monitor(
     zk: &Client,
     rs: &ReplicatingStore,
     members_path: &str,
+    master_path: &str,
+    epoch: u64,
     quorum: usize,
     policy: SyncPolicy,
     grace: Duration,
@@ -841,6 +1266,27 @@ async fn monitor(
             match read_members(zk, members_path).await {
                 Ok(m) if distinct_members(&m) < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
                 Ok(_) => {}
+                Err(zookeeper_client::Error::SessionExpired) => {
+                    return "ZooKeeper session expired".into()
+                }
+                Err(_) => {}
+            }
+            // Fast failover: a quorum of slaves may have fenced this master and replaced its
+            // znode while its session lives (it was paused, or cut off from them).
+            match zk.get_data(master_path).await {
+                Ok((d, _)) => match MasterInfo::decode(&d) {
+                    Some(m) if m.epoch == epoch => {}
+                    Some(m) => {
+                        return format!(
+                            "another master was elected (epoch {}): its slaves fenced this one",
+                            m.epoch
+                        )
+                    }
+                    None => {}
+                },
+                Err(zookeeper_client::Error::NoNode) => {
+                    return "the master znode is gone: another master may be elected".into()
+                }
                 Err(zookeeper_client::Error::SessionExpired) => {
                     return "ZooKeeper session expired".into()
                 }
@@ -900,7 +1346,76 @@ mod tests {
             pos: Position { epoch: 1, lsn },
             weight: 1,
             round,
+            fenced: None,
         }
+    }
+
+    fn fenced(id: &str, lsn: u64, round: u64, fenced: u64) -> MemberInfo {
+        MemberInfo {
+            fenced: Some(fenced),
+            ..report(id, lsn, Some(round))
+        }
+    }
+
+    fn master(epoch: u64) -> MasterInfo {
+        MasterInfo {
+            epoch,
+            addr: "h:9".into(),
+            member: "m-0000000001".into(),
+            id: "a".into(),
+        }
+    }
+
+    #[test]
+    fn a_fenced_election_needs_a_quorum_of_fences_without_the_master() {
+        let m = master(4);
+        // a is the master (znode m-1); b and c fenced epoch 4 and reported for round 4.
+        let members = vec![
+            ("m-0000000001".to_string(), report("a", 20, Some(4))),
+            ("m-0000000002".to_string(), fenced("b", 9, 4, 4)),
+            ("m-0000000003".to_string(), fenced("c", 12, 4, 4)),
+        ];
+        let (d, counted) = decide_fenced(4, 2, &members, &m);
+        assert_eq!(
+            d,
+            Decision::Elect("m-0000000003".into()),
+            "the master never counts"
+        );
+        assert_eq!(counted.len(), 2);
+        // One fence is not a quorum, even with the master's own report beside it.
+        let one = vec![
+            ("m-0000000001".to_string(), fenced("a", 20, 4, 4)),
+            ("m-0000000002".to_string(), fenced("b", 9, 4, 4)),
+            ("m-0000000003".to_string(), report("c", 12, Some(4))),
+        ];
+        assert_eq!(decide_fenced(4, 2, &one, &m).0, Decision::NotReported);
+        // The master's lingering second znode (same id) does not count either.
+        let twice = vec![
+            ("m-0000000001".to_string(), report("a", 20, None)),
+            ("m-0000000004".to_string(), fenced("a", 20, 4, 4)),
+            ("m-0000000002".to_string(), fenced("b", 9, 4, 4)),
+        ];
+        assert_eq!(
+            decide_fenced(4, 2, &twice, &m).0,
+            Decision::NotEnoughMembers
+        );
+    }
+
+    #[test]
+    fn an_older_fence_or_another_round_does_not_count() {
+        let m = master(4);
+        let members = vec![
+            ("m-0000000002".to_string(), fenced("b", 9, 4, 3)),
+            ("m-0000000003".to_string(), fenced("c", 12, 3, 4)),
+            ("m-0000000005".to_string(), fenced("d", 1, 4, 4)),
+        ];
+        assert_eq!(decide_fenced(4, 2, &members, &m).0, Decision::NotReported);
+        // A fenced report is a true position for the normal rule too (the member follows
+        // nobody): once the master znode is gone, `decide` may count it.
+        assert_eq!(
+            decide(4, 2, &members),
+            Decision::Elect("m-0000000002".into())
+        );
     }
 
     #[test]
@@ -1003,6 +1518,7 @@ mod tests {
             pos: Position { epoch: 2, lsn: 9 },
             weight: 5,
             round: Some(3),
+            fenced: Some(2),
         };
         assert_eq!(MemberInfo::decode(&m.encode()), m);
         let unreported = MemberInfo {
@@ -1014,8 +1530,14 @@ mod tests {
             epoch: 4,
             addr: "h:2".into(),
             member: "m-0000000001".into(),
+            id: "b-7".into(),
         };
         assert_eq!(MasterInfo::decode(&mi.encode()), Some(mi));
+        assert_eq!(
+            MasterInfo::decode(b"epoch=1\naddr=h:1\nmember=m-1\n").map(|m| m.id),
+            Some(String::new()),
+            "a master znode without an id decodes"
+        );
         assert_eq!(MasterInfo::decode(b"garbage"), None);
     }
 }

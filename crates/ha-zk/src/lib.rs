@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod election;
+pub mod liveness;
 pub mod master;
 pub mod position;
 pub mod proto;
@@ -168,6 +169,11 @@ pub struct ReplicatedConfig {
     pub security_token: String,
     /// When a write counts as done.
     pub sync: SyncMode,
+    /// Fast failover (`master_timeout_ms`): how long slaves wait without a heartbeat from the
+    /// master before they fence its epoch and elect another, without waiting for ZooKeeper to
+    /// expire its session. Zero: the ZooKeeper session alone decides (ActiveMQ's behaviour).
+    /// Needs `replicas >= 3`; ignored below.
+    pub master_timeout: Duration,
 }
 
 impl ReplicatedConfig {
@@ -199,6 +205,11 @@ impl ReplicatedConfig {
         if self.zk_session_timeout < Duration::from_millis(100) {
             return Err(ZkError::Config(
                 "zk_session_timeout_ms must be at least 100".into(),
+            ));
+        }
+        if !self.master_timeout.is_zero() && self.master_timeout < Duration::from_millis(50) {
+            return Err(ZkError::Config(
+                "master_timeout_ms must be 0 (off) or at least 50".into(),
             ));
         }
         Ok(())

@@ -15,6 +15,7 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::liveness::{boottime, Liveness};
 use crate::position::{position_ops, POSITION_LIST, RESERVED_PREFIX};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::SyncPolicy;
@@ -38,6 +39,65 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a connecting slave may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Recent log entries a *slave* received, in order, kept so that if it is promoted its slaves
+/// within them catch up by streaming instead of each needing a full copy of the store (which
+/// would also stall quorum writes for as long as the copy takes). Bounded like the master's
+/// ring.
+#[derive(Debug, Default)]
+pub struct EntryRing {
+    /// The position just before the first entry (where the entries continue the log).
+    base: Position,
+    entries: VecDeque<(Position, Batch)>,
+    bytes: usize,
+}
+
+impl EntryRing {
+    /// An empty ring continuing the log at `base`.
+    pub fn new(base: Position) -> EntryRing {
+        EntryRing {
+            base,
+            ..EntryRing::default()
+        }
+    }
+
+    /// Forgets every entry: the log continues at `base` (a full copy, another start).
+    pub fn reset(&mut self, base: Position) {
+        self.base = base;
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The last entry's position (`base` when empty).
+    pub fn last(&self) -> Position {
+        self.entries.back().map_or(self.base, |(p, _)| *p)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the entry that follows [`EntryRing::last`], dropping the oldest past the bounds.
+    pub fn push(&mut self, pos: Position, batch: Batch) {
+        self.bytes += wire::batch_bytes(&batch);
+        self.entries.push_back((pos, batch));
+        while self.entries.len() > RING_MAX_ENTRIES || self.bytes > RING_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((p, b)) => {
+                    self.bytes -= wire::batch_bytes(&b);
+                    self.base = p;
+                }
+                None => break,
+            }
+        }
+    }
+}
 
 struct Pending {
     lsn: u64,
@@ -107,8 +167,17 @@ pub(crate) struct Shared {
     healthy: Arc<AtomicBool>,
     /// True while the ZooKeeper connection is down: nothing is confirmed, nothing is failed yet.
     suspended: AtomicBool,
-    /// `!suspended`, as a watch: the server pauses dispatch to consumers while it is false.
+    /// `!suspended && lease_ok`, as a watch: the server pauses dispatch to consumers while it
+    /// is false.
     serving: watch::Sender<bool>,
+    /// Fast failover's timing, once enabled ([`ReplicatingStore::enable_lease`]).
+    liveness: std::sync::OnceLock<Liveness>,
+    /// Whether enough slaves answered a recent heartbeat (always true without fast failover):
+    /// without it a quorum of slaves may have fenced this master, which then confirms and
+    /// dispatches nothing.
+    lease_ok: AtomicBool,
+    /// Per slave member: when (boot time) the newest heartbeat it answered was sent.
+    leases: Mutex<HashMap<String, Duration>>,
     state: Mutex<State>,
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
     /// Full copies sent to slaves (for status and tests).
@@ -154,6 +223,9 @@ impl ReplicatingStore {
             healthy,
             suspended: AtomicBool::new(false),
             serving: watch::Sender::new(true),
+            liveness: std::sync::OnceLock::new(),
+            lease_ok: AtomicBool::new(true),
+            leases: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 last: start,
                 prev_record: (start.lsn > 0).then_some(start.lsn),
@@ -239,6 +311,29 @@ impl ReplicatingStore {
             .count()
     }
 
+    /// Seeds a new master's ring with the entries it received as a slave, when they end exactly
+    /// where this master starts (and before anything was written): a slave whose last entry is
+    /// one of them streams from there. Returns how many entries were taken.
+    pub fn seed_ring(&self, ring: EntryRing) -> usize {
+        let mut st = self.shared.state.lock();
+        if ring.is_empty() || ring.last() != st.last || !st.ring.is_empty() {
+            return 0;
+        }
+        let n = ring.len();
+        let mut bytes = 0;
+        let mut frames = VecDeque::with_capacity(n);
+        for (pos, batch) in ring.entries {
+            let mut buf = BytesMut::with_capacity(wire::batch_bytes(&batch) + 64);
+            Frame::Entry { pos, batch }.encode(&mut buf);
+            bytes += buf.len();
+            frames.push_back((pos, buf.freeze()));
+        }
+        st.ring = frames;
+        st.ring_bytes = bytes;
+        st.ring_base = ring.base;
+        n
+    }
+
     /// Submits a batch that only moves the position (the new master's first entry, which
     /// commits every entry before it once a quorum has it — Raft's no-op).
     pub fn submit_marker(&self) -> Completion {
@@ -248,15 +343,51 @@ impl ReplicatingStore {
     /// Holds (`true`) or resumes confirmations, without failing anything.
     pub fn set_suspended(&self, suspended: bool) {
         self.shared.suspended.store(suspended, Ordering::SeqCst);
-        self.shared.serving.send_if_modified(|s| {
-            let changed = *s == suspended;
-            *s = !suspended;
-            changed
-        });
-        if !suspended {
-            let mut st = self.shared.state.lock();
-            self.shared.resolve(&mut st);
+        self.shared.refresh_serving();
+    }
+
+    /// Turns on fast failover's lease: from now on this master confirms and dispatches only
+    /// while `liveness.needed` slaves answered a heartbeat sent less than `liveness.lease` ago
+    /// (slaves connect a liveness channel besides their stream). Starts without a lease.
+    pub fn enable_lease(&self, liveness: Liveness) {
+        if self.shared.liveness.set(liveness).is_err() {
+            return;
         }
+        self.shared.lease_ok.store(false, Ordering::SeqCst);
+        self.shared.refresh_serving();
+        let weak = Arc::downgrade(&self.shared);
+        // Checked at twice the heartbeat rate: the lease is noticed gone at most
+        // `heartbeat / 2` late, well inside the half timeout that separates it from a fence.
+        let tick = (liveness.heartbeat / 2).max(Duration::from_millis(2));
+        tokio::spawn(async move {
+            let mut said_lost = false;
+            loop {
+                tokio::time::sleep(tick).await;
+                let Some(shared) = weak.upgrade() else { return };
+                if shared.state.lock().closed || !shared.healthy.load(Ordering::SeqCst) {
+                    return;
+                }
+                let ok = liveness.holds(shared.leases.lock().values().copied(), boottime());
+                let was = shared.lease_ok.swap(ok, Ordering::SeqCst);
+                if was != ok {
+                    if ok {
+                        if said_lost {
+                            tracing::info!(
+                                "heartbeat lease regained: confirming and dispatching again"
+                            );
+                        }
+                    } else {
+                        said_lost = true;
+                        tracing::warn!(
+                            needed = liveness.needed,
+                            lease_ms = liveness.lease.as_millis() as u64,
+                            "heartbeat lease lost: too few slaves answered recent heartbeats, so they may fence this master; confirming and dispatching nothing"
+                        );
+                    }
+                    shared.refresh_serving();
+                }
+            }
+        });
     }
 
     /// Whether this master serves (confirms writes), as a watch: false while suspended.
@@ -305,6 +436,22 @@ impl ReplicatingStore {
 }
 
 impl Shared {
+    /// Publishes whether this master serves (not suspended, lease held) and, when it does,
+    /// confirms what waited.
+    fn refresh_serving(&self) {
+        let serving =
+            !self.suspended.load(Ordering::SeqCst) && self.lease_ok.load(Ordering::SeqCst);
+        self.serving.send_if_modified(|s| {
+            let changed = *s != serving;
+            *s = serving;
+            changed
+        });
+        if serving {
+            let mut st = self.state.lock();
+            self.resolve(&mut st);
+        }
+    }
+
     fn submit_local(&self, st: &mut State, lsn: u64, batch: Batch) {
         let local = self.inner.submit(batch);
         if self.local_tx.send((lsn, local)).is_err() {
@@ -344,7 +491,8 @@ impl Shared {
                 Some(Err(StoreError::Failed(
                     "lost mastership: the write is not confirmed".into(),
                 )))
-            } else if self.suspended.load(Ordering::SeqCst) {
+            } else if self.suspended.load(Ordering::SeqCst) || !self.lease_ok.load(Ordering::SeqCst)
+            {
                 None
             } else if st.deferred.front().is_some_and(|(d, _)| *d <= lsn) {
                 // Not even handed to the local store yet (a copy is reading it): a `*_mem`
@@ -668,18 +816,27 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
     let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut rd))
         .await
         .map_err(|_| crate::ZkError::Replication("no hello from the slave in time".into()))??;
-    let Frame::Hello {
-        version,
-        token,
-        group,
-        master_epoch,
-        last,
-        member,
-    } = hello
-    else {
-        return Err(crate::ZkError::Replication(
-            "the first frame was not a hello".into(),
-        ));
+    let (version, token, group, master_epoch, member, last) = match hello {
+        Frame::Hello {
+            version,
+            token,
+            group,
+            master_epoch,
+            last,
+            member,
+        } => (version, token, group, master_epoch, member, Some(last)),
+        Frame::Watch {
+            version,
+            token,
+            group,
+            master_epoch,
+            member,
+        } => (version, token, group, master_epoch, member, None),
+        _ => {
+            return Err(crate::ZkError::Replication(
+                "the first frame was neither a hello nor a watch".into(),
+            ))
+        }
     };
     let refusal = if version != PROTOCOL_VERSION {
         Some(format!(
@@ -710,6 +867,9 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         .await?;
         return Err(crate::ZkError::Replication(reason));
     }
+    let Some(last) = last else {
+        return serve_watch(shared, member, rd, wr).await;
+    };
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let conn = {
@@ -867,6 +1027,113 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
     forget(&mut st, &member, conn);
     shared.resolve(&mut st);
     tracing::info!(%member, "slave disconnected");
+    result
+}
+
+/// Serves one slave's liveness channel: a heartbeat every `liveness.heartbeat`, and each pong
+/// renews that slave's share of the lease from the moment its heartbeat was *sent* (a pong
+/// says the slave heard the master at some time after that).
+async fn serve_watch<R, W>(
+    shared: Arc<Shared>,
+    member: String,
+    mut rd: R,
+    mut wr: W,
+) -> Result<(), crate::ZkError>
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let Some(liveness) = shared.liveness.get().copied() else {
+        let reason = "fast failover is off on this master (master_timeout_ms = 0)".to_string();
+        wire::write_frame(
+            &mut wr,
+            &Frame::Reject {
+                reason: reason.clone(),
+            },
+        )
+        .await?;
+        return Err(crate::ZkError::Replication(reason));
+    };
+    wire::write_frame(
+        &mut wr,
+        &Frame::Welcome {
+            epoch: shared.epoch,
+        },
+    )
+    .await?;
+    // Heartbeats sent and not answered yet: (seq, boot time sent). Bounded: a slave that
+    // stops answering is cut off before it holds more.
+    let sent: Arc<Mutex<VecDeque<(u64, Duration)>>> = Arc::new(Mutex::new(VecDeque::new()));
+    const MAX_UNANSWERED: usize = 64;
+    let reader = {
+        let sent = sent.clone();
+        let shared = shared.clone();
+        let member = member.clone();
+        tokio::spawn(async move {
+            loop {
+                match wire::read_frame(&mut rd).await {
+                    Ok(Frame::Pong { seq }) => {
+                        let at = {
+                            let mut q = sent.lock();
+                            let mut at = None;
+                            while let Some((s, t)) = q.front().copied() {
+                                if s > seq {
+                                    break;
+                                }
+                                q.pop_front();
+                                if s == seq {
+                                    at = Some(t);
+                                }
+                            }
+                            at
+                        };
+                        if let Some(t) = at {
+                            let mut l = shared.leases.lock();
+                            let e = l.entry(member.clone()).or_insert(t);
+                            *e = (*e).max(t);
+                        }
+                    }
+                    Ok(_) | Err(_) => return,
+                }
+            }
+        })
+    };
+    let mut seq = 0u64;
+    let result = loop {
+        if reader.is_finished() {
+            break Ok(());
+        }
+        if shared.state.lock().closed || !shared.healthy.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        seq += 1;
+        {
+            let mut q = sent.lock();
+            if q.len() >= MAX_UNANSWERED {
+                break Err(crate::ZkError::Replication(format!(
+                    "slave {member} answered none of {MAX_UNANSWERED} heartbeats"
+                )));
+            }
+            q.push_back((seq, boottime()));
+        }
+        // A heartbeat that cannot be written within a heartbeat interval is late anyway.
+        match tokio::time::timeout(
+            liveness.lease,
+            wire::write_frame(&mut wr, &Frame::Heartbeat { seq }),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Err(e.into()),
+            Err(_) => {
+                break Err(crate::ZkError::Replication(
+                    "a heartbeat could not be written in time".into(),
+                ))
+            }
+        }
+        tokio::time::sleep(liveness.heartbeat).await;
+    };
+    reader.abort();
     result
 }
 

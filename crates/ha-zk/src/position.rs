@@ -25,6 +25,11 @@ pub const NO_POSITION: Position = Position {
     epoch: 0,
     lsn: u64::MAX,
 };
+/// The reserved list of fenced master epochs (fast failover): a record with seq `E` says this
+/// member heard nothing from the master of epoch `E` for `master_timeout` and promised never to
+/// follow or acknowledge it again. Never copied and never wiped by a full copy: it is this
+/// broker's promise, not the data's.
+pub const FENCED_LIST: &str = "replication://fenced";
 /// The prefix of every reserved list (hidden from the broker, excluded from full copies).
 pub const RESERVED_PREFIX: &str = "replication://";
 
@@ -142,7 +147,9 @@ pub fn begin_copy_ops(rec: &ferromq_store::Recovery, copy_at: Position) -> Vec<O
     ops.extend(
         rec.lists
             .iter()
-            .filter(|l| l.list != MEMBER_ID_LIST && l.list != POSITION_LIST)
+            .filter(|l| {
+                l.list != MEMBER_ID_LIST && l.list != POSITION_LIST && l.list != FENCED_LIST
+            })
             .map(|l| Op::Purge {
                 list: l.list.clone(),
             }),
@@ -168,6 +175,47 @@ pub fn end_copy_ops(pos: Position) -> Vec<Op> {
     ops
 }
 
+/// The highest master epoch this member fenced, if any.
+pub fn read_fence(store: &dyn MessageStore) -> Result<Option<u64>, StoreError> {
+    let mut best = None;
+    let mut after = None;
+    for _ in 0..1_000_000 {
+        let page = store.load(FENCED_LIST, after, 1024)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        best = best.max(Some(last.seq));
+    }
+    Ok(best)
+}
+
+/// Durably fences `epoch` (and drops an older fence `prev`): from its completion on, this
+/// member neither follows nor acknowledges that epoch's master.
+pub fn fence_ops(prev: Option<u64>, epoch: u64) -> Vec<Op> {
+    let mut ops = Vec::with_capacity(2);
+    if let Some(p) = prev.filter(|p| *p != epoch) {
+        ops.push(Op::Dequeue {
+            list: FENCED_LIST.into(),
+            seq: p,
+        });
+    }
+    if prev != Some(epoch) {
+        ops.push(Op::Enqueue {
+            list: FENCED_LIST.into(),
+            seq: epoch,
+            payload: Bytes::new(),
+        });
+    }
+    ops
+}
+
+/// Lifts the fence of `epoch` (its master turned out alive and was not replaced).
+pub fn unfence_ops(epoch: u64) -> Vec<Op> {
+    vec![Op::Dequeue {
+        list: FENCED_LIST.into(),
+        seq: epoch,
+    }]
+}
+
 fn decode(b: &[u8]) -> Option<Position> {
     let e: [u8; 8] = b.get(0..8)?.try_into().ok()?;
     let l: [u8; 8] = b.get(8..16)?.try_into().ok()?;
@@ -189,6 +237,27 @@ mod tests {
         assert!(id.starts_with("b-") && id.len() == 34, "{id}");
         assert_eq!(member_id(&s).await.unwrap(), id);
         assert_ne!(member_id(&MemoryStore::new()).await.unwrap(), id);
+    }
+
+    #[test]
+    fn a_fence_is_recorded_replaced_lifted_and_survives_a_copy() {
+        let s = MemoryStore::new();
+        assert_eq!(read_fence(&s).unwrap(), None);
+        s.submit(fence_ops(None, 4)).wait_blocking().unwrap();
+        assert_eq!(read_fence(&s).unwrap(), Some(4));
+        s.submit(fence_ops(Some(4), 4)).wait_blocking().unwrap();
+        s.submit(fence_ops(Some(4), 7)).wait_blocking().unwrap();
+        assert_eq!(read_fence(&s).unwrap(), Some(7));
+        let rec = s.recover().unwrap();
+        let wipe = begin_copy_ops(&rec, Position { epoch: 8, lsn: 9 });
+        s.submit(wipe).wait_blocking().unwrap();
+        assert_eq!(
+            read_fence(&s).unwrap(),
+            Some(7),
+            "a full copy keeps the fence"
+        );
+        s.submit(unfence_ops(7)).wait_blocking().unwrap();
+        assert_eq!(read_fence(&s).unwrap(), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use crate::master::EntryRing;
 use crate::position::{begin_copy_ops, copy_in_progress, end_copy_ops, NO_POSITION};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::ZkError;
@@ -55,6 +56,25 @@ pub async fn follow(
     p: &FollowParams,
     stop: &mut watch::Receiver<bool>,
 ) -> (Position, Result<(), ZkError>) {
+    follow_with_ring(store, start, p, stop, None).await
+}
+
+/// [`follow`], keeping the entries received in `ring` (see [`EntryRing`]): the ring is reset
+/// when it does not end at `start` and by every full copy, so it always ends at the last entry
+/// applied, continuing the log of the store.
+pub async fn follow_with_ring(
+    store: &Arc<dyn MessageStore>,
+    start: Position,
+    p: &FollowParams,
+    stop: &mut watch::Receiver<bool>,
+    ring: Option<&Mutex<EntryRing>>,
+) -> (Position, Result<(), ZkError>) {
+    if let Some(r) = ring {
+        let mut r = r.lock();
+        if r.last() != start {
+            r.reset(start);
+        }
+    }
     let durable = Arc::new(Mutex::new(start));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Option<Position>, Completion)>();
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Ack>();
@@ -82,7 +102,10 @@ pub async fn follow(
             }
         })
     };
-    let result = run(store, start, p, stop, &done_tx, ack_tx, ack_rx, &failed).await;
+    let result = run(
+        store, start, p, stop, &done_tx, ack_tx, ack_rx, &failed, ring,
+    )
+    .await;
     drop(done_tx);
     // Stop only once everything applied is durable (or has failed), so the position reported
     // to the election is one the store really holds.
@@ -111,6 +134,7 @@ async fn run(
     ack_tx: mpsc::UnboundedSender<Ack>,
     mut ack_rx: mpsc::UnboundedReceiver<Ack>,
     failed: &Mutex<Option<String>>,
+    ring: Option<&Mutex<EntryRing>>,
 ) -> Result<(), ZkError> {
     let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&p.addr))
         .await
@@ -222,6 +246,9 @@ async fn run(
                         p.master_epoch
                     )));
                 }
+                if let Some(r) = ring {
+                    r.lock().push(pos, batch.clone());
+                }
                 let c = store.submit(batch);
                 let _ = done_tx.send((Some(pos), c));
                 applied = pos;
@@ -236,6 +263,9 @@ async fn run(
                     Ok(r) => r,
                     Err(e) => break Err(ZkError::Store(e)),
                 };
+                if let Some(r) = ring {
+                    r.lock().reset(NO_POSITION);
+                }
                 let wipe = begin_copy_ops(&rec, pos);
                 let _ = done_tx.send((Some(Position::default()), store.submit(wipe)));
                 let now = Instant::now();
@@ -269,10 +299,18 @@ async fn run(
                 };
                 log_progress(&c);
                 let _ = done_tx.send((Some(pos), store.submit(end_copy_ops(pos))));
+                if let Some(r) = ring {
+                    r.lock().reset(pos);
+                }
                 applied = pos;
                 tracing::info!(position = %pos, "full copy applied");
             }
-            Frame::Ack { .. } | Frame::Hello { .. } | Frame::Welcome { .. } => {
+            Frame::Ack { .. }
+            | Frame::Hello { .. }
+            | Frame::Welcome { .. }
+            | Frame::Watch { .. }
+            | Frame::Heartbeat { .. }
+            | Frame::Pong { .. } => {
                 break Err(ZkError::Replication(
                     "unexpected frame from the master".into(),
                 ));
@@ -304,4 +342,54 @@ fn log_progress(c: &Copy) {
         c.done,
         c.total
     );
+}
+
+/// Keeps a liveness channel to the master (fast failover): answers each of its heartbeats and
+/// stores in `heard` the boot time (nanoseconds) at which the last one arrived. Returns when the
+/// connection fails or the master refuses; the caller decides, from `heard`, when the master
+/// has been silent too long.
+pub async fn watch_master(
+    p: &FollowParams,
+    heard: &std::sync::atomic::AtomicU64,
+    connect_timeout: Duration,
+) -> Result<(), ZkError> {
+    use std::sync::atomic::Ordering;
+    let sock = tokio::time::timeout(connect_timeout, TcpStream::connect(&p.addr))
+        .await
+        .map_err(|_| ZkError::Replication(format!("watching the master at {}: timed out", p.addr)))?
+        .map_err(|e| ZkError::Replication(format!("watching the master at {}: {e}", p.addr)))?;
+    let _ = sock.set_nodelay(true);
+    let (mut rd, mut wr) = sock.into_split();
+    wire::write_frame(
+        &mut wr,
+        &Frame::Watch {
+            version: PROTOCOL_VERSION,
+            token: p.token.clone(),
+            group: p.group.clone(),
+            master_epoch: p.master_epoch,
+            member: p.member.clone(),
+        },
+    )
+    .await?;
+    match tokio::time::timeout(connect_timeout, wire::read_frame(&mut rd)).await {
+        Err(_) => return Err(ZkError::Replication("no welcome on the watch".into())),
+        Ok(Ok(Frame::Welcome { epoch })) if epoch == p.master_epoch => {}
+        Ok(Ok(Frame::Reject { reason })) => {
+            return Err(ZkError::Replication(format!(
+                "master refused the watch: {reason}"
+            )))
+        }
+        Ok(Ok(_)) => return Err(ZkError::Replication("unexpected answer to a watch".into())),
+        Ok(Err(e)) => return Err(e.into()),
+    }
+    loop {
+        match wire::read_frame(&mut rd).await? {
+            Frame::Heartbeat { seq } => {
+                let now = crate::liveness::boottime().as_nanos() as u64;
+                heard.fetch_max(now, Ordering::SeqCst);
+                wire::write_frame(&mut wr, &Frame::Pong { seq }).await?;
+            }
+            _ => return Err(ZkError::Replication("unexpected frame on the watch".into())),
+        }
+    }
 }

@@ -6,7 +6,11 @@
 //!
 //! Slave -> master: `Hello` once, then `Ack`s. Master -> slave: `Welcome` (or `Reject`), then
 //! either a full copy (`SnapshotBegin`, `SnapshotChunk`*, `SnapshotEnd`) or nothing, then
-//! `Entry`s in log order. Every decode checks lengths against the frame, so a hostile or
+//! `Entry`s in log order.
+//!
+//! The liveness channel is a second connection, so that heartbeats never queue behind a burst
+//! of entries: slave -> master `Watch` once, then master -> slave `Heartbeat`s, each answered
+//! by a `Pong` (see `docs/replication.md`, "Fast failover"). Every decode checks lengths against the frame, so a hostile or
 //! corrupt peer gets an error, never a panic or an unbounded allocation.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -17,7 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Protocol version sent in `Hello`; a master refuses any other.
 /// Version 2: acks carry the acknowledged entry's epoch as well as its lsn.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 3: the liveness channel (`Watch`, `Heartbeat`, `Pong`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// A log position: the epoch the entry was written in, and its log sequence number.
 /// Ordered by epoch first (Raft's "more up to date" rule), then lsn.
@@ -105,6 +110,31 @@ pub enum Frame {
         /// Highest entry acknowledged.
         pos: Position,
     },
+    /// Slave -> master, first frame of the liveness channel (answered by `Welcome` or `Reject`).
+    Watch {
+        /// [`PROTOCOL_VERSION`].
+        version: u32,
+        /// Must equal the master's `security_token`.
+        token: String,
+        /// `broker.name` of the group.
+        group: String,
+        /// The epoch of the master the slave expects (from ZooKeeper).
+        master_epoch: u64,
+        /// The slave's stable member id.
+        member: String,
+    },
+    /// Master -> slave on the liveness channel, every heartbeat interval.
+    Heartbeat {
+        /// Increases by one per heartbeat of the connection.
+        seq: u64,
+    },
+    /// Slave -> master: heartbeat `seq` was received. The master's lease counts from the time
+    /// it *sent* that heartbeat, which the slave received no earlier: so the slave's patience,
+    /// counted from its receipt, always outlasts the master's lease.
+    Pong {
+        /// The heartbeat answered.
+        seq: u64,
+    },
 }
 
 /// A malformed frame.
@@ -129,6 +159,9 @@ const T_SNAP_BEGIN: u8 = 5;
 const T_SNAP_CHUNK: u8 = 6;
 const T_SNAP_END: u8 = 7;
 const T_ACK: u8 = 8;
+const T_WATCH: u8 = 9;
+const T_HEARTBEAT: u8 = 10;
+const T_PONG: u8 = 11;
 
 const OP_ENQ: u8 = 1;
 const OP_DEQ: u8 = 2;
@@ -262,6 +295,28 @@ impl Frame {
                 });
                 put_pos(b, *pos);
             }
+            Frame::Watch {
+                version,
+                token,
+                group,
+                master_epoch,
+                member,
+            } => {
+                b.put_u8(T_WATCH);
+                b.put_u32_le(*version);
+                put_str(b, token);
+                put_str(b, group);
+                b.put_u64_le(*master_epoch);
+                put_str(b, member);
+            }
+            Frame::Heartbeat { seq } => {
+                b.put_u8(T_HEARTBEAT);
+                b.put_u64_le(*seq);
+            }
+            Frame::Pong { seq } => {
+                b.put_u8(T_PONG);
+                b.put_u64_le(*seq);
+            }
         }
         let len = (b.len() - start - 4) as u32;
         b[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -304,6 +359,15 @@ impl Frame {
                 },
                 pos: get_pos(r)?,
             },
+            T_WATCH => Frame::Watch {
+                version: get_u32(r)?,
+                token: get_str(r)?,
+                group: get_str(r)?,
+                master_epoch: get_u64(r)?,
+                member: get_str(r)?,
+            },
+            T_HEARTBEAT => Frame::Heartbeat { seq: get_u64(r)? },
+            T_PONG => Frame::Pong { seq: get_u64(r)? },
             _ => return Err(WireError::Malformed("frame type")),
         };
         if r.has_remaining() {
@@ -440,6 +504,15 @@ mod tests {
             member: "m-1".into(),
         });
         roundtrip(Frame::Welcome { epoch: 4 });
+        roundtrip(Frame::Watch {
+            version: PROTOCOL_VERSION,
+            token: "t".into(),
+            group: "g".into(),
+            master_epoch: 9,
+            member: "b-1".into(),
+        });
+        roundtrip(Frame::Heartbeat { seq: 77 });
+        roundtrip(Frame::Pong { seq: u64::MAX });
         roundtrip(Frame::Reject {
             reason: "no".into(),
         });

@@ -48,6 +48,7 @@ fn member(path: &str, dir: &std::path::Path, weight: i64) -> Arc<ZkReplication> 
         weight,
         security_token: "s3cret".into(),
         sync: SyncMode::QuorumDisk,
+        master_timeout: Duration::ZERO,
     };
     Arc::new(ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap())
 }
@@ -170,6 +171,7 @@ async fn a_password_protected_group_elects_and_locks_out_other_credentials() {
             weight: 1,
             security_token: String::new(),
             sync: SyncMode::QuorumDisk,
+            master_timeout: Duration::ZERO,
         };
         Arc::new(ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap())
     };
@@ -203,6 +205,7 @@ async fn a_password_protected_group_elects_and_locks_out_other_credentials() {
         weight: 1,
         security_token: String::new(),
         sync: SyncMode::QuorumDisk,
+        master_timeout: Duration::ZERO,
     };
     let open = ZkReplication::new(open_cfg, opener(d.path().join("o"))).unwrap();
     let mut mo = tokio::time::timeout(T, open.acquire())
@@ -229,6 +232,7 @@ async fn a_broker_configured_with_other_replicas_than_its_group_is_refused() {
         weight: 1,
         security_token: String::new(),
         sync: SyncMode::QuorumDisk,
+        master_timeout: Duration::ZERO,
     };
     // The group's first broker records replicas = 1 (and, alone a quorum, becomes master).
     let first = ZkReplication::new(cfg(1), opener(d.path().join("a"))).unwrap();

@@ -298,3 +298,87 @@ async fn a_suspended_master_confirms_nothing_until_resumed() {
     rs.set_suspended(false);
     tokio::time::timeout(T, c).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_slave_keeps_what_it_received_so_a_lagging_slave_streams_instead_of_copying() {
+    use ferromq_ha_zk::master::EntryRing;
+    use ferromq_ha_zk::slave::follow_with_ring;
+    let d = tempfile::tempdir().unwrap();
+    let m = journal(&d.path().join("m"));
+    let a = journal(&d.path().join("a"));
+    let b = journal(&d.path().join("b"));
+    let (rs1, _) = master(m, 1, SyncMode::QuorumDisk);
+    let addr1 = serve(&rs1).await;
+
+    // A keeps a ring of what it receives; B is a plain slave.
+    let ring = Arc::new(parking_lot::Mutex::new(EntryRing::default()));
+    let (stop_a, mut rx_a) = watch::channel(false);
+    let task_a = {
+        let (a, ring) = (a.clone(), ring.clone());
+        let params = FollowParams {
+            addr: addr1.clone(),
+            master_epoch: 1,
+            token: "token".into(),
+            group: "g".into(),
+            member: "m-a".into(),
+        };
+        tokio::spawn(async move {
+            let start = read_position(&*a).unwrap();
+            follow_with_ring(&a, start, &params, &mut rx_a, Some(&ring)).await
+        })
+    };
+    let sb = start_slave(b.clone(), &addr1, 1, "token");
+    for i in 1..=10 {
+        tokio::time::timeout(T, rs1.submit(enq(i, &format!("m-{i}"))))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let last10 = rs1.last_position().lsn;
+    wait_slaves_at(&rs1, last10, 2).await;
+    // B stops; the master goes on with A alone.
+    let b_pos = sb.stop().await;
+    for i in 11..=20 {
+        tokio::time::timeout(T, rs1.submit(enq(i, &format!("m-{i}"))))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let _ = stop_a.send(true);
+    let (a_pos, r) = tokio::time::timeout(T, task_a).await.unwrap().unwrap();
+    r.unwrap();
+    rs1.depose("test: the master dies");
+    assert!(b_pos < a_pos, "B lags: {b_pos} vs {a_pos}");
+
+    // A is promoted with the entries it received: B, whose last entry is one of them, streams.
+    let (rs2, _) = master(a.clone(), 2, SyncMode::QuorumDisk);
+    let kept = rs2.seed_ring(std::mem::take(&mut *ring.lock()));
+    assert!(kept >= 10, "kept {kept} entries");
+    let addr2 = serve(&rs2).await;
+    let sb = start_slave(b.clone(), &addr2, 2, "token");
+    // The marker is confirmed only with B's disk ack: B caught up.
+    tokio::time::timeout(T, rs2.submit_marker())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rs2.full_copies(), 0, "B needed a full copy");
+    sb.stop().await;
+    assert_eq!(bodies(&*b), bodies(&*a));
+    assert_eq!(bodies(&*b).len(), 20);
+}
+
+#[test]
+fn an_entry_ring_is_bounded_and_remembers_where_it_starts() {
+    use ferromq_ha_zk::master::{EntryRing, RING_MAX_ENTRIES};
+    let p = |lsn| Position { epoch: 1, lsn };
+    let mut r = EntryRing::new(p(5));
+    assert_eq!(r.last(), p(5));
+    for lsn in 6..(6 + RING_MAX_ENTRIES as u64 + 3) {
+        r.push(p(lsn), enq(lsn, "x"));
+    }
+    assert_eq!(r.len(), RING_MAX_ENTRIES);
+    assert_eq!(r.last(), p(5 + RING_MAX_ENTRIES as u64 + 3));
+    r.reset(p(9));
+    assert!(r.is_empty());
+    assert_eq!(r.last(), p(9));
+}

@@ -45,6 +45,8 @@ enum Mode {
         zk: String,
         path: String,
         session_ms: u64,
+        /// `ha.master_timeout_ms` (0: the session alone detects a dead master).
+        master_timeout_ms: u64,
     },
 }
 
@@ -61,8 +63,12 @@ impl Mode {
                 let db = url.split("://").next().unwrap_or("?");
                 format!("shared-db ({db}, {locker}, lease {lease_ms} ms)")
             }
-            Mode::Replicated { session_ms, .. } => {
-                format!("replicated (3 brokers, quorum_disk, zk session {session_ms} ms)")
+            Mode::Replicated {
+                session_ms,
+                master_timeout_ms,
+                ..
+            } => {
+                format!("replicated (3 brokers, quorum_disk, zk session {session_ms} ms, master_timeout {master_timeout_ms} ms)")
             }
         }
     }
@@ -102,11 +108,12 @@ impl Mode {
                 zk,
                 path,
                 session_ms,
+                master_timeout_ms,
             } => format!(
                 "[broker]\nname = \"bench\"\ndata_dir = \"{}\"\n{transports}\
                  [store]\nbackend = \"journal\"\n[ha]\nmode = \"replicated\"\n\
                  zk_address = \"{zk}\"\nzk_path = \"{path}\"\nzk_session_timeout_ms = {session_ms}\n\
-                 bind = \"tcp://127.0.0.1:0\"\n",
+                 master_timeout_ms = {master_timeout_ms}\nbind = \"tcp://127.0.0.1:0\"\n",
                 shared.join(name).display()
             ),
         }
@@ -171,6 +178,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|| "127.0.0.1:2191,127.0.0.1:2192,127.0.0.1:2193".into()),
             path: format!("/ferromq-failover-bench-{}", std::process::id()),
             session_ms: args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(2000),
+            master_timeout_ms: args.get(6).map(|s| s.parse()).transpose()?.unwrap_or(500),
         },
         Some(other) => {
             anyhow::bail!("unknown mode {other:?}: shared-file | shared-db | replicated")

@@ -65,6 +65,12 @@ pub struct HaSection {
     pub zk_path: String,
     /// `replicated`: ZooKeeper session timeout, the failure detection time (`zkSessionTimeout`).
     pub zk_session_timeout_ms: u64,
+    /// `replicated`: fast failover: slaves that hear no heartbeat from the master for this
+    /// long fence its epoch and elect another without waiting for its ZooKeeper session to
+    /// expire; the master stops confirming and dispatching after half of it without answers.
+    /// 0 = off (the session timeout alone decides, as in ActiveMQ). Every broker of a group
+    /// must use the same value (recorded in ZooKeeper). Needs `replicas >= 3`.
+    pub master_timeout_ms: u64,
     /// `replicated`: ZooKeeper digest password; empty = open ACLs (`zkPassword`).
     pub zk_password: String,
     /// `replicated`: where the master listens for slaves, `tcp://host:port`, port 0 = dynamic
@@ -99,6 +105,7 @@ impl Default for HaSection {
             zk_address: "127.0.0.1:2181".into(),
             zk_path: "/default".into(),
             zk_session_timeout_ms: 2000,
+            master_timeout_ms: 500,
             zk_password: String::new(),
             bind: "tcp://0.0.0.0:61619".into(),
             hostname: String::new(),
@@ -469,6 +476,9 @@ impl Config {
                 }
                 if self.ha.zk_session_timeout_ms < 100 {
                     bail!("ha.zk_session_timeout_ms must be at least 100");
+                }
+                if self.ha.master_timeout_ms != 0 && self.ha.master_timeout_ms < 50 {
+                    bail!("ha.master_timeout_ms must be 0 (off) or at least 50");
                 }
             }
             m => bail!(

@@ -394,6 +394,7 @@ fn replicated_activation(
         weight: h.weight,
         security_token: h.security_token.clone(),
         sync: h.sync.parse()?,
+        master_timeout: Duration::from_millis(h.master_timeout_ms),
     };
     let store_cfg = cfg.clone();
     let opener: ferromq_ha_zk::StoreOpener = Arc::new(move || {

@@ -43,12 +43,17 @@ async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
         c.proc(0).wait_log("steps down", T),
         "the isolated master must step down"
     );
-    // Never two masters confirming: the isolated one stopped confirming (connection lost)
-    // before the new one was promoted.
-    let suspended = first_log_time(
-        &c.proc(0).log.lock().unwrap(),
-        "ZooKeeper connection lost: confirming",
-    )
+    // Never two masters confirming: the isolated one stopped confirming before the new one
+    // was promoted — on losing its heartbeat lease (fast failover: its slaves hear nothing
+    // and fence it after `master_timeout_ms`) or its ZooKeeper connection, whichever first.
+    let log0 = c.proc(0).log.lock().unwrap().clone();
+    let suspended = [
+        first_log_time(&log0, "heartbeat lease lost"),
+        first_log_time(&log0, "ZooKeeper connection lost: confirming"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
     .expect("the isolated master never noticed");
     let promoted = first_log_time(&c.proc(next).log.lock().unwrap(), "Promoted to master")
         .expect("no promotion line");

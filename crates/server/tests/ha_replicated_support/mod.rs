@@ -50,8 +50,14 @@ pub fn replicated_config_with_store(
     store_extra: &str,
     extra: &str,
 ) -> String {
+    // A test may set its own session timeout in `extra` (a TOML key may appear once).
+    let session = if extra.contains("zk_session_timeout_ms") {
+        ""
+    } else {
+        "zk_session_timeout_ms = 2000\n"
+    };
     format!(
-        "[broker]\nname = \"{group}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n{store_extra}\n[ha]\nmode = \"replicated\"\nreplicas = 3\nzk_address = \"{zk}\"\nzk_path = \"{zk_path}\"\nzk_session_timeout_ms = 2000\nbind = \"tcp://127.0.0.1:0\"\nsecurity_token = \"test-token\"\n{extra}",
+        "[broker]\nname = \"{group}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\nbackend = \"journal\"\n{store_extra}\n[ha]\nmode = \"replicated\"\nreplicas = 3\nzk_address = \"{zk}\"\nzk_path = \"{zk_path}\"\n{session}bind = \"tcp://127.0.0.1:0\"\nsecurity_token = \"test-token\"\n{extra}",
         data_dir.display()
     )
 }
