@@ -1244,10 +1244,11 @@ async fn monitor(
             }
             MasterSession::Suspend => {
                 // Stop confirming (and, through `serving`, dispatching) at once: the session
-                // may be expiring on the server. No step-down on a timer: the session ends
-                // only by the ensemble's decision, which reaches us as `Expired`; with the
-                // whole ensemble down nobody else can be elected, and a suspended master
-                // harms nothing meanwhile.
+                // may be expiring on the server. No step-down on a timer of ours: the end of
+                // the session reaches us as `Expired` — from the ensemble, or from the client
+                // itself once it could reach no server for 7/5 of the session timeout
+                // (zookeeper-client 0.11), which with the whole ensemble down is a step-down
+                // after ~1.4 session timeouts.
                 if !disconnected {
                     disconnected = true;
                     tracing::warn!(
@@ -1263,34 +1264,46 @@ async fn monitor(
             return format!("its store failed: {why}");
         }
         if !disconnected {
-            match read_members(zk, members_path).await {
-                Ok(m) if distinct_members(&m) < quorum => return NOT_ENOUGH_MEMBERS.to_string(),
-                Ok(_) => {}
-                Err(zookeeper_client::Error::SessionExpired) => {
-                    return "ZooKeeper session expired".into()
+            // The reads race the session state: a ZooKeeper request made just as the
+            // connection drops waits for a reconnection (or the session's end), and the
+            // suspension must not wait with it.
+            let checks = async {
+                match read_members(zk, members_path).await {
+                    Ok(m) if distinct_members(&m) < quorum => {
+                        return Some(NOT_ENOUGH_MEMBERS.to_string())
+                    }
+                    Ok(_) => {}
+                    Err(zookeeper_client::Error::SessionExpired) => {
+                        return Some("ZooKeeper session expired".into())
+                    }
+                    Err(_) => {}
                 }
-                Err(_) => {}
-            }
-            // Fast failover: a quorum of slaves may have fenced this master and replaced its
-            // znode while its session lives (it was paused, or cut off from them).
-            match zk.get_data(master_path).await {
-                Ok((d, _)) => match MasterInfo::decode(&d) {
-                    Some(m) if m.epoch == epoch => {}
-                    Some(m) => {
-                        return format!(
+                // Fast failover: a quorum of slaves may have fenced this master and replaced
+                // its znode while its session lives (it was paused, or cut off from them).
+                match zk.get_data(master_path).await {
+                    Ok((d, _)) => match MasterInfo::decode(&d) {
+                        Some(m) if m.epoch != epoch => Some(format!(
                             "another master was elected (epoch {}): its slaves fenced this one",
                             m.epoch
-                        )
+                        )),
+                        _ => None,
+                    },
+                    Err(zookeeper_client::Error::NoNode) => {
+                        Some("the master znode is gone: another master may be elected".into())
                     }
-                    None => {}
-                },
-                Err(zookeeper_client::Error::NoNode) => {
-                    return "the master znode is gone: another master may be elected".into()
+                    Err(zookeeper_client::Error::SessionExpired) => {
+                        Some("ZooKeeper session expired".into())
+                    }
+                    Err(_) => None,
                 }
-                Err(zookeeper_client::Error::SessionExpired) => {
-                    return "ZooKeeper session expired".into()
+            };
+            tokio::select! {
+                verdict = checks => {
+                    if let Some(v) = verdict {
+                        return v;
+                    }
                 }
-                Err(_) => {}
+                _ = states.changed() => continue,
             }
         }
         // Checked connected or not: a master cut off from ZooKeeper and from its slaves (a

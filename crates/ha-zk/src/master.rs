@@ -178,6 +178,8 @@ pub(crate) struct Shared {
     lease_ok: AtomicBool,
     /// Per slave member: when (boot time) the newest heartbeat it answered was sent.
     leases: Mutex<HashMap<String, Duration>>,
+    /// The lease was lost once (its regain is then worth a log line).
+    lease_said_lost: AtomicBool,
     state: Mutex<State>,
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
     /// Full copies sent to slaves (for status and tests).
@@ -226,6 +228,7 @@ impl ReplicatingStore {
             liveness: std::sync::OnceLock::new(),
             lease_ok: AtomicBool::new(true),
             leases: Mutex::new(HashMap::new()),
+            lease_said_lost: AtomicBool::new(false),
             state: Mutex::new(State {
                 last: start,
                 prev_record: (start.lsn > 0).then_some(start.lsn),
@@ -360,32 +363,13 @@ impl ReplicatingStore {
         // `heartbeat / 2` late, well inside the half timeout that separates it from a fence.
         let tick = (liveness.heartbeat / 2).max(Duration::from_millis(2));
         tokio::spawn(async move {
-            let mut said_lost = false;
             loop {
                 tokio::time::sleep(tick).await;
                 let Some(shared) = weak.upgrade() else { return };
                 if shared.state.lock().closed || !shared.healthy.load(Ordering::SeqCst) {
                     return;
                 }
-                let ok = liveness.holds(shared.leases.lock().values().copied(), boottime());
-                let was = shared.lease_ok.swap(ok, Ordering::SeqCst);
-                if was != ok {
-                    if ok {
-                        if said_lost {
-                            tracing::info!(
-                                "heartbeat lease regained: confirming and dispatching again"
-                            );
-                        }
-                    } else {
-                        said_lost = true;
-                        tracing::warn!(
-                            needed = liveness.needed,
-                            lease_ms = liveness.lease.as_millis() as u64,
-                            "heartbeat lease lost: too few slaves answered recent heartbeats, so they may fence this master; confirming and dispatching nothing"
-                        );
-                    }
-                    shared.refresh_serving();
-                }
+                shared.check_lease();
             }
         });
     }
@@ -436,6 +420,32 @@ impl ReplicatingStore {
 }
 
 impl Shared {
+    /// Re-evaluates the heartbeat lease (on every tick, and at once when a pong arrives while
+    /// it is not held, so a new master serves as soon as its slaves answer).
+    fn check_lease(&self) {
+        let Some(liveness) = self.liveness.get() else {
+            return;
+        };
+        let ok = liveness.holds(self.leases.lock().values().copied(), boottime());
+        let was = self.lease_ok.swap(ok, Ordering::SeqCst);
+        if was == ok {
+            return;
+        }
+        if ok {
+            if self.lease_said_lost.load(Ordering::Relaxed) {
+                tracing::info!("heartbeat lease regained: confirming and dispatching again");
+            }
+        } else {
+            self.lease_said_lost.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                needed = liveness.needed,
+                lease_ms = liveness.lease.as_millis() as u64,
+                "heartbeat lease lost: too few slaves answered recent heartbeats, so they may fence this master; confirming and dispatching nothing"
+            );
+        }
+        self.refresh_serving();
+    }
+
     /// Publishes whether this master serves (not suspended, lease held) and, when it does,
     /// confirms what waited.
     fn refresh_serving(&self) {
@@ -485,11 +495,14 @@ impl Shared {
     fn resolve(&self, st: &mut State) {
         while let Some(front) = st.pending.front() {
             let lsn = front.lsn;
+            // A pending write was streamed to the slaves when it was submitted: whatever ends
+            // this master now, it may survive on them (and be served by the next master), so
+            // its failure is "outcome unknown", never "not stored".
             let verdict = if let Some(e) = &st.failed {
-                Some(Err(e.clone()))
+                Some(Err(StoreError::Indeterminate(e.to_string())))
             } else if !self.healthy.load(Ordering::SeqCst) {
-                Some(Err(StoreError::Failed(
-                    "lost mastership: the write is not confirmed".into(),
+                Some(Err(StoreError::Indeterminate(
+                    "lost mastership before the write was confirmed".into(),
                 )))
             } else if self.suspended.load(Ordering::SeqCst) || !self.lease_ok.load(Ordering::SeqCst)
             {
@@ -1088,9 +1101,14 @@ where
                             at
                         };
                         if let Some(t) = at {
-                            let mut l = shared.leases.lock();
-                            let e = l.entry(member.clone()).or_insert(t);
-                            *e = (*e).max(t);
+                            {
+                                let mut l = shared.leases.lock();
+                                let e = l.entry(member.clone()).or_insert(t);
+                                *e = (*e).max(t);
+                            }
+                            if !shared.lease_ok.load(Ordering::SeqCst) {
+                                shared.check_lease();
+                            }
                         }
                     }
                     Ok(_) | Err(_) => return,

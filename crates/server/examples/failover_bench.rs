@@ -130,12 +130,72 @@ fn start(
 ) -> anyhow::Result<Child> {
     let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(&cfg, mode.config(shared, name, port))?;
+    // Each broker's info log goes to <logs>/<name>.log (appended per start): the replicated
+    // rounds wait on it for a restarted broker to have rejoined, and it shows what a slow or
+    // failed round was made of. FERROMQ_BENCH_LOGS=<dir> keeps the logs after the run.
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir, name))?;
     Ok(Command::new(bin)
-        .args(["--log", "warn", "serve", "--config"])
+        .env("NO_COLOR", "1")
+        .args(["--log", "info", "serve", "--config"])
         .arg(&cfg)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(f))
         .spawn()?)
+}
+
+fn log_path(dir: &Path, name: &str) -> std::path::PathBuf {
+    match std::env::var_os("FERROMQ_BENCH_LOGS") {
+        Some(d) => Path::new(&d).join(format!("{name}.log")),
+        None => dir.join(format!("{name}.log")),
+    }
+}
+
+fn log_len(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(log_path(dir, name)).map_or(0, |m| m.len())
+}
+
+/// What a broker logged since `offset`.
+fn log_since(dir: &Path, name: &str, offset: u64) -> String {
+    let all = std::fs::read(log_path(dir, name)).unwrap_or_default();
+    String::from_utf8_lossy(all.get(offset as usize..).unwrap_or_default()).into_owned()
+}
+
+/// Waits (bounded) until the restarted replicated broker `name` follows the master `master`:
+/// the master logged its connection by member id, streaming — or a full copy, which the
+/// restarted broker then logged as applied. A member killed mid-copy holds no position, so
+/// killing the master before this would leave the group without a quorum of reports.
+async fn wait_rejoined(
+    dir: &Path,
+    name: &str,
+    offset: u64,
+    master: &str,
+    master_offset: u64,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let mine = log_since(dir, name, offset);
+        let id = mine
+            .split("member_id=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_string);
+        if let Some(id) = id {
+            let theirs = log_since(dir, master, master_offset);
+            let connected = theirs
+                .lines()
+                .filter(|l| l.contains("slave connected") && l.contains(&id));
+            for l in connected {
+                if l.contains("streaming") || mine.contains("full copy applied") {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("{name} did not rejoin {master} within 60 s")
 }
 
 fn accepts(port: u16) -> bool {
@@ -283,6 +343,10 @@ async fn main() -> anyhow::Result<()> {
         results[kind].1.push(a);
         results[kind].2.push(r);
         procs[master].wait()?;
+        let (offset, master_offset) = (
+            log_len(dir.path(), &format!("b{master}")),
+            log_len(dir.path(), &format!("b{slave}")),
+        );
         procs[master] = start(
             &bin,
             dir.path(),
@@ -291,9 +355,20 @@ async fn main() -> anyhow::Result<()> {
             &format!("b{master}"),
             ports[master],
         )?;
-        // The restarted broker must be a slave again (a replicated one catching up) before
-        // the next round kills the master.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // The restarted broker must be a slave again (a replicated one caught up) before the
+        // next round kills the master.
+        if matches!(mode, Mode::Replicated { .. }) {
+            wait_rejoined(
+                dir.path(),
+                &format!("b{master}"),
+                offset,
+                &format!("b{slave}"),
+                master_offset,
+            )
+            .await?;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
         eprintln!(
             "round {round} ({}): accepting {:.1} ms, first receipt {:.1} ms",
             results[kind].0,

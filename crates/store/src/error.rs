@@ -36,6 +36,12 @@ pub enum StoreError {
     /// A configuration problem found when opening.
     #[error("store configuration: {0}")]
     Config(String),
+    /// The write was not confirmed, but it may be stored anyway: it was handed on (to a
+    /// replication stream, say) before the store lost the right to confirm it. A client must
+    /// neither be told "not stored" nor "stored": the connection is dropped so that a failover
+    /// client resends it (with its duplicate id) to whoever serves next.
+    #[error("the write's outcome is unknown: {0}")]
+    Indeterminate(String),
 }
 
 impl StoreError {

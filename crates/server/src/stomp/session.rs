@@ -1090,6 +1090,13 @@ async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
                 }
                 false
             }
+            Err(e @ ferromq_store::StoreError::Indeterminate(_)) => {
+                // Neither RECEIPT nor ERROR: the write may survive on the replicas. Dropping
+                // the connection is what a crash would look like, and a failover client then
+                // resends it with its duplicate id to the next master.
+                tracing::warn!(error = %e, "closing the connection without an answer: {failed}");
+                true
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store write failed: {failed}");
                 let f = error_frame(&format!("{failed}: {e}"), "", receipt.as_deref());
