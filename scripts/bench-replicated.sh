@@ -11,7 +11,9 @@
 set -u
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
-cargo build --release --locked -q -p ferromq --bin ferromq -p ferromq-bench || exit 1
+# Two commands: a `--bin` filter applies to every package selected.
+cargo build --release --locked -q -p ferromq --bin ferromq || exit 1
+cargo build --release --locked -q -p ferromq-bench --bin ferromq-bench || exit 1
 bash scripts/services.sh start >/dev/null
 T=$CARGO_TARGET_DIR/release
 BIN=$T/ferromq; BENCH=$T/ferromq-bench
