@@ -1414,6 +1414,80 @@ mod tests {
         );
     }
 
+    /// Exhaustive over small groups: whatever the slaves hold (a prefix of the master's log
+    /// each), whichever of them fenced, and however far the unfenced ones get afterwards, a
+    /// fenced election elects a member holding every write the master could confirm
+    /// (`replicas / 2` slave acks, the master's own included in the majority) — quorums
+    /// intersect — and the master's own report never counts.
+    #[test]
+    fn a_fenced_election_never_loses_a_write_the_master_could_confirm() {
+        const K: u64 = 3;
+        let mut checked = 0u32;
+        for replicas in [3usize, 4, 5] {
+            let quorum = replicas / 2 + 1;
+            let slave_acks = replicas / 2;
+            let slaves = replicas - 1;
+            let m = master(4);
+            // positions[i] in 0..=K for each slave, encoded in base K+1.
+            for code in 0..(K + 1).pow(slaves as u32) {
+                let pos: Vec<u64> = (0..slaves)
+                    .map(|i| code / (K + 1).pow(i as u32) % (K + 1))
+                    .collect();
+                for fenced_mask in 0u32..(1 << slaves) {
+                    let fenced_set: Vec<usize> = (0..slaves)
+                        .filter(|i| fenced_mask & (1 << i) != 0)
+                        .collect();
+                    let mut members = vec![(
+                        "m-0000000000".to_string(),
+                        // The master's member znode, even claiming a fence and the best position.
+                        fenced("a", K + 10, 4, 4),
+                    )];
+                    for (i, p) in pos.iter().enumerate() {
+                        let id = format!("s{i}");
+                        let name = format!("m-{:010}", i + 1);
+                        let info = if fenced_set.contains(&i) {
+                            fenced(&id, *p, 4, 4)
+                        } else {
+                            report(&id, *p, None)
+                        };
+                        members.push((name, info));
+                    }
+                    let mut mm = m.clone();
+                    mm.member = "m-0000000000".into();
+                    let (d, counted) = decide_fenced(4, quorum, &members, &mm);
+                    let Decision::Elect(best) = d else {
+                        assert!(
+                            fenced_set.len() < quorum,
+                            "{replicas} {pos:?} {fenced_set:?}"
+                        );
+                        continue;
+                    };
+                    assert!(fenced_set.len() >= quorum && counted.len() >= quorum);
+                    let winner = members.iter().find(|(n, _)| *n == best).unwrap();
+                    assert_ne!(winner.1.id, "a", "the master's report counted");
+                    // The unfenced slaves may have acked up to K since: a write L is confirmed
+                    // when `slave_acks` slaves hold it, fenced ones at their frozen position.
+                    for l in 1..=K {
+                        let holders = (0..slaves)
+                            .filter(|i| !fenced_set.contains(i) || pos[*i] >= l)
+                            .count();
+                        if holders >= slave_acks {
+                            assert!(
+                                winner.1.pos.lsn >= l,
+                                "replicas {replicas}, positions {pos:?}, fenced {fenced_set:?}: \
+                                 write {l} confirmable, elected {} at {}",
+                                winner.0,
+                                winner.1.pos.lsn
+                            );
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
+    }
+
     #[test]
     fn an_older_fence_or_another_round_does_not_count() {
         let m = master(4);
