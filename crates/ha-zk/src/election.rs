@@ -255,9 +255,14 @@ impl MasterWatch {
 
     /// How long since the last heartbeat (or since watching began).
     fn silent_for(&self) -> Duration {
-        let now = boottime().as_nanos() as u64;
-        Duration::from_nanos(now.saturating_sub(self.heard.load(Ordering::SeqCst)))
+        silent_since(&self.heard)
     }
+}
+
+/// How long since `heard` (boot time, ns).
+fn silent_since(heard: &AtomicU64) -> Duration {
+    let now = boottime().as_nanos() as u64;
+    Duration::from_nanos(now.saturating_sub(heard.load(Ordering::SeqCst)))
 }
 
 impl Drop for MasterWatch {
@@ -479,8 +484,9 @@ impl ZkReplication {
         let mut fenced_at: Option<Instant> = None;
         let started = Instant::now();
         // Bounded per iteration by the waits below; unbounded overall by design: a slave
-        // waits as long as it takes.
-        loop {
+        // waits as long as it takes. Ends with this member's claim: (epoch, epoch znode
+        // version it claimed over, the master epoch it fenced to get there).
+        let (epoch, claimed_over, fenced_from) = loop {
             if matches!(
                 zk.state(),
                 SessionState::Expired | SessionState::Closed | SessionState::AuthFailed
@@ -544,20 +550,7 @@ impl ZkReplication {
                                     .await?;
                                 match step {
                                     FencedStep::Claimed(epoch) => {
-                                        tracing::info!(epoch, position = %pos, fenced_epoch = m.epoch, waited_ms = started.elapsed().as_millis() as u64, "Promoted to master");
-                                        return self
-                                            .become_master(
-                                                zk,
-                                                store,
-                                                pos,
-                                                epoch,
-                                                epoch_stat.version + 1,
-                                                listener,
-                                                addr,
-                                                master_path,
-                                                members_path,
-                                            )
-                                            .await;
+                                        break (epoch, epoch_stat.version, Some(m.epoch));
                                     }
                                     FencedStep::Wait => {
                                         tokio::select! {
@@ -636,25 +629,12 @@ impl ZkReplication {
                 me.pos = pos;
                 // Written only while the epoch is still the one read before "no master": if a
                 // master was claimed meanwhile, the report is dropped and the loop follows it.
-                let mut tx = zk.new_multi_writer();
-                tx.add_check_version(&epoch_path, epoch_stat.version)
-                    .map_err(ZkError::zk("prepare the report's epoch check"))?;
-                tx.add_set_data(&my_path, &me.encode(), None)
-                    .map_err(ZkError::zk("prepare the report"))?;
-                if let Err(e) = tx.commit().await {
-                    tracing::debug!(error = %e, round, "the epoch moved before the report: not reported");
-                    me.round = None;
-                }
+                write_report(&zk, &epoch_path, epoch_stat.version, &my_path, &mut me).await?;
                 continue;
             }
-            let mut members = Vec::with_capacity(children.len());
-            for c in &children {
-                match zk.get_data(&format!("{members_path}/{c}")).await {
-                    Ok((d, _)) => members.push((c.clone(), MemberInfo::decode(&d))),
-                    Err(zookeeper_client::Error::NoNode) => {}
-                    Err(e) => return Err(ZkError::zk("read a member")(e)),
-                }
-            }
+            let (members, _) = read_member_data(&zk, &members_path, children)
+                .await
+                .map_err(ZkError::zk("read a member"))?;
             let best = match decide(round, quorum, &members) {
                 Decision::NotEnoughMembers => {
                     said.say(NOT_ENOUGH_MEMBERS);
@@ -698,21 +678,29 @@ impl ZkReplication {
                 tracing::info!(error = %e, "lost the race for mastership");
                 continue;
             }
-            tracing::info!(epoch, position = %pos, waited_ms = started.elapsed().as_millis() as u64, "Promoted to master");
-            return self
-                .become_master(
-                    zk,
-                    store,
-                    pos,
-                    epoch,
-                    epoch_stat.version + 1,
-                    listener,
-                    addr,
-                    master_path,
-                    members_path,
-                )
-                .await;
+            break (epoch, epoch_stat.version, None);
+        };
+        match fenced_from {
+            Some(f) => {
+                tracing::info!(epoch, position = %pos, fenced_epoch = f, waited_ms = started.elapsed().as_millis() as u64, "Promoted to master")
+            }
+            None => {
+                tracing::info!(epoch, position = %pos, waited_ms = started.elapsed().as_millis() as u64, "Promoted to master")
+            }
         }
+        self.become_master(
+            zk,
+            store,
+            pos,
+            epoch,
+            // The claim moved the epoch znode one version on.
+            claimed_over + 1,
+            listener,
+            addr,
+            master_path,
+            members_path,
+        )
+        .await
     }
 
     fn follow_params(&self, m: &MasterInfo, my_id: &str) -> FollowParams {
@@ -779,33 +767,16 @@ impl ZkReplication {
             me.round = Some(f.round);
             me.pos = pos;
             me.fenced = *fence;
-            let mut tx = zk.new_multi_writer();
-            tx.add_check_version(f.epoch_path, f.epoch_version)
-                .map_err(ZkError::zk("prepare the report's epoch check"))?;
-            tx.add_set_data(f.my_path, &me.encode(), None)
-                .map_err(ZkError::zk("prepare the fenced report"))?;
-            if let Err(e) = tx.commit().await {
-                tracing::debug!(error = %e, "the epoch moved before the fenced report: not reported");
-                me.round = None;
-            }
+            write_report(zk, f.epoch_path, f.epoch_version, f.my_path, me).await?;
             return Ok(FencedStep::Again);
         }
         let children = zk
             .list_children(f.members_path)
             .await
             .map_err(ZkError::zk("list members"))?;
-        let mut members = Vec::with_capacity(children.len());
-        let mut versions = HashMap::new();
-        for c in &children {
-            match zk.get_data(&format!("{}/{c}", f.members_path)).await {
-                Ok((d, st)) => {
-                    versions.insert(c.clone(), st.version);
-                    members.push((c.clone(), MemberInfo::decode(&d)));
-                }
-                Err(zookeeper_client::Error::NoNode) => {}
-                Err(e) => return Err(ZkError::zk("read a member")(e)),
-            }
-        }
+        let (members, versions) = read_member_data(zk, f.members_path, children)
+            .await
+            .map_err(ZkError::zk("read a member"))?;
         let (decision, counted) = decide_fenced(f.round, self.cfg.quorum(), &members, f.m);
         match decision {
             Decision::Elect(best) if best == f.my_name => {}
@@ -865,8 +836,7 @@ impl ZkReplication {
         let heard = silence.map(|(w, l)| (w.heard.clone(), l));
         let silent = move || {
             heard.as_ref().and_then(|(h, l)| {
-                let now = boottime().as_nanos() as u64;
-                let d = Duration::from_nanos(now.saturating_sub(h.load(Ordering::SeqCst)));
+                let d = silent_since(h);
                 (d >= l.timeout).then_some(d)
             })
         };
@@ -1159,15 +1129,52 @@ async fn read_members(
     members_path: &str,
 ) -> Result<Vec<(String, MemberInfo)>, zookeeper_client::Error> {
     let children = zk.list_children(members_path).await?;
+    Ok(read_member_data(zk, members_path, children).await?.0)
+}
+
+/// What the member znodes `children` say, and each one's data version (a znode gone
+/// meanwhile is skipped).
+async fn read_member_data(
+    zk: &Client,
+    members_path: &str,
+    children: Vec<String>,
+) -> Result<(Vec<(String, MemberInfo)>, HashMap<String, i32>), zookeeper_client::Error> {
     let mut members = Vec::with_capacity(children.len());
+    let mut versions = HashMap::with_capacity(children.len());
     for c in children {
         match zk.get_data(&format!("{members_path}/{c}")).await {
-            Ok((d, _)) => members.push((c, MemberInfo::decode(&d))),
+            Ok((d, st)) => {
+                versions.insert(c.clone(), st.version);
+                members.push((c, MemberInfo::decode(&d)));
+            }
             Err(zookeeper_client::Error::NoNode) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(members)
+    Ok((members, versions))
+}
+
+/// Writes this member's report, only while the epoch znode is still at `epoch_version` (one
+/// transaction): a position read before a master was claimed never carries that master's
+/// round. When the epoch moved, the report is not written and `me.round` is cleared, so the
+/// caller's loop sees the new state and reports again.
+async fn write_report(
+    zk: &Client,
+    epoch_path: &str,
+    epoch_version: i32,
+    my_path: &str,
+    me: &mut MemberInfo,
+) -> Result<(), ZkError> {
+    let mut tx = zk.new_multi_writer();
+    tx.add_check_version(epoch_path, epoch_version)
+        .map_err(ZkError::zk("prepare the report's epoch check"))?;
+    tx.add_set_data(my_path, &me.encode(), None)
+        .map_err(ZkError::zk("prepare the report"))?;
+    if let Err(e) = tx.commit().await {
+        tracing::debug!(error = %e, round = ?me.round, "the epoch moved before the report: not reported");
+        me.round = None;
+    }
+    Ok(())
 }
 
 /// How many brokers the member znodes stand for: a broker whose old session has not expired

@@ -866,6 +866,8 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         ))
     } else if !shared.healthy.load(Ordering::SeqCst) {
         Some("this broker is no longer master".to_string())
+    } else if last.is_none() && shared.liveness.get().is_none() {
+        Some("fast failover is off on this master (master_timeout_ms = 0)".to_string())
     } else {
         None
     };
@@ -881,6 +883,7 @@ async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::
         return Err(crate::ZkError::Replication(reason));
     }
     let Some(last) = last else {
+        // A watch (refused above when fast failover is off).
         return serve_watch(shared, member, rd, wr).await;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
@@ -1057,15 +1060,9 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let Some(liveness) = shared.liveness.get().copied() else {
-        let reason = "fast failover is off on this master (master_timeout_ms = 0)".to_string();
-        wire::write_frame(
-            &mut wr,
-            &Frame::Reject {
-                reason: reason.clone(),
-            },
-        )
-        .await?;
-        return Err(crate::ZkError::Replication(reason));
+        return Err(crate::ZkError::Replication(
+            "a watch on a master without fast failover".into(),
+        ));
     };
     wire::write_frame(
         &mut wr,

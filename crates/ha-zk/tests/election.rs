@@ -4,6 +4,8 @@
 //! the master's writes, and after the master goes the survivor with every confirmed write is
 //! promoted with a higher epoch.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,19 +15,9 @@ use ferromq_ha_zk::position::{position_ops, read_position};
 use ferromq_ha_zk::{Position, ReplicatedConfig, StoreOpener, SyncMode, ZkReplication};
 use ferromq_store::{JournalConfig, JournalStore, MessageStore, Op};
 
+use common::{unique_path, zk};
+
 const T: Duration = Duration::from_secs(60);
-
-fn zk() -> String {
-    std::env::var("FERROMQ_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into())
-}
-
-fn unique_path(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("/ferromq-test/{name}-{}-{nanos}", std::process::id())
-}
 
 fn opener(dir: std::path::PathBuf) -> StoreOpener {
     Arc::new(move || {

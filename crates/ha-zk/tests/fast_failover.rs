@@ -4,6 +4,8 @@
 //! nobody replaced it — lifts its fence and follows (proved by a write that only its
 //! acknowledgement can confirm).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,19 +15,9 @@ use ferromq_ha_zk::position::{fence_ops, read_fence};
 use ferromq_ha_zk::{ReplicatedConfig, StoreOpener, SyncMode, ZkReplication};
 use ferromq_store::{JournalConfig, JournalStore, MessageStore, Op};
 
+use common::{unique_path, zk};
+
 const T: Duration = Duration::from_secs(60);
-
-fn zk() -> String {
-    std::env::var("FERROMQ_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into())
-}
-
-fn unique_path(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("/ferromq-test/{name}-{}-{nanos}", std::process::id())
-}
 
 fn member(path: &str, dir: &std::path::Path) -> Arc<ZkReplication> {
     let dir = dir.to_path_buf();
