@@ -27,6 +27,8 @@ pub struct Config {
     pub security: SecuritySection,
     /// `[ha]`: high availability.
     pub ha: HaSection,
+    /// `[[network_connectors]]`: bridges to other brokers (ActiveMQ's `networkConnector`).
+    pub network_connectors: Vec<crate::network::NetworkConnectorConfig>,
 }
 
 /// `[ha]`: how this broker becomes master.
@@ -395,6 +397,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        crate::network::validate(&self.network_connectors)?;
         if self.broker.name.is_empty() || self.broker.name.contains([':', '/']) {
             bail!("broker.name must be non-empty and contain no ':' or '/'");
         }

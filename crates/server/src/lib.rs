@@ -5,5 +5,6 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod network;
 pub mod server;
 pub mod stomp;
