@@ -117,7 +117,7 @@ fn parse_list(rest: &str) -> Result<Vec<String>, String> {
         let Some((host, port)) = addr.rsplit_once(':') else {
             return Err(format!("{p:?}: expected tcp://host:port"));
         };
-        if host.is_empty() || port.parse::<u16>().map_or(true, |n| n == 0) {
+        if host.is_empty() || !matches!(port.parse::<u16>(), Ok(n) if n != 0) {
             return Err(format!("{p:?}: expected tcp://host:port"));
         }
         out.push(addr.to_string());
@@ -222,12 +222,12 @@ impl NetworkConnectorConfig {
         if let Some(key) = self.other.keys().next() {
             return Err(if UNSUPPORTED_OPTIONS.contains(&key.as_str()) {
                 NetworkConfigError::Unsupported {
-                    name,
+                    name: self.name.clone(),
                     key: key.clone(),
                 }
             } else {
                 NetworkConfigError::UnknownOption {
-                    name,
+                    name: self.name.clone(),
                     key: key.clone(),
                 }
             });
@@ -246,12 +246,11 @@ impl NetworkConnectorConfig {
             ("message_ttl", self.message_ttl),
             ("consumer_ttl", self.consumer_ttl),
         ] {
-            if let Some(v) = v {
-                if v == 0 || v < -1 {
-                    return Err(invalid(format!(
-                        "{key} = {v}: expected a hop count >= 1, or -1 for unlimited"
-                    )));
-                }
+            let Some(v) = v else { continue };
+            if v == 0 || v < -1 {
+                return Err(invalid(format!(
+                    "{key} = {v}: expected a hop count >= 1, or -1 for unlimited"
+                )));
             }
         }
         if self.prefetch_size == 0 {
@@ -265,7 +264,7 @@ impl NetworkConnectorConfig {
                     .into(),
             ));
         }
-        if !(self.back_off_multiplier >= 1.0 && self.back_off_multiplier.is_finite()) {
+        if !self.back_off_multiplier.is_finite() || self.back_off_multiplier < 1.0 {
             return Err(invalid("back_off_multiplier must be >= 1".into()));
         }
         if self.static_bridge && self.statically_included_destinations.is_empty() {
@@ -350,7 +349,7 @@ mod tests {
         assert_eq!(c.initial_reconnect_delay_ms, 1000);
         assert_eq!(c.max_reconnect_delay_ms, 30_000);
         assert!(c.use_exponential_back_off);
-        assert_eq!(c.back_off_multiplier, 2.0);
+        assert!((c.back_off_multiplier - 2.0).abs() < f64::EPSILON);
         assert_eq!(
             c.check(),
             Ok(ConnectorUri::Static(vec!["127.0.0.1:61613".into()]))
