@@ -14,6 +14,7 @@ use crate::dedup::{DupCache, DupKey, DupToken, DupVerdict, DUPLICATE_ID_HEADER, 
 use crate::destination::{wildcard_matches, Destination, DestinationKind};
 use crate::error::BrokerError;
 use crate::message::Message;
+use crate::network::{Demand, NetworkRoute};
 use crate::queue::{AckScope, DeadCause, Effects, ListKind, ListPolicy, ListSnapshot, MessageList};
 use crate::selector_props::MessageProperties;
 
@@ -56,10 +57,18 @@ struct TopicBinding {
     /// last attached to it.
     connection: AtomicU64,
     list: Arc<MessageList>,
+    /// A bridge's subscription: messages it must not forward never enter its list.
+    network: Option<Arc<NetworkRoute>>,
 }
 
 impl TopicBinding {
     fn wants(&self, msg: &Message) -> bool {
+        if let Some(route) = &self.network {
+            // Topic messages are never replayed: every subscriber has its own copy.
+            if !route.accepts(msg, true) {
+                return false;
+            }
+        }
         if self.no_local {
             let connection = self.connection.load(Ordering::Relaxed);
             if connection != 0 && msg.producer_connection == connection {
@@ -187,6 +196,10 @@ pub struct Broker {
     dups: DupCache,
     /// Shared with every list (see [`Broker::set_dispatch_paused`]).
     dispatch_paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Every attached consumer's demand, for the bridges of a network (see [`Broker::demand`]).
+    demand: Mutex<HashMap<ConsumerId, Demand>>,
+    /// Bumped on every change of `demand`.
+    demand_version: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -224,6 +237,8 @@ impl Broker {
             client_ids: Mutex::new(HashSet::new()),
             dups: DupCache::new(cfg_id_cache_size),
             dispatch_paused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            demand: Mutex::new(HashMap::new()),
+            demand_version: tokio::sync::watch::channel(0).0,
         });
         broker.recover()?;
         Ok(broker)
@@ -276,6 +291,7 @@ impl Broker {
                 no_local: sub.no_local,
                 connection: AtomicU64::new(0),
                 list: list.clone(),
+                network: None,
             });
             self.topics.write().add(binding.clone());
             self.durables.lock().insert(
@@ -766,6 +782,11 @@ impl Broker {
         let id = self.consumer_seq.fetch_add(1, Ordering::Relaxed);
         let now = self.now_ms();
         let mut fx = Effects::default();
+        let demand_path = opts
+            .network
+            .as_ref()
+            .map(|r| r.demand_path.clone())
+            .unwrap_or_default();
         let result = match dest.kind {
             DestinationKind::Queue | DestinationKind::TempQueue => {
                 if durable.is_some() {
@@ -810,6 +831,7 @@ impl Broker {
                             no_local: opts.no_local,
                             connection: AtomicU64::new(opts.connection),
                             list: list.clone(),
+                            network: opts.network.clone(),
                         }));
                         // The binding applies noLocal when the message is published; the list
                         // must not filter again or what it holds could never be delivered.
@@ -834,7 +856,31 @@ impl Broker {
             }
         };
         self.process_effects(fx);
+        if matches!(dest.kind, DestinationKind::Queue | DestinationKind::Topic) {
+            self.demand.lock().insert(
+                id,
+                Demand {
+                    destination: dest.clone(),
+                    path: demand_path,
+                },
+            );
+            self.demand_version.send_modify(|v| *v += 1);
+        }
         Ok(result)
+    }
+
+    /// Where consumers are: one entry per distinct (destination, path) of the consumers
+    /// attached now, sorted. Bridges advertise it to the brokers that forward to this one.
+    pub fn demand(&self) -> Vec<Demand> {
+        let mut out: Vec<Demand> = self.demand.lock().values().cloned().collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Changes whenever [`Broker::demand`] may have changed.
+    pub fn watch_demand(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.demand_version.subscribe()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -900,6 +946,7 @@ impl Broker {
                     no_local: opts.no_local,
                     connection: AtomicU64::new(opts.connection),
                     list: list.clone(),
+                    network: None,
                 });
                 self.topics.write().add(binding.clone());
                 durables.entry(key.clone()).or_insert(Durable {
@@ -939,6 +986,9 @@ impl Broker {
     pub fn unsubscribe(&self, handle: &ConsumerHandle, destroy_durable: bool) -> Completion {
         let now = self.now_ms();
         let mut fx = Effects::default();
+        if self.demand.lock().remove(&handle.id).is_some() {
+            self.demand_version.send_modify(|v| *v += 1);
+        }
         handle.list.remove_consumer(handle.id, now, &mut fx);
         let mut completion = Completion::ready(Ok(()));
         match &handle.binding {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Weak};
 use ferromq_selector::Selector;
 
 use crate::message::Message;
+use crate::network::NetworkRoute;
 use crate::queue::MessageList;
 
 /// Identifies a consumer broker-wide.
@@ -63,6 +64,11 @@ pub struct ConsumerOptions {
     pub no_local: bool,
     /// The consumer's connection, for `no_local`.
     pub connection: u64,
+    /// `activemq.priority`: a queue hands each message to the highest-priority consumer with
+    /// room (round-robin among equals). Network consumers sit below local ones.
+    pub priority: i8,
+    /// Set for a network bridge's consumer: where it forwards, which decides what it may take.
+    pub network: Option<Arc<NetworkRoute>>,
 }
 
 impl Default for ConsumerOptions {
@@ -74,6 +80,8 @@ impl Default for ConsumerOptions {
             exclusive: false,
             no_local: false,
             connection: 0,
+            priority: 0,
+            network: None,
         }
     }
 }

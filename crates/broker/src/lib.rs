@@ -15,6 +15,7 @@ mod dedup;
 mod destination;
 mod error;
 mod message;
+mod network;
 mod queue;
 mod selector_props;
 
@@ -26,5 +27,9 @@ pub use destination::{is_wildcard, wildcard_matches, Destination, DestinationKin
 pub use error::BrokerError;
 pub use ferromq_selector::{Selector, SelectorError};
 pub use message::{DecodeMessageError, Message, DEFAULT_PRIORITY, MAX_PRIORITY};
+pub use network::{
+    broker_path, extended_path, Demand, NetworkRoute, BROKER_PATH_HEADER,
+    NETWORK_CONSUMER_PRIORITY_BASE,
+};
 pub use queue::{AckScope, DeadCause, ListKind, ListSnapshot, ListStats};
 pub use selector_props::MessageProperties;

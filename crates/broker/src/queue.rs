@@ -123,7 +123,14 @@ impl Slot {
         (self.inflight.len() - self.tx_acked.len()) < self.opts.prefetch.max(1) as usize
     }
 
-    fn wants(&self, msg: &Message) -> bool {
+    /// `local_consumers`: whether the list has a consumer that is not a bridge (see
+    /// [`crate::NetworkRoute::accepts`]).
+    fn wants(&self, msg: &Message, local_consumers: bool) -> bool {
+        if let Some(route) = &self.opts.network {
+            if !route.accepts(msg, local_consumers) {
+                return false;
+            }
+        }
         if self.opts.no_local
             && self.opts.connection != 0
             && msg.producer_connection == self.opts.connection
@@ -910,6 +917,12 @@ impl MessageList {
             return;
         }
         let exclusive = st.consumers.iter().position(|c| c.opts.exclusive);
+        let local_consumers = st.consumers.iter().any(|c| c.opts.network.is_none());
+        let first_priority = st.consumers[0].opts.priority;
+        let uniform = st
+            .consumers
+            .iter()
+            .all(|c| c.opts.priority == first_priority);
         let mut cursor: Option<(Reverse<u8>, u64)> = None;
         let mut skipped = 0usize;
         loop {
@@ -953,11 +966,34 @@ impl MessageList {
             let chosen = match exclusive {
                 Some(i) => {
                     let c = &st.consumers[i];
-                    (c.has_capacity() && c.wants(&entry.msg)).then_some(i)
+                    (c.has_capacity() && c.wants(&entry.msg, local_consumers)).then_some(i)
                 }
-                None => (0..n)
-                    .map(|off| (st.rr + off) % n)
-                    .find(|&i| st.consumers[i].has_capacity() && st.consumers[i].wants(&entry.msg)),
+                None => {
+                    let fits = |i: usize| {
+                        let c = &st.consumers[i];
+                        c.has_capacity() && c.wants(&entry.msg, local_consumers)
+                    };
+                    let mut order = (0..n).map(|off| (st.rr + off) % n);
+                    if uniform {
+                        order.find(|&i| fits(i))
+                    } else {
+                        // The highest priority with room wins; the first in round-robin order
+                        // among equals, so equals still share the load.
+                        let mut best: Option<usize> = None;
+                        for i in order.filter(|&i| fits(i)) {
+                            let better = match best {
+                                None => true,
+                                Some(b) => {
+                                    st.consumers[i].opts.priority > st.consumers[b].opts.priority
+                                }
+                            };
+                            if better {
+                                best = Some(i);
+                            }
+                        }
+                        best
+                    }
+                }
             };
             let Some(i) = chosen else {
                 cursor = Some(key);

@@ -13,7 +13,19 @@ use tokio::sync::watch;
 
 use crate::cluster::ClusterView;
 use crate::config::Config;
+use crate::network::bridge::{self, BridgeStats};
 use crate::stomp::{self, ConnectorContext};
+
+/// One bridge's identity and counters, for status reports.
+#[derive(Debug, Clone)]
+pub struct BridgeStatus {
+    /// Its network connector's name.
+    pub connector: String,
+    /// The addresses it connects to.
+    pub addrs: Vec<String>,
+    /// Its counters.
+    pub stats: Arc<BridgeStats>,
+}
 
 /// Opens the store the configuration names, for a master of `epoch` guarded by `fence`.
 pub fn open_store(
@@ -171,6 +183,8 @@ pub struct Server {
     pub stomp_addr: SocketAddr,
     /// The broker.
     pub broker: Arc<Broker>,
+    /// The network bridges this broker runs.
+    pub bridges: Vec<BridgeStatus>,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -225,6 +239,22 @@ impl Server {
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(stomp::run_listener(listener, ctx));
+        // Bridges run only here, on a broker that is serving: a slave never forwards.
+        let mut bridges = Vec::new();
+        for spec in crate::network::bridge_specs(&cfg) {
+            let stats = Arc::new(BridgeStats::default());
+            bridges.push(BridgeStatus {
+                connector: spec.connector.name.clone(),
+                addrs: spec.addrs.clone(),
+                stats: stats.clone(),
+            });
+            tasks.spawn(bridge::run(
+                broker.clone(),
+                spec,
+                stats,
+                shutdown_rx.clone(),
+            ));
+        }
         let period = Duration::from_millis(cfg.broker.expire_messages_period_ms.max(100));
         let sweeper = broker.clone();
         let mut stop = shutdown_rx;
@@ -246,6 +276,7 @@ impl Server {
         Ok(Server {
             stomp_addr,
             broker,
+            bridges,
             shutdown,
             tasks,
         })

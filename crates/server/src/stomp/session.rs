@@ -32,6 +32,12 @@ use tracing::Instrument;
 
 use super::dest;
 use crate::config::Config;
+use crate::network::demand::{self, BROKER_NAME_HEADER, DEMAND_DESTINATION};
+
+/// Demand feeds one connection may open (a bridge needs one).
+const DEMAND_FEEDS_PER_CONNECTION_MAX: usize = 4;
+/// How long a demand feed waits after a snapshot before sending the next one.
+const DEMAND_COALESCE_MS: u64 = 20;
 
 /// The versions this server speaks.
 const SUPPORTED: [Version; 3] = [Version::V1_0, Version::V1_1, Version::V1_2];
@@ -222,6 +228,8 @@ struct Session {
     /// (send every, expect every) in ms, as negotiated on CONNECT.
     negotiated_hb: (u64, u64),
     closing: bool,
+    /// Demand feeds of network bridges connected to this broker, by subscription id.
+    demand_feeds: HashMap<String, tokio::task::AbortHandle>,
 }
 
 /// Serves one accepted connection to its end.
@@ -277,6 +285,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, co
         decoder: Decoder::new(limits),
         negotiated_hb: (0, 0),
         closing: false,
+        demand_feeds: HashMap::new(),
     };
     tracing::debug!("connection accepted");
     let reason = session.read_loop(&mut rd, hb_tx).await;
@@ -601,6 +610,9 @@ impl Session {
 
     async fn on_subscribe(&mut self, frame: Frame) -> Result<(), StompError> {
         let dest_header = frame.header("destination").unwrap_or("").to_string();
+        if dest_header == DEMAND_DESTINATION {
+            return self.on_demand_subscribe(frame).await;
+        }
         let destination = self.destination(&frame, "SUBSCRIBE")?;
         let id = match (frame.header("id"), self.shared.version()) {
             (Some(id), _) => id.to_string(),
@@ -655,6 +667,14 @@ impl Session {
                 .header(name)
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"))
         };
+        let priority = match frame.header("activemq.priority") {
+            Some(p) => p
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| StompError::new(format!("Invalid activemq.priority: {p}")))?
+                .clamp(i64::from(i8::MIN), i64::from(i8::MAX)) as i8,
+            None => 0,
+        };
         let opts = ConsumerOptions {
             ack_mode,
             prefetch,
@@ -662,6 +682,8 @@ impl Session {
             exclusive: flag("activemq.exclusive"),
             no_local: flag("activemq.noLocal"),
             connection: self.connection,
+            priority,
+            network: None,
         };
         let durable_name = frame
             .header("activemq.subscriptionName")
@@ -703,6 +725,59 @@ impl Session {
         Ok(())
     }
 
+    /// A network bridge asks where this broker's consumers are: it gets the whole demand now
+    /// and again after every change, until it unsubscribes or disconnects.
+    async fn on_demand_subscribe(&mut self, frame: Frame) -> Result<(), StompError> {
+        let id = frame
+            .header("id")
+            .ok_or_else(|| StompError::new("SUBSCRIBE received without an id header"))?
+            .to_string();
+        if self.subs.contains_key(&id) || self.demand_feeds.contains_key(&id) {
+            return Err(StompError::new(format!(
+                "Duplicate subscription id: {id} is already in use on this connection"
+            )));
+        }
+        if self.demand_feeds.len() >= DEMAND_FEEDS_PER_CONNECTION_MAX {
+            return Err(StompError::new(format!(
+                "At most {DEMAND_FEEDS_PER_CONNECTION_MAX} demand subscriptions per connection"
+            )));
+        }
+        self.receipt_now(&frame).await;
+        let broker = self.ctx.broker.clone();
+        let ctl = self.ctl.clone();
+        let name = broker.config().name.clone();
+        let mut changes = broker.watch_demand();
+        let sub = id.clone();
+        let task = tokio::spawn(
+            async move {
+                let mut n: u64 = 0;
+                loop {
+                    changes.borrow_and_update();
+                    n += 1;
+                    let frame = Frame::new(Command::Message)
+                        .with_header("subscription", &sub)
+                        .with_header("destination", DEMAND_DESTINATION)
+                        .with_header("message-id", format!("demand-{n}"))
+                        .with_header(BROKER_NAME_HEADER, &name)
+                        .with_body(demand::encode(&broker.demand()));
+                    if ctl.send(Out::Frame(frame)).await.is_err() {
+                        return;
+                    }
+                    // Coalesces a burst of changes (a client attaching many consumers) into
+                    // one snapshot.
+                    tokio::time::sleep(Duration::from_millis(DEMAND_COALESCE_MS)).await;
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        tracing::debug!(subscription = %id, "network demand feed opened");
+        self.demand_feeds.insert(id, task.abort_handle());
+        Ok(())
+    }
+
     async fn on_unsubscribe(&mut self, frame: Frame) -> Result<(), StompError> {
         let id = match (frame.header("id"), frame.header("destination")) {
             (Some(id), _) => id.to_string(),
@@ -714,6 +789,11 @@ impl Session {
             .or_else(|| frame.header("durable-subscription-name"))
             .filter(|n| !n.is_empty())
             .map(str::to_owned);
+        if let Some(feed) = self.demand_feeds.remove(&id) {
+            feed.abort();
+            self.receipt_now(&frame).await;
+            return Ok(());
+        }
         let completion = match self.subs.remove(&id) {
             Some(sub) => {
                 self.by_consumer.remove(&sub.handle.id);
@@ -920,6 +1000,9 @@ impl Session {
     /// Gives back everything the connection held: open transactions roll back, unacknowledged
     /// deliveries return to their destinations, temporary destinations and the client id go.
     fn cleanup(&mut self) {
+        for (_, feed) in self.demand_feeds.drain() {
+            feed.abort();
+        }
         for (_, t) in self.txs.drain() {
             self.ctx.broker.rollback(t.work);
         }

@@ -169,6 +169,13 @@ pub struct NetworkConnectorConfig {
     pub use_exponential_back_off: bool,
     /// `backOffMultiplier` (2).
     pub back_off_multiplier: f64,
+    /// ActiveMQ's `replayWhenNoConsumers` (a filter factory option there, off by default; on
+    /// here): a queue message forwarded to this broker whose consumers then left moves on to
+    /// where consumers are, even back to a broker it came from.
+    pub replay_when_no_consumers: bool,
+    /// Extra hops beyond `message_ttl` such a stuck message may make (ferromq's bound, so
+    /// that a message cannot move back and forth for ever). Default 3.
+    pub max_replays: u32,
     /// Every other key, so known-but-unsupported ActiveMQ options get a message naming them.
     #[serde(flatten)]
     pub other: toml::Table,
@@ -196,6 +203,8 @@ impl Default for NetworkConnectorConfig {
             max_reconnect_delay_ms: 30_000,
             use_exponential_back_off: true,
             back_off_multiplier: 2.0,
+            replay_when_no_consumers: true,
+            max_replays: super::bridge::DEFAULT_MAX_REPLAYS,
             other: toml::Table::new(),
         }
     }
@@ -284,6 +293,15 @@ impl NetworkConnectorConfig {
             ("excluded_destinations", &self.excluded_destinations),
         ] {
             for d in list {
+                if key == "statically_included_destinations"
+                    && super::bridge::parse_filter(d).is_some_and(|f| {
+                        f.kind == ferromq_broker::DestinationKind::Queue && f.is_wildcard()
+                    })
+                {
+                    return Err(invalid(format!(
+                        "{key}: {d:?}: a statically included queue must be named exactly (no wildcards)"
+                    )));
+                }
                 if !is_destination_filter(d) {
                     return Err(invalid(format!(
                         "{key}: {d:?}: expected /queue/NAME, /topic/NAME, queue://NAME or topic://NAME (wildcards * and > allowed)"
@@ -301,20 +319,22 @@ fn is_destination_filter(d: &str) -> bool {
         .any(|p| d.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
 }
 
-/// Checks every connector, then refuses what this build cannot run yet: all of them, since
-/// forwarding is not implemented.
+/// Checks every connector, then refuses what this build cannot run yet (discovery URIs).
 pub fn validate(connectors: &[NetworkConnectorConfig]) -> Result<(), NetworkConfigError> {
     let mut names = std::collections::HashSet::new();
     for c in connectors {
-        c.check()?;
+        let uri = c.check()?;
         if !names.insert(c.name.as_str()) {
             return Err(NetworkConfigError::DuplicateName(c.name.clone()));
         }
-    }
-    if let Some(c) = connectors.first() {
+        let what = match uri {
+            ConnectorUri::Static(_) | ConnectorUri::MasterSlave(_) => continue,
+            ConnectorUri::Multicast(_) => "multicast:// discovery",
+            ConnectorUri::Zookeeper(_) => "zookeeper:// discovery",
+        };
         return Err(NetworkConfigError::NotImplemented {
             name: c.name.clone(),
-            what: "forwarding between brokers".into(),
+            what: what.into(),
         });
     }
     Ok(())
@@ -434,7 +454,7 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_connector_is_refused_until_forwarding_exists() {
+    fn names_are_unique_and_discovery_is_refused_until_built() {
         assert_eq!(validate(&[]), Ok(()));
         let cs = parse(
             "[[network_connectors]]\nname = \"a\"\nuri = \"static:tcp://h:1\"\n[[network_connectors]]\nname = \"a\"\nuri = \"static:tcp://h:2\"\n",
@@ -443,7 +463,9 @@ mod tests {
             validate(&cs),
             Err(NetworkConfigError::DuplicateName("a".into()))
         );
-        let err = validate(&cs[..1]).unwrap_err();
+        assert_eq!(validate(&cs[..1]), Ok(()));
+        let cs = parse("[[network_connectors]]\nuri = \"zookeeper://127.0.0.1:2181\"\n");
+        let err = validate(&cs).unwrap_err();
         assert!(
             matches!(err, NetworkConfigError::NotImplemented { .. }),
             "{err}"

@@ -1,0 +1,467 @@
+//! One network bridge: forwards messages from this broker to one remote broker (or to whichever
+//! member of an HA group is master, for `masterslave:`) where the remote has consumers.
+//!
+//! A bridge is a STOMP client of the remote broker. Per connection it
+//! 1. subscribes to the remote's demand feed ([`super::demand`]) and learns the remote's name
+//!    from the first snapshot;
+//! 2. for every destination with remote demand that passes the connector's filters and
+//!    `consumer_ttl` (and for every statically included destination), attaches a **network
+//!    consumer** here: lower priority than local consumers, prefetch `prefetch_size`, and a
+//!    [`NetworkRoute`] that keeps from it every message it must not forward (loops,
+//!    `message_ttl`), so that nothing it takes has to be dropped;
+//! 3. sends what those consumers receive to the remote with a receipt, the broker path
+//!    extended and `_AMQ_DUPL_ID` set to this broker's message id, and acknowledges a message
+//!    here only once its RECEIPT came — the remote confirms a persistent message only once it
+//!    is stored. Sends are pipelined (up to the prefetch in flight); receipts are awaited in
+//!    order by a separate task.
+//!
+//! When the connection ends, every network consumer is detached, so whatever was in flight
+//! returns to its queue and is sent again on the next connection; the remote's duplicate
+//! detection drops the copies it already stored (it remembers the id with the message,
+//! persistently), so a bridge, broker or master that dies mid-forward loses nothing and the
+//! resend creates no duplicate.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferromq_broker::{
+    extended_path, wildcard_matches, AckMode, Broker, ConsumerHandle,
+    ConsumerOptions, Delivery, DeliverySink, Demand, Destination, DestinationKind, NetworkRoute,
+    BROKER_PATH_HEADER, DUPLICATE_ID_HEADER, NETWORK_CONSUMER_PRIORITY_BASE,
+};
+use ferromq_client::{Client, ClientConfig, ClientError, HeartBeat, ReceiptHandle};
+use tokio::sync::{mpsc, watch};
+
+use super::config::NetworkConnectorConfig;
+use super::demand::{self, BROKER_NAME_HEADER, DEMAND_DESTINATION};
+
+/// Extra hops a queue message may make, beyond `message_ttl`, when no local consumer is left
+/// for it (see [`NetworkRoute::max_replays`]).
+pub const DEFAULT_MAX_REPLAYS: u32 = 3;
+
+/// A bridge's counters, shown by `ferromq status`.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// Messages sent to the remote and confirmed by it.
+    pub forwarded: AtomicU64,
+    /// Connections made.
+    pub connects: AtomicU64,
+    /// Network consumers attached now.
+    pub consumers: AtomicU64,
+}
+
+/// What a bridge needs.
+#[derive(Debug, Clone)]
+pub struct BridgeSpec {
+    /// The connector it belongs to.
+    pub connector: NetworkConnectorConfig,
+    /// `host:port` to try in order (one for `static:`, the group for `masterslave:`).
+    pub addrs: Vec<String>,
+    /// This broker's name (`broker.name`), the hop it adds to the broker path.
+    pub local_name: String,
+}
+
+/// Why a bridge's connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The STOMP connection failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The remote broke the demand protocol.
+    #[error("remote broker sent a bad demand snapshot: {0}")]
+    Demand(String),
+    /// The remote closed the demand feed.
+    #[error("remote broker closed the connection")]
+    Closed,
+}
+
+struct Sink(mpsc::UnboundedSender<Delivery>);
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BridgeSink")
+    }
+}
+
+impl DeliverySink for Sink {
+    fn deliver(&self, delivery: Delivery) {
+        // A closed channel means the connection is being torn down; detaching the consumer
+        // returns the message to its queue.
+        let _ = self.0.send(delivery);
+    }
+}
+
+/// Runs a bridge until `shutdown` flips: connects, serves, reconnects with the connector's
+/// back-off.
+pub async fn run(
+    broker: Arc<Broker>,
+    spec: BridgeSpec,
+    stats: Arc<BridgeStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let c = &spec.connector;
+    let initial = Duration::from_millis(c.initial_reconnect_delay_ms);
+    let max = Duration::from_millis(c.max_reconnect_delay_ms);
+    let mut delay = initial;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let mut connected = None;
+        for addr in &spec.addrs {
+            match Client::connect(&format!("tcp://{addr}"), client_config()).await {
+                Ok(client) => {
+                    connected = Some((addr.clone(), client));
+                    break;
+                }
+                Err(e) => tracing::debug!(bridge = %c.name, %addr, error = %e, "cannot connect"),
+            }
+        }
+        if let Some((addr, client)) = connected {
+            stats.connects.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let mut conn = Connection::new(&broker, &spec, &stats);
+            let result = conn.serve(&client, &mut shutdown).await;
+            conn.teardown();
+            drop(client);
+            match result {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(bridge = %c.name, %addr, error = %e, "network bridge down; reconnecting"),
+            }
+            // A connection that lived a while starts the back-off afresh.
+            if started.elapsed() > max {
+                delay = initial;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+        if c.use_exponential_back_off {
+            delay = delay.mul_f64(c.back_off_multiplier).min(max);
+        }
+    }
+}
+
+fn client_config() -> ClientConfig {
+    ClientConfig {
+        // Heart-beats both ways: a peer that vanishes without a FIN (power cut, partition) is
+        // noticed within seconds and its in-flight messages return to their queues.
+        heart_beat: HeartBeat {
+            send_ms: 1000,
+            recv_ms: 1000,
+        },
+        connect_timeout: Duration::from_secs(5),
+        ..ClientConfig::default()
+    }
+}
+
+/// One connection's state.
+struct Connection<'a> {
+    broker: &'a Arc<Broker>,
+    spec: &'a BridgeSpec,
+    stats: &'a BridgeStats,
+    remote: Option<String>,
+    consumers: BTreeMap<Destination, ConsumerHandle>,
+    deliveries_tx: mpsc::UnboundedSender<Delivery>,
+    deliveries_rx: Option<mpsc::UnboundedReceiver<Delivery>>,
+    connection_id: u64,
+}
+
+impl<'a> Connection<'a> {
+    fn new(broker: &'a Arc<Broker>, spec: &'a BridgeSpec, stats: &'a BridgeStats) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Connection {
+            broker,
+            spec,
+            stats,
+            remote: None,
+            consumers: BTreeMap::new(),
+            deliveries_tx: tx,
+            deliveries_rx: Some(rx),
+            connection_id: broker.next_connection_id(),
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        client: &Client,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), BridgeError> {
+        let name = &self.spec.connector.name;
+        let mut feed = client
+            .subscribe(DEMAND_DESTINATION, ferromq_client::AckMode::Auto, &[])
+            .await?;
+        let Some(mut deliveries) = self.deliveries_rx.take() else {
+            return Err(BridgeError::Closed);
+        };
+        // Receipts are awaited in send order by their own task, so that sending never waits
+        // for the disk of the remote; a failed receipt ends the connection.
+        let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<(Delivery, ReceiptHandle)>();
+        let broker = self.broker.clone();
+        let stats_forwarded = Arc::new(AtomicU64::new(0));
+        let forwarded = stats_forwarded.clone();
+        let mut acker = tokio::spawn(async move {
+            while let Some((delivery, receipt)) = pending_rx.recv().await {
+                receipt.wait().await?;
+                forwarded.fetch_add(1, Ordering::Relaxed);
+                // The remote holds it now; removing it here may complete later: if this
+                // broker dies first, the message is sent again and the remote drops the copy.
+                drop(broker.ack_delivery(&delivery));
+            }
+            Ok::<(), ClientError>(())
+        });
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.changed() => break Ok(()),
+                m = feed.next() => {
+                    let Some(m) = m else { break Err(BridgeError::Closed) };
+                    let Some(remote) = m.header(BROKER_NAME_HEADER) else {
+                        break Err(BridgeError::Demand("no broker-name header".into()));
+                    };
+                    if remote == self.spec.local_name {
+                        break Err(BridgeError::Demand(format!(
+                            "the remote broker has this broker's name {remote:?}; a broker cannot bridge to itself"
+                        )));
+                    }
+                    if self.remote.is_none() {
+                        tracing::info!(bridge = %name, remote, "network bridge established");
+                    }
+                    self.remote = Some(remote.to_string());
+                    match demand::decode(m.body()) {
+                        Ok(d) => self.reconcile(&d),
+                        Err(e) => break Err(BridgeError::Demand(e)),
+                    }
+                }
+                d = deliveries.recv() => {
+                    let Some(d) = d else { break Err(BridgeError::Closed) };
+                    match self.forward(client, &d).await {
+                        Ok(Some(receipt)) => {
+                            let _ = pending_tx.send((d, receipt));
+                        }
+                        Ok(None) => drop(self.broker.ack_delivery(&d)),
+                        Err(e) => break Err(e.into()),
+                    }
+                }
+                r = &mut acker => {
+                    break match r {
+                        Ok(Ok(())) => Err(BridgeError::Closed),
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err(BridgeError::Closed),
+                    };
+                }
+            }
+        };
+        acker.abort();
+        self.stats
+            .forwarded
+            .fetch_add(stats_forwarded.load(Ordering::Relaxed), Ordering::Relaxed);
+        result
+    }
+
+    /// Sends one delivery on; `None` when it is not to be forwarded (a topic message on an
+    /// excluded destination matched through a wildcard demand) and may be acknowledged here.
+    async fn forward(
+        &self,
+        client: &Client,
+        d: &Delivery,
+    ) -> Result<Option<ReceiptHandle>, ClientError> {
+        let msg = &d.message;
+        if self.excluded(&msg.destination) {
+            return Ok(None);
+        }
+        let dest = match msg.destination.kind {
+            DestinationKind::Queue => format!("/queue/{}", msg.destination.name),
+            DestinationKind::Topic => format!("/topic/{}", msg.destination.name),
+            // Never attached to temporary destinations.
+            DestinationKind::TempQueue | DestinationKind::TempTopic => return Ok(None),
+        };
+        let path = extended_path(msg, &self.spec.local_name);
+        let priority = msg.priority.to_string();
+        let expires = msg.expires_ms.to_string();
+        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(msg.headers.len() + 5);
+        headers.push((
+            "persistent",
+            if msg.persistent { "true" } else { "false" },
+        ));
+        headers.push(("priority", &priority));
+        if msg.expires_ms != 0 {
+            headers.push(("expires", &expires));
+        }
+        headers.push((BROKER_PATH_HEADER, &path));
+        // This broker's message id is unique and survives its restarts and failovers (it is
+        // stored with the message), so a resend after any failure carries the same id.
+        headers.push((DUPLICATE_ID_HEADER, &msg.id));
+        for (n, v) in &msg.headers {
+            if n != BROKER_PATH_HEADER && n != DUPLICATE_ID_HEADER {
+                headers.push((n, v));
+            }
+        }
+        client
+            .send_receipt_handle(&dest, msg.body.clone(), &headers)
+            .await
+            .map(Some)
+    }
+
+    /// Attaches and detaches network consumers to match the remote's demand.
+    fn reconcile(&mut self, remote_demand: &[Demand]) {
+        let Some(remote) = self.remote.clone() else {
+            return;
+        };
+        let want = self.wanted(&remote, remote_demand);
+        let gone: Vec<Destination> = self
+            .consumers
+            .keys()
+            .filter(|d| !want.contains_key(*d))
+            .cloned()
+            .collect();
+        for dest in gone {
+            if let Some(h) = self.consumers.remove(&dest) {
+                tracing::debug!(bridge = %self.spec.connector.name, %dest, "remote demand gone");
+                drop(self.broker.unsubscribe(&h, false));
+            }
+        }
+        for (dest, path) in want {
+            if self.consumers.contains_key(&dest) {
+                continue;
+            }
+            let c = &self.spec.connector;
+            let priority = if c.decrease_network_consumer_priority {
+                let hops = i8::try_from(path.len().saturating_sub(1)).unwrap_or(i8::MAX);
+                NETWORK_CONSUMER_PRIORITY_BASE.saturating_sub(hops)
+            } else {
+                0
+            };
+            let route = NetworkRoute {
+                target: remote.clone(),
+                demand_path: path,
+                message_ttl: ttl(c.effective_message_ttl()),
+                max_replays: if c.replay_when_no_consumers {
+                    c.max_replays
+                } else {
+                    0
+                },
+            };
+            let opts = ConsumerOptions {
+                ack_mode: AckMode::ClientIndividual,
+                prefetch: c.prefetch_size.max(1),
+                connection: self.connection_id,
+                priority,
+                network: Some(Arc::new(route)),
+                ..ConsumerOptions::default()
+            };
+            let sink = Arc::new(Sink(self.deliveries_tx.clone()));
+            match self.broker.subscribe(&dest, opts, None, sink) {
+                Ok((h, _)) => {
+                    tracing::debug!(bridge = %c.name, %dest, "network consumer attached");
+                    self.consumers.insert(dest, h);
+                }
+                Err(e) => {
+                    tracing::warn!(bridge = %c.name, %dest, error = %e, "cannot attach a network consumer")
+                }
+            }
+        }
+        self.stats
+            .consumers
+            .store(self.consumers.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Destination → demand path (remote first) of every destination to forward now.
+    fn wanted(&self, remote: &str, remote_demand: &[Demand]) -> BTreeMap<Destination, Vec<String>> {
+        let c = &self.spec.connector;
+        let local = self.spec.local_name.as_str();
+        let consumer_ttl = ttl(c.effective_consumer_ttl());
+        let mut want: BTreeMap<Destination, Vec<String>> = BTreeMap::new();
+        if !c.static_bridge {
+            for d in remote_demand {
+                let mut path = Vec::with_capacity(d.path.len() + 1);
+                path.push(remote.to_string());
+                path.extend(d.path.iter().cloned());
+                let hops = u32::try_from(path.len()).unwrap_or(u32::MAX);
+                if path.iter().any(|b| b == local) || hops > consumer_ttl {
+                    continue;
+                }
+                let dest = &d.destination;
+                // A queue wildcard consumer pulls from many queues; the bridge cannot attach
+                // to "every queue matching" (ActiveMQ neither, without virtual destinations).
+                if dest.kind == DestinationKind::Queue && dest.is_wildcard() {
+                    continue;
+                }
+                if self.excluded(dest) || !self.dynamically_included(dest) {
+                    continue;
+                }
+                if c.suppress_duplicate_queue_subscriptions
+                    && dest.kind == DestinationKind::Queue
+                    && path.len() > 1
+                {
+                    continue;
+                }
+                // Conduit: one network consumer per destination, on the shortest route.
+                match want.get(dest) {
+                    Some(p) if p.len() <= path.len() => {}
+                    _ => {
+                        want.insert(dest.clone(), path);
+                    }
+                }
+            }
+        }
+        for s in &c.statically_included_destinations {
+            if let Some(dest) = parse_filter(s) {
+                want.entry(dest).or_insert_with(|| vec![remote.to_string()]);
+            }
+        }
+        want
+    }
+
+    fn excluded(&self, dest: &Destination) -> bool {
+        self.spec
+            .connector
+            .excluded_destinations
+            .iter()
+            .filter_map(|f| parse_filter(f))
+            .any(|f| f.kind == dest.kind && wildcard_matches(&f.name, &dest.name))
+    }
+
+    fn dynamically_included(&self, dest: &Destination) -> bool {
+        let list = &self.spec.connector.dynamically_included_destinations;
+        list.is_empty()
+            || list
+                .iter()
+                .filter_map(|f| parse_filter(f))
+                .any(|f| f.kind == dest.kind && wildcard_matches(&f.name, &dest.name))
+    }
+
+    /// Detaches every network consumer: what they held returns to its queue.
+    fn teardown(&mut self) {
+        for (_, h) in std::mem::take(&mut self.consumers) {
+            drop(self.broker.unsubscribe(&h, false));
+        }
+        self.stats.consumers.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A TTL option (-1 = unlimited) as a hop bound.
+fn ttl(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// `/queue/NAME`, `/topic/NAME`, `queue://NAME` or `topic://NAME` (checked by the config).
+pub fn parse_filter(f: &str) -> Option<Destination> {
+    let (kind, name) = if let Some(n) = f.strip_prefix("/queue/") {
+        (DestinationKind::Queue, n)
+    } else if let Some(n) = f.strip_prefix("/topic/") {
+        (DestinationKind::Topic, n)
+    } else if let Some(n) = f.strip_prefix("queue://") {
+        (DestinationKind::Queue, n)
+    } else if let Some(n) = f.strip_prefix("topic://") {
+        (DestinationKind::Topic, n)
+    } else {
+        return None;
+    };
+    Some(match kind {
+        DestinationKind::Queue => Destination::queue(name),
+        _ => Destination::topic(name),
+    })
+}
