@@ -141,15 +141,18 @@ impl Net {
             .unwrap()
     }
 
-    /// A queue's counters on one broker (zeros if it does not exist).
-    fn queue(&self, broker: &str, queue: &str) -> (u64, u64) {
+    /// A queue's depth (pending + in flight), messages ever enqueued and consumers attached
+    /// on one broker (zeros if it does not exist).
+    fn queue(&self, broker: &str, queue: &str) -> (u64, u64, u64) {
         let key = format!("queue://{queue}");
         self.servers[broker]
             .broker
             .snapshot()
             .into_iter()
             .find(|s| s.name == key)
-            .map_or((0, 0), |s| (s.pending + s.inflight, s.stats.enqueued))
+            .map_or((0, 0, 0), |s| {
+                (s.pending + s.inflight, s.stats.enqueued, s.consumers)
+            })
     }
 
     /// Waits until `broker`'s bridges hold `n` network consumers in all.
@@ -180,7 +183,7 @@ impl Net {
     async fn wait_depth(&self, broker: &str, queue: &str, n: u64) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let (depth, _) = self.queue(broker, queue);
+            let (depth, _, _) = self.queue(broker, queue);
             if depth == n {
                 return;
             }
@@ -278,7 +281,7 @@ async fn nothing_moves_without_demand_and_local_consumers_win() {
     // A later probe went through the same bridge, so the bridge has seen everything before it.
     send_n(&pa, "/queue/probe", "p2", 1).await;
     recv_n(&cb, &mut probe, 1).await;
-    assert_eq!(net.queue("b", "idle"), (0, 0));
+    assert_eq!(net.queue("b", "idle").1, 0);
     let ca = net.client("a").await;
     let mut s = subscribe(&ca, "/queue/idle").await;
     assert_exactly_once(&recv_n(&ca, &mut s, 50).await, &idle);
@@ -289,7 +292,7 @@ async fn nothing_moves_without_demand_and_local_consumers_win() {
     net.wait_network_consumers("a", 2).await;
     let work = send_n(&pa, "/queue/work", "w", 100).await;
     assert_exactly_once(&recv_n(&ca, &mut local, 100).await, &work);
-    assert_eq!(net.queue("b", "work"), (0, 0));
+    assert_eq!(net.queue("b", "work").1, 0);
     // Once the local consumer leaves, the remote one is served.
     local.unsubscribe().await.unwrap();
     let more = send_n(&pa, "/queue/work", "x", 20).await;
@@ -462,4 +465,37 @@ async fn the_bridge_reconnects_after_the_remote_restarts() {
         .connects
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(connects >= 2, "{connects} connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplex_connector_carries_both_directions() {
+    let mut net = Net::new(&["a", "b"]);
+    // Only a is configured; b learns nothing and runs no bridge of its own.
+    net.start("b", "").await;
+    let to_b = net.connector(&["b"], "duplex = true");
+    net.start("a", &to_b).await;
+    let (ca, cb) = (net.client("a").await, net.client("b").await);
+    let mut on_a = subscribe(&ca, "/queue/to-a").await;
+    let mut on_b = subscribe(&cb, "/queue/to-b").await;
+    let mut topic_a = subscribe(&ca, "/topic/t").await;
+    let mut topic_b = subscribe(&cb, "/topic/t").await;
+    // a pushes /queue/to-b and /topic/t; it pulls /queue/to-a and /topic/t from b.
+    net.wait_network_consumers("a", 2).await;
+    assert!(net.servers["b"].bridges.is_empty());
+    let deadline = Instant::now() + WAIT;
+    while net.queue("b", "to-a").2 == 0 {
+        assert!(Instant::now() < deadline, "a never subscribed on b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let back = send_n(&cb, "/queue/to-a", "ba", 50).await;
+    let there = send_n(&ca, "/queue/to-b", "ab", 50).await;
+    assert_exactly_once(&recv_n(&ca, &mut on_a, 50).await, &back);
+    assert_exactly_once(&recv_n(&cb, &mut on_b, 50).await, &there);
+    // Messages pulled to a leave b once a stored them.
+    net.wait_depth("b", "to-a", 0).await;
+    // A topic published on either side reaches both subscribers once.
+    let mut t = send_n(&ca, "/topic/t", "ta", 10).await;
+    t.extend(send_n(&cb, "/topic/t", "tb", 10).await);
+    assert_exactly_once(&recv_n(&ca, &mut topic_a, 20).await, &t);
+    assert_exactly_once(&recv_n(&cb, &mut topic_b, 20).await, &t);
 }

@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 use ferromq_broker::{
     extended_path, wildcard_matches, AckMode, Broker, ConsumerHandle,
     ConsumerOptions, Delivery, DeliverySink, Demand, Destination, DestinationKind, NetworkRoute,
-    BROKER_PATH_HEADER, DUPLICATE_ID_HEADER, NETWORK_CONSUMER_PRIORITY_BASE,
+    Message, BROKER_PATH_HEADER, DEFAULT_PRIORITY, DUPLICATE_ID_HEADER, MAX_PRIORITY,
+    NETWORK_CONSUMER_PRIORITY_BASE,
 };
-use ferromq_client::{Client, ClientConfig, ClientError, HeartBeat, ReceiptHandle};
+use ferromq_client::{Client, ClientConfig, ClientError, HeartBeat, ReceiptHandle, ReceivedMessage};
 use tokio::sync::{mpsc, watch};
 
 use super::config::NetworkConnectorConfig;
@@ -75,6 +76,9 @@ pub enum BridgeError {
     /// The remote closed the demand feed.
     #[error("remote broker closed the connection")]
     Closed,
+    /// A message pulled from the remote (duplex) could not be stored here.
+    #[error("cannot store a message pulled from the remote broker: {0}")]
+    Store(String),
 }
 
 struct Sink(mpsc::UnboundedSender<Delivery>);
@@ -168,6 +172,9 @@ struct Connection<'a> {
     deliveries_tx: mpsc::UnboundedSender<Delivery>,
     deliveries_rx: Option<mpsc::UnboundedReceiver<Delivery>>,
     connection_id: u64,
+    /// Duplex: the subscriptions on the remote that pull messages here, by destination (the
+    /// task reading each; aborting it drops the subscription, which unsubscribes).
+    pulls: BTreeMap<Destination, tokio::task::AbortHandle>,
 }
 
 impl<'a> Connection<'a> {
@@ -182,6 +189,7 @@ impl<'a> Connection<'a> {
             deliveries_tx: tx,
             deliveries_rx: Some(rx),
             connection_id: broker.next_connection_id(),
+            pulls: BTreeMap::new(),
         }
     }
 
@@ -213,9 +221,45 @@ impl<'a> Connection<'a> {
             }
             Ok::<(), ClientError>(())
         });
+        // Duplex: messages pulled from the remote are stored here, then acknowledged there
+        // once durable — in order, by their own task, like the receipts above.
+        let duplex = self.spec.connector.duplex;
+        let (pull_tx, mut pull_rx) = mpsc::unbounded_channel::<ReceivedMessage>();
+        let (stored_tx, mut stored_rx) =
+            mpsc::unbounded_channel::<(ferromq_store::Completion, ReceivedMessage)>();
+        let ack_client = client.clone();
+        let mut store_acker = tokio::spawn(async move {
+            while let Some((stored, m)) = stored_rx.recv().await {
+                stored.await.map_err(|e| BridgeError::Store(e.to_string()))?;
+                ack_client.ack(&m, None).await?;
+            }
+            Ok::<(), BridgeError>(())
+        });
+        let mut local_changes = self.broker.watch_demand();
         let result = loop {
             tokio::select! {
                 _ = shutdown.changed() => break Ok(()),
+                _ = local_changes.changed(), if duplex && self.remote.is_some() => {
+                    if let Err(e) = self.reconcile_pull(client, &pull_tx).await {
+                        break Err(e);
+                    }
+                }
+                m = pull_rx.recv(), if duplex => {
+                    let Some(m) = m else { break Err(BridgeError::Closed) };
+                    match self.store_pulled(&m).await {
+                        Ok(stored) => {
+                            let _ = stored_tx.send((stored, m));
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+                r = &mut store_acker, if duplex => {
+                    break match r {
+                        Ok(Ok(())) => Err(BridgeError::Closed),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(BridgeError::Closed),
+                    };
+                }
                 m = feed.next() => {
                     let Some(m) = m else { break Err(BridgeError::Closed) };
                     let Some(remote) = m.header(BROKER_NAME_HEADER) else {
@@ -226,13 +270,19 @@ impl<'a> Connection<'a> {
                             "the remote broker has this broker's name {remote:?}; a broker cannot bridge to itself"
                         )));
                     }
-                    if self.remote.is_none() {
-                        tracing::info!(bridge = %name, remote, "network bridge established");
+                    let first = self.remote.is_none();
+                    if first {
+                        tracing::info!(bridge = %name, remote, duplex, "network bridge established");
                     }
                     self.remote = Some(remote.to_string());
                     match demand::decode(m.body()) {
                         Ok(d) => self.reconcile(&d),
                         Err(e) => break Err(BridgeError::Demand(e)),
+                    }
+                    if first && duplex {
+                        if let Err(e) = self.reconcile_pull(client, &pull_tx).await {
+                            break Err(e);
+                        }
                     }
                 }
                 d = deliveries.recv() => {
@@ -255,6 +305,7 @@ impl<'a> Connection<'a> {
             }
         };
         acker.abort();
+        store_acker.abort();
         self.stats
             .forwarded
             .fetch_add(stats_forwarded.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -310,7 +361,7 @@ impl<'a> Connection<'a> {
         let Some(remote) = self.remote.clone() else {
             return;
         };
-        let want = self.wanted(&remote, remote_demand);
+        let want = self.wanted(&remote, &self.spec.local_name, remote_demand);
         let gone: Vec<Destination> = self
             .consumers
             .keys()
@@ -328,22 +379,8 @@ impl<'a> Connection<'a> {
                 continue;
             }
             let c = &self.spec.connector;
-            let priority = if c.decrease_network_consumer_priority {
-                let hops = i8::try_from(path.len().saturating_sub(1)).unwrap_or(i8::MAX);
-                NETWORK_CONSUMER_PRIORITY_BASE.saturating_sub(hops)
-            } else {
-                0
-            };
-            let route = NetworkRoute {
-                target: remote.clone(),
-                demand_path: path,
-                message_ttl: ttl(c.effective_message_ttl()),
-                max_replays: if c.replay_when_no_consumers {
-                    c.max_replays
-                } else {
-                    0
-                },
-            };
+            let priority = self.priority(&path);
+            let route = self.route(&remote, path);
             let opts = ConsumerOptions {
                 ack_mode: AckMode::ClientIndividual,
                 prefetch: c.prefetch_size.max(1),
@@ -368,19 +405,25 @@ impl<'a> Connection<'a> {
             .store(self.consumers.len() as u64, Ordering::Relaxed);
     }
 
-    /// Destination → demand path (remote first) of every destination to forward now.
-    fn wanted(&self, remote: &str, remote_demand: &[Demand]) -> BTreeMap<Destination, Vec<String>> {
+    /// Destination → demand path (`from` first) of every destination that `to` should forward
+    /// to `from`, given `from`'s demand: this broker to the remote (`from` = remote) or, for
+    /// duplex, the remote to this broker (`from` = this broker).
+    fn wanted(
+        &self,
+        from: &str,
+        to: &str,
+        demand: &[Demand],
+    ) -> BTreeMap<Destination, Vec<String>> {
         let c = &self.spec.connector;
-        let local = self.spec.local_name.as_str();
         let consumer_ttl = ttl(c.effective_consumer_ttl());
         let mut want: BTreeMap<Destination, Vec<String>> = BTreeMap::new();
         if !c.static_bridge {
-            for d in remote_demand {
+            for d in demand {
                 let mut path = Vec::with_capacity(d.path.len() + 1);
-                path.push(remote.to_string());
+                path.push(from.to_string());
                 path.extend(d.path.iter().cloned());
                 let hops = u32::try_from(path.len()).unwrap_or(u32::MAX);
-                if path.iter().any(|b| b == local) || hops > consumer_ttl {
+                if path.iter().any(|b| b == to) || hops > consumer_ttl {
                     continue;
                 }
                 let dest = &d.destination;
@@ -409,10 +452,105 @@ impl<'a> Connection<'a> {
         }
         for s in &c.statically_included_destinations {
             if let Some(dest) = parse_filter(s) {
-                want.entry(dest).or_insert_with(|| vec![remote.to_string()]);
+                want.entry(dest).or_insert_with(|| vec![from.to_string()]);
             }
         }
         want
+    }
+
+    /// A network consumer's priority: below every local consumer, one lower per further hop
+    /// (`decrease_network_consumer_priority`), or 0.
+    fn priority(&self, demand_path: &[String]) -> i8 {
+        if self.spec.connector.decrease_network_consumer_priority {
+            let hops = i8::try_from(demand_path.len().saturating_sub(1)).unwrap_or(i8::MAX);
+            NETWORK_CONSUMER_PRIORITY_BASE.saturating_sub(hops)
+        } else {
+            0
+        }
+    }
+
+    fn route(&self, target: &str, demand_path: Vec<String>) -> NetworkRoute {
+        let c = &self.spec.connector;
+        NetworkRoute {
+            target: target.to_string(),
+            demand_path,
+            message_ttl: ttl(c.effective_message_ttl()),
+            max_replays: if c.replay_when_no_consumers {
+                c.max_replays
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Duplex: subscribes on the remote, as a network consumer forwarding here, to every
+    /// destination with demand here, and drops the subscriptions whose demand is gone.
+    async fn reconcile_pull(
+        &mut self,
+        client: &Client,
+        pull_tx: &mpsc::UnboundedSender<ReceivedMessage>,
+    ) -> Result<(), BridgeError> {
+        let Some(remote) = self.remote.clone() else {
+            return Ok(());
+        };
+        let local = self.spec.local_name.clone();
+        let want = self.wanted(&local, &remote, &self.broker.demand());
+        self.pulls.retain(|dest, task| {
+            let keep = want.contains_key(dest);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (dest, path) in want {
+            if self.pulls.contains_key(&dest) {
+                continue;
+            }
+            let stomp_dest = match dest.kind {
+                DestinationKind::Queue => format!("/queue/{}", dest.name),
+                DestinationKind::Topic => format!("/topic/{}", dest.name),
+                DestinationKind::TempQueue | DestinationKind::TempTopic => continue,
+            };
+            let priority = self.priority(&path).to_string();
+            let prefetch = self.spec.connector.prefetch_size.max(1).to_string();
+            let route = self.route(&local, path);
+            let route_headers = demand::route_headers(&route);
+            let mut headers: Vec<(&str, &str)> = route_headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect();
+            headers.push(("activemq.priority", &priority));
+            headers.push(("activemq.prefetchSize", &prefetch));
+            let mut sub = client
+                .subscribe(&stomp_dest, ferromq_client::AckMode::ClientIndividual, &headers)
+                .await?;
+            let tx = pull_tx.clone();
+            let task = tokio::spawn(async move {
+                while let Some(m) = sub.next().await {
+                    if tx.send(m).is_err() {
+                        break;
+                    }
+                }
+            });
+            tracing::debug!(bridge = %self.spec.connector.name, %dest, "duplex: pulling from the remote");
+            self.pulls.insert(dest, task.abort_handle());
+        }
+        Ok(())
+    }
+
+    /// Duplex: stores a message pulled from the remote here, with the hop added to its path and
+    /// the remote's message id as its duplicate id (a redelivery after a lost ACK is dropped).
+    async fn store_pulled(
+        &self,
+        m: &ReceivedMessage,
+    ) -> Result<ferromq_store::Completion, BridgeError> {
+        let remote = self.remote.as_deref().unwrap_or("");
+        let msg = pulled_message(self.broker, m, remote, self.connection_id)
+            .map_err(BridgeError::Demand)?;
+        self.broker
+            .send(msg)
+            .await
+            .map_err(|e| BridgeError::Store(e.to_string()))
     }
 
     fn excluded(&self, dest: &Destination) -> bool {
@@ -435,6 +573,9 @@ impl<'a> Connection<'a> {
 
     /// Detaches every network consumer: what they held returns to its queue.
     fn teardown(&mut self) {
+        for (_, task) in std::mem::take(&mut self.pulls) {
+            task.abort();
+        }
         for (_, h) in std::mem::take(&mut self.consumers) {
             drop(self.broker.unsubscribe(&h, false));
         }
@@ -463,5 +604,74 @@ pub fn parse_filter(f: &str) -> Option<Destination> {
     Some(match kind {
         DestinationKind::Queue => Destination::queue(name),
         _ => Destination::topic(name),
+    })
+}
+
+/// MESSAGE headers the remote sets for the delivery, not part of the message.
+const DELIVERY_HEADERS: [&str; 12] = [
+    "subscription",
+    "message-id",
+    "destination",
+    "ack",
+    "persistent",
+    "priority",
+    "timestamp",
+    "expires",
+    "redelivered",
+    "content-length",
+    BROKER_PATH_HEADER,
+    DUPLICATE_ID_HEADER,
+];
+
+/// The message a duplex bridge stores here for a MESSAGE pulled from `remote`.
+fn pulled_message(
+    broker: &Broker,
+    m: &ReceivedMessage,
+    remote: &str,
+    connection: u64,
+) -> Result<Message, String> {
+    let dest_header = m.destination().unwrap_or("");
+    let destination = parse_filter(dest_header)
+        .filter(|d| !d.name.is_empty() && !d.is_wildcard())
+        .ok_or_else(|| format!("pulled message with destination {dest_header:?}"))?;
+    let id = m
+        .message_id()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| "pulled message without a message-id".to_string())?;
+    let priority = m
+        .header("priority")
+        .and_then(|p| p.trim().parse::<u8>().ok())
+        .unwrap_or(DEFAULT_PRIORITY)
+        .min(MAX_PRIORITY);
+    let expires_ms = m
+        .header("expires")
+        .and_then(|e| e.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let persistent = m
+        .header("persistent")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let path = match m.header(BROKER_PATH_HEADER).filter(|p| !p.is_empty()) {
+        Some(p) => format!("{p},{remote}"),
+        None => remote.to_string(),
+    };
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(m.frame.headers.len());
+    for (n, v) in &m.frame.headers {
+        if DELIVERY_HEADERS.contains(&n.as_str()) || headers.iter().any(|(h, _)| h == n) {
+            continue;
+        }
+        headers.push((n.clone(), v.clone()));
+    }
+    headers.push((BROKER_PATH_HEADER.to_string(), path));
+    headers.push((DUPLICATE_ID_HEADER.to_string(), id.to_string()));
+    Ok(Message {
+        id: broker.next_message_id(),
+        destination,
+        headers,
+        body: m.body().clone(),
+        persistent,
+        priority,
+        timestamp_ms: broker.now_ms(),
+        expires_ms,
+        producer_connection: connection,
     })
 }

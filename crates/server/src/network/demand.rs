@@ -10,7 +10,7 @@
 //! comes through — empty for a consumer on the broker itself. The MESSAGE's
 //! [`BROKER_NAME_HEADER`] names the broker.
 
-use ferromq_broker::{Demand, Destination, DestinationKind};
+use ferromq_broker::{Demand, Destination, DestinationKind, NetworkRoute};
 
 /// The pseudo-destination of the demand feed. Not a queue or topic: nothing can be sent to it.
 pub const DEMAND_DESTINATION: &str = "/ferromq/network-demand";
@@ -92,5 +92,109 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+/// SUBSCRIBE header that makes a subscription a network consumer (a duplex bridge pulling):
+/// the name of the broker it forwards to.
+pub const NETWORK_TARGET_HEADER: &str = "ferromq.network.target";
+/// SUBSCRIBE header: the network consumer's demand path, comma-separated, target first.
+pub const NETWORK_DEMAND_PATH_HEADER: &str = "ferromq.network.demandPath";
+/// SUBSCRIBE header: the route's `message_ttl` (`-1` unlimited).
+pub const NETWORK_MESSAGE_TTL_HEADER: &str = "ferromq.network.messageTtl";
+/// SUBSCRIBE header: the route's `max_replays`.
+pub const NETWORK_MAX_REPLAYS_HEADER: &str = "ferromq.network.maxReplays";
+
+/// The SUBSCRIBE headers that describe `route`.
+pub fn route_headers(route: &NetworkRoute) -> Vec<(&'static str, String)> {
+    let ttl = if route.message_ttl == u32::MAX {
+        "-1".to_string()
+    } else {
+        route.message_ttl.to_string()
+    };
+    vec![
+        (NETWORK_TARGET_HEADER, route.target.clone()),
+        (NETWORK_DEMAND_PATH_HEADER, route.demand_path.join(",")),
+        (NETWORK_MESSAGE_TTL_HEADER, ttl),
+        (NETWORK_MAX_REPLAYS_HEADER, route.max_replays.to_string()),
+    ]
+}
+
+/// The network route a SUBSCRIBE asks for, if any (`header` looks a header up).
+pub fn route_from_headers<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+) -> Result<Option<NetworkRoute>, String> {
+    let Some(target) = header(NETWORK_TARGET_HEADER) else {
+        return Ok(None);
+    };
+    if target.is_empty() || target.contains(',') {
+        return Err(format!("Invalid {NETWORK_TARGET_HEADER}: {target:?}"));
+    }
+    let demand_path: Vec<String> = header(NETWORK_DEMAND_PATH_HEADER)
+        .unwrap_or(target)
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if demand_path.first().map(String::as_str) != Some(target) {
+        return Err(format!(
+            "{NETWORK_DEMAND_PATH_HEADER} must start with the target {target:?}"
+        ));
+    }
+    let message_ttl = match header(NETWORK_MESSAGE_TTL_HEADER).unwrap_or("1").trim() {
+        "-1" => u32::MAX,
+        v => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("Invalid {NETWORK_MESSAGE_TTL_HEADER}: {v:?}"))?,
+    };
+    let max_replays = match header(NETWORK_MAX_REPLAYS_HEADER) {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| format!("Invalid {NETWORK_MAX_REPLAYS_HEADER}: {v:?}"))?,
+    };
+    Ok(Some(NetworkRoute {
+        target: target.to_string(),
+        demand_path,
+        message_ttl,
+        max_replays,
+    }))
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn routes_round_trip_through_headers() {
+        for ttl in [1, 3, u32::MAX] {
+            let r = NetworkRoute {
+                target: "a".into(),
+                demand_path: vec!["a".into(), "c".into()],
+                message_ttl: ttl,
+                max_replays: 2,
+            };
+            let hs = route_headers(&r);
+            let got = route_from_headers(|n| {
+                hs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str())
+            });
+            assert_eq!(got, Ok(Some(r)));
+        }
+        assert_eq!(route_from_headers(|_| None), Ok(None));
+        let bad = |k: &'static str, v: &'static str| {
+            route_from_headers(move |n| match n {
+                NETWORK_TARGET_HEADER => Some("a"),
+                _ if n == k => Some(v),
+                _ => None,
+            })
+        };
+        assert!(bad(NETWORK_MESSAGE_TTL_HEADER, "0").is_err());
+        assert!(bad(NETWORK_MESSAGE_TTL_HEADER, "x").is_err());
+        assert!(bad(NETWORK_DEMAND_PATH_HEADER, "b,a").is_err());
+        assert!(bad(NETWORK_MAX_REPLAYS_HEADER, "-1").is_err());
     }
 }

@@ -683,7 +683,10 @@ impl Session {
             no_local: flag("activemq.noLocal"),
             connection: self.connection,
             priority,
-            network: None,
+            // A duplex bridge pulling messages to its broker.
+            network: demand::route_from_headers(|n| frame.header(n))
+                .map_err(StompError::new)?
+                .map(Arc::new),
         };
         let durable_name = frame
             .header("activemq.subscriptionName")
