@@ -25,6 +25,8 @@ pub struct Status {
     pub epoch: u64,
     /// Where STOMP listens, when master.
     pub stomp: String,
+    /// The network bridges of the broker while it is master (read live when served).
+    pub bridges: Vec<crate::server::BridgeStatus>,
 }
 
 impl Status {
@@ -40,13 +42,34 @@ impl Status {
                 })
                 .collect()
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        let bridges: Vec<String> = self
+            .bridges
+            .iter()
+            .map(|b| {
+                let addrs: Vec<String> =
+                    b.addrs.iter().map(|a| format!("\"{}\"", esc(a))).collect();
+                format!(
+                    "{{\"connector\":\"{}\",\"addrs\":[{}],\"remote\":\"{}\",\"connected\":{},\"connects\":{},\"network_consumers\":{},\"forwarded\":{},\"pulled\":{}}}",
+                    esc(&b.connector),
+                    addrs.join(","),
+                    esc(&b.stats.remote.lock()),
+                    b.stats.connected.load(Relaxed),
+                    b.stats.connects.load(Relaxed),
+                    b.stats.consumers.load(Relaxed),
+                    b.stats.forwarded.load(Relaxed),
+                    b.stats.pulled.load(Relaxed),
+                )
+            })
+            .collect();
         format!(
-            "{{\"broker\":\"{}\",\"ha_mode\":\"{}\",\"role\":\"{}\",\"epoch\":{},\"stomp\":\"{}\"}}",
+            "{{\"broker\":\"{}\",\"ha_mode\":\"{}\",\"role\":\"{}\",\"epoch\":{},\"stomp\":\"{}\",\"bridges\":[{}]}}",
             esc(&self.broker),
             esc(&self.ha_mode),
             esc(&self.role),
             self.epoch,
-            esc(&self.stomp)
+            esc(&self.stomp),
+            bridges.join(",")
         )
     }
 }
@@ -133,13 +156,29 @@ mod tests {
         let body = fetch(&addr.to_string()).await.unwrap();
         assert_eq!(
             body,
-            r#"{"broker":"b\"1","ha_mode":"shared-file","role":"slave","epoch":0,"stomp":""}"#
+            r#"{"broker":"b\"1","ha_mode":"shared-file","role":"slave","epoch":0,"stomp":"","bridges":[]}"#
         );
+        let stats = std::sync::Arc::new(crate::network::bridge::BridgeStats::default());
         tx.send_modify(|s| {
             s.role = "master".into();
             s.epoch = 4;
+            s.bridges = vec![crate::server::BridgeStatus {
+                connector: "to-b".into(),
+                addrs: vec!["127.0.0.1:1".into()],
+                stats: stats.clone(),
+            }];
         });
         let body = fetch(&addr.to_string()).await.unwrap();
         assert!(body.contains(r#""role":"master","epoch":4"#), "{body}");
+        // Counters are read when the status is served, not when it was set.
+        stats
+            .forwarded
+            .store(7, std::sync::atomic::Ordering::Relaxed);
+        *stats.remote.lock() = "b".into();
+        let body = fetch(&addr.to_string()).await.unwrap();
+        assert!(
+            body.contains(r#""bridges":[{"connector":"to-b","addrs":["127.0.0.1:1"],"remote":"b","connected":false,"connects":0,"network_consumers":0,"forwarded":7,"pulled":0}]"#),
+            "{body}"
+        );
     }
 }

@@ -418,11 +418,12 @@ async fn serve_loop(
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
     status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>,
 ) -> anyhow::Result<()> {
-    let set_role = |role: &str, epoch: u64, stomp: String| {
+    let set_role = |role: &str, epoch: u64, stomp: String, bridges: Vec<_>| {
         status.send_modify(|s| {
             s.role = role.to_string();
             s.epoch = epoch;
             s.stomp = stomp;
+            s.bridges = bridges;
         })
     };
     use tokio::signal::unix::{signal, SignalKind};
@@ -430,7 +431,7 @@ async fn serve_loop(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tracing::info!(mode = activation.mode(), "competing for mastership");
-        set_role("slave", 0, String::new());
+        set_role("slave", 0, String::new(), Vec::new());
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
             m = activation.acquire() => m.context("acquiring mastership")?,
@@ -453,7 +454,12 @@ async fn serve_loop(
         if activation.mode() != "none" {
             tracing::info!(epoch, "Master started: stomp://{}", server.stomp_addr);
         }
-        set_role("master", epoch, format!("stomp://{}", server.stomp_addr));
+        set_role(
+            "master",
+            epoch,
+            format!("stomp://{}", server.stomp_addr),
+            server.bridges.clone(),
+        );
         // A suspended master confirms nothing and must deliver nothing either: another broker
         // may be elected meanwhile and deliver the same messages.
         let gate = {
@@ -480,7 +486,7 @@ async fn serve_loop(
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
-                set_role("deposed", 0, String::new());
+                set_role("deposed", 0, String::new(), Vec::new());
                 if let Err(e) = server.shutdown().await {
                     tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
                 }

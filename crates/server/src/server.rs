@@ -17,7 +17,7 @@ use crate::network::bridge::{self, BridgeStats};
 use crate::stomp::{self, ConnectorContext};
 
 /// One bridge's identity and counters, for status reports.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BridgeStatus {
     /// Its network connector's name.
     pub connector: String,
@@ -26,6 +26,16 @@ pub struct BridgeStatus {
     /// Its counters.
     pub stats: Arc<BridgeStats>,
 }
+
+impl PartialEq for BridgeStatus {
+    fn eq(&self, other: &Self) -> bool {
+        self.connector == other.connector
+            && self.addrs == other.addrs
+            && Arc::ptr_eq(&self.stats, &other.stats)
+    }
+}
+
+impl Eq for BridgeStatus {}
 
 /// Opens the store the configuration names, for a master of `epoch` guarded by `fence`.
 pub fn open_store(

@@ -51,6 +51,12 @@ pub struct BridgeStats {
     pub connects: AtomicU64,
     /// Network consumers attached now.
     pub consumers: AtomicU64,
+    /// Duplex: messages pulled from the remote and stored here.
+    pub pulled: AtomicU64,
+    /// Whether a connection is up now.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// The remote broker's name, once learned.
+    pub remote: parking_lot::Mutex<String>,
 }
 
 /// What a bridge needs.
@@ -126,7 +132,7 @@ pub async fn run(
         if let Some((addr, client)) = connected {
             stats.connects.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
-            let mut conn = Connection::new(&broker, &spec, &stats);
+            let mut conn = Connection::new(&broker, &spec, stats.clone());
             let result = conn.serve(&client, &mut shutdown).await;
             conn.teardown();
             drop(client);
@@ -166,7 +172,7 @@ fn client_config() -> ClientConfig {
 struct Connection<'a> {
     broker: &'a Arc<Broker>,
     spec: &'a BridgeSpec,
-    stats: &'a BridgeStats,
+    stats: Arc<BridgeStats>,
     remote: Option<String>,
     consumers: BTreeMap<Destination, ConsumerHandle>,
     deliveries_tx: mpsc::UnboundedSender<Delivery>,
@@ -178,7 +184,7 @@ struct Connection<'a> {
 }
 
 impl<'a> Connection<'a> {
-    fn new(broker: &'a Arc<Broker>, spec: &'a BridgeSpec, stats: &'a BridgeStats) -> Self {
+    fn new(broker: &'a Arc<Broker>, spec: &'a BridgeSpec, stats: Arc<BridgeStats>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Connection {
             broker,
@@ -209,12 +215,11 @@ impl<'a> Connection<'a> {
         // for the disk of the remote; a failed receipt ends the connection.
         let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<(Delivery, ReceiptHandle)>();
         let broker = self.broker.clone();
-        let stats_forwarded = Arc::new(AtomicU64::new(0));
-        let forwarded = stats_forwarded.clone();
+        let stats = self.stats.clone();
         let mut acker = tokio::spawn(async move {
             while let Some((delivery, receipt)) = pending_rx.recv().await {
                 receipt.wait().await?;
-                forwarded.fetch_add(1, Ordering::Relaxed);
+                stats.forwarded.fetch_add(1, Ordering::Relaxed);
                 // The remote holds it now; removing it here may complete later: if this
                 // broker dies first, the message is sent again and the remote drops the copy.
                 drop(broker.ack_delivery(&delivery));
@@ -228,10 +233,12 @@ impl<'a> Connection<'a> {
         let (stored_tx, mut stored_rx) =
             mpsc::unbounded_channel::<(ferromq_store::Completion, ReceivedMessage)>();
         let ack_client = client.clone();
+        let pulled_stats = self.stats.clone();
         let mut store_acker = tokio::spawn(async move {
             while let Some((stored, m)) = stored_rx.recv().await {
                 stored.await.map_err(|e| BridgeError::Store(e.to_string()))?;
                 ack_client.ack(&m, None).await?;
+                pulled_stats.pulled.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<(), BridgeError>(())
         });
@@ -275,6 +282,10 @@ impl<'a> Connection<'a> {
                         tracing::info!(bridge = %name, remote, duplex, "network bridge established");
                     }
                     self.remote = Some(remote.to_string());
+                    if first {
+                        *self.stats.remote.lock() = remote.to_string();
+                        self.stats.connected.store(true, Ordering::Relaxed);
+                    }
                     match demand::decode(m.body()) {
                         Ok(d) => self.reconcile(&d),
                         Err(e) => break Err(BridgeError::Demand(e)),
@@ -306,9 +317,7 @@ impl<'a> Connection<'a> {
         };
         acker.abort();
         store_acker.abort();
-        self.stats
-            .forwarded
-            .fetch_add(stats_forwarded.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.stats.connected.store(false, Ordering::Relaxed);
         result
     }
 
