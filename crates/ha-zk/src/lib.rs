@@ -28,6 +28,7 @@ pub mod liveness;
 pub mod master;
 pub mod position;
 pub mod proto;
+pub mod registry;
 pub mod slave;
 pub mod wire;
 
