@@ -172,3 +172,24 @@ async fn a_discovery_client_with_no_broker_advertised_gives_up_after_its_startup
         other => panic!("expected ReconnectFailed, got {other:?}"),
     }
 }
+
+/// Interop with a real ActiveMQ 5.x broker whose STOMP connector has a `discoveryUri`
+/// (see docs/discovery.md): run with
+/// `FERROMQ_INTEROP_DISCOVERY='discovery:(multicast://...)' cargo test -p ferromq-client
+/// --test failover_discovery -- --ignored`.
+#[tokio::test]
+#[ignore = "needs an ActiveMQ broker advertising on multicast; see docs/discovery.md"]
+async fn interop_a_discovery_client_finds_an_activemq_broker_and_sends_to_it() {
+    let Ok(uri) = std::env::var("FERROMQ_INTEROP_DISCOVERY") else {
+        panic!("set FERROMQ_INTEROP_DISCOVERY to a discovery:(multicast://...) URI");
+    };
+    let client = tokio::time::timeout(BOUND, FailoverClient::connect(&uri, config()))
+        .await
+        .expect("no ActiveMQ broker discovered in time")
+        .unwrap();
+    assert!(!client.brokers().is_empty());
+    client
+        .send_with_receipt("/queue/ferromq.discovery.interop", "hello", &[])
+        .await
+        .unwrap();
+}
