@@ -51,6 +51,9 @@ pub enum ClientError {
     /// The connection URI (`failover:(...)?...` or `tcp://host:port`) is malformed.
     #[error("invalid connection URI: {0}")]
     InvalidUri(#[from] crate::failover::UriError),
+    /// The multicast discovery of a `discovery:(multicast://...)` URI could not start.
+    #[error("discovery: {0}")]
+    Discovery(#[from] ferromq_discovery::DiscoveryError),
     /// The failover client exhausted `maxReconnectAttempts` (or `startupMaxReconnectAttempts`)
     /// passes over its broker list, or lost the connection of a URI without failover.
     #[error("gave up connecting after {attempts} attempt(s): {last_error}")]

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::backoff::{connect_order, AfterFailure, Backoff, XorShift64};
 use super::cluster::{merge_cluster_header, CLUSTER_BROKERS_MAX, CLUSTER_HEADER};
+use super::discovery::{self, Brokers};
 use super::state::{Admit, Feed, Link, PendingSend, State, SubRecord, TxState};
 use super::subscription::FailoverSubscription;
 use super::uri::{BrokerUri, FailoverUri, UriError};
@@ -80,6 +81,8 @@ pub struct FailoverClient {
 struct Handle {
     inner: Arc<Inner>,
     shutdown: watch::Sender<bool>,
+    /// The multicast listener of a `discovery:` URI; dropped with the last handle.
+    _discovery: Option<ferromq_discovery::ListenerHandle>,
 }
 
 impl Drop for Handle {
@@ -93,9 +96,9 @@ pub(crate) struct Inner {
     /// The URI as parsed: its options, and the configured brokers.
     uri: FailoverUri,
     /// The brokers reconnects choose from: the configured ones, then those learned from the
-    /// brokers' CONNECTED frames (see [`super::cluster`]). Only ever appended to, so an index
-    /// into it stays valid.
-    brokers: Mutex<Vec<BrokerUri>>,
+    /// brokers' CONNECTED frames (see [`super::cluster`]) or discovered (see
+    /// [`super::discovery`]). Only ever appended to, so an index into it stays valid.
+    brokers: Arc<Brokers>,
     config: FailoverConfig,
     producer_id: String,
     next_seq: AtomicU64,
@@ -125,31 +128,36 @@ impl FailoverClient {
         uri: FailoverUri,
         config: FailoverConfig,
     ) -> Result<FailoverClient, ClientError> {
-        if uri.brokers.is_empty() {
+        if uri.brokers.is_empty() && uri.discovery.is_none() {
             return Err(UriError::NoBrokers(String::new()).into());
         }
+        let brokers = Brokers::new(uri.brokers.clone());
+        // Listening before the first connect: the discovered brokers are the list it tries.
+        let discovery = match &uri.discovery {
+            Some(cfg) => Some(discovery::start(cfg, brokers.clone())?),
+            None => None,
+        };
         let mut rng = config
             .seed
             .map_or_else(XorShift64::from_entropy, XorShift64::new);
         let producer_id = format!("ferromq-{:016x}", rng.next_u64());
         let mut backoff = Backoff::new(&uri.options);
-        let (client, index) = if uri.failover {
-            first_connect(&uri, &config, &mut backoff, &mut rng).await?
+        let (client, index, connected_to) = if uri.failover {
+            first_connect(&uri, &brokers, &config, &mut backoff, &mut rng).await?
         } else {
             // A plain URI: one attempt, and its own error.
             let client = Client::connect(&uri.brokers[0].addr, config.client.clone()).await?;
-            (client, 0)
+            (client, 0, uri.brokers[0].clone())
         };
         backoff.on_connected();
-        tracing::info!(producer_id = %producer_id, "Successfully connected to {}", uri.brokers[index]);
-        let mut brokers = uri.brokers.clone();
+        tracing::info!(producer_id = %producer_id, "Successfully connected to {connected_to}");
         if uri.failover && uri.options.update_uris_supported {
-            learn_cluster(&mut brokers, &client, &uri.brokers[index]);
+            brokers.append_with(|all| learn_cluster(all, &client, &connected_to));
         }
         let state = State::new(config.audit_depth, config.check_for_duplicates);
         let inner = Arc::new(Inner {
             uri,
-            brokers: Mutex::new(brokers),
+            brokers,
             config,
             producer_id,
             next_seq: AtomicU64::new(1),
@@ -175,7 +183,11 @@ impl FailoverClient {
         };
         tokio::spawn(supervisor.run());
         Ok(FailoverClient {
-            handle: Arc::new(Handle { inner, shutdown }),
+            handle: Arc::new(Handle {
+                inner,
+                shutdown,
+                _discovery: discovery,
+            }),
         })
     }
 
@@ -189,7 +201,8 @@ impl FailoverClient {
     }
 
     /// The brokers a reconnect chooses from now: the configured ones in the order given, then
-    /// those learned from the brokers (`updateURIsSupported`), in the order learned.
+    /// those learned from the brokers (`updateURIsSupported`) or discovered (`discovery:`), in
+    /// the order learned, less discovered ones reported down.
     pub fn brokers(&self) -> Vec<BrokerUri> {
         self.inner().brokers()
     }
@@ -656,11 +669,7 @@ impl Drop for PendingGuard {
 
 impl Inner {
     fn brokers(&self) -> Vec<BrokerUri> {
-        // Never poisoned in practice: nothing panics while holding it.
-        self.brokers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.brokers.snapshot().usable()
     }
 
     /// Adds the brokers `client`'s broker advertised, if `updateURIsSupported`.
@@ -668,11 +677,8 @@ impl Inner {
         if !self.uri.options.update_uris_supported {
             return;
         }
-        let mut brokers = self
-            .brokers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        learn_cluster(&mut brokers, client, from);
+        self.brokers
+            .append_with(|all| learn_cluster(all, client, from));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -1022,19 +1028,23 @@ impl Inner {
 }
 
 /// The first connect: passes over the broker list until one accepts or the limit is reached.
+/// Returns the client, and the index in the list and URI of its broker.
 async fn first_connect(
     uri: &FailoverUri,
+    brokers: &Brokers,
     config: &FailoverConfig,
     backoff: &mut Backoff,
     rng: &mut XorShift64,
-) -> Result<(Client, usize), ClientError> {
+) -> Result<(Client, usize, BrokerUri), ClientError> {
     loop {
-        let order = connect_order(uri.brokers.len(), uri.options.randomize, None, rng);
-        let mut last_error = String::new();
+        let mut available = brokers.watch_available();
+        let snapshot = brokers.snapshot();
+        let order = pass_order(&snapshot, uri.options.randomize, None, rng);
+        let mut last_error = no_broker_error(&order);
         for index in order {
-            let broker = &uri.brokers[index];
+            let broker = &snapshot.all[index];
             match Client::connect(&broker.addr, config.client.clone()).await {
-                Ok(client) => return Ok((client, index)),
+                Ok(client) => return Ok((client, index, broker.clone())),
                 Err(e) => {
                     tracing::debug!(uri = %broker, error = %e, "Connect fail");
                     last_error = format!("{broker}: {e}");
@@ -1047,22 +1057,57 @@ async fn first_connect(
                     tracing::warn!(
                         attempts = backoff.failures(),
                         "Failed to connect to {:?} after: {} attempt(s) continuing to retry.",
-                        broker_list(&uri.brokers),
+                        broker_list(&snapshot.usable()),
                         backoff.failures()
                     );
                 }
-                tokio::time::sleep(delay).await;
+                wait_or_available(delay, &mut available).await;
             }
             AfterFailure::GiveUp { attempts } => {
                 tracing::error!(
                     "Failed to connect to {:?} after: {attempts} attempt(s)",
-                    broker_list(&uri.brokers)
+                    broker_list(&snapshot.usable())
                 );
                 return Err(ClientError::ReconnectFailed {
                     attempts,
                     last_error,
                 });
             }
+        }
+    }
+}
+
+/// The order of one pass: [`connect_order`] over the whole list, less the brokers that may
+/// not be tried (discovered ones reported down).
+fn pass_order(
+    snapshot: &discovery::Snapshot,
+    randomize: bool,
+    last_failed: Option<usize>,
+    rng: &mut XorShift64,
+) -> Vec<usize> {
+    connect_order(snapshot.all.len(), randomize, last_failed, rng)
+        .into_iter()
+        .filter(|i| snapshot.usable.get(*i).copied().unwrap_or(false))
+        .collect()
+}
+
+/// The error of a pass that tried nothing (a `discovery:` client before any broker was
+/// advertised), else empty.
+fn no_broker_error(order: &[usize]) -> String {
+    if order.is_empty() {
+        "no broker known yet (none discovered, or all reported down)".to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// Waits `delay`, or less if a broker becomes available meanwhile (discovered, or learned).
+async fn wait_or_available(delay: Duration, available: &mut watch::Receiver<u64>) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        // Disabled if the sender were gone (it lives as long as the list), never a busy loop.
+        Ok(()) = available.changed() => {
+            tracing::debug!("a broker became available: retrying now");
         }
     }
 }
@@ -1140,9 +1185,9 @@ impl Supervisor {
             // For the log only; the list only grows, so `index` is always in it.
             let broker = self
                 .inner
-                .brokers()
+                .brokers
                 .get(self.index)
-                .map_or_else(String::new, |b| b.uri.clone());
+                .map_or_else(String::new, |b| b.uri);
             self.inner.on_connection_lost(self.generation, &self.client);
             if !self.inner.uri.failover {
                 let last_error = error.to_string();
@@ -1173,6 +1218,7 @@ impl Supervisor {
     /// client gives up or is shut down (false, after ending it).
     async fn reconnect(&mut self) -> bool {
         let mut wait = self.backoff.on_connection_lost();
+        let mut available = self.inner.brokers.watch_available();
         loop {
             if !wait.is_zero() {
                 tracing::debug!(
@@ -1180,7 +1226,7 @@ impl Supervisor {
                     "Waiting before attempting connection"
                 );
                 tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = wait_or_available(wait, &mut available) => {}
                     _ = self.shutdown.wait_for(|s| *s) => {
                         self.inner.end(Link::Closed, || ClientError::Closed);
                         return false;
@@ -1193,16 +1239,17 @@ impl Supervisor {
             }
             // One pass tries the brokers known when it starts; what a broker advertises during
             // the pass is tried from the next one on.
-            let brokers = self.inner.brokers();
-            let order = connect_order(
-                brokers.len(),
+            available = self.inner.brokers.watch_available();
+            let snapshot = self.inner.brokers.snapshot();
+            let order = pass_order(
+                &snapshot,
                 self.inner.uri.options.randomize,
                 Some(self.index),
                 &mut self.rng,
             );
-            let mut last_error = String::new();
+            let mut last_error = no_broker_error(&order);
             for index in order {
-                let broker = &brokers[index];
+                let broker = &snapshot.all[index];
                 let generation = self.generation + 1;
                 let attempt = async {
                     let client =
@@ -1238,7 +1285,7 @@ impl Supervisor {
                     if warn {
                         tracing::warn!(
                             "Failed to connect to {:?} after: {} attempt(s) continuing to retry.",
-                            broker_list(&brokers),
+                            broker_list(&snapshot.usable()),
                             self.backoff.failures()
                         );
                     }
@@ -1247,7 +1294,7 @@ impl Supervisor {
                 AfterFailure::GiveUp { attempts } => {
                     tracing::error!(
                         "Failed to connect to {:?} after: {attempts} attempt(s)",
-                        broker_list(&brokers)
+                        broker_list(&snapshot.usable())
                     );
                     let err = last_error.clone();
                     self.inner.end(

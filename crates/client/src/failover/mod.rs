@@ -6,6 +6,8 @@
 //! - [`uri`] parses the connection URI, with ActiveMQ's option names and defaults;
 //! - [`backoff`] decides, as a pure state machine, when to try again, in which broker order,
 //!   and when to give up;
+//! - `discovery` fills the broker list from multicast adverts for a
+//!   `discovery:(multicast://default)` URI (ActiveMQ's `DiscoveryTransport`);
 //! - [`cluster`] merges the broker list a broker advertises on CONNECTED (ActiveMQ's
 //!   `updateClusterClients`) into the client's own, when `updateURIsSupported` (the default);
 //! - [`audit`] remembers which messages the application has consumed, so that redeliveries
@@ -45,6 +47,7 @@ pub mod audit;
 pub mod backoff;
 mod client;
 pub mod cluster;
+mod discovery;
 mod state;
 mod subscription;
 pub mod uri;

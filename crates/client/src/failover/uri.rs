@@ -1,8 +1,9 @@
 //! Parsing ActiveMQ-style connection URIs: `failover:(uri1,...,uriN)?options`,
-//! `failover:uri1,...,uriN`, and a plain `tcp://host:port` or `host:port`.
+//! `failover:uri1,...,uriN`, `discovery:(multicast://default)?options`, and a plain
+//! `tcp://host:port` or `host:port`.
 //!
 //! Option names and defaults are ActiveMQ Classic's (`failover-transport-reference`,
-//! `FailoverTransport.java`). Pure code, no I/O.
+//! `FailoverTransport.java`, `DiscoveryTransportFactory.java`). Pure code, no I/O.
 
 use std::fmt;
 use std::time::Duration;
@@ -54,6 +55,12 @@ pub enum UriError {
     /// A `?`-separated item without `=`.
     #[error("malformed option {0:?}: expected name=value")]
     MalformedOption(String),
+    /// `discovery:(...)` names an agent other than `multicast://`, or more than one.
+    #[error("unsupported discovery agent {0:?}: expected exactly one multicast://... URI")]
+    UnsupportedDiscoveryAgent(String),
+    /// The `multicast://` URI inside `discovery:(...)` is invalid.
+    #[error("invalid discovery agent URI: {0}")]
+    Discovery(#[from] ferromq_discovery::ConfigError),
 }
 
 /// One broker in the list: the URI as written and the `host:port` it connects to.
@@ -204,8 +211,11 @@ impl FailoverOptions {
 /// A parsed connection URI: the brokers to try, and whether (and how) to fail over.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailoverUri {
-    /// The brokers, in the order written.
+    /// The brokers, in the order written; empty for a `discovery:` URI.
     pub brokers: Vec<BrokerUri>,
+    /// For `discovery:(multicast://...)`: the multicast group whose advertised services
+    /// are the broker list (see [`crate::failover::discovery`]).
+    pub discovery: Option<ferromq_discovery::MulticastConfig>,
     /// False for a plain `tcp://host:port` URI: one broker, no reconnect after a loss.
     pub failover: bool,
     /// The transport options (defaults for a plain URI).
@@ -225,8 +235,12 @@ impl FailoverUri {
             return Err(UriError::Empty);
         }
         let Some(rest) = strip_prefix_ignore_case(text, "failover:") else {
+            if let Some(rest) = strip_prefix_ignore_case(text, "discovery:") {
+                return parse_discovery(text, rest);
+            }
             return Ok(FailoverUri {
                 brokers: vec![broker(text)?],
+                discovery: None,
                 failover: false,
                 options: FailoverOptions::default(),
             });
@@ -256,24 +270,75 @@ impl FailoverUri {
         if brokers.is_empty() {
             return Err(UriError::NoBrokers(text.to_owned()));
         }
-        let mut options = FailoverOptions::default();
-        let mut seen: Vec<&str> = Vec::new();
-        for item in query.split('&').filter(|s| !s.is_empty()) {
-            let (name, value) = item
-                .split_once('=')
-                .ok_or_else(|| UriError::MalformedOption(item.to_owned()))?;
-            if seen.contains(&name) {
-                return Err(UriError::DuplicateOption(name.to_owned()));
-            }
-            seen.push(name);
-            options.set(name, value)?;
-        }
         Ok(FailoverUri {
             brokers,
+            discovery: None,
             failover: true,
-            options,
+            options: parse_options(query, false)?,
         })
     }
+}
+
+/// Parses the failover options of `query`. With `discovery`, `discovered.*` options (which
+/// ActiveMQ applies to each discovered broker URI) are accepted and ignored, as this client
+/// ignores nested transport options.
+fn parse_options(query: &str, discovery: bool) -> Result<FailoverOptions, UriError> {
+    let mut options = FailoverOptions::default();
+    let mut seen: Vec<&str> = Vec::new();
+    for item in query.split('&').filter(|s| !s.is_empty()) {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| UriError::MalformedOption(item.to_owned()))?;
+        if seen.contains(&name) {
+            return Err(UriError::DuplicateOption(name.to_owned()));
+        }
+        seen.push(name);
+        if discovery && name.starts_with("discovered.") {
+            continue;
+        }
+        options.set(name, value)?;
+    }
+    Ok(options)
+}
+
+/// `discovery:(multicast://...)?failoverOptions` or `discovery:multicast://...` (whose query
+/// then belongs to the agent), as ActiveMQ's `DiscoveryTransportFactory`: the agent's
+/// services are the failover transport's broker list, and the outer options are failover
+/// options.
+fn parse_discovery(text: &str, rest: &str) -> Result<FailoverUri, UriError> {
+    let rest = rest.trim();
+    let rest = rest.strip_prefix("//").unwrap_or(rest).trim();
+    let (agents, query) = match rest.strip_prefix('(') {
+        Some(inner) => {
+            let close = matching_paren(inner)
+                .ok_or_else(|| UriError::UnbalancedParentheses(text.to_owned()))?;
+            let after = inner[close + 1..].trim();
+            let query = match after.strip_prefix('?') {
+                Some(q) => q,
+                None if after.is_empty() => "",
+                None => return Err(UriError::UnsupportedDiscoveryAgent(after.to_owned())),
+            };
+            (&inner[..close], query)
+        }
+        None => (rest, ""),
+    };
+    let agents: Vec<&str> = split_top_level(agents)
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let agent = match agents.as_slice() {
+        [one] if strip_prefix_ignore_case(one, "multicast:").is_some() => *one,
+        [] => return Err(UriError::UnsupportedDiscoveryAgent(text.to_owned())),
+        [one] => return Err(UriError::UnsupportedDiscoveryAgent((*one).to_owned())),
+        _ => return Err(UriError::UnsupportedDiscoveryAgent(agents.join(","))),
+    };
+    Ok(FailoverUri {
+        brokers: Vec::new(),
+        discovery: Some(ferromq_discovery::MulticastConfig::parse(agent)?),
+        failover: true,
+        options: parse_options(query, true)?,
+    })
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -458,6 +523,72 @@ mod tests {
                     value: "true".into()
                 }
             );
+        }
+    }
+
+    #[test]
+    fn discovery_uris_name_a_multicast_group_and_carry_failover_options() {
+        let uri = FailoverUri::parse("discovery:(multicast://default)?initialReconnectDelay=100")
+            .unwrap();
+        assert!(uri.failover);
+        assert!(uri.brokers.is_empty());
+        assert_eq!(
+            uri.discovery,
+            Some(ferromq_discovery::MulticastConfig::default())
+        );
+        assert_eq!(uri.options.initial_reconnect_delay_ms, 100);
+
+        // Agent options inside the parentheses, failover options outside, discovered.* ignored.
+        let uri = FailoverUri::parse(
+            "DISCOVERY:(multicast://239.1.2.3:7000?group=g&interface=127.0.0.1)\
+             ?randomize=false&discovered.wireFormat.maxInactivityDuration=0",
+        )
+        .unwrap();
+        let cfg = uri.discovery.unwrap();
+        assert_eq!(cfg.port, 7000);
+        assert_eq!(cfg.group, "g");
+        assert_eq!(cfg.interface, Some(std::net::Ipv4Addr::LOCALHOST));
+        assert!(!uri.options.randomize);
+
+        // Without parentheses the query belongs to the agent.
+        let uri = FailoverUri::parse("discovery:multicast://default?group=x").unwrap();
+        assert_eq!(uri.discovery.unwrap().group, "x");
+        assert_eq!(uri.options, FailoverOptions::default());
+    }
+
+    #[test]
+    fn bad_discovery_uris_are_rejected_with_the_reason() {
+        for (text, want) in [
+            (
+                "discovery:(static:(tcp://a:1))",
+                UriError::UnsupportedDiscoveryAgent("static:(tcp://a:1)".into()),
+            ),
+            (
+                "discovery:(multicast://default,multicast://default)",
+                UriError::UnsupportedDiscoveryAgent(
+                    "multicast://default,multicast://default".into(),
+                ),
+            ),
+            (
+                "discovery:()",
+                UriError::UnsupportedDiscoveryAgent("discovery:()".into()),
+            ),
+            (
+                "discovery:(multicast://default?grup=x)",
+                UriError::Discovery(ferromq_discovery::ConfigError::UnknownOption("grup".into())),
+            ),
+            (
+                "discovery:(multicast://default)?randomise=false",
+                UriError::UnknownOption {
+                    name: "randomise".into(),
+                },
+            ),
+            (
+                "discovery:(multicast://default",
+                UriError::UnbalancedParentheses("discovery:(multicast://default".into()),
+            ),
+        ] {
+            assert_eq!(FailoverUri::parse(text), Err(want), "{text}");
         }
     }
 
