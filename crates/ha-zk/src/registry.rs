@@ -89,7 +89,9 @@ pub fn register(cfg: RegistryConfig, path: String, data: Vec<u8>) -> Registratio
                         }
                     }
                 }
-                Err(e) => tracing::warn!(%path, error = %e, "cannot register in ZooKeeper; retrying"),
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "cannot register in ZooKeeper; retrying")
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => {}
@@ -104,9 +106,12 @@ async fn publish(cfg: &RegistryConfig, path: &str, data: &[u8]) -> Result<Client
     let zk = connect(cfg).await?;
     let parent = parent_of(path);
     if !parent.is_empty() {
-        zk.mkdir(parent, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
-            .await
-            .map_err(|e| format!("mkdir {parent}: {e}"))?;
+        zk.mkdir(
+            parent,
+            &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+        )
+        .await
+        .map_err(|e| format!("mkdir {parent}: {e}"))?;
     }
     let eph = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
     for _ in 0..10 {
@@ -172,9 +177,12 @@ async fn watch_session(
     tx: &watch::Sender<Children>,
 ) -> Result<(), String> {
     let zk = connect(cfg).await?;
-    zk.mkdir(parent, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
-        .await
-        .map_err(|e| format!("mkdir {parent}: {e}"))?;
+    zk.mkdir(
+        parent,
+        &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .map_err(|e| format!("mkdir {parent}: {e}"))?;
     let mut state = zk.state_watcher();
     loop {
         let (mut names, _, watcher) = zk

@@ -26,7 +26,11 @@ async fn wait_for(rx: &mut tokio::sync::watch::Receiver<Children>, want: &[(&str
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "watch shows {:?}, want {want:?}", *rx.borrow());
+        assert!(
+            !left.is_zero(),
+            "watch shows {:?}, want {want:?}",
+            *rx.borrow()
+        );
         let _ = tokio::time::timeout(left, rx.changed()).await;
     }
 }
@@ -37,10 +41,18 @@ async fn publishers_appear_replace_stale_entries_and_remove_only_their_own() {
     let mut w = watch_children(cfg(), base.clone());
     let g1 = register(cfg(), format!("{base}/group1"), b"tcp://a:1".to_vec());
     let g2 = register(cfg(), format!("{base}/group2"), b"tcp://b:1".to_vec());
-    wait_for(&mut w.rx, &[("group1", "tcp://a:1"), ("group2", "tcp://b:1")]).await;
+    wait_for(
+        &mut w.rx,
+        &[("group1", "tcp://a:1"), ("group2", "tcp://b:1")],
+    )
+    .await;
     // A new master of group1 publishes at once, over the old master's live znode.
     let g1_new = register(cfg(), format!("{base}/group1"), b"tcp://a:2".to_vec());
-    wait_for(&mut w.rx, &[("group1", "tcp://a:2"), ("group2", "tcp://b:1")]).await;
+    wait_for(
+        &mut w.rx,
+        &[("group1", "tcp://a:2"), ("group2", "tcp://b:1")],
+    )
+    .await;
     // The deposed master stopping late must not remove its successor's address.
     g1.stop().await;
     g2.stop().await;

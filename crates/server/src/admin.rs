@@ -26,7 +26,7 @@ pub struct Status {
     /// Where STOMP listens, when master.
     pub stomp: String,
     /// The network bridges of the broker while it is master (read live when served).
-    pub bridges: Vec<crate::server::BridgeStatus>,
+    pub bridges: crate::server::BridgeList,
 }
 
 impl Status {
@@ -45,6 +45,7 @@ impl Status {
         use std::sync::atomic::Ordering::Relaxed;
         let bridges: Vec<String> = self
             .bridges
+            .snapshot()
             .iter()
             .map(|b| {
                 let addrs: Vec<String> =
@@ -162,11 +163,12 @@ mod tests {
         tx.send_modify(|s| {
             s.role = "master".into();
             s.epoch = 4;
-            s.bridges = vec![crate::server::BridgeStatus {
+            s.bridges = crate::server::BridgeList::default();
+            s.bridges.push(crate::server::BridgeStatus {
                 connector: "to-b".into(),
                 addrs: vec!["127.0.0.1:1".into()],
                 stats: stats.clone(),
-            }];
+            });
         });
         let body = fetch(&addr.to_string()).await.unwrap();
         assert!(body.contains(r#""role":"master","epoch":4"#), "{body}");

@@ -154,6 +154,10 @@ pub struct TransportsSection {
     pub advertise: String,
     /// Admin HTTP endpoint (`GET /status`), open in every role; empty = off.
     pub admin: String,
+    /// ActiveMQ's `discoveryUri`: while master, advertise the STOMP address on
+    /// `multicast://default` (or `multicast://addr:port?options`) or in ZooKeeper
+    /// (`zookeeper://host:port/path`, one znode per `broker.name`); empty = off.
+    pub discovery: String,
 }
 
 impl Default for TransportsSection {
@@ -162,6 +166,7 @@ impl Default for TransportsSection {
             stomp: "127.0.0.1:61613".into(),
             advertise: String::new(),
             admin: String::new(),
+            discovery: String::new(),
         }
     }
 }
@@ -398,6 +403,10 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         crate::network::validate(&self.network_connectors)?;
+        if !self.transports.discovery.is_empty() {
+            crate::network::discovery::DiscoveryUri::parse(&self.transports.discovery)
+                .map_err(|e| anyhow::anyhow!("transports.discovery = {e}"))?;
+        }
         if self.broker.name.is_empty() || self.broker.name.contains([':', '/']) {
             bail!("broker.name must be non-empty and contain no ':' or '/'");
         }

@@ -418,20 +418,21 @@ async fn serve_loop(
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
     status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>,
 ) -> anyhow::Result<()> {
-    let set_role = |role: &str, epoch: u64, stomp: String, bridges: Vec<_>| {
-        status.send_modify(|s| {
-            s.role = role.to_string();
-            s.epoch = epoch;
-            s.stomp = stomp;
-            s.bridges = bridges;
-        })
-    };
+    let set_role =
+        |role: &str, epoch: u64, stomp: String, bridges: ferromq_server::server::BridgeList| {
+            status.send_modify(|s| {
+                s.role = role.to_string();
+                s.epoch = epoch;
+                s.stomp = stomp;
+                s.bridges = bridges;
+            })
+        };
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tracing::info!(mode = activation.mode(), "competing for mastership");
-        set_role("slave", 0, String::new(), Vec::new());
+        set_role("slave", 0, String::new(), Default::default());
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
             m = activation.acquire() => m.context("acquiring mastership")?,
@@ -486,7 +487,7 @@ async fn serve_loop(
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
-                set_role("deposed", 0, String::new(), Vec::new());
+                set_role("deposed", 0, String::new(), Default::default());
                 if let Err(e) = server.shutdown().await {
                     tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
                 }

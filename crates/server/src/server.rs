@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use crate::cluster::ClusterView;
 use crate::config::Config;
 use crate::network::bridge::{self, BridgeStats};
+use crate::network::discovery::{self, DiscoveryUri};
 use crate::stomp::{self, ConnectorContext};
 
 /// One bridge's identity and counters, for status reports.
@@ -36,6 +37,35 @@ impl PartialEq for BridgeStatus {
 }
 
 impl Eq for BridgeStatus {}
+
+/// The bridges a broker runs now (discovery adds and removes them), shared with the status.
+#[derive(Debug, Clone, Default)]
+pub struct BridgeList(Arc<parking_lot::Mutex<Vec<BridgeStatus>>>);
+
+impl BridgeList {
+    /// Adds a bridge.
+    pub fn push(&self, b: BridgeStatus) {
+        self.0.lock().push(b);
+    }
+
+    /// Removes the bridge with these counters.
+    pub fn remove(&self, stats: &Arc<BridgeStats>) {
+        self.0.lock().retain(|b| !Arc::ptr_eq(&b.stats, stats));
+    }
+
+    /// The bridges now.
+    pub fn snapshot(&self) -> Vec<BridgeStatus> {
+        self.0.lock().clone()
+    }
+}
+
+impl PartialEq for BridgeList {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BridgeList {}
 
 /// Opens the store the configuration names, for a master of `epoch` guarded by `fence`.
 pub fn open_store(
@@ -194,7 +224,7 @@ pub struct Server {
     /// The broker.
     pub broker: Arc<Broker>,
     /// The network bridges this broker runs.
-    pub bridges: Vec<BridgeStatus>,
+    pub bridges: BridgeList,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -249,8 +279,9 @@ impl Server {
         });
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(stomp::run_listener(listener, ctx));
-        // Bridges run only here, on a broker that is serving: a slave never forwards.
-        let mut bridges = Vec::new();
+        // Bridges and discovery adverts run only here, on a broker that is serving: a slave
+        // never forwards and is never advertised.
+        let bridges = BridgeList::default();
         for spec in crate::network::bridge_specs(&cfg) {
             let stats = Arc::new(BridgeStats::default());
             bridges.push(BridgeStatus {
@@ -262,6 +293,35 @@ impl Server {
                 broker.clone(),
                 spec,
                 stats,
+                shutdown_rx.clone(),
+            ));
+        }
+        let own_service = if cfg.transports.advertise.is_empty() {
+            format!("tcp://{stomp_addr}")
+        } else {
+            cfg.advertised()
+        };
+        for c in cfg
+            .network_connectors
+            .iter()
+            .filter(|c| crate::network::is_discovery(&c.uri))
+        {
+            tasks.spawn(discovery::run_connector(
+                broker.clone(),
+                c.clone(),
+                cfg.broker.name.clone(),
+                own_service.clone(),
+                bridges.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        if !cfg.transports.discovery.is_empty() {
+            let uri = DiscoveryUri::parse(&cfg.transports.discovery)
+                .map_err(|e| anyhow::anyhow!("transports.discovery = {e}"))?;
+            tasks.spawn(discovery::advertise(
+                uri,
+                cfg.broker.name.clone(),
+                own_service.clone(),
                 shutdown_rx.clone(),
             ));
         }

@@ -34,14 +34,18 @@ const BASE: &str =
     "[broker]\nname = \"net-test\"\n[transports]\nstomp = \"127.0.0.1:0\"\n[store]\nbackend = \"memory\"\n";
 
 #[test]
-fn discovery_connectors_are_refused_until_discovery_exists() {
+fn a_bad_discovery_uri_is_named() {
     let err = serve_fails(&format!(
-        "{BASE}[[network_connectors]]\nname = \"to-b\"\nuri = \"zookeeper://127.0.0.1:2181\"\n"
+        "{BASE}[[network_connectors]]\nname = \"to-b\"\nuri = \"multicast://default?noSuchOption=1\"\n"
     ));
     assert!(
-        err.contains("to-b") && err.contains("not implemented"),
+        err.contains("to-b") && err.contains("noSuchOption"),
         "{err}"
     );
+    let err = serve_fails(
+        "[broker]\nname = \"x\"\n[transports]\nstomp = \"127.0.0.1:0\"\ndiscovery = \"zookeeper://\"\n[store]\nbackend = \"memory\"\n",
+    );
+    assert!(err.contains("transports.discovery"), "{err}");
 }
 
 #[test]
@@ -103,7 +107,10 @@ impl Net {
 
     /// A connector table from `name` to `to` (`extra`: more options).
     fn connector(&self, to: &[&str], extra: &str) -> String {
-        let uris: Vec<String> = to.iter().map(|t| format!("tcp://{}", self.addr(t))).collect();
+        let uris: Vec<String> = to
+            .iter()
+            .map(|t| format!("tcp://{}", self.addr(t)))
+            .collect();
         format!(
             "[[network_connectors]]\nname = \"to-{}\"\nuri = \"static:({})\"\ninitial_reconnect_delay_ms = 50\nmax_reconnect_delay_ms = 500\n{extra}\n",
             to.join("-"),
@@ -113,13 +120,18 @@ impl Net {
 
     /// Starts broker `name` with `connectors` (TOML tables).
     async fn start(&mut self, name: &str, connectors: &str) {
+        self.start_with(name, "", connectors).await
+    }
+
+    /// Starts broker `name` with more `[transports]` keys and `connectors`.
+    async fn start_with(&mut self, name: &str, transports: &str, connectors: &str) {
         let dir = &self.dirs[name];
         std::fs::create_dir_all(dir).unwrap();
         let p = dir.join("ferromq.toml");
         std::fs::write(
             &p,
             format!(
-                "[broker]\nname = \"{name}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"{}\"\n{connectors}",
+                "[broker]\nname = \"{name}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"{}\"\n{transports}{connectors}",
                 dir.join("data").display(),
                 self.addr(name)
             ),
@@ -161,12 +173,9 @@ impl Net {
         loop {
             let have: u64 = self.servers[broker]
                 .bridges
+                .snapshot()
                 .iter()
-                .map(|b| {
-                    b.stats
-                        .consumers
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                })
+                .map(|b| b.stats.consumers.load(std::sync::atomic::Ordering::Relaxed))
                 .sum();
             if have == n {
                 return;
@@ -174,6 +183,22 @@ impl Net {
             assert!(
                 Instant::now() < deadline,
                 "{broker}: {have} network consumers, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `broker` runs `n` bridges.
+    async fn wait_bridges(&self, broker: &str, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let have = self.servers[broker].bridges.snapshot().len();
+            if have == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{broker}: {have} bridges, expected {n}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -229,7 +254,9 @@ async fn recv_n(c: &Client, sub: &mut Subscription, n: usize) -> Vec<String> {
 }
 
 async fn subscribe(c: &Client, dest: &str) -> Subscription {
-    c.subscribe(dest, AckMode::ClientIndividual, &[]).await.unwrap()
+    c.subscribe(dest, AckMode::ClientIndividual, &[])
+        .await
+        .unwrap()
 }
 
 fn assert_exactly_once(got: &[String], sent: &[String]) {
@@ -460,7 +487,7 @@ async fn the_bridge_reconnects_after_the_remote_restarts() {
     let cb = net.client("b").await;
     let mut sub = subscribe(&cb, "/queue/r").await;
     assert_exactly_once(&recv_n(&cb, &mut sub, 30).await, &during);
-    let connects = net.servers["a"].bridges[0]
+    let connects = net.servers["a"].bridges.snapshot()[0]
         .stats
         .connects
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -481,7 +508,7 @@ async fn a_duplex_connector_carries_both_directions() {
     let mut topic_b = subscribe(&cb, "/topic/t").await;
     // a pushes /queue/to-b and /topic/t; it pulls /queue/to-a and /topic/t from b.
     net.wait_network_consumers("a", 2).await;
-    assert!(net.servers["b"].bridges.is_empty());
+    assert!(net.servers["b"].bridges.snapshot().is_empty());
     let deadline = Instant::now() + WAIT;
     while net.queue("b", "to-a").2 == 0 {
         assert!(Instant::now() < deadline, "a never subscribed on b");
@@ -498,4 +525,66 @@ async fn a_duplex_connector_carries_both_directions() {
     t.extend(send_n(&cb, "/topic/t", "tb", 10).await);
     assert_exactly_once(&recv_n(&ca, &mut topic_a, 20).await, &t);
     assert_exactly_once(&recv_n(&cb, &mut topic_b, 20).await, &t);
+}
+
+/// Brokers that advertise on `discovery` and bridge to what `discovery` reports.
+fn discovering(uri: &str) -> String {
+    format!(
+        "[[network_connectors]]\nname = \"mesh\"\nuri = \"{uri}\"\ninitial_reconnect_delay_ms = 50\nmax_reconnect_delay_ms = 500\n"
+    )
+}
+
+async fn discovery_forms_and_reforms_bridges(uri: &str) {
+    let mut net = Net::new(&["a", "b", "c"]);
+    // transports.discovery must be in [transports]: each broker's config is written whole.
+    for n in ["a", "b"] {
+        net.start_with(n, &format!("discovery = \"{uri}\"\n"), &discovering(uri))
+            .await;
+    }
+    // a and b find each other: one bridge each.
+    net.wait_bridges("a", 1).await;
+    net.wait_bridges("b", 1).await;
+    let cb = net.client("b").await;
+    let mut sub = subscribe(&cb, "/queue/found").await;
+    net.wait_network_consumers("a", 1).await;
+    let pa = net.client("a").await;
+    let sent = send_n(&pa, "/queue/found", "f", 20).await;
+    assert_exactly_once(&recv_n(&cb, &mut sub, 20).await, &sent);
+    // b leaves cleanly: a drops its bridge; c arrives: a bridges to it.
+    drop(sub);
+    cb.disconnect().await.unwrap();
+    net.stop("b").await;
+    net.wait_bridges("a", 0).await;
+    net.start_with("c", &format!("discovery = \"{uri}\"\n"), &discovering(uri))
+        .await;
+    net.wait_bridges("a", 1).await;
+    let cc = net.client("c").await;
+    let mut sub = subscribe(&cc, "/queue/found").await;
+    let sent = send_n(&pa, "/queue/found", "g", 20).await;
+    assert_exactly_once(&recv_n(&cc, &mut sub, 20).await, &sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multicast_discovery_forms_and_reforms_bridges() {
+    // A group of this test's own (random port), on loopback.
+    let uri = format!(
+        "multicast://239.255.2.3:{}?group=t{}&interface=127.0.0.1&keepAliveInterval=100",
+        free_port(),
+        std::process::id()
+    );
+    discovery_forms_and_reforms_bridges(&uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_discovery_forms_and_reforms_bridges() {
+    let zk = std::env::var("FERROMQ_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let uri = format!(
+        "zookeeper://{zk}/ferromq-test/net-{}-{nanos}",
+        std::process::id()
+    );
+    discovery_forms_and_reforms_bridges(&uri).await;
 }

@@ -63,7 +63,9 @@ async fn killing_either_end_of_a_bridge_mid_forward_loses_and_duplicates_nothing
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                let Ok(mut s) = c.subscribe("/queue/net", AckMode::ClientIndividual, &[]).await
+                let Ok(mut s) = c
+                    .subscribe("/queue/net", AckMode::ClientIndividual, &[])
+                    .await
                 else {
                     continue;
                 };

@@ -27,12 +27,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferromq_broker::{
-    extended_path, wildcard_matches, AckMode, Broker, ConsumerHandle,
-    ConsumerOptions, Delivery, DeliverySink, Demand, Destination, DestinationKind, NetworkRoute,
-    Message, BROKER_PATH_HEADER, DEFAULT_PRIORITY, DUPLICATE_ID_HEADER, MAX_PRIORITY,
-    NETWORK_CONSUMER_PRIORITY_BASE,
+    extended_path, wildcard_matches, AckMode, Broker, ConsumerHandle, ConsumerOptions, Delivery,
+    DeliverySink, Demand, Destination, DestinationKind, Message, NetworkRoute, BROKER_PATH_HEADER,
+    DEFAULT_PRIORITY, DUPLICATE_ID_HEADER, MAX_PRIORITY, NETWORK_CONSUMER_PRIORITY_BASE,
 };
-use ferromq_client::{Client, ClientConfig, ClientError, HeartBeat, ReceiptHandle, ReceivedMessage};
+use ferromq_client::{
+    Client, ClientConfig, ClientError, HeartBeat, ReceiptHandle, ReceivedMessage,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::config::NetworkConnectorConfig;
@@ -138,7 +139,9 @@ pub async fn run(
             drop(client);
             match result {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(bridge = %c.name, %addr, error = %e, "network bridge down; reconnecting"),
+                Err(e) => {
+                    tracing::warn!(bridge = %c.name, %addr, error = %e, "network bridge down; reconnecting")
+                }
             }
             // A connection that lived a while starts the back-off afresh.
             if started.elapsed() > max {
@@ -236,7 +239,9 @@ impl<'a> Connection<'a> {
         let pulled_stats = self.stats.clone();
         let mut store_acker = tokio::spawn(async move {
             while let Some((stored, m)) = stored_rx.recv().await {
-                stored.await.map_err(|e| BridgeError::Store(e.to_string()))?;
+                stored
+                    .await
+                    .map_err(|e| BridgeError::Store(e.to_string()))?;
                 ack_client.ack(&m, None).await?;
                 pulled_stats.pulled.fetch_add(1, Ordering::Relaxed);
             }
@@ -342,10 +347,7 @@ impl<'a> Connection<'a> {
         let priority = msg.priority.to_string();
         let expires = msg.expires_ms.to_string();
         let mut headers: Vec<(&str, &str)> = Vec::with_capacity(msg.headers.len() + 5);
-        headers.push((
-            "persistent",
-            if msg.persistent { "true" } else { "false" },
-        ));
+        headers.push(("persistent", if msg.persistent { "true" } else { "false" }));
         headers.push(("priority", &priority));
         if msg.expires_ms != 0 {
             headers.push(("expires", &expires));
@@ -531,7 +533,11 @@ impl<'a> Connection<'a> {
             headers.push(("activemq.priority", &priority));
             headers.push(("activemq.prefetchSize", &prefetch));
             let mut sub = client
-                .subscribe(&stomp_dest, ferromq_client::AckMode::ClientIndividual, &headers)
+                .subscribe(
+                    &stomp_dest,
+                    ferromq_client::AckMode::ClientIndividual,
+                    &headers,
+                )
                 .await?;
             let tx = pull_tx.clone();
             let task = tokio::spawn(async move {

@@ -45,9 +45,6 @@ pub enum NetworkConfigError {
     /// per broker, which is stricter and simpler to reason about).
     #[error("network connector name {0:?} is used twice")]
     DuplicateName(String),
-    /// A valid connector, but this build cannot forward yet.
-    #[error("network connector {name:?}: {what} is not implemented yet (issue 14); refusing to start rather than silently not forwarding")]
-    NotImplemented { name: String, what: String },
 }
 
 /// Where a connector connects (`uri`).
@@ -319,7 +316,7 @@ fn is_destination_filter(d: &str) -> bool {
         .any(|p| d.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
 }
 
-/// Checks every connector, then refuses what this build cannot run yet (discovery URIs).
+/// Checks every connector.
 pub fn validate(connectors: &[NetworkConnectorConfig]) -> Result<(), NetworkConfigError> {
     let mut names = std::collections::HashSet::new();
     for c in connectors {
@@ -327,15 +324,14 @@ pub fn validate(connectors: &[NetworkConnectorConfig]) -> Result<(), NetworkConf
         if !names.insert(c.name.as_str()) {
             return Err(NetworkConfigError::DuplicateName(c.name.clone()));
         }
-        let what = match uri {
-            ConnectorUri::Static(_) | ConnectorUri::MasterSlave(_) => continue,
-            ConnectorUri::Multicast(_) => "multicast:// discovery",
-            ConnectorUri::Zookeeper(_) => "zookeeper:// discovery",
-        };
-        return Err(NetworkConfigError::NotImplemented {
-            name: c.name.clone(),
-            what: what.into(),
-        });
+        if let ConnectorUri::Multicast(_) | ConnectorUri::Zookeeper(_) = uri {
+            super::discovery::DiscoveryUri::parse(&c.uri).map_err(|msg| {
+                NetworkConfigError::Invalid {
+                    name: c.name.clone(),
+                    msg,
+                }
+            })?;
+        }
     }
     Ok(())
 }
@@ -454,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_discovery_is_refused_until_built() {
+    fn names_are_unique_and_discovery_uris_are_checked() {
         assert_eq!(validate(&[]), Ok(()));
         let cs = parse(
             "[[network_connectors]]\nname = \"a\"\nuri = \"static:tcp://h:1\"\n[[network_connectors]]\nname = \"a\"\nuri = \"static:tcp://h:2\"\n",
@@ -464,11 +460,8 @@ mod tests {
             Err(NetworkConfigError::DuplicateName("a".into()))
         );
         assert_eq!(validate(&cs[..1]), Ok(()));
-        let cs = parse("[[network_connectors]]\nuri = \"zookeeper://127.0.0.1:2181\"\n");
+        let cs = parse("[[network_connectors]]\nuri = \"multicast://default?nonsense=1\"\n");
         let err = validate(&cs).unwrap_err();
-        assert!(
-            matches!(err, NetworkConfigError::NotImplemented { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, NetworkConfigError::Invalid { .. }), "{err}");
     }
 }

@@ -179,9 +179,8 @@ mod route_tests {
                 max_replays: 2,
             };
             let hs = route_headers(&r);
-            let got = route_from_headers(|n| {
-                hs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str())
-            });
+            let got =
+                route_from_headers(|n| hs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str()));
             assert_eq!(got, Ok(Some(r)));
         }
         assert_eq!(route_from_headers(|_| None), Ok(None));

@@ -14,18 +14,26 @@
 pub mod bridge;
 pub mod config;
 pub mod demand;
+pub mod discovery;
 
 pub use config::{validate, ConnectorUri, NetworkConfigError, NetworkConnectorConfig};
 
-/// The bridges the configuration asks for: one per `static:` address, one per `masterslave:`
-/// group. (Discovery URIs are refused by [`validate`] until discovery is built.)
+/// Whether a connector URI is a discovery one (`multicast://`, `zookeeper://`): its bridges
+/// come and go with what discovery hears (see [`discovery::run_connector`]).
+pub fn is_discovery(uri: &str) -> bool {
+    let u = uri.trim();
+    u.starts_with("multicast://") || u.starts_with("zookeeper://")
+}
+
+/// The fixed bridges the configuration asks for: one per `static:` address, one per
+/// `masterslave:` group.
 pub fn bridge_specs(cfg: &crate::config::Config) -> Vec<bridge::BridgeSpec> {
     let mut out = Vec::new();
     for c in &cfg.network_connectors {
         let groups = match c.check() {
             Ok(ConnectorUri::Static(addrs)) => addrs.into_iter().map(|a| vec![a]).collect(),
             Ok(ConnectorUri::MasterSlave(addrs)) => vec![addrs],
-            // Refused when the configuration was loaded.
+            // Discovery connectors run their own bridges; a bad URI was refused at load.
             Ok(ConnectorUri::Multicast(_) | ConnectorUri::Zookeeper(_)) | Err(_) => Vec::new(),
         };
         for addrs in groups {
