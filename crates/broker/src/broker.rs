@@ -878,6 +878,24 @@ impl Broker {
         out
     }
 
+    /// Stops dispatching to a consumer that keeps what it holds (see
+    /// [`MessageList::quiesce_consumer`]); it no longer counts as demand.
+    pub fn quiesce(&self, handle: &ConsumerHandle) {
+        if self.demand.lock().remove(&handle.id).is_some() {
+            self.demand_version.send_modify(|v| *v += 1);
+        }
+        let mut fx = Effects::default();
+        handle
+            .list
+            .quiesce_consumer(handle.id, self.now_ms(), &mut fx);
+        self.process_effects(fx);
+    }
+
+    /// How many deliveries a consumer holds unacknowledged (0 once it is gone).
+    pub fn inflight(&self, handle: &ConsumerHandle) -> usize {
+        handle.list.consumer_inflight(handle.id).unwrap_or(0)
+    }
+
     /// Changes whenever [`Broker::demand`] may have changed.
     pub fn watch_demand(&self) -> tokio::sync::watch::Receiver<u64> {
         self.demand_version.subscribe()

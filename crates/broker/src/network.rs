@@ -53,6 +53,13 @@ pub struct NetworkRoute {
     /// queue left (stuck messages, `replayWhenNoConsumers`); 0 disables replay. The bound is
     /// what stops a message from moving back and forth for ever.
     pub max_replays: u32,
+    /// How long (ms) a message this consumer held when it went away is kept for `target`
+    /// alone; 0: not at all. The bridge may have sent it and the target stored it without the
+    /// confirmation arriving; sent again to the target (its new master, after a failover) the
+    /// copy is dropped by the target's duplicate detection, while sent to any other broker —
+    /// or delivered here — it would be a second copy. Past the hold the message goes wherever
+    /// there is demand (the target may be gone for good).
+    pub pin_ms: u64,
 }
 
 impl NetworkRoute {
@@ -120,6 +127,7 @@ mod tests {
             demand_path: vec![target.into()],
             message_ttl: ttl,
             max_replays: replays,
+            pin_ms: 0,
         }
     }
 

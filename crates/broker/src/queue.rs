@@ -96,11 +96,35 @@ struct Entry {
     msg: Arc<Message>,
     delivery_count: u32,
     bytes: u64,
+    /// Set when the message came back from a network consumer that went away (see
+    /// [`crate::NetworkRoute::pin_ms`]).
+    pin: Option<Pin>,
+}
+
+/// A message kept for one remote broker: only a network consumer forwarding there may take it
+/// before `until_ms`.
+#[derive(Debug, Clone)]
+struct Pin {
+    target: Arc<str>,
+    until_ms: u64,
 }
 
 impl Entry {
     fn key(&self) -> (Reverse<u8>, u64) {
         (Reverse(self.msg.priority), self.seq)
+    }
+
+    /// Whether the pin (if any) lets `slot` take this message at `now_ms`.
+    fn pin_allows(&self, slot: &Slot, now_ms: u64) -> bool {
+        match &self.pin {
+            None => true,
+            Some(p) if p.until_ms <= now_ms => true,
+            Some(p) => slot
+                .opts
+                .network
+                .as_ref()
+                .is_some_and(|r| r.target == *p.target),
+        }
     }
 }
 
@@ -116,11 +140,14 @@ struct Slot {
     /// The subset of `tx_acked` whose COMMIT batch is in flight: they leave only once it is
     /// durable, and come back for redelivery if it fails.
     committing: HashSet<u64>,
+    /// Takes nothing more (see [`MessageList::quiesce_consumer`]).
+    quiesced: bool,
 }
 
 impl Slot {
     fn has_capacity(&self) -> bool {
-        (self.inflight.len() - self.tx_acked.len()) < self.opts.prefetch.max(1) as usize
+        !self.quiesced
+            && (self.inflight.len() - self.tx_acked.len()) < self.opts.prefetch.max(1) as usize
     }
 
     /// `local_consumers`: whether the list has a consumer that is not a bridge (see
@@ -196,6 +223,9 @@ struct State {
     /// Neither redelivered (the removal may already be durable) nor forgotten (it may fail):
     /// [`MessageList::finish_commit_acks`] decides.
     committing_orphans: HashMap<u64, Entry>,
+    /// The earliest `until_ms` of a pinned pending message: the expiry sweep dispatches again
+    /// once it has passed, so that a message whose pin lapsed does not wait for other traffic.
+    pin_deadline: Option<u64>,
 }
 
 /// Bounded memory for persistent lists (KahaDB's store cursor).
@@ -286,6 +316,7 @@ impl MessageList {
                 paging: Paging::default(),
                 undurable: BTreeSet::new(),
                 committing_orphans: HashMap::new(),
+                pin_deadline: None,
             }),
             space: Notify::new(),
             dispatch_paused,
@@ -465,6 +496,7 @@ impl MessageList {
             msg,
             delivery_count: 0,
             bytes,
+            pin: None,
         };
         st.pending.insert(entry.key(), entry);
         self.dispatch(&mut st, now_ms, fx);
@@ -487,8 +519,30 @@ impl MessageList {
             inflight: BTreeMap::new(),
             tx_acked: HashSet::new(),
             committing: HashSet::new(),
+            quiesced: false,
         });
         self.dispatch(&mut st, now_ms, fx);
+    }
+
+    /// Stops handing a consumer messages while it keeps (and may still acknowledge) what it
+    /// holds; the others get what it would have had. A bridge whose remote demand went does
+    /// this, and detaches the consumer once its sends are confirmed: detached earlier, the
+    /// messages on their way would come back here and could go out a second time.
+    pub fn quiesce_consumer(&self, id: ConsumerId, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
+            slot.quiesced = true;
+        }
+        self.dispatch(&mut st, now_ms, fx);
+    }
+
+    /// How many deliveries a consumer holds unacknowledged (`None`: no such consumer).
+    pub fn consumer_inflight(&self, id: ConsumerId) -> Option<usize> {
+        let st = self.state.lock();
+        st.consumers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.inflight.len())
     }
 
     /// Detaches a consumer. Everything it held unacknowledged (transactionally acked or not)
@@ -499,10 +553,28 @@ impl MessageList {
             return false;
         };
         let slot = st.consumers.remove(pos);
-        for (tag, entry) in slot.inflight {
+        // A bridge's messages may be stored on its target already: keep them for it a while.
+        let pin = slot
+            .opts
+            .network
+            .as_ref()
+            .filter(|r| r.pin_ms > 0)
+            .map(|r| Pin {
+                target: r.target.as_str().into(),
+                until_ms: now_ms.saturating_add(r.pin_ms),
+            });
+        if let Some(p) = &pin {
+            if !slot.inflight.is_empty() {
+                st.pin_deadline = Some(st.pin_deadline.map_or(p.until_ms, |d| d.min(p.until_ms)));
+            }
+        }
+        for (tag, mut entry) in slot.inflight {
             if slot.committing.contains(&tag) {
                 st.committing_orphans.insert(tag, entry);
             } else {
+                if pin.is_some() {
+                    entry.pin = pin.clone();
+                }
                 self.requeue(&mut st, entry, fx);
             }
         }
@@ -724,6 +796,16 @@ impl MessageList {
                 self.kill(st, e, DeadCause::Expired, fx);
             }
         }
+        if st.pin_deadline.is_some_and(|d| d <= now_ms) {
+            st.pin_deadline = st
+                .pending
+                .values()
+                .filter_map(|e| e.pin.as_ref())
+                .map(|p| p.until_ms)
+                .filter(|u| *u > now_ms)
+                .min();
+            self.dispatch(st, now_ms, fx);
+        }
         if !fx.dead.is_empty() {
             self.space.notify_waiters();
         }
@@ -877,6 +959,7 @@ impl MessageList {
                             msg: Arc::new(msg),
                             delivery_count: 0,
                             bytes,
+                            pin: None,
                         };
                         st.pending.insert(entry.key(), entry);
                     }
@@ -966,12 +1049,17 @@ impl MessageList {
             let chosen = match exclusive {
                 Some(i) => {
                     let c = &st.consumers[i];
-                    (c.has_capacity() && c.wants(&entry.msg, local_consumers)).then_some(i)
+                    (c.has_capacity()
+                        && entry.pin_allows(c, now_ms)
+                        && c.wants(&entry.msg, local_consumers))
+                    .then_some(i)
                 }
                 None => {
                     let fits = |i: usize| {
                         let c = &st.consumers[i];
-                        c.has_capacity() && c.wants(&entry.msg, local_consumers)
+                        c.has_capacity()
+                            && entry.pin_allows(c, now_ms)
+                            && c.wants(&entry.msg, local_consumers)
                     };
                     let mut order = (0..n).map(|off| (st.rr + off) % n);
                     if uniform {
@@ -1004,6 +1092,7 @@ impl MessageList {
                 return;
             };
             e.delivery_count = e.delivery_count.saturating_add(1);
+            e.pin = None;
             let tag = self.tags.fetch_add(1, Ordering::Relaxed);
             let delivery = Delivery {
                 consumer: st.consumers[i].id,

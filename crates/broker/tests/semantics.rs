@@ -1175,3 +1175,94 @@ async fn destination_limit_refuses_new_queues_and_topic_subscriptions() {
         Err(BrokerError::Limit(_))
     ));
 }
+
+fn network_opts(target: &str, pin_ms: u64) -> ConsumerOptions {
+    ConsumerOptions {
+        ack_mode: AckMode::ClientIndividual,
+        prefetch: 100,
+        priority: ferromq_broker::NETWORK_CONSUMER_PRIORITY_BASE,
+        network: Some(std::sync::Arc::new(ferromq_broker::NetworkRoute {
+            target: target.into(),
+            demand_path: vec![target.into()],
+            message_ttl: 1,
+            max_replays: 0,
+            pin_ms,
+        })),
+        ..ConsumerOptions::default()
+    }
+}
+
+/// A bridge that goes away with messages in flight may have had them stored by its target:
+/// they wait for a network consumer to that target (the target's next master), neither going
+/// to another broker's bridge nor to a local consumer, until the pin lapses.
+#[tokio::test]
+async fn messages_in_flight_on_a_lost_bridge_wait_for_its_target_until_the_pin_lapses() {
+    let f = Fixture::new();
+    let q = Destination::queue("pinned");
+    let (to_b, b_sink) = f.subscribe(&q, network_opts("b", 1_000));
+    for i in 0..3 {
+        f.send(f.pmsg(&q, &format!("m{i}"))).await;
+    }
+    assert_eq!(b_sink.len(), 3);
+    // Another broker's bridge and a local consumer are here when b's bridge goes.
+    let (_to_c, c_sink) = f.subscribe(&q, network_opts("c", 1_000));
+    let (_local, local_sink) = f.subscribe(
+        &q,
+        ConsumerOptions {
+            ack_mode: AckMode::ClientIndividual,
+            ..ConsumerOptions::default()
+        },
+    );
+    f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
+    f.send(f.pmsg(&q, "fresh")).await;
+    assert_eq!(
+        local_sink.bodies(),
+        ["fresh"],
+        "unpinned messages flow as usual"
+    );
+    assert!(c_sink.bodies().is_empty(), "{:?}", c_sink.bodies());
+    assert_eq!(f.list("queue://pinned").pending, 3);
+    // b's bridge comes back (to b's new master): the pinned messages go to it, in order.
+    let (_to_b2, b2_sink) = f.subscribe(&q, network_opts("b", 1_000));
+    assert_eq!(b2_sink.bodies(), ["m0", "m1", "m2"]);
+    assert!(b2_sink.take().iter().all(|d| d.redelivered));
+}
+
+#[tokio::test]
+async fn a_pinned_message_goes_elsewhere_once_its_pin_lapses_without_other_traffic() {
+    let f = Fixture::new();
+    let q = Destination::queue("lapse");
+    let (to_b, b_sink) = f.subscribe(&q, network_opts("b", 1_000));
+    f.send(f.pmsg(&q, "m")).await;
+    assert_eq!(b_sink.len(), 1);
+    let (_local, local_sink) = f.subscribe(
+        &q,
+        ConsumerOptions {
+            ack_mode: AckMode::ClientIndividual,
+            ..ConsumerOptions::default()
+        },
+    );
+    f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
+    f.advance_ms(999);
+    f.broker.expire_sweep();
+    assert!(local_sink.bodies().is_empty(), "still pinned");
+    f.advance_ms(1);
+    f.broker.expire_sweep();
+    assert_eq!(
+        local_sink.bodies(),
+        ["m"],
+        "the sweep dispatches a lapsed pin"
+    );
+}
+
+#[tokio::test]
+async fn without_a_pin_a_lost_bridge_returns_its_messages_to_everyone() {
+    let f = Fixture::new();
+    let q = Destination::queue("nopin");
+    let (to_b, b_sink) = f.subscribe(&q, network_opts("b", 0));
+    f.send(f.pmsg(&q, "m")).await;
+    assert_eq!(b_sink.len(), 1);
+    let (_to_c, c_sink) = f.subscribe(&q, network_opts("c", 0));
+    f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
+    assert_eq!(c_sink.bodies(), ["m"]);
+}

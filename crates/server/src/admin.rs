@@ -140,8 +140,160 @@ pub async fn fetch(addr: &str) -> anyhow::Result<String> {
     Ok(body)
 }
 
+/// `ferromq status` over several brokers: one line per broker (group, admin address, role,
+/// epoch, STOMP address) and one per bridge of a master (where it goes, whether it is up, what
+/// it moved), from each broker's `/status` JSON or the error reaching it.
+pub fn topology_table(brokers: &[(String, anyhow::Result<String>)]) -> String {
+    use serde_json::Value;
+    let mut rows: Vec<[String; 5]> = vec![[
+        "GROUP".into(),
+        "ADMIN".into(),
+        "ROLE".into(),
+        "EPOCH".into(),
+        "STOMP".into(),
+    ]];
+    let mut bridges: Vec<(usize, String)> = Vec::new();
+    for (addr, body) in brokers {
+        let v = match body {
+            Ok(b) => serde_json::from_str::<Value>(b)
+                .map_err(|e| anyhow::anyhow!("bad /status answer: {e}")),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        };
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => {
+                rows.push([
+                    "?".into(),
+                    addr.clone(),
+                    format!("unreachable ({e})"),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                continue;
+            }
+        };
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let epoch = v["epoch"].as_u64().unwrap_or(0);
+        rows.push([
+            s("broker"),
+            addr.clone(),
+            s("role"),
+            if epoch == 0 {
+                "-".into()
+            } else {
+                epoch.to_string()
+            },
+            if s("stomp").is_empty() {
+                "-".into()
+            } else {
+                s("stomp")
+            },
+        ]);
+        for b in v["bridges"].as_array().into_iter().flatten() {
+            let remote = b["remote"].as_str().unwrap_or("");
+            let addrs: Vec<&str> = b["addrs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            bridges.push((
+                rows.len() - 1,
+                format!(
+                    "  bridge {} -> {} at {} [{}] connects {} network consumers {} forwarded {} pulled {}",
+                    b["connector"].as_str().unwrap_or("?"),
+                    if remote.is_empty() { "?" } else { remote },
+                    addrs.join(","),
+                    if b["connected"].as_bool() == Some(true) { "up" } else { "down" },
+                    b["connects"].as_u64().unwrap_or(0),
+                    b["network_consumers"].as_u64().unwrap_or(0),
+                    b["forwarded"].as_u64().unwrap_or(0),
+                    b["pulled"].as_u64().unwrap_or(0),
+                ),
+            ));
+        }
+    }
+    let mut width = [0usize; 5];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let line: Vec<String> = r
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        for (_, b) in bridges.iter().filter(|(row, _)| *row == i) {
+            out.push_str(b);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn topology_lists_brokers_and_their_bridges() {
+        let master = Status {
+            broker: "group1".into(),
+            ha_mode: "replicated".into(),
+            role: "master".into(),
+            epoch: 7,
+            stomp: "stomp://127.0.0.1:62011".into(),
+            ..Default::default()
+        };
+        let stats = std::sync::Arc::new(crate::network::bridge::BridgeStats::default());
+        stats
+            .forwarded
+            .store(42, std::sync::atomic::Ordering::Relaxed);
+        stats
+            .connected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        *stats.remote.lock() = "group2".into();
+        master.bridges.push(crate::server::BridgeStatus {
+            connector: "net:group2".into(),
+            addrs: vec!["tcp://127.0.0.1:62021".into()],
+            stats,
+        });
+        let slave = Status {
+            broker: "group1".into(),
+            ha_mode: "replicated".into(),
+            role: "slave".into(),
+            ..Default::default()
+        };
+        let t = topology_table(&[
+            ("127.0.0.1:63011".into(), Ok(master.to_json())),
+            ("127.0.0.1:63012".into(), Ok(slave.to_json())),
+            (
+                "127.0.0.1:63013".into(),
+                Err(anyhow::anyhow!("connection refused")),
+            ),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 5, "{t}");
+        assert!(lines[0].starts_with("GROUP"));
+        assert!(
+            lines[1].contains("master") && lines[1].contains(" 7 "),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("bridge net:group2 -> group2 at tcp://127.0.0.1:62021 [up]"),
+            "{t}"
+        );
+        assert!(lines[2].contains("forwarded 42"), "{t}");
+        assert!(
+            lines[3].contains("slave") && lines[3].contains("group1"),
+            "{t}"
+        );
+        assert!(lines[4].contains("unreachable (connection refused)"), "{t}");
+    }
     use super::*;
 
     #[tokio::test]

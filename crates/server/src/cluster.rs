@@ -1,18 +1,24 @@
 //! What a master tells its clients about the group (ActiveMQ's `updateClusterClients`).
 //!
-//! Every broker of a shared-file group writes the address clients should use for it to
-//! `<data_dir>/members/<holder>.addr` when it starts (slaves included: they are the brokers a
-//! client must find after a failover) and removes it on a clean shutdown. With
-//! `ha.update_cluster_clients`, the master's CONNECTED frame carries the group as
+//! With `ha.update_cluster_clients`, the master's CONNECTED frame carries the group as
 //! `ferromq.cluster: tcp://a:61613,tcp://b:61613`, and `ferromq-client` (with ActiveMQ's
-//! `updateURIsSupported=true`, the default) adds those addresses to its failover list. A member
-//! that died without cleaning up stays listed; a client trying it just gets connection refused.
+//! `updateURIsSupported=true`, the default) adds those addresses to its failover list.
+//!
+//! Every member registers the address clients should use for it — slaves included: they are
+//! the brokers a client must find after a failover:
+//! - shared-file: a file `<data_dir>/members/<holder>.addr`, written at start and removed on a
+//!   clean shutdown; a member that died without cleaning up stays listed (a client trying it
+//!   just gets connection refused);
+//! - replicated: an ephemeral znode `<zk_path>/.clients/<group>/<holder>` (outside the group's
+//!   own znodes, which a `zk_password` protects), watched by every member; a crashed member
+//!   drops out when its ZooKeeper session expires.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 /// The header on CONNECTED that lists the group.
 pub const CLUSTER_HEADER: &str = "ferromq.cluster";
@@ -22,20 +28,37 @@ const MEMBERS_MAX: usize = 64;
 /// reconnect at once, and each CONNECTED must not cost a directory scan.
 const MEMBERS_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// Where a broker learns the other members of its group.
+#[derive(Debug, Clone, Default)]
+pub enum Members {
+    /// Only itself (standalone, shared-db).
+    #[default]
+    Own,
+    /// A shared-file group's members directory.
+    Dir(PathBuf),
+    /// Addresses kept current by a watch (replicated mode: the ZooKeeper registry).
+    Live(watch::Receiver<Vec<String>>),
+}
+
 /// The group's member addresses as one broker sees them.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
-    members_dir: Option<PathBuf>,
+    members: Members,
     own: String,
     cached: Arc<Mutex<Option<(Instant, String)>>>,
 }
 
+/// Whether `a` can go into the comma-separated header as one failover address.
+fn usable(a: &str) -> bool {
+    a.starts_with("tcp://") && !a.contains([',', '\n', '\r'])
+}
+
 impl ClusterView {
-    /// A view for a broker advertising `own` (`tcp://host:port`), reading the members of a
-    /// shared-file group from `members_dir`.
-    pub fn new(own: String, members_dir: Option<PathBuf>) -> ClusterView {
+    /// A view for a broker advertising `own` (`tcp://host:port`), finding the other members
+    /// through `members`.
+    pub fn new(own: String, members: Members) -> ClusterView {
         ClusterView {
-            members_dir,
+            members,
             own,
             cached: Arc::new(Mutex::new(None)),
         }
@@ -59,21 +82,29 @@ impl ClusterView {
     /// Every member's address, this broker's first, without duplicates.
     pub fn addresses(&self) -> Vec<String> {
         let mut out = vec![self.own.clone()];
-        if let Some(dir) = &self.members_dir {
-            if let Ok(entries) = std::fs::read_dir(dir) {
-                for e in entries.flatten().take(MEMBERS_MAX) {
-                    if e.path().extension().and_then(|x| x.to_str()) != Some("addr") {
-                        continue;
-                    }
-                    if let Ok(a) = std::fs::read_to_string(e.path()) {
-                        let a = a.trim();
-                        if a.starts_with("tcp://")
-                            && !a.contains([',', '\n'])
-                            && !out.iter().any(|o| o == a)
-                        {
-                            out.push(a.to_string());
+        let mut add = |a: &str| {
+            let a = a.trim();
+            if usable(a) && !out.iter().any(|o| o == a) {
+                out.push(a.to_string());
+            }
+        };
+        match &self.members {
+            Members::Own => {}
+            Members::Dir(dir) => {
+                if let Ok(entries) = std::fs::read_dir(dir) {
+                    for e in entries.flatten().take(MEMBERS_MAX) {
+                        if e.path().extension().and_then(|x| x.to_str()) != Some("addr") {
+                            continue;
+                        }
+                        if let Ok(a) = std::fs::read_to_string(e.path()) {
+                            add(&a);
                         }
                     }
+                }
+            }
+            Members::Live(rx) => {
+                for a in rx.borrow().iter().take(MEMBERS_MAX) {
+                    add(a);
                 }
             }
         }
@@ -105,12 +136,28 @@ mod tests {
         ClusterView::register(&m, "a", "tcp://127.0.0.1:1");
         ClusterView::register(&m, "b", "tcp://127.0.0.1:2");
         std::fs::write(m.join("junk.addr"), "not a uri").unwrap();
-        let v = ClusterView::new("tcp://127.0.0.1:2".into(), Some(m.clone()));
+        let v = ClusterView::new("tcp://127.0.0.1:2".into(), Members::Dir(m.clone()));
         let a = v.addresses();
         assert_eq!(a[0], "tcp://127.0.0.1:2");
         assert_eq!(a.len(), 2);
         assert!(a.contains(&"tcp://127.0.0.1:1".to_string()));
         ClusterView::unregister(&m, "a");
         assert_eq!(v.addresses(), ["tcp://127.0.0.1:2"]);
+    }
+
+    #[test]
+    fn live_members_follow_their_watch() {
+        let (tx, rx) = watch::channel(vec![]);
+        let v = ClusterView::new("tcp://127.0.0.1:1".into(), Members::Live(rx));
+        assert_eq!(v.addresses(), ["tcp://127.0.0.1:1"]);
+        tx.send_replace(vec![
+            "tcp://127.0.0.1:2".into(),
+            "tcp://127.0.0.1:1".into(),
+            "tcp://a:1,tcp://b:2".into(),
+            "http://x".into(),
+        ]);
+        assert_eq!(v.addresses(), ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]);
+        tx.send_replace(vec![]);
+        assert_eq!(v.addresses(), ["tcp://127.0.0.1:1"]);
     }
 }

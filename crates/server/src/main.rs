@@ -74,11 +74,15 @@ enum Command {
         #[command(flatten)]
         auth: Auth,
     },
-    /// Ask a broker's admin endpoint what it is doing (role, epoch, …), as JSON.
+    /// Ask a broker's admin endpoint what it is doing (role, epoch, bridges), as JSON; given
+    /// several brokers, draw the topology (groups, roles, epochs, bridges and their traffic).
     Status {
-        /// The broker's admin address (`transports.admin`).
+        /// The broker's admin address (`transports.admin`), or several, comma-separated.
         #[arg(long, default_value = "127.0.0.1:8161")]
         admin: String,
+        /// Print the topology table even for one broker.
+        #[arg(long)]
+        table: bool,
     },
     /// Receive messages and print them.
     Consume {
@@ -176,8 +180,21 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log.as_deref(), cli.log_json, default_level);
     match cli.command {
         Command::Serve { config } => serve(config).await,
-        Command::Status { admin } => {
-            println!("{}", ferromq_server::admin::fetch(&admin).await?);
+        Command::Status { admin, table } => {
+            let addrs: Vec<&str> = admin
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            if addrs.len() == 1 && !table {
+                println!("{}", ferromq_server::admin::fetch(addrs[0]).await?);
+                return Ok(());
+            }
+            let mut brokers = Vec::with_capacity(addrs.len());
+            for a in addrs {
+                brokers.push((a.to_string(), ferromq_server::admin::fetch(a).await));
+            }
+            print!("{}", ferromq_server::admin::topology_table(&brokers));
             Ok(())
         }
         Command::Produce {
@@ -324,11 +341,76 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!("admin endpoint: http://{addr}/status");
         tokio::spawn(ferromq_server::admin::serve(listener, status_rx));
     }
-    let result = serve_loop(&cfg, activation, &status_tx).await;
+    #[cfg(feature = "zk")]
+    let zk_members = (cfg.ha.mode == "replicated" && cfg.ha.update_cluster_clients)
+        .then(|| ZkMembers::start(&cfg));
+    #[cfg(feature = "zk")]
+    let live = zk_members.as_ref().map(|m| m.members.clone());
+    #[cfg(not(feature = "zk"))]
+    let live = None;
+    let result = serve_loop(&cfg, activation, &status_tx, live).await;
     if registered {
         ferromq_server::cluster::ClusterView::unregister(&members, &cfg.holder());
     }
+    #[cfg(feature = "zk")]
+    if let Some(m) = zk_members {
+        m.stop().await;
+    }
     result
+}
+
+/// A replicated member's entry in its group's client list (`update_cluster_clients`): this
+/// broker's address at `<zk_path>/.clients/<group>/<holder>`, and a watch on the group's
+/// entries. Slaves register too — they are where clients go after a failover — so this lives
+/// as long as the process, across masterships.
+#[cfg(feature = "zk")]
+struct ZkMembers {
+    registration: ferromq_ha_zk::registry::Registration,
+    members: ferromq_server::cluster::Members,
+    _watch: AbortOnDrop,
+}
+
+#[cfg(feature = "zk")]
+impl ZkMembers {
+    fn start(cfg: &Config) -> ZkMembers {
+        use ferromq_ha_zk::registry::{register, watch_children, RegistryConfig};
+        let rc = RegistryConfig {
+            zk_address: cfg.ha.zk_address.clone(),
+            session_timeout: Duration::from_millis(cfg.ha.zk_session_timeout_ms),
+        };
+        let parent = format!(
+            "{}/.clients/{}",
+            cfg.ha.zk_path.trim_end_matches('/'),
+            cfg.broker.name
+        );
+        let node = format!("{parent}/{}", cfg.holder().replace('/', "_"));
+        let registration = register(rc.clone(), node, cfg.advertised().into_bytes());
+        let watch = watch_children(rc, parent);
+        let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+        let task = tokio::spawn(async move {
+            let mut children = watch.rx.clone();
+            loop {
+                let addrs = children
+                    .borrow_and_update()
+                    .values()
+                    .map(|d| String::from_utf8_lossy(d).into_owned())
+                    .collect();
+                tx.send_replace(addrs);
+                if children.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        ZkMembers {
+            registration,
+            members: ferromq_server::cluster::Members::Live(rx),
+            _watch: AbortOnDrop(task),
+        }
+    }
+
+    async fn stop(self) {
+        self.registration.stop().await;
+    }
 }
 
 /// The shared-database locker of `[ha]` on `store.url`.
@@ -417,6 +499,7 @@ async fn serve_loop(
     cfg: &Config,
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
     status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>,
+    members: Option<ferromq_server::cluster::Members>,
 ) -> anyhow::Result<()> {
     let set_role =
         |role: &str, epoch: u64, stomp: String, bridges: ferromq_server::server::BridgeList| {
@@ -442,7 +525,7 @@ async fn serve_loop(
         let epoch = mastership.epoch;
         // A replicated mastership brings its own store (the local one, wrapped to replicate).
         let started = match mastership.take_store() {
-            Some(store) => Server::start_with_store(cfg.clone(), store).await,
+            Some(store) => Server::start_serving(cfg.clone(), store, members.clone()).await,
             None => Server::start_as_master(cfg.clone(), epoch, mastership.fence.clone()).await,
         };
         let server = match started {

@@ -11,7 +11,7 @@ use ferromq_store::{Fence, JournalConfig, JournalStore, MemoryStore, MessageStor
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cluster::ClusterView;
+use crate::cluster::{ClusterView, Members};
 use crate::config::Config;
 use crate::network::bridge::{self, BridgeStats};
 use crate::network::discovery::{self, DiscoveryUri};
@@ -252,6 +252,18 @@ impl Server {
         cfg: Config,
         store: Arc<dyn MessageStore>,
     ) -> anyhow::Result<Server> {
+        Server::start_serving(cfg, store, None).await
+    }
+
+    /// [`Server::start_with_store`], telling clients (with `ha.update_cluster_clients`) the
+    /// group's members that `members` lists — the replicated mode's ZooKeeper registry, which
+    /// lives as long as the process, not the mastership. Without it a shared-file group reads
+    /// its members directory.
+    pub async fn start_serving(
+        cfg: Config,
+        store: Arc<dyn MessageStore>,
+        members: Option<Members>,
+    ) -> anyhow::Result<Server> {
         let cfg = Arc::new(cfg);
         let broker = Broker::open(broker_config(&cfg), store, system_clock())
             .context("broker recovery failed")?;
@@ -261,8 +273,13 @@ impl Server {
         let stomp_addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let cluster = cfg.ha.update_cluster_clients.then(|| {
-            let members =
-                (cfg.ha.mode == "shared-file").then(|| cfg.broker.data_dir.join("members"));
+            let members = members.unwrap_or_else(|| {
+                if cfg.ha.mode == "shared-file" {
+                    Members::Dir(cfg.broker.data_dir.join("members"))
+                } else {
+                    Members::Own
+                }
+            });
             // With port 0 the real port is only known now.
             let own = if cfg.transports.advertise.is_empty() {
                 format!("tcp://{stomp_addr}")

@@ -11,7 +11,6 @@
 mod ha_replicated_support;
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,29 +115,6 @@ async fn a_killed_slave_returns_catches_up_and_carries_the_quorum() {
     c.assert_epochs_unique();
 }
 
-/// Restarts any ensemble node that is down, whatever happens to the test.
-struct EnsembleNodeBack;
-
-impl Drop for EnsembleNodeBack {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../scripts/services.sh"
-            ))
-            .arg("start")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-fn ensemble_pidfile(n: usize) -> String {
-    let base = std::env::var("FERROMQ_SERVICES_DIR")
-        .unwrap_or_else(|_| "/var/tmp/ferromq-services".into());
-    format!("{base}/zk/ens{n}/zk.pid")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_zookeeper_node_of_three_keeps_the_cluster_serving() {
     let _serial = SERIAL.lock().await;
@@ -148,13 +124,7 @@ async fn losing_one_zookeeper_node_of_three_keeps_the_cluster_serving() {
     let load = Load::start(&c.uri(), history.clone(), 600);
     assert!(load.wait_confirmed(100, T).await);
     let _back = EnsembleNodeBack;
-    let pidfile = ensemble_pidfile(1);
-    let ok = Command::new("start-stop-daemon")
-        .args(["--stop", "--pidfile", &pidfile, "--retry", "TERM/10/KILL/5"])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "could not stop ZooKeeper ensemble node 1 ({pidfile})");
+    stop_ensemble_node(1);
     let during = load.confirmed.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         during + 200 <= load.max,

@@ -16,10 +16,13 @@
 //!    order by a separate task.
 //!
 //! When the connection ends, every network consumer is detached, so whatever was in flight
-//! returns to its queue and is sent again on the next connection; the remote's duplicate
-//! detection drops the copies it already stored (it remembers the id with the message,
-//! persistently), so a bridge, broker or master that dies mid-forward loses nothing and the
-//! resend creates no duplicate.
+//! returns to its queue — kept there for this remote alone for `in_flight_pin_ms` — and is
+//! sent again on the next connection (to the remote's new master, after a failover); the
+//! remote's duplicate detection drops the copies it already stored (it remembers the id with
+//! the message, persistently), so a bridge, broker or master that dies mid-forward loses
+//! nothing and the resend creates no duplicate. When the remote's demand for a destination
+//! goes while the connection stays, its network consumer is quiesced and detached only once
+//! the remote confirmed everything it held.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +45,9 @@ use super::demand::{self, BROKER_NAME_HEADER, DEMAND_DESTINATION};
 /// Extra hops a queue message may make, beyond `message_ttl`, when no local consumer is left
 /// for it (see [`NetworkRoute::max_replays`]).
 pub const DEFAULT_MAX_REPLAYS: u32 = 3;
+
+/// How often a bridge checks whether its retiring network consumers are drained.
+const RETIRE_CHECK: Duration = Duration::from_millis(50);
 
 /// A bridge's counters, shown by `ferromq status`.
 #[derive(Debug, Default)]
@@ -178,6 +184,9 @@ struct Connection<'a> {
     stats: Arc<BridgeStats>,
     remote: Option<String>,
     consumers: BTreeMap<Destination, ConsumerHandle>,
+    /// Network consumers whose remote demand went, quiesced until what they hold is
+    /// confirmed by the remote.
+    retiring: Vec<ConsumerHandle>,
     deliveries_tx: mpsc::UnboundedSender<Delivery>,
     deliveries_rx: Option<mpsc::UnboundedReceiver<Delivery>>,
     connection_id: u64,
@@ -195,6 +204,7 @@ impl<'a> Connection<'a> {
             stats,
             remote: None,
             consumers: BTreeMap::new(),
+            retiring: Vec::new(),
             deliveries_tx: tx,
             deliveries_rx: Some(rx),
             connection_id: broker.next_connection_id(),
@@ -248,9 +258,12 @@ impl<'a> Connection<'a> {
             Ok::<(), BridgeError>(())
         });
         let mut local_changes = self.broker.watch_demand();
+        let mut retire_tick = tokio::time::interval(RETIRE_CHECK);
+        retire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
             tokio::select! {
                 _ = shutdown.changed() => break Ok(()),
+                _ = retire_tick.tick(), if !self.retiring.is_empty() => self.retire_drained(),
                 _ = local_changes.changed(), if duplex && self.remote.is_some() => {
                     if let Err(e) = self.reconcile_pull(client, &pull_tx).await {
                         break Err(e);
@@ -382,7 +395,10 @@ impl<'a> Connection<'a> {
         for dest in gone {
             if let Some(h) = self.consumers.remove(&dest) {
                 tracing::debug!(bridge = %self.spec.connector.name, %dest, "remote demand gone");
-                drop(self.broker.unsubscribe(&h, false));
+                // What it holds may be on its way: it is detached once the remote confirmed it
+                // (see `retire_drained`), so that nothing comes back here to go out again.
+                self.broker.quiesce(&h);
+                self.retiring.push(h);
             }
         }
         for (dest, path) in want {
@@ -491,6 +507,7 @@ impl<'a> Connection<'a> {
             } else {
                 0
             },
+            pin_ms: c.in_flight_pin_ms,
         }
     }
 
@@ -586,12 +603,28 @@ impl<'a> Connection<'a> {
                 .any(|f| f.kind == dest.kind && wildcard_matches(&f.name, &dest.name))
     }
 
-    /// Detaches every network consumer: what they held returns to its queue.
+    /// Detaches the retiring network consumers whose sends were all confirmed.
+    fn retire_drained(&mut self) {
+        let broker = self.broker;
+        self.retiring.retain(|h| {
+            let drained = broker.inflight(h) == 0;
+            if drained {
+                drop(broker.unsubscribe(h, false));
+            }
+            !drained
+        });
+    }
+
+    /// Detaches every network consumer: what they held returns to its queue (kept for this
+    /// remote for `in_flight_pin_ms`: it may have stored some of it already).
     fn teardown(&mut self) {
         for (_, task) in std::mem::take(&mut self.pulls) {
             task.abort();
         }
         for (_, h) in std::mem::take(&mut self.consumers) {
+            drop(self.broker.unsubscribe(&h, false));
+        }
+        for h in std::mem::take(&mut self.retiring) {
             drop(self.broker.unsubscribe(&h, false));
         }
         self.stats.consumers.store(0, Ordering::Relaxed);

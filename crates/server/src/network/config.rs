@@ -173,6 +173,11 @@ pub struct NetworkConnectorConfig {
     /// Extra hops beyond `message_ttl` such a stuck message may make (ferromq's bound, so
     /// that a message cannot move back and forth for ever). Default 3.
     pub max_replays: u32,
+    /// How long (ms) a message in flight to the remote when the bridge went down waits for
+    /// that broker alone (its new master, after a failover) before it may go anywhere else:
+    /// the remote may have stored it without the confirmation arriving, and its duplicate
+    /// detection drops only a copy sent to it. 0 disables. Default 30000.
+    pub in_flight_pin_ms: u64,
     /// Every other key, so known-but-unsupported ActiveMQ options get a message naming them.
     #[serde(flatten)]
     pub other: toml::Table,
@@ -202,6 +207,7 @@ impl Default for NetworkConnectorConfig {
             back_off_multiplier: 2.0,
             replay_when_no_consumers: true,
             max_replays: super::bridge::DEFAULT_MAX_REPLAYS,
+            in_flight_pin_ms: 30_000,
             other: toml::Table::new(),
         }
     }
@@ -324,6 +330,16 @@ pub fn validate(connectors: &[NetworkConnectorConfig]) -> Result<(), NetworkConf
         if !names.insert(c.name.as_str()) {
             return Err(NetworkConfigError::DuplicateName(c.name.clone()));
         }
+        if c.in_flight_pin_ms > super::demand::PIN_MS_MAX {
+            return Err(NetworkConfigError::Invalid {
+                name: c.name.clone(),
+                msg: format!(
+                    "in_flight_pin_ms = {} is above the limit of {} (one hour)",
+                    c.in_flight_pin_ms,
+                    super::demand::PIN_MS_MAX
+                ),
+            });
+        }
         if let ConnectorUri::Multicast(_) | ConnectorUri::Zookeeper(_) = uri {
             super::discovery::DiscoveryUri::parse(&c.uri).map_err(|msg| {
                 NetworkConfigError::Invalid {
@@ -366,6 +382,7 @@ mod tests {
         assert_eq!(c.max_reconnect_delay_ms, 30_000);
         assert!(c.use_exponential_back_off);
         assert!((c.back_off_multiplier - 2.0).abs() < f64::EPSILON);
+        assert_eq!(c.in_flight_pin_ms, 30_000);
         assert_eq!(
             c.check(),
             Ok(ConnectorUri::Static(vec!["127.0.0.1:61613".into()]))

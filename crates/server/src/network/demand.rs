@@ -104,6 +104,11 @@ pub const NETWORK_DEMAND_PATH_HEADER: &str = "ferromq.network.demandPath";
 pub const NETWORK_MESSAGE_TTL_HEADER: &str = "ferromq.network.messageTtl";
 /// SUBSCRIBE header: the route's `max_replays`.
 pub const NETWORK_MAX_REPLAYS_HEADER: &str = "ferromq.network.maxReplays";
+/// SUBSCRIBE header: the route's `pin_ms` (at most [`PIN_MS_MAX`]).
+pub const NETWORK_PIN_HEADER: &str = "ferromq.network.pinMs";
+/// The longest a network consumer may keep messages for its target (one hour): a pin is a
+/// wait for a failover, not a place to park messages.
+pub const PIN_MS_MAX: u64 = 3_600_000;
 
 /// The SUBSCRIBE headers that describe `route`.
 pub fn route_headers(route: &NetworkRoute) -> Vec<(&'static str, String)> {
@@ -117,6 +122,7 @@ pub fn route_headers(route: &NetworkRoute) -> Vec<(&'static str, String)> {
         (NETWORK_DEMAND_PATH_HEADER, route.demand_path.join(",")),
         (NETWORK_MESSAGE_TTL_HEADER, ttl),
         (NETWORK_MAX_REPLAYS_HEADER, route.max_replays.to_string()),
+        (NETWORK_PIN_HEADER, route.pin_ms.to_string()),
     ]
 }
 
@@ -157,11 +163,21 @@ pub fn route_from_headers<'a>(
             .parse::<u32>()
             .map_err(|_| format!("Invalid {NETWORK_MAX_REPLAYS_HEADER}: {v:?}"))?,
     };
+    let pin_ms = match header(NETWORK_PIN_HEADER) {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms <= PIN_MS_MAX)
+            .ok_or_else(|| format!("Invalid {NETWORK_PIN_HEADER}: {v:?}"))?,
+    };
     Ok(Some(NetworkRoute {
         target: target.to_string(),
         demand_path,
         message_ttl,
         max_replays,
+        pin_ms,
     }))
 }
 
@@ -177,6 +193,7 @@ mod route_tests {
                 demand_path: vec!["a".into(), "c".into()],
                 message_ttl: ttl,
                 max_replays: 2,
+                pin_ms: 30_000,
             };
             let hs = route_headers(&r);
             let got =
@@ -195,5 +212,7 @@ mod route_tests {
         assert!(bad(NETWORK_MESSAGE_TTL_HEADER, "x").is_err());
         assert!(bad(NETWORK_DEMAND_PATH_HEADER, "b,a").is_err());
         assert!(bad(NETWORK_MAX_REPLAYS_HEADER, "-1").is_err());
+        assert!(bad(NETWORK_PIN_HEADER, "soon").is_err());
+        assert!(bad(NETWORK_PIN_HEADER, "3600001").is_err());
     }
 }

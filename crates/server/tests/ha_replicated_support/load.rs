@@ -81,6 +81,18 @@ pub struct LoadGen {
 
 impl LoadGen {
     pub fn start(uri: &str, history: Arc<History>, spec: LoadSpec) -> LoadGen {
+        LoadGen::start_split(uri, &[uri], history, spec)
+    }
+
+    /// [`LoadGen::start`] with the producers on `uri` and the consumers spread over
+    /// `consume_uris` (consumer k on `consume_uris[k % len]`): a network of brokers moves the
+    /// messages between them.
+    pub fn start_split(
+        uri: &str,
+        consume_uris: &[&str],
+        history: Arc<History>,
+        spec: LoadSpec,
+    ) -> LoadGen {
         let gen = LoadGen {
             sent: Arc::default(),
             confirmed: Arc::default(),
@@ -97,11 +109,16 @@ impl LoadGen {
             consumers: Vec::new(),
             waiting: Vec::new(),
         };
-        let addrs: Vec<String> = FailoverUri::parse(uri)
-            .expect("a failover URI")
-            .brokers
+        let addrs: Vec<Vec<String>> = consume_uris
             .iter()
-            .map(|b| b.addr.clone())
+            .map(|u| {
+                FailoverUri::parse(u)
+                    .expect("a failover URI")
+                    .brokers
+                    .iter()
+                    .map(|b| b.addr.clone())
+                    .collect()
+            })
             .collect();
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let mut gen = gen;
@@ -123,7 +140,7 @@ impl LoadGen {
         for k in 0..spec.consumers {
             let c = Consumer {
                 name: format!("c{k}"),
-                addrs: addrs.clone(),
+                addrs: addrs[k % addrs.len()].clone(),
                 destination: spec.destination.clone(),
                 history: history.clone(),
                 seen: seen.clone(),

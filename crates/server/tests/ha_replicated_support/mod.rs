@@ -386,6 +386,10 @@ pub struct Cluster {
     pub extra: String,
     /// Extra `[store]` lines.
     pub store_extra: String,
+    /// Extra `[transports]` lines.
+    pub transports_extra: String,
+    /// `broker.name`: the group.
+    pub group: String,
     generation: usize,
     dead_logs: Vec<Vec<String>>,
 }
@@ -405,6 +409,8 @@ impl Cluster {
             zk_path: unique_zk_path(name),
             extra: extra.to_string(),
             store_extra: String::new(),
+            transports_extra: String::new(),
+            group: "rep".into(),
             generation: 0,
             dead_logs: Vec::new(),
         }
@@ -414,7 +420,7 @@ impl Cluster {
         self.generation += 1;
         let dir = self.base.join(format!("b{i}"));
         let cfg = replicated_config_with_store(
-            "rep",
+            &self.group,
             &dir,
             self.ports[i],
             &self.zk,
@@ -426,6 +432,10 @@ impl Cluster {
         .replace(
             "replicas = 3\n",
             &format!("replicas = {}\n", self.ports.len()),
+        )
+        .replace(
+            "[transports]\n",
+            &format!("[transports]\n{}", self.transports_extra),
         );
         self.procs[i] = Some(crate::support::Proc::start(
             &format!("b{i}-{}", self.generation),
@@ -504,6 +514,40 @@ impl Cluster {
     }
 }
 
+/// Restarts any ensemble node that is down, whatever happens to the test.
+pub struct EnsembleNodeBack;
+
+impl Drop for EnsembleNodeBack {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../scripts/services.sh"
+            ))
+            .arg("start")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+pub fn ensemble_pidfile(n: usize) -> String {
+    let base = std::env::var("FERROMQ_SERVICES_DIR")
+        .unwrap_or_else(|_| "/var/tmp/ferromq-services".into());
+    format!("{base}/zk/ens{n}/zk.pid")
+}
+
+/// Stops node `n` of the ensemble (the test holds an [`EnsembleNodeBack`] to restart it).
+pub fn stop_ensemble_node(n: usize) {
+    let pidfile = ensemble_pidfile(n);
+    let ok = std::process::Command::new("start-stop-daemon")
+        .args(["--stop", "--pidfile", &pidfile, "--retry", "TERM/10/KILL/5"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "could not stop ZooKeeper ensemble node {n} ({pidfile})");
+}
+
 /// A uid no account uses: the partition test runs one broker under it so that an iptables
 /// `owner` rule can cut exactly that process off the (loopback) network.
 pub const PARTITION_UID: u32 = 64_917;
@@ -521,13 +565,17 @@ impl Cluster {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
         }
         let cfg = replicated_config_with_store(
-            "rep",
+            &self.group,
             &dir,
             self.ports[i],
             &self.zk,
             &self.zk_path,
             &self.store_extra,
             &self.extra,
+        )
+        .replace(
+            "[transports]\n",
+            &format!("[transports]\n{}", self.transports_extra),
         );
         let name = format!("b{i}-{}", self.generation);
         let cfg_path = self.base.join(format!("{name}.toml"));
