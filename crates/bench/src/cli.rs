@@ -37,7 +37,8 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Drive a STOMP broker with N producers and M consumers and report throughput and latency.
-    Run(RunArgs),
+    // Boxed: the run's arguments are several times the probe's (clippy's large_enum_variant).
+    Run(Box<RunArgs>),
     /// Append records to one file from T threads with write + fdatasync and group commit: what
     /// the disk allows at this concurrency.
     FsyncProbe(FsyncProbeArgs),
@@ -67,9 +68,15 @@ impl From<AckArg> for AckMode {
 /// `ferromq-bench run`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Broker address: host:port or tcp://host:port.
+    /// Broker address: host:port or tcp://host:port. Producers connect here, and consumers
+    /// too unless --consume-url is given.
     #[arg(long, default_value = "127.0.0.1:61613")]
     pub url: String,
+    /// Where consumers connect (host:port or tcp://host:port); default: --url. Another broker
+    /// of a network measures the path across a bridge: produced on one broker, forwarded on
+    /// demand, consumed on the other.
+    #[arg(long)]
+    pub consume_url: Option<String>,
     /// Destination; with --destinations K > 1 the names are DEST.0 .. DEST.{K-1}. A /topic/
     /// destination fans out: every consumer subscribes to every destination.
     #[arg(long, short, default_value = "/queue/bench")]
@@ -191,6 +198,8 @@ fn between(name: &str, v: u64, min: u64, max: u64) -> Result<(), BenchError> {
 pub struct RunConfig {
     /// The arguments as given (the report repeats them).
     pub args: RunArgs,
+    /// Where consumers connect: `--consume-url`, else `--url`.
+    pub consume_url: String,
     /// Destination names, K of them.
     pub destination_names: Vec<String>,
     /// True for `/topic/...`: every consumer subscribes to every destination.
@@ -276,8 +285,18 @@ impl RunArgs {
             .iter()
             .map(|h| parse_header(h))
             .collect::<Result<_, _>>()?;
+        // An empty value is a slip of a script's variable, not a request for the default:
+        // refusing it beats silently measuring a single broker instead of a bridge.
+        let consume_url = match &self.consume_url {
+            Some(u) if u.trim().is_empty() => {
+                return Err(BenchError::Config("--consume-url must not be empty".into()))
+            }
+            Some(u) => u.clone(),
+            None => self.url.clone(),
+        };
         Ok(RunConfig {
             args: self.clone(),
+            consume_url,
             fan_out: self.destination.starts_with("/topic/"),
             destination_names,
             warmup,

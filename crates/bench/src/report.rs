@@ -19,8 +19,10 @@ sends when the broker lets it)";
 /// The workload as run.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunConditions {
-    /// Broker address.
+    /// Broker address of the producers.
     pub url: String,
+    /// Broker address of the consumers (the same as `url` unless `--consume-url` was given).
+    pub consume_url: String,
     /// The CONNECTED `server` header of the first producer connection.
     pub server: String,
     /// Negotiated STOMP version.
@@ -63,6 +65,7 @@ impl RunConditions {
         let a = &cfg.args;
         RunConditions {
             url: a.url.clone(),
+            consume_url: cfg.consume_url.clone(),
             server,
             stomp_version,
             host: a.host.clone(),
@@ -219,6 +222,9 @@ pub fn run_text(r: &RunReport) -> String {
         "ferromq-bench run → {} (server {:?}, STOMP {})",
         c.url, c.server, c.stomp_version
     );
+    if c.consume_url != c.url {
+        let _ = writeln!(out, "  consumers on {}", c.consume_url);
+    }
     let _ = writeln!(
         out,
         "  {} producer(s) → {} consumer(s) on {dests}{}; {} B bodies, {}, {}, ack {}",

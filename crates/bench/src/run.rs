@@ -150,10 +150,17 @@ fn client_config(cfg: &RunConfig) -> ClientConfig {
     }
 }
 
-async fn connect_all(cfg: &RunConfig, count: u32, role: &str) -> Result<Vec<Client>, BenchError> {
+/// Opens `count` connections to `url` (producers go to `--url`, consumers to
+/// `--consume-url`, which may be another broker of a network).
+async fn connect_all(
+    cfg: &RunConfig,
+    url: &str,
+    count: u32,
+    role: &str,
+) -> Result<Vec<Client>, BenchError> {
     let tasks: Vec<_> = (0..count)
         .map(|i| {
-            let url = cfg.args.url.clone();
+            let url = url.to_owned();
             let config = client_config(cfg);
             let what = format!("{role} {i}: connect to {url}");
             tokio::spawn(async move {
@@ -178,7 +185,7 @@ pub async fn run(cfg: RunConfig, progress: bool) -> Result<RunReport, BenchError
     let run_id: Arc<str> = Arc::from(make_run_id().as_str());
     let counters = Arc::new(Counters::default());
 
-    let consumers = connect_all(&cfg, cfg.args.consumers, "consumer").await?;
+    let consumers = connect_all(&cfg, &cfg.consume_url, cfg.args.consumers, "consumer").await?;
     let mut subscriptions: Vec<(Client, Subscription)> = Vec::new();
     let sub_headers: Vec<(&str, &str)> = cfg
         .subscribe_headers
@@ -196,7 +203,7 @@ pub async fn run(cfg: RunConfig, progress: bool) -> Result<RunReport, BenchError
             subscriptions.push((client.clone(), sub));
         }
     }
-    let producers = connect_all(&cfg, cfg.args.producers, "producer").await?;
+    let producers = connect_all(&cfg, &cfg.args.url, cfg.args.producers, "producer").await?;
     let server = producers
         .first()
         .and_then(Client::server)

@@ -23,11 +23,19 @@ impl Drop for Broker {
 }
 
 fn start_broker() -> Option<Broker> {
+    start_broker_with("")
+}
+
+/// A broker with `config` as its configuration file (data dir and STOMP address come from the
+/// environment, so the file need only say what the test is about).
+fn start_broker_with(config: &str) -> Option<Broker> {
     let Ok(bin) = std::env::var("FERROMQ_BIN") else {
         eprintln!("FERROMQ_BIN not set: skipping the broker test");
         return None;
     };
     let data = tempfile::tempdir().unwrap();
+    let config_path = data.path().join("ferromq.toml");
+    std::fs::write(&config_path, config).unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -36,7 +44,9 @@ fn start_broker() -> Option<Broker> {
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(bin)
         .arg("serve")
-        .env("FERROMQ__BROKER__DATA_DIR", data.path())
+        .arg("--config")
+        .arg(&config_path)
+        .env("FERROMQ__BROKER__DATA_DIR", data.path().join("data"))
         .env("FERROMQ__TRANSPORTS__STOMP", &addr)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -115,6 +125,38 @@ fn topic_fan_out_at_a_fixed_rate_delivers_a_copy_to_every_subscriber() {
     assert!(r.send_latency.is_none());
     assert!(r.end_to_end_latency.is_some());
     assert!(r.conditions.latency_method.contains("scheduled"));
+}
+
+#[test]
+fn produced_on_one_broker_and_consumed_on_another_across_a_bridge() {
+    let Some(b) = start_broker_with("[broker]\nname = \"b\"\n") else {
+        return;
+    };
+    let config = format!(
+        "[broker]\nname = \"a\"\n[[network_connectors]]\nuri = \"static:(tcp://{})\"\n",
+        b.addr
+    );
+    let Some(a) = start_broker_with(&config) else {
+        return;
+    };
+    let r = run_against(
+        &a.addr,
+        &[
+            "--consume-url",
+            &b.addr,
+            "--persistent",
+            "--receipt",
+            "-p",
+            "2",
+            "--ack",
+            "client-individual",
+        ],
+    );
+    assert_eq!(r.conditions.url, a.addr);
+    assert_eq!(r.conditions.consume_url, b.addr);
+    assert!(r.delivered.messages > 0, "{r:?}");
+    assert_eq!(r.undelivered_after_drain, 0, "{r:?}");
+    assert_eq!(r.delivered_total, r.sent_total, "{r:?}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ fn run_args(args: &[&str]) -> RunArgs {
     let mut argv = vec!["ferromq-bench", "run"];
     argv.extend_from_slice(args);
     match Cli::try_parse_from(argv).unwrap().command {
-        Command::Run(a) => a,
+        Command::Run(a) => *a,
         other => panic!("parsed as {other:?}"),
     }
 }
@@ -140,6 +140,8 @@ fn unbounded_or_impossible_workloads_are_rejected() {
         &["-d", "queue/no-slash"],
         &["-H", "no-colon"],
         &["--subscribe-header", ":v"],
+        &["--consume-url", ""],
+        &["--consume-url", " "],
     ] {
         let r = run_args(bad).validate();
         assert!(
@@ -147,6 +149,18 @@ fn unbounded_or_impossible_workloads_are_rejected() {
             "{bad:?} accepted: {r:?}"
         );
     }
+}
+
+#[test]
+fn consumers_connect_to_the_producers_broker_unless_consume_url_names_another() {
+    let same = run_args(&["--url", "tcp://a:1"]).validate().unwrap();
+    assert_eq!(same.args.consume_url, None);
+    assert_eq!(same.consume_url, "tcp://a:1");
+    let bridged = run_args(&["--url", "tcp://a:1", "--consume-url", "tcp://b:2"])
+        .validate()
+        .unwrap();
+    assert_eq!(bridged.args.url, "tcp://a:1");
+    assert_eq!(bridged.consume_url, "tcp://b:2");
 }
 
 #[test]

@@ -111,6 +111,34 @@ fn run_json_has_the_fields_scripts_read() {
         .unwrap()
         .contains("coordinated omission"));
     assert!(v["conditions"].get("passcode").is_none());
+    // Without --consume-url the consumers use the producers' broker, and the report says so.
+    assert_eq!(v["conditions"]["consume_url"], v["conditions"]["url"]);
+}
+
+#[test]
+fn reports_name_the_consumers_broker_when_it_differs() {
+    let Command::Run(a) = Cli::try_parse_from([
+        "ferromq-bench",
+        "run",
+        "--url",
+        "127.0.0.1:1",
+        "--consume-url",
+        "127.0.0.1:2",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not run")
+    };
+    let mut r = sample_run_report(None);
+    r.conditions = RunConditions::from_config(&a.validate().unwrap(), "s".into(), "1.2".into());
+    let v: serde_json::Value = serde_json::from_str(&report::to_json(&r)).unwrap();
+    assert_eq!(v["conditions"]["url"], "127.0.0.1:1");
+    assert_eq!(v["conditions"]["consume_url"], "127.0.0.1:2");
+    let text = report::run_text(&r);
+    assert!(text.contains("consumers on 127.0.0.1:2"), "{text}");
+    let same = report::run_text(&sample_run_report(None));
+    assert!(!same.contains("consumers on"), "{same}");
 }
 
 #[test]
