@@ -350,64 +350,6 @@ cmd_masters() {
   done
 }
 
-# Rows "g<TAB>m<TAB>pid<TAB>admin<TAB>json" (json empty when the endpoint does not answer).
-status_rows() {
-  local g m p s
-  for g in $(seq 1 $NG); do for m in $(seq 1 $NM); do
-    p=$(pid_of "$g" "$m") || p=-
-    s=$(fetch_status "$g" "$m") || s=""
-    printf '%s\t%s\t%s\t%s\t%s\n' "$g" "$m" "$p" "127.0.0.1:$(admin_port "$g" "$m")" "$s"
-  done; done
-}
-
-render_python() {
-  python3 -c '
-import json, signal, sys
-signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-rows = []
-for line in sys.stdin:
-    g, m, pid, admin, doc = line.rstrip("\n").split("\t", 4)
-    try:
-        s = json.loads(doc) if doc else None
-    except ValueError:
-        s = None
-    if s is None:
-        rows.append(["group" + g, m, pid, "down" if pid == "-" else "no answer", "-", "-", admin, "-"])
-        continue
-    bridges = []
-    for b in s.get("bridges", []):
-        remote = b.get("remote") or ",".join(b.get("addrs", [])) or "?"
-        state = "connected" if b.get("connected") else "DOWN"
-        bridges.append("%s %s fwd=%d pulled=%d" % (remote, state, b.get("forwarded", 0), b.get("pulled", 0)))
-    stomp = s.get("stomp") or "-"
-    epoch = str(s.get("epoch", 0)) if s.get("role") == "master" else "-"
-    rows.append([s.get("broker", "group" + g), m, pid, s.get("role", "?"), epoch, stomp, admin,
-                 "; ".join(bridges) or "-"])
-head = ["GROUP", "MEMBER", "PID", "ROLE", "EPOCH", "STOMP", "ADMIN", "BRIDGES (remote, state, forwarded, pulled)"]
-w = [max(len(r[i]) for r in rows + [head]) for i in range(len(head) - 1)]
-for r in [head] + rows:
-    print("  ".join(c.ljust(w[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1])
-'
-}
-
-render_jq() {
-  printf '%-7s %-6s %-8s %-9s %-5s %-24s %-16s %s\n' GROUP MEMBER PID ROLE EPOCH STOMP ADMIN BRIDGES
-  local g m pid admin doc
-  while IFS=$'\t' read -r g m pid admin doc; do
-    if [ -z "$doc" ]; then
-      printf '%-7s %-6s %-8s %-9s %-5s %-24s %-16s %s\n' "group$g" "$m" "$pid" "$([ "$pid" = - ] && echo down || echo no-answer)" - - "$admin" -
-      continue
-    fi
-    jq -r --arg m "$m" --arg pid "$pid" --arg admin "$admin" '
-      [.broker, $m, $pid, .role, (if .role == "master" then (.epoch|tostring) else "-" end),
-       (if .stomp == "" then "-" else .stomp end), $admin,
-       ([.bridges[] | "\(if .remote == "" then (.addrs|join(",")) else .remote end) \(if .connected then "connected" else "DOWN" end) fwd=\(.forwarded) pulled=\(.pulled)"] | if length == 0 then "-" else join("; ") end)]
-      | @tsv' <<<"$doc" | while IFS=$'\t' read -r a b c d e f h i; do
-      printf '%-7s %-6s %-8s %-9s %-5s %-24s %-16s %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$h" "$i"
-    done
-  done
-}
-
 cmd_status() {
   [ -n "${SBIN:-}" ] || SBIN=$(status_bin)
   if [ "${1:-}" = "--json" ]; then
@@ -418,13 +360,14 @@ cmd_status() {
     done; done
     return 0
   fi
-  if command -v python3 >/dev/null; then
-    status_rows | render_python
-  elif command -v jq >/dev/null; then
-    status_rows | render_jq
-  else
-    status_rows | cut -f1,2,3,5
-  fi
+  [ -n "$SBIN" ] || die "no ferromq binary to ask the brokers with (set FERROMQ_BIN, or run up)"
+  # `ferromq status` over every admin endpoint draws the topology: group, role, epoch, STOMP
+  # address of each broker, and each master's bridges with their traffic.
+  local g m addrs=""
+  for g in $(seq 1 $NG); do for m in $(seq 1 $NM); do
+    addrs="$addrs${addrs:+,}127.0.0.1:$(admin_port "$g" "$m")"
+  done; done
+  "$SBIN" status --table --admin "$addrs"
 }
 
 SBIN=""

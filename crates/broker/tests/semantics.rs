@@ -1266,3 +1266,30 @@ async fn without_a_pin_a_lost_bridge_returns_its_messages_to_everyone() {
     f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
     assert_eq!(c_sink.bodies(), ["m"]);
 }
+
+/// A bridge whose remote demand went stops taking messages but keeps (and may still
+/// acknowledge) what it holds, so nothing it may have sent comes back to go out again.
+#[tokio::test]
+async fn a_quiesced_consumer_takes_nothing_more_and_keeps_what_it_holds() {
+    let f = Fixture::new();
+    let q = Destination::queue("quiesce");
+    let (to_b, b_sink) = f.subscribe(&q, network_opts("b", 1_000));
+    f.send(f.pmsg(&q, "held")).await;
+    assert_eq!(b_sink.len(), 1);
+    assert_eq!(f.broker.inflight(&to_b), 1);
+    f.broker.quiesce(&to_b);
+    assert!(
+        !f.broker.demand().iter().any(|d| d.destination == q),
+        "no longer demand"
+    );
+    let (_to_c, c_sink) = f.subscribe(&q, network_opts("c", 1_000));
+    f.send(f.pmsg(&q, "next")).await;
+    assert_eq!(c_sink.bodies(), ["next"], "the others get what comes");
+    assert_eq!(b_sink.len(), 1, "the quiesced consumer gets nothing more");
+    let held = b_sink.take().remove(0);
+    f.broker.ack_delivery(&held).wait_blocking().unwrap();
+    assert_eq!(f.broker.inflight(&to_b), 0);
+    f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
+    assert_eq!(c_sink.len(), 1, "the acknowledged message never comes back");
+    assert_eq!(f.list("queue://quiesce").pending, 0);
+}

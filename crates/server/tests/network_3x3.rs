@@ -115,29 +115,42 @@ async fn run(name: &str, r: Run) {
         }
     }
 
-    // A client that knows one member of a group learns the others from CONNECTED.
+    // A client that knows one member of a group learns the others from CONNECTED (the
+    // members register in ZooKeeper as they start: wait, bounded, for all three).
     {
         let g = &groups[1];
         let m = master_of(g, &[]);
-        let c = ferromq_client::Client::connect(
-            &format!("127.0.0.1:{}", g.ports[m]),
-            ferromq_client::ClientConfig::default(),
-        )
-        .await
-        .unwrap();
-        let cluster = c
-            .connected_headers()
-            .into_iter()
-            .find(|(n, _)| n == "ferromq.cluster")
-            .map(|(_, v)| v)
-            .expect("CONNECTED must list the group");
-        for p in &g.ports {
+        let wanted: Vec<String> = g
+            .ports
+            .iter()
+            .map(|p| format!("tcp://127.0.0.1:{p}"))
+            .collect();
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let c = ferromq_client::Client::connect(
+                &format!("127.0.0.1:{}", g.ports[m]),
+                ferromq_client::ClientConfig::default(),
+            )
+            .await
+            .unwrap();
+            let cluster = c
+                .connected_headers()
+                .into_iter()
+                .find(|(n, _)| n == "ferromq.cluster")
+                .map(|(_, v)| v)
+                .expect("CONNECTED must list the group");
+            c.disconnect().await.unwrap();
+            let listed: Vec<&str> = cluster.split(',').collect();
+            assert_eq!(listed[0], wanted[m], "the master first: {cluster}");
+            if wanted.iter().all(|w| listed.contains(&w.as_str())) {
+                break;
+            }
             assert!(
-                cluster.contains(&format!("tcp://127.0.0.1:{p}")),
-                "{cluster}"
+                std::time::Instant::now() < deadline,
+                "CONNECTED never listed the whole group: {cluster}"
             );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        c.disconnect().await.unwrap();
     }
 
     let mut loads = Vec::new();
