@@ -39,6 +39,9 @@ cargo build -p ferromq "${features[@]}" --locked
 export FERROMQ_BIN="$CARGO_TARGET_DIR/debug/ferromq"
 cargo test --workspace "${features[@]}" --locked
 
+step "the README's 3×3 walkthrough (scripts/cluster.sh up, produce on group1, consume on group2, failover, down)"
+bash scripts/cluster-smoke.sh
+
 step "cargo test: the default build (no lsm) names a missing backend feature"
 cargo test -p ferromq --lib --locked -- missing_from_the_build
 
