@@ -5,4 +5,5 @@
 //! `ferromq` server and in `ferromq-client`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod openwire;
 pub mod stomp;
