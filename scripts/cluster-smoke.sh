@@ -9,11 +9,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${FERROMQ_BIN:?set FERROMQ_BIN to a ferromq binary}"
 export FERROMQ_BIN
-export FERROMQ_CLUSTER_DIR=${FERROMQ_CLUSTER_DIR:-$(mktemp -d /tmp/ferromq-cluster-smoke.XXXX)}
+own_dir=""
+if [ -z "${FERROMQ_CLUSTER_DIR:-}" ]; then
+  own_dir=$(mktemp -d /tmp/ferromq-cluster-smoke.XXXX)
+  FERROMQ_CLUSTER_DIR=$own_dir
+fi
+export FERROMQ_CLUSTER_DIR
 export FERROMQ_CLUSTER_BASE=${FERROMQ_CLUSTER_BASE:-15000}
 B=$FERROMQ_CLUSTER_BASE
 url() { echo "failover:(tcp://127.0.0.1:$((B + 10 * $1 + 1)),tcp://127.0.0.1:$((B + 10 * $1 + 2)),tcp://127.0.0.1:$((B + 10 * $1 + 3)))"; }
-cleanup() { timeout 60 bash scripts/cluster.sh down --purge >/dev/null 2>&1 || true; }
+cleanup() {
+  timeout 60 bash scripts/cluster.sh down --purge >/dev/null 2>&1 || true
+  [ -z "$own_dir" ] || rm -rf "$own_dir"
+}
 trap cleanup EXIT
 
 timeout 180 bash scripts/cluster.sh up
