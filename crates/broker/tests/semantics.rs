@@ -1176,6 +1176,14 @@ async fn destination_limit_refuses_new_queues_and_topic_subscriptions() {
     ));
 }
 
+/// A local consumer acking each message.
+fn local_opts() -> ConsumerOptions {
+    ConsumerOptions {
+        ack_mode: AckMode::ClientIndividual,
+        ..ConsumerOptions::default()
+    }
+}
+
 fn network_opts(target: &str, pin_ms: u64) -> ConsumerOptions {
     ConsumerOptions {
         ack_mode: AckMode::ClientIndividual,
@@ -1206,13 +1214,7 @@ async fn messages_in_flight_on_a_lost_bridge_wait_for_its_target_until_the_pin_l
     assert_eq!(b_sink.len(), 3);
     // Another broker's bridge and a local consumer are here when b's bridge goes.
     let (_to_c, c_sink) = f.subscribe(&q, network_opts("c", 1_000));
-    let (_local, local_sink) = f.subscribe(
-        &q,
-        ConsumerOptions {
-            ack_mode: AckMode::ClientIndividual,
-            ..ConsumerOptions::default()
-        },
-    );
+    let (_local, local_sink) = f.subscribe(&q, local_opts());
     f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
     f.send(f.pmsg(&q, "fresh")).await;
     assert_eq!(
@@ -1235,13 +1237,7 @@ async fn a_pinned_message_goes_elsewhere_once_its_pin_lapses_without_other_traff
     let (to_b, b_sink) = f.subscribe(&q, network_opts("b", 1_000));
     f.send(f.pmsg(&q, "m")).await;
     assert_eq!(b_sink.len(), 1);
-    let (_local, local_sink) = f.subscribe(
-        &q,
-        ConsumerOptions {
-            ack_mode: AckMode::ClientIndividual,
-            ..ConsumerOptions::default()
-        },
-    );
+    let (_local, local_sink) = f.subscribe(&q, local_opts());
     f.broker.unsubscribe(&to_b, false).wait_blocking().unwrap();
     f.advance_ms(999);
     f.broker.expire_sweep();

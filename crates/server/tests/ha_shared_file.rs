@@ -207,12 +207,7 @@ async fn master_tells_clients_the_group_when_update_cluster_clients_is_on() {
     let c = Client::connect(&a.addr(), ClientConfig::default())
         .await
         .unwrap();
-    let cluster = c
-        .connected_headers()
-        .into_iter()
-        .find(|(n, _)| n == "ferromq.cluster")
-        .map(|(_, v)| v)
-        .expect("CONNECTED must list the group");
+    let cluster = support::cluster_header(&c);
     let members: Vec<&str> = cluster.split(',').collect();
     assert_eq!(
         members[0],

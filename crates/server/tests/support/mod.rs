@@ -327,3 +327,12 @@ pub async fn drain(addr: &str) -> Vec<String> {
     c.disconnect().await.unwrap();
     got
 }
+
+/// The group a broker's CONNECTED lists (`ha.update_cluster_clients`), as sent.
+pub fn cluster_header(c: &ferromq_client::Client) -> String {
+    c.connected_headers()
+        .into_iter()
+        .find(|(n, _)| n == "ferromq.cluster")
+        .map(|(_, v)| v)
+        .expect("CONNECTED must list the group")
+}
