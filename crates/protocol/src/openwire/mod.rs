@@ -1,9 +1,29 @@
-//! OpenWire v12, loose encoding: framing layer only (work in progress, see `docs/openwire.md`).
+//! OpenWire (versions 9–12), loose encoding without the marshalling cache; see `docs/openwire.md`.
 //!
 //! Each frame on the wire (size prefix enabled, the default) is a big-endian `i32` length
 //! followed by that many bytes, the first of which is the data-structure type byte
-//! (`CommandTypes` in the Java client). This module splits a byte stream into [`Frame`]s and
-//! writes them back; it does not yet interpret any command body.
+//! (`CommandTypes` in the Java client). [`Decoder`] splits a byte stream into [`Frame`]s;
+//! [`decode_command`] turns a frame into a typed [`Command`] and [`encode_command`] does the
+//! reverse (whole frame, size prefix included).
+//!
+//! - [`primitives`]: bounds-checked loose primitives.
+//! - [`map`]: `MarshallingSupport` primitive maps (properties, map bodies, wire-format options).
+//! - [`types`]: data structures and command structs.
+//! - `codec`: the per-command field order of the Java marshallers.
+
+mod body;
+mod codec;
+pub mod map;
+pub mod primitives;
+pub mod types;
+
+pub use body::MAGIC;
+pub use codec::{
+    decode_command, decode_command_with, encode_command, encode_command_with, CodecOptions,
+    MAX_NESTING_DEPTH,
+};
+pub use map::{MapLimits, PrimitiveMap, PrimitiveValue};
+pub use types::*;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -37,6 +57,75 @@ pub enum OpenWireError {
     /// A string is too long for its 2-byte length prefix.
     #[error("string of {0} encoded bytes is too long for a 2-byte length")]
     StringTooLong(usize),
+    /// The frame's type byte is not a command this codec knows.
+    #[error("unknown command type {0}")]
+    UnknownCommand(u8),
+    /// A nested object has a type byte not allowed in that field.
+    #[error("unexpected data structure type {found} in {field}")]
+    UnexpectedType {
+        /// The field being decoded.
+        field: &'static str,
+        /// The type byte found.
+        found: u8,
+    },
+    /// A value Java never sends as null (an id string, a destination name, an array element)
+    /// was null.
+    #[error("null value in {0}")]
+    NullValue(&'static str),
+    /// A length prefix was negative.
+    #[error("negative length {0}")]
+    NegativeLength(i32),
+    /// Bytes were left after the last field.
+    #[error("{0} trailing bytes after the last field")]
+    TrailingBytes(usize),
+    /// Nested objects (or throwable causes) are deeper than allowed.
+    #[error("nested objects deeper than {max}")]
+    NestingTooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// An object array is longer than allowed.
+    #[error("array of {count} elements exceeds the maximum of {max}")]
+    ArrayTooLong {
+        /// The announced count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A primitive map or list is nested deeper than allowed.
+    #[error("primitive map nested deeper than {max}")]
+    MapTooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// A primitive map or list has more entries than allowed.
+    #[error("primitive map of {count} entries exceeds the maximum of {max}")]
+    TooManyEntries {
+        /// The announced count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A string, key or byte array is larger than allowed.
+    #[error("value of {size} bytes exceeds the maximum of {max}")]
+    ValueTooLarge {
+        /// The announced size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A primitive map value has an unknown type tag.
+    #[error("unknown primitive type {0}")]
+    UnknownPrimitiveType(u8),
+    /// A message body is deflate-compressed; this codec does not inflate.
+    #[error("compressed message body (deflate) is not supported")]
+    Compressed,
+    /// A helper was asked for a body the message kind does not have.
+    #[error("message is not a {0} message")]
+    WrongMessageKind(&'static str),
+    /// The negotiated OpenWire version is outside 9..=12.
+    #[error("unsupported OpenWire version {0}")]
+    UnsupportedVersion(u32),
 }
 
 /// Incremental splitter of a byte stream into [`Frame`]s.
@@ -136,7 +225,7 @@ pub fn write_loose_string(value: Option<&str>, out: &mut BytesMut) -> Result<(),
 }
 
 /// Java modified UTF-8: U+0000 as `C0 80`, supplementary characters as two 3-byte surrogates.
-fn encode_modified_utf8(s: &str) -> Vec<u8> {
+pub(crate) fn encode_modified_utf8(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     for unit in s.encode_utf16() {
         match unit {
@@ -155,7 +244,7 @@ fn encode_modified_utf8(s: &str) -> Vec<u8> {
     out
 }
 
-fn decode_modified_utf8(raw: &[u8]) -> Result<String, OpenWireError> {
+pub(crate) fn decode_modified_utf8(raw: &[u8]) -> Result<String, OpenWireError> {
     let mut units = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
