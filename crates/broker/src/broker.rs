@@ -410,9 +410,21 @@ impl Broker {
         connection: u64,
         local_name: &str,
     ) -> Destination {
+        let name = format!("{}{}", self.temp_prefix(connection), local_name);
+        self.create_temp_named(kind, connection, &name)
+    }
+
+    /// Creates a temporary destination with the exact name a client chose (OpenWire clients
+    /// name theirs after their connection id), owned by `connection`.
+    pub fn create_temp_named(
+        &self,
+        kind: DestinationKind,
+        connection: u64,
+        name: &str,
+    ) -> Destination {
         let dest = Destination {
             kind,
-            name: format!("{}{}", self.temp_prefix(connection), local_name).into(),
+            name: name.into(),
         };
         let key = dest.key();
         self.temp_owners.lock().insert(key.clone(), connection);
@@ -428,6 +440,23 @@ impl Broker {
     /// True when a temporary destination exists.
     pub fn temp_exists(&self, dest: &Destination) -> bool {
         self.temp_owners.lock().contains_key(&dest.key())
+    }
+
+    /// Deletes a temporary destination `connection` owns (OpenWire's DestinationInfo remove);
+    /// false when it owns no such destination.
+    pub fn delete_temp(&self, dest: &Destination, connection: u64) -> bool {
+        let key = dest.key();
+        {
+            let mut t = self.temp_owners.lock();
+            if t.get(&key) != Some(&connection) {
+                return false;
+            }
+            t.remove(&key);
+        }
+        if let Some(list) = self.queues.write().remove(&key) {
+            list.close();
+        }
+        true
     }
 
     /// Forgets a closed connection: deletes its temporary destinations and frees its client id.
@@ -891,6 +920,16 @@ impl Broker {
         self.process_effects(fx);
     }
 
+    /// Undoes [`Broker::quiesce`]: the consumer takes messages again (a prefetch-0 OpenWire
+    /// consumer is quiesced between pulls).
+    pub fn resume(&self, handle: &ConsumerHandle) {
+        let mut fx = Effects::default();
+        handle
+            .list
+            .resume_consumer(handle.id, self.now_ms(), &mut fx);
+        self.process_effects(fx);
+    }
+
     /// How many deliveries a consumer holds unacknowledged (0 once it is gone).
     pub fn inflight(&self, handle: &ConsumerHandle) -> usize {
         handle.list.consumer_inflight(handle.id).unwrap_or(0)
@@ -1121,6 +1160,15 @@ impl Broker {
     pub fn nack(&self, handle: &ConsumerHandle, tag: u64) -> Result<(), BrokerError> {
         let mut fx = Effects::default();
         handle.list.nack(handle.id, tag, self.now_ms(), &mut fx)?;
+        self.process_effects(fx);
+        Ok(())
+    }
+
+    /// Dead-letters a delivery at once (OpenWire's poison ack: the client's redelivery policy
+    /// gave up on it).
+    pub fn poison(&self, handle: &ConsumerHandle, tag: u64) -> Result<(), BrokerError> {
+        let mut fx = Effects::default();
+        handle.list.poison(handle.id, tag, self.now_ms(), &mut fx)?;
         self.process_effects(fx);
         Ok(())
     }

@@ -536,6 +536,15 @@ impl MessageList {
         self.dispatch(&mut st, now_ms, fx);
     }
 
+    /// Undoes [`MessageList::quiesce_consumer`]: the consumer takes messages again.
+    pub fn resume_consumer(&self, id: ConsumerId, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
+            slot.quiesced = false;
+        }
+        self.dispatch(&mut st, now_ms, fx);
+    }
+
     /// How many deliveries a consumer holds unacknowledged (`None`: no such consumer).
     pub fn consumer_inflight(&self, id: ConsumerId) -> Option<usize> {
         let st = self.state.lock();
@@ -777,6 +786,34 @@ impl MessageList {
             .remove(&tag)
             .ok_or_else(|| BrokerError::UnknownDelivery(tag.to_string()))?;
         self.requeue(st, entry, fx);
+        self.dispatch(st, now_ms, fx);
+        Ok(())
+    }
+
+    /// Dead-letters one delivery at once, whatever its delivery count: the client gave up on it
+    /// (OpenWire's poison ack, sent once the client's own redelivery policy is exhausted).
+    pub fn poison(
+        &self,
+        consumer: ConsumerId,
+        tag: u64,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> Result<(), BrokerError> {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        let slot = st
+            .consumers
+            .iter_mut()
+            .find(|c| c.id == consumer)
+            .ok_or_else(|| BrokerError::UnknownDelivery(format!("consumer {consumer}")))?;
+        if slot.tx_acked.contains(&tag) {
+            return Err(BrokerError::UnknownDelivery(tag.to_string()));
+        }
+        let entry = slot
+            .inflight
+            .remove(&tag)
+            .ok_or_else(|| BrokerError::UnknownDelivery(tag.to_string()))?;
+        self.kill(st, entry, DeadCause::PoisonAck, fx);
         self.dispatch(st, now_ms, fx);
         Ok(())
     }

@@ -18,7 +18,11 @@ impl PropertySource for MessageProperties<'_> {
     fn property(&self, name: &str) -> Option<Value> {
         let m = self.0;
         match name {
-            "JMSMessageID" => Some(Value::String(m.id.to_string())),
+            // A JMS producer's own id when it has one (what its JMS consumers see).
+            "JMSMessageID" => Some(Value::String(
+                m.header("ferromq.jms.id")
+                    .map_or_else(|| m.id.to_string(), str::to_owned),
+            )),
             "JMSCorrelationID" => m.header("correlation-id").map(|v| Value::String(v.into())),
             "JMSType" => m.header("type").map(|v| Value::String(v.into())),
             "JMSReplyTo" => m.header("reply-to").map(|v| Value::String(v.into())),

@@ -23,6 +23,8 @@ pub struct Config {
     pub policy: PolicySection,
     /// `[stomp]`: STOMP connector settings and limits.
     pub stomp: StompSection,
+    /// `[openwire]`: OpenWire connector settings and limits.
+    pub openwire: OpenWireSection,
     /// `[security]`
     pub security: SecuritySection,
     /// `[ha]`: high availability.
@@ -149,6 +151,9 @@ impl Default for BrokerSection {
 pub struct TransportsSection {
     /// STOMP listen address, `host:port` (`stomp://` prefix accepted).
     pub stomp: String,
+    /// OpenWire listen address for ActiveMQ JMS clients, `host:port` (`tcp://` prefix
+    /// accepted; ActiveMQ's port is 61616); empty = off.
+    pub openwire: String,
     /// The address clients should use for this broker, `tcp://host:port`, as told to them by
     /// `ha.update_cluster_clients`; default: the STOMP listen address.
     pub advertise: String,
@@ -164,6 +169,7 @@ impl Default for TransportsSection {
     fn default() -> Self {
         TransportsSection {
             stomp: "127.0.0.1:61613".into(),
+            openwire: String::new(),
             advertise: String::new(),
             admin: String::new(),
             discovery: String::new(),
@@ -327,6 +333,45 @@ impl Default for StompSection {
     }
 }
 
+/// `[openwire]`: the OpenWire connector's behaviour and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenWireSection {
+    /// Most client connections at once (`maximumConnections`).
+    pub max_connections: usize,
+    /// Largest command accepted, in bytes (`wireFormat.maxFrameSize`).
+    pub max_frame_bytes: usize,
+    /// The inactivity timeout the broker offers (`wireFormat.maxInactivityDuration`); the
+    /// smaller of the client's and this one applies; 0 = no inactivity monitoring.
+    pub max_inactivity_duration_ms: u64,
+    /// A connection must send its WireFormatInfo and ConnectionInfo within this many ms.
+    pub connect_timeout_ms: u64,
+    /// A client that does not take its data within this many ms is disconnected
+    /// (`transport.soWriteTimeout`); 0 = never.
+    pub write_timeout_ms: u64,
+    /// Most consumers (browsers included) per connection.
+    pub max_consumers: usize,
+    /// Most open transactions per connection.
+    pub max_transactions: usize,
+    /// Most sends + acks one transaction may hold.
+    pub max_transaction_ops: usize,
+}
+
+impl Default for OpenWireSection {
+    fn default() -> Self {
+        OpenWireSection {
+            max_connections: 1000,
+            max_frame_bytes: 64 * 1024 * 1024,
+            max_inactivity_duration_ms: 30_000,
+            connect_timeout_ms: 30_000,
+            write_timeout_ms: 30_000,
+            max_consumers: 1000,
+            max_transactions: 100,
+            max_transaction_ops: 100_000,
+        }
+    }
+}
+
 /// `[security]`: simple authentication (ActiveMQ's `simpleAuthenticationPlugin`).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -419,6 +464,12 @@ impl Config {
         }
         if self.stomp.max_frame_bytes < 1024 {
             bail!("stomp.max_frame_bytes must be at least 1024");
+        }
+        if self.openwire.max_connections == 0 {
+            bail!("openwire.max_connections must be at least 1");
+        }
+        if self.openwire.max_frame_bytes < 4096 {
+            bail!("openwire.max_frame_bytes must be at least 4096");
         }
         match self.store.backend.as_str() {
             "journal" | "lsm" | "sql" | "memory" => {}
@@ -519,6 +570,20 @@ impl Config {
         } else {
             self.ha.holder_id.clone()
         }
+    }
+
+    /// The OpenWire listen address without an optional `tcp://` or `openwire://` scheme and
+    /// its `?options`; `None` when OpenWire is off.
+    pub fn openwire_listen_addr(&self) -> Option<&str> {
+        let s = self.transports.openwire.trim();
+        if s.is_empty() {
+            return None;
+        }
+        let s = s
+            .strip_prefix("tcp://")
+            .or_else(|| s.strip_prefix("openwire://"))
+            .unwrap_or(s);
+        Some(s.split('?').next().unwrap_or(s))
     }
 
     /// The STOMP listen address without an optional `stomp://` or `tcp://` scheme.

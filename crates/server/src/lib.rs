@@ -6,5 +6,6 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod network;
+pub mod openwire;
 pub mod server;
 pub mod stomp;

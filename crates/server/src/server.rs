@@ -221,6 +221,8 @@ pub fn broker_config(cfg: &Config) -> BrokerConfig {
 pub struct Server {
     /// Where STOMP listens (useful when the configuration asked for port 0).
     pub stomp_addr: SocketAddr,
+    /// Where OpenWire listens, when `transports.openwire` is set.
+    pub openwire_addr: Option<SocketAddr>,
     /// The broker.
     pub broker: Arc<Broker>,
     /// The network bridges this broker runs.
@@ -271,6 +273,18 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen for STOMP on {}", cfg.stomp_listen_addr()))?;
         let stomp_addr = listener.local_addr()?;
+        let openwire_listener = match cfg.openwire_listen_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for OpenWire on {addr}"))?,
+            ),
+            None => None,
+        };
+        let openwire_addr = match &openwire_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let cluster = cfg.ha.update_cluster_clients.then(|| {
             let members = members.unwrap_or_else(|| {
@@ -295,6 +309,9 @@ impl Server {
             cluster,
         });
         let mut tasks = tokio::task::JoinSet::new();
+        if let Some(l) = openwire_listener {
+            tasks.spawn(crate::openwire::run_listener(l, ctx.clone()));
+        }
         tasks.spawn(stomp::run_listener(listener, ctx));
         // Bridges and discovery adverts run only here, on a broker that is serving: a slave
         // never forwards and is never advertised.
@@ -360,8 +377,12 @@ impl Server {
             store = broker.store().kind(),
             "ferromq started: STOMP listening on stomp://{stomp_addr}"
         );
+        if let Some(addr) = openwire_addr {
+            tracing::info!("OpenWire listening on tcp://{addr}");
+        }
         Ok(Server {
             stomp_addr,
+            openwire_addr,
             broker,
             bridges,
             shutdown,

@@ -1,6 +1,6 @@
 //! The STOMP connector: accepts connections and runs a session for each.
 
-mod dest;
+pub(crate) mod dest;
 mod session;
 
 use std::sync::Arc;

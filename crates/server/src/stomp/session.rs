@@ -142,6 +142,9 @@ enum Out {
 struct SubInfo {
     id: String,
     ack_mode: AckMode,
+    /// A network bridge's subscription: it gets the JMS bookkeeping headers too, so that a
+    /// message keeps its JMS form across the bridge.
+    network: bool,
 }
 
 #[derive(Debug)]
@@ -563,6 +566,19 @@ impl Session {
             }
             headers.push((n.clone(), v.clone()));
         }
+        // ActiveMQ's mapping for JMS consumers: `amq-msg-type` decides, else a frame with
+        // `content-length` is a BytesMessage and one without a TextMessage.
+        let bytes_body = match frame.header("amq-msg-type") {
+            Some(t) => t.eq_ignore_ascii_case("bytes"),
+            None => frame.header("content-length").is_some(),
+        };
+        if bytes_body
+            && !headers
+                .iter()
+                .any(|(n, _)| n == crate::openwire::JMS_KIND_HEADER)
+        {
+            headers.push((crate::openwire::JMS_KIND_HEADER.into(), "bytes".into()));
+        }
         if let Some(r) = frame.header("reply-to") {
             // A reply-to naming this connection's temporary destination is rewritten to its
             // broker-wide name, so that whoever replies reaches it.
@@ -712,6 +728,7 @@ impl Session {
         let info = Arc::new(SubInfo {
             id: id.clone(),
             ack_mode,
+            network: opts.network.is_some(),
         });
         let sink = Arc::new(Sink {
             sub: info.clone(),
@@ -1055,6 +1072,10 @@ fn message_frame(d: &DeliveryOut, version: Version, temp_prefix: &str) -> Frame 
         },
     );
     for (n, v) in &m.headers {
+        if !d.sub.network && n.starts_with(crate::openwire::JMS_HEADER_PREFIX) {
+            // The JMS form of the message (body type, typed properties) is for JMS consumers.
+            continue;
+        }
         if n == "reply-to" {
             // Our own temporary destinations come back by their local names.
             let shown = match dest::parse(v) {
