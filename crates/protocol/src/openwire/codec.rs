@@ -51,7 +51,8 @@ impl CodecOptions {
     }
 
     /// v10 added `MessageId.textView`, `ConsumerInfo.clientId` and
-    /// `Message.jMSXGroupFirstForConsumer`.
+    /// `Message.jMSXGroupFirstForConsumer`, and split `NetworkBridgeFilter.networkTTL` into
+    /// message and consumer TTLs (moving it after the broker id).
     fn v10(&self) -> bool {
         self.version >= 10
     }
@@ -375,13 +376,27 @@ impl Dec<'_, '_> {
                 DataStructure::TransactionId(self.transaction_id_body(t, "DataStructure")?)
             }
             type_id::NETWORK_BRIDGE_FILTER => {
-                DataStructure::NetworkBridgeFilter(NetworkBridgeFilter {
-                    network_broker_id: self.broker_id("NetworkBridgeFilter.networkBrokerId")?,
-                    message_ttl: self.r.i32()?,
-                    consumer_ttl: self.r.i32()?,
-                })
+                DataStructure::NetworkBridgeFilter(self.network_bridge_filter()?)
             }
             _ => DataStructure::Command(Box::new(self.command(t)?)),
+        })
+    }
+
+    fn network_bridge_filter(&mut self) -> Result<NetworkBridgeFilter, OpenWireError> {
+        const FIELD: &str = "NetworkBridgeFilter.networkBrokerId";
+        if self.opts.v10() {
+            return Ok(NetworkBridgeFilter {
+                network_broker_id: self.broker_id(FIELD)?,
+                message_ttl: self.r.i32()?,
+                consumer_ttl: self.r.i32()?,
+            });
+        }
+        // v9 has a single networkTTL before the broker id; Java's setNetworkTTL sets both TTLs.
+        let ttl = self.r.i32()?;
+        Ok(NetworkBridgeFilter {
+            network_broker_id: self.broker_id(FIELD)?,
+            message_ttl: ttl,
+            consumer_ttl: ttl,
         })
     }
 
@@ -883,9 +898,15 @@ impl Enc<'_> {
             DataStructure::MessageId(m) => self.message_id_body(m),
             DataStructure::TransactionId(t) => self.transaction_id_body(t),
             DataStructure::NetworkBridgeFilter(f) => {
-                self.broker_id(f.network_broker_id.as_ref())?;
-                self.w.i32(f.message_ttl);
-                self.w.i32(f.consumer_ttl);
+                if self.opts.v10() {
+                    self.broker_id(f.network_broker_id.as_ref())?;
+                    self.w.i32(f.message_ttl);
+                    self.w.i32(f.consumer_ttl);
+                } else {
+                    // v9: one networkTTL (Java's getNetworkTTL returns the message TTL).
+                    self.w.i32(f.message_ttl);
+                    self.broker_id(f.network_broker_id.as_ref())?;
+                }
                 Ok(())
             }
             DataStructure::Command(c) => self.command(c),

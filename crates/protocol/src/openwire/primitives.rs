@@ -237,3 +237,54 @@ pub(crate) fn i32_len(len: usize) -> Result<i32, OpenWireError> {
         max: i32::MAX as usize,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_bounds_checked() {
+        let mut r = Reader::new(&[0, 1, 2]);
+        assert_eq!(r.i32(), Err(OpenWireError::Truncated));
+        // A failed read consumes nothing.
+        assert_eq!(r.i16(), Ok(1));
+        assert_eq!(r.u8(), Ok(2));
+        assert_eq!(r.u8(), Err(OpenWireError::Truncated));
+        assert_eq!(r.finish(), Ok(()));
+    }
+
+    #[test]
+    fn any_non_zero_byte_is_true() {
+        let mut r = Reader::new(&[0, 1, 0x80]);
+        assert_eq!(
+            (r.bool(), r.bool(), r.bool()),
+            (Ok(false), Ok(true), Ok(true))
+        );
+    }
+
+    #[test]
+    fn byte_array_lengths_are_checked_before_allocating() {
+        let mut r = Reader::new(&[1, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(r.byte_array(), Err(OpenWireError::NegativeLength(-1)));
+        let mut r = Reader::new(&[1, 0x7f, 0xff, 0xff, 0xff, 0]);
+        assert_eq!(r.byte_array(), Err(OpenWireError::Truncated));
+    }
+
+    #[test]
+    fn loose_string_and_bytes_round_trip() {
+        let mut w = Writer::new();
+        w.string(Some("a\u{0}é")).unwrap();
+        w.string(None).unwrap();
+        w.byte_array(Some(&[7, 8])).unwrap();
+        w.byte_array(None).unwrap();
+        w.i64(-2);
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.string(), Ok(Some("a\u{0}é".to_string())));
+        assert_eq!(r.string(), Ok(None));
+        assert_eq!(r.byte_array(), Ok(Some(Bytes::from_static(&[7, 8]))));
+        assert_eq!(r.byte_array(), Ok(None));
+        assert_eq!(r.i64(), Ok(-2));
+        assert_eq!(r.finish(), Ok(()));
+    }
+}
