@@ -4,16 +4,19 @@
 mod convert;
 mod session;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::stomp::ConnectorContext;
 
 /// Accepts OpenWire connections on `listener` until shutdown, at most
 /// `openwire.max_connections` at once; a connection over the limit is closed at once.
 pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
+    let registry = Arc::new(Registry::default());
     let max = ctx.config.openwire.max_connections;
     let limit = Arc::new(Semaphore::new(max));
     let mut shutdown = ctx.shutdown.clone();
@@ -33,8 +36,9 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
                 match limit.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let ctx = ctx.clone();
+                        let registry = registry.clone();
                         tasks.spawn(async move {
-                            session::serve(stream, peer, ctx).await;
+                            session::serve(stream, peer, ctx, registry).await;
                             drop(permit);
                         });
                     }
@@ -52,6 +56,44 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
     }
     drop(listener);
     while tasks.join_next().await.is_some() {}
+}
+
+/// The live connections of one listener by client id, so that a client reconnecting with the
+/// same ConnectionId (a failover client whose old socket the broker has not yet seen die)
+/// replaces its stale connection instead of being refused with "client id already connected".
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    by_client_id: Mutex<HashMap<String, Live>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    /// The OpenWire ConnectionId the client chose.
+    pub connection_id: String,
+    /// Tells the connection to close.
+    pub kill: Arc<Notify>,
+    /// Becomes true once the connection has released everything it held.
+    pub gone: watch::Receiver<bool>,
+}
+
+impl Registry {
+    pub(crate) fn get(&self, client_id: &str) -> Option<Live> {
+        self.by_client_id.lock().get(client_id).cloned()
+    }
+
+    pub(crate) fn insert(&self, client_id: &str, live: Live) {
+        self.by_client_id.lock().insert(client_id.to_string(), live);
+    }
+
+    /// Forgets `client_id` if it is still registered to `connection_id`.
+    pub(crate) fn remove(&self, client_id: &str, connection_id: &str) {
+        let mut m = self.by_client_id.lock();
+        if m.get(client_id)
+            .is_some_and(|l| l.connection_id == connection_id)
+        {
+            m.remove(client_id);
+        }
+    }
 }
 
 pub use convert::{JMS_HEADER_PREFIX, JMS_ID_HEADER, JMS_KIND_HEADER, JMS_PROPS_HEADER};

@@ -26,10 +26,11 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
 use super::convert::{self, Refused};
+use super::{Live, Registry};
 use crate::stomp::ConnectorContext;
 
 /// The newest OpenWire version this server speaks (ActiveMQ 5.17's).
@@ -226,13 +227,27 @@ struct Session {
     inactivity_ms: u64,
     map_limits: ow::MapLimits,
     closing: bool,
+    registry: Arc<Registry>,
+    /// The client's ConnectionId, once connected.
+    ow_connection_id: Option<String>,
+    /// Notified when a reconnecting client replaces this connection.
+    kill: Arc<Notify>,
+    /// Set to true once this connection has released everything.
+    gone: watch::Sender<bool>,
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ConnectorContext>,
+    registry: Arc<Registry>,
+) {
     let connection = ctx.broker.next_connection_id();
     let span = tracing::info_span!("openwire", conn = connection, %peer);
-    run(stream, peer, ctx, connection).instrument(span).await
+    run(stream, peer, ctx, connection, registry)
+        .instrument(span)
+        .await
 }
 
 fn our_wire_format(ctx: &ConnectorContext) -> Command {
@@ -270,7 +285,13 @@ fn our_wire_format(ctx: &ConnectorContext) -> Command {
     })
 }
 
-async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, connection: u64) {
+async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ConnectorContext>,
+    connection: u64,
+    registry: Arc<Registry>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
@@ -308,6 +329,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, co
         inactivity_ms: 0,
         map_limits: ow::MapLimits::default(),
         closing: false,
+        registry,
+        ow_connection_id: None,
+        kill: Arc::new(Notify::new()),
+        gone: watch::channel(false).0,
     };
     // The broker speaks first, as ActiveMQ does: the client's negotiator waits for it.
     let _ = session.ctl.send(Out::Cmd(our_wire_format(&ctx))).await;
@@ -325,6 +350,7 @@ impl Session {
         let mut decoder = ow::Decoder::new(self.ctx.config.openwire.max_frame_bytes);
         let mut shutdown = self.ctx.shutdown.clone();
         let connect_timeout = Duration::from_millis(self.ctx.config.openwire.connect_timeout_ms);
+        let kill = self.kill.clone();
         loop {
             loop {
                 if self.closing {
@@ -395,6 +421,7 @@ impl Session {
                     Err(_) => return "read error",
                 },
                 _ = &mut closed => return "writer closed",
+                _ = kill.notified() => return "replaced by the same client reconnecting",
                 _ = timeout => {
                     let why = if self.version == 0 {
                         "no WireFormatInfo from the client within the connect timeout"
@@ -456,9 +483,24 @@ impl Session {
                 self.closing = true;
                 Ok(())
             }
-            _ if !self.connected => Err(Refusal::jms(
-                "Not connected: the first command after WireFormatInfo must be ConnectionInfo",
-            )),
+            // A failover client sends ConnectionControl before its ConnectionInfo; keep-alives
+            // and the like may come at any time.
+            Command::SessionInfo(_)
+            | Command::ProducerInfo(_)
+            | Command::ConsumerInfo(_)
+            | Command::Message(_)
+            | Command::MessageAck(_)
+            | Command::MessagePull(_)
+            | Command::TransactionInfo(_)
+            | Command::RemoveInfo(_)
+            | Command::DestinationInfo(_)
+            | Command::RemoveSubscriptionInfo(_)
+                if !self.connected =>
+            {
+                Err(Refusal::jms(
+                    "Not connected: the first command after WireFormatInfo must be ConnectionInfo",
+                ))
+            }
             Command::SessionInfo(s) => {
                 self.respond(&s.header).await;
                 Ok(())
@@ -597,17 +639,59 @@ impl Session {
                 });
             }
         }
+        let ow_id = c
+            .connection_id
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
         if let Some(cid) = c.client_id.as_deref().filter(|c| !c.is_empty()) {
-            self.ctx
-                .broker
-                .register_client_id(cid)
-                .map_err(|e| Refusal {
-                    class: INVALID_CLIENT_ID,
-                    message: e.to_string(),
-                })?;
+            if let Err(e) = self.ctx.broker.register_client_id(cid) {
+                // The same client (same ConnectionId) on a new socket: its old connection is
+                // stale. Close it, wait until it has given everything back, then take over.
+                let stale = self
+                    .registry
+                    .get(cid)
+                    .filter(|l| !ow_id.is_empty() && l.connection_id == ow_id);
+                let Some(stale) = stale else {
+                    return Err(Refusal {
+                        class: INVALID_CLIENT_ID,
+                        message: e.to_string(),
+                    });
+                };
+                tracing::info!(
+                    client_id = cid,
+                    "replacing the stale connection of a reconnecting client"
+                );
+                stale.kill.notify_one();
+                let mut gone = stale.gone.clone();
+                let released =
+                    tokio::time::timeout(Duration::from_secs(10), gone.wait_for(|g| *g)).await;
+                if released.is_err() {
+                    return Err(Refusal {
+                        class: INVALID_CLIENT_ID,
+                        message: format!("{e} (its old connection did not close in time)"),
+                    });
+                }
+                self.ctx
+                    .broker
+                    .register_client_id(cid)
+                    .map_err(|e| Refusal {
+                        class: INVALID_CLIENT_ID,
+                        message: e.to_string(),
+                    })?;
+            }
             self.client_id = Some(cid.to_string());
             self.client_id_registered = true;
+            self.registry.insert(
+                cid,
+                Live {
+                    connection_id: ow_id.clone(),
+                    kill: self.kill.clone(),
+                    gone: self.gone.subscribe(),
+                },
+            );
         }
+        self.ow_connection_id = Some(ow_id);
         self.connected = true;
         tracing::debug!(
             client_id = self.client_id.as_deref().unwrap_or(""),
@@ -888,6 +972,15 @@ impl Session {
             Some(last) => take_acked(&mut c.state.dispatched.lock(), &a, last),
         };
         if tags.is_empty() {
+            let consuming = matches!(a.ack_type, MessageAck::STANDARD | MessageAck::INDIVIDUAL);
+            if consuming && a.header.response_required {
+                // A synchronous ack for what this connection does not hold (a failover client
+                // replaying an ack the old master never stored): the message will be
+                // redelivered, so the client's acknowledge() must fail, not succeed.
+                return Err(Refusal::jms(
+                    "Unmatched acknowledge: the message was not delivered to this consumer on this connection; it will be redelivered",
+                ));
+            }
             self.respond(&a.header).await;
             return Ok(());
         }
@@ -1102,12 +1195,16 @@ impl Session {
         } else {
             None
         };
+        if let (Some(c), Some(o)) = (cid, &self.ow_connection_id) {
+            self.registry.remove(c, o);
+        }
         self.ctx.broker.connection_closed(self.connection, cid);
         self.client_id_registered = false;
     }
 
     fn cleanup(&mut self) {
         self.release();
+        self.gone.send_replace(true);
         tracing::debug!(peer = %self.peer, "connection closed");
     }
 }
