@@ -6,6 +6,7 @@
 //! consumers, full speed); faults are timed on its progress lines (confirmed sends), never on
 //! sleeps.
 
+mod ha_replicated_support;
 mod jms_support;
 mod support;
 
@@ -93,28 +94,28 @@ fn judge(confirmed: &[String], received: &str) -> Verdict {
     v
 }
 
-#[test]
-fn jms_clients_on_a_failover_uri_lose_nothing_when_the_shared_file_master_is_killed() {
-    let cp = jms_support::compile("tests/jms-chaos", "chaos-shared-file");
-    let dir = tempfile::tempdir().unwrap();
-    let shared = dir.path().join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    let (pa, pb) = (free_port(), free_port());
-    let (oa, ob) = (free_port(), free_port());
-    let mut a = shared_file_member("a", dir.path(), &shared, pa, oa);
-    a.wait_accepting(Duration::from_secs(30))
-        .expect("a becomes master");
-    let mut b = shared_file_member("b", dir.path(), &shared, pb, ob);
-    std::thread::sleep(Duration::from_millis(0));
+/// A group of brokers the chaos run can kill and restart.
+trait Group {
+    /// The failover URI over every member's OpenWire port.
+    fn url(&self) -> String;
+    /// The member serving now (waits, bounded).
+    fn master(&self) -> usize;
+    /// kill -9 of member `i`, then waits until another member serves.
+    fn kill_and_wait_takeover(&mut self, i: usize);
+    /// Starts member `i` again (it joins as a slave).
+    fn restart(&mut self, i: usize);
+}
 
+/// Runs JmsChaos against `group`, killing its master `kills` times, each once another fifth of
+/// the sends was confirmed, and judges the records.
+fn run_chaos(group: &mut dyn Group, name: &str, kills: usize) {
+    let cp = jms_support::compile("tests/jms-chaos", name);
+    let dir = tempfile::tempdir().unwrap();
     let producers = 4;
     let per_producer = 4000;
-    let url = format!(
-        "failover:(tcp://127.0.0.1:{oa},tcp://127.0.0.1:{ob})?randomize=false&initialReconnectDelay=20&maxReconnectDelay=200"
-    );
     let out = dir.path().join("out");
     let mut java = jms_support::java(&cp, "JmsChaos")
-        .args(["--url", &url, "--queue", "chaos.shared"])
+        .args(["--url", &group.url(), "--queue", &format!("chaos.{name}")])
         .args(["--producers", &producers.to_string()])
         .args(["--consumers", "2"])
         .args(["--messages", &per_producer.to_string()])
@@ -146,33 +147,22 @@ fn jms_clients_on_a_failover_uri_lose_nothing_when_the_shared_file_master_is_kil
             }
         })
     };
-
-    // Three kills of whichever broker is master, each once more messages were confirmed.
     let total = producers * per_producer;
-    let mut masters = [&mut a, &mut b];
-    let names = ["a", "b"];
-    let ports = [(pa, oa), (pb, ob)];
-    for round in 0..3 {
-        let target = (round + 1) * total / 5;
+    for round in 0..kills {
+        let target = (round + 1) * total / (kills + 2);
         wait_for(
             &confirmed,
             target,
             Duration::from_secs(120),
             "confirmed sends before the kill",
         );
-        let m = round % 2;
-        let s = 1 - m;
-        masters[m].kill9();
-        masters[s]
-            .wait_accepting(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("{} takes over", names[s]));
-        // The killed one comes back as the slave.
-        *masters[m] = shared_file_member(names[m], dir.path(), &shared, ports[m].0, ports[m].1);
+        let m = group.master();
+        group.kill_and_wait_takeover(m);
+        group.restart(m);
     }
     let status = java.wait().unwrap();
     reader.join().unwrap();
     assert!(status.success(), "JmsChaos failed: {status}");
-
     let confirmed: Vec<String> = std::fs::read_to_string(out.join("confirmed.txt"))
         .unwrap()
         .lines()
@@ -211,4 +201,171 @@ fn jms_clients_on_a_failover_uri_lose_nothing_when_the_shared_file_master_is_kil
         "{} second deliveries without JMSRedelivered (after a failover)",
         verdict.unflagged.len()
     );
+}
+
+/// Two brokers on one shared data directory (`ha.mode = "shared-file"`).
+struct SharedFilePair {
+    dir: tempfile::TempDir,
+    shared: std::path::PathBuf,
+    ports: [(u16, u16); 2],
+    procs: [Option<Proc>; 2],
+}
+
+impl SharedFilePair {
+    fn start() -> SharedFilePair {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        let ports = [(free_port(), free_port()), (free_port(), free_port())];
+        let mut pair = SharedFilePair {
+            dir,
+            shared,
+            ports,
+            procs: [None, None],
+        };
+        pair.restart(0);
+        pair.procs[0]
+            .as_ref()
+            .unwrap()
+            .wait_accepting(Duration::from_secs(30))
+            .expect("the first member becomes master");
+        pair.restart(1);
+        pair
+    }
+}
+
+impl Group for SharedFilePair {
+    fn url(&self) -> String {
+        format!(
+            "failover:(tcp://127.0.0.1:{},tcp://127.0.0.1:{})?randomize=false&initialReconnectDelay=20&maxReconnectDelay=200",
+            self.ports[0].1, self.ports[1].1
+        )
+    }
+
+    fn master(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            for i in 0..2 {
+                if self.procs[i].as_ref().is_some_and(|p| p.accepts()) {
+                    return i;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no master");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill_and_wait_takeover(&mut self, i: usize) {
+        self.procs[i].as_mut().unwrap().kill9();
+        self.procs[1 - i]
+            .as_ref()
+            .unwrap()
+            .wait_accepting(Duration::from_secs(30))
+            .expect("the slave takes over");
+    }
+
+    fn restart(&mut self, i: usize) {
+        let name = if i == 0 { "a" } else { "b" };
+        self.procs[i] = Some(shared_file_member(
+            name,
+            self.dir.path(),
+            &self.shared,
+            self.ports[i].0,
+            self.ports[i].1,
+        ));
+    }
+}
+
+/// Three brokers replicating through ZooKeeper (`ha.mode = "replicated"`, `quorum_disk`).
+struct ReplicatedGroup {
+    dir: tempfile::TempDir,
+    zk_path: String,
+    ports: Vec<(u16, u16)>,
+    procs: Vec<Option<Proc>>,
+    generation: usize,
+}
+
+impl ReplicatedGroup {
+    fn start() -> ReplicatedGroup {
+        let mut g = ReplicatedGroup {
+            dir: tempfile::tempdir().unwrap(),
+            zk_path: ha_replicated_support::unique_zk_path("openwire-chaos"),
+            ports: (0..3).map(|_| (free_port(), free_port())).collect(),
+            procs: vec![None, None, None],
+            generation: 0,
+        };
+        for i in 0..3 {
+            g.restart(i);
+        }
+        g.master();
+        g
+    }
+}
+
+impl Group for ReplicatedGroup {
+    fn url(&self) -> String {
+        let list: Vec<String> = self
+            .ports
+            .iter()
+            .map(|(_, o)| format!("tcp://127.0.0.1:{o}"))
+            .collect();
+        format!(
+            "failover:({})?randomize=false&initialReconnectDelay=20&maxReconnectDelay=200",
+            list.join(",")
+        )
+    }
+
+    fn master(&self) -> usize {
+        let start = Instant::now();
+        loop {
+            for (i, p) in self.procs.iter().enumerate() {
+                if p.as_ref().is_some_and(|p| p.accepts()) {
+                    return i;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no master");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill_and_wait_takeover(&mut self, i: usize) {
+        self.procs[i].as_mut().unwrap().kill9();
+        self.procs[i] = None;
+        self.master();
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.generation += 1;
+        let (port, ow) = self.ports[i];
+        let cfg = ha_replicated_support::replicated_config(
+            "owrep",
+            &self.dir.path().join(format!("b{i}")),
+            port,
+            &ha_replicated_support::zk_standalone(),
+            &self.zk_path,
+            "",
+        )
+        .replace(
+            "[transports]\n",
+            &format!("[transports]\nopenwire = \"tcp://127.0.0.1:{ow}\"\n"),
+        );
+        self.procs[i] = Some(Proc::start(
+            &format!("b{i}-{}", self.generation),
+            self.dir.path(),
+            port,
+            &cfg,
+        ));
+    }
+}
+
+#[test]
+fn jms_clients_on_a_failover_uri_lose_nothing_when_the_shared_file_master_is_killed() {
+    let mut pair = SharedFilePair::start();
+    run_chaos(&mut pair, "shared-file", 3);
+}
+
+#[test]
+fn jms_clients_on_a_failover_uri_lose_nothing_when_the_replicated_master_is_killed() {
+    let mut group = ReplicatedGroup::start();
+    run_chaos(&mut group, "replicated", 3);
 }
