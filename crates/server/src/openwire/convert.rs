@@ -33,6 +33,8 @@ pub const JMS_KIND_HEADER: &str = "ferromq.jms.kind";
 pub const JMS_ID_HEADER: &str = "ferromq.jms.id";
 /// The typed property map, hex-encoded.
 pub const JMS_PROPS_HEADER: &str = "ferromq.jms.props";
+/// Present when the JMS body was null (a TextMessage whose text is null, not "").
+pub const JMS_NULL_BODY_HEADER: &str = "ferromq.jms.null-body";
 
 /// Headers that map to JMS header fields rather than properties.
 const MAPPED_HEADERS: [&str; 5] = [
@@ -232,6 +234,9 @@ pub fn inbound(
     let mut headers: Vec<(String, String)> =
         Vec::with_capacity(8 + props.as_ref().map_or(0, |p| p.len()));
     headers.push((JMS_KIND_HEADER.into(), kind_name(m.kind).into()));
+    if m.content.is_none() && m.kind != MessageKind::Message {
+        headers.push((JMS_NULL_BODY_HEADER.into(), "true".into()));
+    }
     if let Some(mid) = &m.message_id {
         let text = message_id_text(mid);
         headers.push((JMS_ID_HEADER.into(), text.clone()));
@@ -351,6 +356,7 @@ pub fn outbound(m: &Message, redelivery_counter: i32) -> ow::Message {
         }
     };
     match kind {
+        _ if m.header(JMS_NULL_BODY_HEADER).is_some() => {}
         MessageKind::Text => {
             let text = String::from_utf8_lossy(&m.body);
             // A text body that cannot be encoded (over 2^31 bytes) cannot be in the store.

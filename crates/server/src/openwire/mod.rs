@@ -64,6 +64,20 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     by_client_id: Mutex<HashMap<String, Live>>,
+    /// Temporary destinations of this listener's connections and who watches them.
+    pub(crate) temps: Mutex<TempAdvisories>,
+}
+
+/// ActiveMQ's temporary-destination advisories, which the JMS client needs: a producer refuses
+/// to send to a temporary destination its connection has not seen advertised ("Cannot publish
+/// to a deleted Destination"). Every connection's advisory consumer gets the current set when it
+/// subscribes and every change after.
+#[derive(Debug, Default)]
+pub(crate) struct TempAdvisories {
+    /// Live temporary destinations: (owning connection, the DestinationInfo that added it).
+    pub(crate) live: Vec<(u64, ferromq_protocol::openwire::DestinationInfo)>,
+    /// Advisory consumers: (connection, where to send).
+    pub(crate) watchers: Vec<(u64, session::AdvisoryWatcher)>,
 }
 
 #[derive(Debug, Clone)]

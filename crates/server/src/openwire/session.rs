@@ -158,9 +158,57 @@ struct ConsumerState {
     delivered: AtomicU64,
 }
 
+/// An advisory consumer, as the temp-destination registry sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct AdvisoryWatcher {
+    consumer: Arc<ConsumerState>,
+    tx: mpsc::UnboundedSender<DeliveryOut>,
+}
+
+impl AdvisoryWatcher {
+    fn send(&self, info: &ow::DestinationInfo, seq: i64) {
+        let topic = match info.destination.as_ref().map(|d| d.kind) {
+            Some(ow::DestinationKind::TempTopic) => "ActiveMQ.Advisory.TempTopic",
+            _ => "ActiveMQ.Advisory.TempQueue",
+        };
+        let msg = ow::Message {
+            kind: ow::MessageKind::Message,
+            message_id: Some(ow::MessageId {
+                text_view: None,
+                producer_id: Some(ow::ProducerId {
+                    connection_id: "ID:ferromq-advisory".into(),
+                    value: 0,
+                    session_id: 0,
+                }),
+                producer_sequence_id: seq,
+                broker_sequence_id: 0,
+            }),
+            destination: Some(ow::Destination {
+                kind: ow::DestinationKind::Topic,
+                physical_name: topic.into(),
+            }),
+            data_structure: Some(Box::new(ow::DataStructure::Command(Box::new(
+                Command::DestinationInfo(info.clone()),
+            )))),
+            ..Default::default()
+        };
+        let _ = self
+            .tx
+            .send(DeliveryOut::Advisory(self.consumer.clone(), Box::new(msg)));
+    }
+}
+
+/// Numbers advisory messages (the client's duplicate audit wants increasing ids).
+static ADVISORY_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn next_advisory_seq() -> i64 {
+    ADVISORY_SEQ.fetch_add(1, Ordering::Relaxed) as i64
+}
+
 #[derive(Debug)]
 enum DeliveryOut {
     Message(Arc<ConsumerState>, Delivery),
+    Advisory(Arc<ConsumerState>, Box<ow::Message>),
     Browse(Arc<ConsumerState>, Arc<Message>),
     /// A dispatch with no message: the end of a browse, or a pull that found nothing.
     End(Arc<ConsumerState>),
@@ -807,6 +855,18 @@ impl Session {
             delivered: AtomicU64::new(0),
         });
         if ow_dest.physical_name.starts_with(ADVISORY_PREFIX) {
+            self.respond(&c.header).await;
+            if ow_dest.physical_name.contains("Advisory.Temp") {
+                let watcher = AdvisoryWatcher {
+                    consumer: state.clone(),
+                    tx: self.deliveries.clone(),
+                };
+                let mut t = self.registry.temps.lock();
+                for (_, info) in &t.live {
+                    watcher.send(info, next_advisory_seq());
+                }
+                t.watchers.push((self.connection, watcher));
+            }
             self.consumers.insert(
                 id,
                 Consumer {
@@ -814,7 +874,6 @@ impl Session {
                     handle: None,
                 },
             );
-            self.respond(&c.header).await;
             return Ok(());
         }
         let destination = self.destination(Some(&ow_dest), "ConsumerInfo")?;
@@ -1092,6 +1151,13 @@ impl Session {
 
     fn remove_consumer(&mut self, id: &ow::ConsumerId) -> Option<Completion> {
         let c = self.consumers.remove(id)?;
+        if c.handle.is_none() {
+            self.registry
+                .temps
+                .lock()
+                .watchers
+                .retain(|(_, w)| !Arc::ptr_eq(&w.consumer, &c.state));
+        }
         c.state.dispatched.lock().clear();
         c.handle.map(|h| self.ctx.broker.unsubscribe(&h, false))
     }
@@ -1139,9 +1205,11 @@ impl Session {
                             .broker
                             .create_temp_named(dest.kind, self.connection, &dest.name);
                     }
+                    self.advertise_temp(d.clone(), true);
                 }
                 ow::DestinationInfo::REMOVE => {
                     self.ctx.broker.delete_temp(&dest, self.connection);
+                    self.advertise_temp(d.clone(), false);
                 }
                 _ => {}
             }
@@ -1180,6 +1248,24 @@ impl Session {
         Ok(())
     }
 
+    /// Records a temporary destination's creation or removal and tells every advisory consumer.
+    fn advertise_temp(&self, mut info: ow::DestinationInfo, add: bool) {
+        info.header = CommandHeader::default();
+        info.operation_type = if add {
+            ow::DestinationInfo::ADD
+        } else {
+            ow::DestinationInfo::REMOVE
+        };
+        let mut t = self.registry.temps.lock();
+        t.live.retain(|(_, i)| i.destination != info.destination);
+        if add {
+            t.live.push((self.connection, info.clone()));
+        }
+        for (_, w) in &t.watchers {
+            w.send(&info, next_advisory_seq());
+        }
+    }
+
     /// Gives back everything the connection holds: transactions roll back, unacknowledged
     /// messages return to their destinations, temporary destinations and the client id go.
     fn release(&mut self) {
@@ -1197,6 +1283,21 @@ impl Session {
         };
         if let (Some(c), Some(o)) = (cid, &self.ow_connection_id) {
             self.registry.remove(c, o);
+        }
+        // This connection's temporary destinations go with it; its advisory consumers too.
+        let gone: Vec<ow::DestinationInfo> = {
+            let mut t = self.registry.temps.lock();
+            t.watchers.retain(|(c, _)| *c != self.connection);
+            let mine = t
+                .live
+                .iter()
+                .filter(|(c, _)| *c == self.connection)
+                .map(|(_, i)| i.clone())
+                .collect();
+            mine
+        };
+        for info in gone {
+            self.advertise_temp(info, false);
         }
         self.ctx.broker.connection_closed(self.connection, cid);
         self.client_id_registered = false;
@@ -1427,6 +1528,11 @@ fn push_delivery(d: DeliveryOut, buf: &mut BytesMut, shared: &Shared, broker: &B
                 buf,
             )
         }
+        DeliveryOut::Advisory(consumer, message) => encode_into(
+            &dispatch_command(&consumer, Some(*message), 0),
+            version,
+            buf,
+        ),
         DeliveryOut::Browse(consumer, message) => {
             let msg = convert::outbound(&message, 0);
             encode_into(&dispatch_command(&consumer, Some(msg), 0), version, buf)

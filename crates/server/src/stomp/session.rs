@@ -1046,13 +1046,20 @@ fn decode_error_message(e: &DecodeError) -> String {
     }
 }
 
+/// The `message-id` a STOMP consumer sees: a JMS producer's JMSMessageID when the message has
+/// one (as ActiveMQ shows it), else the broker's id.
+fn stomp_message_id(m: &Message) -> String {
+    m.header(crate::openwire::JMS_ID_HEADER)
+        .map_or_else(|| m.id.to_string(), str::to_owned)
+}
+
 /// Renders a delivery as a MESSAGE frame.
 fn message_frame(d: &DeliveryOut, version: Version, temp_prefix: &str) -> Frame {
     let m = &d.delivery.message;
     let mut f = Frame::new(Command::Message);
     f.headers.reserve(m.headers.len() + 9);
     f.push_header("subscription", d.sub.id.clone());
-    f.push_header("message-id", m.id.to_string());
+    f.push_header("message-id", stomp_message_id(m));
     f.push_header("destination", dest::render(&m.destination, temp_prefix));
     if version == Version::V1_2 {
         f.push_header("ack", format!("{}:{}", d.delivery.consumer, d.delivery.tag));
@@ -1236,7 +1243,7 @@ fn push_delivery(
             .acks
             .lock()
             .by_message_id
-            .entry(d.delivery.message.id.to_string())
+            .entry(stomp_message_id(&d.delivery.message))
             .or_default()
             .push((d.sub.id.clone(), d.delivery.consumer, d.delivery.tag));
     }
