@@ -4,6 +4,10 @@
 //! `ferromq.cluster: tcp://a:61613,tcp://b:61613`, and `ferromq-client` (with ActiveMQ's
 //! `updateURIsSupported=true`, the default) adds those addresses to its failover list.
 //!
+//! OpenWire clients get the same list as a ConnectionControl (`connectedBrokers`), which
+//! ActiveMQ's failover transport adds to its URIs. A member's registered entry is its STOMP
+//! address, then, separated by a space, its OpenWire address when it serves OpenWire.
+//!
 //! Every member registers the address clients should use for it — slaves included: they are
 //! the brokers a client must find after a failover:
 //! - shared-file: a file `<data_dir>/members/<holder>.addr`, written at start and removed on a
@@ -45,7 +49,8 @@ pub enum Members {
 pub struct ClusterView {
     members: Members,
     own: String,
-    cached: Arc<Mutex<Option<(Instant, String)>>>,
+    /// The STOMP and the OpenWire lists, each re-read at most once per `MEMBERS_CACHE_TTL`.
+    cached: Arc<Mutex<[Option<(Instant, String)>; 2]>>,
 }
 
 /// Whether `a` can go into the comma-separated header as one failover address.
@@ -54,13 +59,13 @@ fn usable(a: &str) -> bool {
 }
 
 impl ClusterView {
-    /// A view for a broker advertising `own` (`tcp://host:port`), finding the other members
-    /// through `members`.
+    /// A view for a broker advertising `own` (`tcp://host:port`, then optionally a space and
+    /// its OpenWire `tcp://host:port`), finding the other members through `members`.
     pub fn new(own: String, members: Members) -> ClusterView {
         ClusterView {
             members,
             own,
-            cached: Arc::new(Mutex::new(None)),
+            cached: Arc::new(Mutex::new([None, None])),
         }
     }
 
@@ -79,15 +84,27 @@ impl ClusterView {
         let _ = std::fs::remove_file(members_dir.join(format!("{holder}.addr")));
     }
 
-    /// Every member's address, this broker's first, without duplicates.
+    /// Every member's STOMP address, this broker's first, without duplicates.
     pub fn addresses(&self) -> Vec<String> {
-        let mut out = vec![self.own.clone()];
-        let mut add = |a: &str| {
-            let a = a.trim();
-            if usable(a) && !out.iter().any(|o| o == a) {
-                out.push(a.to_string());
+        self.addresses_at(0)
+    }
+
+    /// Every member's OpenWire address (members that serve OpenWire), this broker's first.
+    pub fn openwire_addresses(&self) -> Vec<String> {
+        self.addresses_at(1)
+    }
+
+    /// Part `part` (0: STOMP, 1: OpenWire) of every registered entry.
+    fn addresses_at(&self, part: usize) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut add = |entry: &str| {
+            if let Some(a) = entry.split_whitespace().nth(part) {
+                if usable(a) && !out.iter().any(|o| o == a) {
+                    out.push(a.to_string());
+                }
             }
         };
+        add(&self.own);
         match &self.members {
             Members::Own => {}
             Members::Dir(dir) => {
@@ -111,17 +128,27 @@ impl ClusterView {
         out
     }
 
-    /// The header value (the member list, re-read at most once per `MEMBERS_CACHE_TTL`).
-    pub fn header_value(&self) -> String {
+    fn cached_list(&self, part: usize) -> String {
         let mut cached = self.cached.lock();
-        match &*cached {
+        match &cached[part] {
             Some((at, v)) if at.elapsed() < MEMBERS_CACHE_TTL => v.clone(),
             _ => {
-                let v = self.addresses().join(",");
-                *cached = Some((Instant::now(), v.clone()));
+                let v = self.addresses_at(part).join(",");
+                cached[part] = Some((Instant::now(), v.clone()));
                 v
             }
         }
+    }
+
+    /// The header value (the STOMP member list).
+    pub fn header_value(&self) -> String {
+        self.cached_list(0)
+    }
+
+    /// The OpenWire member list (`ConnectionControl.connectedBrokers`); empty when no member
+    /// serves OpenWire.
+    pub fn openwire_value(&self) -> String {
+        self.cached_list(1)
     }
 }
 
@@ -159,5 +186,27 @@ mod tests {
         assert_eq!(v.addresses(), ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]);
         tx.send_replace(vec![]);
         assert_eq!(v.addresses(), ["tcp://127.0.0.1:1"]);
+    }
+
+    #[test]
+    fn openwire_addresses_come_from_the_second_part_of_each_entry() {
+        let (tx, rx) = watch::channel(vec![]);
+        let v = ClusterView::new(
+            "tcp://127.0.0.1:1 tcp://127.0.0.1:11".into(),
+            Members::Live(rx),
+        );
+        tx.send_replace(vec![
+            "tcp://127.0.0.1:2 tcp://127.0.0.1:12".into(),
+            "tcp://127.0.0.1:3".into(),
+        ]);
+        assert_eq!(
+            v.addresses(),
+            ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"]
+        );
+        assert_eq!(
+            v.openwire_addresses(),
+            ["tcp://127.0.0.1:11", "tcp://127.0.0.1:12"]
+        );
+        assert_eq!(v.openwire_value(), "tcp://127.0.0.1:11,tcp://127.0.0.1:12");
     }
 }

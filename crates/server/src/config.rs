@@ -154,6 +154,9 @@ pub struct TransportsSection {
     /// OpenWire listen address for ActiveMQ JMS clients, `host:port` (`tcp://` prefix
     /// accepted; ActiveMQ's port is 61616); empty = off.
     pub openwire: String,
+    /// The OpenWire address clients should use for this broker (`tcp://host:port`), as told to
+    /// them by `ha.update_cluster_clients`; default: the OpenWire listen address.
+    pub openwire_advertise: String,
     /// The address clients should use for this broker, `tcp://host:port`, as told to them by
     /// `ha.update_cluster_clients`; default: the STOMP listen address.
     pub advertise: String,
@@ -170,6 +173,7 @@ impl Default for TransportsSection {
         TransportsSection {
             stomp: "127.0.0.1:61613".into(),
             openwire: String::new(),
+            openwire_advertise: String::new(),
             advertise: String::new(),
             admin: String::new(),
             discovery: String::new(),
@@ -560,6 +564,23 @@ impl Config {
             format!("tcp://{}", self.stomp_listen_addr())
         } else {
             self.transports.advertise.clone()
+        }
+    }
+
+    /// The OpenWire address advertised to clients, when OpenWire is on.
+    pub fn openwire_advertised(&self) -> Option<String> {
+        if !self.transports.openwire_advertise.is_empty() {
+            return Some(self.transports.openwire_advertise.clone());
+        }
+        self.openwire_listen_addr().map(|a| format!("tcp://{a}"))
+    }
+
+    /// What this broker registers in its group's member list: its advertised STOMP address,
+    /// then its OpenWire address (see [`crate::cluster`]).
+    pub fn member_entry(&self) -> String {
+        match self.openwire_advertised() {
+            Some(ow) => format!("{} {ow}", self.advertised()),
+            None => self.advertised(),
         }
     }
 

@@ -326,7 +326,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let members = cfg.broker.data_dir.join("members");
     let registered = cfg.ha.mode == "shared-file" && cfg.ha.update_cluster_clients;
     if registered {
-        ferromq_server::cluster::ClusterView::register(&members, &cfg.holder(), &cfg.advertised());
+        ferromq_server::cluster::ClusterView::register(&members, &cfg.holder(), &cfg.member_entry());
     }
     let (status_tx, status_rx) = tokio::sync::watch::channel(ferromq_server::admin::Status {
         broker: cfg.broker.name.clone(),
@@ -384,7 +384,7 @@ impl ZkMembers {
             cfg.broker.name
         );
         let node = format!("{parent}/{}", cfg.holder().replace('/', "_"));
-        let registration = register(rc.clone(), node, cfg.advertised().into_bytes());
+        let registration = register(rc.clone(), node, cfg.member_entry().into_bytes());
         let watch = watch_children(rc, parent);
         let (tx, rx) = tokio::sync::watch::channel(Vec::new());
         let task = tokio::spawn(async move {

@@ -295,11 +295,16 @@ impl Server {
                 }
             });
             // With port 0 the real port is only known now.
-            let own = if cfg.transports.advertise.is_empty() {
+            let mut own = if cfg.transports.advertise.is_empty() {
                 format!("tcp://{stomp_addr}")
             } else {
                 cfg.advertised()
             };
+            if !cfg.transports.openwire_advertise.is_empty() {
+                own = format!("{own} {}", cfg.transports.openwire_advertise);
+            } else if let Some(addr) = openwire_addr {
+                own = format!("{own} tcp://{addr}");
+            }
             ClusterView::new(own, members)
         });
         let ctx = Arc::new(ConnectorContext {

@@ -20,9 +20,16 @@ use std::time::{Duration, Instant};
 use support::{free_port, Proc};
 
 /// One member of a shared-file pair, with OpenWire on `ow_port`.
-fn shared_file_member(name: &str, dir: &Path, shared: &Path, port: u16, ow_port: u16) -> Proc {
+fn shared_file_member(
+    name: &str,
+    dir: &Path,
+    shared: &Path,
+    port: u16,
+    ow_port: u16,
+    ha_extra: &str,
+) -> Proc {
     let cfg = format!(
-        "[broker]\nname = \"{name}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nopenwire = \"tcp://127.0.0.1:{ow_port}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 100\n",
+        "[broker]\nname = \"{name}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nopenwire = \"tcp://127.0.0.1:{ow_port}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 100\n{ha_extra}",
         shared.display()
     );
     Proc::start(name, dir, port, &cfg)
@@ -205,6 +212,9 @@ fn run_chaos(group: &mut dyn Group, name: &str, kills: usize) {
 
 /// Two brokers on one shared data directory (`ha.mode = "shared-file"`).
 struct SharedFilePair {
+    /// Clients are given only the first member and learn the second from it
+    /// (`update_cluster_clients`).
+    learn: bool,
     dir: tempfile::TempDir,
     shared: std::path::PathBuf,
     ports: [(u16, u16); 2],
@@ -212,12 +222,13 @@ struct SharedFilePair {
 }
 
 impl SharedFilePair {
-    fn start() -> SharedFilePair {
+    fn start(learn: bool) -> SharedFilePair {
         let dir = tempfile::tempdir().unwrap();
         let shared = dir.path().join("shared");
         std::fs::create_dir_all(&shared).unwrap();
         let ports = [(free_port(), free_port()), (free_port(), free_port())];
         let mut pair = SharedFilePair {
+            learn,
             dir,
             shared,
             ports,
@@ -236,6 +247,12 @@ impl SharedFilePair {
 
 impl Group for SharedFilePair {
     fn url(&self) -> String {
+        if self.learn {
+            return format!(
+                "failover:(tcp://127.0.0.1:{})?randomize=false&initialReconnectDelay=20&maxReconnectDelay=200",
+                self.ports[0].1
+            );
+        }
         format!(
             "failover:(tcp://127.0.0.1:{},tcp://127.0.0.1:{})?randomize=false&initialReconnectDelay=20&maxReconnectDelay=200",
             self.ports[0].1, self.ports[1].1
@@ -272,6 +289,11 @@ impl Group for SharedFilePair {
             &self.shared,
             self.ports[i].0,
             self.ports[i].1,
+            if self.learn {
+                "update_cluster_clients = true\n"
+            } else {
+                ""
+            },
         ));
     }
 }
@@ -360,8 +382,16 @@ impl Group for ReplicatedGroup {
 
 #[test]
 fn jms_clients_on_a_failover_uri_lose_nothing_when_the_shared_file_master_is_killed() {
-    let mut pair = SharedFilePair::start();
+    let mut pair = SharedFilePair::start(false);
     run_chaos(&mut pair, "shared-file", 3);
+}
+
+/// The client is given only the first broker; it learns the second from the ConnectionControl
+/// the master sends (`update_cluster_clients`), and must find it when the first is killed.
+#[test]
+fn a_jms_client_given_one_broker_learns_the_group_and_fails_over() {
+    let mut pair = SharedFilePair::start(true);
+    run_chaos(&mut pair, "learn", 1);
 }
 
 #[test]

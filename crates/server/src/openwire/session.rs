@@ -740,6 +740,20 @@ impl Session {
             );
         }
         self.ow_connection_id = Some(ow_id);
+        // `updateClusterClients`: tell the failover transport the group's other brokers.
+        if let Some(cluster) = &self.ctx.cluster {
+            let brokers = cluster.openwire_value();
+            if !brokers.is_empty() {
+                let control = ow::ConnectionControl {
+                    connected_brokers: Some(brokers),
+                    ..Default::default()
+                };
+                self.respond(&c.header).await;
+                self.send_out(Out::Cmd(Command::ConnectionControl(control)))
+                    .await;
+                return Ok(());
+            }
+        }
         self.connected = true;
         tracing::debug!(
             client_id = self.client_id.as_deref().unwrap_or(""),
