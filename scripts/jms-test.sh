@@ -6,7 +6,8 @@
 #
 # Classes are compiled into ${FERROMQ_JMS_BUILD:-$HOME/.cache/ferromq/jms} and only recompiled
 # when a source file changed. Needs a JDK (Debian: default-jdk-headless) and the ActiveMQ client
-# jars (Debian: libactivemq-java); scripts/services.sh start installs both.
+# jars (Debian: libactivemq-java); scripts/services.sh start installs both. java runs under
+# nice -n ${FERROMQ_JMS_NICE:-15} (set 0 for benchmarks on an idle machine).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 src="$here/tests/jms/src"
@@ -41,4 +42,4 @@ if [ "${1:-}" = "load" ]; then
   main=JmsLoad
   shift
 fi
-exec nice -n 15 java -Xmx512m -cp "$build/classes:$cp" "$main" "$@"
+exec nice -n "${FERROMQ_JMS_NICE:-15}" java -Xmx512m -cp "$build/classes:$cp" "$main" "$@"

@@ -55,6 +55,7 @@ public class JmsTests {
     static {
         SCENARIOS.put("queue-text", JmsTests::queueText);
         SCENARIOS.put("message-types", JmsTests::messageTypes);
+        SCENARIOS.put("large-message", JmsTests::largeMessage);
         SCENARIOS.put("topic-fanout", JmsTests::topicFanout);
         SCENARIOS.put("client-ack-redelivery", JmsTests::clientAckRedelivery);
         SCENARIOS.put("individual-ack", JmsTests::individualAck);
@@ -389,6 +390,31 @@ public class JmsTests {
         check(!(r instanceof TextMessage || r instanceof BytesMessage || r instanceof MapMessage
                 || r instanceof StreamMessage || r instanceof ObjectMessage), "plain Message expected, got " + cls(r));
         eq("headers", r.getStringProperty("only"), "plain message property");
+    }
+
+    /** 1 MiB text and 4 MiB bytes bodies (many TCP segments, well under the 100 MB frame limit). */
+    static void largeMessage(JmsTests t) throws Exception {
+        Connection c1 = t.conn(), c2 = t.conn();
+        Session s1 = c1.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = s1.createQueue(t.name("large"));
+        MessageProducer p = s1.createProducer(q);
+        StringBuilder sb = new StringBuilder(1 << 20);
+        for (int i = 0; sb.length() < (1 << 20); i++) sb.append(i % 10 == 0 ? '\u00e9' : (char) ('a' + i % 26));
+        String big = sb.toString();
+        p.send(s1.createTextMessage(big));
+        byte[] raw = new byte[4 << 20];
+        new Random(7).nextBytes(raw);
+        BytesMessage bm = s1.createBytesMessage();
+        bm.writeBytes(raw);
+        p.send(bm);
+        MessageConsumer c = c2.createSession(false, Session.AUTO_ACKNOWLEDGE).createConsumer(q);
+        eq(big, text(mustReceive(c, "1 MiB text")), "1 MiB text body");
+        Message m = mustReceive(c, "4 MiB bytes");
+        check(m instanceof BytesMessage, "BytesMessage expected, got " + cls(m));
+        eq((long) raw.length, ((BytesMessage) m).getBodyLength(), "4 MiB body length");
+        byte[] got = new byte[raw.length];
+        ((BytesMessage) m).readBytes(got);
+        check(Arrays.equals(raw, got), "4 MiB body content");
     }
 
     /** Two live subscribers get all 50 in order; a late subscriber gets none of them. */
@@ -753,11 +779,20 @@ public class JmsTests {
         }
     }
 
-    /** TTL 200 ms message expires after 500 ms; a TTL 0 message sent alongside is delivered. */
+    /**
+     * TTL 200 ms message expires after 500 ms; a TTL 0 message sent alongside is delivered.
+     * Run twice: with the client's own expiry check (default), and with
+     * jms.consumerExpiryCheckEnabled=false so that only the broker can drop the expired message.
+     */
     static void expiry(JmsTests t) throws Exception {
-        Connection pc = t.conn(), cc = t.conn();
+        expiryOnce(t, "", "expiry");
+        expiryOnce(t, "jms.consumerExpiryCheckEnabled=false", "expiry.brokerside");
+    }
+
+    static void expiryOnce(JmsTests t, String consumerOpts, String queueName) throws Exception {
+        Connection pc = t.conn(), cc = t.conn(consumerOpts);
         Session ps = pc.createSession(false, Session.AUTO_ACKNOWLEDGE);
-        Queue q = ps.createQueue(t.name("expiry"));
+        Queue q = ps.createQueue(t.name(queueName));
         MessageProducer p = ps.createProducer(q);
         TextMessage dies = ps.createTextMessage("expires");
         long before = System.currentTimeMillis();
