@@ -392,7 +392,7 @@ public class JmsTests {
         eq("headers", r.getStringProperty("only"), "plain message property");
     }
 
-    /** 1 MiB text and 4 MiB bytes bodies (many TCP segments, well under the 100 MB frame limit). */
+    /** 1 MiB text and 4 MiB bytes bodies (frames spanning many TCP segments). */
     static void largeMessage(JmsTests t) throws Exception {
         Connection c1 = t.conn(), c2 = t.conn();
         Session s1 = c1.createSession(false, Session.AUTO_ACKNOWLEDGE);
