@@ -365,9 +365,11 @@ print_env() {
 
 # Installs the Debian packages that are missing (one apt-get update, only when needed).
 tests_install() {
-  local want=(python3-venv libclang-dev librocksdb-dev postgresql mariadb-server zookeeper iproute2 iptables fuse3)
+  # libactivemq-java + a JDK: the OpenWire JMS suite (scripts/jms-test.sh).
+  local want=(python3-venv libclang-dev librocksdb-dev postgresql mariadb-server zookeeper iproute2 iptables fuse3 libactivemq-java)
   local missing=()
   for p in "${want[@]}"; do installed "$p" || missing+=("$p"); done
+  command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get"
   log "installing ${missing[*]}"
