@@ -201,7 +201,11 @@ mod tests {
         ]);
         assert_eq!(
             v.addresses(),
-            ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"]
+            [
+                "tcp://127.0.0.1:1",
+                "tcp://127.0.0.1:2",
+                "tcp://127.0.0.1:3"
+            ]
         );
         assert_eq!(
             v.openwire_addresses(),

@@ -326,7 +326,11 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let members = cfg.broker.data_dir.join("members");
     let registered = cfg.ha.mode == "shared-file" && cfg.ha.update_cluster_clients;
     if registered {
-        ferromq_server::cluster::ClusterView::register(&members, &cfg.holder(), &cfg.member_entry());
+        ferromq_server::cluster::ClusterView::register(
+            &members,
+            &cfg.holder(),
+            &cfg.member_entry(),
+        );
     }
     let (status_tx, status_rx) = tokio::sync::watch::channel(ferromq_server::admin::Status {
         broker: cfg.broker.name.clone(),

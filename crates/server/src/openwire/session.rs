@@ -740,6 +740,12 @@ impl Session {
             );
         }
         self.ow_connection_id = Some(ow_id);
+        self.connected = true;
+        tracing::debug!(
+            client_id = self.client_id.as_deref().unwrap_or(""),
+            failover_reconnect = c.failover_reconnect,
+            "connected"
+        );
         // `updateClusterClients`: tell the failover transport the group's other brokers.
         if let Some(cluster) = &self.ctx.cluster {
             let brokers = cluster.openwire_value();
@@ -754,12 +760,6 @@ impl Session {
                 return Ok(());
             }
         }
-        self.connected = true;
-        tracing::debug!(
-            client_id = self.client_id.as_deref().unwrap_or(""),
-            failover_reconnect = c.failover_reconnect,
-            "connected"
-        );
         self.respond(&c.header).await;
         Ok(())
     }
