@@ -930,6 +930,12 @@ impl Broker {
         self.process_effects(fx);
     }
 
+    /// Marks deliveries a consumer holds as never seen by its application (see
+    /// [`MessageList::uncount`]); call before [`Broker::unsubscribe`].
+    pub fn uncount(&self, handle: &ConsumerHandle, tags: &[u64]) {
+        handle.list.uncount(handle.id, tags);
+    }
+
     /// How many deliveries a consumer holds unacknowledged (0 once it is gone).
     pub fn inflight(&self, handle: &ConsumerHandle) -> usize {
         handle.list.consumer_inflight(handle.id).unwrap_or(0)

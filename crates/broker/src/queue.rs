@@ -545,6 +545,20 @@ impl MessageList {
         self.dispatch(&mut st, now_ms, fx);
     }
 
+    /// Takes back the delivery count of deliveries a consumer holds that never reached its
+    /// application (a JMS consumer's prefetched messages, on close): they will not count as
+    /// redelivered, nor towards `maximumRedeliveries`.
+    pub fn uncount(&self, id: ConsumerId, tags: &[u64]) {
+        let mut st = self.state.lock();
+        if let Some(slot) = st.consumers.iter_mut().find(|c| c.id == id) {
+            for t in tags {
+                if let Some(e) = slot.inflight.get_mut(t) {
+                    e.delivery_count = e.delivery_count.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     /// How many deliveries a consumer holds unacknowledged (`None`: no such consumer).
     pub fn consumer_inflight(&self, id: ConsumerId) -> Option<usize> {
         let st = self.state.lock();

@@ -72,6 +72,8 @@ public class JmsTests {
         SCENARIOS.put("browser", JmsTests::browser);
         SCENARIOS.put("stomp-interop", JmsTests::stompInterop);
         SCENARIOS.put("failover-url", JmsTests::failoverUrl);
+        SCENARIOS.put("prefetched-uncounted", JmsTests::prefetchedUncounted);
+        SCENARIOS.put("xa", JmsTests::xa);
     }
 
     public static void main(String[] args) throws Exception {
@@ -491,6 +493,77 @@ public class JmsTests {
         last.acknowledge(); // acknowledges all consumed messages of the session
         s2.close();
         t.assertOnlyMarkerLeft(q);
+    }
+
+    /**
+     * Messages that sat in a closed consumer's prefetch buffer, never given to the application,
+     * come back without JMSRedelivered (RemoveInfo.lastDeliveredSequenceId); the one the
+     * application received comes back redelivered.
+     */
+    static void prefetchedUncounted(JmsTests t) throws Exception {
+        Connection pc = t.conn(), cc = t.conn();
+        Session ps = pc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = ps.createQueue(t.name("prefetched"));
+        List<String> sent = sendTexts(ps, q, "p", 5);
+        Session s1 = cc.createSession(false, Session.CLIENT_ACKNOWLEDGE);
+        MessageConsumer c1 = s1.createConsumer(q);
+        Message first = mustReceive(c1, sent.get(0));
+        eq(sent.get(0), text(first), "first message");
+        // Let the rest arrive in the prefetch buffer before closing.
+        long deadline = System.currentTimeMillis() + 5000;
+        while (((org.apache.activemq.ActiveMQMessageConsumer) c1).getMessageSize() < 4
+                && System.currentTimeMillis() < deadline) {
+            Thread.sleep(10);
+        }
+        check(((org.apache.activemq.ActiveMQMessageConsumer) c1).getMessageSize() == 4,
+                "the other 4 messages are prefetched");
+        c1.close();
+        MessageConsumer c2 = s1.createConsumer(q);
+        for (int i = 0; i < sent.size(); i++) {
+            Message m = mustReceive(c2, "again " + sent.get(i));
+            eq(sent.get(i), text(m), "order");
+            eq(i == 0, m.getJMSRedelivered(), "JMSRedelivered of " + sent.get(i));
+            eq(i == 0 ? 2 : 1, deliveryCount(m), "JMSXDeliveryCount of " + sent.get(i));
+            if (i == sent.size() - 1) m.acknowledge();
+        }
+        s1.close();
+        t.assertOnlyMarkerLeft(q);
+    }
+
+    /**
+     * XA: either it works (ActiveMQ) or the broker refuses it with a clear reason (ferromq),
+     * never a hang or a dropped connection.
+     */
+    static void xa(JmsTests t) throws Exception {
+        org.apache.activemq.ActiveMQXAConnectionFactory f = new org.apache.activemq.ActiveMQXAConnectionFactory(url);
+        javax.jms.XAConnection c = f.createXAConnection();
+        try {
+            c.start();
+            javax.jms.XASession s = c.createXASession();
+            javax.transaction.xa.XAResource r = s.getXAResource();
+            javax.transaction.xa.Xid xid = new javax.transaction.xa.Xid() {
+                public int getFormatId() { return 42; }
+                public byte[] getGlobalTransactionId() { return ("g" + t.id).getBytes(); }
+                public byte[] getBranchQualifier() { return new byte[] {1}; }
+            };
+            try {
+                r.start(xid, javax.transaction.xa.XAResource.TMNOFLAGS);
+                Queue q = s.createQueue(t.name("xa"));
+                s.createProducer(q).send(s.createTextMessage("xa"));
+                r.end(xid, javax.transaction.xa.XAResource.TMSUCCESS);
+                r.commit(xid, true);
+                Connection cc = t.conn();
+                Session cs = cc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+                eq("xa", text(mustReceive(cs.createConsumer(q), "the XA-committed message")), "XA body");
+            } catch (javax.transaction.xa.XAException e) {
+                Throwable cause = e.getCause() != null ? e.getCause() : e;
+                String msg = String.valueOf(cause.getMessage());
+                check(msg.contains("XA transactions are not supported"),
+                        "refused with a clear reason, got: " + cause);
+            }
+        } finally {
+            c.close();
+        }
     }
 
     /** INDIVIDUAL_ACKNOWLEDGE: only the acknowledged message is removed. */

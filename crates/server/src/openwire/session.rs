@@ -48,6 +48,10 @@ const BROWSE_MAX: usize = 400;
 const ADVISORY_PREFIX: &str = "ActiveMQ.Advisory.";
 /// ActiveMQ's `Message.getSize()` floor, used for ProducerAck sizes.
 const MINIMUM_MESSAGE_SIZE: i32 = 1024;
+/// Why an XA transaction fails.
+const XA_REFUSED: &str = "XA transactions are not supported by ferromq";
+/// `RemoveInfo.LAST_DELIVERED_UNKNOWN`.
+const LAST_DELIVERED_UNKNOWN: i64 = -2;
 
 /// Exception classes the JMS client knows how to rebuild (it instantiates only real
 /// `Throwable` classes, since CVE-2023-46604).
@@ -804,6 +808,14 @@ impl Session {
             self.connection,
             &self.map_limits,
         )?;
+        if let Some(tx @ ow::TransactionId::Xa(_)) = &m.transaction_id {
+            // Part of an XA branch, which can never commit: dropped like a rolled-back send.
+            tracing::debug!(?tx, "dropping a send in an XA transaction");
+            if m.header.response_required {
+                return Err(Refusal::jms(XA_REFUSED));
+            }
+            return Ok(());
+        }
         if let Some(tx) = &m.transaction_id {
             let max = self.ctx.config.openwire.max_transaction_ops;
             let t = self.txs.get_mut(tx).ok_or_else(|| Refusal {
@@ -1064,6 +1076,13 @@ impl Session {
             self.respond(&a.header).await;
             return Ok(());
         }
+        if let Some(ow::TransactionId::Xa(_)) = &a.transaction_id {
+            // An ack in an XA branch, which can never commit: the messages stay unacknowledged.
+            if a.header.response_required {
+                return Err(Refusal::jms(XA_REFUSED));
+            }
+            return Ok(());
+        }
         if let Some(txid) = &a.transaction_id {
             let max = self.ctx.config.openwire.max_transaction_ops;
             let t = self.txs.get_mut(txid).ok_or_else(|| Refusal {
@@ -1118,10 +1137,12 @@ impl Session {
             .clone()
             .ok_or_else(|| Refusal::jms("TransactionInfo without a transaction id"))?;
         if matches!(id, ow::TransactionId::Xa(_)) {
-            return Err(Refusal {
-                class: "javax.jms.JMSException",
-                message: "XA transactions are not supported by ferromq".into(),
-            });
+            // The client begins an XA branch asynchronously: refusing that would only close
+            // the connection. Its first synchronous step (end, prepare, commit) gets the reason.
+            if t.transaction_type == ow::TransactionInfo::BEGIN && !t.header.response_required {
+                return Ok(());
+            }
+            return Err(Refusal::jms(XA_REFUSED));
         }
         match t.transaction_type {
             ow::TransactionInfo::BEGIN => {
@@ -1163,8 +1184,28 @@ impl Session {
         }
     }
 
-    fn remove_consumer(&mut self, id: &ow::ConsumerId) -> Option<Completion> {
+    /// Detaches a consumer. `last_delivered` is RemoveInfo's `lastDeliveredSequenceId`: the
+    /// broker sequence (our delivery tag) of the last message the application got; what was
+    /// dispatched after it sat in the client's prefetch buffer and goes back uncounted, as in
+    /// ActiveMQ (-1: nothing reached the application; -2: unknown, everything counts).
+    fn remove_consumer(&mut self, id: &ow::ConsumerId, last_delivered: i64) -> Option<Completion> {
         let c = self.consumers.remove(id)?;
+        if let Some(h) = &c.handle {
+            let unseen: Vec<u64> = {
+                let d = c.state.dispatched.lock();
+                match last_delivered {
+                    LAST_DELIVERED_UNKNOWN => Vec::new(),
+                    l if l < 0 => d.iter().map(|(_, t)| *t).collect(),
+                    l => match d.iter().position(|(_, t)| *t as i64 == l) {
+                        Some(p) => d.iter().skip(p + 1).map(|(_, t)| *t).collect(),
+                        None => Vec::new(),
+                    },
+                }
+            };
+            if !unseen.is_empty() {
+                self.ctx.broker.uncount(h, &unseen);
+            }
+        }
         if c.handle.is_none() {
             self.registry
                 .temps
@@ -1180,7 +1221,7 @@ impl Session {
         match r.object_id.as_deref() {
             Some(ow::DataStructure::ConsumerId(id)) => {
                 let id = id.clone();
-                drop(self.remove_consumer(&id));
+                drop(self.remove_consumer(&id, r.last_delivered_sequence_id));
             }
             Some(ow::DataStructure::SessionId(s)) => {
                 let ids: Vec<ow::ConsumerId> = self
@@ -1190,7 +1231,7 @@ impl Session {
                     .cloned()
                     .collect();
                 for id in ids {
-                    drop(self.remove_consumer(&id));
+                    drop(self.remove_consumer(&id, LAST_DELIVERED_UNKNOWN));
                 }
                 self.producers.retain(|p, _| {
                     !(p.connection_id == s.connection_id && p.session_id == s.value)
@@ -1288,7 +1329,7 @@ impl Session {
         }
         let ids: Vec<ow::ConsumerId> = self.consumers.keys().cloned().collect();
         for id in ids {
-            drop(self.remove_consumer(&id));
+            drop(self.remove_consumer(&id, LAST_DELIVERED_UNKNOWN));
         }
         let cid = if self.client_id_registered {
             self.client_id.as_deref()
@@ -1526,7 +1567,12 @@ fn push_delivery(d: DeliveryOut, buf: &mut BytesMut, shared: &Shared, broker: &B
     match d {
         DeliveryOut::Message(consumer, delivery) => {
             let redeliveries = delivery.delivery_count.saturating_sub(1) as i32;
-            let msg = convert::outbound(&delivery.message, redeliveries);
+            let mut msg = convert::outbound(&delivery.message, redeliveries);
+            // The client reports the last one its application got by this number
+            // (RemoveInfo.lastDeliveredSequenceId).
+            if let Some(id) = msg.message_id.as_mut() {
+                id.broker_sequence_id = delivery.tag as i64;
+            }
             if let Some(id) = msg.message_id.clone() {
                 consumer.dispatched.lock().push_back((id, delivery.tag));
             }
