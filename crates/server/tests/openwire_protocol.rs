@@ -1,0 +1,266 @@
+//! The OpenWire connector at the wire level, with the sans-I/O codec as the client: wire format
+//! negotiation, keep-alives and the inactivity monitor, refusals with a reason, malformed input.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ferromq_protocol::openwire::{
+    self as ow, map::encode_map, Command, CommandHeader, Decoder, PrimitiveMap, PrimitiveValue,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Wire {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl Wire {
+    async fn connect(addr: std::net::SocketAddr) -> Wire {
+        Wire {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+            decoder: Decoder::new(ow::DEFAULT_MAX_FRAME_SIZE),
+        }
+    }
+
+    async fn send(&mut self, cmd: &Command) {
+        let bytes = ow::encode_command(cmd, 12).unwrap();
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next command, or `None` when the server closed the connection (bounded wait).
+    async fn next(&mut self) -> Option<Command> {
+        loop {
+            if let Some(f) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(ow::decode_command(&f, 12).unwrap());
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("the server answers or closes within 20 s")
+                    .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Skips keep-alives and BrokerInfo until another command (or the close).
+    async fn next_interesting(&mut self) -> Option<Command> {
+        loop {
+            match self.next().await {
+                Some(Command::KeepAliveInfo(_)) | Some(Command::BrokerInfo(_)) => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+fn wire_format(inactivity_ms: i64) -> Command {
+    let mut p = PrimitiveMap::new();
+    p.insert("TightEncodingEnabled", PrimitiveValue::Bool(true));
+    p.insert("CacheEnabled", PrimitiveValue::Bool(true));
+    p.insert("MaxInactivityDuration", PrimitiveValue::Long(inactivity_ms));
+    Command::WireFormatInfo(ow::WireFormatInfo {
+        magic: ow::MAGIC,
+        version: 12,
+        marshalled_properties: Some(encode_map(Some(&p)).unwrap()),
+    })
+}
+
+fn header(id: i32) -> CommandHeader {
+    CommandHeader {
+        command_id: id,
+        response_required: true,
+    }
+}
+
+fn connection_info(id: i32, client_id: &str) -> Command {
+    Command::ConnectionInfo(ow::ConnectionInfo {
+        header: header(id),
+        connection_id: Some(ow::ConnectionId {
+            value: format!("ID:test-{client_id}"),
+        }),
+        client_id: Some(client_id.into()),
+        ..Default::default()
+    })
+}
+
+async fn server(extra: &str) -> ferromq_server::server::Server {
+    common::start(&format!("openwire = \"127.0.0.1:0\"\n{extra}")).await
+}
+
+#[tokio::test]
+async fn the_server_offers_loose_encoding_without_cache_and_then_sends_its_broker_info() {
+    let s = server("").await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    let Some(Command::WireFormatInfo(info)) = w.next().await else {
+        panic!("the server speaks first, with its WireFormatInfo");
+    };
+    assert_eq!(info.magic, ow::MAGIC);
+    assert_eq!(info.version, 12);
+    let props = info.properties(&ow::MapLimits::default()).unwrap();
+    assert_eq!(
+        props.get("TightEncodingEnabled"),
+        Some(&PrimitiveValue::Bool(false))
+    );
+    assert_eq!(
+        props.get("CacheEnabled"),
+        Some(&PrimitiveValue::Bool(false))
+    );
+    w.send(&wire_format(30_000)).await;
+    let Some(Command::BrokerInfo(b)) = w.next().await else {
+        panic!("BrokerInfo after negotiation");
+    };
+    assert!(b.broker_name.is_some());
+    w.send(&connection_info(1, "negotiation")).await;
+    let Some(Command::Response(r)) = w.next_interesting().await else {
+        panic!("ConnectionInfo is answered");
+    };
+    assert_eq!(r.correlation_id, 1);
+}
+
+#[tokio::test]
+async fn keep_alives_flow_and_a_silent_client_is_disconnected_with_a_reason() {
+    let s = server("[openwire]\nmax_inactivity_duration_ms = 600\n").await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    // The client asks for 300 ms: the smaller duration applies.
+    w.send(&wire_format(300)).await;
+    w.send(&connection_info(1, "silent")).await;
+    let mut keepalives = 0;
+    let reason = loop {
+        match w.next().await {
+            Some(Command::KeepAliveInfo(_)) => keepalives += 1,
+            Some(Command::ConnectionError(e)) => {
+                break e.exception.and_then(|x| x.message).unwrap_or_default()
+            }
+            Some(_) => {}
+            None => panic!("closed without a ConnectionError"),
+        }
+    };
+    assert!(keepalives >= 1, "the server writes keep-alives while idle");
+    assert!(reason.contains("inactive"), "{reason}");
+    assert!(w.next().await.is_none(), "then the connection closes");
+}
+
+#[tokio::test]
+async fn a_keep_alive_that_asks_for_an_answer_gets_one() {
+    let s = server("").await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.send(&wire_format(30_000)).await;
+    // BrokerInfo first, so that what follows can only be the answer.
+    assert!(matches!(w.next().await, Some(Command::BrokerInfo(_))));
+    w.send(&Command::KeepAliveInfo(ow::KeepAliveInfo {
+        header: header(5),
+    }))
+    .await;
+    // The server's own keep-alives come every 10 s (a third of 30 s); the answer comes now.
+    let answer = tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("an answer well before the first periodic keep-alive");
+    let Some(Command::KeepAliveInfo(k)) = answer else {
+        panic!("a KeepAliveInfo, got {answer:?}");
+    };
+    assert!(!k.header.response_required);
+}
+
+#[tokio::test]
+async fn commands_before_connection_info_are_refused_with_a_reason() {
+    let s = server("").await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.send(&wire_format(30_000)).await;
+    w.send(&Command::SessionInfo(ow::SessionInfo {
+        header: header(7),
+        session_id: None,
+    }))
+    .await;
+    let Some(Command::ExceptionResponse(e)) = w.next_interesting().await else {
+        panic!("an ExceptionResponse");
+    };
+    assert_eq!(e.correlation_id, 7);
+    let ex = e.exception.unwrap();
+    assert_eq!(ex.class_name.as_deref(), Some("javax.jms.JMSException"));
+    assert!(ex.message.unwrap().contains("ConnectionInfo"));
+}
+
+#[tokio::test]
+async fn a_second_connection_with_a_client_id_in_use_is_refused_unless_it_is_the_same_connection() {
+    let s = server("").await;
+    let mut a = Wire::connect(s.openwire_addr.unwrap()).await;
+    a.next().await.unwrap();
+    a.send(&wire_format(30_000)).await;
+    a.send(&connection_info(1, "dup")).await;
+    assert!(matches!(
+        a.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+    // Another connection (another ConnectionId) with the same client id: refused.
+    let mut b = Wire::connect(s.openwire_addr.unwrap()).await;
+    b.next().await.unwrap();
+    b.send(&wire_format(30_000)).await;
+    let mut other = connection_info(2, "dup");
+    if let Command::ConnectionInfo(c) = &mut other {
+        c.connection_id = Some(ow::ConnectionId {
+            value: "ID:someone-else".into(),
+        });
+    }
+    b.send(&other).await;
+    let Some(Command::ExceptionResponse(e)) = b.next_interesting().await else {
+        panic!("refused");
+    };
+    assert_eq!(
+        e.exception.unwrap().class_name.as_deref(),
+        Some("javax.jms.InvalidClientIDException")
+    );
+    // The same client reconnecting (same ConnectionId) replaces its stale connection.
+    let mut c = Wire::connect(s.openwire_addr.unwrap()).await;
+    c.next().await.unwrap();
+    c.send(&wire_format(30_000)).await;
+    c.send(&connection_info(3, "dup")).await;
+    let Some(Command::Response(r)) = c.next_interesting().await else {
+        panic!("the reconnect is accepted");
+    };
+    assert_eq!(r.correlation_id, 3);
+    assert!(
+        a.next_interesting().await.is_none(),
+        "the stale connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn garbage_gets_a_connection_error_and_the_broker_keeps_serving() {
+    let s = server("").await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    // A frame claiming type 200 (no such command).
+    w.stream.write_all(&[0, 0, 0, 3, 200, 1, 2]).await.unwrap();
+    let Some(Command::ConnectionError(e)) = w.next().await else {
+        panic!("a ConnectionError with the reason");
+    };
+    assert!(e.exception.unwrap().message.unwrap().contains("200"));
+    assert!(w.next().await.is_none());
+    // A size prefix beyond the limit.
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.stream
+        .write_all(&[0x7f, 0xff, 0xff, 0xff, 1])
+        .await
+        .unwrap();
+    assert!(matches!(w.next().await, Some(Command::ConnectionError(_))));
+    // Others are still served.
+    let mut ok = Wire::connect(s.openwire_addr.unwrap()).await;
+    ok.next().await.unwrap();
+    ok.send(&wire_format(30_000)).await;
+    ok.send(&connection_info(1, "after-garbage")).await;
+    assert!(matches!(
+        ok.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+}
