@@ -74,6 +74,8 @@ public class JmsTests {
         SCENARIOS.put("failover-url", JmsTests::failoverUrl);
         SCENARIOS.put("prefetched-uncounted", JmsTests::prefetchedUncounted);
         SCENARIOS.put("xa", JmsTests::xa);
+        SCENARIOS.put("dups-ok-window", JmsTests::dupsOkWindow);
+        SCENARIOS.put("exclusive-nolocal", JmsTests::exclusiveNoLocal);
     }
 
     public static void main(String[] args) throws Exception {
@@ -528,6 +530,50 @@ public class JmsTests {
         }
         s1.close();
         t.assertOnlyMarkerLeft(q);
+    }
+
+    /**
+     * DUPS_OK_ACKNOWLEDGE (batched range acks) consumes everything once; a producer with a
+     * window (`jms.producerWindowSize`) sending asynchronously is not blocked forever: the broker
+     * frees its window with ProducerAcks.
+     */
+    static void dupsOkWindow(JmsTests t) throws Exception {
+        Connection pc = t.conn("jms.producerWindowSize=4096&jms.useAsyncSend=true");
+        Connection cc = t.conn();
+        Session ps = pc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = ps.createQueue(t.name("dupsok"));
+        MessageProducer p = ps.createProducer(q);
+        int n = 500;
+        for (int i = 0; i < n; i++) p.send(ps.createTextMessage("w" + i));
+        Session cs = cc.createSession(false, Session.DUPS_OK_ACKNOWLEDGE);
+        MessageConsumer c = cs.createConsumer(q);
+        for (int i = 0; i < n; i++) eq("w" + i, text(mustReceive(c, "w" + i)), "order");
+        c.close();
+        cs.close();
+        t.assertOnlyMarkerLeft(q);
+    }
+
+    /**
+     * An exclusive queue consumer gets every message while it is attached; a noLocal topic
+     * subscriber does not get what its own connection publishes.
+     */
+    static void exclusiveNoLocal(JmsTests t) throws Exception {
+        Connection c1 = t.conn(), c2 = t.conn(), pc = t.conn();
+        Session s1 = c1.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Session s2 = c2.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Session ps = pc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = ps.createQueue(t.name("excl") + "?consumer.exclusive=true");
+        MessageConsumer first = s1.createConsumer(q);
+        MessageConsumer second = s2.createConsumer(q);
+        List<String> sent = sendTexts(ps, ps.createQueue(t.name("excl")), "e", 10);
+        for (String body : sent) eq(body, text(mustReceive(first, body)), "the exclusive consumer gets all");
+        check(second.receiveNoWait() == null, "the second consumer got nothing");
+        // noLocal: c1 subscribes with noLocal and publishes; c2 publishes too.
+        Topic topic = s1.createTopic(t.name("nolocal"));
+        MessageConsumer sub = s1.createConsumer(topic, null, true);
+        s1.createProducer(topic).send(s1.createTextMessage("own"));
+        s2.createProducer(topic).send(s2.createTextMessage("other"));
+        eq("other", text(mustReceive(sub, "the other connection's message")), "noLocal skips its own");
     }
 
     /**
