@@ -32,6 +32,9 @@ const MEMBERS_MAX: usize = 64;
 /// reconnect at once, and each CONNECTED must not cost a directory scan.
 const MEMBERS_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// A member list and when it was read.
+type CachedList = Option<(Instant, String)>;
+
 /// Where a broker learns the other members of its group.
 #[derive(Debug, Clone, Default)]
 pub enum Members {
@@ -50,7 +53,7 @@ pub struct ClusterView {
     members: Members,
     own: String,
     /// The STOMP and the OpenWire lists, each re-read at most once per `MEMBERS_CACHE_TTL`.
-    cached: Arc<Mutex<[Option<(Instant, String)>; 2]>>,
+    cached: Arc<Mutex<[CachedList; 2]>>,
 }
 
 /// Whether `a` can go into the comma-separated header as one failover address.
