@@ -76,6 +76,7 @@ public class JmsTests {
         SCENARIOS.put("xa", JmsTests::xa);
         SCENARIOS.put("dups-ok-window", JmsTests::dupsOkWindow);
         SCENARIOS.put("exclusive-nolocal", JmsTests::exclusiveNoLocal);
+        SCENARIOS.put("stomp-durable-tx", JmsTests::stompDurableTx);
     }
 
     public static void main(String[] args) throws Exception {
@@ -107,7 +108,7 @@ public class JmsTests {
         for (Map.Entry<String, Body> e : SCENARIOS.entrySet()) {
             String name = e.getKey();
             if (only != null && !only.contains(name)) continue;
-            if (name.equals("stomp-interop") && stomp == null) {
+            if (name.startsWith("stomp-") && stomp == null) {
                 System.out.println("SKIP " + name + ": no --stomp given");
                 skipped++;
                 continue;
@@ -1129,6 +1130,49 @@ public class JmsTests {
         }
 
         @Override public void close() throws IOException { sock.close(); }
+    }
+
+    /**
+     * A durable subscription and a transaction mean the same thing over both protocols: a JMS
+     * durable subscriber (client id + name) is the subscription a STOMP client reattaches with
+     * `client-id` + `activemq.subscriptionName`; STOMP sends in an aborted transaction never
+     * reach a JMS consumer, committed ones do.
+     */
+    static void stompDurableTx(JmsTests t) throws Exception {
+        String clientId = "cid-" + t.id, sub = "sub-" + t.id;
+        String topicName = t.name("dur.topic"), q = t.name("stomp.tx");
+        Connection dc = t.conn(t.factory(""), clientId);
+        Session ds = dc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Topic topic = ds.createTopic(topicName);
+        ds.createDurableSubscriber(topic, sub).close();
+        dc.close();
+        // Published while nobody is attached: kept for the durable subscription.
+        Connection pc = t.conn();
+        Session ps = pc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        ps.createProducer(topic).send(ps.createTextMessage("kept for the durable"));
+        Connection jc = t.conn();
+        Session js = jc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        MessageConsumer txIn = js.createConsumer(js.createQueue(q));
+        try (Stomp st = new Stomp(stomp)) {
+            st.send("CONNECT", new String[][] {{"accept-version", "1.2"}, {"host", "localhost"},
+                    {"client-id", clientId}, {"heart-beat", "0,0"}}, null, false, false);
+            st.expect("CONNECTED");
+            st.send("SUBSCRIBE", new String[][] {{"destination", "/topic/" + topicName}, {"id", "d1"},
+                    {"ack", "auto"}, {"activemq.subscriptionName", sub}});
+            Frame got = st.expect("MESSAGE");
+            eq("kept for the durable", got.body(), "the JMS durable subscription, read over STOMP");
+            // Transactions: aborted sends vanish, committed ones arrive.
+            st.send("BEGIN", new String[][] {{"transaction", "tx1"}});
+            st.send("SEND", new String[][] {{"destination", "/queue/" + q}, {"transaction", "tx1"}},
+                    "aborted".getBytes(StandardCharsets.UTF_8), false, true);
+            st.send("ABORT", new String[][] {{"transaction", "tx1"}});
+            st.send("BEGIN", new String[][] {{"transaction", "tx2"}});
+            st.send("SEND", new String[][] {{"destination", "/queue/" + q}, {"transaction", "tx2"}},
+                    "committed".getBytes(StandardCharsets.UTF_8), false, true);
+            st.send("COMMIT", new String[][] {{"transaction", "tx2"}, {"receipt", "c2"}});
+            eq("c2", st.expect("RECEIPT").h("receipt-id"), "commit receipt");
+        }
+        eq("committed", text(mustReceive(txIn, "the committed STOMP send")), "only the committed send arrives");
     }
 
     static void stompInterop(JmsTests t) throws Exception {
