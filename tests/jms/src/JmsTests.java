@@ -77,6 +77,7 @@ public class JmsTests {
         SCENARIOS.put("dups-ok-window", JmsTests::dupsOkWindow);
         SCENARIOS.put("exclusive-nolocal", JmsTests::exclusiveNoLocal);
         SCENARIOS.put("stomp-durable-tx", JmsTests::stompDurableTx);
+        SCENARIOS.put("poison-dlq", JmsTests::poisonDlq);
     }
 
     public static void main(String[] args) throws Exception {
@@ -1130,6 +1131,39 @@ public class JmsTests {
         }
 
         @Override public void close() throws IOException { sock.close(); }
+    }
+
+    /**
+     * A message the client gives up on (its redelivery policy exhausted: here
+     * maximumRedeliveries=0, so the first rollback) is poison-acked and lands in ActiveMQ.DLQ.
+     */
+    static void poisonDlq(JmsTests t) throws Exception {
+        Connection pc = t.conn();
+        Session ps = pc.createSession(false, Session.AUTO_ACKNOWLEDGE);
+        Queue q = ps.createQueue(t.name("poison"));
+        String body = "poison-" + t.id;
+        ps.createProducer(q).send(ps.createTextMessage(body));
+        Connection cc = t.conn("jms.redeliveryPolicy.maximumRedeliveries=0");
+        Session cs = cc.createSession(true, Session.SESSION_TRANSACTED);
+        MessageConsumer c = cs.createConsumer(q);
+        eq(body, text(mustReceive(c, body)), "first delivery");
+        cs.rollback();
+        c.close();
+        cs.close();
+        // The DLQ is shared by every run: look for this run's message among what is there.
+        Session ds = pc.createSession(false, Session.CLIENT_ACKNOWLEDGE);
+        MessageConsumer dlq = ds.createConsumer(ds.createQueue("ActiveMQ.DLQ"));
+        long deadline = System.currentTimeMillis() + 5000;
+        boolean found = false;
+        while (!found && System.currentTimeMillis() < deadline) {
+            Message m = dlq.receive(500);
+            if (m instanceof TextMessage && body.equals(((TextMessage) m).getText())) {
+                found = true;
+                m.acknowledge();
+            }
+        }
+        check(found, "the poisoned message is in ActiveMQ.DLQ");
+        t.assertOnlyMarkerLeft(q);
     }
 
     /**
