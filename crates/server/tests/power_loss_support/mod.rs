@@ -166,6 +166,9 @@ pub struct Rig {
     dir: tempfile::TempDir,
     /// What each cut lost.
     pub cuts: Vec<CutReport>,
+    /// Serve OpenWire too (on a fresh port each start).
+    pub openwire: bool,
+    openwire_port: Option<u16>,
 }
 
 impl Rig {
@@ -185,14 +188,21 @@ impl Rig {
             mount,
             dir,
             cuts: Vec::new(),
+            openwire: false,
+            openwire_port: None,
         }
     }
 
     fn spawn(&mut self) {
         assert!(self.broker.is_none(), "a broker is already running");
         let port = free_port();
+        self.openwire_port = self.openwire.then(free_port);
+        let openwire = match self.openwire_port {
+            Some(p) => format!("openwire = \"127.0.0.1:{p}\"\n"),
+            None => String::new(),
+        };
         let config = format!(
-            "[broker]\nname = \"{}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n[store]\n{}",
+            "[broker]\nname = \"{}\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\n{openwire}[store]\n{}",
             self.name,
             self.mount.join("data").display(),
             self.store
@@ -239,6 +249,14 @@ impl Rig {
 
     pub fn addr(&self) -> String {
         self.broker().addr()
+    }
+
+    /// The OpenWire address of the running broker (with `openwire` set).
+    pub fn openwire_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.openwire_port.expect("the rig serves OpenWire")
+        )
     }
 
     /// kill -9 of the broker, then the loss of what `mode` says.
