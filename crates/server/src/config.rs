@@ -355,6 +355,8 @@ pub struct OpenWireSection {
     pub write_timeout_ms: u64,
     /// Most consumers (browsers included) per connection.
     pub max_consumers: usize,
+    /// Most producers per connection.
+    pub max_producers: usize,
     /// Most open transactions per connection.
     pub max_transactions: usize,
     /// Most sends + acks one transaction may hold.
@@ -370,6 +372,7 @@ impl Default for OpenWireSection {
             connect_timeout_ms: 30_000,
             write_timeout_ms: 30_000,
             max_consumers: 1000,
+            max_producers: 1000,
             max_transactions: 100,
             max_transaction_ops: 100_000,
         }

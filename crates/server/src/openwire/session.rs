@@ -558,6 +558,12 @@ impl Session {
                 Ok(())
             }
             Command::ProducerInfo(p) => {
+                let max = self.ctx.config.openwire.max_producers;
+                if self.producers.len() >= max {
+                    return Err(Refusal::jms(format!(
+                        "Producer limit of {max} per connection reached"
+                    )));
+                }
                 if let Some(id) = p.producer_id {
                     self.producers.insert(id, p.window_size);
                 }
