@@ -245,6 +245,10 @@ pub(crate) fn encode_modified_utf8(s: &str) -> Vec<u8> {
 }
 
 pub(crate) fn decode_modified_utf8(raw: &[u8]) -> Result<String, OpenWireError> {
+    // ASCII (ids, destination names, most property keys) is the same in both encodings.
+    if raw.is_ascii() {
+        return String::from_utf8(raw.to_vec()).map_err(|_| OpenWireError::BadUtf8);
+    }
     let mut units = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {

@@ -7,9 +7,9 @@
 //!   a STOMP message, a TextMessage — or `bytes` when the STOMP frame had `content-length`,
 //!   as in ActiveMQ);
 //! - `ferromq.jms.id`: the producer's JMSMessageID (`ID:<connection>:<session>:<producer>:<seq>`),
-//!   which JMS consumers see again and the client's duplicate audit relies on; the same value
-//!   is the duplicate-detection id (`_AMQ_DUPL_ID`), so that a failover client's resend of an
-//!   unanswered message is not stored twice;
+//!   which JMS consumers see again and the client's duplicate audit relies on; for a persistent
+//!   message the same value is the duplicate-detection id (`_AMQ_DUPL_ID`), so that a failover
+//!   client's resend of an unanswered message is not stored twice;
 //! - `ferromq.jms.props`: the marshalled property map (hex), only when a property is not a
 //!   string, so that typed properties (`getIntProperty`, `getObjectProperty`) come back typed.
 //!
@@ -239,8 +239,12 @@ pub fn inbound(
     }
     if let Some(mid) = &m.message_id {
         let text = message_id_text(mid);
-        headers.push((JMS_ID_HEADER.into(), text.clone()));
-        headers.push((DUPLICATE_ID_HEADER.into(), text));
+        // Only a persistent send is resent by a failover client (it waits for an answer); a
+        // non-persistent one is never resent, and remembering its id would cost a store write.
+        if m.persistent {
+            headers.push((DUPLICATE_ID_HEADER.into(), text.clone()));
+        }
+        headers.push((JMS_ID_HEADER.into(), text));
     }
     if let Some(c) = &m.correlation_id {
         headers.push(("correlation-id".into(), c.clone()));
