@@ -110,7 +110,8 @@ step "compile JmsLoad (FERROMQ_JMS_BUILD=$FERROMQ_JMS_BUILD)"
 timeout 300 bash scripts/jms-test.sh load --help >/dev/null 2>&1 || true
 [ -f "$FERROMQ_JMS_BUILD/classes/JmsLoad.class" ] || die "JmsLoad did not compile"
 
-# start_broker NAME TAG: fresh store, waits for the OpenWire port; prints the URL
+# start_broker NAME TAG: fresh store, waits for the OpenWire port; sets $url (runs in this shell,
+# not a subshell, so that the pid / dir it records is what the trap stops)
 start_broker() {
   local b=$1 tag=$2
   case "$b" in
@@ -132,7 +133,7 @@ EOF
       "$FERROMQ" --log "$FLOG" serve --config "$work/ferromq-$tag.toml" </dev/null >"$work/logs/ferromq-$tag.log" 2>&1 &
       ferromq_pid=$!
       for _ in $(seq 1 300); do
-        port_free "$FERROMQ_OW" || { echo "tcp://127.0.0.1:$FERROMQ_OW"; return 0; }
+        port_free "$FERROMQ_OW" || { url="tcp://127.0.0.1:$FERROMQ_OW"; return 0; }
         kill -0 "$ferromq_pid" 2>/dev/null || break
         sleep 0.1
       done
@@ -146,7 +147,7 @@ EOF
         stop_amq
         return 1
       fi
-      echo "tcp://127.0.0.1:$AMQ_OW"
+      url="tcp://127.0.0.1:$AMQ_OW"
       ;;
   esac
 }
@@ -206,7 +207,9 @@ for c in $CASES; do
     for b in $BROKERS; do
       tag="$c-$i-$b"
       step "${DESC[$c]}: $b, run $i/$RUNS, ${MSGS[$c]} messages"
-      if ! url=$(start_broker "$b" "$tag"); then
+      url=""
+      for p in $FERROMQ_OW $AMQ_OW; do port_free "$p" || die "127.0.0.1:$p still taken before $tag (a broker was not stopped?)"; done
+      if ! start_broker "$b" "$tag"; then
         echo "{\"case\":\"$c\",\"broker\":\"$b\",\"run\":$i,\"rc\":-1,\"wall_s\":0,\"load\":null,\"error\":\"broker did not start\"}" >>"$results"
         continue
       fi
