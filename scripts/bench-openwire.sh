@@ -16,7 +16,7 @@
 #   OWB_RUNS=3              repeats per broker and case
 #   OWB_CASES="a b c d dp"  cases (see the table below)
 #   OWB_BROKERS="ferromq activemq"
-#   OWB_MSGS_a=20000 OWB_MSGS_b=100000 OWB_MSGS_c=300000 OWB_MSGS_d=100000 OWB_MSGS_dp=20000
+#   OWB_MSGS_a=20000 OWB_MSGS_b=150000 OWB_MSGS_c=300000 OWB_MSGS_d=100000 OWB_MSGS_dp=20000
 #                           total messages sent per run (same for both brokers)
 #   OWB_RUN_TIMEOUT=120     JmsLoad --timeout-s (the process is killed 30 s later)
 #   OWB_PORT_BASE=61750     ferromq OpenWire = base, STOMP = base+1; ActiveMQ base+2, base+3
@@ -43,7 +43,7 @@ export FERROMQ_JMS_NICE="${FERROMQ_JMS_NICE:-0}" # load tool at the broker's pri
 FERROMQ_OW=$BASE FERROMQ_ST=$((BASE + 1)) AMQ_OW=$((BASE + 2)) AMQ_ST=$((BASE + 3))
 
 declare -A MSGS=(
-  [a]="${OWB_MSGS_a:-20000}" [b]="${OWB_MSGS_b:-100000}" [c]="${OWB_MSGS_c:-300000}"
+  [a]="${OWB_MSGS_a:-20000}" [b]="${OWB_MSGS_b:-150000}" [c]="${OWB_MSGS_c:-300000}"
   [d]="${OWB_MSGS_d:-100000}" [dp]="${OWB_MSGS_dp:-20000}"
 )
 # case -> JmsLoad arguments (besides --url and --messages)
