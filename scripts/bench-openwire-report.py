@@ -72,8 +72,8 @@ for c in cases:
     a = metric(c, "activemq", "received_msgs_per_s")
     ratio = f"{statistics.median(f) / statistics.median(a):.2f}×" if f and a else "—"
     nf, na = len(failures(c, "ferromq")), len(failures(c, "activemq"))
-    fs = stat(f) + (f" — **{nf} failed**" if nf else "")
-    as_ = stat(a) + (f" — **{na} failed**" if na else "")
+    fs = stat(f) + (f" — of {len(f)} complete runs, **{nf} failed**" if nf else "")
+    as_ = stat(a) + (f" — of {len(a)} complete runs, **{na} failed**" if na else "")
     L.append(f"| {meta.get('desc_' + c, c)} | {int(meta.get('msgs_' + c, 0)):,} | {fs} | {as_} | {ratio} | "
              f"{lat(c, 'ferromq', 'send_p50_us')} / {lat(c, 'ferromq', 'send_p99_us')} | "
              f"{lat(c, 'activemq', 'send_p50_us')} / {lat(c, 'activemq', 'send_p99_us')} |")
@@ -130,5 +130,9 @@ L.append("- Durability is not identical on the queue cases: ferromq confirms a p
 L.append("")
 L.append("Per-run JmsLoad arguments: " + "; ".join(f"{c}: `{meta.get('args_' + c)}`" for c in cases) + ".")
 L.append("")
+# Hand-written analysis below this marker in an existing report is kept across regenerations.
+MARK = "<!-- notes: hand-written, kept by bench-openwire-report.py -->"
+if out.exists() and MARK in out.read_text():
+    L.append(out.read_text().split(MARK, 1)[1].strip("\n").join([MARK + "\n", ""]))
 out.write_text("\n".join(L) + "\n")
 print(f"wrote {out}")
