@@ -115,11 +115,11 @@ L.append(f"- ferromq: {meta.get('ferromq_version')}, git {meta.get('ferromq_rev'
 L.append(f"- ActiveMQ: Debian `activemq` {meta.get('activemq_pkg')} via `scripts/activemq-local.sh` (KahaDB "
          f"defaults — `journalDiskSyncStrategy` default `always`, `concurrentStoreAndDispatchQueues` default "
          f"true —, heap {meta.get('activemq_heap')}, useJmx=false, OpenWire `tcp://127.0.0.1` with default "
-         "transport options), fresh KahaDB per run; {java}.".replace("{java}", meta.get("java", "")))
+         "transport options; with that heap ActiveMQ lowers its broker memory limit to 70 % of it, ~179 MB, which bounds producer flow control), fresh KahaDB per run; {java}.".replace("{java}", meta.get("java", "")))
 L.append(f"- Client: ActiveMQ JMS client `libactivemq-java` {meta.get('client_pkg')} (5.17.2), defaults: "
          "persistent sends synchronous (wait for the broker's receipt), non-persistent sends asynchronous, "
          "queue prefetch 1000, topic prefetch 32766, no `optimizeAcknowledge`. Every producer and consumer has its "
-         "own connection and session, **AUTO_ACKNOWLEDGE** (JMS default), consumers use `receive(200)` in a loop.")
+         "own connection and session, **AUTO_ACKNOWLEDGE** (JMS default), consumers use `receive(200)` in a loop. JmsLoad runs in one JVM (`-Xmx512m`, nice 0) beside the broker.")
 L.append("- Messages: 1 KiB `BytesMessage` bodies; each run sends the fixed count in the table (split over the "
          "producers), the same count for both brokers; consumers / subscribers attach before the first send; "
          f"JmsLoad timeout {meta.get('run_timeout')} s per run.")
