@@ -787,18 +787,7 @@ impl MessageList {
     ) -> Result<(), BrokerError> {
         let mut st = self.state.lock();
         let st = &mut *st;
-        let slot = st
-            .consumers
-            .iter_mut()
-            .find(|c| c.id == consumer)
-            .ok_or_else(|| BrokerError::UnknownDelivery(format!("consumer {consumer}")))?;
-        if slot.tx_acked.contains(&tag) {
-            return Err(BrokerError::UnknownDelivery(tag.to_string()));
-        }
-        let entry = slot
-            .inflight
-            .remove(&tag)
-            .ok_or_else(|| BrokerError::UnknownDelivery(tag.to_string()))?;
+        let entry = take_inflight(st, consumer, tag)?;
         self.requeue(st, entry, fx);
         self.dispatch(st, now_ms, fx);
         Ok(())
@@ -815,18 +804,7 @@ impl MessageList {
     ) -> Result<(), BrokerError> {
         let mut st = self.state.lock();
         let st = &mut *st;
-        let slot = st
-            .consumers
-            .iter_mut()
-            .find(|c| c.id == consumer)
-            .ok_or_else(|| BrokerError::UnknownDelivery(format!("consumer {consumer}")))?;
-        if slot.tx_acked.contains(&tag) {
-            return Err(BrokerError::UnknownDelivery(tag.to_string()));
-        }
-        let entry = slot
-            .inflight
-            .remove(&tag)
-            .ok_or_else(|| BrokerError::UnknownDelivery(tag.to_string()))?;
+        let entry = take_inflight(st, consumer, tag)?;
         self.kill(st, entry, DeadCause::PoisonAck, fx);
         self.dispatch(st, now_ms, fx);
         Ok(())
@@ -1159,4 +1137,19 @@ impl MessageList {
             st.rr = (i + 1) % n;
         }
     }
+}
+
+/// Takes delivery `tag` back from `consumer` (not while a transaction holds its ack).
+fn take_inflight(st: &mut State, consumer: ConsumerId, tag: u64) -> Result<Entry, BrokerError> {
+    let slot = st
+        .consumers
+        .iter_mut()
+        .find(|c| c.id == consumer)
+        .ok_or_else(|| BrokerError::UnknownDelivery(format!("consumer {consumer}")))?;
+    if slot.tx_acked.contains(&tag) {
+        return Err(BrokerError::UnknownDelivery(tag.to_string()));
+    }
+    slot.inflight
+        .remove(&tag)
+        .ok_or_else(|| BrokerError::UnknownDelivery(tag.to_string()))
 }

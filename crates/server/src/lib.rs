@@ -2,6 +2,7 @@
 //! broker. The binary (`src/main.rs`) adds the command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod accept;
 pub mod admin;
 pub mod cluster;
 pub mod config;

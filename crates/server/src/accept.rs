@@ -1,0 +1,60 @@
+//! The accept loop every connector shares: a bounded number of connections, each served by its
+//! own task, until shutdown; then the loop waits for its sessions to hand their messages back.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Accepts on `listener` until `shutdown` changes, at most `max` connections at once: each runs
+/// `serve`; one over the limit goes to `refuse` (which answers and closes it).
+pub(crate) async fn accept_loop<S, F, R>(
+    listener: TcpListener,
+    max: usize,
+    mut shutdown: watch::Receiver<bool>,
+    protocol: &'static str,
+    serve: S,
+    refuse: R,
+) where
+    S: Fn(TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream),
+{
+    let limit = Arc::new(Semaphore::new(max));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, protocol, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                match limit.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let session = serve(stream, peer);
+                        tasks.spawn(async move {
+                            session.await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, max, protocol, "connection refused: maximumConnections reached");
+                        refuse(stream);
+                    }
+                }
+            }
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    // Sessions see the same shutdown signal; wait for them to hand their messages back.
+    while tasks.join_next().await.is_some() {}
+}
