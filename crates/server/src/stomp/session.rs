@@ -572,7 +572,11 @@ impl Session {
             Some(t) => t.eq_ignore_ascii_case("bytes"),
             None => frame.header("content-length").is_some(),
         };
+        // A bridge's SEND carries the message as its origin stored it: no re-marking (its
+        // framing always has `content-length`).
+        let bridged = frame.header(ferromq_broker::BROKER_PATH_HEADER).is_some();
         if bytes_body
+            && !bridged
             && !headers
                 .iter()
                 .any(|(n, _)| n == crate::openwire::JMS_KIND_HEADER)
