@@ -1114,6 +1114,22 @@ impl Broker {
         scope: AckScope,
         transacted: bool,
     ) -> Result<(Vec<u64>, Completion), BrokerError> {
+        self.ack_with(handle, scope, transacted, true)
+    }
+
+    /// [`Broker::ack`], saying whether the client waits for the removal to be durable (a
+    /// RECEIPT, a synchronous JMS ack). When it does not, the removal is submitted lazily
+    /// ([`MessageStore::submit_lazy`]): it rides on the next synced group, or the store's
+    /// `ack_sync_delay_ms`, instead of paying a flush of its own; a crash before that makes
+    /// the message come back as a redelivery, which at-least-once delivery allows (as
+    /// ActiveMQ's KahaDB, which syncs an ack only when the client asked for a response).
+    pub fn ack_with(
+        &self,
+        handle: &ConsumerHandle,
+        scope: AckScope,
+        transacted: bool,
+        durable: bool,
+    ) -> Result<(Vec<u64>, Completion), BrokerError> {
         let mut batch = Batch::new();
         let mut fx = Effects::default();
         let tags = handle.list.ack(
@@ -1126,8 +1142,10 @@ impl Broker {
         )?;
         let completion = if batch.is_empty() {
             Completion::ready(Ok(()))
-        } else {
+        } else if durable {
             self.store.submit(batch)
+        } else {
+            self.store.submit_lazy(batch)
         };
         self.process_effects(fx);
         Ok((tags, completion))
@@ -1152,7 +1170,8 @@ impl Broker {
         );
         self.process_effects(fx);
         match r {
-            Ok(_) if !batch.is_empty() => self.store.submit(batch),
+            // Nobody waits for an auto-ack: a crash that loses it redelivers the message.
+            Ok(_) if !batch.is_empty() => self.store.submit_lazy(batch),
             _ => Completion::ready(Ok(())),
         }
     }

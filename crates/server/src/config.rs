@@ -206,6 +206,14 @@ pub struct StoreSection {
     /// With `sync = "periodic"`: longest time written data stays unsynced
     /// (`journalDiskSyncInterval`), in ms.
     pub sync_interval_ms: u64,
+    /// With `sync = "always"`: the longest time a consumer's acknowledgement that asked for no
+    /// receipt (a STOMP ACK without `receipt`, an auto-ack, an asynchronous JMS ack) stays
+    /// written but unsynced when no other write brings a flush, in ms (at most 10,000). A crash
+    /// within that time redelivers the message, which at-least-once delivery allows; acks with
+    /// a receipt and transaction commits stay synchronous. 0 = every ack is flushed on its own.
+    /// `journal` and `lsm`; `sql` on PostgreSQL commits such acks with `synchronous_commit =
+    /// off` when this is above 0.
+    pub ack_sync_delay_ms: u64,
     /// Segment file size (`journalMaxFileLength`), in bytes.
     pub journal_max_file_length: u64,
     /// Index checkpoint period (`checkpointInterval`), in ms.
@@ -232,6 +240,7 @@ impl Default for StoreSection {
             journal_io: "portable".into(),
             sync: "always".into(),
             sync_interval_ms: 1000,
+            ack_sync_delay_ms: ferromq_store::journal::ACK_SYNC_DELAY_MS_DEFAULT,
             journal_max_file_length: 32 * 1024 * 1024,
             checkpoint_interval_ms: 5000,
             cleanup_interval_ms: 30_000,
@@ -465,6 +474,13 @@ impl Config {
         match self.store.sync.as_str() {
             "always" | "periodic" | "never" => {}
             s => bail!("store.sync = {s:?}: expected \"always\", \"periodic\" or \"never\""),
+        }
+        if self.store.ack_sync_delay_ms > ferromq_store::journal::ACK_SYNC_DELAY_MS_MAX {
+            bail!(
+                "store.ack_sync_delay_ms = {} is over {} ms",
+                self.store.ack_sync_delay_ms,
+                ferromq_store::journal::ACK_SYNC_DELAY_MS_MAX
+            );
         }
         if self.stomp.max_connections == 0 {
             bail!("stomp.max_connections must be at least 1");

@@ -87,6 +87,7 @@ pub fn open_store(
             let jc = JournalConfig {
                 journal_max_file_length: s.journal_max_file_length,
                 sync,
+                ack_sync_delay_ms: s.ack_sync_delay_ms,
                 checkpoint_interval_ms: s.checkpoint_interval_ms,
                 cleanup_interval_ms: s.cleanup_interval_ms,
                 check_for_corrupt_journal_files: s.check_for_corrupt_journal_files,
@@ -126,6 +127,7 @@ fn open_lsm(
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let lc = LsmConfig {
         sync,
+        ack_sync_delay_ms: cfg.store.ack_sync_delay_ms,
         fence,
         ..LsmConfig::new(&dir)
     };
@@ -180,6 +182,7 @@ fn open_sql(
         } else {
             0
         },
+        lazy_acks: s.ack_sync_delay_ms > 0,
         fence,
         ..SqlConfig::new(url)
     };

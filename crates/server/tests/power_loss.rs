@@ -105,6 +105,97 @@ power_cut_test!(
     "backend = \"lsm\"\n"
 );
 
+/// What acks without a receipt cost (`store.ack_sync_delay_ms`): 100 receipted messages, a
+/// consumer acks 50 with receipts and then 50 without, and a barrier (a receipted SUBSCRIBE on
+/// the same connection, answered only after the broker wrote those acks) shows they reached
+/// the store; nothing else writes before the power cut (the delay and the checkpoint timer are
+/// far away). After the cut the 50 unreceipted acks are undone — the messages come back, as
+/// redeliveries — and none of the receipted ones: a receipted ack is flushed before its
+/// RECEIPT, an unreceipted one rides on a later flush. If every ack were still flushed on its
+/// own, nothing would come back and this test would fail.
+async fn acks_without_receipt_are_redelivered_after_a_cut_and_receipted_ones_are_not(
+    name: &str,
+    store: &str,
+) {
+    use ferromq_client::{AckMode, Client, ClientConfig, Command, Frame};
+    let mut rig = Rig::new(name, store);
+    rig.start_first();
+    let c = Client::connect(&rig.addr(), ClientConfig::default())
+        .await
+        .unwrap();
+    let bodies: Vec<String> = (0..100).map(|i| format!("m{i:03}")).collect();
+    for b in &bodies {
+        c.send_with_receipt(
+            power_loss_support::QUEUE,
+            b.clone(),
+            &[("persistent", "true")],
+        )
+        .await
+        .unwrap();
+    }
+    let mut sub = c
+        .subscribe(power_loss_support::QUEUE, AckMode::ClientIndividual, &[])
+        .await
+        .unwrap();
+    for (i, want) in bodies.iter().enumerate() {
+        let m = sub
+            .next_timeout(std::time::Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("message {i} never came"));
+        assert_eq!(String::from_utf8_lossy(m.body()), *want);
+        let mut ack = Frame::new(Command::Ack);
+        ack.push_header("id", m.ack_id().unwrap());
+        if i < 50 {
+            c.request(ack).await.unwrap();
+        } else {
+            c.send_frame(ack).await.unwrap();
+        }
+    }
+    let _barrier = c
+        .subscribe("/queue/barrier", AckMode::Auto, &[])
+        .await
+        .unwrap();
+    rig.cut(LossMode::DropAll, &Ledger::shared());
+    rig.start();
+    let mut got = support::drain(&rig.addr()).await;
+    got.sort();
+    eprintln!("[{name}] after the cut: {} messages back", got.len());
+    assert_eq!(
+        got,
+        bodies[50..].to_vec(),
+        "exactly the messages acked without a receipt must come back"
+    );
+    rig.stop();
+}
+
+/// Declares the unreceipted-ack power-cut test of one backend.
+macro_rules! lazy_ack_test {
+    ($name:ident, $store:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            acks_without_receipt_are_redelivered_after_a_cut_and_receipted_ones_are_not(
+                stringify!($name),
+                concat!(
+                    $store,
+                    "ack_sync_delay_ms = 10000\ncheckpoint_interval_ms = 600000\n",
+                    "cleanup_interval_ms = 600000\n"
+                ),
+            )
+            .await;
+        }
+    };
+}
+
+lazy_ack_test!(
+    journal_acks_without_receipt_cost_a_redelivery_not_a_flush,
+    "backend = \"journal\"\n"
+);
+#[cfg(feature = "lsm")]
+lazy_ack_test!(
+    lsm_acks_without_receipt_cost_a_redelivery_not_a_flush,
+    "backend = \"lsm\"\n"
+);
+
 /// The test of the test: with `sync = "never"` nothing reaches the disk before a cut that
 /// loses everything unsynced, so the checker must report receipted messages lost. (A plain
 /// kill -9 test passes this configuration: the page cache survives a process death.)
@@ -172,6 +263,7 @@ fn the_checker_tells_loss_resurrection_duplicates_and_unknowns_from_allowed_outc
         // c: ack in flight (may or may not come back); d, e: acks receipted.
         ack_sent: set(&["c", "d", "e"]),
         ack_receipted: set(&["d", "e"]),
+        acks_without_receipt: 0,
         delivered: 3,
     };
     // a: kept; b: lost; c: gone (its ack may have been durable); d: resurrected; e: gone;

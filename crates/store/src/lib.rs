@@ -50,6 +50,18 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug + 'static {
     /// the store. After a failure every later batch fails too, until the store is reopened.
     fn submit(&self, batch: Batch) -> Completion;
 
+    /// Queues `batch` like [`MessageStore::submit`], for a write whose loss in a crash only
+    /// causes a redelivery (a consumer's acknowledgement that nobody asked a receipt for).
+    /// The store need not flush for it: it is written in submission order and becomes durable
+    /// with the next batch that is synced, or at the latest after the store's
+    /// `ack_sync_delay_ms`. Its completion resolves once it is written and applied (so a store
+    /// failure is still reported), not necessarily once it is durable.
+    ///
+    /// The default treats it like any other batch, which is always correct.
+    fn submit_lazy(&self, batch: Batch) -> Completion {
+        self.submit(batch)
+    }
+
     /// What the store holds at start-up: durable subscriptions and every non-empty list.
     fn recover(&self) -> Result<Recovery, StoreError>;
 

@@ -571,3 +571,63 @@ fn lsm_matches_memory_store_through_reopens() {
 fn pending_sync(store: &dyn MessageStore) {
     store.submit(Vec::new()).wait_blocking().unwrap();
 }
+
+fn open_with_delay(dir: &tempfile::TempDir, ack_sync_delay_ms: u64) -> LsmStore {
+    LsmStore::open(LsmConfig {
+        ack_sync_delay_ms,
+        ..LsmConfig::new(dir.path())
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_lazy_ack_skips_the_wal_sync_until_the_next_synced_group() {
+    let dir = tempfile::tempdir().unwrap();
+    // A delay far beyond the test: only a later synced group may sync the WAL.
+    let s = open_with_delay(&dir, 10_000);
+    for seq in 1..=3 {
+        s.submit(vec![enq("queue://a", seq, body("queue://a", seq, 10))])
+            .wait_blocking()
+            .unwrap();
+    }
+    let syncs = s.stats().syncs;
+    s.submit_lazy(vec![deq("queue://a", 2)])
+        .wait_blocking()
+        .unwrap();
+    assert_eq!(s.stats().syncs, syncs, "a lazy ack must not sync the WAL");
+    assert_eq!(seqs(&s, "queue://a", None, 10), [1, 3], "applied at once");
+    s.submit(vec![enq("queue://a", 4, body("queue://a", 4, 10))])
+        .wait_blocking()
+        .unwrap();
+    assert_eq!(s.stats().syncs, syncs + 1);
+}
+
+#[test]
+fn a_lazy_ack_is_synced_by_the_timer_or_at_once_with_a_zero_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with_delay(&dir, 20);
+    s.submit(vec![enq("queue://a", 1, b"x".to_vec())])
+        .wait_blocking()
+        .unwrap();
+    let syncs = s.stats().syncs;
+    s.submit_lazy(vec![deq("queue://a", 1)])
+        .wait_blocking()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.stats().syncs == syncs && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(s.stats().syncs > syncs, "the timer never synced the WAL");
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_with_delay(&dir, 0);
+    s.submit(vec![enq("queue://a", 1, b"x".to_vec())])
+        .wait_blocking()
+        .unwrap();
+    let syncs = s.stats().syncs;
+    s.submit_lazy(vec![deq("queue://a", 1)])
+        .wait_blocking()
+        .unwrap();
+    assert_eq!(s.stats().syncs, syncs + 1);
+}

@@ -1117,11 +1117,12 @@ impl Session {
         }
         let mut completions = Vec::with_capacity(tags.len());
         for tag in tags {
-            if let Ok((_, completion)) =
-                self.ctx
-                    .broker
-                    .ack(&handle, AckScope::Individual(tag), false)
-            {
+            if let Ok((_, completion)) = self.ctx.broker.ack_with(
+                &handle,
+                AckScope::Individual(tag),
+                false,
+                a.header.response_required,
+            ) {
                 completions.push(completion);
             }
         }

@@ -937,7 +937,12 @@ impl Session {
         let (tags, completion) = self
             .ctx
             .broker
-            .ack(&handle, scope, tx.is_some())
+            .ack_with(
+                &handle,
+                scope,
+                tx.is_some(),
+                frame.header("receipt").is_some(),
+            )
             .map_err(|_| unexpected())?;
         let max_tag = tags.iter().copied().max().unwrap_or(tag);
         match scope {

@@ -22,6 +22,10 @@ const SEND_WINDOW: usize = 8;
 const CONSUMERS: usize = 2;
 /// Every `UNACKED_EVERY`-th delivery is left unacknowledged: it must come back.
 const UNACKED_EVERY: u64 = 4;
+/// Every `NO_RECEIPT_EVERY`-th acknowledgement asks for no receipt, so the broker writes it
+/// without a flush of its own (`store.ack_sync_delay_ms`): a cut may bring it back, nothing
+/// else; the receipted ones must never come back.
+const NO_RECEIPT_EVERY: u64 = 2;
 /// Per delivery, so that the consumers fall behind the producers.
 const CONSUME_PAUSE: Duration = Duration::from_millis(1);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,8 +37,10 @@ pub struct Ledger {
     pub sent: HashSet<String>,
     /// Bodies whose SEND got its RECEIPT: the broker promised them.
     pub receipted: HashSet<String>,
-    /// Bodies a consumer sent an ACK for (receipt requested).
+    /// Bodies a consumer sent an ACK for (with or without a receipt).
     pub ack_sent: HashSet<String>,
+    /// How many of those ACKs asked for no receipt.
+    pub acks_without_receipt: u64,
     /// Bodies whose ACK got its RECEIPT: the broker promised they are gone.
     pub ack_receipted: HashSet<String>,
     /// Deliveries seen by the consumers.
@@ -90,6 +96,12 @@ impl Ledger {
             ack_receipted: self.ack_receipted.len(),
             acks_in_flight: self.ack_sent.len()
                 - self.ack_sent.intersection(&self.ack_receipted).count(),
+            acks_without_receipt: self.acks_without_receipt,
+            unreceipted_acked_back: self
+                .ack_sent
+                .iter()
+                .filter(|b| !self.ack_receipted.contains(*b) && seen.contains_key(b))
+                .count(),
             drained: drained.len(),
             lost,
             resurrected,
@@ -106,6 +118,10 @@ pub struct Verdict {
     pub receipted: usize,
     pub ack_receipted: usize,
     pub acks_in_flight: usize,
+    /// ACKs sent without a receipt (written lazily by the broker).
+    pub acks_without_receipt: u64,
+    /// Messages acked without a confirmed ACK that came back after recovery (allowed).
+    pub unreceipted_acked_back: usize,
     pub drained: usize,
     /// Receipted, never acked, not delivered after recovery.
     pub lost: Vec<String>,
@@ -125,11 +141,13 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} receipted, {} delivered under load, {} acks receipted, {} acks in flight, {} drained; lost {} {:?}, resurrected {} {:?}, duplicated {} {:?}, unknown {} {:?}",
+            "{} receipted, {} delivered under load, {} acks receipted, {} acks in flight ({} without receipt), {} unconfirmed acks came back, {} drained; lost {} {:?}, resurrected {} {:?}, duplicated {} {:?}, unknown {} {:?}",
             self.receipted,
             self.delivered,
             self.ack_receipted,
             self.acks_in_flight,
+            self.acks_without_receipt,
+            self.unreceipted_acked_back,
             self.drained,
             self.lost.len(),
             first(&self.lost),
@@ -489,6 +507,13 @@ async fn consume(addr: String, ledger: SharedLedger, stop: Arc<AtomicBool>) {
         let mut frame = Frame::new(Command::Ack);
         frame.push_header("id", ack_id);
         ledger.lock().unwrap().ack_sent.insert(body.clone());
+        if n.is_multiple_of(NO_RECEIPT_EVERY) {
+            ledger.lock().unwrap().acks_without_receipt += 1;
+            if c.send_frame(frame).await.is_err() {
+                return;
+            }
+            continue;
+        }
         // Not awaited here: acks stay in flight while the load goes on.
         let (c, ledger) = (c.clone(), ledger.clone());
         tokio::spawn(async move {

@@ -84,6 +84,10 @@ pub struct JournalConfig {
     pub queue_batches_max: usize,
     /// The sync policy.
     pub sync: SyncMode,
+    /// With `SyncMode::Always`: the longest time a batch submitted with
+    /// [`MessageStore::submit_lazy`] (an acknowledgement without a receipt) stays written but
+    /// unsynced when no other batch brings a sync; 0 = such batches are synced like any other.
+    pub ack_sync_delay_ms: u64,
     /// The writer's HA epoch, stamped on every record and checkpoint (for fencing). Opening with
     /// an epoch newer than the journal's starts a fresh segment with an `EpochStart` record that
     /// seals the previous head (see `docs/journal-format.md`). Without a fence, an epoch older
@@ -119,6 +123,7 @@ impl Default for JournalConfig {
             batch_bytes_max: 4 * 1024 * 1024,
             queue_batches_max: 10_000,
             sync: SyncMode::Always,
+            ack_sync_delay_ms: ACK_SYNC_DELAY_MS_DEFAULT,
             epoch: 0,
             fence: None,
             checkpoint_interval_ms: 5_000,
@@ -131,6 +136,11 @@ impl Default for JournalConfig {
         }
     }
 }
+
+/// Default of [`JournalConfig::ack_sync_delay_ms`].
+pub const ACK_SYNC_DELAY_MS_DEFAULT: u64 = 100;
+/// Largest `ack_sync_delay_ms` accepted (the bound on how much acknowledging a crash may undo).
+pub const ACK_SYNC_DELAY_MS_MAX: u64 = 10_000;
 
 /// Largest segment length accepted: locations hold 32-bit offsets.
 const JOURNAL_MAX_FILE_LENGTH_MAX: u64 = 1 << 30;
@@ -156,6 +166,12 @@ impl JournalConfig {
             return Err(StoreError::Config(
                 "periodic sync needs interval_ms > 0".into(),
             ));
+        }
+        if self.ack_sync_delay_ms > ACK_SYNC_DELAY_MS_MAX {
+            return Err(StoreError::Config(format!(
+                "ack_sync_delay_ms {} is over {ACK_SYNC_DELAY_MS_MAX}",
+                self.ack_sync_delay_ms
+            )));
         }
         if self.compact_live_percent_max > 100 {
             return Err(StoreError::Config(
@@ -302,6 +318,41 @@ fn select_io(
 }
 
 impl JournalStore {
+    /// Hands a batch to the writer thread; `lazy` = written without a sync of its own.
+    fn enqueue(&self, batch: Batch, lazy: bool) -> Completion {
+        if self.shared.failed_flag.load(Ordering::Acquire) {
+            return Completion::ready(Err(self.shared.failure()));
+        }
+        let limit = self.shared.config.store_usage_limit;
+        if limit > 0 {
+            let adding = enqueue_bytes(&batch);
+            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
+            if adding > 0 && usage + adding > limit {
+                return Completion::ready(Err(StoreError::Full(format!(
+                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
+                     {limit} bytes"
+                ))));
+            }
+        }
+        let (completer, completion): (Completer, Completion) = Completion::pair();
+        let tx = self.shared.tx.read();
+        match tx.as_ref() {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(Cmd::Batch { completer, .. })) =
+                    tx.send(Cmd::Batch {
+                        ops: batch,
+                        completer,
+                        lazy,
+                    })
+                {
+                    completer.complete(Err(StoreError::Closed));
+                }
+                completion
+            }
+            None => Completion::ready(Err(StoreError::Closed)),
+        }
+    }
+
     /// Opens (creating if needed) the journal in directory `path`.
     pub fn open(path: impl AsRef<Path>, config: JournalConfig) -> Result<JournalStore, StoreError> {
         let dir = FileDir::new(path.as_ref()).map_err(|e| StoreError::io("create directory", e))?;
@@ -433,36 +484,12 @@ impl MessageStore for JournalStore {
     }
 
     fn submit(&self, batch: Batch) -> Completion {
-        if self.shared.failed_flag.load(Ordering::Acquire) {
-            return Completion::ready(Err(self.shared.failure()));
-        }
-        let limit = self.shared.config.store_usage_limit;
-        if limit > 0 {
-            let adding = enqueue_bytes(&batch);
-            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
-            if adding > 0 && usage + adding > limit {
-                return Completion::ready(Err(StoreError::Full(format!(
-                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
-                     {limit} bytes"
-                ))));
-            }
-        }
-        let (completer, completion): (Completer, Completion) = Completion::pair();
-        let tx = self.shared.tx.read();
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(Cmd::Batch { completer, .. })) =
-                    tx.send(Cmd::Batch {
-                        ops: batch,
-                        completer,
-                    })
-                {
-                    completer.complete(Err(StoreError::Closed));
-                }
-                completion
-            }
-            None => Completion::ready(Err(StoreError::Closed)),
-        }
+        self.enqueue(batch, false)
+    }
+
+    fn submit_lazy(&self, batch: Batch) -> Completion {
+        let lazy = self.shared.config.ack_sync_delay_ms > 0;
+        self.enqueue(batch, lazy)
     }
 
     fn recover(&self) -> Result<Recovery, StoreError> {

@@ -46,8 +46,12 @@ pub(crate) enum Cmd {
     Batch {
         /// The ops.
         ops: Batch,
-        /// Resolved when durable (or failed).
+        /// Resolved when durable (or failed); when `lazy`, once written.
         completer: Completer,
+        /// An ack without a receipt ([`crate::MessageStore::submit_lazy`]): with
+        /// `SyncMode::Always` it does not make its group sync; the next synced group, or the
+        /// `ack_sync_delay_ms` timer, makes it durable.
+        lazy: bool,
     },
     /// Append a segments-released record (cumulative ranges) and sync it.
     Released {
@@ -122,6 +126,11 @@ pub(crate) struct Writer {
     /// Bytes written since the last sync.
     unsynced: bool,
     last_sync: Instant,
+    /// The group being gathered holds a batch that must be durable before it is confirmed
+    /// (anything but a lazy batch); only read with `SyncMode::Always`.
+    group_needs_sync: bool,
+    /// When the oldest lazy batch written but not yet synced was written (`SyncMode::Always`).
+    lazy_unsynced_since: Option<Instant>,
     /// The io_uring path, when the store chose it (see `JournalIo`); `None` = portable.
     uring: Option<Ring>,
 }
@@ -142,6 +151,8 @@ impl Writer {
             waiters: Vec::new(),
             unsynced: false,
             last_sync: Instant::now(),
+            group_needs_sync: false,
+            lazy_unsynced_since: None,
             uring,
         }
     }
@@ -150,22 +161,19 @@ impl Writer {
     pub(crate) fn run(mut self) {
         let config_bytes_max = self.shared.config.batch_bytes_max;
         loop {
-            let first = match self.shared.config.sync {
-                SyncMode::Periodic { interval_ms } if self.unsynced => {
-                    let due = self.last_sync + Duration::from_millis(interval_ms);
-                    match self
-                        .rx
-                        .recv_timeout(due.saturating_duration_since(Instant::now()))
-                    {
-                        Ok(cmd) => cmd,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_now();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
+            let first = match self.sync_due() {
+                Some(due) => match self
+                    .rx
+                    .recv_timeout(due.saturating_duration_since(Instant::now()))
+                {
+                    Ok(cmd) => cmd,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_now();
+                        continue;
                     }
-                }
-                _ => match self.rx.recv() {
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
                     Ok(cmd) => cmd,
                     Err(_) => break,
                 },
@@ -193,6 +201,23 @@ impl Writer {
         );
     }
 
+    /// When written bytes must be synced even if nothing else arrives: the periodic interval,
+    /// or the lazy batches' `ack_sync_delay_ms`.
+    fn sync_due(&self) -> Option<Instant> {
+        if !self.unsynced {
+            return None;
+        }
+        match self.shared.config.sync {
+            SyncMode::Periodic { interval_ms } => {
+                Some(self.last_sync + Duration::from_millis(interval_ms))
+            }
+            SyncMode::Always => self
+                .lazy_unsynced_since
+                .map(|t| t + Duration::from_millis(self.shared.config.ack_sync_delay_ms)),
+            SyncMode::Never => None,
+        }
+    }
+
     fn failed(&self) -> Option<StoreError> {
         if self.shared.failed_flag.load(Ordering::Acquire) {
             Some(self.shared.failure())
@@ -214,7 +239,14 @@ impl Writer {
             return;
         }
         match cmd {
-            Cmd::Batch { ops, completer } => self.append_batch(ops, completer),
+            Cmd::Batch {
+                ops,
+                completer,
+                lazy,
+            } => {
+                self.group_needs_sync |= !lazy;
+                self.append_batch(ops, completer);
+            }
             Cmd::Released { ranges, completer } => {
                 // Apply what precedes first: the record carries the index's list seqs as of
                 // its own position in the journal.
@@ -439,6 +471,7 @@ impl Writer {
 
     fn synced(&mut self) {
         self.unsynced = false;
+        self.lazy_unsynced_since = None;
         self.last_sync = Instant::now();
         self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
     }
@@ -459,6 +492,7 @@ impl Writer {
     /// Writes the buffer, applies the group to the index, syncs per the sync mode (always when
     /// `force_sync`), and completes the waiters.
     fn commit(&mut self, force_sync: bool) {
+        let needs_sync = std::mem::take(&mut self.group_needs_sync);
         if self.pending_apply.is_empty() && self.waiters.is_empty() && !force_sync {
             return;
         }
@@ -476,7 +510,15 @@ impl Writer {
         }
         let sync = force_sync
             || match self.shared.config.sync {
-                SyncMode::Always => true,
+                // A group of lazy batches only is written and left for a later sync, unless
+                // the oldest unsynced one has waited `ack_sync_delay_ms` already.
+                SyncMode::Always => {
+                    needs_sync
+                        || self.lazy_unsynced_since.is_some_and(|t| {
+                            t.elapsed()
+                                >= Duration::from_millis(self.shared.config.ack_sync_delay_ms)
+                        })
+                }
                 SyncMode::Periodic { interval_ms } => {
                     self.last_sync.elapsed() >= Duration::from_millis(interval_ms)
                 }
@@ -487,6 +529,9 @@ impl Writer {
         if let Err(e) = self.write_and_sync(sync) {
             self.fail(e);
             return;
+        }
+        if self.unsynced && self.lazy_unsynced_since.is_none() {
+            self.lazy_unsynced_since = Some(Instant::now());
         }
         // Fence again after the sync, before confirming or applying anything: if we were deposed
         // while writing, the group may be on disk (a new master seals it away) but nobody is

@@ -62,6 +62,10 @@ pub struct LsmConfig {
     /// every `interval_ms`; `Never` confirms after the WAL write and syncs only on close
     /// (the data survives a broker crash but not a power cut).
     pub sync: SyncMode,
+    /// With `SyncMode::Always`: the longest time a lazy batch (an ack without a receipt,
+    /// [`MessageStore::submit_lazy`]) stays in the WAL unsynced when no other group brings a
+    /// sync; 0 = synced like any other batch (as for the journal).
+    pub ack_sync_delay_ms: u64,
     /// Batches waiting for the writer at most; `submit` blocks beyond (backpressure).
     pub queue_batches_max: usize,
     /// Bytes the writer gathers into one group (one `WriteBatch`, one sync) at most. The first
@@ -87,6 +91,7 @@ impl LsmConfig {
         LsmConfig {
             path: path.into(),
             sync: SyncMode::Always,
+            ack_sync_delay_ms: crate::journal::ACK_SYNC_DELAY_MS_DEFAULT,
             queue_batches_max: 10_000,
             group_bytes_max: 4 * 1024 * 1024,
             group_batches_max: 4096,
@@ -108,6 +113,13 @@ impl LsmConfig {
             return Err(StoreError::Config(
                 "periodic sync needs interval_ms > 0".into(),
             ));
+        }
+        if self.ack_sync_delay_ms > crate::journal::ACK_SYNC_DELAY_MS_MAX {
+            return Err(StoreError::Config(format!(
+                "ack_sync_delay_ms {} is over {}",
+                self.ack_sync_delay_ms,
+                crate::journal::ACK_SYNC_DELAY_MS_MAX
+            )));
         }
         if self.write_buffer_bytes < 1024 * 1024 {
             return Err(StoreError::Config(format!(
@@ -296,6 +308,39 @@ fn load_lists(db: &DB, path: &Path) -> Result<HashMap<String, ListStats>, StoreE
 }
 
 impl LsmStore {
+    /// Hands a batch to the writer thread; `lazy` = written without a WAL sync of its own.
+    fn enqueue(&self, batch: Batch, lazy: bool) -> Completion {
+        if let Some(err) = self.shared.failed() {
+            return Completion::ready(Err(err));
+        }
+        let limit = self.shared.config.store_usage_limit;
+        if limit > 0 {
+            let adding = enqueue_bytes(&batch);
+            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
+            if adding > 0 && usage.saturating_add(adding) > limit {
+                return Completion::ready(Err(StoreError::Full(format!(
+                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
+                     {limit} bytes"
+                ))));
+            }
+        }
+        let (completer, completion) = Completion::pair();
+        let tx = self.shared.tx.read();
+        match tx.as_ref() {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(queued)) = tx.send(Queued {
+                    ops: batch,
+                    completer,
+                    lazy,
+                }) {
+                    queued.completer.complete(Err(StoreError::Closed));
+                }
+                completion
+            }
+            None => Completion::ready(Err(StoreError::Closed)),
+        }
+    }
+
     /// Opens (creating if needed) the store in `config.path`: RocksDB replays its WAL, the list
     /// stats are read, and the writer thread starts.
     pub fn open(config: LsmConfig) -> Result<LsmStore, StoreError> {
@@ -398,34 +443,12 @@ impl MessageStore for LsmStore {
     }
 
     fn submit(&self, batch: Batch) -> Completion {
-        if let Some(err) = self.shared.failed() {
-            return Completion::ready(Err(err));
-        }
-        let limit = self.shared.config.store_usage_limit;
-        if limit > 0 {
-            let adding = enqueue_bytes(&batch);
-            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
-            if adding > 0 && usage.saturating_add(adding) > limit {
-                return Completion::ready(Err(StoreError::Full(format!(
-                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
-                     {limit} bytes"
-                ))));
-            }
-        }
-        let (completer, completion) = Completion::pair();
-        let tx = self.shared.tx.read();
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(queued)) = tx.send(Queued {
-                    ops: batch,
-                    completer,
-                }) {
-                    queued.completer.complete(Err(StoreError::Closed));
-                }
-                completion
-            }
-            None => Completion::ready(Err(StoreError::Closed)),
-        }
+        self.enqueue(batch, false)
+    }
+
+    fn submit_lazy(&self, batch: Batch) -> Completion {
+        let lazy = self.shared.config.ack_sync_delay_ms > 0;
+        self.enqueue(batch, lazy)
     }
 
     fn recover(&self) -> Result<Recovery, StoreError> {

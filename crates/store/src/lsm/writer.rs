@@ -35,8 +35,11 @@ use super::LSM_BATCH_BYTES_MAX;
 pub(crate) struct Queued {
     /// The ops, applied atomically.
     pub ops: Batch,
-    /// Resolved when durable (or failed).
+    /// Resolved when durable (or failed); when `lazy`, once written.
     pub completer: Completer,
+    /// An ack without a receipt: with `SyncMode::Always` it does not make its group sync the
+    /// WAL; the next synced group or the `ack_sync_delay_ms` timer does.
+    pub lazy: bool,
 }
 
 /// What a group changes, ahead of RocksDB: reads during staging look here first.
@@ -59,6 +62,8 @@ pub(crate) struct Writer {
     /// A group was written to the WAL but not synced (`Periodic` / `Never`).
     unsynced: bool,
     last_sync: Instant,
+    /// When the oldest lazy group written but not synced was written (`SyncMode::Always`).
+    lazy_unsynced_since: Option<Instant>,
 }
 
 impl Writer {
@@ -69,6 +74,7 @@ impl Writer {
             rx,
             unsynced: false,
             last_sync: Instant::now(),
+            lazy_unsynced_since: None,
         }
     }
 
@@ -77,22 +83,19 @@ impl Writer {
         let group_bytes_max = self.shared.config.group_bytes_max;
         let group_batches_max = self.shared.config.group_batches_max;
         loop {
-            let first = match self.shared.config.sync {
-                SyncMode::Periodic { interval_ms } if self.unsynced => {
-                    let due = self.last_sync + Duration::from_millis(interval_ms);
-                    match self
-                        .rx
-                        .recv_timeout(due.saturating_duration_since(Instant::now()))
-                    {
-                        Ok(q) => q,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.sync_wal();
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => break,
+            let first = match self.sync_due() {
+                Some(due) => match self
+                    .rx
+                    .recv_timeout(due.saturating_duration_since(Instant::now()))
+                {
+                    Ok(q) => q,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.sync_wal();
+                        continue;
                     }
-                }
-                _ => match self.rx.recv() {
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+                None => match self.rx.recv() {
                     Ok(q) => q,
                     Err(_) => break,
                 },
@@ -116,11 +119,29 @@ impl Writer {
         tracing::debug!("lsm writer stopped");
     }
 
-    /// Syncs the WAL (for `Periodic` and `Never`); a failure fails the store.
+    /// When the WAL must be synced even if nothing else arrives: the periodic interval, or the
+    /// lazy groups' `ack_sync_delay_ms`.
+    fn sync_due(&self) -> Option<Instant> {
+        if !self.unsynced || self.shared.failed().is_some() {
+            return None;
+        }
+        match self.shared.config.sync {
+            SyncMode::Periodic { interval_ms } => {
+                Some(self.last_sync + Duration::from_millis(interval_ms))
+            }
+            SyncMode::Always => self
+                .lazy_unsynced_since
+                .map(|t| t + Duration::from_millis(self.shared.config.ack_sync_delay_ms)),
+            SyncMode::Never => None,
+        }
+    }
+
+    /// Syncs the WAL (for lazy groups, `Periodic` and `Never`); a failure fails the store.
     fn sync_wal(&mut self) -> bool {
         match self.db.flush_wal(true) {
             Ok(()) => {
                 self.unsynced = false;
+                self.lazy_unsynced_since = None;
                 self.last_sync = Instant::now();
                 self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 true
@@ -145,7 +166,13 @@ impl Writer {
     fn commit(&mut self, group: Vec<Queued>) {
         let mut waiters = Vec::with_capacity(group.len());
         let mut batches = Vec::with_capacity(group.len());
-        for Queued { ops, completer } in group {
+        let mut needs_sync = false;
+        for Queued {
+            ops,
+            completer,
+            lazy,
+        } in group
+        {
             let bytes = batch_bytes(&ops);
             if bytes > LSM_BATCH_BYTES_MAX {
                 // Refuse this batch only; the store is fine.
@@ -155,6 +182,7 @@ impl Writer {
                 ))));
                 continue;
             }
+            needs_sync |= !lazy;
             waiters.push(completer);
             batches.push(ops);
         }
@@ -184,7 +212,14 @@ impl Writer {
             self.fail_all(e, waiters);
             return;
         }
-        let sync = matches!(self.shared.config.sync, SyncMode::Always);
+        // A group of lazy batches only is written and left for a later sync (a later group's,
+        // which syncs the whole WAL file, or the timer's), unless the oldest unsynced lazy
+        // group has waited `ack_sync_delay_ms` already.
+        let sync = matches!(self.shared.config.sync, SyncMode::Always)
+            && (needs_sync
+                || self.lazy_unsynced_since.is_some_and(|t| {
+                    t.elapsed() >= Duration::from_millis(self.shared.config.ack_sync_delay_ms)
+                }));
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         if let Err(e) = self.db.write_opt(wb, &wo) {
@@ -196,8 +231,13 @@ impl Writer {
         if sync {
             self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
             self.last_sync = Instant::now();
+            self.unsynced = false;
+            self.lazy_unsynced_since = None;
         } else {
             self.unsynced = true;
+            if matches!(self.shared.config.sync, SyncMode::Always) {
+                self.lazy_unsynced_since.get_or_insert_with(Instant::now);
+            }
             if let SyncMode::Periodic { interval_ms } = self.shared.config.sync {
                 if self.last_sync.elapsed() >= Duration::from_millis(interval_ms)
                     && !self.sync_wal()

@@ -77,7 +77,7 @@ impl Options {
     /// Opens one dedicated connection (the writer's).
     pub(crate) async fn connect(&self) -> Result<Conn, sqlx::Error> {
         Ok(match self {
-            Options::Sqlite(o) => Conn::Sqlite(o.connect().await?),
+            Options::Sqlite(o) => Conn::Sqlite(sqlite_connect(o).await?),
             Options::Postgres(o) => Conn::Postgres(o.connect().await?),
             Options::MySql(o) => Conn::MySql(o.connect().await?),
         })
@@ -112,6 +112,28 @@ impl Options {
                     .await?,
             ),
         })
+    }
+}
+
+/// Connects to SQLite, retrying while another connection holds the lock. Setting WAL mode at
+/// connect takes the database's exclusive lock, and SQLite answers a second connection doing
+/// the same at that moment with SQLITE_BUSY at once (without the busy handler, which could
+/// deadlock there): two brokers opening one file together failed about one time in eight.
+/// Bounded by [`SQLITE_BUSY_TIMEOUT`].
+async fn sqlite_connect(o: &SqliteConnectOptions) -> Result<SqliteConnection, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + SQLITE_BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match o.connect().await {
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("5") | Some("6"))
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            r => return r,
+        }
     }
 }
 

@@ -105,6 +105,11 @@ pub struct SqlConfig {
     /// it: a master frozen (SIGSTOP, a VM pause) inside a group holds the lock row's share lock,
     /// and the next master's epoch update could never get past it.
     pub idle_in_transaction_timeout_ms: u64,
+    /// On PostgreSQL, a group made only of lazy batches (acks without a receipt,
+    /// [`MessageStore::submit_lazy`]) commits with `synchronous_commit = off`: the server
+    /// flushes it with the next synchronous commit or within its `wal_writer_delay` (3 × at
+    /// worst). SQLite and MySQL/MariaDB commit such groups like any other.
+    pub lazy_acks: bool,
 }
 
 impl std::fmt::Debug for SqlConfig {
@@ -125,6 +130,7 @@ impl std::fmt::Debug for SqlConfig {
                 "idle_in_transaction_timeout_ms",
                 &self.idle_in_transaction_timeout_ms,
             )
+            .field("lazy_acks", &self.lazy_acks)
             .finish()
     }
 }
@@ -144,6 +150,7 @@ impl Default for SqlConfig {
             connect_timeout_ms: 30_000,
             group_timeout_ms: 60_000,
             idle_in_transaction_timeout_ms: 0,
+            lazy_acks: true,
         }
     }
 }
@@ -298,6 +305,39 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    /// Hands a batch to the writer thread; `lazy` = the writer may commit it without a flush of its own (see `SqlConfig::lazy_acks`).
+    fn enqueue(&self, batch: Batch, lazy: bool) -> Completion {
+        if let Some(err) = self.shared.failure_if_failed() {
+            return Completion::ready(Err(err));
+        }
+        if let Err(e) = self.check_batch(&batch) {
+            return Completion::ready(Err(e));
+        }
+        let bytes = batch
+            .iter()
+            .map(|op| match op {
+                Op::Enqueue { payload, .. } => payload.len(),
+                _ => 0,
+            })
+            .sum();
+        let (completer, completion) = Completion::pair();
+        let tx = self.shared.tx.read();
+        match tx.as_ref() {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(job)) = tx.send(Job {
+                    ops: batch,
+                    completer,
+                    bytes,
+                    lazy,
+                }) {
+                    job.completer.complete(Err(StoreError::Closed));
+                }
+                completion
+            }
+            None => Completion::ready(Err(StoreError::Closed)),
+        }
+    }
+
     /// Connects, creates the tables if configured, checks the fence epoch, reads the stored
     /// usage, and starts the writer thread. Blocks the calling thread (never its runtime).
     pub fn open(cfg: SqlConfig) -> Result<SqlStore, StoreError> {
@@ -369,6 +409,7 @@ impl SqlStore {
                         group_bytes_max: writer_cfg.group_bytes_max,
                         statement_bytes_max: statement_bytes_max(opened.payload_bytes_max),
                         group_timeout: Duration::from_millis(writer_cfg.group_timeout_ms),
+                        lazy_acks: writer_cfg.lazy_acks,
                     },
                     max_seqs,
                 };
@@ -698,34 +739,11 @@ impl MessageStore for SqlStore {
     }
 
     fn submit(&self, batch: Batch) -> Completion {
-        if let Some(err) = self.shared.failure_if_failed() {
-            return Completion::ready(Err(err));
-        }
-        if let Err(e) = self.check_batch(&batch) {
-            return Completion::ready(Err(e));
-        }
-        let bytes = batch
-            .iter()
-            .map(|op| match op {
-                Op::Enqueue { payload, .. } => payload.len(),
-                _ => 0,
-            })
-            .sum();
-        let (completer, completion) = Completion::pair();
-        let tx = self.shared.tx.read();
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(job)) = tx.send(Job {
-                    ops: batch,
-                    completer,
-                    bytes,
-                }) {
-                    job.completer.complete(Err(StoreError::Closed));
-                }
-                completion
-            }
-            None => Completion::ready(Err(StoreError::Closed)),
-        }
+        self.enqueue(batch, false)
+    }
+
+    fn submit_lazy(&self, batch: Batch) -> Completion {
+        self.enqueue(batch, true)
     }
 
     fn recover(&self) -> Result<Recovery, StoreError> {

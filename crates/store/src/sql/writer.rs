@@ -39,6 +39,8 @@ pub(crate) struct Job {
     pub completer: Completer,
     /// Payload bytes of its enqueues (for the group bound).
     pub bytes: usize,
+    /// An ack without a receipt (`MessageStore::submit_lazy`).
+    pub lazy: bool,
 }
 
 /// What the writer needs besides its connection.
@@ -53,6 +55,8 @@ pub(crate) struct WriterConfig {
     /// Payload bytes one statement carries at most (under MySQL's `max_allowed_packet`).
     pub statement_bytes_max: usize,
     pub group_timeout: Duration,
+    /// `SqlConfig::lazy_acks`.
+    pub lazy_acks: bool,
 }
 
 /// Why a group did not commit.
@@ -224,6 +228,12 @@ async fn apply_group(
 ) -> Result<i64, GroupError> {
     let d = cfg.dialect;
     conn.raw(d.begin()).await?;
+    if cfg.lazy_acks && d == Dialect::Postgres && group.iter().all(|j| j.lazy) {
+        // Only acks whose loss means a redelivery: the commit need not wait for the WAL
+        // flush. PostgreSQL's WAL is one sequence, so the next synchronous commit (or the WAL
+        // writer, within `wal_writer_delay`) makes this one durable too.
+        conn.raw("SET LOCAL synchronous_commit TO OFF").await?;
+    }
     if let Some(ours) = cfg.fence_epoch {
         let db = conn.fetch_i64(&d.fence_select(&cfg.tables), &[]).await?;
         if db != Some(ours) {
