@@ -272,10 +272,8 @@ impl Server {
         let cfg = Arc::new(cfg);
         let broker = Broker::open(broker_config(&cfg), store, system_clock())
             .context("broker recovery failed")?;
-        let listener = TcpListener::bind(cfg.stomp_listen_addr())
-            .await
-            .with_context(|| format!("cannot listen for STOMP on {}", cfg.stomp_listen_addr()))?;
-        let stomp_addr = listener.local_addr()?;
+        // OpenWire binds first: whoever sees the STOMP port accept (scripts, tests, a load
+        // balancer's probe) may then rely on OpenWire listening too.
         let openwire_listener = match cfg.openwire_listen_addr() {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -284,6 +282,10 @@ impl Server {
             ),
             None => None,
         };
+        let listener = TcpListener::bind(cfg.stomp_listen_addr())
+            .await
+            .with_context(|| format!("cannot listen for STOMP on {}", cfg.stomp_listen_addr()))?;
+        let stomp_addr = listener.local_addr()?;
         let openwire_addr = match &openwire_listener {
             Some(l) => Some(l.local_addr()?),
             None => None,

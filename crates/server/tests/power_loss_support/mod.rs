@@ -249,6 +249,20 @@ impl Rig {
             self.name,
             self.log_tail()
         );
+        if let Some(port) = self.openwire_port {
+            // The OpenWire listener may bind a moment after the STOMP one: a load started in
+            // between found nothing to connect to (seen once in CI: 0 responses in 60 s).
+            let until = Instant::now() + START_TIMEOUT;
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    Instant::now() < until,
+                    "[{}] the broker never listened for OpenWire:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         eprintln!(
             "[{}] broker up in {} ms",
             self.name,
