@@ -32,8 +32,8 @@ cleanup() {
 trap cleanup EXIT
 
 disk="$(basename "$(df -P "$work" | awk 'NR==2 {print $1}')")"
-# Field 20 of /proc/diskstats (kernel ≥ 5.5): flush requests completed.
-flushes() { awk -v d="$disk" '$3 == d {print $20}' /proc/diskstats; }
+# Field 19 of /proc/diskstats (kernel ≥ 5.5): flush requests completed.
+flushes() { awk -v d="$disk" '$3 == d {print $19}' /proc/diskstats; }
 
 start_broker() {
   local delay=$1
