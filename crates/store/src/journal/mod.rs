@@ -57,6 +57,28 @@ pub enum SyncMode {
     Never,
 }
 
+impl SyncMode {
+    /// When a writer holding unsynced bytes must sync even if nothing else arrives: the
+    /// periodic interval after `last_sync`, or (`Always`) the `ack_sync_delay_ms` after the
+    /// oldest lazy batch written unsynced. Shared by the journal and lsm writers.
+    pub(crate) fn sync_due(
+        self,
+        last_sync: std::time::Instant,
+        lazy_unsynced_since: Option<std::time::Instant>,
+        ack_sync_delay_ms: u64,
+    ) -> Option<std::time::Instant> {
+        match self {
+            SyncMode::Periodic { interval_ms } => {
+                Some(last_sync + std::time::Duration::from_millis(interval_ms))
+            }
+            SyncMode::Always => {
+                lazy_unsynced_since.map(|t| t + std::time::Duration::from_millis(ack_sync_delay_ms))
+            }
+            SyncMode::Never => None,
+        }
+    }
+}
+
 /// Which system calls the writer uses for a group's write and sync ([`JournalConfig::io`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JournalIo {

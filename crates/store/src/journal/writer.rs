@@ -207,15 +207,12 @@ impl Writer {
         if !self.unsynced {
             return None;
         }
-        match self.shared.config.sync {
-            SyncMode::Periodic { interval_ms } => {
-                Some(self.last_sync + Duration::from_millis(interval_ms))
-            }
-            SyncMode::Always => self
-                .lazy_unsynced_since
-                .map(|t| t + Duration::from_millis(self.shared.config.ack_sync_delay_ms)),
-            SyncMode::Never => None,
-        }
+        let c = &self.shared.config;
+        c.sync.sync_due(
+            self.last_sync,
+            self.lazy_unsynced_since,
+            c.ack_sync_delay_ms,
+        )
     }
 
     fn failed(&self) -> Option<StoreError> {

@@ -125,15 +125,12 @@ impl Writer {
         if !self.unsynced || self.shared.failed().is_some() {
             return None;
         }
-        match self.shared.config.sync {
-            SyncMode::Periodic { interval_ms } => {
-                Some(self.last_sync + Duration::from_millis(interval_ms))
-            }
-            SyncMode::Always => self
-                .lazy_unsynced_since
-                .map(|t| t + Duration::from_millis(self.shared.config.ack_sync_delay_ms)),
-            SyncMode::Never => None,
-        }
+        let c = &self.shared.config;
+        c.sync.sync_due(
+            self.last_sync,
+            self.lazy_unsynced_since,
+            c.ack_sync_delay_ms,
+        )
     }
 
     /// Syncs the WAL (for lazy groups, `Periodic` and `Never`); a failure fails the store.
