@@ -6,6 +6,7 @@ mod accept;
 pub mod admin;
 pub mod cluster;
 pub mod config;
+mod conn_buf;
 pub mod network;
 pub mod openwire;
 pub mod server;

@@ -23,7 +23,7 @@ use ferromq_protocol::openwire as ow;
 use ferromq_store::{Completion, StoreError};
 use ow::{Command, CommandHeader, MessageAck, PrimitiveMap, PrimitiveValue};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use super::convert::{self, Refused};
 use super::{Live, Registry};
+use crate::conn_buf;
 use crate::stomp::ConnectorContext;
 
 /// The newest OpenWire version this server speaks (ActiveMQ 5.17's).
@@ -398,7 +399,8 @@ async fn run(
 
 impl Session {
     async fn read_loop(&mut self, rd: &mut tokio::net::tcp::OwnedReadHalf) -> &'static str {
-        let mut buf = BytesMut::with_capacity(16 * 1024);
+        // Memory only while there is something to decode (`conn_buf`).
+        let mut buf = BytesMut::new();
         let mut decoder = ow::Decoder::new(self.ctx.config.openwire.max_frame_bytes);
         let mut shutdown = self.ctx.shutdown.clone();
         let connect_timeout = Duration::from_millis(self.ctx.config.openwire.connect_timeout_ms);
@@ -453,7 +455,8 @@ impl Session {
             } else {
                 None
             };
-            let read = rd.read_buf(&mut buf);
+            conn_buf::release_if_empty(&mut buf);
+            let read = conn_buf::read_some(rd, &mut buf);
             let closed = self.shared.closed_notify.notified();
             tokio::pin!(closed);
             closed.as_mut().enable();
@@ -1442,7 +1445,8 @@ async fn writer(
     broker: Arc<Broker>,
     write_timeout_ms: u64,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grows with what is written; a large one is let go after its write (`conn_buf`).
+    let mut buf = BytesMut::new();
     let write_timeout = (write_timeout_ms > 0).then(|| Duration::from_millis(write_timeout_ms));
     let mut keepalive_ms = 0u64;
     let mut last_write = tokio::time::Instant::now();
@@ -1491,7 +1495,7 @@ async fn writer(
             if !ok {
                 break 'outer;
             }
-            buf.clear();
+            conn_buf::written(&mut buf);
             last_write = tokio::time::Instant::now();
         }
     }

@@ -24,7 +24,7 @@ use ferromq_protocol::stomp::{
 };
 use ferromq_store::Completion;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use super::dest;
 use crate::config::Config;
+use crate::conn_buf;
 use crate::network::demand::{self, BROKER_NAME_HEADER, DEMAND_DESTINATION};
 
 /// Demand feeds one connection may open (a bridge needs one).
@@ -306,7 +307,8 @@ impl Session {
         rd: &mut tokio::net::tcp::OwnedReadHalf,
         hb_tx: watch::Sender<u64>,
     ) -> &'static str {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        // Memory only while there is something to decode (`conn_buf`).
+        let mut buf = BytesMut::new();
         let mut shutdown = self.ctx.shutdown.clone();
         let connect_timeout = Duration::from_millis(self.ctx.config.stomp.connect_timeout_ms);
         let grace = self.ctx.config.stomp.heart_beat_grace_multiplier.max(1.0);
@@ -350,7 +352,8 @@ impl Session {
             } else {
                 None
             };
-            let read = rd.read_buf(&mut buf);
+            conn_buf::release_if_empty(&mut buf);
+            let read = conn_buf::read_some(rd, &mut buf);
             let closed = self.shared.closed_notify.notified();
             tokio::pin!(closed);
             closed.as_mut().enable();
@@ -1171,7 +1174,8 @@ async fn writer(
     mut heartbeat: watch::Receiver<u64>,
     write_timeout_ms: u64,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grows with what is written; a large one is let go after its write (`conn_buf`).
+    let mut buf = BytesMut::new();
     let mut auto_acks: Vec<Delivery> = Vec::new();
     let mut hb_ms = 0u64;
     let write_timeout = (write_timeout_ms > 0).then(|| Duration::from_millis(write_timeout_ms));
@@ -1230,7 +1234,7 @@ async fn writer(
             if !ok {
                 break 'outer;
             }
-            buf.clear();
+            conn_buf::written(&mut buf);
             last_write = tokio::time::Instant::now();
         }
         // Auto-ack only what has actually been handed to the socket.
