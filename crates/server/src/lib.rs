@@ -6,6 +6,7 @@ mod accept;
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod network;
 pub mod openwire;
 pub mod server;

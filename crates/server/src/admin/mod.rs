@@ -1,16 +1,48 @@
-//! A minimal admin HTTP endpoint: `GET /status` answers the broker's role as JSON. It runs in
-//! every role — a slave opens no client port, but an operator (and `ferromq status`) can still
-//! ask it what it is doing. The full admin API and console are later work (R10).
+//! The admin HTTP endpoint on `transports.admin`: `GET /status` (the broker's role as JSON,
+//! read by `ferromq status`), the JSON admin API under `/api/v1` ([`api`]) and Prometheus
+//! `/metrics` ([`metrics`]). It runs in every role — a slave opens no client port, but an
+//! operator can still ask it what it is doing. See docs/operations.md.
+
+mod api;
+mod auth;
+pub mod metrics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ferromq_broker::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Largest request read (the request line is all we need).
-const REQUEST_BYTES_MAX: usize = 8 * 1024;
+use crate::config::Config;
+use crate::connections::Connections;
+
+/// The broker this process serves while it is master, for the admin API; empty otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Live(pub Option<LiveServer>);
+
+/// What the admin API reads from a serving master.
+#[derive(Debug, Clone)]
+pub struct LiveServer {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Its open client connections.
+    pub connections: Connections,
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.broker, &b.broker),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Live {}
 
 /// What `/status` reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +59,8 @@ pub struct Status {
     pub stomp: String,
     /// The network bridges of the broker while it is master (read live when served).
     pub bridges: crate::server::BridgeList,
+    /// The broker while this process is master (not part of the `/status` JSON).
+    pub live: Live,
 }
 
 impl Status {
@@ -75,40 +109,12 @@ impl Status {
     }
 }
 
-/// Serves `/status` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>) {
-    loop {
-        let Ok((mut stream, _peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let status = status.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; REQUEST_BYTES_MAX];
-            let n = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (code, body) = if head.starts_with("GET ") && (path == "/status" || path == "/") {
-                ("200 OK", status.borrow().to_json())
-            } else {
-                (
-                    "404 Not Found",
-                    "{\"error\":\"try GET /status\"}".to_string(),
-                )
-            };
-            let reply = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), stream.write_all(reply.as_bytes()))
-                    .await;
-            let _ = stream.shutdown().await;
-        });
+/// Serves `/status`, `/api/v1` and `/metrics` on `listener` until the process ends. `cfg`
+/// gives the users, limits and policy the API applies.
+pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>, cfg: Arc<Config>) {
+    let app = api::router(api::AppState::new(status, cfg));
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin endpoint stopped");
     }
 }
 
@@ -305,7 +311,7 @@ mod tests {
             role: "slave".into(),
             ..Status::default()
         });
-        tokio::spawn(serve(l, rx));
+        tokio::spawn(serve(l, rx, Arc::new(Config::default())));
         let body = fetch(&addr.to_string()).await.unwrap();
         assert_eq!(
             body,
