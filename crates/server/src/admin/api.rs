@@ -573,7 +573,9 @@ async fn send_message(
     if let Some((n, _)) = req
         .headers
         .iter()
-        .find(|(n, _)| crate::stomp::RESERVED_HEADERS.contains(&n.as_str()))
+        // `reply-to` is reserved in STOMP only because the session rewrites it; here it is
+        // taken as given.
+        .find(|(n, _)| *n != "reply-to" && crate::stomp::RESERVED_HEADERS.contains(&n.as_str()))
     {
         return Err(ApiError::bad_request(format!(
             "header {n:?} is set by the broker or by the request's own fields"

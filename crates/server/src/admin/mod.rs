@@ -109,12 +109,49 @@ impl Status {
     }
 }
 
+/// Most admin connections served at once; one more is closed at once. Operators and a few
+/// scrapers need a handful; the cap keeps a flood of idle sockets from exhausting descriptors.
+const CONNECTIONS_MAX: usize = 64;
+
+/// How long a client may take to send a request's head (on a kept-alive connection: the next
+/// request's), so that a silent socket does not hold one of [`CONNECTIONS_MAX`] for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most HTTP headers in a request (hyper's default, stated).
+const REQUEST_HEADERS_MAX: usize = 100;
+
 /// Serves `/status`, `/api/v1` and `/metrics` on `listener` until the process ends. `cfg`
 /// gives the users, limits and policy the API applies.
 pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>, cfg: Arc<Config>) {
     let app = api::router(api::AppState::new(status, cfg));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "admin endpoint stopped");
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = CONNECTIONS_MAX, "admin connection refused: too many open");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_headers(REQUEST_HEADERS_MAX)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
     }
 }
 
