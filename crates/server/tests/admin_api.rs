@@ -101,9 +101,12 @@ async fn stomp(port: u16) -> Client {
         .unwrap()
 }
 
+/// One parsed sample: metric name, labels, value.
+type Sample = (String, Vec<(String, String)>, f64);
+
 /// Every line of a scrape is a `# HELP`/`# TYPE` comment or a valid sample; returns the
 /// samples as (name, labels, value).
-fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -151,11 +154,7 @@ fn parse_metrics(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
     out
 }
 
-fn sample(
-    samples: &[(String, Vec<(String, String)>, f64)],
-    name: &str,
-    label: (&str, &str),
-) -> f64 {
+fn sample(samples: &[Sample], name: &str, label: (&str, &str)) -> f64 {
     samples
         .iter()
         .find(|(n, l, _)| n == name && l.iter().any(|(k, v)| k == label.0 && v == label.1))

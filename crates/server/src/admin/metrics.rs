@@ -449,8 +449,11 @@ mod tests {
         }
     }
 
+    /// One parsed sample: metric name, labels, value.
+    type Sample = (String, Vec<(String, String)>, f64);
+
     /// A small parser of the text format: each line a comment or `name{labels} value`.
-    pub(crate) fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    pub(crate) fn parse(text: &str) -> Vec<Sample> {
         let mut out = Vec::new();
         for line in text.lines() {
             if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
@@ -502,7 +505,7 @@ mod tests {
         out
     }
 
-    fn value(samples: &[(String, Vec<(String, String)>, f64)], name: &str, dest: &str) -> f64 {
+    fn value(samples: &[Sample], name: &str, dest: &str) -> f64 {
         samples
             .iter()
             .find(|(n, l, _)| n == name && l.iter().any(|(k, v)| k == "destination" && v == dest))
