@@ -19,7 +19,15 @@ pub struct ConnectionInfo {
     pub remote: SocketAddr,
     /// When it was accepted, milliseconds since the Unix epoch.
     pub since_ms: u64,
+    /// The login it connected with, once connected (none without `[security]` users).
+    pub login: Option<String>,
+    /// Its JMS client id, once connected with one.
+    pub client_id: Option<String>,
 }
+
+/// A connection's key: the protocol and the client's address (unique among open connections
+/// of one listener; the same client port may reach both listeners).
+type Key = (&'static str, SocketAddr);
 
 /// The registry of open connections, shared by every connector of one server.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +35,7 @@ pub struct Connections(Arc<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
-    next_id: AtomicU64,
-    open: Mutex<HashMap<u64, ConnectionInfo>>,
+    open: Mutex<HashMap<Key, ConnectionInfo>>,
     /// Connections accepted since start, per protocol index (see [`protocol_index`]).
     accepted_total: [AtomicU64; 2],
 }
@@ -40,23 +47,38 @@ fn protocol_index(protocol: &str) -> usize {
 impl Connections {
     /// Records an accepted connection; it is forgotten when the returned guard drops.
     pub fn register(&self, protocol: &'static str, remote: SocketAddr) -> ConnectionGuard {
-        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let since_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.0.open.lock().insert(
-            id,
+            (protocol, remote),
             ConnectionInfo {
                 protocol,
                 remote,
                 since_ms,
+                login: None,
+                client_id: None,
             },
         );
         self.0.accepted_total[protocol_index(protocol)].fetch_add(1, Ordering::Relaxed);
         ConnectionGuard {
             registry: self.clone(),
-            id,
+            key: (protocol, remote),
+        }
+    }
+
+    /// Records who an open connection is, once its CONNECT (or ConnectionInfo) is accepted.
+    pub fn identify(
+        &self,
+        protocol: &'static str,
+        remote: SocketAddr,
+        login: Option<&str>,
+        client_id: Option<&str>,
+    ) {
+        if let Some(c) = self.0.open.lock().get_mut(&(protocol, remote)) {
+            c.login = login.filter(|l| !l.is_empty()).map(str::to_string);
+            c.client_id = client_id.map(str::to_string);
         }
     }
 
@@ -77,12 +99,12 @@ impl Connections {
 #[derive(Debug)]
 pub struct ConnectionGuard {
     registry: Connections,
-    id: u64,
+    key: Key,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.registry.0.open.lock().remove(&self.id);
+        self.registry.0.open.lock().remove(&self.key);
     }
 }
 
@@ -96,10 +118,18 @@ mod tests {
         let a = c.register("stomp", "127.0.0.1:1".parse().unwrap());
         let b = c.register("openwire", "127.0.0.1:2".parse().unwrap());
         assert_eq!(c.snapshot().len(), 2);
+        c.identify(
+            "openwire",
+            "127.0.0.1:2".parse().unwrap(),
+            Some("app"),
+            Some("cid"),
+        );
         drop(a);
         let left = c.snapshot();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].protocol, "openwire");
+        assert_eq!(left[0].login.as_deref(), Some("app"));
+        assert_eq!(left[0].client_id.as_deref(), Some("cid"));
         drop(b);
         assert!(c.snapshot().is_empty());
         assert_eq!(c.accepted_total("stomp"), 1);

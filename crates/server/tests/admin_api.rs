@@ -94,6 +94,7 @@ async fn stomp(port: u16) -> Client {
     let cfg = ClientConfig {
         login: Some("viewer".into()),
         passcode: Some("look".into()),
+        client_id: Some("adm-test".into()),
         ..ClientConfig::default()
     };
     Client::connect(&format!("127.0.0.1:{port}"), cfg)
@@ -237,7 +238,9 @@ async fn api_and_metrics_match_what_stomp_clients_see() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|c| c["protocol"] == "stomp"),
+            .any(|c| c["protocol"] == "stomp"
+                && c["login"] == "viewer"
+                && c["client_id"] == "adm-test"),
         "{conns}"
     );
 

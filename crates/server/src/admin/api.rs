@@ -410,6 +410,9 @@ struct ConnectionInfo {
     protocol: &'static str,
     remote: String,
     since_ms: u64,
+    /// As the client gave it (checked only when `[security]` has users).
+    login: Option<String>,
+    client_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -427,6 +430,8 @@ async fn connections(State(state): State<AppState>) -> ApiResult<Json<Connection
             protocol: c.protocol,
             remote: c.remote.to_string(),
             since_ms: c.since_ms,
+            login: c.login,
+            client_id: c.client_id,
         })
         .collect();
     Ok(Json(Connections { connections }))

@@ -751,6 +751,12 @@ impl Session {
         }
         self.ow_connection_id = Some(ow_id);
         self.connected = true;
+        self.ctx.connections.identify(
+            "openwire",
+            self.peer,
+            c.user_name.as_deref(),
+            self.client_id.as_deref(),
+        );
         tracing::debug!(
             client_id = self.client_id.as_deref().unwrap_or(""),
             failover_reconnect = c.failover_reconnect,

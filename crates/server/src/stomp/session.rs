@@ -477,6 +477,12 @@ impl Session {
             self.client_id = Some(cid.to_string());
             self.client_id_registered = true;
         }
+        self.ctx.connections.identify(
+            "stomp",
+            self.peer,
+            frame.header("login"),
+            self.client_id.as_deref(),
+        );
         let peer_hb = match (version, frame.header("heart-beat")) {
             (Version::V1_0, _) | (_, None) => HeartBeat::default(),
             (_, Some(h)) => HeartBeat::parse(h).map_err(|e| StompError::new(e.to_string()))?,
