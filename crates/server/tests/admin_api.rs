@@ -395,6 +395,29 @@ async fn api_and_metrics_match_what_stomp_clients_see() {
         json_ok(&admin, "GET", "/api/v1/queues/orders", VIEWER, None, 200).await["depth"],
         0
     );
+    // The scrape follows: the depth is gone, the enqueue count stays.
+    let (_, _, text) = http(&admin, "GET", "/metrics", VIEWER, None).await;
+    let samples = parse_metrics(&text);
+    assert_eq!(
+        sample(&samples, "ferromq_queue_depth", ("destination", "orders")),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "ferromq_queue_enqueued_total",
+            ("destination", "orders")
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "ferromq_topic_subscriptions",
+            ("destination", "prices")
+        ),
+        1.0
+    );
     // Queues are FIFO: if anything had survived the purge it would arrive before this marker.
     c.send_with_receipt("/queue/orders", "marker", &[])
         .await
