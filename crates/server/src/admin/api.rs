@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -88,6 +89,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/topics", get(list_topics))
         .route("/api/v1/connections", get(connections))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), access))
         .layer(DefaultBodyLimit::max(body_max))
         .with_state(state)
@@ -114,6 +116,26 @@ impl ApiError {
 
     fn no_queue(name: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, format!("no such queue: {name}"))
+    }
+}
+
+// axum's own rejections (a body over the limit, a bad query string) answer in plain text;
+// these keep every error JSON, with axum's status and reason.
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
     }
 }
 
@@ -172,6 +194,13 @@ async fn access(State(state): State<AppState>, req: Request, next: Next) -> Resp
     }
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed here: see docs/operations.md",
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -195,12 +224,18 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let uptime = state.started.elapsed().as_secs_f64();
     // Snapshots lock every list once; done off the async workers so a large broker's scrape
     // does not hold up the endpoint's other requests.
-    let text = tokio::task::spawn_blocking(move || {
+    match tokio::task::spawn_blocking(move || {
         Scrape::gather(status, uptime, live.as_ref(), max).render()
     })
     .await
-    .unwrap_or_else(|e| format!("# scrape failed: {e}\n"));
-    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+    {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scrape failed: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 /// `GET /api/v1/broker`.
@@ -493,9 +528,11 @@ struct Browse {
 /// order, without consuming them (messages in flight to a consumer are not shown).
 async fn browse(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<BrowseQuery>,
+    name: Result<Path<String>, PathRejection>,
+    q: Result<Query<BrowseQuery>, QueryRejection>,
 ) -> ApiResult<Json<Browse>> {
+    let Path(name) = name?;
+    let Query(q) = q?;
     let live = state.master()?;
     let dest = Destination::queue(&name);
     if live.broker.queue_snapshot(&dest).is_none() {
@@ -549,9 +586,11 @@ struct Sent {
 /// it and, when persistent, once the store confirms it.
 async fn send_message(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
+    let Path(name) = name?;
+    let body = body?;
     let live = state.master()?;
     let req: SendRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("bad message JSON: {e}")))?;
@@ -658,4 +697,152 @@ async fn delete_queue(State(state): State<AppState>, Path(name): Path<String>) -
         StatusCode::NOT_IMPLEMENTED,
         format!("deleting a queue ({name}) is not supported yet; purge it instead"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use ferromq_broker::{system_clock, Broker, BrokerConfig};
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    /// A router over a master with a memory store, small limits and no users.
+    fn app() -> (Router, Arc<Broker>) {
+        let broker = Broker::open(
+            BrokerConfig::default(),
+            Arc::new(ferromq_store::MemoryStore::new()),
+            system_clock(),
+        )
+        .unwrap();
+        let mut cfg = Config::default();
+        cfg.stomp.max_frame_bytes = 1024;
+        cfg.stomp.max_headers = 3;
+        cfg.admin.browse_limit_max = 5;
+        let (_tx, rx) = watch::channel(Status {
+            role: "master".into(),
+            live: super::super::Live(Some(LiveServer {
+                broker: broker.clone(),
+                connections: Default::default(),
+            })),
+            ..Status::default()
+        });
+        // The receiver keeps the last value after the sender is gone.
+        (router(AppState::new(rx, Arc::new(cfg))), broker)
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, json: Option<String>) -> (u16, Value) {
+        let mut req = axum::http::Request::builder().method(method).uri(uri);
+        if json.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Body::from(json.unwrap_or_default())).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {uri}: not JSON ({e}): {bytes:?}"));
+        (code, v)
+    }
+
+    #[tokio::test]
+    async fn a_sent_message_is_browsed_with_its_headers_and_counted() {
+        let (app, broker) = app();
+        let (code, v) = call(
+            &app,
+            "POST",
+            "/api/v1/queues/q/messages",
+            Some(r#"{"body":"hi","headers":{"k":"v","reply-to":"/queue/r"},"priority":7,"persistent":false}"#.into()),
+        )
+        .await;
+        assert_eq!(code, 201, "{v}");
+        assert_eq!(v["persistent"], false);
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages", None).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["limit"], 5, "the default is capped by browse_limit_max");
+        let m = &v["messages"][0];
+        assert_eq!(m["body"], "hi");
+        assert_eq!(m["priority"], 7);
+        assert_eq!(m["headers"]["k"], "v");
+        assert_eq!(m["headers"]["reply-to"], "/queue/r");
+        let s = broker
+            .queue_snapshot(&Destination::queue("q"))
+            .expect("created by the send");
+        assert_eq!(s.stats.enqueued, 1);
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q", None).await;
+        assert_eq!((code, &v["depth"]), (200, &Value::from(1)), "{v}");
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_with_a_json_reason() {
+        let (app, _) = app();
+        let send = "/api/v1/queues/q/messages";
+        for (body, needle) in [
+            (
+                r#"{"body":"x","headers":{"a":"1","b":"2","c":"3","d":"4"}}"#.to_string(),
+                "max_headers",
+            ),
+            (
+                format!(r#"{{"body":"{}"}}"#, "x".repeat(1025)),
+                "max_frame_bytes",
+            ),
+            (r#"{"body":"x","priority":10}"#.into(), "priority"),
+            (
+                r#"{"body":"x","headers":{"message-id":"forged"}}"#.into(),
+                "message-id",
+            ),
+            (r#"{"body":"x","colour":"red"}"#.into(), "unknown field"),
+            ("not json".into(), "bad message JSON"),
+        ] {
+            let (code, v) = call(&app, "POST", send, Some(body.clone())).await;
+            assert_eq!(code, 400, "{body}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+        }
+        // Over the body limit (max_frame_bytes + 64 KiB): 413, still JSON.
+        let huge = format!(r#"{{"body":"{}"}}"#, "x".repeat(70 * 1024));
+        let (code, v) = call(&app, "POST", send, Some(huge)).await;
+        assert_eq!(code, 413, "{v}");
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages?limit=x", None).await;
+        assert_eq!(code, 400, "{v}");
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages?limit=1", None).await;
+        assert_eq!(code, 404, "nothing above was sent, so no queue: {v}");
+        let (code, _) = call(&app, "POST", send, Some(r#"{"body":"x"}"#.into())).await;
+        assert_eq!(code, 201);
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages?limit=6", None).await;
+        assert_eq!(code, 400, "over browse_limit_max: {v}");
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/purge", None).await;
+        assert_eq!(code, 405, "{v}");
+        let (code, v) = call(&app, "GET", "/api/v2", None).await;
+        assert_eq!(code, 404, "{v}");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_not_serving_answers_its_role_and_503() {
+        let (_tx, rx) = watch::channel(Status {
+            role: "slave".into(),
+            ha_mode: "shared-file".into(),
+            ..Status::default()
+        });
+        let app = router(AppState::new(rx, Arc::new(Config::default())));
+        let (code, v) = call(&app, "GET", "/api/v1/broker", None).await;
+        assert_eq!(code, 200);
+        assert_eq!(v["role"], "slave");
+        assert!(v.get("store").is_none(), "{v}");
+        for (method, uri, body) in [
+            ("GET", "/api/v1/queues", None),
+            ("GET", "/api/v1/topics", None),
+            ("GET", "/api/v1/connections", None),
+            ("POST", "/api/v1/queues/q/purge", Some("{}".to_string())),
+            (
+                "POST",
+                "/api/v1/queues/q/messages",
+                Some(r#"{"body":"x"}"#.into()),
+            ),
+        ] {
+            let (code, v) = call(&app, method, uri, body).await;
+            assert_eq!(code, 503, "{method} {uri}: {v}");
+            assert!(v["error"].as_str().unwrap().contains("slave"), "{v}");
+        }
+    }
 }
