@@ -28,7 +28,9 @@ pub use dedup::{DUPLICATE_ID_HEADER, DUP_LIST_PREFIX};
 pub use destination::{is_wildcard, wildcard_matches, Destination, DestinationKind};
 pub use error::BrokerError;
 pub use ferromq_selector::{Selector, SelectorError};
-pub use message::{DecodeMessageError, Message, DEFAULT_PRIORITY, MAX_PRIORITY};
+pub use message::{
+    DecodeMessageError, Message, WireCache, DEFAULT_PRIORITY, MAX_PRIORITY, WIRE_CACHE_SLOTS,
+};
 pub use network::{
     broker_path, extended_path, Demand, NetworkRoute, BROKER_PATH_HEADER,
     NETWORK_CONSUMER_PRIORITY_BASE,

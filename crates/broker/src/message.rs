@@ -36,6 +36,51 @@ pub struct Message {
     pub expires_ms: u64,
     /// The connection that produced it (for `noLocal` subscriptions); 0 after a restart.
     pub producer_connection: u64,
+    /// Protocol encodings of the part of a delivery that is the same for every subscriber,
+    /// made by the first delivery that needs one and reused by the others (a topic's fan-out
+    /// encodes the headers once, not once per subscriber). Not part of the message's value.
+    pub wire: WireCache,
+}
+
+/// How many encodings a [`WireCache`] holds (a connector numbers its variants below this).
+pub const WIRE_CACHE_SLOTS: usize = 6;
+
+/// Encodings of a message's delivery-invariant part, one slot per protocol variant (the
+/// connector decides what a slot means). Filled at most once per slot, shared through the
+/// message's `Arc`; equal to every other cache and empty in a clone, so a modified copy of a
+/// message never reuses the original's encoding.
+#[derive(Default)]
+pub struct WireCache {
+    slots: [std::sync::OnceLock<Bytes>; WIRE_CACHE_SLOTS],
+}
+
+impl WireCache {
+    /// The encoding in `slot`, made by `encode` if it is not there yet; `None` when `slot` is
+    /// out of range.
+    pub fn get_or_encode(&self, slot: usize, encode: impl FnOnce() -> Bytes) -> Option<&Bytes> {
+        self.slots.get(slot).map(|s| s.get_or_init(encode))
+    }
+}
+
+impl Clone for WireCache {
+    fn clone(&self) -> WireCache {
+        WireCache::default()
+    }
+}
+
+impl PartialEq for WireCache {
+    fn eq(&self, _other: &WireCache) -> bool {
+        true
+    }
+}
+
+impl Eq for WireCache {}
+
+impl std::fmt::Debug for WireCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let filled = self.slots.iter().filter(|s| s.get().is_some()).count();
+        write!(f, "WireCache({filled} filled)")
+    }
 }
 
 impl Message {
@@ -138,6 +183,7 @@ impl Message {
             timestamp_ms,
             expires_ms,
             producer_connection: 0,
+            wire: Default::default(),
         })
     }
 }
@@ -235,6 +281,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             expires_ms: 0,
             producer_connection: 0,
+            wire: Default::default(),
         }
     }
 

@@ -118,6 +118,7 @@ mod tests {
             timestamp_ms: 0,
             expires_ms: 0,
             producer_connection: 0,
+            wire: Default::default(),
         }
     }
 

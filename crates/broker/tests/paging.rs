@@ -33,6 +33,7 @@ fn persistent(broker: &Broker, dest: &Destination, body: String) -> Message {
         timestamp_ms: T0_MS,
         expires_ms: 0,
         producer_connection: 1,
+        wire: Default::default(),
     }
 }
 

@@ -64,6 +64,7 @@ fn msg(b: &Broker, dest: &Destination, body: &str, persistent: bool) -> Message 
         timestamp_ms: T0_MS,
         expires_ms: 0,
         producer_connection: 1,
+        wire: Default::default(),
     }
 }
 

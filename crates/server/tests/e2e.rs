@@ -519,3 +519,97 @@ async fn competing_consumers_share_a_queue_exactly_once() {
     }
     assert!(na > 0 && nb > 0, "both consumers must get work: {na}/{nb}");
 }
+
+/// A topic message's headers are encoded once per protocol variant and shared by its
+/// subscribers (`Message::wire`): each subscriber must still see its own `subscription` and
+/// `ack` headers, its version's escaping, and a temporary `reply-to` under the name its own
+/// connection knows it by.
+#[tokio::test]
+async fn topic_fan_out_shares_the_encoding_but_not_the_per_subscriber_headers() {
+    let server = start("").await;
+    let mut subs = Vec::new();
+    for (i, v) in ["1.0", "1.1", "1.2", "1.2", "1.1", "1.0"]
+        .iter()
+        .enumerate()
+    {
+        let c = connect_with(&server, version(v)).await;
+        let id = format!("sub-{i}");
+        let s = c
+            .subscribe("/topic/shared", AckMode::ClientIndividual, &[("id", &id)])
+            .await
+            .unwrap();
+        subs.push((v.to_string(), id, c, s));
+    }
+    let producer = connect(&server).await;
+    let mut replies = producer
+        .subscribe("/temp-queue/answers", AckMode::Auto, &[])
+        .await
+        .unwrap();
+    // The temporary queue's owner subscribes too (same version as others): it must see its
+    // own name for it, the others the global one.
+    let mut own = producer
+        .subscribe("/topic/shared", AckMode::Auto, &[("id", "own")])
+        .await
+        .unwrap();
+    for n in 0..3 {
+        producer
+            .send_with_receipt(
+                "/topic/shared",
+                format!("body {n}"),
+                &[("x-key", "a:b\\c"), ("x-n", &n.to_string())],
+            )
+            .await
+            .unwrap();
+    }
+    producer
+        .send_with_receipt(
+            "/topic/shared",
+            "ask",
+            &[("reply-to", "/temp-queue/answers")],
+        )
+        .await
+        .unwrap();
+    let mut acks_seen = std::collections::HashSet::new();
+    for (v, id, c, s) in &mut subs {
+        for n in 0..3 {
+            let m = s.next_timeout(WAIT).await.expect("delivery");
+            assert_eq!(m.body().as_ref(), format!("body {n}").as_bytes());
+            assert_eq!(m.header("subscription"), Some(id.as_str()), "{v}");
+            assert_eq!(m.header("destination"), Some("/topic/shared"));
+            assert_eq!(m.header("x-n"), Some(n.to_string().as_str()));
+            assert_eq!(m.header("x-key"), Some("a:b\\c"), "{v} escaping");
+            if v == "1.2" {
+                let ack = m.header("ack").expect("1.2 ack header").to_string();
+                assert!(acks_seen.insert(ack), "every delivery has its own ack id");
+            } else {
+                assert_eq!(m.header("ack"), None, "{v} has no ack header");
+            }
+            c.ack(&m, None).await.unwrap();
+        }
+        let ask = s.next_timeout(WAIT).await.expect("the question");
+        let reply_to = ask.header("reply-to").expect("reply-to").to_string();
+        assert!(reply_to.starts_with("/remote-temp-queue/ID:"), "{reply_to}");
+        c.send_with_receipt(&reply_to, format!("answer from {id}"), &[])
+            .await
+            .unwrap();
+        c.ack(&ask, None).await.unwrap();
+    }
+    for _ in 0..3 {
+        own.next_timeout(WAIT).await.expect("own delivery");
+    }
+    let ask = own.next_timeout(WAIT).await.expect("own question");
+    assert_eq!(ask.header("reply-to"), Some("/temp-queue/answers"));
+    // The owner sees its temporary queue by its own name, and every answer arrived.
+    let mut answers = Vec::new();
+    for _ in 0..subs.len() {
+        let a = replies.next_timeout(WAIT).await.expect("an answer");
+        assert_eq!(a.destination(), Some("/temp-queue/answers"));
+        answers.push(String::from_utf8_lossy(a.body()).to_string());
+    }
+    answers.sort();
+    let mut expected: Vec<String> = (0..subs.len())
+        .map(|i| format!("answer from sub-{i}"))
+        .collect();
+    expected.sort();
+    assert_eq!(answers, expected);
+}

@@ -18,6 +18,7 @@
 
 mod completion;
 mod error;
+mod group;
 pub mod journal;
 #[cfg(feature = "lsm")]
 pub mod lsm;

@@ -134,6 +134,7 @@ impl Fixture {
             timestamp_ms: self.now(),
             expires_ms: 0,
             producer_connection: 0,
+            wire: Default::default(),
         }
     }
 
@@ -368,6 +369,7 @@ pub fn persistent(broker: &Broker, dest: &Destination, body: &str) -> Message {
         timestamp_ms: T0_MS,
         expires_ms: 0,
         producer_connection: 1,
+        wire: Default::default(),
     }
 }
 

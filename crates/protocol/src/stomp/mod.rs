@@ -12,6 +12,6 @@ mod frame;
 mod handshake;
 
 pub use decode::{DecodeError, Decoder, Item, Limits};
-pub use encode::{encode, encode_heartbeat};
+pub use encode::{encode, encode_heartbeat, FrameEncoder, HeaderWriter};
 pub use frame::{Command, Frame, Version};
 pub use handshake::{negotiate_version, HeartBeat, HeartBeatError};

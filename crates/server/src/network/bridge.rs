@@ -721,5 +721,6 @@ fn pulled_message(
         timestamp_ms: broker.now_ms(),
         expires_ms,
         producer_connection: connection,
+        wire: Default::default(),
     })
 }

@@ -304,6 +304,7 @@ pub fn inbound(
         timestamp_ms,
         expires_ms: m.expiration.max(0) as u64,
         producer_connection: connection,
+        wire: Default::default(),
     })
 }
 

@@ -19,8 +19,8 @@ use ferromq_broker::{
     MAX_PRIORITY,
 };
 use ferromq_protocol::stomp::{
-    encode, encode_heartbeat, negotiate_version, Command, DecodeError, Decoder, Frame, HeartBeat,
-    Item, Limits, Version,
+    encode, encode_heartbeat, negotiate_version, Command, DecodeError, Decoder, Frame,
+    FrameEncoder, HeaderWriter, HeartBeat, Item, Limits, Version,
 };
 use ferromq_store::Completion;
 use parking_lot::Mutex;
@@ -613,6 +613,7 @@ impl Session {
             timestamp_ms: self.ctx.broker.now_ms(),
             expires_ms,
             producer_connection: self.connection,
+            wire: Default::default(),
         };
         if let Some(tx) = frame.header("transaction") {
             let max = self.ctx.config.stomp.max_transaction_frames;
@@ -1070,24 +1071,22 @@ fn stomp_message_id(m: &Message) -> String {
         .map_or_else(|| m.id.to_string(), str::to_owned)
 }
 
-/// Renders a delivery as a MESSAGE frame.
-fn message_frame(d: &DeliveryOut, version: Version, temp_prefix: &str) -> Frame {
+/// Appends a delivery as a MESSAGE frame to the write buffer, without building a `Frame`.
+///
+/// The per-delivery headers (`subscription`, `ack`, `redelivered`) are written each time; the
+/// rest of the header block is the same for every subscriber, so for a topic message it is
+/// encoded once per variant and kept on the message (`Message::wire`): a fan-out to N
+/// subscribers escapes and formats the message's headers once, not N times. Queue messages
+/// (one delivery each) are encoded directly, with no cache to keep in memory.
+fn encode_message(d: &DeliveryOut, version: Version, temp_prefix: &str, out: &mut BytesMut) {
     let m = &d.delivery.message;
-    let mut f = Frame::new(Command::Message);
-    f.headers.reserve(m.headers.len() + 9);
-    f.push_header("subscription", d.sub.id.clone());
-    f.push_header("message-id", stomp_message_id(m));
-    f.push_header("destination", dest::render(&m.destination, temp_prefix));
+    out.reserve(m.body.len() + 256);
+    let mut fe = FrameEncoder::new(out, Command::Message, version);
+    fe.header("subscription", &d.sub.id);
     if version == Version::V1_2 {
-        f.push_header("ack", format!("{}:{}", d.delivery.consumer, d.delivery.tag));
+        fe.header("ack", &ack_id(d.delivery.consumer, d.delivery.tag));
     }
-    if m.persistent {
-        f.push_header("persistent", "true");
-    }
-    f.push_header("priority", m.priority.to_string());
-    f.push_header("timestamp", m.timestamp_ms.to_string());
-    f.push_header("expires", m.expires_ms.to_string());
-    f.push_header(
+    fe.header(
         "redelivered",
         if d.delivery.redelivered {
             "true"
@@ -1095,26 +1094,79 @@ fn message_frame(d: &DeliveryOut, version: Version, temp_prefix: &str) -> Frame 
             "false"
         },
     );
+    let network = d.sub.network;
+    let cached = wire_slot(m, version, network).and_then(|slot| {
+        m.wire.get_or_encode(slot, || {
+            let mut block = BytesMut::with_capacity(256);
+            let mut hw = HeaderWriter::new(&mut block, Command::Message, version);
+            message_headers(&mut hw, m, network, temp_prefix);
+            block.freeze()
+        })
+    });
+    match cached {
+        Some(block) => fe.header_block(block),
+        None => message_headers(fe.header_writer(), m, network, temp_prefix),
+    }
+    fe.finish(&m.body);
+}
+
+/// `consumer:tag`, the 1.2 `ack` header's value.
+fn ack_id(consumer: u64, tag: u64) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(24);
+    let _ = write!(s, "{consumer}:{tag}");
+    s
+}
+
+/// The `Message::wire` slot of a delivery's shared header block, or `None` when the block
+/// must not be shared: a queue message (delivered once, a cache would only cost memory) or one
+/// that names a temporary destination (rendered differently for its owner's connection).
+fn wire_slot(m: &Message, version: Version, network: bool) -> Option<usize> {
+    if m.destination.kind.is_queue() || m.destination.kind.is_temporary() {
+        return None;
+    }
+    if m.header("reply-to").is_some_and(
+        |v| matches!(dest::parse(v), Ok(dest::StompDest::Named(dst)) if dst.kind.is_temporary()),
+    ) {
+        return None;
+    }
+    let v = match version {
+        Version::V1_0 => 0,
+        Version::V1_1 => 1,
+        Version::V1_2 => 2,
+    };
+    let slot = v * 2 + usize::from(network);
+    (slot < ferromq_broker::WIRE_CACHE_SLOTS).then_some(slot)
+}
+
+/// The MESSAGE headers every subscriber of a message sees alike: id, destination, the
+/// broker's fields and the application headers (the JMS form of a message only for bridges).
+fn message_headers(hw: &mut HeaderWriter<'_>, m: &Message, network: bool, temp_prefix: &str) {
+    hw.header("message-id", &stomp_message_id(m));
+    hw.header("destination", &dest::render(&m.destination, temp_prefix));
+    if m.persistent {
+        hw.header("persistent", "true");
+    }
+    hw.header_u64("priority", u64::from(m.priority));
+    hw.header_u64("timestamp", m.timestamp_ms);
+    hw.header_u64("expires", m.expires_ms);
     for (n, v) in &m.headers {
-        if !d.sub.network && n.starts_with(crate::openwire::JMS_HEADER_PREFIX) {
+        if !network && n.starts_with(crate::openwire::JMS_HEADER_PREFIX) {
             // The JMS form of the message (body type, typed properties) is for JMS consumers.
             continue;
         }
         if n == "reply-to" {
             // Our own temporary destinations come back by their local names.
-            let shown = match dest::parse(v) {
+            match dest::parse(v) {
                 Ok(dest::StompDest::Named(dst)) if dst.kind.is_temporary() => {
-                    dest::render(&dst, temp_prefix)
+                    hw.header(n, &dest::render(&dst, temp_prefix));
                 }
-                _ => v.clone(),
-            };
-            f.push_header(n.clone(), shown);
+                _ => hw.header(n, v),
+            }
         } else {
-            f.push_header(n.clone(), v.clone());
+            hw.header(n, v);
         }
     }
-    f.body = m.body.clone();
-    f
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1251,8 +1303,7 @@ fn push_delivery(
     auto_acks: &mut Vec<Delivery>,
 ) {
     let version = shared.version();
-    let f = message_frame(&d, version, &shared.temp_prefix);
-    encode(&f, version, buf);
+    encode_message(&d, version, &shared.temp_prefix, buf);
     if d.sub.ack_mode == AckMode::Auto {
         auto_acks.push(d.delivery);
     } else if version != Version::V1_2 {

@@ -36,11 +36,8 @@ pub struct GcReport {
 }
 
 fn send(shared: &Shared, cmd: Cmd) -> Result<(), StoreError> {
-    let tx = shared.tx.read();
-    match tx.as_ref() {
-        Some(tx) => tx.send(cmd).map_err(|_| StoreError::Closed),
-        None => Err(StoreError::Closed),
-    }
+    // A refused command is dropped: its waiter (this thread) is told `Closed` here.
+    shared.tx.try_send(cmd).map_err(|_| StoreError::Closed)
 }
 
 fn snapshot(shared: &Shared, for_gc: bool) -> Result<Option<Snapshot>, StoreError> {

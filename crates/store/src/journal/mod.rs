@@ -27,7 +27,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Sender, SyncSender};
+use std::sync::mpsc::{sync_channel, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -38,10 +38,11 @@ pub use gc::GcReport;
 pub use recovery::RecoveryReport;
 pub use storage::{create_dir_all_durably, FileDir, MemDir, PowerLoss, StorageDir, StorageFile};
 
+use crate::group::{check_usage, Inbox, Submitted};
 use crate::journal::index::{Index, Position};
 use crate::journal::segment::segment_name;
-use crate::journal::writer::{read_payload, Cmd, Writer};
-use crate::{Batch, Completer, Completion, MessageStore, Op, Recovery, StoreError, StoredMessage};
+use crate::journal::writer::{batch_group_bytes, read_payload, Cmd, Writer};
+use crate::{Batch, Completer, Completion, MessageStore, Recovery, StoreError, StoredMessage};
 
 /// When a batch counts as durable (`store.sync`, KahaDB's `journalDiskSyncStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,28 +56,6 @@ pub enum SyncMode {
     },
     /// Confirm after the write; sync only on segment roll, checkpoint and close.
     Never,
-}
-
-impl SyncMode {
-    /// When a writer holding unsynced bytes must sync even if nothing else arrives: the
-    /// periodic interval after `last_sync`, or (`Always`) the `ack_sync_delay_ms` after the
-    /// oldest lazy batch written unsynced. Shared by the journal and lsm writers.
-    pub(crate) fn sync_due(
-        self,
-        last_sync: std::time::Instant,
-        lazy_unsynced_since: Option<std::time::Instant>,
-        ack_sync_delay_ms: u64,
-    ) -> Option<std::time::Instant> {
-        match self {
-            SyncMode::Periodic { interval_ms } => {
-                Some(last_sync + std::time::Duration::from_millis(interval_ms))
-            }
-            SyncMode::Always => {
-                lazy_unsynced_since.map(|t| t + std::time::Duration::from_millis(ack_sync_delay_ms))
-            }
-            SyncMode::Never => None,
-        }
-    }
 }
 
 /// Which system calls the writer uses for a group's write and sync ([`JournalConfig::io`]).
@@ -239,7 +218,7 @@ pub(crate) struct Shared {
     segments: RwLock<BTreeMap<u32, Arc<dyn StorageFile>>>,
     failed_flag: AtomicBool,
     failure: Mutex<Option<StoreError>>,
-    tx: RwLock<Option<SyncSender<Cmd>>>,
+    tx: Inbox<Cmd>,
     usage_bytes: AtomicU64,
     stats: Counters,
     last_checkpoint: Mutex<Option<Position>>,
@@ -345,34 +324,19 @@ impl JournalStore {
         if self.shared.failed_flag.load(Ordering::Acquire) {
             return Completion::ready(Err(self.shared.failure()));
         }
-        let limit = self.shared.config.store_usage_limit;
-        if limit > 0 {
-            let adding = enqueue_bytes(&batch);
-            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
-            if adding > 0 && usage + adding > limit {
-                return Completion::ready(Err(StoreError::Full(format!(
-                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
-                     {limit} bytes"
-                ))));
-            }
+        let usage = self.shared.usage_bytes.load(Ordering::Acquire);
+        if let Err(e) = check_usage(self.shared.config.store_usage_limit, usage, &batch) {
+            return Completion::ready(Err(e));
         }
         let (completer, completion): (Completer, Completion) = Completion::pair();
-        let tx = self.shared.tx.read();
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(Cmd::Batch { completer, .. })) =
-                    tx.send(Cmd::Batch {
-                        ops: batch,
-                        completer,
-                        lazy,
-                    })
-                {
-                    completer.complete(Err(StoreError::Closed));
-                }
-                completion
-            }
-            None => Completion::ready(Err(StoreError::Closed)),
-        }
+        let bytes = batch_group_bytes(&batch);
+        self.shared.tx.send(Cmd::Batch(Submitted {
+            ops: batch,
+            completer,
+            lazy,
+            bytes,
+        }));
+        completion
     }
 
     /// Opens (creating if needed) the journal in directory `path`.
@@ -410,16 +374,16 @@ impl JournalStore {
             segments: RwLock::new(recovered.segments),
             failed_flag: AtomicBool::new(false),
             failure: Mutex::new(None),
-            tx: RwLock::new(Some(tx)),
+            tx: Inbox::new(tx),
             usage_bytes: AtomicU64::new(usage_bytes),
             stats: Counters::default(),
             last_checkpoint: Mutex::new(last_checkpoint),
             maintenance: Mutex::new(()),
         });
-        let writer = Writer::new(shared.clone(), rx, recovered.head, uring);
+        let writer = Writer::new(shared.clone(), recovered.head, uring);
         let writer = std::thread::Builder::new()
             .name("ferromq-journal-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("spawn journal writer thread", e))?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel();
         let maint_shared = shared.clone();
@@ -480,7 +444,7 @@ impl JournalStore {
             let _ = handle.join();
         }
         // Dropping the last sender ends the writer once it drained the queue.
-        self.shared.tx.write().take();
+        self.shared.tx.close();
         if let Some(handle) = self.writer.lock().take() {
             if handle.join().is_err() {
                 self.shared
@@ -488,16 +452,6 @@ impl JournalStore {
             }
         }
     }
-}
-
-fn enqueue_bytes(batch: &Batch) -> u64 {
-    batch
-        .iter()
-        .map(|op| match op {
-            Op::Enqueue { payload, .. } => payload.len() as u64,
-            _ => 0,
-        })
-        .sum()
 }
 
 impl MessageStore for JournalStore {

@@ -21,10 +21,11 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::group::{self, GroupItem, GroupLimits, GroupWriter, Submitted, SyncClock};
 use crate::journal::index::{Index, Location, Position};
 use crate::journal::record::{
     batch_payload_bytes, begin_record, check_payload, encode_batch, encode_released, finish_record,
@@ -33,7 +34,7 @@ use crate::journal::record::{
 };
 use crate::journal::segment::{create_segment, segment_name, Head};
 use crate::journal::uring::{Ring, UringError};
-use crate::journal::{Shared, SyncMode};
+use crate::journal::Shared;
 use crate::{Batch, Completer, Op, StoreError};
 
 /// Batches the writer takes into one group at most (with `batch_bytes_max`, bounds a group).
@@ -42,17 +43,8 @@ const GROUP_BATCHES_MAX: usize = 4096;
 /// A request to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Cmd {
-    /// Append one atomic batch.
-    Batch {
-        /// The ops.
-        ops: Batch,
-        /// Resolved when durable (or failed); when `lazy`, once written.
-        completer: Completer,
-        /// An ack without a receipt ([`crate::MessageStore::submit_lazy`]): with
-        /// `SyncMode::Always` it does not make its group sync; the next synced group, or the
-        /// `ack_sync_delay_ms` timer, makes it durable.
-        lazy: bool,
-    },
+    /// Append one atomic batch (`bytes`: [`batch_group_bytes`]).
+    Batch(Submitted),
     /// Append a segments-released record (cumulative ranges) and sync it.
     Released {
         /// Every range released so far, with the new ones.
@@ -117,102 +109,42 @@ enum Apply {
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    rx: Receiver<Cmd>,
     head: Head,
     /// Encoded records not yet written; they start at `head.offset`.
     buf: Vec<u8>,
     pending_apply: Vec<Apply>,
     waiters: Vec<Completer>,
-    /// Bytes written since the last sync.
-    unsynced: bool,
-    last_sync: Instant,
+    /// Whether written bytes are unsynced, and when they must be synced.
+    clock: SyncClock,
     /// The group being gathered holds a batch that must be durable before it is confirmed
     /// (anything but a lazy batch); only read with `SyncMode::Always`.
     group_needs_sync: bool,
-    /// When the oldest lazy batch written but not yet synced was written (`SyncMode::Always`).
-    lazy_unsynced_since: Option<Instant>,
     /// The io_uring path, when the store chose it (see `JournalIo`); `None` = portable.
     uring: Option<Ring>,
 }
 
 impl Writer {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        rx: Receiver<Cmd>,
-        head: Head,
-        uring: Option<Ring>,
-    ) -> Writer {
+    pub(crate) fn new(shared: Arc<Shared>, head: Head, uring: Option<Ring>) -> Writer {
+        let clock = SyncClock::new(shared.config.sync, shared.config.ack_sync_delay_ms);
         Writer {
             shared,
-            rx,
             head,
             buf: Vec::with_capacity(1 << 20),
             pending_apply: Vec::new(),
             waiters: Vec::new(),
-            unsynced: false,
-            last_sync: Instant::now(),
+            clock,
             group_needs_sync: false,
-            lazy_unsynced_since: None,
             uring,
         }
     }
 
     /// Runs until every sender is gone, then syncs what is left.
-    pub(crate) fn run(mut self) {
-        let config_bytes_max = self.shared.config.batch_bytes_max;
-        loop {
-            let first = match self.sync_due() {
-                Some(due) => match self
-                    .rx
-                    .recv_timeout(due.saturating_duration_since(Instant::now()))
-                {
-                    Ok(cmd) => cmd,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_now();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match self.rx.recv() {
-                    Ok(cmd) => cmd,
-                    Err(_) => break,
-                },
-            };
-            let mut group_bytes = cmd_bytes(&first);
-            self.handle(first);
-            let mut batches = 1;
-            while group_bytes < config_bytes_max && batches < GROUP_BATCHES_MAX {
-                match self.rx.try_recv() {
-                    Ok(cmd) => {
-                        group_bytes += cmd_bytes(&cmd);
-                        batches += 1;
-                        self.handle(cmd);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit(false);
-        }
-        self.commit(true);
-        tracing::debug!(
-            segment = self.head.id,
-            offset = self.head.offset,
-            "journal writer stopped"
-        );
-    }
-
-    /// When written bytes must be synced even if nothing else arrives: the periodic interval,
-    /// or the lazy batches' `ack_sync_delay_ms`.
-    fn sync_due(&self) -> Option<Instant> {
-        if !self.unsynced {
-            return None;
-        }
-        let c = &self.shared.config;
-        c.sync.sync_due(
-            self.last_sync,
-            self.lazy_unsynced_since,
-            c.ack_sync_delay_ms,
-        )
+    pub(crate) fn run(mut self, rx: Receiver<Cmd>) {
+        let limits = GroupLimits {
+            bytes_max: self.shared.config.batch_bytes_max,
+            items_max: GROUP_BATCHES_MAX,
+        };
+        group::run(&mut self, &rx, limits);
     }
 
     fn failed(&self) -> Option<StoreError> {
@@ -225,29 +157,23 @@ impl Writer {
 
     fn handle(&mut self, cmd: Cmd) {
         if let Some(err) = self.failed() {
-            match cmd {
-                Cmd::Batch { completer, .. }
-                | Cmd::Released { completer, .. }
-                | Cmd::Relocate { completer, .. } => completer.complete(Err(err)),
-                Cmd::Checkpoint { reply, .. } => {
-                    let _ = reply.send(Err(err));
-                }
-            }
+            cmd.refuse(err);
             return;
         }
         match cmd {
-            Cmd::Batch {
+            Cmd::Batch(Submitted {
                 ops,
                 completer,
                 lazy,
-            } => {
+                ..
+            }) => {
                 self.group_needs_sync |= !lazy;
                 self.append_batch(ops, completer);
             }
             Cmd::Released { ranges, completer } => {
                 // Apply what precedes first: the record carries the index's list seqs as of
                 // its own position in the journal.
-                self.commit(false);
+                self.write_group(false);
                 let max_seqs = self.shared.index.read().max_seqs();
                 if let Err(e) = self.append_record(RecordType::SegmentsReleased, |buf| {
                     encode_released(buf, &ranges, &max_seqs)
@@ -260,7 +186,7 @@ impl Writer {
                 self.pending_apply.push(Apply::Released(ranges));
                 self.waiters.push(completer);
                 // Deleting files must wait for this record to be durable whatever the mode.
-                self.commit(true);
+                self.write_group(true);
             }
             Cmd::Relocate {
                 segments,
@@ -269,13 +195,13 @@ impl Writer {
             } => {
                 // Earlier batches of this group must be applied first: the index decides what
                 // is still live, and the rewritten copies must follow every earlier ack.
-                self.commit(false);
+                self.write_group(false);
                 let ops = self.relocation_ops(&segments, messages);
                 if ops.is_empty() {
                     completer.complete(Ok(()));
                 } else {
                     self.append_batch(ops, completer);
-                    self.commit(true);
+                    self.write_group(true);
                 }
             }
             Cmd::Checkpoint {
@@ -283,7 +209,7 @@ impl Writer {
                 last,
                 reply,
             } => {
-                self.commit(true);
+                self.write_group(true);
                 let _ = reply.send(self.snapshot(for_gc, last));
             }
         }
@@ -337,7 +263,7 @@ impl Writer {
             }
         };
         finish_record(&mut self.buf, start, kind, self.shared.epoch);
-        if start == 0 && !self.unsynced {
+        if start == 0 && !self.clock.unsynced() {
             // Nothing written since the last sync: this record starts a sync unit.
             mark_unit_start(&mut self.buf[start..]);
         }
@@ -419,7 +345,7 @@ impl Writer {
             .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
         self.buf.clear();
-        self.unsynced = true;
+        self.clock.written();
         Ok(())
     }
 
@@ -458,7 +384,7 @@ impl Writer {
                 .fetch_add(bytes, Ordering::Relaxed);
             self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
             self.buf.clear();
-            self.unsynced = true;
+            self.clock.written();
         }
         if sync {
             self.synced();
@@ -467,14 +393,12 @@ impl Writer {
     }
 
     fn synced(&mut self) {
-        self.unsynced = false;
-        self.lazy_unsynced_since = None;
-        self.last_sync = Instant::now();
+        self.clock.synced();
         self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
     }
 
     fn sync_now(&mut self) -> bool {
-        if !self.unsynced {
+        if !self.clock.unsynced() {
             return true;
         }
         match self.write_and_sync(true) {
@@ -488,7 +412,7 @@ impl Writer {
 
     /// Writes the buffer, applies the group to the index, syncs per the sync mode (always when
     /// `force_sync`), and completes the waiters.
-    fn commit(&mut self, force_sync: bool) {
+    fn write_group(&mut self, force_sync: bool) {
         let needs_sync = std::mem::take(&mut self.group_needs_sync);
         if self.pending_apply.is_empty() && self.waiters.is_empty() && !force_sync {
             return;
@@ -505,30 +429,14 @@ impl Writer {
                 return;
             }
         }
-        let sync = force_sync
-            || match self.shared.config.sync {
-                // A group of lazy batches only is written and left for a later sync, unless
-                // the oldest unsynced one has waited `ack_sync_delay_ms` already.
-                SyncMode::Always => {
-                    needs_sync
-                        || self.lazy_unsynced_since.is_some_and(|t| {
-                            t.elapsed()
-                                >= Duration::from_millis(self.shared.config.ack_sync_delay_ms)
-                        })
-                }
-                SyncMode::Periodic { interval_ms } => {
-                    self.last_sync.elapsed() >= Duration::from_millis(interval_ms)
-                }
-                SyncMode::Never => false,
-            };
+        // A group of lazy batches only is written and left for a later sync, unless the oldest
+        // unsynced one has waited `ack_sync_delay_ms` already (`SyncClock::must_sync`).
+        let sync = force_sync || self.clock.must_sync(needs_sync);
         // One write and (when due and something is unsynced) one sync for the whole group.
-        let sync = sync && (self.unsynced || !self.buf.is_empty());
+        let sync = sync && (self.clock.unsynced() || !self.buf.is_empty());
         if let Err(e) = self.write_and_sync(sync) {
             self.fail(e);
             return;
-        }
-        if self.unsynced && self.lazy_unsynced_since.is_none() {
-            self.lazy_unsynced_since = Some(Instant::now());
         }
         // Fence again after the sync, before confirming or applying anything: if we were deposed
         // while writing, the group may be on disk (a new master seals it away) but nobody is
@@ -662,16 +570,64 @@ pub(crate) fn read_payload(
     })
 }
 
-fn cmd_bytes(cmd: &Cmd) -> usize {
-    match cmd {
-        Cmd::Batch { ops, .. } => ops
-            .iter()
-            .map(|op| match op {
-                Op::Enqueue { payload, .. } => payload.len() + 64,
-                _ => 64,
-            })
-            .sum::<usize>()
-            .max(RECORD_HEADER_BYTES),
-        _ => RECORD_HEADER_BYTES,
+/// What a batch counts against the group's `batch_bytes_max`: its payloads plus a little per
+/// op, at least a record header.
+pub(crate) fn batch_group_bytes(ops: &Batch) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            Op::Enqueue { payload, .. } => payload.len() + 64,
+            _ => 64,
+        })
+        .sum::<usize>()
+        .max(RECORD_HEADER_BYTES)
+}
+
+impl GroupItem for Cmd {
+    fn group_bytes(&self) -> usize {
+        match self {
+            Cmd::Batch(b) => b.bytes,
+            _ => RECORD_HEADER_BYTES,
+        }
+    }
+
+    fn refuse(self, err: StoreError) {
+        match self {
+            Cmd::Batch(Submitted { completer, .. })
+            | Cmd::Released { completer, .. }
+            | Cmd::Relocate { completer, .. } => completer.complete(Err(err)),
+            Cmd::Checkpoint { reply, .. } => {
+                // The maintenance thread may have given up waiting; nothing to tell then.
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+impl GroupWriter for Writer {
+    type Item = Cmd;
+
+    fn sync_due(&self) -> Option<Instant> {
+        self.clock.due()
+    }
+
+    fn sync_timer(&mut self) {
+        // A failure has failed the store already; the next batch learns it.
+        let _ = self.sync_now();
+    }
+
+    fn commit(&mut self, group: &mut Vec<Cmd>) {
+        for cmd in group.drain(..) {
+            self.handle(cmd);
+        }
+        self.write_group(false);
+    }
+
+    fn finish(&mut self) {
+        self.write_group(true);
+        tracing::debug!(
+            segment = self.head.id,
+            offset = self.head.offset,
+            "journal writer stopped"
+        );
     }
 }

@@ -19,7 +19,7 @@ mod writer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -30,9 +30,10 @@ use rocksdb::{
     ReadOptions, WriteOptions, DB,
 };
 
+use crate::group::{check_usage, Inbox, Submitted};
 use crate::journal::fence;
 use crate::lsm::codec::ListStats;
-use crate::lsm::writer::{Queued, Writer};
+use crate::lsm::writer::Writer;
 use crate::{
     Batch, Completion, Fence, ListInfo, MessageStore, Op, Recovery, StoreError, StoredMessage,
     SyncMode,
@@ -176,7 +177,7 @@ pub(crate) struct Shared {
     usage_bytes: AtomicU64,
     failed_flag: AtomicBool,
     failure: Mutex<Option<StoreError>>,
-    tx: RwLock<Option<SyncSender<Queued>>>,
+    tx: Inbox<Submitted>,
     stats: Counters,
 }
 
@@ -313,32 +314,19 @@ impl LsmStore {
         if let Some(err) = self.shared.failed() {
             return Completion::ready(Err(err));
         }
-        let limit = self.shared.config.store_usage_limit;
-        if limit > 0 {
-            let adding = enqueue_bytes(&batch);
-            let usage = self.shared.usage_bytes.load(Ordering::Acquire);
-            if adding > 0 && usage.saturating_add(adding) > limit {
-                return Completion::ready(Err(StoreError::Full(format!(
-                    "store usage {usage} bytes + {adding} would exceed store_usage_limit \
-                     {limit} bytes"
-                ))));
-            }
+        let usage = self.shared.usage_bytes.load(Ordering::Acquire);
+        if let Err(e) = check_usage(self.shared.config.store_usage_limit, usage, &batch) {
+            return Completion::ready(Err(e));
         }
         let (completer, completion) = Completion::pair();
-        let tx = self.shared.tx.read();
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(queued)) = tx.send(Queued {
-                    ops: batch,
-                    completer,
-                    lazy,
-                }) {
-                    queued.completer.complete(Err(StoreError::Closed));
-                }
-                completion
-            }
-            None => Completion::ready(Err(StoreError::Closed)),
-        }
+        let bytes = batch_bytes(&batch);
+        self.shared.tx.send(Submitted {
+            ops: batch,
+            completer,
+            lazy,
+            bytes,
+        });
+        completion
     }
 
     /// Opens (creating if needed) the store in `config.path`: RocksDB replays its WAL, the list
@@ -368,13 +356,13 @@ impl LsmStore {
             usage_bytes: AtomicU64::new(usage_bytes),
             failed_flag: AtomicBool::new(false),
             failure: Mutex::new(None),
-            tx: RwLock::new(Some(tx)),
+            tx: Inbox::new(tx),
             stats: Counters::default(),
         });
-        let writer = Writer::new(shared.clone(), db, rx);
+        let writer = Writer::new(shared.clone(), db);
         let writer = std::thread::Builder::new()
             .name("ferromq-lsm-writer".into())
-            .spawn(move || writer.run())
+            .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::io("spawn lsm writer thread", e))?;
         Ok(LsmStore {
             shared,
@@ -397,7 +385,7 @@ impl LsmStore {
     /// Stops the writer after it wrote (and synced) everything queued.
     fn stop_writer(&self) {
         // Dropping the last sender ends the writer once it drained the queue.
-        self.shared.tx.write().take();
+        self.shared.tx.close();
         if let Some(handle) = self.writer.lock().take() {
             if handle.join().is_err() {
                 self.shared
@@ -423,16 +411,6 @@ pub(crate) fn batch_bytes(batch: &Batch) -> usize {
                     + rec.topic.len()
                     + rec.selector.as_ref().map_or(0, String::len)
             }
-        })
-        .sum()
-}
-
-fn enqueue_bytes(batch: &Batch) -> u64 {
-    batch
-        .iter()
-        .map(|op| match op {
-            Op::Enqueue { payload, .. } => payload.len() as u64,
-            _ => 0,
         })
         .sum()
 }

@@ -18,29 +18,18 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rocksdb::{WriteBatch, WriteOptions, DB};
 
+use crate::group::{self, GroupLimits, GroupWriter, Submitted, SyncClock};
 use crate::lsm::codec::{self, ListStats};
 use crate::lsm::{batch_bytes, cf, rocks_error, Shared, CF_LISTS, CF_MESSAGES, CF_SUBSCRIPTIONS};
-use crate::{Batch, Completer, Op, StoreError, SyncMode};
+use crate::{Batch, Completer, Op, StoreError};
 
 use super::LSM_BATCH_BYTES_MAX;
-
-/// One submitted batch waiting for the writer.
-#[derive(Debug)]
-pub(crate) struct Queued {
-    /// The ops, applied atomically.
-    pub ops: Batch,
-    /// Resolved when durable (or failed); when `lazy`, once written.
-    pub completer: Completer,
-    /// An ack without a receipt: with `SyncMode::Always` it does not make its group sync the
-    /// WAL; the next synced group or the `ack_sync_delay_ms` timer does.
-    pub lazy: bool,
-}
 
 /// What a group changes, ahead of RocksDB: reads during staging look here first.
 #[derive(Debug, Default)]
@@ -58,88 +47,30 @@ struct Staged {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     db: Arc<DB>,
-    rx: Receiver<Queued>,
-    /// A group was written to the WAL but not synced (`Periodic` / `Never`).
-    unsynced: bool,
-    last_sync: Instant,
-    /// When the oldest lazy group written but not synced was written (`SyncMode::Always`).
-    lazy_unsynced_since: Option<Instant>,
+    /// Whether a group was written to the WAL but not synced, and when it must be.
+    clock: SyncClock,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, db: Arc<DB>, rx: Receiver<Queued>) -> Writer {
-        Writer {
-            shared,
-            db,
-            rx,
-            unsynced: false,
-            last_sync: Instant::now(),
-            lazy_unsynced_since: None,
-        }
+    pub(crate) fn new(shared: Arc<Shared>, db: Arc<DB>) -> Writer {
+        let clock = SyncClock::new(shared.config.sync, shared.config.ack_sync_delay_ms);
+        Writer { shared, db, clock }
     }
 
     /// Runs until every sender is gone, then syncs what is left unsynced.
-    pub(crate) fn run(mut self) {
-        let group_bytes_max = self.shared.config.group_bytes_max;
-        let group_batches_max = self.shared.config.group_batches_max;
-        loop {
-            let first = match self.sync_due() {
-                Some(due) => match self
-                    .rx
-                    .recv_timeout(due.saturating_duration_since(Instant::now()))
-                {
-                    Ok(q) => q,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.sync_wal();
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
-                None => match self.rx.recv() {
-                    Ok(q) => q,
-                    Err(_) => break,
-                },
-            };
-            let mut group_bytes = batch_bytes(&first.ops);
-            let mut group = vec![first];
-            while group_bytes < group_bytes_max && group.len() < group_batches_max {
-                match self.rx.try_recv() {
-                    Ok(q) => {
-                        group_bytes += batch_bytes(&q.ops);
-                        group.push(q);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit(group);
-        }
-        if self.unsynced && self.shared.failed().is_none() {
-            self.sync_wal();
-        }
-        tracing::debug!("lsm writer stopped");
-    }
-
-    /// When the WAL must be synced even if nothing else arrives: the periodic interval, or the
-    /// lazy groups' `ack_sync_delay_ms`.
-    fn sync_due(&self) -> Option<Instant> {
-        if !self.unsynced || self.shared.failed().is_some() {
-            return None;
-        }
-        let c = &self.shared.config;
-        c.sync.sync_due(
-            self.last_sync,
-            self.lazy_unsynced_since,
-            c.ack_sync_delay_ms,
-        )
+    pub(crate) fn run(mut self, rx: Receiver<Submitted>) {
+        let limits = GroupLimits {
+            bytes_max: self.shared.config.group_bytes_max,
+            items_max: self.shared.config.group_batches_max,
+        };
+        group::run(&mut self, &rx, limits);
     }
 
     /// Syncs the WAL (for lazy groups, `Periodic` and `Never`); a failure fails the store.
     fn sync_wal(&mut self) -> bool {
         match self.db.flush_wal(true) {
             Ok(()) => {
-                self.unsynced = false;
-                self.lazy_unsynced_since = None;
-                self.last_sync = Instant::now();
+                self.clock.synced();
                 self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -160,14 +91,15 @@ impl Writer {
     }
 
     /// Writes one group as one `WriteBatch`, then confirms its batches.
-    fn commit(&mut self, group: Vec<Queued>) {
+    fn write_group(&mut self, group: Vec<Submitted>) {
         let mut waiters = Vec::with_capacity(group.len());
         let mut batches = Vec::with_capacity(group.len());
         let mut needs_sync = false;
-        for Queued {
+        for Submitted {
             ops,
             completer,
             lazy,
+            ..
         } in group
         {
             let bytes = batch_bytes(&ops);
@@ -211,12 +143,9 @@ impl Writer {
         }
         // A group of lazy batches only is written and left for a later sync (a later group's,
         // which syncs the whole WAL file, or the timer's), unless the oldest unsynced lazy
-        // group has waited `ack_sync_delay_ms` already.
-        let sync = matches!(self.shared.config.sync, SyncMode::Always)
-            && (needs_sync
-                || self.lazy_unsynced_since.is_some_and(|t| {
-                    t.elapsed() >= Duration::from_millis(self.shared.config.ack_sync_delay_ms)
-                }));
+        // group has waited `ack_sync_delay_ms` already; with `Periodic`, the group that finds
+        // the interval passed syncs (the WAL sync covers every earlier unsynced group).
+        let sync = self.clock.must_sync(needs_sync);
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
         if let Err(e) = self.db.write_opt(wb, &wo) {
@@ -227,26 +156,9 @@ impl Writer {
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
         if sync {
             self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            self.last_sync = Instant::now();
-            self.unsynced = false;
-            self.lazy_unsynced_since = None;
+            self.clock.synced();
         } else {
-            self.unsynced = true;
-            if matches!(self.shared.config.sync, SyncMode::Always) {
-                self.lazy_unsynced_since.get_or_insert_with(Instant::now);
-            }
-            if let SyncMode::Periodic { interval_ms } = self.shared.config.sync {
-                if self.last_sync.elapsed() >= Duration::from_millis(interval_ms)
-                    && !self.sync_wal()
-                {
-                    let err = self
-                        .shared
-                        .failed()
-                        .unwrap_or_else(|| StoreError::Failed("WAL sync failed".into()));
-                    self.fail_all(err, waiters);
-                    return;
-                }
-            }
+            self.clock.written();
         }
         // Fence again before confirming: a master deposed while writing confirms nothing.
         if let Err(e) = self.shared.check_fence() {
@@ -427,5 +339,32 @@ fn shrink(list: &str, stats: ListStats, len: u64) -> Result<ListStats, StoreErro
                 stats.count, stats.bytes
             ),
         }),
+    }
+}
+
+impl GroupWriter for Writer {
+    type Item = Submitted;
+
+    fn sync_due(&self) -> Option<Instant> {
+        if self.shared.failed().is_some() {
+            return None;
+        }
+        self.clock.due()
+    }
+
+    fn sync_timer(&mut self) {
+        // A failure has failed the store already; the next batch learns it.
+        let _ = self.sync_wal();
+    }
+
+    fn commit(&mut self, group: &mut Vec<Submitted>) {
+        self.write_group(std::mem::take(group));
+    }
+
+    fn finish(&mut self) {
+        if self.clock.unsynced() && self.shared.failed().is_none() {
+            let _ = self.sync_wal();
+        }
+        tracing::debug!("lsm writer stopped");
     }
 }

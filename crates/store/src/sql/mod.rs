@@ -44,7 +44,7 @@ mod writer;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -54,9 +54,10 @@ use parking_lot::{Mutex, RwLock};
 
 pub use dialect::Dialect;
 
+use crate::group::{payload_bytes, Inbox, Submitted};
 use crate::sql::conn::{Arg, Col, Options, Pool, Val};
 use crate::sql::dialect::Tables;
-use crate::sql::writer::{Job, Writer, WriterConfig};
+use crate::sql::writer::{Writer, WriterConfig};
 use crate::{
     Batch, Completion, Fence, ListInfo, MessageStore, Op, Recovery, StoreError, StoredMessage,
     SubscriptionRecord,
@@ -251,7 +252,7 @@ pub(crate) struct Shared {
     usage_bytes: AtomicU64,
     commits: AtomicU64,
     batches: AtomicU64,
-    tx: RwLock<Option<SyncSender<Job>>>,
+    tx: Inbox<Submitted>,
 }
 
 impl Shared {
@@ -313,29 +314,15 @@ impl SqlStore {
         if let Err(e) = self.check_batch(&batch) {
             return Completion::ready(Err(e));
         }
-        let bytes = batch
-            .iter()
-            .map(|op| match op {
-                Op::Enqueue { payload, .. } => payload.len(),
-                _ => 0,
-            })
-            .sum();
+        let bytes = payload_bytes(&batch);
         let (completer, completion) = Completion::pair();
-        let tx = self.shared.tx.read();
-        match tx.as_ref() {
-            Some(tx) => {
-                if let Err(std::sync::mpsc::SendError(job)) = tx.send(Job {
-                    ops: batch,
-                    completer,
-                    bytes,
-                    lazy,
-                }) {
-                    job.completer.complete(Err(StoreError::Closed));
-                }
-                completion
-            }
-            None => Completion::ready(Err(StoreError::Closed)),
-        }
+        self.shared.tx.send(Submitted {
+            ops: batch,
+            completer,
+            lazy,
+            bytes,
+        });
+        completion
     }
 
     /// Connects, creates the tables if configured, checks the fence epoch, reads the stored
@@ -353,7 +340,7 @@ impl SqlStore {
             usage_bytes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             batches: AtomicU64::new(0),
-            tx: RwLock::new(Some(tx)),
+            tx: Inbox::new(tx),
         });
 
         let (init_tx, init_rx) = sync_channel::<Result<Opened, StoreError>>(1);
@@ -397,7 +384,6 @@ impl SqlStore {
                 let fence_epoch = writer_cfg.fence_epoch.and_then(|e| i64::try_from(e).ok());
                 let writer = Writer {
                     shared: writer_shared,
-                    rx,
                     rt,
                     conn: Some(conn),
                     cfg: WriterConfig {
@@ -414,7 +400,7 @@ impl SqlStore {
                     max_seqs,
                 };
                 let _ = init_tx.send(Ok(opened));
-                writer.run();
+                writer.run(rx);
             })
             .map_err(|e| StoreError::io("spawn sql writer thread", e))?;
         let opened = match init_rx.recv() {
@@ -534,7 +520,7 @@ impl SqlStore {
     /// Ends the writer after it applied what is queued.
     fn stop_writer(&self) {
         // Dropping the last sender ends the writer once it drained the queue.
-        self.shared.tx.write().take();
+        self.shared.tx.close();
         if let Some(handle) = self.writer.lock().take() {
             if handle.join().is_err() {
                 self.shared

@@ -23,25 +23,15 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
+use crate::group::{self, GroupLimits, GroupWriter, Submitted};
 use crate::sql::conn::{Arg, Col, Conn};
 use crate::sql::dialect::{placeholders_max, Dialect, Tables};
 use crate::sql::Shared;
-use crate::{Batch, Completer, Fence, Op, StoreError};
+use crate::{Fence, Op, StoreError};
 
 /// Rows one multi-row statement carries at most. Far below every database's placeholder limit
 /// (see [`placeholders_max`]); past a few hundred rows a bigger statement saves nothing.
 const ROWS_PER_STATEMENT_MAX: usize = 500;
-
-/// One submitted batch.
-#[derive(Debug)]
-pub(crate) struct Job {
-    pub ops: Batch,
-    pub completer: Completer,
-    /// Payload bytes of its enqueues (for the group bound).
-    pub bytes: usize,
-    /// An ack without a receipt (`MessageStore::submit_lazy`).
-    pub lazy: bool,
-}
 
 /// What the writer needs besides its connection.
 #[derive(Debug)]
@@ -98,7 +88,6 @@ impl From<sqlx::Error> for GroupError {
 
 pub(crate) struct Writer {
     pub shared: Arc<Shared>,
-    pub rx: Receiver<Job>,
     pub rt: Runtime,
     /// `None` once a failure made the connection's state unknown.
     pub conn: Option<Conn>,
@@ -110,32 +99,15 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Runs until every sender is gone, then closes the connection.
-    pub(crate) fn run(mut self) {
-        loop {
-            let Ok(first) = self.rx.recv() else { break };
-            let mut group_bytes = first.bytes;
-            let mut group = vec![first];
-            while group.len() < self.cfg.group_batches_max && group_bytes < self.cfg.group_bytes_max
-            {
-                match self.rx.try_recv() {
-                    Ok(job) => {
-                        group_bytes += job.bytes;
-                        group.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_group(group);
-        }
-        if let Some(conn) = self.conn.take() {
-            self.rt.block_on(async {
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
-            });
-        }
-        tracing::debug!("sql store writer stopped");
+    pub(crate) fn run(mut self, rx: Receiver<Submitted>) {
+        let limits = GroupLimits {
+            bytes_max: self.cfg.group_bytes_max,
+            items_max: self.cfg.group_batches_max,
+        };
+        group::run(&mut self, &rx, limits);
     }
 
-    fn commit_group(&mut self, group: Vec<Job>) {
+    fn commit_group(&mut self, group: Vec<Submitted>) {
         if let Some(err) = self.shared.failure_if_failed() {
             for job in group {
                 job.completer.complete(Err(err.clone()));
@@ -210,7 +182,7 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, group: Vec<Job>, err: StoreError) {
+    fn fail(&mut self, group: Vec<Submitted>, err: StoreError) {
         self.shared.set_failed(&err);
         for job in group {
             job.completer.complete(Err(err.clone()));
@@ -224,7 +196,7 @@ async fn apply_group(
     conn: &mut Conn,
     cfg: &WriterConfig,
     max_seqs: &mut HashMap<String, i64>,
-    group: &[Job],
+    group: &[Submitted],
 ) -> Result<i64, GroupError> {
     let d = cfg.dialect;
     conn.raw(d.begin()).await?;
@@ -575,4 +547,21 @@ async fn create_tables_once(conn: &mut Conn, d: Dialect, t: &Tables) -> Result<(
         }
     }
     Ok(())
+}
+
+impl GroupWriter for Writer {
+    type Item = Submitted;
+
+    fn commit(&mut self, group: &mut Vec<Submitted>) {
+        self.commit_group(std::mem::take(group));
+    }
+
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.rt.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
+            });
+        }
+        tracing::debug!("sql store writer stopped");
+    }
 }
