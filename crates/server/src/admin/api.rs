@@ -642,6 +642,7 @@ async fn send_message(
         },
         // No connection: `noLocal` subscribers receive it like any other.
         producer_connection: 0,
+        wire: Default::default(),
     };
     let id = msg.id.to_string();
     // Its own task: a client that hangs up (or the timeout below) must not cancel a send
