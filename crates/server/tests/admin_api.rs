@@ -183,6 +183,13 @@ async fn api_and_metrics_match_what_stomp_clients_see() {
     let status = json_ok(&admin, "GET", "/status", None, None, 200).await;
     assert_eq!(status["role"], "master");
     assert_eq!(status["broker"], "adm");
+    let out = std::process::Command::new(support::BIN)
+        .args(["status", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ferromq status: {out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["role"], "master", "{printed}");
     // Everything else needs a login.
     let (code, head, _) = http(&admin, "GET", "/api/v1/broker", None, None).await;
     assert_eq!(code, 401, "{head}");
