@@ -1318,6 +1318,27 @@ impl Broker {
         v
     }
 
+    /// A producer with `dest` as its fixed destination opened (OpenWire's `ProducerInfo`);
+    /// counted on the queue, which it creates if need be, as ActiveMQ does. Topics keep no
+    /// per-topic state, so their producers are not counted; nor are those of a destination
+    /// that cannot be used (the producer finds out when it sends).
+    pub fn producer_opened(&self, dest: &Destination) {
+        if dest.kind.is_queue() {
+            if let Ok(list) = self.queue_list(dest) {
+                list.producer_opened();
+            }
+        }
+    }
+
+    /// A producer counted by [`Broker::producer_opened`] closed.
+    pub fn producer_closed(&self, dest: &Destination) {
+        if dest.kind.is_queue() {
+            if let Some(list) = self.queues.read().get(&dest.key()) {
+                list.producer_closed();
+            }
+        }
+    }
+
     /// A snapshot of one queue; `None` when the broker has no such queue. For the admin API:
     /// it locks that queue's state once, like a browse.
     pub fn queue_snapshot(&self, dest: &Destination) -> Option<ListSnapshot> {

@@ -51,3 +51,20 @@ async fn topic_subscriptions_name_their_topic_and_say_which_are_durable() {
     // Every subscription got the message.
     assert!(subs.iter().all(|s| s.list.stats.enqueued == 1), "{subs:?}");
 }
+
+#[tokio::test]
+async fn producers_are_counted_on_queues_and_never_below_zero() {
+    let f = Fixture::new();
+    let q = Destination::queue("made-by-a-producer");
+    f.broker.producer_opened(&q);
+    f.broker.producer_opened(&q);
+    // A producer creates its queue, as in ActiveMQ.
+    assert_eq!(f.broker.queue_snapshot(&q).map(|s| s.producers), Some(2));
+    f.broker.producer_closed(&q);
+    f.broker.producer_closed(&q);
+    f.broker.producer_closed(&q);
+    assert_eq!(f.broker.queue_snapshot(&q).map(|s| s.producers), Some(0));
+    // Topics keep no per-topic state: nothing is created or counted.
+    f.broker.producer_opened(&Destination::topic("t"));
+    assert!(f.broker.topic_subscriptions().is_empty());
+}

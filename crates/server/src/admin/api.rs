@@ -337,6 +337,8 @@ pub(crate) struct QueueInfo {
     pending: u64,
     inflight: u64,
     consumers: u64,
+    /// OpenWire producers with this queue as their fixed destination (STOMP has no producers).
+    producers: u64,
     memory_bytes: u64,
     enqueued: u64,
     dequeued: u64,
@@ -354,6 +356,7 @@ impl QueueInfo {
             pending: c.depth - c.inflight,
             inflight: c.inflight,
             consumers: c.consumers,
+            producers: c.producers,
             memory_bytes: c.memory_bytes,
             enqueued: c.enqueued,
             dequeued: c.dequeued,

@@ -37,6 +37,8 @@ pub struct DestinationCounters {
     pub inflight: u64,
     /// Consumers attached.
     pub consumers: u64,
+    /// Producers with the destination as their fixed destination (OpenWire; queues only).
+    pub producers: u64,
     /// Subscriptions (topics only).
     pub subscriptions: u64,
     /// Message bytes held in memory.
@@ -61,6 +63,7 @@ impl DestinationCounters {
         self.depth += s.pending + s.inflight;
         self.inflight += s.inflight;
         self.consumers += s.consumers;
+        self.producers += s.producers;
         self.memory_bytes += s.memory_bytes;
         self.enqueued += s.stats.enqueued;
         self.dequeued += s.stats.dequeued;
@@ -74,6 +77,7 @@ impl DestinationCounters {
         self.depth += o.depth;
         self.inflight += o.inflight;
         self.consumers += o.consumers;
+        self.producers += o.producers;
         self.subscriptions += o.subscriptions;
         self.memory_bytes += o.memory_bytes;
         self.enqueued += o.enqueued;
@@ -363,6 +367,14 @@ fn destination_families(o: &mut Out, kind: &str, all: &[(String, DestinationCoun
             |c| c.dead_lettered,
         ),
     ];
+    if kind == "queue" {
+        families.push((
+            "producers",
+            "gauge",
+            "OpenWire producers with the queue as their fixed destination.",
+            |c| c.producers,
+        ));
+    }
     if kind == "topic" {
         families.push((
             "subscriptions",
@@ -440,6 +452,7 @@ mod tests {
             pending,
             inflight: 1,
             consumers: 2,
+            producers: 1,
             memory_bytes: 10,
             stats: ListStats {
                 enqueued,
