@@ -30,6 +30,7 @@ PROBE="python3 scripts/scale-probe.py"
 
 work=$(mktemp -d /var/tmp/ferromq-scale.XXXXXX)
 pid=""
+probe_pid=""
 cleanup() {
   rm -f "$work"/hold*
   [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
@@ -59,6 +60,7 @@ hold() {
   touch "$work/hold.$name"; : >"$work/ready.$name"
   $PROBE connect --addr "127.0.0.1:$PORT" --hold-file "$work/hold.$name" \
     --ready-file "$work/ready.$name" --timeout 300 "$@" >"$work/probe.$name.log" 2>&1 &
+  probe_pid=$!
   for _ in $(seq 1 3000); do
     grep -q '^ready' "$work/ready.$name" && return 0
     grep -qi 'timeout\|error\|closed' "$work/probe.$name.log" && break
@@ -66,7 +68,7 @@ hold() {
   done
   die "connections $name: $(tail -n 2 "$work/probe.$name.log")"
 }
-release() { rm -f "$work/hold.$1"; wait 2>/dev/null || true; }
+release() { rm -f "$work/hold.$1"; wait "$probe_pid" 2>/dev/null || true; }
 
 # throughput LABEL: REPEATS runs of the non-persistent 1 -> 1 queue workload, msg/s each.
 throughput() {

@@ -96,6 +96,7 @@ async fn broker_path(n: u64) -> usize {
             timestamp_ms: 1_700_000_000_000,
             expires_ms: 0,
             producer_connection: 1,
+            wire: Default::default(),
         };
         let c = broker.send(m).await.unwrap_or_else(|e| panic!("send: {e}"));
         c.await.unwrap_or_else(|e| panic!("store: {e}"));

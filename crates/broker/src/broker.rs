@@ -154,6 +154,19 @@ impl ConsumerHandle {
     }
 }
 
+/// One topic subscription as [`Broker::topic_subscriptions`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSubscriptionSnapshot {
+    /// The topic name or wildcard pattern it subscribes to (without `topic://`).
+    pub topic: String,
+    /// A durable subscription (kept while its consumer is away).
+    pub durable: bool,
+    /// A network bridge's subscription.
+    pub network: bool,
+    /// Its list's counters.
+    pub list: ListSnapshot,
+}
+
 /// Work buffered in a transaction, applied atomically by [`Broker::commit`].
 #[derive(Debug, Default)]
 pub struct TxWork {
@@ -1302,6 +1315,61 @@ impl Broker {
     pub fn snapshot(&self) -> Vec<ListSnapshot> {
         let mut v: Vec<ListSnapshot> = self.all_lists().iter().map(|l| l.snapshot()).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A producer with `dest` as its fixed destination opened (OpenWire's `ProducerInfo`);
+    /// counted on the queue, which it creates if need be, as ActiveMQ does. Topics keep no
+    /// per-topic state, so their producers are not counted; nor are those of a destination
+    /// that cannot be used (the producer finds out when it sends).
+    pub fn producer_opened(&self, dest: &Destination) {
+        if dest.kind.is_queue() {
+            if let Ok(list) = self.queue_list(dest) {
+                list.producer_opened();
+            }
+        }
+    }
+
+    /// A producer counted by [`Broker::producer_opened`] closed.
+    pub fn producer_closed(&self, dest: &Destination) {
+        if dest.kind.is_queue() {
+            if let Some(list) = self.queues.read().get(&dest.key()) {
+                list.producer_closed();
+            }
+        }
+    }
+
+    /// A snapshot of one queue; `None` when the broker has no such queue. For the admin API:
+    /// it locks that queue's state once, like a browse.
+    pub fn queue_snapshot(&self, dest: &Destination) -> Option<ListSnapshot> {
+        let list = self.queues.read().get(&dest.key()).cloned()?;
+        Some(list.snapshot())
+    }
+
+    /// Every topic subscription (durable or not) with the topic pattern it is bound to, sorted
+    /// by pattern then list name. For the admin API and metrics: read at request time, nothing
+    /// is counted on the publish path.
+    pub fn topic_subscriptions(&self) -> Vec<TopicSubscriptionSnapshot> {
+        let bindings: Vec<Arc<TopicBinding>> = {
+            let topics = self.topics.read();
+            topics
+                .wildcard
+                .iter()
+                .chain(topics.exact.values().flatten())
+                .cloned()
+                .collect()
+        };
+        let durables: HashSet<String> = self.durables.lock().keys().cloned().collect();
+        let mut v: Vec<TopicSubscriptionSnapshot> = bindings
+            .iter()
+            .map(|b| TopicSubscriptionSnapshot {
+                topic: b.pattern.clone(),
+                durable: durables.contains(b.list.name()),
+                network: b.network.is_some(),
+                list: b.list.snapshot(),
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.topic, &a.list.name).cmp(&(&b.topic, &b.list.name)));
         v
     }
 

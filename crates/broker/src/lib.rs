@@ -19,7 +19,9 @@ mod network;
 mod queue;
 mod selector_props;
 
-pub use broker::{system_clock, Broker, Clock, ConsumerHandle, DurableName, TxWork};
+pub use broker::{
+    system_clock, Broker, Clock, ConsumerHandle, DurableName, TopicSubscriptionSnapshot, TxWork,
+};
 pub use config::BrokerConfig;
 pub use consumer::{AckMode, ConsumerId, ConsumerOptions, Delivery, DeliverySink};
 pub use dedup::{DUPLICATE_ID_HEADER, DUP_LIST_PREFIX};

@@ -199,6 +199,8 @@ pub struct ListSnapshot {
     pub inflight: u64,
     /// Consumers attached.
     pub consumers: u64,
+    /// Producers with this list's destination as their fixed destination (OpenWire).
+    pub producers: u64,
     /// Bytes held in memory.
     pub memory_bytes: u64,
     /// Counters.
@@ -274,6 +276,9 @@ pub struct MessageList {
     /// The broker's dispatch gate, shared by every list: while set, nothing is handed to a
     /// consumer (a suspended HA master must not deliver what another master may deliver too).
     dispatch_paused: Arc<AtomicBool>,
+    /// Producers with this list as their fixed destination (OpenWire's `ProducerInfo`), for
+    /// status only: outside `state`, changed when a producer opens or closes, never per message.
+    producers: AtomicU64,
 }
 
 /// Which deliveries an ACK covers.
@@ -320,6 +325,7 @@ impl MessageList {
             }),
             space: Notify::new(),
             dispatch_paused,
+            producers: AtomicU64::new(0),
         })
     }
 
@@ -892,6 +898,19 @@ impl MessageList {
         self.state.lock().closed
     }
 
+    /// A producer whose fixed destination is this list opened.
+    pub fn producer_opened(&self) {
+        self.producers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A producer counted by [`MessageList::producer_opened`] closed.
+    pub fn producer_closed(&self) {
+        // Saturating: a close the list never saw open (it was recreated meanwhile) is ignored.
+        let _ = self
+            .producers
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Counters and sizes.
     pub fn snapshot(&self) -> ListSnapshot {
         let st = self.state.lock();
@@ -905,6 +924,7 @@ impl MessageList {
                 .sum::<u64>()
                 + st.committing_orphans.len() as u64,
             consumers: st.consumers.len() as u64,
+            producers: self.producers.load(Ordering::Relaxed),
             memory_bytes: st.memory_bytes,
             stats: st.stats,
         }

@@ -15,6 +15,7 @@ pub(crate) async fn accept_loop<S, F, R>(
     max: usize,
     mut shutdown: watch::Receiver<bool>,
     protocol: &'static str,
+    connections: crate::connections::Connections,
     serve: S,
     refuse: R,
 ) where
@@ -39,8 +40,10 @@ pub(crate) async fn accept_loop<S, F, R>(
                 match limit.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let session = serve(stream, peer);
+                        let listed = connections.register(protocol, peer);
                         tasks.spawn(async move {
                             session.await;
+                            drop(listed);
                             drop(permit);
                         });
                     }

@@ -27,6 +27,8 @@ pub struct Config {
     pub openwire: OpenWireSection,
     /// `[security]`
     pub security: SecuritySection,
+    /// `[admin]`: the admin HTTP API and metrics on `transports.admin`.
+    pub admin: AdminSection,
     /// `[ha]`: high availability.
     pub ha: HaSection,
     /// `[[network_connectors]]`: bridges to other brokers (ActiveMQ's `networkConnector`).
@@ -160,7 +162,9 @@ pub struct TransportsSection {
     /// The address clients should use for this broker, `tcp://host:port`, as told to them by
     /// `ha.update_cluster_clients`; default: the STOMP listen address.
     pub advertise: String,
-    /// Admin HTTP endpoint (`GET /status`), open in every role; empty = off.
+    /// Admin HTTP endpoint, `host:port` (`GET /status`, the `/api/v1` admin API and
+    /// Prometheus `/metrics`, see docs/operations.md), open in every role; empty = off. Bind
+    /// it to loopback or a management network: with no `[security]` users it needs no login.
     pub admin: String,
     /// ActiveMQ's `discoveryUri`: while master, advertise the STOMP address on
     /// `multicast://default` (or `multicast://addr:port?options`) or in ZooKeeper
@@ -404,6 +408,41 @@ pub struct User {
     pub username: String,
     /// The passcode.
     pub password: String,
+    /// Groups the user belongs to (ActiveMQ's `groups`). Members of [`ADMIN_GROUP`] may change
+    /// state through the admin API (send, purge); others may only read it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// The group whose members may use the admin API's state-changing operations (ActiveMQ's
+/// conventional `admins` group).
+pub const ADMIN_GROUP: &str = "admins";
+
+impl User {
+    /// True when the user is in [`ADMIN_GROUP`].
+    pub fn is_admin(&self) -> bool {
+        self.groups.iter().any(|g| g == ADMIN_GROUP)
+    }
+}
+
+/// `[admin]`: limits of the admin API and of `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Most destinations given their own series in `/metrics`; the rest are summed under
+    /// `destination="_other"`, so a broker with many destinations cannot explode the scrape.
+    pub metrics_destinations_max: usize,
+    /// Most messages one browse (`GET /api/v1/queues/{name}/messages?limit=N`) returns.
+    pub browse_limit_max: usize,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            metrics_destinations_max: 1000,
+            browse_limit_max: 1000,
+        }
+    }
 }
 
 impl std::fmt::Debug for User {

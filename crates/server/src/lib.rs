@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 mod conn_buf;
+pub mod connections;
 pub mod network;
 pub mod openwire;
 pub mod server;

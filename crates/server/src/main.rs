@@ -342,8 +342,12 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         let (listener, addr) = ferromq_server::admin::bind(&cfg.transports.admin)
             .await
             .with_context(|| format!("cannot listen for admin on {}", cfg.transports.admin))?;
-        tracing::info!("admin endpoint: http://{addr}/status");
-        tokio::spawn(ferromq_server::admin::serve(listener, status_rx));
+        tracing::info!("admin endpoint: http://{addr}/status (API: /api/v1, metrics: /metrics)");
+        tokio::spawn(ferromq_server::admin::serve(
+            listener,
+            status_rx,
+            Arc::new(cfg.clone()),
+        ));
     }
     #[cfg(feature = "zk")]
     let zk_members = (cfg.ha.mode == "replicated" && cfg.ha.update_cluster_clients)
@@ -505,21 +509,26 @@ async fn serve_loop(
     status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>,
     members: Option<ferromq_server::cluster::Members>,
 ) -> anyhow::Result<()> {
-    let set_role =
-        |role: &str, epoch: u64, stomp: String, bridges: ferromq_server::server::BridgeList| {
-            status.send_modify(|s| {
-                s.role = role.to_string();
-                s.epoch = epoch;
-                s.stomp = stomp;
-                s.bridges = bridges;
-            })
-        };
+    use ferromq_server::admin::{Live, LiveServer};
+    let set_role = |role: &str,
+                    epoch: u64,
+                    stomp: String,
+                    bridges: ferromq_server::server::BridgeList,
+                    live: Live| {
+        status.send_modify(|s| {
+            s.role = role.to_string();
+            s.epoch = epoch;
+            s.stomp = stomp;
+            s.bridges = bridges;
+            s.live = live;
+        })
+    };
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tracing::info!(mode = activation.mode(), "competing for mastership");
-        set_role("slave", 0, String::new(), Default::default());
+        set_role("slave", 0, String::new(), Default::default(), Live(None));
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
             m = activation.acquire() => m.context("acquiring mastership")?,
@@ -547,6 +556,10 @@ async fn serve_loop(
             epoch,
             format!("stomp://{}", server.stomp_addr),
             server.bridges.clone(),
+            Live(Some(LiveServer {
+                broker: server.broker.clone(),
+                connections: server.connections.clone(),
+            })),
         );
         // A suspended master confirms nothing and must deliver nothing either: another broker
         // may be elected meanwhile and deliver the same messages.
@@ -574,7 +587,7 @@ async fn serve_loop(
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
-                set_role("deposed", 0, String::new(), Default::default());
+                set_role("deposed", 0, String::new(), Default::default(), Live(None));
                 if let Err(e) = server.shutdown().await {
                     tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
                 }

@@ -230,6 +230,8 @@ pub struct Server {
     pub broker: Arc<Broker>,
     /// The network bridges this broker runs.
     pub bridges: BridgeList,
+    /// The client connections open now.
+    pub connections: crate::connections::Connections,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -312,11 +314,13 @@ impl Server {
             }
             ClusterView::new(own, members)
         });
+        let connections = crate::connections::Connections::default();
         let ctx = Arc::new(ConnectorContext {
             broker: broker.clone(),
             config: cfg.clone(),
             shutdown: shutdown_rx.clone(),
             cluster,
+            connections: connections.clone(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(l) = openwire_listener {
@@ -395,6 +399,7 @@ impl Server {
             openwire_addr,
             broker,
             bridges,
+            connections,
             shutdown,
             tasks,
         })

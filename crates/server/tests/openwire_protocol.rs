@@ -264,3 +264,80 @@ async fn garbage_gets_a_connection_error_and_the_broker_keeps_serving() {
         Some(Command::Response(_))
     ));
 }
+
+#[tokio::test]
+async fn producers_are_counted_on_their_queue_until_they_or_their_connection_close() {
+    let s = server("").await;
+    let queue = ferromq_broker::Destination::queue("pq");
+    let producers = |s: &ferromq_server::server::Server| {
+        s.broker
+            .queue_snapshot(&queue)
+            .map(|q| q.producers)
+            .unwrap_or(0)
+    };
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.send(&wire_format(30_000)).await;
+    w.send(&connection_info(1, "prod")).await;
+    assert!(matches!(
+        w.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+    let pid = |value: i64| ow::ProducerId {
+        connection_id: "ID:test-prod".into(),
+        value,
+        session_id: 1,
+    };
+    let fixed = ow::Destination {
+        kind: ow::DestinationKind::Queue,
+        physical_name: "pq".into(),
+    };
+    for (id, dest) in [(1, Some(fixed.clone())), (2, Some(fixed)), (3, None)] {
+        w.send(&Command::ProducerInfo(ow::ProducerInfo {
+            header: header(10 + id as i32),
+            producer_id: Some(pid(id)),
+            destination: dest,
+            ..Default::default()
+        }))
+        .await;
+        assert!(matches!(
+            w.next_interesting().await,
+            Some(Command::Response(_))
+        ));
+    }
+    assert_eq!(
+        producers(&s),
+        2,
+        "two fixed producers; the anonymous one is not counted"
+    );
+    // The connection registry knows who this is.
+    let conns = s.connections.snapshot();
+    assert!(
+        conns
+            .iter()
+            .any(|c| c.protocol == "openwire" && c.client_id.as_deref() == Some("prod")),
+        "{conns:?}"
+    );
+    w.send(&Command::RemoveInfo(ow::RemoveInfo {
+        header: header(20),
+        object_id: Some(Box::new(ow::DataStructure::ProducerId(pid(1)))),
+        last_delivered_sequence_id: -1,
+    }))
+    .await;
+    assert!(matches!(
+        w.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+    assert_eq!(producers(&s), 1);
+    // The connection drops without closing its producer: the session's end uncounts it.
+    drop(w);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while producers(&s) != 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        producers(&s),
+        0,
+        "a closed connection's producers are uncounted"
+    );
+}

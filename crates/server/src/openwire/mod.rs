@@ -23,6 +23,7 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
         ctx.config.openwire.max_connections,
         ctx.shutdown.clone(),
         "openwire",
+        ctx.connections.clone(),
         |stream, peer| session::serve(stream, peer, ctx.clone(), registry.clone()),
         drop,
     )

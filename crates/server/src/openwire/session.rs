@@ -273,6 +273,9 @@ struct Session {
     consumers: HashMap<ow::ConsumerId, Consumer>,
     /// Producers and their `producerWindowSize` (ProducerAcks owed when above 0).
     producers: HashMap<ow::ProducerId, i32>,
+    /// The fixed destination of each producer that has one, counted on the broker's queue
+    /// (`Broker::producer_opened`) until the producer, its session or this connection closes.
+    producer_dests: HashMap<ow::ProducerId, ferromq_broker::Destination>,
     txs: HashMap<ow::TransactionId, Transaction>,
     ctl: mpsc::Sender<Out>,
     deliveries: mpsc::UnboundedSender<DeliveryOut>,
@@ -375,6 +378,7 @@ async fn run(
         client_id_registered: false,
         consumers: HashMap::new(),
         producers: HashMap::new(),
+        producer_dests: HashMap::new(),
         txs: HashMap::new(),
         ctl: ctl_tx,
         deliveries: dl_tx,
@@ -568,6 +572,14 @@ impl Session {
                     )));
                 }
                 if let Some(id) = p.producer_id {
+                    if let Some(d) = &p.destination {
+                        let dest = crate::openwire::convert::to_broker_dest(d);
+                        self.ctx.broker.producer_opened(&dest);
+                        if let Some(old) = self.producer_dests.insert(id.clone(), dest) {
+                            // The same producer announced again: counted once.
+                            self.ctx.broker.producer_closed(&old);
+                        }
+                    }
                     self.producers.insert(id, p.window_size);
                 }
                 self.respond(&p.header).await;
@@ -754,6 +766,12 @@ impl Session {
         }
         self.ow_connection_id = Some(ow_id);
         self.connected = true;
+        self.ctx.connections.identify(
+            "openwire",
+            self.peer,
+            c.user_name.as_deref(),
+            self.client_id.as_deref(),
+        );
         tracing::debug!(
             client_id = self.client_id.as_deref().unwrap_or(""),
             failover_reconnect = c.failover_reconnect,
@@ -1246,9 +1264,20 @@ impl Session {
                 self.producers.retain(|p, _| {
                     !(p.connection_id == s.connection_id && p.session_id == s.value)
                 });
+                let closed: Vec<ow::ProducerId> = self
+                    .producer_dests
+                    .keys()
+                    .filter(|p| p.connection_id == s.connection_id && p.session_id == s.value)
+                    .cloned()
+                    .collect();
+                for p in closed {
+                    self.forget_producer(&p);
+                }
             }
             Some(ow::DataStructure::ProducerId(p)) => {
                 self.producers.remove(p);
+                let p = p.clone();
+                self.forget_producer(&p);
             }
             Some(ow::DataStructure::ConnectionId(_)) => {
                 // The client closes: everything it held goes back, its id is free again.
@@ -1368,7 +1397,18 @@ impl Session {
         self.client_id_registered = false;
     }
 
+    /// Uncounts a closed producer on its destination.
+    fn forget_producer(&mut self, id: &ow::ProducerId) {
+        if let Some(dest) = self.producer_dests.remove(id) {
+            self.ctx.broker.producer_closed(&dest);
+        }
+    }
+
     fn cleanup(&mut self) {
+        let ids: Vec<ow::ProducerId> = self.producer_dests.keys().cloned().collect();
+        for id in ids {
+            self.forget_producer(&id);
+        }
         self.release();
         self.gone.send_replace(true);
         tracing::debug!(peer = %self.peer, "connection closed");

@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 pub use session::ConnectorContext;
+pub(crate) use session::RESERVED_HEADERS;
 
 /// Accepts STOMP connections on `listener` until shutdown, at most `max_connections` at once.
 /// A connection over the limit gets an ERROR frame and is closed.
@@ -22,6 +23,7 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
         max,
         shutdown,
         "stomp",
+        ctx.connections.clone(),
         |stream, peer| session::serve(stream, peer, ctx.clone()),
         |stream| {
             tokio::spawn(refuse(stream, max));

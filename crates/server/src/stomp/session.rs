@@ -48,7 +48,7 @@ const CONTROL_QUEUE_MAX: usize = 1024;
 /// Most bytes the writer gathers into one socket write.
 const WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 /// Headers the broker sets itself; a producer's values for them are not copied to messages.
-const RESERVED_HEADERS: [&str; 13] = [
+pub(crate) const RESERVED_HEADERS: [&str; 13] = [
     "destination",
     "receipt",
     "transaction",
@@ -75,6 +75,8 @@ pub struct ConnectorContext {
     pub shutdown: watch::Receiver<bool>,
     /// The group, when clients are to be told about it (`updateClusterClients`).
     pub cluster: Option<crate::cluster::ClusterView>,
+    /// The open client connections, for the admin API.
+    pub connections: crate::connections::Connections,
 }
 
 /// A frame-level failure: becomes an ERROR frame, then the connection closes.
@@ -478,6 +480,12 @@ impl Session {
             self.client_id = Some(cid.to_string());
             self.client_id_registered = true;
         }
+        self.ctx.connections.identify(
+            "stomp",
+            self.peer,
+            frame.header("login"),
+            self.client_id.as_deref(),
+        );
         let peer_hb = match (version, frame.header("heart-beat")) {
             (Version::V1_0, _) | (_, None) => HeartBeat::default(),
             (_, Some(h)) => HeartBeat::parse(h).map_err(|e| StompError::new(e.to_string()))?,

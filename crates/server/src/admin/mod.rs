@@ -1,16 +1,48 @@
-//! A minimal admin HTTP endpoint: `GET /status` answers the broker's role as JSON. It runs in
-//! every role — a slave opens no client port, but an operator (and `ferromq status`) can still
-//! ask it what it is doing. The full admin API and console are later work (R10).
+//! The admin HTTP endpoint on `transports.admin`: `GET /status` (the broker's role as JSON,
+//! read by `ferromq status`), the JSON admin API under `/api/v1` ([`api`]) and Prometheus
+//! `/metrics` ([`metrics`]). It runs in every role — a slave opens no client port, but an
+//! operator can still ask it what it is doing. See docs/operations.md.
+
+mod api;
+mod auth;
+pub mod metrics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ferromq_broker::Broker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Largest request read (the request line is all we need).
-const REQUEST_BYTES_MAX: usize = 8 * 1024;
+use crate::config::Config;
+use crate::connections::Connections;
+
+/// The broker this process serves while it is master, for the admin API; empty otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct Live(pub Option<LiveServer>);
+
+/// What the admin API reads from a serving master.
+#[derive(Debug, Clone)]
+pub struct LiveServer {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Its open client connections.
+    pub connections: Connections,
+}
+
+impl PartialEq for Live {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.broker, &b.broker),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Live {}
 
 /// What `/status` reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +59,8 @@ pub struct Status {
     pub stomp: String,
     /// The network bridges of the broker while it is master (read live when served).
     pub bridges: crate::server::BridgeList,
+    /// The broker while this process is master (not part of the `/status` JSON).
+    pub live: Live,
 }
 
 impl Status {
@@ -75,39 +109,48 @@ impl Status {
     }
 }
 
-/// Serves `/status` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>) {
+/// Most admin connections served at once; one more is closed at once. Operators and a few
+/// scrapers need a handful; the cap keeps a flood of idle sockets from exhausting descriptors.
+const CONNECTIONS_MAX: usize = 64;
+
+/// How long a client may take to send a request's head (on a kept-alive connection: the next
+/// request's), so that a silent socket does not hold one of [`CONNECTIONS_MAX`] for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most HTTP headers in a request (hyper's default, stated).
+const REQUEST_HEADERS_MAX: usize = 100;
+
+/// Serves `/status`, `/api/v1` and `/metrics` on `listener` until the process ends. `cfg`
+/// gives the users, limits and policy the API applies.
+pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>, cfg: Arc<Config>) {
+    let app = api::router(api::AppState::new(status, cfg));
+    let limit = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
-        let Ok((mut stream, _peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = CONNECTIONS_MAX, "admin connection refused: too many open");
+            drop(stream);
             continue;
         };
-        let status = status.clone();
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; REQUEST_BYTES_MAX];
-            let n = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (code, body) = if head.starts_with("GET ") && (path == "/status" || path == "/") {
-                ("200 OK", status.borrow().to_json())
-            } else {
-                (
-                    "404 Not Found",
-                    "{\"error\":\"try GET /status\"}".to_string(),
-                )
-            };
-            let reply = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), stream.write_all(reply.as_bytes()))
-                    .await;
-            let _ = stream.shutdown().await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_headers(REQUEST_HEADERS_MAX)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
         });
     }
 }
@@ -305,7 +348,7 @@ mod tests {
             role: "slave".into(),
             ..Status::default()
         });
-        tokio::spawn(serve(l, rx));
+        tokio::spawn(serve(l, rx, Arc::new(Config::default())));
         let body = fetch(&addr.to_string()).await.unwrap();
         assert_eq!(
             body,

@@ -1,0 +1,852 @@
+//! The JSON admin API under `/api/v1`, `/metrics` and `/status`, on axum.
+//!
+//! Handlers read the broker through its own API ([`Broker::snapshot`], [`Broker::browse`],
+//! [`Broker::purge`], [`Broker::send`]): nothing here knows a protocol, and a message sent
+//! through the API takes the same path as a STOMP SEND.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use ferromq_broker::{BrokerError, Destination, Message, DEFAULT_PRIORITY, MAX_PRIORITY};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::metrics::{self, DestinationCounters, Scrape};
+use super::{LiveServer, Status};
+use crate::config::Config;
+
+/// Messages a browse returns when the request names no `limit`.
+const BROWSE_LIMIT_DEFAULT: usize = 100;
+
+/// How long a send through the API waits for the broker (flow control, the store) before it
+/// answers 503. The send itself is not cancelled: it runs in its own task and may still
+/// complete.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    status: watch::Receiver<Status>,
+    cfg: Arc<Config>,
+    started: Instant,
+}
+
+impl AppState {
+    /// The state of an endpoint started now.
+    pub(crate) fn new(status: watch::Receiver<Status>, cfg: Arc<Config>) -> AppState {
+        AppState {
+            status,
+            cfg,
+            started: Instant::now(),
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// The serving broker, or 503 naming the role this process is in.
+    fn master(&self) -> Result<LiveServer, ApiError> {
+        let st = self.status.borrow();
+        st.live.0.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "this broker is not serving (role: {}); ask the master",
+                    st.role
+                ),
+            )
+        })
+    }
+}
+
+/// The router: every route, the body limit and the access check.
+pub(crate) fn router(state: AppState) -> Router {
+    // A message sent through the API is at most as large as a STOMP frame may be, plus room
+    // for its JSON quoting of headers.
+    let body_max = state.cfg.stomp.max_frame_bytes.saturating_add(64 * 1024);
+    Router::new()
+        .route("/", get(status))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/broker", get(broker))
+        .route("/api/v1/queues", get(list_queues))
+        .route("/api/v1/queues/{name}", get(one_queue).delete(delete_queue))
+        .route(
+            "/api/v1/queues/{name}/messages",
+            get(browse).post(send_message),
+        )
+        .route("/api/v1/queues/{name}/purge", post(purge))
+        .route("/api/v1/topics", get(list_topics))
+        .route("/api/v1/connections", get(connections))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), access))
+        .layer(DefaultBodyLimit::max(body_max))
+        .with_state(state)
+}
+
+/// A JSON error answer, `{"error": "<reason>"}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    reason: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, reason: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, reason)
+    }
+
+    fn no_queue(name: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no such queue: {name}"))
+    }
+}
+
+// axum's own rejections (a body over the limit, a bad query string) answer in plain text;
+// these keep every error JSON, with axum's status and reason.
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError::new(e.status(), e.body_text())
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> ApiError {
+        let status = match &e {
+            BrokerError::InvalidDestination(_) => StatusCode::BAD_REQUEST,
+            BrokerError::NoSuchDestination(_) => StatusCode::NOT_FOUND,
+            BrokerError::InUse(_) => StatusCode::CONFLICT,
+            BrokerError::UnknownDelivery(_) => StatusCode::BAD_REQUEST,
+            BrokerError::Store(_)
+            | BrokerError::ResourceExhausted(_)
+            | BrokerError::Limit(_)
+            | BrokerError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(ErrorBody {
+                error: &self.reason,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"ferromq\""),
+            );
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Authentication, authorisation and the CSRF rule, before any handler (see [`super::auth`]).
+async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match super::auth::check(
+        &state.cfg.security.users,
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(r) => ApiError::new(r.status, r.reason).into_response(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed here: see docs/operations.md",
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: see GET /status, /metrics and /api/v1 in docs/operations.md",
+    )
+}
+
+/// `GET /status`: the document `ferromq status` reads, unchanged.
+async fn status(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.status().to_json(),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let status = state.status();
+    let live = status.live.0.clone();
+    let max = state.cfg.admin.metrics_destinations_max;
+    let uptime = state.started.elapsed().as_secs_f64();
+    // Snapshots lock every list once; done off the async workers so a large broker's scrape
+    // does not hold up the endpoint's other requests.
+    match tokio::task::spawn_blocking(move || {
+        Scrape::gather(status, uptime, live.as_ref(), max).render()
+    })
+    .await
+    {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("scrape failed: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /api/v1/broker`.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct BrokerInfo {
+    name: String,
+    version: &'static str,
+    uptime_ms: u64,
+    ha_mode: String,
+    role: String,
+    epoch: u64,
+    /// Where STOMP listens, when master.
+    stomp: String,
+    /// Absent on a slave (its store belongs to the master).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<StoreInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<MemoryInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    destinations: Option<DestinationCount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dispatch_paused: Option<bool>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct StoreInfo {
+    kind: &'static str,
+    usage_bytes: u64,
+    /// 0 = no limit.
+    usage_limit_bytes: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct MemoryInfo {
+    /// Message bytes held in memory by every queue and subscription.
+    used_bytes: u64,
+    /// The limit of each destination (`policy.memory_limit_bytes`); there is no broker-wide
+    /// limit.
+    destination_limit_bytes: u64,
+    topic_subscriber_limit_bytes: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct DestinationCount {
+    queues: u64,
+    topic_subscriptions: u64,
+}
+
+async fn broker(State(state): State<AppState>) -> Json<BrokerInfo> {
+    let st = state.status();
+    let mut info = BrokerInfo {
+        name: st.broker.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_ms: state.started.elapsed().as_millis() as u64,
+        ha_mode: st.ha_mode.clone(),
+        role: st.role.clone(),
+        epoch: st.epoch,
+        stomp: st.stomp.clone(),
+        store: None,
+        memory: None,
+        destinations: None,
+        connections: None,
+        dispatch_paused: None,
+    };
+    if let Some(live) = &st.live.0 {
+        let b = &live.broker;
+        let lists = b.snapshot();
+        let cfg = b.config();
+        info.store = Some(StoreInfo {
+            kind: b.store().kind(),
+            usage_bytes: b.store().usage_bytes(),
+            usage_limit_bytes: cfg.store_usage_limit_bytes,
+        });
+        info.memory = Some(MemoryInfo {
+            used_bytes: lists.iter().map(|l| l.memory_bytes).sum(),
+            destination_limit_bytes: cfg.destination_memory_limit_bytes,
+            topic_subscriber_limit_bytes: cfg.topic_subscriber_memory_limit_bytes,
+        });
+        let queues = metrics::queues(&lists).len() as u64;
+        info.destinations = Some(DestinationCount {
+            queues,
+            topic_subscriptions: (lists.len() as u64).saturating_sub(queues),
+        });
+        info.connections = Some(live.connections.snapshot().len() as u64);
+        info.dispatch_paused = Some(b.dispatch_paused());
+    }
+    Json(info)
+}
+
+/// One queue in `GET /api/v1/queues`.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct QueueInfo {
+    name: String,
+    temporary: bool,
+    /// Messages not yet acknowledged (ActiveMQ's `QueueSize`): pending plus in flight.
+    depth: u64,
+    pending: u64,
+    inflight: u64,
+    consumers: u64,
+    /// OpenWire producers with this queue as their fixed destination (STOMP has no producers).
+    producers: u64,
+    memory_bytes: u64,
+    enqueued: u64,
+    dequeued: u64,
+    dispatched: u64,
+    expired: u64,
+    dead_lettered: u64,
+}
+
+impl QueueInfo {
+    fn new(name: String, temporary: bool, c: &DestinationCounters) -> QueueInfo {
+        QueueInfo {
+            name,
+            temporary,
+            depth: c.depth,
+            pending: c.depth - c.inflight,
+            inflight: c.inflight,
+            consumers: c.consumers,
+            producers: c.producers,
+            memory_bytes: c.memory_bytes,
+            enqueued: c.enqueued,
+            dequeued: c.dequeued,
+            dispatched: c.dispatched,
+            expired: c.expired,
+            dead_lettered: c.dead_lettered,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Queues {
+    queues: Vec<QueueInfo>,
+}
+
+async fn list_queues(State(state): State<AppState>) -> ApiResult<Json<Queues>> {
+    let live = state.master()?;
+    let queues = metrics::queues(&live.broker.snapshot())
+        .into_iter()
+        .map(|(name, (temporary, c))| QueueInfo::new(name, temporary, &c))
+        .collect();
+    Ok(Json(Queues { queues }))
+}
+
+async fn one_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<QueueInfo>> {
+    let live = state.master()?;
+    let s = live
+        .broker
+        .queue_snapshot(&Destination::queue(&name))
+        .ok_or_else(|| ApiError::no_queue(&name))?;
+    let mut c = DestinationCounters::default();
+    c.add(&s);
+    Ok(Json(QueueInfo::new(name, false, &c)))
+}
+
+/// One topic (or wildcard pattern) in `GET /api/v1/topics`, summed over its subscriptions.
+#[derive(Debug, Serialize, PartialEq)]
+struct TopicInfo {
+    name: String,
+    subscriptions: u64,
+    durable_subscriptions: u64,
+    consumers: u64,
+    /// Messages waiting in, or in flight from, its subscriptions.
+    depth: u64,
+    inflight: u64,
+    memory_bytes: u64,
+    /// Copies added to its subscriptions (one per subscription a message reached).
+    enqueued: u64,
+    dequeued: u64,
+    dispatched: u64,
+    expired: u64,
+    dead_lettered: u64,
+    discarded: u64,
+}
+
+#[derive(Serialize)]
+struct Topics {
+    topics: Vec<TopicInfo>,
+}
+
+async fn list_topics(State(state): State<AppState>) -> ApiResult<Json<Topics>> {
+    let live = state.master()?;
+    let topics = metrics::topics(&live.broker.topic_subscriptions())
+        .into_iter()
+        .map(|(name, (durable, c))| TopicInfo {
+            name,
+            subscriptions: c.subscriptions,
+            durable_subscriptions: durable,
+            consumers: c.consumers,
+            depth: c.depth,
+            inflight: c.inflight,
+            memory_bytes: c.memory_bytes,
+            enqueued: c.enqueued,
+            dequeued: c.dequeued,
+            dispatched: c.dispatched,
+            expired: c.expired,
+            dead_lettered: c.dead_lettered,
+            discarded: c.discarded,
+        })
+        .collect();
+    Ok(Json(Topics { topics }))
+}
+
+#[derive(Serialize)]
+struct ConnectionInfo {
+    protocol: &'static str,
+    remote: String,
+    since_ms: u64,
+    /// As the client gave it (checked only when `[security]` has users).
+    login: Option<String>,
+    client_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Connections {
+    connections: Vec<ConnectionInfo>,
+}
+
+async fn connections(State(state): State<AppState>) -> ApiResult<Json<Connections>> {
+    let live = state.master()?;
+    let connections = live
+        .connections
+        .snapshot()
+        .into_iter()
+        .map(|c| ConnectionInfo {
+            protocol: c.protocol,
+            remote: c.remote.to_string(),
+            since_ms: c.since_ms,
+            login: c.login,
+            client_id: c.client_id,
+        })
+        .collect();
+    Ok(Json(Connections { connections }))
+}
+
+#[derive(Deserialize)]
+struct BrowseQuery {
+    limit: Option<usize>,
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct MessageInfo {
+    id: String,
+    persistent: bool,
+    priority: u8,
+    timestamp_ms: u64,
+    /// 0 = never.
+    expires_ms: u64,
+    headers: BTreeMap<String, String>,
+    /// The body when it is UTF-8 text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    /// The body, base64, when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_base64: Option<String>,
+}
+
+impl MessageInfo {
+    fn new(m: &Message) -> MessageInfo {
+        let (body, body_base64) = match std::str::from_utf8(&m.body) {
+            Ok(s) => (Some(s.to_string()), None),
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(&m.body)),
+            ),
+        };
+        MessageInfo {
+            id: m.id.to_string(),
+            persistent: m.persistent,
+            priority: m.priority,
+            timestamp_ms: m.timestamp_ms,
+            expires_ms: m.expires_ms,
+            headers: m.headers.iter().cloned().collect(),
+            body,
+            body_base64,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Browse {
+    queue: String,
+    limit: usize,
+    messages: Vec<MessageInfo>,
+}
+
+/// `GET /api/v1/queues/{name}/messages?limit=N`: the first N messages waiting, in delivery
+/// order, without consuming them (messages in flight to a consumer are not shown).
+async fn browse(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    q: Result<Query<BrowseQuery>, QueryRejection>,
+) -> ApiResult<Json<Browse>> {
+    let Path(name) = name?;
+    let Query(q) = q?;
+    let live = state.master()?;
+    let dest = Destination::queue(&name);
+    if live.broker.queue_snapshot(&dest).is_none() {
+        return Err(ApiError::no_queue(&name));
+    }
+    let max = state.cfg.admin.browse_limit_max;
+    let limit = q.limit.unwrap_or(BROWSE_LIMIT_DEFAULT.min(max));
+    if limit > max {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is over admin.browse_limit_max = {max}"
+        )));
+    }
+    let messages = live
+        .broker
+        .browse(&dest, limit)
+        .iter()
+        .map(|m| MessageInfo::new(m))
+        .collect();
+    Ok(Json(Browse {
+        queue: name,
+        limit,
+        messages,
+    }))
+}
+
+/// The body of `POST /api/v1/queues/{name}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    /// The body, as text.
+    #[serde(default)]
+    body: String,
+    /// Application headers (user properties, `correlation-id`, `type`, …).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Default true: an operator's message should not vanish in a restart.
+    persistent: Option<bool>,
+    /// 0-9, default 4.
+    priority: Option<u8>,
+    /// Time to live in ms; absent or 0 = never expires.
+    ttl_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Sent {
+    id: String,
+    persistent: bool,
+}
+
+/// Sends a message as a STOMP SEND with a receipt would: the answer comes once the broker has
+/// it and, when persistent, once the store confirms it.
+async fn send_message(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Sent>)> {
+    let Path(name) = name?;
+    let body = body?;
+    let live = state.master()?;
+    let req: SendRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("bad message JSON: {e}")))?;
+    let max_headers = state.cfg.stomp.max_headers;
+    if req.headers.len() > max_headers {
+        return Err(ApiError::bad_request(format!(
+            "{} headers: at most stomp.max_headers = {max_headers}",
+            req.headers.len()
+        )));
+    }
+    if req.body.len() > state.cfg.stomp.max_frame_bytes {
+        return Err(ApiError::bad_request(format!(
+            "body of {} bytes is over stomp.max_frame_bytes = {}",
+            req.body.len(),
+            state.cfg.stomp.max_frame_bytes
+        )));
+    }
+    let priority = req.priority.unwrap_or(DEFAULT_PRIORITY);
+    if priority > MAX_PRIORITY {
+        return Err(ApiError::bad_request(format!(
+            "priority {priority}: expected 0 to {MAX_PRIORITY}"
+        )));
+    }
+    if let Some((n, _)) = req
+        .headers
+        .iter()
+        // `reply-to` is reserved in STOMP only because the session rewrites it; here it is
+        // taken as given.
+        .find(|(n, _)| *n != "reply-to" && crate::stomp::RESERVED_HEADERS.contains(&n.as_str()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "header {n:?} is set by the broker or by the request's own fields"
+        )));
+    }
+    let broker = live.broker.clone();
+    let persistent = req.persistent.unwrap_or(true) || state.cfg.broker.persistent_delivery;
+    let now = broker.now_ms();
+    let msg = Message {
+        id: broker.next_message_id(),
+        destination: Destination::queue(&name),
+        headers: req.headers.into_iter().collect(),
+        body: req.body.into(),
+        persistent,
+        priority,
+        timestamp_ms: now,
+        expires_ms: match req.ttl_ms {
+            None | Some(0) => 0,
+            Some(ttl) => now.saturating_add(ttl),
+        },
+        // No connection: `noLocal` subscribers receive it like any other.
+        producer_connection: 0,
+        wire: Default::default(),
+    };
+    let id = msg.id.to_string();
+    // Its own task: a client that hangs up (or the timeout below) must not cancel a send
+    // half-way through the broker.
+    let task =
+        tokio::spawn(async move { broker.send(msg).await?.await.map_err(BrokerError::from) });
+    match tokio::time::timeout(SEND_TIMEOUT, task).await {
+        Ok(Ok(Ok(()))) => Ok((StatusCode::CREATED, Json(Sent { id, persistent }))),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("send failed: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the broker did not take the message within {} s (flow control or a slow store); it may still be sent",
+                SEND_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct Purged {
+    queue: String,
+    purged: u64,
+}
+
+/// Removes every waiting message of a queue (not those in flight to a consumer); answers once
+/// the store has the removal.
+async fn purge(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Purged>> {
+    let live = state.master()?;
+    let dest = Destination::queue(&name);
+    if live.broker.queue_snapshot(&dest).is_none() {
+        return Err(ApiError::no_queue(&name));
+    }
+    let (purged, done) = live.broker.purge(&dest)?;
+    done.await.map_err(BrokerError::from)?;
+    Ok(Json(Purged {
+        queue: name,
+        purged,
+    }))
+}
+
+/// The broker cannot remove a queue yet (only temporary ones, with their connection): say so
+/// rather than pretend.
+async fn delete_queue(State(state): State<AppState>, Path(name): Path<String>) -> ApiError {
+    if let Err(e) = state.master() {
+        return e;
+    }
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        format!("deleting a queue ({name}) is not supported yet; purge it instead"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use ferromq_broker::{system_clock, Broker, BrokerConfig};
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    /// A router over a master with a memory store, small limits and no users.
+    fn app() -> (Router, Arc<Broker>) {
+        let broker = Broker::open(
+            BrokerConfig::default(),
+            Arc::new(ferromq_store::MemoryStore::new()),
+            system_clock(),
+        )
+        .unwrap();
+        let mut cfg = Config::default();
+        cfg.stomp.max_frame_bytes = 1024;
+        cfg.stomp.max_headers = 3;
+        cfg.admin.browse_limit_max = 5;
+        let (_tx, rx) = watch::channel(Status {
+            role: "master".into(),
+            live: super::super::Live(Some(LiveServer {
+                broker: broker.clone(),
+                connections: Default::default(),
+            })),
+            ..Status::default()
+        });
+        // The receiver keeps the last value after the sender is gone.
+        (router(AppState::new(rx, Arc::new(cfg))), broker)
+    }
+
+    async fn call(app: &Router, method: &str, uri: &str, json: Option<String>) -> (u16, Value) {
+        let mut req = axum::http::Request::builder().method(method).uri(uri);
+        if json.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Body::from(json.unwrap_or_default())).unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {uri}: not JSON ({e}): {bytes:?}"));
+        (code, v)
+    }
+
+    #[tokio::test]
+    async fn a_sent_message_is_browsed_with_its_headers_and_counted() {
+        let (app, broker) = app();
+        let (code, v) = call(
+            &app,
+            "POST",
+            "/api/v1/queues/q/messages",
+            Some(r#"{"body":"hi","headers":{"k":"v","reply-to":"/queue/r"},"priority":7,"persistent":false}"#.into()),
+        )
+        .await;
+        assert_eq!(code, 201, "{v}");
+        assert_eq!(v["persistent"], false);
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages", None).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["limit"], 5, "the default is capped by browse_limit_max");
+        let m = &v["messages"][0];
+        assert_eq!(m["body"], "hi");
+        assert_eq!(m["priority"], 7);
+        assert_eq!(m["headers"]["k"], "v");
+        assert_eq!(m["headers"]["reply-to"], "/queue/r");
+        let s = broker
+            .queue_snapshot(&Destination::queue("q"))
+            .expect("created by the send");
+        assert_eq!(s.stats.enqueued, 1);
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q", None).await;
+        assert_eq!((code, &v["depth"]), (200, &Value::from(1)), "{v}");
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_refused_with_a_json_reason() {
+        let (app, _) = app();
+        let send = "/api/v1/queues/q/messages";
+        for (body, needle) in [
+            (
+                r#"{"body":"x","headers":{"a":"1","b":"2","c":"3","d":"4"}}"#.to_string(),
+                "max_headers",
+            ),
+            (
+                format!(r#"{{"body":"{}"}}"#, "x".repeat(1025)),
+                "max_frame_bytes",
+            ),
+            (r#"{"body":"x","priority":10}"#.into(), "priority"),
+            (
+                r#"{"body":"x","headers":{"message-id":"forged"}}"#.into(),
+                "message-id",
+            ),
+            (r#"{"body":"x","colour":"red"}"#.into(), "unknown field"),
+            ("not json".into(), "bad message JSON"),
+        ] {
+            let (code, v) = call(&app, "POST", send, Some(body.clone())).await;
+            assert_eq!(code, 400, "{body}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+        }
+        // Over the body limit (max_frame_bytes + 64 KiB): 413, still JSON.
+        let huge = format!(r#"{{"body":"{}"}}"#, "x".repeat(70 * 1024));
+        let (code, v) = call(&app, "POST", send, Some(huge)).await;
+        assert_eq!(code, 413, "{v}");
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages?limit=x", None).await;
+        assert_eq!(code, 400, "{v}");
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages?limit=1", None).await;
+        assert_eq!(code, 404, "nothing above was sent, so no queue: {v}");
+        let (code, _) = call(&app, "POST", send, Some(r#"{"body":"x"}"#.into())).await;
+        assert_eq!(code, 201);
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/messages?limit=6", None).await;
+        assert_eq!(code, 400, "over browse_limit_max: {v}");
+        let (code, v) = call(&app, "GET", "/api/v1/queues/q/purge", None).await;
+        assert_eq!(code, 405, "{v}");
+        let (code, v) = call(&app, "GET", "/api/v2", None).await;
+        assert_eq!(code, 404, "{v}");
+    }
+
+    #[tokio::test]
+    async fn a_broker_that_is_not_serving_answers_its_role_and_503() {
+        let (_tx, rx) = watch::channel(Status {
+            role: "slave".into(),
+            ha_mode: "shared-file".into(),
+            ..Status::default()
+        });
+        let app = router(AppState::new(rx, Arc::new(Config::default())));
+        let (code, v) = call(&app, "GET", "/api/v1/broker", None).await;
+        assert_eq!(code, 200);
+        assert_eq!(v["role"], "slave");
+        assert!(v.get("store").is_none(), "{v}");
+        for (method, uri, body) in [
+            ("GET", "/api/v1/queues", None),
+            ("GET", "/api/v1/topics", None),
+            ("GET", "/api/v1/connections", None),
+            ("POST", "/api/v1/queues/q/purge", Some("{}".to_string())),
+            (
+                "POST",
+                "/api/v1/queues/q/messages",
+                Some(r#"{"body":"x"}"#.into()),
+            ),
+        ] {
+            let (code, v) = call(&app, method, uri, body).await;
+            assert_eq!(code, 503, "{method} {uri}: {v}");
+            assert!(v["error"].as_str().unwrap().contains("slave"), "{v}");
+        }
+    }
+}

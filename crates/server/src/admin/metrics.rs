@@ -1,0 +1,586 @@
+//! Prometheus `/metrics`, text exposition format 0.0.4.
+//!
+//! Everything is read when the scrape comes, from counters the broker, the store and the
+//! connectors keep anyway ([`Broker::snapshot`], [`Broker::topic_subscriptions`],
+//! [`MessageStore::usage_bytes`], the connection registry): serving metrics adds no work to the
+//! message path.
+//!
+//! The text is rendered here rather than through `prometheus-client`: that crate's model is a
+//! registry of long-lived metric objects updated as events happen, which is exactly the
+//! per-message work this endpoint avoids; its scrape-time collector API would still mean
+//! building every family on each scrape. The format needed is small — `# HELP`/`# TYPE` lines
+//! and `name{label="value"} number` samples with escaped label values — and tests parse it.
+//!
+//! [`Broker::snapshot`]: ferromq_broker::Broker::snapshot
+//! [`Broker::topic_subscriptions`]: ferromq_broker::Broker::topic_subscriptions
+//! [`MessageStore::usage_bytes`]: ferromq_store::MessageStore::usage_bytes
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use ferromq_broker::ListSnapshot;
+
+use super::{LiveServer, Status};
+
+/// The `Content-Type` of the exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The label value destinations beyond the series cap are summed under.
+pub const OTHER_DESTINATION: &str = "_other";
+
+/// Counters of one destination (a queue, or a topic summed over its subscriptions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DestinationCounters {
+    /// Messages not yet acknowledged: waiting plus delivered and unacknowledged.
+    pub depth: u64,
+    /// Delivered and not yet acknowledged.
+    pub inflight: u64,
+    /// Consumers attached.
+    pub consumers: u64,
+    /// Producers with the destination as their fixed destination (OpenWire; queues only).
+    pub producers: u64,
+    /// Subscriptions (topics only).
+    pub subscriptions: u64,
+    /// Message bytes held in memory.
+    pub memory_bytes: u64,
+    /// Messages added (for a topic: copies added to its subscriptions).
+    pub enqueued: u64,
+    /// Messages acknowledged.
+    pub dequeued: u64,
+    /// Deliveries made, redeliveries included.
+    pub dispatched: u64,
+    /// Messages that expired.
+    pub expired: u64,
+    /// Messages that exceeded their redeliveries (sent to the DLQ or dropped).
+    pub dead_lettered: u64,
+    /// Messages discarded because a non-durable subscriber fell behind (topics).
+    pub discarded: u64,
+}
+
+impl DestinationCounters {
+    /// Adds one list's counters.
+    pub fn add(&mut self, s: &ListSnapshot) {
+        self.depth += s.pending + s.inflight;
+        self.inflight += s.inflight;
+        self.consumers += s.consumers;
+        self.producers += s.producers;
+        self.memory_bytes += s.memory_bytes;
+        self.enqueued += s.stats.enqueued;
+        self.dequeued += s.stats.dequeued;
+        self.dispatched += s.stats.dispatched;
+        self.expired += s.stats.expired;
+        self.dead_lettered += s.stats.poisoned;
+        self.discarded += s.stats.discarded;
+    }
+
+    fn merge(&mut self, o: &DestinationCounters) {
+        self.depth += o.depth;
+        self.inflight += o.inflight;
+        self.consumers += o.consumers;
+        self.producers += o.producers;
+        self.subscriptions += o.subscriptions;
+        self.memory_bytes += o.memory_bytes;
+        self.enqueued += o.enqueued;
+        self.dequeued += o.dequeued;
+        self.dispatched += o.dispatched;
+        self.expired += o.expired;
+        self.dead_lettered += o.dead_lettered;
+        self.discarded += o.discarded;
+    }
+}
+
+/// Queues by name (`queue://` and `temp-queue://` lists of a broker snapshot).
+pub fn queues(snapshot: &[ListSnapshot]) -> BTreeMap<String, (bool, DestinationCounters)> {
+    let mut out = BTreeMap::new();
+    for s in snapshot {
+        let (name, temporary) = if let Some(n) = s.name.strip_prefix("queue://") {
+            (n, false)
+        } else if let Some(n) = s.name.strip_prefix("temp-queue://") {
+            (n, true)
+        } else {
+            continue;
+        };
+        let mut c = DestinationCounters::default();
+        c.add(s);
+        out.insert(name.to_string(), (temporary, c));
+    }
+    out
+}
+
+/// Topics (and wildcard patterns) by name, summed over their subscriptions.
+pub fn topics(
+    subs: &[ferromq_broker::TopicSubscriptionSnapshot],
+) -> BTreeMap<String, (u64, DestinationCounters)> {
+    let mut out: BTreeMap<String, (u64, DestinationCounters)> = BTreeMap::new();
+    for s in subs {
+        let e = out.entry(s.topic.clone()).or_default();
+        if s.durable {
+            e.0 += 1;
+        }
+        e.1.subscriptions += 1;
+        e.1.add(&s.list);
+    }
+    out
+}
+
+/// Keeps the first `max` destinations (by name) and sums the rest under
+/// [`OTHER_DESTINATION`].
+fn capped<'a>(
+    all: impl Iterator<Item = (&'a String, DestinationCounters)>,
+    max: usize,
+) -> Vec<(String, DestinationCounters)> {
+    let mut out: Vec<(String, DestinationCounters)> = Vec::new();
+    let mut other: Option<DestinationCounters> = None;
+    for (i, (name, c)) in all.enumerate() {
+        if i < max {
+            out.push((name.clone(), c));
+        } else {
+            other.get_or_insert_with(Default::default).merge(&c);
+        }
+    }
+    if let Some(o) = other {
+        out.push((OTHER_DESTINATION.to_string(), o));
+    }
+    out
+}
+
+/// Everything a scrape reports, gathered before rendering so that rendering is a pure function.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// The broker's name, HA mode, role and epoch.
+    pub status: Status,
+    /// Seconds since the process started.
+    pub uptime_seconds: f64,
+    /// Present while this process is master.
+    pub master: Option<MasterScrape>,
+}
+
+/// What only a serving master reports.
+#[derive(Debug, Clone, Default)]
+pub struct MasterScrape {
+    /// Store backend kind.
+    pub store_kind: &'static str,
+    /// Bytes of message data in the store.
+    pub store_usage_bytes: u64,
+    /// `store.store_usage_limit` (0 = none).
+    pub store_usage_limit_bytes: u64,
+    /// Per-destination memory limit (`policy.memory_limit_bytes`).
+    pub destination_memory_limit_bytes: u64,
+    /// Open connections per protocol, and accepted since start.
+    pub connections: Vec<(&'static str, u64, u64)>,
+    /// Queues by name.
+    pub queues: Vec<(String, DestinationCounters)>,
+    /// Topics by name.
+    pub topics: Vec<(String, DestinationCounters)>,
+}
+
+impl Scrape {
+    /// Reads a scrape from a master's broker and connection registry.
+    pub fn gather(
+        status: Status,
+        uptime_seconds: f64,
+        live: Option<&LiveServer>,
+        destinations_max: usize,
+    ) -> Scrape {
+        let master = live.map(|l| {
+            let b = &l.broker;
+            let conns = l.connections.snapshot();
+            let connections = ["stomp", "openwire"]
+                .into_iter()
+                .map(|p| {
+                    let open = conns.iter().filter(|c| c.protocol == p).count() as u64;
+                    (p, open, l.connections.accepted_total(p))
+                })
+                .collect();
+            let q = queues(&b.snapshot());
+            let t = topics(&b.topic_subscriptions());
+            MasterScrape {
+                store_kind: b.store().kind(),
+                store_usage_bytes: b.store().usage_bytes(),
+                store_usage_limit_bytes: b.config().store_usage_limit_bytes,
+                destination_memory_limit_bytes: b.config().destination_memory_limit_bytes,
+                connections,
+                queues: capped(q.iter().map(|(n, (_, c))| (n, *c)), destinations_max),
+                topics: capped(t.iter().map(|(n, (_, c))| (n, *c)), destinations_max),
+            }
+        });
+        Scrape {
+            status,
+            uptime_seconds,
+            master,
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut o = Out::default();
+        let s = &self.status;
+        o.family(
+            "ferromq_info",
+            "gauge",
+            "Always 1; labels name the broker, its version and HA mode.",
+        );
+        o.sample(
+            "ferromq_info",
+            &[
+                ("broker", &s.broker),
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("ha_mode", &s.ha_mode),
+            ],
+            1.0,
+        );
+        o.family(
+            "ferromq_uptime_seconds",
+            "gauge",
+            "Seconds since the process started.",
+        );
+        o.sample("ferromq_uptime_seconds", &[], self.uptime_seconds);
+        o.family(
+            "ferromq_role",
+            "gauge",
+            "1 for the role this broker is in now (starting, slave, master, deposed).",
+        );
+        o.sample("ferromq_role", &[("role", &s.role)], 1.0);
+        o.family(
+            "ferromq_master",
+            "gauge",
+            "1 while this broker is the serving master, else 0.",
+        );
+        o.sample(
+            "ferromq_master",
+            &[],
+            if self.master.is_some() { 1.0 } else { 0.0 },
+        );
+        o.family(
+            "ferromq_ha_epoch",
+            "gauge",
+            "The mastership epoch (0 when not master or without HA).",
+        );
+        o.sample("ferromq_ha_epoch", &[], s.epoch as f64);
+        let Some(m) = &self.master else {
+            return o.text;
+        };
+        o.family(
+            "ferromq_store_usage_bytes",
+            "gauge",
+            "Bytes of message data the store holds.",
+        );
+        o.sample(
+            "ferromq_store_usage_bytes",
+            &[("store", m.store_kind)],
+            m.store_usage_bytes as f64,
+        );
+        o.family(
+            "ferromq_store_usage_limit_bytes",
+            "gauge",
+            "store.store_usage_limit: producers of persistent messages wait above it (0 = none).",
+        );
+        o.sample(
+            "ferromq_store_usage_limit_bytes",
+            &[],
+            m.store_usage_limit_bytes as f64,
+        );
+        o.family(
+            "ferromq_destination_memory_limit_bytes",
+            "gauge",
+            "policy.memory_limit_bytes: per-destination memory before producer flow control.",
+        );
+        o.sample(
+            "ferromq_destination_memory_limit_bytes",
+            &[],
+            m.destination_memory_limit_bytes as f64,
+        );
+        o.family(
+            "ferromq_connections",
+            "gauge",
+            "Client connections open now.",
+        );
+        for (p, open, _) in &m.connections {
+            o.sample("ferromq_connections", &[("protocol", p)], *open as f64);
+        }
+        o.family(
+            "ferromq_connections_accepted_total",
+            "counter",
+            "Client connections accepted since this broker became master.",
+        );
+        for (p, _, total) in &m.connections {
+            o.sample(
+                "ferromq_connections_accepted_total",
+                &[("protocol", p)],
+                *total as f64,
+            );
+        }
+        destination_families(&mut o, "queue", &m.queues);
+        destination_families(&mut o, "topic", &m.topics);
+        o.text
+    }
+}
+
+type Field = fn(&DestinationCounters) -> u64;
+
+fn destination_families(o: &mut Out, kind: &str, all: &[(String, DestinationCounters)]) {
+    let mut families: Vec<(&str, &str, &str, Field)> = vec![
+        (
+            "depth",
+            "gauge",
+            "Messages not yet acknowledged (waiting plus in flight).",
+            |c| c.depth,
+        ),
+        (
+            "inflight",
+            "gauge",
+            "Messages delivered and not yet acknowledged.",
+            |c| c.inflight,
+        ),
+        ("consumers", "gauge", "Consumers attached.", |c| c.consumers),
+        (
+            "memory_bytes",
+            "gauge",
+            "Message bytes held in memory.",
+            |c| c.memory_bytes,
+        ),
+        (
+            "enqueued_total",
+            "counter",
+            "Messages added since this broker became master.",
+            |c| c.enqueued,
+        ),
+        (
+            "dequeued_total",
+            "counter",
+            "Messages acknowledged since this broker became master.",
+            |c| c.dequeued,
+        ),
+        (
+            "dispatched_total",
+            "counter",
+            "Deliveries made, redeliveries included.",
+            |c| c.dispatched,
+        ),
+        ("expired_total", "counter", "Messages that expired.", |c| {
+            c.expired
+        }),
+        (
+            "dead_lettered_total",
+            "counter",
+            "Messages that exceeded their redeliveries.",
+            |c| c.dead_lettered,
+        ),
+    ];
+    if kind == "queue" {
+        families.push((
+            "producers",
+            "gauge",
+            "OpenWire producers with the queue as their fixed destination.",
+            |c| c.producers,
+        ));
+    }
+    if kind == "topic" {
+        families.push((
+            "subscriptions",
+            "gauge",
+            "Subscriptions bound to the topic.",
+            |c| c.subscriptions,
+        ));
+        families.push((
+            "discarded_total",
+            "counter",
+            "Messages discarded because a non-durable subscriber fell behind.",
+            |c| c.discarded,
+        ));
+    }
+    for (suffix, ty, help, field) in families {
+        let name = format!("ferromq_{kind}_{suffix}");
+        o.family(&name, ty, help);
+        for (dest, c) in all {
+            o.sample(&name, &[("destination", dest)], field(c) as f64);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn family(&mut self, name: &str, ty: &str, help: &str) {
+        // HELP text escapes only `\` and newline in this format.
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {ty}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value as the format wants it: `\`, `"` and newline escaped.
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferromq_broker::ListStats;
+
+    fn list(name: &str, pending: u64, enqueued: u64) -> ListSnapshot {
+        ListSnapshot {
+            name: name.into(),
+            pending,
+            inflight: 1,
+            consumers: 2,
+            producers: 1,
+            memory_bytes: 10,
+            stats: ListStats {
+                enqueued,
+                dequeued: 3,
+                ..ListStats::default()
+            },
+        }
+    }
+
+    /// One parsed sample: metric name, labels, value.
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    /// A small parser of the text format: each line a comment or `name{labels} value`.
+    pub(crate) fn parse(text: &str) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+                continue;
+            }
+            assert!(
+                !line.starts_with('#') && !line.is_empty(),
+                "stray line {line:?}"
+            );
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("value in {line:?}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_string(), vec![]),
+                Some((n, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    let mut labels = vec![];
+                    let mut chars = body.chars().peekable();
+                    while chars.peek().is_some() {
+                        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                        assert_eq!(chars.next(), Some('"'), "{line}");
+                        let mut v = String::new();
+                        loop {
+                            match chars.next().expect("unterminated label") {
+                                '\\' => match chars.next().unwrap() {
+                                    'n' => v.push('\n'),
+                                    c => v.push(c),
+                                },
+                                '"' => break,
+                                c => v.push(c),
+                            }
+                        }
+                        labels.push((key, v));
+                        if chars.peek() == Some(&',') {
+                            chars.next();
+                        }
+                    }
+                    (n.to_string(), labels)
+                }
+            };
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "metric name {name:?}"
+            );
+            out.push((name, labels, value));
+        }
+        out
+    }
+
+    fn value(samples: &[Sample], name: &str, dest: &str) -> f64 {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l.iter().any(|(k, v)| k == "destination" && v == dest))
+            .unwrap_or_else(|| panic!("no {name}{{destination={dest:?}}}"))
+            .2
+    }
+
+    #[test]
+    fn queues_beyond_the_cap_are_summed_under_other() {
+        let snap = vec![
+            list("queue://a", 5, 7),
+            list("queue://b\"\\\n", 1, 1),
+            list("queue://c", 2, 4),
+            list("topic://t#1", 100, 100),
+        ];
+        let q = queues(&snap);
+        let m = MasterScrape {
+            store_kind: "memory",
+            queues: capped(q.iter().map(|(n, (_, c))| (n, *c)), 2),
+            ..MasterScrape::default()
+        };
+        let text = Scrape {
+            status: Status {
+                broker: "b1".into(),
+                role: "master".into(),
+                ..Status::default()
+            },
+            uptime_seconds: 1.5,
+            master: Some(m),
+        }
+        .render();
+        let samples = parse(&text);
+        assert_eq!(value(&samples, "ferromq_queue_depth", "a"), 6.0);
+        // The awkward name survives escaping and parsing.
+        assert_eq!(value(&samples, "ferromq_queue_depth", "b\"\\\n"), 2.0);
+        // `c` is third: over the cap of 2.
+        assert_eq!(value(&samples, "ferromq_queue_depth", "_other"), 3.0);
+        assert_eq!(
+            value(&samples, "ferromq_queue_enqueued_total", "_other"),
+            4.0
+        );
+        assert!(!text.contains("destination=\"c\""), "{text}");
+        assert!(text.contains("# TYPE ferromq_queue_enqueued_total counter\n"));
+        assert!(text.contains("ferromq_master 1\n"));
+        assert!(text.contains("ferromq_role{role=\"master\"} 1\n"));
+    }
+
+    #[test]
+    fn a_slave_reports_its_role_and_no_destinations() {
+        let text = Scrape {
+            status: Status {
+                role: "slave".into(),
+                ..Status::default()
+            },
+            uptime_seconds: 0.0,
+            master: None,
+        }
+        .render();
+        let samples = parse(&text);
+        assert!(samples
+            .iter()
+            .any(|(n, _, v)| n == "ferromq_master" && *v == 0.0));
+        assert!(!text.contains("ferromq_queue_"), "{text}");
+    }
+}

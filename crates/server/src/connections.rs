@@ -1,0 +1,138 @@
+//! The client connections a server holds now, for the admin API and metrics.
+//!
+//! Touched once when a connection is accepted and once when it ends — never per frame — so a
+//! plain mutex is cheap enough and the message path is untouched.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// One open client connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// `stomp` or `openwire`.
+    pub protocol: &'static str,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// When it was accepted, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+    /// The login it connected with, once connected (none without `[security]` users).
+    pub login: Option<String>,
+    /// Its JMS client id, once connected with one.
+    pub client_id: Option<String>,
+}
+
+/// A connection's key: the protocol and the client's address (unique among open connections
+/// of one listener; the same client port may reach both listeners).
+type Key = (&'static str, SocketAddr);
+
+/// The registry of open connections, shared by every connector of one server.
+#[derive(Debug, Clone, Default)]
+pub struct Connections(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    open: Mutex<HashMap<Key, ConnectionInfo>>,
+    /// Connections accepted since start, per protocol index (see [`protocol_index`]).
+    accepted_total: [AtomicU64; 2],
+}
+
+fn protocol_index(protocol: &str) -> usize {
+    usize::from(protocol != "stomp")
+}
+
+impl Connections {
+    /// Records an accepted connection; it is forgotten when the returned guard drops.
+    pub fn register(&self, protocol: &'static str, remote: SocketAddr) -> ConnectionGuard {
+        let since_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.0.open.lock().insert(
+            (protocol, remote),
+            ConnectionInfo {
+                protocol,
+                remote,
+                since_ms,
+                login: None,
+                client_id: None,
+            },
+        );
+        self.0.accepted_total[protocol_index(protocol)].fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            registry: self.clone(),
+            key: (protocol, remote),
+        }
+    }
+
+    /// Records who an open connection is, once its CONNECT (or ConnectionInfo) is accepted.
+    pub fn identify(
+        &self,
+        protocol: &'static str,
+        remote: SocketAddr,
+        login: Option<&str>,
+        client_id: Option<&str>,
+    ) {
+        if let Some(c) = self.0.open.lock().get_mut(&(protocol, remote)) {
+            c.login = login.filter(|l| !l.is_empty()).map(str::to_string);
+            c.client_id = client_id.map(str::to_string);
+        }
+    }
+
+    /// The open connections, oldest first.
+    pub fn snapshot(&self) -> Vec<ConnectionInfo> {
+        let mut v: Vec<ConnectionInfo> = self.0.open.lock().values().cloned().collect();
+        v.sort_by_key(|c| (c.since_ms, c.remote));
+        v
+    }
+
+    /// Connections of `protocol` (`stomp` or `openwire`) accepted since the server started.
+    pub fn accepted_total(&self, protocol: &str) -> u64 {
+        self.0.accepted_total[protocol_index(protocol)].load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps a connection in its registry while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    registry: Connections,
+    key: Key,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.registry.0.open.lock().remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_listed_until_its_guard_drops() {
+        let c = Connections::default();
+        let a = c.register("stomp", "127.0.0.1:1".parse().unwrap());
+        let b = c.register("openwire", "127.0.0.1:2".parse().unwrap());
+        assert_eq!(c.snapshot().len(), 2);
+        c.identify(
+            "openwire",
+            "127.0.0.1:2".parse().unwrap(),
+            Some("app"),
+            Some("cid"),
+        );
+        drop(a);
+        let left = c.snapshot();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].protocol, "openwire");
+        assert_eq!(left[0].login.as_deref(), Some("app"));
+        assert_eq!(left[0].client_id.as_deref(), Some("cid"));
+        drop(b);
+        assert!(c.snapshot().is_empty());
+        assert_eq!(c.accepted_total("stomp"), 1);
+        assert_eq!(c.accepted_total("openwire"), 1);
+    }
+}
