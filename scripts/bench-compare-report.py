@@ -158,6 +158,10 @@ def short(x):
     return f"{x:.0f}"
 
 
+# Repeats the script ran (meta.env `repeats`): a figure from fewer runs says so.
+EXPECTED_REPEATS = {"n": None}
+
+
 class Stat:
     """Median, min and max of the repeats' values of one figure (None values left out)."""
 
@@ -169,14 +173,19 @@ class Stat:
         self.hi = max(self.values) if self.values else None
 
     def fmt(self, f=fmt_n):
-        """'median (min–max)'; just the value when there is one."""
+        """'median (min–max)'; just the value when all agree; '[n of N runs]' when runs are missing."""
         if self.med is None:
             return "—"
         if self.n == 1 or f(self.lo) == f(self.hi):
-            return f(self.med)
-        if f is fmt_us:
-            return f"{fmt_us(self.med)} ({fmt_us_range(self.lo, self.hi)})"
-        return f"{f(self.med)} ({f(self.lo)}–{f(self.hi)})"
+            text = f(self.med)
+        elif f is fmt_us:
+            text = f"{fmt_us(self.med)} ({fmt_us_range(self.lo, self.hi)})"
+        else:
+            text = f"{f(self.med)} ({f(self.lo)}–{f(self.hi)})"
+        expected = EXPECTED_REPEATS["n"]
+        if expected and self.n < expected:
+            text += f" [{self.n} of {expected} runs]"
+        return text
 
 
 def stat(values):
@@ -308,6 +317,8 @@ def main():
         sys.exit("usage: bench-compare-report.py WORK_DIR OUT_DIR")
     work, out = sys.argv[1], sys.argv[2]
     meta = read_meta(os.path.join(work, "meta.env"))
+    if meta.get("repeats", "").isdigit():
+        EXPECTED_REPEATS["n"] = int(meta["repeats"])
     brokers = [r[0] for r in read_tsv(os.path.join(work, "brokers.tsv"), 3)]
     workloads = read_tsv(os.path.join(work, "workloads.tsv"), 3)
     failures = read_tsv(os.path.join(work, "failures.tsv"), 2)
@@ -608,8 +619,9 @@ def render_md(meta, brokers, workloads, failures, fsync, res, servers, work):
                 readings.append(
                     f"{head}, yet {fpm:.2f} device flushes per message): every receipt did wait for a flush, "
                     "but its flushes were cheaper than the probe's write+fdatasync (the probe appends to a "
-                    "growing file, whose fdatasync may also have to commit metadata; a journal writes into "
-                    "preallocated segments), or the disk was faster during its runs than during the probe's. "
+                    "growing file, whose fdatasync may also have to commit the file's new size; a broker's "
+                    "journal may write into preallocated space), or the disk was faster during its runs than "
+                    "during the probe's. "
                     "The probe is a reference, not a ceiling.")
             else:
                 readings.append(
@@ -794,7 +806,7 @@ def render_md(meta, brokers, workloads, failures, fsync, res, servers, work):
 def render_svg(meta, all_brokers, res, fsync):
     W, PH = 1000, 330
     top = 70
-    H = top + 2 * PH + 40
+    H = top + 2 * PH + 56
     s = []
     a = s.append
     a(f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
@@ -802,7 +814,7 @@ def render_svg(meta, all_brokers, res, fsync):
     a(f'<rect width="{W}" height="{H}" fill="white"/>')
     a(f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="16" font-weight="bold">'
       'ferromq vs ActiveMQ 5.17 vs RabbitMQ 3.10 — same machine, same load tool</text>')
-    a(f'<text x="{W / 2}" y="40" text-anchor="middle" fill="#555">'
+    a(f'<text x="{W / 2}" y="40" text-anchor="middle" fill="#555" font-size="10">'
       f'{escape(meta.get("date", ""))}; {escape(meta.get("cpu", ""))}; 1 KiB bodies; '
       f'{escape(meta.get("warmup", "?"))} s warm-up + {escape(meta.get("duration", "?"))} s; ack client-individual; '
       f'median of {escape(meta.get("repeats", "?"))} repeats, whiskers min–max; log scales</text>')
@@ -848,14 +860,14 @@ def render_svg(meta, all_brokers, res, fsync):
                     yy = y(v)
                     a(f'<rect x="{x:.1f}" y="{yy:.1f}" width="{bw - 2:.1f}" height="{pt + ph - yy:.1f}" '
                       f'fill="{BROKER_COLOR[b]}"><title>{BROKER_LABEL[b]} {n}: {label(v)}</title></rect>')
-                    lo, hi = spread(res.get((n, b)))
+                    smin, smax = spread(res.get((n, b)))
                     top_y = yy
-                    if lo and hi and hi > lo:
+                    if smin and smax and smax > smin:
                         # min–max of the repeats
                         cx = x + (bw - 2) / 2
-                        top_y = min(yy, y(hi))
-                        a(f'<line x1="{cx:.1f}" y1="{y(lo):.1f}" x2="{cx:.1f}" y2="{y(hi):.1f}" stroke="#222"/>')
-                        for yv in (y(lo), y(hi)):
+                        top_y = min(yy, y(smax))
+                        a(f'<line x1="{cx:.1f}" y1="{y(smin):.1f}" x2="{cx:.1f}" y2="{y(smax):.1f}" stroke="#222"/>')
+                        for yv in (y(smin), y(smax)):
                             a(f'<line x1="{cx - 3:.1f}" y1="{yv:.1f}" x2="{cx + 3:.1f}" y2="{yv:.1f}" stroke="#222"/>')
                     a(f'<text x="{x + (bw - 2) / 2:.1f}" y="{top_y - 3:.1f}" text-anchor="middle" font-size="8">'
                       f'{label(v)}</text>')
@@ -889,8 +901,10 @@ def render_svg(meta, all_brokers, res, fsync):
           "c/d: closed loop (backlog)", LATENCY_ORDER,
           lambda r: r.p("p99_us") if r else None, p99_spread, short_us,
           {"a1": p1, "a1_nc": p1, "a16": p16, "a16_nc": p16})
-    a(f'<text x="20" y="{H - 30}" fill="#555">a = persistent queue, receipt window 1, 1 or 16 producers → 1 consumer; '
-      'b = window 64, 4 producers; a0 = a without consumer (receipt = on disk for every broker); c = non-persistent queue 1→1;</text>')
+    a(f'<text x="20" y="{H - 46}" fill="#555">a = persistent queue, receipt window 1, 1 or 16 producers → 1 consumer '
+      '(acks client-individual); b = same with receipt window 64, 4 producers;</text>')
+    a(f'<text x="20" y="{H - 30}" fill="#555">a0 = a without consumer (receipt = on disk for every broker); '
+      'c = non-persistent queue 1→1;</text>')
     a(f'<text x="20" y="{H - 14}" fill="#555">d = non-persistent topic 1→10 subscribers; c\', d\' = same at a fixed rate '
       '(open loop); e = 10,000-message persistent backlog drained by 1 consumer. Details: compare.md.</text>')
     a("</svg>")

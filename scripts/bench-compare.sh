@@ -4,8 +4,8 @@
 # disk (issue 8, items 2 and 3; issue 16, item 7). Writes bench-results/compare.md and
 # bench-results/compare.svg.
 #
-#   scripts/bench-compare.sh            # ~25 min on 2 cores with the release build cached
-#                                       # (3 repeats; + ~3 min for the release build, ~40 s for
+#   scripts/bench-compare.sh            # ~20-25 min on 2 cores with the release build cached
+#                                       # (3 repeats; + ~5 min for the release build, ~1 min for
 #                                       # the first apt-get install of the peers)
 #
 # Every consumer ACKs every message (`--ack client-individual`, no receipt on the ACK), as real
@@ -109,6 +109,14 @@ wants() { case " $BROKERS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 : >"$work/brokers.tsv"
 : >"$work/failures.tsv"
 fail() { printf '%s\t%s\n' "$1" "$2" >>"$work/failures.tsv"; echo "bench-compare: FAILED $1: $2" >&2; }
+# why LOG: a failed run's error in one line: its "Error: ..." line and causes (not the backtrace
+# that RUST_BACKTRACE=1 appends), else the log's last 3 lines.
+why() {
+  local msg
+  msg=$(awk '/^Stack backtrace:/ {exit} /^Error:/ {on = 1} on && NF {printf "%s ", $0}' "$1" 2>/dev/null || true)
+  [ -n "$msg" ] || msg=$(tail -n 3 "$1" 2>/dev/null | tr '\n' ' ')
+  printf '%s' "$msg"
+}
 
 if wants activemq || wants rabbitmq; then
   step "peers: scripts/services.sh start peers"
@@ -217,7 +225,7 @@ probe() {
     --duration "$DURATION" --dir "$work" --json </dev/null >"$out.json" 2>"$out.log"; then
     flush_delta "$f0" "$out"
   else
-    fail "fsync-$t.$rep" "$(tail -n 3 "$out.log" | tr '\n' ' ')"
+    fail "fsync-$t.$rep" "$(why "$out.log")"
     rm -f "$out.json"
   fi
 }
@@ -258,7 +266,7 @@ bench() {
     echo $((t1 - t0)) >"$out.wall_ns"
     return 0
   fi
-  fail "$name.$broker.$rep" "$(tail -n 3 "$out.log" | tr '\n' ' ')"
+  fail "$name.$broker.$rep" "$(why "$out.log")"
   rm -f "$out.json"
   return 1
 }
