@@ -395,8 +395,11 @@ def render_summary(w, meta, brokers, fsync, res):
     """The project's goal table, computed from this run."""
     w("## Summary")
     w("")
-    w(f"Median of {meta.get('repeats', '?')} repeats (min–max in brackets); the ratio is ferromq's "
-      "median ÷ ActiveMQ's. \"msg/flush\": messages sent per device flush of the data disk (see "
+    n = meta.get("repeats", "?")
+    head = ("One run per broker and workload (`COMPARE_REPEATS=1`: no min–max); the ratio is ferromq's figure "
+            "÷ ActiveMQ's." if n == "1" else
+            f"Median of {n} repeats (min–max in brackets); the ratio is ferromq's median ÷ ActiveMQ's.")
+    w(head + " \"msg/flush\": messages sent per device flush of the data disk (see "
       "[Device flushes](#device-flushes-per-message)); \"of probe\": the broker's median ÷ the median "
       "of the write+fdatasync probe with as many threads as producers, on the same disk.")
     w("")
@@ -462,7 +465,7 @@ def render_md(meta, brokers, workloads, failures, fsync, res, servers, work):
     w(f"- Each run: {meta.get('warmup', '?')} s warm-up + {meta.get('duration', '?')} s measured, 1 KiB bodies. "
       f"Every consumer acks each message with `ack:{meta.get('ack', 'client-individual')}` (one ACK frame per "
       "message, without a receipt, as real STOMP consumers do; the no-consumer workloads a0 have no acks). "
-      f"{reps} repeats per broker and workload, interleaved; every figure is the median of the repeats with "
+      f"{reps} repeat{'' if reps == '1' else 's'} per broker and workload, interleaved; every figure is the median of the repeats with "
       "min–max in brackets, every ratio a ratio of medians. Each repeat uses its own destination "
       "(`cmp.NAME.REP`), so each starts on an empty one. The peer baselines saw ~30% run-to-run fsync "
       "variation on this kind of disk: where the min–max ranges of two brokers overlap, the difference "
