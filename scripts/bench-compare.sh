@@ -16,7 +16,10 @@
 #
 # Needs root (or passwordless sudo) the first time: scripts/services.sh installs the peers with
 # apt-get. Environment (all optional):
-#   CARGO_TARGET_DIR         build directory (default: $HOME/.cache/ferromq/target, as test.sh)
+#   CARGO_TARGET_DIR         build directory (default: $HOME/.cache/ferromq/target, as test.sh).
+#                            A target dir that another checkout (git worktree) also builds into
+#                            can hold that checkout's workspace crates: cargo judges them fresh by
+#                            mtime. Measure with a target dir of this checkout's own.
 #   COMPARE_WARMUP=2 COMPARE_DURATION=8   seconds per run
 #   COMPARE_REPEATS=3        runs per broker and workload (and fsync probes per thread count)
 #   COMPARE_BROKERS="ferromq activemq rabbitmq"
