@@ -111,6 +111,10 @@ def fmt_n(x):
     return f"{x:.2f}"
 
 
+def fmt_3(x):
+    return "—" if x is None else f"{x:.3f}"
+
+
 def fmt_ratio(x):
     return "—" if x is None else f"{x:.2f}×"
 
@@ -656,10 +660,12 @@ def render_md(meta, brokers, workloads, failures, fsync, res, servers, work):
     w(f"Flush requests completed on `/dev/{disk}` (`/proc/diskstats` field 19; the whole disk holding "
       "every broker's store) from just before to just after each run's `ferromq-bench` process "
       "(connects, warm-up, measurement, drain), divided by every message the run sent (`sent_total`, "
-      "warm-up included); median (min–max) of the repeats, and its inverse, messages per flush. "
+      "warm-up included), and its inverse, messages per flush; each the median (min–max) of the repeats' "
+      "values. "
       "**The counter is disk-wide**: flushes of every other process on that disk count too — the other "
       "brokers idling beside the measured one (checkpoints, periodic syncs), and other jobs on this "
-      "shared VM — so a figure can only be too high, never too low. Values well below 1 with window 1 "
+      "shared VM — so flushes per message can only be overstated (messages per flush understated), "
+      "never the reverse. Values well below 1 with window 1 "
       "mean group commit (several producers' messages per flush) or messages that were never written "
       "(consumed before they were stored: ActiveMQ and RabbitMQ with a consumer).")
     idle = []
@@ -671,6 +677,7 @@ def render_md(meta, brokers, workloads, failures, fsync, res, servers, work):
             except ValueError:
                 pass
     if idle:
+        w("")
         w(f"Background with every broker up and idle: {', '.join(idle)} (over {meta.get('idle_before_s', '?')} s each).")
     w("")
     w("| workload | " + " | ".join(BROKER_LABEL[b] for b in ALL_BROKERS) + " |")
@@ -687,7 +694,7 @@ def render_md(meta, brokers, workloads, failures, fsync, res, servers, work):
             elif not r.flushes_per_msg.n:
                 cells.append("n/a")
             else:
-                cells.append(f"{r.flushes_per_msg.fmt()} flushes/msg = {fmt_n(1 / r.flushes_per_msg.med) if r.flushes_per_msg.med else '∞'} msg/flush")
+                cells.append(f"{r.flushes_per_msg.fmt(fmt_3)} flushes/msg; {r.msgs_per_flush.fmt()} msg/flush")
         w(f"| {desc_of[name]} | " + " | ".join(cells) + " |")
     for t in (1, 16):
         f = fsync.get(t)
