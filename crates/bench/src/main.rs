@@ -7,6 +7,10 @@ use clap::Parser;
 use ferromq_bench::cli::{Cli, Command};
 use ferromq_bench::{fsync_probe, report, run};
 
+// Same allocator as the broker: a load tool spending its CPU in malloc/free measures itself.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
