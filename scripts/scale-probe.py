@@ -167,8 +167,26 @@ def send_all(sel, conns, deadline):
                 c.inbuf += data
 
 
+def handle_frames(sel, c):
+    """Handles every complete frame buffered on `c`: MESSAGEs are recorded and ACKed."""
+    for f in c.frames():
+        if f.startswith(b"MESSAGE"):
+            c.messages.append(f)
+            ack = header(f, "ack")
+            if ack is not None:
+                c.out += frame("ACK", [("id", ack)])
+                sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+        elif f.startswith(b"RECEIPT"):
+            c.receipts += 1
+        elif f.startswith(b"ERROR"):
+            raise SystemExit("connection %d: ERROR %s" % (c.index, f[:300]))
+
+
 def pump_until(sel, conns, done, deadline, what):
     """Reads until done() holds; answers MESSAGEs with ACKs."""
+    # Frames that arrived while nobody was looking (e.g. during an idle hold) count too.
+    for c in conns:
+        handle_frames(sel, c)
     while not done():
         if time.monotonic() > deadline:
             raise SystemExit("timeout waiting for %s" % what)
@@ -187,17 +205,7 @@ def pump_until(sel, conns, done, deadline, what):
                 if not data:
                     raise SystemExit("connection %d closed by the broker" % c.index)
                 c.inbuf += data
-                for f in c.frames():
-                    if f.startswith(b"MESSAGE"):
-                        c.messages.append(f)
-                        ack = header(f, "ack")
-                        if ack is not None:
-                            c.out += frame("ACK", [("id", ack)])
-                            sel.modify(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
-                    elif f.startswith(b"RECEIPT"):
-                        c.receipts += 1
-                    elif f.startswith(b"ERROR"):
-                        raise SystemExit("connection %d: ERROR %s" % (c.index, f[:300]))
+                handle_frames(sel, c)
 
 
 def cmd_connect(args):

@@ -84,6 +84,38 @@ enum Command {
         #[arg(long)]
         table: bool,
     },
+    /// Destination statistics over the admin API, like `activemq dstat`.
+    Dstat {
+        /// Which destinations: all, queues or topics.
+        #[arg(default_value = "all", value_parser = ["all", "queues", "topics"])]
+        kind: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the messages waiting in a queue without consuming them (admin API).
+    Browse {
+        /// The queue's name (without /queue/).
+        queue: String,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every waiting message of a queue (admin API; needs an admin user when users
+    /// are configured).
+    Purge {
+        /// The queue's name (without /queue/).
+        queue: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Receive messages and print them.
     Consume {
         /// Broker address: host:port, tcp://host:port, or a failover URI such as
@@ -114,6 +146,38 @@ enum Command {
         #[command(flatten)]
         auth: Auth,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The broker's admin address (`transports.admin`).
+    #[arg(long, default_value = "127.0.0.1:8161")]
+    admin: String,
+    /// Admin API user (needed when the broker has `[security]` users).
+    #[arg(long)]
+    admin_user: Option<String>,
+    /// Its password (or the environment variable FERROMQ_ADMIN_PASSWORD).
+    #[arg(long, env = "FERROMQ_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+}
+
+impl AdminArgs {
+    fn credentials(&self) -> Option<ferromq_server::admin::cli::Credentials> {
+        self.admin_user
+            .as_ref()
+            .map(|user| ferromq_server::admin::cli::Credentials {
+                user: user.clone(),
+                password: self.admin_password.clone().unwrap_or_default(),
+            })
+    }
+
+    async fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
+        let c = self.credentials();
+        let answer =
+            ferromq_server::admin::cli::request(&self.admin, method, path, c.as_ref(), None)
+                .await?;
+        ferromq_server::admin::cli::ok_body(answer)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -195,6 +259,45 @@ async fn main() -> anyhow::Result<()> {
                 brokers.push((a.to_string(), ferromq_server::admin::fetch(a).await));
             }
             print!("{}", ferromq_server::admin::topology_table(&brokers));
+            Ok(())
+        }
+        Command::Dstat { kind, admin, json } => {
+            let queues = admin.call("GET", "/api/v1/queues").await?;
+            let topics = admin.call("GET", "/api/v1/topics").await?;
+            if json {
+                println!("{{\"queues\":{queues},\"topics\":{topics}}}");
+            } else {
+                print!(
+                    "{}",
+                    ferromq_server::admin::cli::dstat_table(&queues, &topics, &kind)?
+                );
+            }
+            Ok(())
+        }
+        Command::Browse {
+            queue,
+            limit,
+            admin,
+            json,
+        } => {
+            let path = format!(
+                "/api/v1/queues/{}/messages?limit={limit}",
+                ferromq_server::admin::cli::path_segment(&queue)
+            );
+            let answer = admin.call("GET", &path).await?;
+            if json {
+                println!("{answer}");
+            } else {
+                print!("{}", ferromq_server::admin::cli::browse_table(&answer)?);
+            }
+            Ok(())
+        }
+        Command::Purge { queue, admin } => {
+            let path = format!(
+                "/api/v1/queues/{}/purge",
+                ferromq_server::admin::cli::path_segment(&queue)
+            );
+            println!("{}", admin.call("POST", &path).await?);
             Ok(())
         }
         Command::Produce {

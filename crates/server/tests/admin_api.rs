@@ -503,3 +503,85 @@ async fn a_slave_answers_what_it_is_and_refuses_operations() {
         "master"
     );
 }
+
+/// `ferromq dstat`, `browse` and `purge` over the admin API of a real broker with users:
+/// what they print matches what STOMP put there, a reader may look but not purge, an admin
+/// may purge, and the queue is then empty.
+#[tokio::test]
+async fn the_admin_cli_shows_browses_and_purges() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = format!(
+        "[broker]\nname = \"cli\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nadmin = \"{admin}\"\n{USERS}",
+        dir.path().join("data").display()
+    );
+    let broker = Proc::start("cli", dir.path(), port, &cfg);
+    assert!(
+        broker.wait_accepting(WAIT).is_some(),
+        "broker did not start"
+    );
+    let c = stomp(port).await;
+    for n in 0..3 {
+        c.send_with_receipt(
+            "/queue/cli.q",
+            format!("order {n}"),
+            &[("persistent", "true")],
+        )
+        .await
+        .unwrap();
+    }
+    let cli = |args: &[&str], user: &str, password: &str| {
+        let mut all = args.to_vec();
+        all.extend(["--admin", &admin, "--admin-user", user]);
+        std::process::Command::new(support::BIN)
+            .args(&all)
+            .env("FERROMQ_ADMIN_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["dstat", "queues"], "viewer", "look");
+    assert!(out.status.success(), "dstat: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("queue://cli.q "))
+        .unwrap_or_else(|| panic!("no row for the queue:\n{text}"))
+        .split_whitespace()
+        .collect();
+    // Name, Queue Size, Producer #, Consumer #, Enqueue #, ...
+    assert_eq!(row[1], "3", "{text}");
+    assert_eq!(row[4], "3", "{text}");
+
+    let out = cli(&["browse", "cli.q"], "viewer", "look");
+    assert!(out.status.success(), "browse: {out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for n in 0..3 {
+        assert!(text.contains(&format!("order {n}")), "{text}");
+    }
+    assert_eq!(text.lines().count(), 4, "header + 3 messages:\n{text}");
+
+    let out = cli(&["purge", "cli.q"], "viewer", "look");
+    assert!(!out.status.success(), "a reader must not purge");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+    let out = cli(&["purge", "cli.q"], "ops", "ops-secret");
+    assert!(out.status.success(), "purge: {out:?}");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["purged"], 3, "{answer}");
+
+    let out = cli(&["dstat", "--json"], "viewer", "look");
+    assert!(out.status.success(), "dstat --json: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let q = v["queues"]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "cli.q")
+        .cloned()
+        .unwrap();
+    assert_eq!(q["depth"], 0, "{v}");
+    c.disconnect().await.unwrap();
+}

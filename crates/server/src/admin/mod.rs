@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+pub mod cli;
 pub mod metrics;
 
 use std::net::SocketAddr;
