@@ -92,7 +92,7 @@ def test_connection_without_heartbeats_negotiates_zero(broker, clients):
     assert c.connected_frame.headers.get("heart-beat") == "0,0", c.connected_frame.headers
 
 
-USERS = {"security": {"users": [{"username": "app", "password": "s3cret"}]}}
+USERS = {"security": {"plaintext_passwords": True, "users": [{"username": "app", "password": "s3cret"}]}}
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -43,7 +43,7 @@ def test_heartbeat_eols_between_frames_are_ignored(broker, raw):
 @pytest.mark.parametrize("version", ["1.1", "1.2"])
 def test_connect_headers_are_not_unescaped(broker_factory, clients, version):
     """A login with a backslash and a passcode with a colon are taken literally on CONNECT."""
-    b = broker_factory({"security": {"users": [{"username": "dom\\user", "password": "p:ss\\n"}]}})
+    b = broker_factory({"security": {"plaintext_passwords": True, "users": [{"username": "dom\\user", "password": "p:ss\\n"}]}})
     c = clients(b.port, version, login="dom\\user", passcode="p:ss\\n")
     assert c.connected_frame is not None
 

@@ -1339,6 +1339,11 @@ impl Broker {
         }
     }
 
+    /// Whether the broker has this queue (authorisation: creating one needs `admin`).
+    pub fn queue_exists(&self, dest: &Destination) -> bool {
+        self.queues.read().contains_key(&dest.key())
+    }
+
     /// A snapshot of one queue; `None` when the broker has no such queue. For the admin API:
     /// it locks that queue's state once, like a browse.
     pub fn queue_snapshot(&self, dest: &Destination) -> Option<ListSnapshot> {

@@ -398,6 +398,11 @@ impl Default for OpenWireSection {
 pub struct SecuritySection {
     /// When non-empty, CONNECT must carry a matching `login`/`passcode`.
     pub users: Vec<User>,
+    /// Destination rules (ActiveMQ's `authorizationPlugin`); none = every authenticated
+    /// client may use every destination. See `crate::authz`.
+    pub authorization: Vec<crate::authz::AuthorizationEntry>,
+    /// Accept users whose `password` is plain text instead of a `ferromq passwd` hash.
+    pub plaintext_passwords: bool,
 }
 
 /// A user of `[security]`.
@@ -503,6 +508,15 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         crate::network::validate(&self.network_connectors)?;
+        crate::authz::Authorizer::new(&self.security.authorization).map_err(anyhow::Error::msg)?;
+        crate::passwords::check_config(&self.security.users, self.security.plaintext_passwords)
+            .map_err(anyhow::Error::msg)?;
+        if !self.security.authorization.is_empty() && self.security.users.is_empty() {
+            bail!(
+                "security.authorization needs security.users: rules name groups, and without \
+                 users nobody logs in with any"
+            );
+        }
         if !self.transports.discovery.is_empty() {
             crate::network::discovery::DiscoveryUri::parse(&self.transports.discovery)
                 .map_err(|e| anyhow::anyhow!("transports.discovery = {e}"))?;

@@ -4,11 +4,13 @@
 
 mod accept;
 pub mod admin;
+pub mod authz;
 pub mod cluster;
 pub mod config;
 mod conn_buf;
 pub mod connections;
 pub mod network;
 pub mod openwire;
+pub mod passwords;
 pub mod server;
 pub mod stomp;

@@ -116,6 +116,13 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print the hash to store as a user's `password` in `[[security.users]]` (Argon2id).
+    /// Reads the password from standard input (one line) unless --password is given.
+    Passwd {
+        /// The password (visible in the process list and shell history: prefer stdin).
+        #[arg(long)]
+        password: Option<String>,
+    },
     /// Receive messages and print them.
     Consume {
         /// Broker address: host:port, tcp://host:port, or a failover URI such as
@@ -259,6 +266,26 @@ async fn main() -> anyhow::Result<()> {
                 brokers.push((a.to_string(), ferromq_server::admin::fetch(a).await));
             }
             print!("{}", ferromq_server::admin::topology_table(&brokers));
+            Ok(())
+        }
+        Command::Passwd { password } => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("read the password from standard input")?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if password.is_empty() {
+                anyhow::bail!("an empty password cannot be hashed");
+            }
+            println!(
+                "{}",
+                ferromq_server::passwords::hash(&password).map_err(anyhow::Error::msg)?
+            );
             Ok(())
         }
         Command::Dstat { kind, admin, json } => {

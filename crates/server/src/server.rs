@@ -321,6 +321,9 @@ impl Server {
             shutdown: shutdown_rx.clone(),
             cluster,
             connections: connections.clone(),
+            // Validated with the configuration; an invalid rule never gets here.
+            authz: crate::authz::Authorizer::new(&cfg.security.authorization)
+                .map_err(anyhow::Error::msg)?,
         });
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(l) = openwire_listener {

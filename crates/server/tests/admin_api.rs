@@ -16,6 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const WAIT: Duration = Duration::from_secs(10);
 
 const USERS: &str = r#"
+[security]
+plaintext_passwords = true
+
 [[security.users]]
 username = "ops"
 password = "ops-secret"

@@ -185,7 +185,7 @@ async fn connections_over_the_limit_get_an_error() {
 
 #[tokio::test]
 async fn bad_login_is_refused() {
-    let server = start("[[security.users]]\nusername = \"app\"\npassword = \"s3cret\"\n").await;
+    let server = start("[security]\nplaintext_passwords = true\n[[security.users]]\nusername = \"app\"\npassword = \"s3cret\"\n").await;
     let mut r = Raw::connect(&server).await;
     r.send(b"CONNECT\naccept-version:1.2\nlogin:app\npasscode:wrong\n\n\0")
         .await;

@@ -341,3 +341,120 @@ async fn producers_are_counted_on_their_queue_until_they_or_their_connection_clo
         "a closed connection's producers are uncounted"
     );
 }
+
+/// `[[security.authorization]]` on OpenWire: a send or a consumer the rules refuse gets an
+/// ExceptionResponse of class `java.lang.SecurityException` (what the JMS client throws as
+/// `JMSSecurityException`) naming the destination; allowed ones are answered, and the refused
+/// send stores nothing.
+#[tokio::test]
+async fn authorization_refuses_sends_and_consumers_with_a_security_exception() {
+    let s = server(
+        r#"
+[security]
+plaintext_passwords = true
+
+[[security.users]]
+username = "rita"
+password = "r"
+groups = ["readers"]
+
+[[security.authorization]]
+queue = "orders.>"
+read = "readers"
+write = "writers"
+admin = "readers"
+"#,
+    )
+    .await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.send(&wire_format(30_000)).await;
+    let mut info = connection_info(1, "authz");
+    if let Command::ConnectionInfo(c) = &mut info {
+        c.user_name = Some("rita".into());
+        c.password = Some("r".into());
+    }
+    w.send(&info).await;
+    assert!(matches!(
+        w.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+    let queue = |name: &str| ow::Destination {
+        kind: ow::DestinationKind::Queue,
+        physical_name: name.into(),
+    };
+    let producer = ow::ProducerId {
+        connection_id: "ID:test-authz".into(),
+        value: 1,
+        session_id: 1,
+    };
+    let mut m = ow::Message {
+        kind: ow::MessageKind::Text,
+        header: header(5),
+        producer_id: Some(producer.clone()),
+        destination: Some(queue("orders.eu")),
+        message_id: Some(ow::MessageId {
+            text_view: None,
+            producer_id: Some(producer),
+            producer_sequence_id: 1,
+            broker_sequence_id: 0,
+        }),
+        persistent: true,
+        priority: 4,
+        ..Default::default()
+    };
+    m.set_text(Some("refused")).unwrap();
+    w.send(&Command::Message(Box::new(m))).await;
+    let Some(Command::ExceptionResponse(e)) = w.next_interesting().await else {
+        panic!("an ExceptionResponse for the send");
+    };
+    assert_eq!(e.correlation_id, 5);
+    let ex = e.exception.unwrap();
+    assert_eq!(
+        ex.class_name.as_deref(),
+        Some("java.lang.SecurityException")
+    );
+    assert_eq!(
+        ex.message.as_deref(),
+        Some("User rita is not authorized to write to queue://orders.eu")
+    );
+    assert!(
+        s.broker
+            .queue_snapshot(&ferromq_broker::Destination::queue("orders.eu"))
+            .is_none_or(|q| q.stats.enqueued == 0),
+        "nothing stored"
+    );
+    let consumer = |id: i32, name: &str| {
+        Command::ConsumerInfo(ow::ConsumerInfo {
+            header: header(id),
+            consumer_id: Some(ow::ConsumerId {
+                connection_id: "ID:test-authz".into(),
+                session_id: 1,
+                value: i64::from(id),
+            }),
+            destination: Some(queue(name)),
+            prefetch_size: 10,
+            ..Default::default()
+        })
+    };
+    // Reading orders.eu is allowed (and, with admin, creating it).
+    w.send(&consumer(6, "orders.eu")).await;
+    assert!(
+        matches!(w.next_interesting().await, Some(Command::Response(_))),
+        "an allowed consumer is answered"
+    );
+    // A queue no rule covers is refused.
+    w.send(&consumer(7, "payroll")).await;
+    let Some(Command::ExceptionResponse(e)) = w.next_interesting().await else {
+        panic!("an ExceptionResponse for the consumer");
+    };
+    let ex = e.exception.unwrap();
+    assert_eq!(
+        ex.class_name.as_deref(),
+        Some("java.lang.SecurityException")
+    );
+    assert_eq!(
+        ex.message.as_deref(),
+        Some("User rita is not authorized to read from queue://payroll")
+    );
+}

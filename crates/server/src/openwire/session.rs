@@ -264,6 +264,9 @@ struct Transaction {
 
 struct Session {
     ctx: Arc<ConnectorContext>,
+    /// Who logged in and their groups (for `[[security.authorization]]`).
+    user: String,
+    groups: Vec<String>,
     connection: u64,
     peer: SocketAddr,
     version: u32,
@@ -370,6 +373,8 @@ async fn run(
     );
     let mut session = Session {
         ctx: ctx.clone(),
+        user: String::new(),
+        groups: Vec::new(),
         connection,
         peer,
         version: 0,
@@ -701,16 +706,17 @@ impl Session {
         if !users.is_empty() {
             let login = c.user_name.as_deref().unwrap_or("");
             let pass = c.password.as_deref().unwrap_or("");
-            if !users
-                .iter()
-                .any(|u| u.username == login && u.password == pass)
-            {
-                tracing::warn!(login, "authentication failed");
+            let Some((user, groups)) =
+                crate::passwords::authenticate_async(users, login, pass).await
+            else {
+                tracing::warn!(login, peer = %self.peer, "authentication failed");
                 return Err(Refusal {
                     class: SECURITY_EXCEPTION,
                     message: format!("User name [{login}] or password is invalid."),
                 });
-            }
+            };
+            self.user = user;
+            self.groups = groups;
         }
         let ow_id = c
             .connection_id
@@ -818,8 +824,35 @@ impl Session {
         Ok(convert::to_broker_dest(d))
     }
 
+    /// Refuses what `[[security.authorization]]` does not allow (a `SecurityException`, which
+    /// the JMS client throws as `JMSSecurityException`): `action`, and creating a queue that
+    /// does not exist yet (`admin`).
+    fn authorize(&self, dest: &Destination, action: crate::authz::Action) -> Result<(), Refusal> {
+        let authz = &self.ctx.authz;
+        if !authz.enabled() {
+            return Ok(());
+        }
+        authz
+            .check(&self.user, &self.groups, dest, action)
+            .and_then(|()| {
+                if dest.kind == DestinationKind::Queue && !self.ctx.broker.queue_exists(dest) {
+                    authz.check(&self.user, &self.groups, dest, crate::authz::Action::Admin)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|reason| {
+                tracing::warn!(user = %self.user, %reason, "not authorized");
+                Refusal {
+                    class: SECURITY_EXCEPTION,
+                    message: reason,
+                }
+            })
+    }
+
     async fn on_message(&mut self, m: ow::Message) -> Result<(), Refusal> {
         let destination = self.destination(m.destination.as_ref(), "Message")?;
+        self.authorize(&destination, crate::authz::Action::Write)?;
         let size = MINIMUM_MESSAGE_SIZE
             .saturating_add(m.content.as_ref().map_or(0, |c| c.len() as i32))
             .saturating_add(
@@ -930,6 +963,7 @@ impl Session {
             return Ok(());
         }
         let destination = self.destination(Some(&ow_dest), "ConsumerInfo")?;
+        self.authorize(&destination, crate::authz::Action::Read)?;
         let selector = match c.selector.as_deref().filter(|s| !s.trim().is_empty()) {
             Some(s) => Some(Arc::new(Selector::parse(s).map_err(|e| Refusal {
                 class: INVALID_SELECTOR,

@@ -77,6 +77,8 @@ pub struct ConnectorContext {
     pub cluster: Option<crate::cluster::ClusterView>,
     /// The open client connections, for the admin API.
     pub connections: crate::connections::Connections,
+    /// Destination rules (`[[security.authorization]]`).
+    pub authz: crate::authz::Authorizer,
 }
 
 /// A frame-level failure: becomes an ERROR frame, then the connection closes.
@@ -236,6 +238,9 @@ struct Session {
     closing: bool,
     /// Demand feeds of network bridges connected to this broker, by subscription id.
     demand_feeds: HashMap<String, tokio::task::AbortHandle>,
+    /// Who logged in and their groups (for `[[security.authorization]]`).
+    user: String,
+    groups: Vec<String>,
 }
 
 /// Serves one accepted connection to its end.
@@ -292,6 +297,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, co
         negotiated_hb: (0, 0),
         closing: false,
         demand_feeds: HashMap::new(),
+        user: String::new(),
+        groups: Vec::new(),
     };
     tracing::debug!("connection accepted");
     let reason = session.read_loop(&mut rd, hb_tx).await;
@@ -465,15 +472,16 @@ impl Session {
         if !users.is_empty() {
             let login = frame.header("login").unwrap_or("");
             let pass = frame.header("passcode").unwrap_or("");
-            if !users
-                .iter()
-                .any(|u| u.username == login && u.password == pass)
-            {
-                tracing::warn!(login, "authentication failed");
+            let Some((user, groups)) =
+                crate::passwords::authenticate_async(users, login, pass).await
+            else {
+                tracing::warn!(login, peer = %self.peer, "authentication failed");
                 return Err(StompError::new(format!(
                     "User name [{login}] or password is invalid."
                 )));
-            }
+            };
+            self.user = user;
+            self.groups = groups;
         }
         if let Some(cid) = frame.header("client-id").filter(|c| !c.is_empty()) {
             self.ctx.broker.register_client_id(cid)?;
@@ -546,8 +554,35 @@ impl Session {
         Ok(dest::resolve(&self.ctx.broker, self.connection, parsed))
     }
 
+    /// Refuses what `[[security.authorization]]` does not allow: `action`, and creating a
+    /// queue that does not exist yet (`admin`).
+    fn authorize(
+        &self,
+        dest: &ferromq_broker::Destination,
+        action: crate::authz::Action,
+    ) -> Result<(), StompError> {
+        let authz = &self.ctx.authz;
+        if !authz.enabled() {
+            return Ok(());
+        }
+        let checked = authz
+            .check(&self.user, &self.groups, dest, action)
+            .and_then(|()| {
+                if dest.kind == DestinationKind::Queue && !self.ctx.broker.queue_exists(dest) {
+                    authz.check(&self.user, &self.groups, dest, crate::authz::Action::Admin)
+                } else {
+                    Ok(())
+                }
+            });
+        checked.map_err(|reason| {
+            tracing::warn!(user = %self.user, %reason, "not authorized");
+            StompError::new(reason)
+        })
+    }
+
     async fn on_send(&mut self, frame: Frame) -> Result<(), StompError> {
         let destination = self.destination(&frame, "SEND")?;
+        self.authorize(&destination, crate::authz::Action::Write)?;
         let persistent = self.ctx.config.broker.persistent_delivery
             || frame
                 .header("persistent")
@@ -646,6 +681,7 @@ impl Session {
             return self.on_demand_subscribe(frame).await;
         }
         let destination = self.destination(&frame, "SUBSCRIBE")?;
+        self.authorize(&destination, crate::authz::Action::Read)?;
         let id = match (frame.header("id"), self.shared.version()) {
             (Some(id), _) => id.to_string(),
             // STOMP 1.0 makes the id optional; ActiveMQ then names the subscription after

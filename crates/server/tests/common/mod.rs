@@ -85,6 +85,12 @@ impl Raw {
         r
     }
 
+    /// Decodes what follows as STOMP 1.2 (header escapes), after a handshake sent by hand.
+    pub fn use_1_2(&mut self) {
+        self.decoder
+            .set_version(ferromq_protocol::stomp::Version::V1_2);
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }

@@ -1,0 +1,266 @@
+//! `[[security.authorization]]` over STOMP (ActiveMQ's `authorizationPlugin`): each cell of
+//! read / write / admin (create) for queues and topics, temporary destinations, a destination
+//! no rule covers; a refused SEND stores nothing and its ERROR names the destination. The rule
+//! engine itself is unit-tested in `src/authz.rs`; the OpenWire session calls the same check.
+
+mod common;
+
+use common::*;
+
+const CONFIG: &str = r#"
+[security]
+plaintext_passwords = true
+
+[[security.users]]
+username = "alice"
+password = "a"
+groups = ["writers"]
+
+[[security.users]]
+username = "rita"
+password = "r"
+groups = ["readers"]
+
+[[security.users]]
+username = "ada"
+password = "d"
+groups = ["admins"]
+
+[[security.authorization]]
+queue = ">"
+read = "admins"
+write = "admins"
+admin = "admins"
+
+[[security.authorization]]
+queue = "orders.>"
+read = "readers"
+write = "writers"
+admin = "admins"
+
+[[security.authorization]]
+topic = "prices.>"
+read = "readers"
+write = "writers"
+admin = "admins"
+"#;
+
+async fn login(server: &ferromq_server::server::Server, user: &str, pass: &str) -> Raw {
+    let mut r = Raw::connect(server).await;
+    r.send(
+        format!("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:{user}\npasscode:{pass}\n\n\0")
+            .as_bytes(),
+    )
+    .await;
+    let f = r.frame().await.expect("CONNECTED");
+    assert_eq!(f.command.as_str(), "CONNECTED", "{f:?}");
+    r.use_1_2();
+    r
+}
+
+/// Sends a frame asking for a receipt: `Ok` on RECEIPT, `Err(message)` on ERROR (then the
+/// connection is closed by the broker).
+async fn try_frame(r: &mut Raw, frame: &str) -> Result<(), String> {
+    r.send(format!("{frame}receipt:x\n\n\0").as_bytes()).await;
+    let f = r.frame().await.expect("an answer");
+    match f.command.as_str() {
+        "RECEIPT" => Ok(()),
+        "ERROR" => Err(f.header("message").unwrap_or("").to_string()),
+        other => panic!("unexpected {other}: {f:?}"),
+    }
+}
+
+async fn send(
+    server: &ferromq_server::server::Server,
+    user: &str,
+    pass: &str,
+    dest: &str,
+) -> Result<(), String> {
+    let mut r = login(server, user, pass).await;
+    try_frame(
+        &mut r,
+        &format!("SEND\ndestination:{dest}\npersistent:true\n"),
+    )
+    .await
+}
+
+async fn subscribe(
+    server: &ferromq_server::server::Server,
+    user: &str,
+    pass: &str,
+    dest: &str,
+) -> Result<Raw, String> {
+    let mut r = login(server, user, pass).await;
+    try_frame(&mut r, &format!("SUBSCRIBE\nid:s\ndestination:{dest}\n")).await?;
+    Ok(r)
+}
+
+fn queue_exists(server: &ferromq_server::server::Server, name: &str) -> bool {
+    server
+        .broker
+        .snapshot()
+        .iter()
+        .any(|s| s.name == format!("queue://{name}"))
+}
+
+#[tokio::test]
+async fn every_permission_cell_is_enforced() {
+    let server = start(CONFIG).await;
+
+    // Creating a queue needs admin: a writer's first SEND is refused and stores nothing.
+    let e = send(&server, "alice", "a", "/queue/orders.eu")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "User alice is not authorized to create queue://orders.eu"
+    );
+    assert!(!queue_exists(&server, "orders.eu"), "nothing stored");
+    // An admin creates it (by subscribing); then the writer may write, the reader read.
+    subscribe(&server, "ada", "d", "/queue/orders.eu")
+        .await
+        .unwrap();
+    send(&server, "alice", "a", "/queue/orders.eu")
+        .await
+        .unwrap();
+    let mut reader = subscribe(&server, "rita", "r", "/queue/orders.eu")
+        .await
+        .unwrap();
+    let m = reader.frame().await.expect("the writer's message");
+    assert_eq!(m.command.as_str(), "MESSAGE");
+    // The wrong way round is refused, and the refused SEND stores nothing.
+    let before: u64 = server
+        .broker
+        .snapshot()
+        .iter()
+        .filter(|s| s.name == "queue://orders.eu")
+        .map(|s| s.stats.enqueued)
+        .sum();
+    let e = send(&server, "rita", "r", "/queue/orders.eu")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "User rita is not authorized to write to queue://orders.eu"
+    );
+    let after: u64 = server
+        .broker
+        .snapshot()
+        .iter()
+        .filter(|s| s.name == "queue://orders.eu")
+        .map(|s| s.stats.enqueued)
+        .sum();
+    assert_eq!(before, after, "a refused SEND stores nothing");
+    let e = subscribe(&server, "alice", "a", "/queue/orders.eu")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        "User alice is not authorized to read from queue://orders.eu"
+    );
+
+    // A queue only the catch-all rule covers: admins only.
+    assert!(send(&server, "rita", "r", "/queue/payroll").await.is_err());
+    assert!(subscribe(&server, "alice", "a", "/queue/payroll")
+        .await
+        .is_err());
+    send(&server, "ada", "d", "/queue/payroll").await.unwrap();
+
+    // Topics: read and write as the rule says; no rule covers other topics.
+    let mut sub = subscribe(&server, "rita", "r", "/topic/prices.nyse")
+        .await
+        .unwrap();
+    send(&server, "alice", "a", "/topic/prices.nyse")
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.frame().await.expect("a price").command.as_str(),
+        "MESSAGE"
+    );
+    let e = subscribe(&server, "alice", "a", "/topic/prices.nyse")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        "User alice is not authorized to read from topic://prices.nyse"
+    );
+    let e = send(&server, "rita", "r", "/topic/prices.nyse")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "User rita is not authorized to write to topic://prices.nyse"
+    );
+    assert!(
+        send(&server, "ada", "d", "/topic/news").await.is_err(),
+        "no rule: refused"
+    );
+
+    // Temporary destinations are not restricted.
+    let mut r = login(&server, "rita", "r").await;
+    try_frame(&mut r, "SUBSCRIBE\nid:t\ndestination:/temp-queue/mine\n")
+        .await
+        .unwrap();
+    try_frame(&mut r, "SEND\ndestination:/temp-queue/mine\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        r.frame().await.expect("own temp message").command.as_str(),
+        "MESSAGE"
+    );
+}
+
+#[test]
+fn rules_without_users_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ferromq.toml");
+    std::fs::write(
+        &p,
+        "[[security.authorization]]\nqueue = \">\"\nread = \"*\"\nwrite = \"*\"\nadmin = \"*\"\n",
+    )
+    .unwrap();
+    let e = ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err();
+    assert!(format!("{e:#}").contains("needs security.users"), "{e:#}");
+}
+
+/// Stored passwords are Argon2 hashes (`ferromq passwd`): the right password logs in, a wrong
+/// one is refused; a plain-text password is refused at start unless explicitly allowed.
+#[tokio::test]
+async fn hashed_passwords_log_in_and_plain_text_needs_permission() {
+    let hash = ferromq_server::passwords::hash("open sesame").unwrap();
+    let server = start(&format!(
+        "[[security.users]]\nusername = \"hal\"\npassword = \"{hash}\"\n"
+    ))
+    .await;
+    let mut r = Raw::connect(&server).await;
+    r.send(b"CONNECT\naccept-version:1.2\nhost:localhost\nlogin:hal\npasscode:open sesame\n\n\0")
+        .await;
+    assert_eq!(
+        r.frame().await.expect("an answer").command.as_str(),
+        "CONNECTED"
+    );
+    let mut r = Raw::connect(&server).await;
+    r.send(b"CONNECT\naccept-version:1.2\nhost:localhost\nlogin:hal\npasscode:open sesame!\n\n\0")
+        .await;
+    assert_error(r.frame().await, "User name [hal] or password is invalid.");
+    // The hash itself is not a password.
+    let mut r = Raw::connect(&server).await;
+    r.send(
+        format!("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:hal\npasscode:{hash}\n\n\0")
+            .as_bytes(),
+    )
+    .await;
+    assert_error(r.frame().await, "or password is invalid");
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ferromq.toml");
+    std::fs::write(
+        &p,
+        "[[security.users]]\nusername = \"x\"\npassword = \"plain\"\n",
+    )
+    .unwrap();
+    let e = ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err();
+    assert!(format!("{e:#}").contains("plain-text password"), "{e:#}");
+}
