@@ -144,6 +144,28 @@ impl Authorizer {
     }
 }
 
+impl Authorizer {
+    /// [`Authorizer::check`] of `action`, and of `admin` too when `dest` is a queue that does
+    /// not exist yet (a send or a subscription creates it): what a protocol session asks.
+    pub fn check_use(
+        &self,
+        user: &str,
+        user_groups: &[String],
+        dest: &Destination,
+        action: Action,
+        queue_exists: impl FnOnce() -> bool,
+    ) -> Result<(), String> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        self.check(user, user_groups, dest, action)?;
+        if dest.kind == DestinationKind::Queue && !queue_exists() {
+            self.check(user, user_groups, dest, Action::Admin)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +251,33 @@ mod tests {
         assert!(on
             .check("u", &[], &Destination::queue("x"), Action::Write)
             .is_err());
+    }
+
+    #[test]
+    fn using_a_queue_that_does_not_exist_needs_admin_too() {
+        let a = Authorizer::new(&[entry(Some("q.>"), None, "r", "w", "a")]).unwrap();
+        let q = Destination::queue("q.1");
+        assert!(a
+            .check_use("u", &g(&["w"]), &q, Action::Write, || true)
+            .is_ok());
+        let e = a
+            .check_use("u", &g(&["w"]), &q, Action::Write, || false)
+            .unwrap_err();
+        assert_eq!(e, "User u is not authorized to create queue://q.1");
+        assert!(a
+            .check_use("u", &g(&["w", "a"]), &q, Action::Write, || false)
+            .is_ok());
+        // Topics are not checked for creation.
+        let t = Authorizer::new(&[entry(None, Some(">"), "r", "w", "")]).unwrap();
+        assert!(t
+            .check_use(
+                "u",
+                &g(&["w"]),
+                &Destination::topic("x"),
+                Action::Write,
+                || false
+            )
+            .is_ok());
     }
 
     #[test]

@@ -828,18 +828,11 @@ impl Session {
     /// the JMS client throws as `JMSSecurityException`): `action`, and creating a queue that
     /// does not exist yet (`admin`).
     fn authorize(&self, dest: &Destination, action: crate::authz::Action) -> Result<(), Refusal> {
-        let authz = &self.ctx.authz;
-        if !authz.enabled() {
-            return Ok(());
-        }
-        authz
-            .check(&self.user, &self.groups, dest, action)
-            .and_then(|()| {
-                if dest.kind == DestinationKind::Queue && !self.ctx.broker.queue_exists(dest) {
-                    authz.check(&self.user, &self.groups, dest, crate::authz::Action::Admin)
-                } else {
-                    Ok(())
-                }
+        let broker = &self.ctx.broker;
+        self.ctx
+            .authz
+            .check_use(&self.user, &self.groups, dest, action, || {
+                broker.queue_exists(dest)
             })
             .map_err(|reason| {
                 tracing::warn!(user = %self.user, %reason, "not authorized");

@@ -561,18 +561,12 @@ impl Session {
         dest: &ferromq_broker::Destination,
         action: crate::authz::Action,
     ) -> Result<(), StompError> {
-        let authz = &self.ctx.authz;
-        if !authz.enabled() {
-            return Ok(());
-        }
-        let checked = authz
-            .check(&self.user, &self.groups, dest, action)
-            .and_then(|()| {
-                if dest.kind == DestinationKind::Queue && !self.ctx.broker.queue_exists(dest) {
-                    authz.check(&self.user, &self.groups, dest, crate::authz::Action::Admin)
-                } else {
-                    Ok(())
-                }
+        let broker = &self.ctx.broker;
+        let checked = self
+            .ctx
+            .authz
+            .check_use(&self.user, &self.groups, dest, action, || {
+                broker.queue_exists(dest)
             });
         checked.map_err(|reason| {
             tracing::warn!(user = %self.user, %reason, "not authorized");
