@@ -32,6 +32,20 @@ pub(crate) struct Submitted {
     pub bytes: usize,
 }
 
+impl Submitted {
+    /// A batch to submit, and the completion its writer will resolve.
+    pub(crate) fn new(ops: Batch, lazy: bool, bytes: usize) -> (Submitted, crate::Completion) {
+        let (completer, completion) = crate::Completion::pair();
+        let s = Submitted {
+            ops,
+            completer,
+            lazy,
+            bytes,
+        };
+        (s, completion)
+    }
+}
+
 /// What travels on a writer's channel.
 pub(crate) trait GroupItem {
     /// What the item counts against a group's byte bound.

@@ -200,35 +200,34 @@ fn table(header: &[&str], rows: &[Vec<String>], numeric: &[bool]) -> String {
 pub fn dstat_table(queues: &str, topics: &str, kind: &str) -> anyhow::Result<String> {
     let q: Value = serde_json::from_str(queues).context("queues answer is not JSON")?;
     let t: Value = serde_json::from_str(topics).context("topics answer is not JSON")?;
+    // One row per destination; topics have no producer count (STOMP has no producer objects).
+    let row = |scheme: &str, d: &Value, producers: String| {
+        let mut r = vec![
+            format!("{scheme}://{}", text(d, "name")),
+            num(d, "depth").to_string(),
+        ];
+        r.push(producers);
+        for key in [
+            "consumers",
+            "enqueued",
+            "dequeued",
+            "dispatched",
+            "expired",
+            "memory_bytes",
+        ] {
+            r.push(num(d, key).to_string());
+        }
+        r
+    };
     let mut rows = Vec::new();
     if kind != "topics" {
         for d in q["queues"].as_array().into_iter().flatten() {
-            rows.push(vec![
-                format!("queue://{}", text(d, "name")),
-                num(d, "depth").to_string(),
-                num(d, "producers").to_string(),
-                num(d, "consumers").to_string(),
-                num(d, "enqueued").to_string(),
-                num(d, "dequeued").to_string(),
-                num(d, "dispatched").to_string(),
-                num(d, "expired").to_string(),
-                num(d, "memory_bytes").to_string(),
-            ]);
+            rows.push(row("queue", d, num(d, "producers").to_string()));
         }
     }
     if kind != "queues" {
         for d in t["topics"].as_array().into_iter().flatten() {
-            rows.push(vec![
-                format!("topic://{}", text(d, "name")),
-                num(d, "depth").to_string(),
-                "-".to_string(),
-                num(d, "consumers").to_string(),
-                num(d, "enqueued").to_string(),
-                num(d, "dequeued").to_string(),
-                num(d, "dispatched").to_string(),
-                num(d, "expired").to_string(),
-                num(d, "memory_bytes").to_string(),
-            ]);
+            rows.push(row("topic", d, "-".to_string()));
         }
     }
     rows.sort_by(|a, b| a[0].cmp(&b[0]));

@@ -42,7 +42,7 @@ use crate::group::{check_usage, Inbox, Submitted};
 use crate::journal::index::{Index, Position};
 use crate::journal::segment::segment_name;
 use crate::journal::writer::{batch_group_bytes, read_payload, Cmd, Writer};
-use crate::{Batch, Completer, Completion, MessageStore, Recovery, StoreError, StoredMessage};
+use crate::{Batch, Completion, MessageStore, Recovery, StoreError, StoredMessage};
 
 /// When a batch counts as durable (`store.sync`, KahaDB's `journalDiskSyncStrategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,14 +328,9 @@ impl JournalStore {
         if let Err(e) = check_usage(self.shared.config.store_usage_limit, usage, &batch) {
             return Completion::ready(Err(e));
         }
-        let (completer, completion): (Completer, Completion) = Completion::pair();
         let bytes = batch_group_bytes(&batch);
-        self.shared.tx.send(Cmd::Batch(Submitted {
-            ops: batch,
-            completer,
-            lazy,
-            bytes,
-        }));
+        let (submitted, completion) = Submitted::new(batch, lazy, bytes);
+        self.shared.tx.send(Cmd::Batch(submitted));
         completion
     }
 

@@ -318,14 +318,9 @@ impl LsmStore {
         if let Err(e) = check_usage(self.shared.config.store_usage_limit, usage, &batch) {
             return Completion::ready(Err(e));
         }
-        let (completer, completion) = Completion::pair();
         let bytes = batch_bytes(&batch);
-        self.shared.tx.send(Submitted {
-            ops: batch,
-            completer,
-            lazy,
-            bytes,
-        });
+        let (submitted, completion) = Submitted::new(batch, lazy, bytes);
+        self.shared.tx.send(submitted);
         completion
     }
 

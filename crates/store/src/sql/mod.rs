@@ -315,13 +315,8 @@ impl SqlStore {
             return Completion::ready(Err(e));
         }
         let bytes = payload_bytes(&batch);
-        let (completer, completion) = Completion::pair();
-        self.shared.tx.send(Submitted {
-            ops: batch,
-            completer,
-            lazy,
-            bytes,
-        });
+        let (submitted, completion) = Submitted::new(batch, lazy, bytes);
+        self.shared.tx.send(submitted);
         completion
     }
 
