@@ -95,6 +95,10 @@ pub struct Faults {
     /// Finding 6: a follower more than this many entries behind (its acked position starting at
     /// 0 on every connection) is dropped and must start over.
     pub absolute_lag_entries: Option<u64>,
+    /// The old behaviour the lease closes (finding 6, its last part): a master serves (dispatches
+    /// to consumers) whenever it believes it is master and connected to ZooKeeper, so a deposed
+    /// master that has not noticed yet keeps dispatching beside its successor.
+    pub no_lease: bool,
 }
 
 /// The tunables of a [`Replica`].
@@ -127,6 +131,12 @@ pub struct Config {
     /// A follower that heard nothing from its master for this long reconnects (a half-open
     /// connection is otherwise never noticed).
     pub link_timeout_ms: u64,
+    /// Fast takeover (`ha.master_timeout_ms`; 0 = off, then only the ZooKeeper session's expiry
+    /// ends a master): an in-sync follower that heard nothing from the master for this long
+    /// claims mastership at once; the master serves (dispatches to consumers) only while every
+    /// in-sync follower answered a ping sent less than half of it ago. Only in the modes with an
+    /// in-sync set (`quorum_*`, `remote_*`).
+    pub master_timeout_ms: u64,
     /// Re-introduced old behaviours (tests only).
     pub faults: Faults,
 }
@@ -148,6 +158,7 @@ impl Config {
             claim_delay_ms: 50,
             heartbeat_ms: 100,
             link_timeout_ms: 1_000,
+            master_timeout_ms: 500,
             faults: Faults::default(),
         }
     }
@@ -215,6 +226,21 @@ pub enum Msg {
         /// The copy's epoch history.
         history: Vec<(u64, u64)>,
     },
+    /// Master -> follower: are you there? (Fast takeover: the follower's silence timer and the
+    /// master's lease.)
+    Ping {
+        /// The master's epoch.
+        epoch: u64,
+        /// When the master sent it, by its own clock (echoed; only the master reads it).
+        sent_ms: u64,
+    },
+    /// Follower -> master: the answer to a `Ping`.
+    Pong {
+        /// The master's epoch.
+        epoch: u64,
+        /// The `Ping`'s `sent_ms`.
+        sent_ms: u64,
+    },
     /// Follower -> master: my log holds yours identically up to `received`, durably up to
     /// `durable`, for your epoch `epoch`.
     Ack {
@@ -248,6 +274,15 @@ pub enum ZkOp {
         /// The state version read.
         version: u64,
         /// The new state (epoch + 1, leader = me).
+        state: GroupState,
+    },
+    /// Fast takeover: `multi(check+set state at version, delete the leader node whoever owns
+    /// it, create ephemeral leader node)`. The version check makes sure the leader node
+    /// deleted is the one of the master this follower stopped hearing.
+    Takeover {
+        /// The state version read.
+        version: u64,
+        /// The new state (epoch + 1, leader = me, ISR unchanged).
         state: GroupState,
     },
     /// `set state at version` (the master's ISR changes).

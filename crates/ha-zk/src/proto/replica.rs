@@ -172,6 +172,10 @@ struct Follow {
     link: Option<Link>,
     retry_at_ms: u64,
     claim_at_ms: Option<u64>,
+    /// Fast takeover: the epoch whose master we follow and when we last heard from it (any
+    /// frame), or when we learnt of that epoch. Kept across reconnections: a master that
+    /// never answers is as silent as one that stopped.
+    heard: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -185,6 +189,13 @@ struct Peer {
     durable: u64,
     /// The follower held every entry appended before this time.
     caught_up_ms: u64,
+    /// When we sent the newest ping it answered (on its current connection); `None` until it
+    /// answers one in this epoch.
+    pong_sent_ms: Option<u64>,
+    /// When we last sent it a ping.
+    last_ping_ms: u64,
+    /// When we started following it (its silence counts from here until it answers a ping).
+    since_ms: u64,
 }
 
 impl Peer {
@@ -197,6 +208,9 @@ impl Peer {
             received: 0,
             durable: 0,
             caught_up_ms: now_ms,
+            pong_sent_ms: None,
+            last_ping_ms: 0,
+            since_ms: now_ms,
         }
     }
 }
@@ -222,6 +236,15 @@ impl Lead {
     fn min_isr(&self) -> usize {
         self.durability.followers + 1
     }
+
+    /// The members whose claim could depose us: the in-sync set as ZooKeeper may hold it.
+    fn could_claim(&self, me: MemberId) -> impl Iterator<Item = MemberId> + '_ {
+        self.isr
+            .iter()
+            .copied()
+            .chain(self.pending_add)
+            .filter(move |m| *m != me)
+    }
 }
 
 #[derive(Debug)]
@@ -234,6 +257,7 @@ enum RoleState {
 enum ZkPending {
     Create,
     Claim(GroupState),
+    Takeover(GroupState),
     Set(GroupState),
 }
 
@@ -313,6 +337,31 @@ impl Replica {
             RoleState::Master(l) => Some(&l.isr),
             RoleState::Follower(_) => None,
         }
+    }
+
+    /// Whether this broker may dispatch to consumers now: master, connected to ZooKeeper, and
+    /// — fast takeover on, in a mode with an in-sync set — holding its lease: every member that
+    /// could claim mastership (the in-sync set, a member being added) answered a ping sent less
+    /// than `master_timeout_ms / 2` ago. Such a member takes over only after `master_timeout_ms`
+    /// without hearing from us, and a member whose claim succeeded stopped answering before it,
+    /// so no other master can be serving meanwhile (`docs/replication.md`, "Fast takeover").
+    pub fn serving(&self, now_ms: u64) -> bool {
+        let RoleState::Master(lead) = &self.role else {
+            return false;
+        };
+        if self.session != Session::Connected {
+            return false;
+        }
+        let t = self.cfg.master_timeout_ms;
+        if t == 0 || lead.durability.followers == 0 || self.cfg.faults.no_lease {
+            return true;
+        }
+        lead.could_claim(self.cfg.id).all(|m| {
+            lead.peers
+                .get(&m)
+                .and_then(|p| p.pong_sent_ms)
+                .is_some_and(|sent| now_ms < sent + t / 2)
+        })
     }
 
     /// A producer's write: appended and streamed now, confirmed by a later [`Action::Confirm`]
@@ -452,6 +501,12 @@ impl Replica {
                         f.link = None;
                     }
                 }
+                // The silence of a new epoch's master counts from when we learn of it.
+                f.heard = match (leader, f.heard) {
+                    (None, _) => None,
+                    (Some(_), Some(h)) if h.0 == state.epoch => Some(h),
+                    (Some(_), _) => Some((state.epoch, now_ms)),
+                };
                 if alive || !eligible || self.session != Session::Connected {
                     f.claim_at_ms = None;
                 } else if f.claim_at_ms.is_none() {
@@ -481,7 +536,9 @@ impl Replica {
             return;
         }
         match (pending, result) {
-            (ZkPending::Claim(state), Ok(version)) => self.promote(now_ms, state, version),
+            (ZkPending::Claim(state) | ZkPending::Takeover(state), Ok(version)) => {
+                self.promote(now_ms, state, version)
+            }
             (ZkPending::Set(state), Ok(version)) => {
                 if let RoleState::Master(lead) = &mut self.role {
                     lead.version = version;
@@ -507,6 +564,8 @@ impl Replica {
         }
     }
 
+    /// Becomes master of `state.epoch` (by a claim, a fast takeover, or a claim whose answer
+    /// was lost).
     fn promote(&mut self, now_ms: u64, state: GroupState, version: u64) {
         if let RoleState::Follower(f) = &self.role {
             if let Some(link) = &f.link {
@@ -573,6 +632,7 @@ impl Replica {
         let me = self.cfg.id;
         let eligible = self.eligible(&state);
         let claim_free = self.zk.is_none();
+        let isr_mode = self.durability(state.replicas).followers > 0;
         let RoleState::Follower(f) = &mut self.role else {
             return;
         };
@@ -618,6 +678,32 @@ impl Replica {
         let Some(leader) = state.leader.filter(|l| *l != me) else {
             return;
         };
+        let t = self.cfg.master_timeout_ms;
+        let silent = f
+            .heard
+            .is_some_and(|(e, at)| e == state.epoch && now_ms.saturating_sub(at) >= t);
+        if t > 0 && silent && claim_free && state.isr.contains(&me) && isr_mode {
+            // Fast takeover: we hold every confirmed entry (we are in the in-sync set), and
+            // the master's lease ended half a timeout after its last ping we answered.
+            if let Some(link) = f.link.take() {
+                self.out.push(Action::Close { conn: link.conn });
+            }
+            f.heard = Some((state.epoch, now_ms));
+            let new = GroupState {
+                epoch: state.epoch + 1,
+                leader: Some(me),
+                isr: state.isr.clone(),
+                replicas: state.replicas,
+            };
+            self.zk_op(
+                ZkPending::Takeover(new.clone()),
+                ZkOp::Takeover {
+                    version,
+                    state: new,
+                },
+            );
+            return;
+        }
         if let Some(link) = f.link.as_ref() {
             if now_ms.saturating_sub(link.last_heard_ms) > self.cfg.link_timeout_ms {
                 let conn = link.conn;
@@ -694,6 +780,26 @@ impl Replica {
             return;
         };
         link.last_heard_ms = now_ms;
+        let epoch_followed = link.epoch;
+        if let Msg::Ping { epoch, sent_ms } = msg {
+            if epoch != epoch_followed {
+                return f_close(self, conn, now_ms);
+            }
+            if f.heard.is_some_and(|(e, _)| e == epoch) {
+                f.heard = Some((epoch, now_ms));
+            }
+            self.out.push(Action::Send {
+                conn,
+                msg: Msg::Pong { epoch, sent_ms },
+            });
+            return;
+        }
+        if f.heard.is_some_and(|(e, _)| e == epoch_followed) {
+            f.heard = Some((epoch_followed, now_ms));
+        }
+        let Some(link) = f.link.as_mut() else {
+            return;
+        };
         let ok = match (msg, std::mem::replace(&mut link.phase, Phase::Connecting)) {
             (Msg::Welcome { epoch, start }, Phase::AwaitWelcome)
                 // A master older than our own log's newest epoch is deposed: never let it cut.
@@ -921,6 +1027,19 @@ impl Replica {
                 self.advance_commit();
                 self.pump_all(now_ms);
             }
+            Msg::Pong { epoch, sent_ms } => {
+                let Some(Some(member)) = lead.conns.get(&conn).copied() else {
+                    return;
+                };
+                let Some(peer) = lead.peers.get_mut(&member).filter(|p| p.conn == Some(conn))
+                else {
+                    return;
+                };
+                if epoch != lead.epoch || sent_ms > now_ms {
+                    return self.master_close(conn);
+                }
+                peer.pong_sent_ms = Some(peer.pong_sent_ms.map_or(sent_ms, |p| p.max(sent_ms)));
+            }
             _ => self.master_close(conn),
         }
     }
@@ -996,6 +1115,7 @@ impl Replica {
         let me = self.cfg.id;
         let last = self.log.last;
         let lag_max = self.cfg.lag_max_ms;
+        let master_timeout = self.cfg.master_timeout_ms;
         let mut change: Option<Vec<MemberId>> = None;
         if let Some(m) = lead.pending_add {
             // An add whose answer was lost: it may have been applied, so the member's acks
@@ -1016,8 +1136,14 @@ impl Replica {
             let acked = Self::peer_acked(lead, m);
             let caught_up = lead.peers.get(&m).map_or(0, |p| p.caught_up_ms);
             let lagging = acked < last && now_ms.saturating_sub(caught_up) > lag_max;
-            let removable =
-                lead.want_removed.contains(&m) || (lagging && lead.isr.len() > lead.min_isr());
+            // Fast takeover: a member that answers no ping holds our lease (we cannot tell a
+            // dead member from one that may take over), so it leaves the in-sync set.
+            let unresponsive = master_timeout > 0
+                && lead.peers.get(&m).is_some_and(|p| {
+                    now_ms.saturating_sub(p.pong_sent_ms.unwrap_or(p.since_ms)) > master_timeout
+                });
+            let removable = lead.want_removed.contains(&m)
+                || ((lagging || unresponsive) && lead.isr.len() > lead.min_isr());
             if removable {
                 change = Some(lead.isr.iter().copied().filter(|x| *x != m).collect());
                 lead.pending_remove = Some(m);
@@ -1116,6 +1242,18 @@ impl Replica {
                 });
                 peer.sent = to;
                 peer.last_sent_ms = now_ms;
+            }
+            let ping_every = self.cfg.master_timeout_ms / 5;
+            if ping_every > 0 && now_ms.saturating_sub(peer.last_ping_ms) >= ping_every {
+                peer.last_ping_ms = now_ms;
+                peer.last_sent_ms = now_ms;
+                self.out.push(Action::Send {
+                    conn,
+                    msg: Msg::Ping {
+                        epoch: lead.epoch,
+                        sent_ms: now_ms,
+                    },
+                });
             }
             if now_ms.saturating_sub(peer.last_sent_ms) >= self.cfg.heartbeat_ms {
                 peer.last_sent_ms = now_ms;
@@ -1350,5 +1488,193 @@ mod tests {
         assert!(out
             .iter()
             .any(|a| matches!(a, Action::SendSnapshot { conn: 10, last: 11 })));
+    }
+
+    fn pong(r: &mut Replica, now: u64, conn: ConnId, sent_ms: u64) {
+        r.handle(
+            now,
+            Event::Received {
+                conn,
+                msg: Msg::Pong { epoch: 3, sent_ms },
+            },
+        );
+    }
+
+    #[test]
+    fn a_master_serves_only_while_every_isr_follower_answered_a_recent_ping() {
+        // master_timeout_ms 500: a ping answered keeps the lease for 250 ms after it was sent.
+        let (mut r, _) = master(recovered(&[(1, 1)], 10), vec![1, 2, 3], 100);
+        hello(&mut r, 9, 2, &[(1, 1)], 10);
+        hello(&mut r, 10, 3, &[(1, 1)], 10);
+        let mut out = Vec::new();
+        r.handle(1_100, Event::Tick);
+        r.poll_actions(&mut out);
+        let pings: Vec<(ConnId, u64)> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send {
+                    conn,
+                    msg: Msg::Ping { epoch: 3, sent_ms },
+                } => Some((*conn, *sent_ms)),
+                _ => None,
+            })
+            .collect();
+        assert!(pings.contains(&(9, 1_100)) && pings.contains(&(10, 1_100)));
+        assert!(
+            !r.serving(1_100),
+            "no answer yet: a follower may be taking over"
+        );
+        pong(&mut r, 1_105, 9, 1_100);
+        assert!(!r.serving(1_105), "member 3 has not answered");
+        pong(&mut r, 1_106, 10, 1_100);
+        assert!(r.serving(1_106));
+        assert!(r.serving(1_349));
+        assert!(
+            !r.serving(1_350),
+            "the lease ends half a timeout after the ping was sent"
+        );
+        // A pong for another epoch is refused (the connection is closed), never counted.
+        r.handle(
+            1_351,
+            Event::Received {
+                conn: 9,
+                msg: Msg::Pong {
+                    epoch: 2,
+                    sent_ms: 1_351,
+                },
+            },
+        );
+        out.clear();
+        r.poll_actions(&mut out);
+        assert!(out.iter().any(|a| matches!(a, Action::Close { conn: 9 })));
+        pong(&mut r, 1_352, 10, 1_300);
+        assert!(!r.serving(1_352));
+    }
+
+    #[test]
+    fn an_unanswering_isr_member_leaves_the_isr_so_that_the_master_serves_again() {
+        let (mut r, _) = master(recovered(&[(1, 1)], 10), vec![1, 2, 3], 100);
+        hello(&mut r, 9, 2, &[(1, 1)], 10);
+        hello(&mut r, 10, 3, &[(1, 1)], 10);
+        let mut out = Vec::new();
+        r.handle(1_100, Event::Tick);
+        pong(&mut r, 1_101, 9, 1_100);
+        // Member 3 never answers; after master_timeout_ms it is removed from the ISR.
+        r.handle(1_400, Event::Tick);
+        r.poll_actions(&mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::Zk { .. })));
+        r.handle(1_501, Event::Tick);
+        out.clear();
+        r.poll_actions(&mut out);
+        let req = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Zk {
+                    req,
+                    op: ZkOp::Set { state, .. },
+                } if state.isr == vec![1, 2] => Some(*req),
+                _ => None,
+            })
+            .expect("the silent member leaves the ISR");
+        assert!(
+            !r.serving(1_502),
+            "still in the ISR until ZooKeeper says otherwise"
+        );
+        r.handle(1_505, Event::ZkDone { req, result: Ok(9) });
+        // The ping sent at 1,501 (every 100 ms) is answered.
+        let sent = 1_501;
+        pong(&mut r, 1_506, 9, sent);
+        assert!(r.serving(1_506));
+    }
+
+    /// A follower (member 2) of master 1 in epoch 3, ISR `isr`, at time 0.
+    fn follower(isr: Vec<MemberId>) -> Replica {
+        let cfg = Config::new(2, 1, 3, SyncMode::QuorumDisk);
+        let mut r = Replica::new(cfg, recovered(&[(1, 1)], 10), 0);
+        r.handle(0, Event::Session(Session::Connected));
+        r.handle(
+            0,
+            Event::Group {
+                state: Some(GroupState {
+                    epoch: 3,
+                    leader: Some(1),
+                    isr,
+                    replicas: 3,
+                }),
+                version: 7,
+                leader_alive: true,
+                leader_mine: false,
+            },
+        );
+        r
+    }
+
+    fn takeover_req(r: &mut Replica) -> Option<(ZkReq, GroupState)> {
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        out.into_iter().find_map(|a| match a {
+            Action::Zk {
+                req,
+                op: ZkOp::Takeover { version: 7, state },
+            } => Some((req, state)),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn an_isr_follower_takes_over_after_a_master_timeout_of_silence() {
+        let mut r = follower(vec![1, 2, 3]);
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        assert!(!out.iter().any(|a| matches!(a, Action::Zk { .. })));
+        let conn = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Connect { conn, to: 1 } => Some(*conn),
+                _ => None,
+            })
+            .expect("it follows the master");
+        // Connected, welcomed, pinged at 100: silence counts from the last frame.
+        r.handle(2, Event::Connected { conn });
+        let welcome = Msg::Welcome {
+            epoch: 3,
+            start: Start::TruncateAfter(10),
+        };
+        r.handle(3, Event::Received { conn, msg: welcome });
+        let ping = Msg::Ping {
+            epoch: 3,
+            sent_ms: 99,
+        };
+        r.handle(100, Event::Received { conn, msg: ping });
+        out.clear();
+        r.poll_actions(&mut out);
+        assert!(out.iter().any(|a| matches!(
+            a,
+            Action::Send {
+                msg: Msg::Pong {
+                    epoch: 3,
+                    sent_ms: 99
+                },
+                ..
+            }
+        )));
+        r.handle(599, Event::Tick);
+        assert!(takeover_req(&mut r).is_none(), "not yet: 499 ms of silence");
+        r.handle(600, Event::Tick);
+        let (req, state) = takeover_req(&mut r).expect("a takeover after 500 ms of silence");
+        assert_eq!(state.epoch, 4);
+        assert_eq!(state.leader, Some(2));
+        assert_eq!(state.isr, vec![1, 2, 3], "the ISR is kept");
+        r.handle(603, Event::ZkDone { req, result: Ok(8) });
+        assert_eq!(r.role(), Role::Master { epoch: 4 });
+    }
+
+    #[test]
+    fn a_follower_outside_the_isr_never_takes_over() {
+        let mut r = follower(vec![1, 3]);
+        for t in (0..5_000).step_by(50) {
+            r.handle(t, Event::Tick);
+            assert!(takeover_req(&mut r).is_none());
+        }
     }
 }

@@ -51,6 +51,11 @@ pub struct Params {
     pub zk_isolate_ppm: u64,
     pub zk_outage_ppm: u64,
     pub slow_msg_ppm: u64,
+    /// A member's process stops (SIGSTOP, a stalled VM) for 50–1,500 ms: it handles nothing,
+    /// its ZooKeeper session is not kept alive, then it handles its backlog at once.
+    pub freeze_ppm: u64,
+    /// `Config::master_timeout_ms` (0 = no fast takeover and no lease).
+    pub master_timeout_ms: u64,
     /// Share of applied ZooKeeper requests whose answer is lost (per million requests).
     pub zk_lost_answer_ppm: u64,
     /// A write is offered on this share of steps.
@@ -78,6 +83,8 @@ impl Params {
             zk_isolate_ppm: 200,
             zk_outage_ppm: 50,
             slow_msg_ppm: 20_000,
+            freeze_ppm: 200,
+            master_timeout_ms: 300,
             zk_lost_answer_ppm: 20_000,
             submit_ppm: 150_000,
             session_timeout_ms: 400,
@@ -176,6 +183,8 @@ struct Node {
     /// A late "disconnected" notice is pending until then: later notices come after it.
     zk_quiet_until_ms: u64,
     role: Role,
+    /// Frozen: events for it wait here, in order, until it thaws.
+    frozen: Option<Vec<Ev>>,
 }
 
 #[derive(Debug)]
@@ -226,6 +235,8 @@ enum Ev {
     Restart(u32),
     Heal,
     ZkBack,
+    /// A frozen member's process resumes (incarnation).
+    Thaw(u32, u64),
 }
 
 /// The checker's memory.
@@ -244,6 +255,9 @@ struct Truth {
     crashes: u64,
     snapshots: u64,
     truncations: u64,
+    freezes: u64,
+    takeovers: u64,
+    zombies: u64,
 }
 
 pub struct World {
@@ -302,6 +316,7 @@ impl World {
                 zk_quiet_until_ms: 0,
                 told_session: None,
                 role: Role::Follower,
+                frozen: None,
             });
             w.start(i);
             w.at(u64::from(i), Ev::Tick(i));
@@ -312,7 +327,7 @@ impl World {
     fn log(&mut self, f: impl FnOnce() -> String) {
         if let Some(t) = &mut self.trace {
             t.push_back(format!("{:>7}ms #{:<8} {}", self.now_ms, self.steps, f()));
-            if t.len() > 80 {
+            if t.len() > 80 && std::env::var_os("FERROMQ_SIM_TRACE_ALL").is_none() {
                 t.pop_front();
             }
         }
@@ -344,6 +359,7 @@ impl World {
         c.claim_delay_ms = 10;
         c.heartbeat_ms = 40;
         c.link_timeout_ms = 250;
+        c.master_timeout_ms = self.p.master_timeout_ms;
         c.faults = self.p.faults;
         if i != 1 {
             // A misconfigured group size on one broker only (n2: not the first master).
@@ -390,6 +406,9 @@ impl World {
         if !alive {
             if node.session.is_some() {
                 self.at(wait, Ev::To(i, inc, Event::Session(Session::Expired)));
+                // Told it expired (a frozen member may not have been told it was disconnected
+                // first): it must then be told the new session is connected.
+                self.nodes[i as usize].zk_told = None;
             }
             self.zk.next_session += 1;
             let sid = self.zk.next_session;
@@ -665,6 +684,17 @@ impl World {
                     Ok(self.zk.version)
                 }
             }
+            ZkOp::Takeover { version, state } => {
+                if self.zk.state.is_none() || self.zk.version != version {
+                    Err(ZkFail::Conflict)
+                } else {
+                    self.zk.state = Some(state);
+                    self.zk.version += 1;
+                    self.zk.leader_owner = sid;
+                    self.truth.takeovers += 1;
+                    Ok(self.zk.version)
+                }
+            }
             ZkOp::Set { version, state } => {
                 if self.zk.state.is_none() || self.zk.version != version {
                     Err(ZkFail::Conflict)
@@ -734,6 +764,19 @@ impl World {
         }
         self.truth.epoch_master.insert(epoch, i);
         let log = &self.nodes[i as usize].disk.visible;
+        let newest = self.zk.state.as_ref().map_or(0, |s| s.epoch);
+        if epoch < newest {
+            // A zombie: its claim was applied, then it stopped (frozen) while its session
+            // expired and a newer master was elected; it learns of its promotion from its
+            // backlog. It cannot confirm (its in-sync set holds the newer master, which never
+            // acknowledges an older epoch) nor serve (no lease): `check_confirm` and
+            // `check_serving` would see it. Only a promotion to the newest epoch must hold
+            // every confirmed entry.
+            self.truth.zombies += 1;
+            let hashes: Vec<u64> = log.iter().map(|s| s.prefix).collect();
+            self.truth.epoch_log.insert(epoch, hashes);
+            return;
+        }
         if !self.holds_confirmed(log) {
             let (last, m) = (log.len(), self.truth.max_confirmed);
             return self.fail(format!(
@@ -805,6 +848,7 @@ impl World {
         }
         node.replica = None;
         node.role = Role::Follower;
+        node.frozen = None;
         self.truth.crashes += 1;
         let inc = node.incarnation;
         self.log(|| format!("CRASH n{} (kept {keep} unsynced writes)", i + 1));
@@ -898,6 +942,19 @@ impl World {
             let d = self.rng.range(100, 2000);
             self.at(d, Ev::ZkBack);
         }
+        // No draw at all when off: the regression seeds of older findings keep their traces.
+        if self.p.freeze_ppm > 0 && self.rng.chance(self.p.freeze_ppm) {
+            let i = self.rng.below(u64::from(n)) as u32;
+            let d = self.rng.range(50, 1500);
+            let node = &mut self.nodes[i as usize];
+            if node.replica.is_some() && node.frozen.is_none() {
+                node.frozen = Some(Vec::new());
+                let inc = node.incarnation;
+                self.truth.freezes += 1;
+                self.log(|| format!("FREEZE n{} for {d} ms", i + 1));
+                self.at(d, Ev::Thaw(i, inc));
+            }
+        }
         if self.rng.chance(self.p.submit_ppm) {
             let masters: Vec<u32> = (0..n)
                 .filter(|i| matches!(self.nodes[*i as usize].role, Role::Master { .. }))
@@ -949,7 +1006,10 @@ impl World {
                 continue;
             }
             let node = &self.nodes[s.node as usize];
-            let heard = node.session == Some(*id) && node.replica.is_some() && node.zk_link;
+            let heard = node.session == Some(*id)
+                && node.replica.is_some()
+                && node.zk_link
+                && node.frozen.is_none();
             if heard {
                 s.last_heard_ms = now;
             } else if now - s.last_heard_ms > self.p.session_timeout_ms {
@@ -980,12 +1040,47 @@ impl World {
             self.expire_sessions();
         }
         let ev = self.events.remove(&id).unwrap();
+        self.handle_ev(ev);
+        if self.p.check_isr {
+            self.check_isr();
+        }
+        self.check_serving();
+        if let Some(v) = self.failed.take() {
+            return Err(v);
+        }
+        Ok(())
+    }
+
+    /// The member an event is for, if it is handled by a member's process.
+    fn target(&self, ev: &Ev) -> Option<u32> {
+        match ev {
+            Ev::To(i, ..) | Ev::Sync(i, _) | Ev::Watch(i, _) | Ev::SessionUp(i, ..) => Some(*i),
+            Ev::Frame(conn, to, _) => {
+                self.conns
+                    .get(conn)
+                    .map(|c| if *to == 0 { c.client.0 } else { c.server.0 })
+            }
+            _ => None,
+        }
+    }
+
+    fn handle_ev(&mut self, ev: Ev) {
+        if let Some(i) = self.target(&ev) {
+            if let Some(backlog) = self.nodes[i as usize].frozen.as_mut() {
+                backlog.push(ev);
+                return;
+            }
+        }
         match ev {
             Ev::Tick(i) => {
-                let inc = self.nodes[i as usize].incarnation;
-                self.deliver(i, inc, Event::Tick);
+                // A frozen process misses its timer; it ticks again after it thaws.
+                if self.nodes[i as usize].frozen.is_none() {
+                    let inc = self.nodes[i as usize].incarnation;
+                    self.deliver(i, inc, Event::Tick);
+                }
                 self.at(10, Ev::Tick(i));
             }
+            Ev::Thaw(i, inc) => self.thaw(i, inc),
             Ev::To(i, inc, ev) => self.deliver(i, inc, ev),
             Ev::SessionUp(i, inc, sid) => {
                 if self.nodes[i as usize].incarnation == inc {
@@ -1017,10 +1112,10 @@ impl World {
             }
             Ev::Frame(conn, to, msg) => {
                 let Some(c) = self.conns.get(&conn) else {
-                    return Ok(());
+                    return;
                 };
                 if c.broken || !c.open[to] {
-                    return Ok(());
+                    return;
                 }
                 let (node, inc) = if to == 0 { c.client } else { c.server };
                 self.deliver(node, inc, Event::Received { conn, msg });
@@ -1076,13 +1171,53 @@ impl World {
                 }
             }
         }
-        if self.p.check_isr {
-            self.check_isr();
+    }
+
+    /// A frozen process resumes: it handles its backlog at once (still believing what it
+    /// believed when it stopped), and only then may learn that its session expired meanwhile.
+    fn thaw(&mut self, i: u32, inc: u64) {
+        let node = &mut self.nodes[i as usize];
+        if node.incarnation != inc {
+            return;
         }
-        if let Some(v) = self.failed.take() {
-            return Err(v);
+        let Some(backlog) = node.frozen.take() else {
+            return;
+        };
+        self.log(|| format!("THAW n{} ({} events waiting)", i + 1, backlog.len()));
+        for ev in backlog {
+            self.handle_ev(ev);
         }
-        Ok(())
+        let node = &self.nodes[i as usize];
+        let expired = node
+            .session
+            .and_then(|s| self.zk.sessions.get(&s))
+            .is_some_and(|s| s.expired);
+        if expired && node.zk_told == Some(Session::Connected) {
+            self.nodes[i as usize].zk_told = Some(Session::Disconnected);
+            self.zk_connect(i);
+        }
+    }
+
+    /// With fast takeover, at most one member serves (dispatches to consumers) at any time.
+    fn check_serving(&mut self) {
+        if self.p.master_timeout_ms == 0 {
+            return;
+        }
+        let now = self.now_ms;
+        let serving: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.frozen.is_none())
+            .filter(|(_, n)| n.replica.as_ref().is_some_and(|r| r.serving(now)))
+            .map(|(i, n)| format!("n{} ({:?})", i + 1, n.role))
+            .collect();
+        if serving.len() > 1 {
+            self.fail(format!(
+                "two masters serving at once: {}",
+                serving.join(", ")
+            ));
+        }
     }
 
     /// The chaotic part, then healing, then the liveness requirement.
@@ -1146,7 +1281,7 @@ impl World {
     }
 
     /// Counters of what the run exercised.
-    pub fn stats(&self) -> [u64; 6] {
+    pub fn stats(&self) -> [u64; 8] {
         let t = &self.truth;
         let epochs = self.zk.state.as_ref().map_or(0, |s| s.epoch);
         [
@@ -1156,6 +1291,8 @@ impl World {
             t.crashes,
             t.snapshots,
             t.truncations,
+            t.freezes,
+            t.takeovers,
         ]
     }
 }
@@ -1198,5 +1335,23 @@ fn short_msg(m: &Msg) -> String {
             format!("SnapshotChunk {}..", entries.first().map_or(0, |e| e.lsn))
         }
         other => format!("{other:?}"),
+    }
+}
+
+impl World {
+    /// Debugging aid: every member's state machine.
+    pub fn dump(&self) -> String {
+        let mut s = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            s.push_str(&format!(
+                "n{} frozen={} zk_told={:?} session={:?} {:#?}\n",
+                i + 1,
+                n.frozen.is_some(),
+                n.zk_told,
+                n.session,
+                n.replica.as_ref().map(|r| format!("{r:?}"))
+            ));
+        }
+        s
     }
 }
