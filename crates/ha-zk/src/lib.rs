@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod election;
+pub mod group_nodes;
 pub mod liveness;
 pub mod master;
 pub mod position;
