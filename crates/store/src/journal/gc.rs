@@ -194,9 +194,9 @@ fn read_live(
             })?;
             out.push(Relocated {
                 list: name.clone(),
-                seq: *seq,
-                location: *loc,
-                payload: read_payload(file.as_ref(), *loc)?,
+                seq: seq,
+                location: loc,
+                payload: read_payload(file.as_ref(), loc)?,
             });
         }
     }

@@ -484,7 +484,7 @@ impl MessageStore for JournalStore {
             l.messages
                 .after(after_seq)
                 .take(max_count)
-                .map(|(seq, loc)| (*seq, *loc, files.get(&loc.segment).cloned()))
+                .map(|(seq, loc)| (seq, loc, files.get(&loc.segment).cloned()))
                 .collect()
         };
         let mut out = Vec::with_capacity(wanted.len());
