@@ -205,3 +205,29 @@ async fn durable_subscriptions_are_listed_and_destroyed_only_when_inactive() {
     let f = f.restart();
     assert!(f.broker.durable_subscriptions().is_empty());
 }
+
+#[tokio::test]
+async fn a_message_dead_lettered_from_a_topic_subscription_is_not_retried() {
+    let f = Fixture::with_config(BrokerConfig {
+        maximum_redeliveries: 0,
+        ..BrokerConfig::default()
+    });
+    let (topic, dlq) = (
+        Destination::topic("news"),
+        Destination::queue("ActiveMQ.DLQ"),
+    );
+    let (h, sink) = f.subscribe_durable(&topic, &durable("c1", "s1"), individual(10));
+    f.send(f.pmsg(&topic, "n")).await;
+    let d = sink.take().pop().expect("delivered");
+    f.broker.nack(&h, d.tag).unwrap();
+    let dead = f.broker.browse(&dlq, 10);
+    assert_eq!(dead[0].header("originalDestination"), Some("topic://news"));
+    let e = f.broker.retry_message(&dlq, &dead[0].id).await.unwrap_err();
+    assert!(
+        matches!(e, BrokerError::InvalidDestination(ref m) if m.contains("topic")),
+        "{e}"
+    );
+    let out = f.broker.retry_all(&dlq, 10).await.unwrap();
+    assert_eq!((out.retried, out.remaining), (0, 1), "it stays in the DLQ");
+    assert_eq!(f.stored_bodies("queue://ActiveMQ.DLQ"), ["n"]);
+}
