@@ -1176,3 +1176,109 @@ async fn the_admin_cli_queries_moves_retries_and_deletes() {
     json_ok(&admin, "GET", "/api/v1/queues/cli.dst", VIEWER, None, 404).await;
     c.disconnect().await.unwrap();
 }
+
+/// `DELETE /api/v1/connections/{id}` on an OpenWire connection: the client gets a
+/// ConnectionError saying why, then the end of the connection.
+#[tokio::test]
+async fn an_administrator_closes_an_openwire_connection() {
+    use ferromq_protocol::openwire::{self as ow, map::encode_map, Command, PrimitiveMap};
+    let dir = tempfile::tempdir().unwrap();
+    let (port, ow_port) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cfg = format!(
+        "[broker]\nname = \"owc\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nopenwire = \"127.0.0.1:{ow_port}\"\nadmin = \"{admin}\"\n{USERS}",
+        dir.path().join("data").display()
+    );
+    let _broker = Proc::start("owc", dir.path(), port, &cfg);
+    assert!(
+        _broker.wait_accepting(WAIT).is_some(),
+        "broker did not start"
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", ow_port))
+        .await
+        .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut decoder = ow::Decoder::new(ow::DEFAULT_MAX_FRAME_SIZE);
+    // The next command, or None at the end of the connection.
+    async fn next(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut bytes::BytesMut,
+        decoder: &mut ow::Decoder,
+    ) -> Option<Command> {
+        loop {
+            if let Some(f) = decoder.decode(buf).unwrap() {
+                return Some(ow::decode_command(&f, 12).unwrap());
+            }
+            let n = tokio::time::timeout(WAIT, s.read_buf(buf))
+                .await
+                .expect("an answer or the close in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+    let mut p = PrimitiveMap::new();
+    p.insert("MaxInactivityDuration", ow::PrimitiveValue::Long(30_000));
+    let wf = Command::WireFormatInfo(ow::WireFormatInfo {
+        magic: ow::MAGIC,
+        version: 12,
+        marshalled_properties: Some(encode_map(Some(&p)).unwrap()),
+    });
+    let info = Command::ConnectionInfo(ow::ConnectionInfo {
+        header: ow::CommandHeader {
+            command_id: 1,
+            response_required: true,
+        },
+        connection_id: Some(ow::ConnectionId {
+            value: "ID:test-ow-close".into(),
+        }),
+        client_id: Some("ow-close".into()),
+        user_name: Some("viewer".into()),
+        password: Some("look".into()),
+        ..Default::default()
+    });
+    for cmd in [wf, info] {
+        s.write_all(&ow::encode_command(&cmd, 12).unwrap())
+            .await
+            .unwrap();
+    }
+    loop {
+        match next(&mut s, &mut buf, &mut decoder).await {
+            Some(Command::Response(_)) => break,
+            Some(Command::ExceptionResponse(e)) => panic!("refused: {e:?}"),
+            Some(_) => continue,
+            None => panic!("closed before connecting"),
+        }
+    }
+    let conns = json_ok(&admin, "GET", "/api/v1/connections", VIEWER, None, 200).await;
+    let c = conns["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == "ow-close")
+        .unwrap_or_else(|| panic!("{conns}"))
+        .clone();
+    assert_eq!(c["protocol"], "openwire", "{c}");
+    let path = format!("/api/v1/connections/{}", c["id"]);
+    let r = json_ok(&admin, "DELETE", &path, OPS, Some("{}"), 200).await;
+    assert_eq!(
+        (&r["closed"], &r["protocol"]),
+        (&c["id"], &Value::from("openwire")),
+        "{r}"
+    );
+    let reason = loop {
+        match next(&mut s, &mut buf, &mut decoder).await {
+            Some(Command::ConnectionError(e)) => {
+                break e.exception.and_then(|x| x.message).unwrap_or_default()
+            }
+            Some(_) => continue,
+            None => panic!("closed without a ConnectionError"),
+        }
+    };
+    assert!(reason.contains("closed by an administrator"), "{reason}");
+    assert!(
+        next(&mut s, &mut buf, &mut decoder).await.is_none(),
+        "then the end"
+    );
+}
