@@ -913,12 +913,15 @@ impl MessageList {
     /// goes to `batch`, so the caller removes it from the store exactly as an ack would. The
     /// caller puts it back with [`MessageList::restore`] if that write fails.
     ///
-    /// Only resident pending messages are found (what a browse shows): a message delivered and
-    /// not yet acknowledged is refused rather than removed behind its consumer's back, and a
-    /// message paged out to the store is reported as such. The scan is linear in the resident
+    /// Only pending messages in memory are found (what a browse shows; paged-out ones are read
+    /// back first as far as the memory window allows): a message delivered and not yet
+    /// acknowledged is refused rather than removed behind its consumer's back, and one still
+    /// paged out beyond the window is reported as such. The scan is linear in the resident
     /// messages, which the memory window bounds.
     pub fn take_pending(&self, id: &str, batch: &mut Batch) -> Result<TakenEntry, Lookup> {
         let mut st = self.state.lock();
+        // What a browse shows (see [`MessageList::browse`]).
+        self.page_in(&mut st);
         let key = st
             .pending
             .iter()
@@ -973,7 +976,8 @@ impl MessageList {
 
     /// A pending message by id, left in place (the admin API's copy).
     pub fn peek_pending(&self, id: &str) -> Result<Arc<Message>, Lookup> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        self.page_in(&mut st);
         match st.pending.values().find(|e| &*e.msg.id == id) {
             Some(e) => Ok(e.msg.clone()),
             None => Err(self.missing(&st, id)),
@@ -1089,9 +1093,14 @@ impl MessageList {
         }
     }
 
-    /// The pending messages in delivery order, up to `max` (a queue browser).
+    /// The pending messages in delivery order, up to `max` (a queue browser), paged-out ones
+    /// read back first as far as the memory window allows.
     pub fn browse(&self, max: usize) -> Vec<Arc<Message>> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        // Paged-out messages first come back into memory, as far as the memory window allows:
+        // after a restart every stored message is paged out until something reads it in, and
+        // a browse (or an administrator's operation on what it shows) must see them.
+        self.page_in(&mut st);
         st.pending
             .values()
             .take(max)

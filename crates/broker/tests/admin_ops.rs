@@ -52,6 +52,17 @@ async fn remove_move_and_copy_change_memory_and_store_alike() {
     let f = f.restart();
     assert_eq!(f.list("queue://q1").pending, 2);
     assert_eq!(f.list("queue://q2").pending, 2);
+    // After a restart every message is paged out: a browse reads them back, and the
+    // operations reach what it shows.
+    let after: Vec<String> = f
+        .broker
+        .browse(&q1, 10)
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(after, [ids[2].clone(), ids[3].clone()]);
+    f.broker.remove_message(&q1, &ids[3]).await.unwrap();
+    assert_eq!(f.stored_bodies("queue://q1"), ["c"]);
     let (_h, sink) = f.subscribe(&Destination::queue("q2"), opts(AckMode::Auto, 10));
     assert_eq!(sink.bodies(), ["b", "c"]);
 }

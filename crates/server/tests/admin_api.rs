@@ -907,6 +907,12 @@ async fn message_and_queue_operations_persist_across_a_crash() {
         "broker did not restart"
     );
     let c = stomp_as(port, "ops-b").await;
+    // Paged out after the restart, read back by the browse.
+    let src = browse_ids(&admin, "src").await;
+    assert_eq!(
+        src.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["m2", "m3", "m4"]
+    );
     assert_eq!(bodies(&drain_queue(&c, "src").await), ["m2", "m3", "m4"]);
     let d = drain_queue(&c, "dst").await;
     assert_eq!(bodies(&d), ["m1", "m2"]);
