@@ -16,7 +16,10 @@ use crate::error::BrokerError;
 use crate::message::Message;
 use crate::network::{Demand, NetworkRoute};
 use crate::queue::{AckScope, DeadCause, Effects, ListKind, ListPolicy, ListSnapshot, MessageList};
+
+mod admin;
 use crate::selector_props::MessageProperties;
+pub use admin::{DurableSubscriptionSnapshot, RetryOutcome};
 
 /// Milliseconds since the Unix epoch; injectable so tests control expiry.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -836,8 +839,22 @@ impl Broker {
                         "{dest}: durable subscriptions are for topics"
                     )));
                 }
-                let list = self.queue_list(dest)?;
-                list.add_consumer(id, sink, opts, now, &mut fx);
+                // A queue removed by an administrator between the lookup and the attach is
+                // closed: look it up again (a new list by then). Bounded, since each retry
+                // needs another removal to race with.
+                let mut attempts = 0;
+                let list = loop {
+                    let list = self.queue_list(dest)?;
+                    if list.add_consumer(id, sink.clone(), opts.clone(), now, &mut fx) {
+                        break list;
+                    }
+                    attempts += 1;
+                    if attempts >= 3 {
+                        return Err(BrokerError::InUse(format!(
+                            "{dest} is being removed; subscribe again"
+                        )));
+                    }
+                };
                 (
                     ConsumerHandle {
                         id,
@@ -881,6 +898,7 @@ impl Broker {
                             no_local: false,
                             ..opts
                         };
+                        // A new list: not closed, so the consumer attaches.
                         list.add_consumer(id, sink, opts, now, &mut fx);
                         (
                             ConsumerHandle {
@@ -1046,6 +1064,8 @@ impl Broker {
             no_local: false,
             ..opts
         };
+        // A durable subscription's list is closed only with the subscription, which an
+        // attached consumer keeps alive; nothing to retry.
         list.add_consumer(id, sink, opts, now, fx);
         Ok((
             ConsumerHandle {

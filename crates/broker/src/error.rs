@@ -26,6 +26,10 @@ pub enum BrokerError {
     /// A limit was reached (consumers, destinations, transactions).
     #[error("{0}")]
     Limit(String),
+    /// What an administrative operation names (a queue, a message, a subscription) does not
+    /// exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The broker is shutting down.
     #[error("broker is stopping")]
     Stopping,

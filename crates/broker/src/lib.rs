@@ -20,7 +20,8 @@ mod queue;
 mod selector_props;
 
 pub use broker::{
-    system_clock, Broker, Clock, ConsumerHandle, DurableName, TopicSubscriptionSnapshot, TxWork,
+    system_clock, Broker, Clock, ConsumerHandle, DurableName, DurableSubscriptionSnapshot,
+    RetryOutcome, TopicSubscriptionSnapshot, TxWork,
 };
 pub use config::BrokerConfig;
 pub use consumer::{AckMode, ConsumerId, ConsumerOptions, Delivery, DeliverySink};

@@ -259,6 +259,29 @@ pub struct Reservation {
     pub paged: bool,
 }
 
+/// A pending message taken out of a list by the admin API (see
+/// [`MessageList::take_pending`]); given back with [`MessageList::restore`].
+#[derive(Debug)]
+pub struct TakenEntry(Entry);
+
+impl TakenEntry {
+    /// The message.
+    pub fn message(&self) -> &Arc<Message> {
+        &self.0.msg
+    }
+}
+
+/// Why a message asked for by id cannot be taken from a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not in the list (consumed, removed, or never there).
+    NotFound,
+    /// In the list but not available now; the reason.
+    Busy(&'static str),
+    /// Not among the messages in memory, and the list has messages paged out to the store.
+    PagedOut,
+}
+
 /// A message list.
 #[derive(Debug)]
 pub struct MessageList {
@@ -516,8 +539,13 @@ impl MessageList {
         opts: ConsumerOptions,
         now_ms: u64,
         fx: &mut Effects,
-    ) {
+    ) -> bool {
         let mut st = self.state.lock();
+        // A list closed meanwhile (a queue removed by an administrator) takes no consumer: the
+        // caller attaches to the queue's new list instead.
+        if st.closed {
+            return false;
+        }
         st.consumers.push(Slot {
             id,
             sink,
@@ -528,6 +556,7 @@ impl MessageList {
             quiesced: false,
         });
         self.dispatch(&mut st, now_ms, fx);
+        true
     }
 
     /// Stops handing a consumer messages while it keeps (and may still acknowledge) what it
@@ -879,6 +908,140 @@ impl MessageList {
         n
     }
 
+    /// Takes one pending message out of the list by its message id, for the admin API's
+    /// remove, move and retry: the entry leaves memory now, and its dequeue op (when stored)
+    /// goes to `batch`, so the caller removes it from the store exactly as an ack would. The
+    /// caller puts it back with [`MessageList::restore`] if that write fails.
+    ///
+    /// Only pending messages in memory are found (what a browse shows; paged-out ones are read
+    /// back first as far as the memory window allows): a message delivered and not yet
+    /// acknowledged is refused rather than removed behind its consumer's back, and one still
+    /// paged out beyond the window is reported as such. The scan is linear in the resident
+    /// messages, which the memory window bounds.
+    pub fn take_pending(&self, id: &str, batch: &mut Batch) -> Result<TakenEntry, Lookup> {
+        let mut st = self.state.lock();
+        // What a browse shows (see [`MessageList::browse`]).
+        self.page_in(&mut st);
+        let key = st
+            .pending
+            .iter()
+            .find(|(_, e)| &*e.msg.id == id)
+            .map(|(k, _)| *k);
+        let Some(key) = key else {
+            return Err(self.missing(&st, id));
+        };
+        if st.undurable.contains(&key.1) {
+            return Err(Lookup::Busy("its store write is still in flight"));
+        }
+        let Some(entry) = st.pending.remove(&key) else {
+            return Err(Lookup::NotFound);
+        };
+        st.memory_bytes -= entry.bytes;
+        self.push_dequeue(&entry, batch);
+        drop(st);
+        self.space.notify_waiters();
+        Ok(TakenEntry(entry))
+    }
+
+    /// Takes up to `max` pending messages for which `pick` is true, in delivery order (retry of
+    /// a whole dead-letter queue). Reads paged-out messages in first, as far as the memory
+    /// window allows. Dequeue ops go to `batch`, as in [`MessageList::take_pending`].
+    pub fn take_pending_where(
+        &self,
+        max: usize,
+        pick: impl Fn(&Message) -> bool,
+        batch: &mut Batch,
+    ) -> Vec<TakenEntry> {
+        let mut st = self.state.lock();
+        self.page_in(&mut st);
+        let keys: Vec<(Reverse<u8>, u64)> = st
+            .pending
+            .iter()
+            .filter(|(k, e)| !st.undurable.contains(&k.1) && pick(&e.msg))
+            .take(max)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(entry) = st.pending.remove(&k) {
+                st.memory_bytes -= entry.bytes;
+                self.push_dequeue(&entry, batch);
+                out.push(TakenEntry(entry));
+            }
+        }
+        drop(st);
+        self.space.notify_waiters();
+        out
+    }
+
+    /// A pending message by id, left in place (the admin API's copy).
+    pub fn peek_pending(&self, id: &str) -> Result<Arc<Message>, Lookup> {
+        let mut st = self.state.lock();
+        self.page_in(&mut st);
+        match st.pending.values().find(|e| &*e.msg.id == id) {
+            Some(e) => Ok(e.msg.clone()),
+            None => Err(self.missing(&st, id)),
+        }
+    }
+
+    /// Puts back an entry taken by [`MessageList::take_pending`] whose removal did not become
+    /// durable: the store still holds it, so memory must too. Its delivery count is kept.
+    pub fn restore(&self, taken: TakenEntry, now_ms: u64, fx: &mut Effects) {
+        let mut st = self.state.lock();
+        if st.closed {
+            return;
+        }
+        let entry = taken.0;
+        st.memory_bytes += entry.bytes;
+        st.pending.insert(entry.key(), entry);
+        self.dispatch(&mut st, now_ms, fx);
+    }
+
+    /// Why `id` is not among the pending messages.
+    fn missing(&self, st: &State, id: &str) -> Lookup {
+        let inflight = st
+            .consumers
+            .iter()
+            .any(|c| c.inflight.values().any(|e| &*e.msg.id == id))
+            || st.committing_orphans.values().any(|e| &*e.msg.id == id);
+        if inflight {
+            Lookup::Busy("it is in flight to a consumer (delivered, not yet acknowledged)")
+        } else if st.paging.stored_only > 0 {
+            Lookup::PagedOut
+        } else {
+            Lookup::NotFound
+        }
+    }
+
+    fn push_dequeue(&self, entry: &Entry, batch: &mut Batch) {
+        if entry.msg.persistent {
+            if let Some(k) = &self.store_key {
+                batch.push(Op::Dequeue {
+                    list: k.clone(),
+                    seq: entry.seq,
+                });
+            }
+        }
+    }
+
+    /// Closes the list if no consumer is attached (the admin API's queue removal: ActiveMQ's
+    /// `removeDestination` refuses too while a subscription is active). Returns the number of
+    /// messages it held (pending, paged out included), or the number of consumers on refusal.
+    pub fn close_if_unused(&self) -> Result<u64, u64> {
+        let mut st = self.state.lock();
+        if !st.consumers.is_empty() {
+            return Err(st.consumers.len() as u64);
+        }
+        let n = st.pending.len() as u64 + st.paging.stored_only;
+        st.closed = true;
+        st.pending.clear();
+        st.committing_orphans.clear();
+        st.memory_bytes = 0;
+        drop(st);
+        self.space.notify_waiters();
+        Ok(n)
+    }
+
     /// Closes the list: it accepts nothing more and forgets its messages (a deleted temporary
     /// destination or subscription). Returns the consumers that were attached.
     pub fn close(&self) -> Vec<ConsumerId> {
@@ -930,9 +1093,14 @@ impl MessageList {
         }
     }
 
-    /// The pending messages in delivery order, up to `max` (a queue browser).
+    /// The pending messages in delivery order, up to `max` (a queue browser), paged-out ones
+    /// read back first as far as the memory window allows.
     pub fn browse(&self, max: usize) -> Vec<Arc<Message>> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        // Paged-out messages first come back into memory, as far as the memory window allows:
+        // after a restart every stored message is paged out until something reads it in, and
+        // a browse (or an administrator's operation on what it shows) must see them.
+        self.page_in(&mut st);
         st.pending
             .values()
             .take(max)

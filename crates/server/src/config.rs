@@ -33,6 +33,32 @@ pub struct Config {
     pub ha: HaSection,
     /// `[[network_connectors]]`: bridges to other brokers (ActiveMQ's `networkConnector`).
     pub network_connectors: Vec<crate::network::NetworkConnectorConfig>,
+    /// `[log]`: how `ferromq serve` logs.
+    pub log: LogSection,
+}
+
+/// `[log]`: the broker's log output (standard error).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (default: one human-readable line per event) or `json` (one JSON object per
+    /// line, for a log collector; the same as the `--log-json` flag, which wins when given).
+    pub format: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: "text".into(),
+        }
+    }
+}
+
+impl LogSection {
+    /// Whether the broker logs JSON lines.
+    pub fn json(&self) -> bool {
+        self.format == "json"
+    }
 }
 
 /// `[ha]`: how this broker becomes master.
@@ -524,6 +550,10 @@ impl Config {
         if self.broker.name.is_empty() || self.broker.name.contains([':', '/']) {
             bail!("broker.name must be non-empty and contain no ':' or '/'");
         }
+        match self.log.format.as_str() {
+            "text" | "json" => {}
+            f => bail!("log.format = {f:?}: expected \"text\" or \"json\""),
+        }
         match self.store.sync.as_str() {
             "always" | "periodic" | "never" => {}
             s => bail!("store.sync = {s:?}: expected \"always\", \"periodic\" or \"never\""),
@@ -712,6 +742,20 @@ mod tests {
         std::fs::write(&p, "[brokr]\nname = \"b\"\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
         assert!(err.contains("brokr"), "{err}");
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        assert!(!Config::load(None, Vec::new()).unwrap().log.json());
+        std::fs::write(&p, "[log]\nformat = \"json\"\n").unwrap();
+        assert!(Config::load(Some(&p), Vec::new()).unwrap().log.json());
+        std::fs::write(&p, "[log]\nformat = \"xml\"\n").unwrap();
+        let err = format!("{:#}", Config::load(Some(&p), Vec::new()).unwrap_err());
+        assert!(err.contains("log.format"), "{err}");
+        let c = env_config(&[("FERROMQ__LOG__FORMAT", "json")]).unwrap();
+        assert!(c.log.json(), "overridable from the environment");
     }
 
     fn env_config(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {

@@ -9,10 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 /// One open client connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
+    /// The registry's id for it, unique for the life of the process (what the admin API's
+    /// `DELETE /api/v1/connections/{id}` names).
+    pub id: u64,
     /// `stomp` or `openwire`.
     pub protocol: &'static str,
     /// The client's address.
@@ -35,9 +39,20 @@ pub struct Connections(Arc<Inner>);
 
 #[derive(Debug, Default)]
 struct Inner {
-    open: Mutex<HashMap<Key, ConnectionInfo>>,
+    open: Mutex<HashMap<Key, Entry>>,
+    /// The last id given out.
+    last_id: AtomicU64,
     /// Connections accepted since start, per protocol index (see [`protocol_index`]).
     accepted_total: [AtomicU64; 2],
+}
+
+/// A listed connection and the signal that asks its session to close.
+#[derive(Debug)]
+struct Entry {
+    info: ConnectionInfo,
+    /// Notified (once, with a stored permit: the session may not be waiting yet) when an
+    /// administrator closes the connection.
+    close: Arc<Notify>,
 }
 
 fn protocol_index(protocol: &str) -> usize {
@@ -51,14 +66,19 @@ impl Connections {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let id = self.0.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         self.0.open.lock().insert(
             (protocol, remote),
-            ConnectionInfo {
-                protocol,
-                remote,
-                since_ms,
-                login: None,
-                client_id: None,
+            Entry {
+                info: ConnectionInfo {
+                    id,
+                    protocol,
+                    remote,
+                    since_ms,
+                    login: None,
+                    client_id: None,
+                },
+                close: Arc::new(Notify::new()),
             },
         );
         self.0.accepted_total[protocol_index(protocol)].fetch_add(1, Ordering::Relaxed);
@@ -76,7 +96,7 @@ impl Connections {
         login: Option<&str>,
         client_id: Option<&str>,
     ) {
-        if let Some(c) = self.0.open.lock().get_mut(&(protocol, remote)) {
+        if let Some(Entry { info: c, .. }) = self.0.open.lock().get_mut(&(protocol, remote)) {
             c.login = login.filter(|l| !l.is_empty()).map(str::to_string);
             c.client_id = client_id.map(str::to_string);
         }
@@ -84,9 +104,37 @@ impl Connections {
 
     /// The open connections, oldest first.
     pub fn snapshot(&self) -> Vec<ConnectionInfo> {
-        let mut v: Vec<ConnectionInfo> = self.0.open.lock().values().cloned().collect();
-        v.sort_by_key(|c| (c.since_ms, c.remote));
+        let mut v: Vec<ConnectionInfo> = self
+            .0
+            .open
+            .lock()
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
+        v.sort_by_key(|c| (c.since_ms, c.id));
         v
+    }
+
+    /// The signal a session waits on to close at an administrator's request; a connection
+    /// that is not listed (never, for a session the accept loop started) gets one nobody
+    /// notifies.
+    pub fn close_signal(&self, protocol: &'static str, remote: SocketAddr) -> Arc<Notify> {
+        self.0
+            .open
+            .lock()
+            .get(&(protocol, remote))
+            .map(|e| e.close.clone())
+            .unwrap_or_default()
+    }
+
+    /// Asks the session of connection `id` to close (the admin API); `None` when no open
+    /// connection has that id. The session closes on its own task (STOMP: an ERROR frame
+    /// first), and leaves the listing when it has.
+    pub fn close(&self, id: u64) -> Option<ConnectionInfo> {
+        let open = self.0.open.lock();
+        let e = open.values().find(|e| e.info.id == id)?;
+        e.close.notify_one();
+        Some(e.info.clone())
     }
 
     /// Connections of `protocol` (`stomp` or `openwire`) accepted since the server started.
@@ -112,8 +160,8 @@ impl Drop for ConnectionGuard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_connection_is_listed_until_its_guard_drops() {
+    #[tokio::test]
+    async fn a_connection_is_listed_until_its_guard_drops_and_can_be_closed() {
         let c = Connections::default();
         let a = c.register("stomp", "127.0.0.1:1".parse().unwrap());
         let b = c.register("openwire", "127.0.0.1:2".parse().unwrap());
@@ -127,11 +175,19 @@ mod tests {
         drop(a);
         let left = c.snapshot();
         assert_eq!(left.len(), 1);
+        assert_eq!(left[0].id, 2, "ids count from 1 in accept order");
+        let signal = c.close_signal("openwire", "127.0.0.1:2".parse().unwrap());
+        assert_eq!(c.close(2).map(|i| i.id), Some(2));
+        // The permit is stored: a session that waits only later still sees it.
+        tokio::time::timeout(std::time::Duration::from_secs(5), signal.notified())
+            .await
+            .expect("the close signal fires");
         assert_eq!(left[0].protocol, "openwire");
         assert_eq!(left[0].login.as_deref(), Some("app"));
         assert_eq!(left[0].client_id.as_deref(), Some("cid"));
         drop(b);
         assert!(c.snapshot().is_empty());
+        assert!(c.close(1).is_none(), "gone with its guard");
         assert_eq!(c.accepted_total("stomp"), 1);
         assert_eq!(c.accepted_total("openwire"), 1);
     }

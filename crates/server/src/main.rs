@@ -26,7 +26,7 @@ struct Cli {
     /// Log filter (tracing's EnvFilter syntax); overrides RUST_LOG.
     #[arg(long, global = true)]
     log: Option<String>,
-    /// Log as JSON lines instead of text.
+    /// Log as JSON lines instead of text (as `[log] format = "json"` does for `serve`).
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
@@ -116,6 +116,56 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// The attributes of the queues whose names match a pattern, like `activemq query`
+    /// (admin API).
+    Query {
+        /// Name pattern; `*` matches any run of characters.
+        #[arg(short = 'q', long = "queue", default_value = "*")]
+        pattern: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the matching queues' JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move one message (--message ID) or every waiting message (--all) of a queue to another
+    /// queue (admin API; needs an admin user when users are configured).
+    Move {
+        /// The source queue.
+        #[arg(long)]
+        from: String,
+        /// The target queue (created if need be).
+        #[arg(long)]
+        to: String,
+        /// The message id, as `browse` lists it.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        message: Option<String>,
+        /// Every waiting message (one move per message, in rounds of a browse).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Send dead-lettered messages back to their original queues: one (--message ID) or all
+    /// (admin API; needs an admin user when users are configured).
+    Retry {
+        /// The dead-letter queue.
+        #[arg(long, default_value = "ActiveMQ.DLQ")]
+        queue: String,
+        /// Only this message.
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a queue and every message it holds (admin API; refused while consumers are
+    /// attached).
+    DeleteQueue {
+        /// The queue's name (without /queue/).
+        queue: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the hash to store as a user's `password` in `[[security.users]]` (Argon2id).
     /// Reads the password from standard input (one line) unless --password is given.
     Passwd {
@@ -176,6 +226,13 @@ impl AdminArgs {
                 user: user.clone(),
                 password: self.admin_password.clone().unwrap_or_default(),
             })
+    }
+
+    fn api(&self) -> ferromq_server::admin::cli::Api {
+        ferromq_server::admin::cli::Api {
+            addr: self.admin.clone(),
+            credentials: self.credentials(),
+        }
     }
 
     async fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
@@ -248,7 +305,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { .. } => "info",
         _ => "warn",
     };
-    init_logging(cli.log.as_deref(), cli.log_json, default_level);
+    // `[log] format = "json"` in the broker's configuration does what --log-json does. The
+    // configuration is read here only for that (logging must start before the broker does);
+    // `serve` reads it again and reports any error in it, logged as configured or as text.
+    let config_json = match &cli.command {
+        Command::Serve { config } => Config::load(config.as_deref(), std::env::vars())
+            .map(|c| c.log.json())
+            .unwrap_or(false),
+        _ => false,
+    };
+    init_logging(
+        cli.log.as_deref(),
+        cli.log_json || config_json,
+        default_level,
+    );
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Status { admin, table } => {
@@ -325,6 +395,87 @@ async fn main() -> anyhow::Result<()> {
                 ferromq_server::admin::cli::path_segment(&queue)
             );
             println!("{}", admin.call("POST", &path).await?);
+            Ok(())
+        }
+        Command::Query {
+            pattern,
+            admin,
+            json,
+        } => {
+            let queues = admin.call("GET", "/api/v1/queues").await?;
+            if json {
+                let v: serde_json::Value = serde_json::from_str(&queues)?;
+                let matching: Vec<&serde_json::Value> = v["queues"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|q| {
+                        ferromq_server::admin::cli::pattern_matches(
+                            &pattern,
+                            q["name"].as_str().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({ "queues": matching }));
+            } else {
+                print!(
+                    "{}",
+                    ferromq_server::admin::cli::query_text(&queues, &pattern)?
+                );
+            }
+            Ok(())
+        }
+        Command::Move {
+            from,
+            to,
+            message,
+            all: _,
+            admin,
+        } => {
+            use ferromq_server::admin::cli::path_segment;
+            let api = admin.api();
+            let answer = match message {
+                Some(id) => {
+                    let path = format!(
+                        "/api/v1/queues/{}/messages/{}/move",
+                        path_segment(&from),
+                        path_segment(&id)
+                    );
+                    let body = serde_json::json!({ "to": to }).to_string();
+                    api.call("POST", &path, Some(&body)).await?
+                }
+                None => ferromq_server::admin::cli::move_all(&api, &from, &to).await?,
+            };
+            println!("{answer}");
+            Ok(())
+        }
+        Command::Retry {
+            queue,
+            message,
+            admin,
+        } => {
+            use ferromq_server::admin::cli::path_segment;
+            let api = admin.api();
+            let answer = match message {
+                Some(id) => {
+                    let path = format!(
+                        "/api/v1/queues/{}/messages/{}/retry",
+                        path_segment(&queue),
+                        path_segment(&id)
+                    );
+                    api.call("POST", &path, Some("{}")).await?
+                }
+                None => ferromq_server::admin::cli::retry_all(&api, &queue).await?,
+            };
+            println!("{answer}");
+            Ok(())
+        }
+        Command::DeleteQueue { queue, admin } => {
+            let path = format!(
+                "/api/v1/queues/{}",
+                ferromq_server::admin::cli::path_segment(&queue)
+            );
+            println!("{}", admin.call("DELETE", &path).await?);
             Ok(())
         }
         Command::Produce {

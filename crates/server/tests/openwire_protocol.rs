@@ -458,3 +458,31 @@ admin = "readers"
         Some("User rita is not authorized to read from queue://payroll")
     );
 }
+
+#[tokio::test]
+async fn an_administrator_closes_an_openwire_connection_with_a_reason() {
+    let s = server("").await;
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.send(&wire_format(30_000)).await;
+    w.send(&connection_info(1, "to-close")).await;
+    assert!(matches!(
+        w.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+    // What `DELETE /api/v1/connections/{id}` does, with the id the listing shows.
+    let listed = s.connections.snapshot();
+    let c = listed
+        .iter()
+        .find(|c| c.client_id.as_deref() == Some("to-close"))
+        .expect("listed once connected");
+    assert!(s.connections.close(c.id).is_some());
+    let reason = match w.next_interesting().await {
+        Some(Command::ConnectionError(e)) => {
+            e.exception.and_then(|x| x.message).unwrap_or_default()
+        }
+        other => panic!("a ConnectionError first, got {other:?}"),
+    };
+    assert!(reason.contains("closed by an administrator"), "{reason}");
+    assert!(w.next().await.is_none(), "then the connection closes");
+}

@@ -13,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use ferromq_broker::{BrokerError, Destination, Message, DEFAULT_PRIORITY, MAX_PRIORITY};
@@ -31,6 +31,11 @@ const BROWSE_LIMIT_DEFAULT: usize = 100;
 /// answers 503. The send itself is not cancelled: it runs in its own task and may still
 /// complete.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most dead-lettered messages one `POST /api/v1/queues/{name}/retry` sends back: one store
+/// batch of at most twice this many ops, and one pass over the queue under its lock. A larger
+/// queue takes several calls (the answer says how many messages remain).
+pub(crate) const RETRY_BATCH_MAX: usize = 1000;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -86,8 +91,32 @@ pub(crate) fn router(state: AppState) -> Router {
             get(browse).post(send_message),
         )
         .route("/api/v1/queues/{name}/purge", post(purge))
+        .route("/api/v1/queues/{name}/retry", post(retry_all))
+        .route(
+            "/api/v1/queues/{name}/messages/{message_id}",
+            delete(remove_message),
+        )
+        .route(
+            "/api/v1/queues/{name}/messages/{message_id}/move",
+            post(move_message),
+        )
+        .route(
+            "/api/v1/queues/{name}/messages/{message_id}/copy",
+            post(copy_message),
+        )
+        .route(
+            "/api/v1/queues/{name}/messages/{message_id}/retry",
+            post(retry_message),
+        )
         .route("/api/v1/topics", get(list_topics))
+        .route("/api/v1/topics/{name}", delete(delete_topic))
+        .route("/api/v1/subscriptions", get(subscriptions))
+        .route(
+            "/api/v1/subscriptions/{client_id}/{name}",
+            delete(delete_subscription),
+        )
         .route("/api/v1/connections", get(connections))
+        .route("/api/v1/connections/{id}", delete(close_connection))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), access))
@@ -143,7 +172,7 @@ impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> ApiError {
         let status = match &e {
             BrokerError::InvalidDestination(_) => StatusCode::BAD_REQUEST,
-            BrokerError::NoSuchDestination(_) => StatusCode::NOT_FOUND,
+            BrokerError::NoSuchDestination(_) | BrokerError::NotFound(_) => StatusCode::NOT_FOUND,
             BrokerError::InUse(_) => StatusCode::CONFLICT,
             BrokerError::UnknownDelivery(_) => StatusCode::BAD_REQUEST,
             BrokerError::Store(_)
@@ -445,6 +474,8 @@ async fn list_topics(State(state): State<AppState>) -> ApiResult<Json<Topics>> {
 
 #[derive(Serialize)]
 struct ConnectionInfo {
+    /// What `DELETE /api/v1/connections/{id}` names.
+    id: u64,
     protocol: &'static str,
     remote: String,
     since_ms: u64,
@@ -465,6 +496,7 @@ async fn connections(State(state): State<AppState>) -> ApiResult<Json<Connection
         .snapshot()
         .into_iter()
         .map(|c| ConnectionInfo {
+            id: c.id,
             protocol: c.protocol,
             remote: c.remote.to_string(),
             since_ms: c.since_ms,
@@ -484,6 +516,8 @@ struct BrowseQuery {
 #[derive(Debug, Serialize, PartialEq)]
 pub(crate) struct MessageInfo {
     id: String,
+    /// The same as `id`, under the name the per-message operations' paths use.
+    message_id: String,
     persistent: bool,
     priority: u8,
     timestamp_ms: u64,
@@ -509,6 +543,7 @@ impl MessageInfo {
         };
         MessageInfo {
             id: m.id.to_string(),
+            message_id: m.id.to_string(),
             persistent: m.persistent,
             priority: m.priority,
             timestamp_ms: m.timestamp_ms,
@@ -691,16 +726,276 @@ async fn purge(State(state): State<AppState>, Path(name): Path<String>) -> ApiRe
     }))
 }
 
-/// The broker cannot remove a queue yet (only temporary ones, with their connection): say so
-/// rather than pretend.
-async fn delete_queue(State(state): State<AppState>, Path(name): Path<String>) -> ApiError {
-    if let Err(e) = state.master() {
-        return e;
+/// Runs a broker operation on its own task and waits for it: a client that hangs up must not
+/// cancel an operation half-way (a message taken from its queue and not yet placed elsewhere).
+async fn detached<T: Send + 'static>(
+    op: impl std::future::Future<Output = Result<T, BrokerError>> + Send + 'static,
+) -> ApiResult<T> {
+    match tokio::spawn(op).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("operation failed: {e}"),
+        )),
     }
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        format!("deleting a queue ({name}) is not supported yet; purge it instead"),
-    )
+}
+
+#[derive(Serialize)]
+struct QueueDeleted {
+    deleted: String,
+    messages: u64,
+}
+
+/// `DELETE /api/v1/queues/{name}`: removes the queue and its messages (ActiveMQ's
+/// `removeQueue`); `409` while consumers are attached (see [`Broker::remove_queue`]).
+async fn delete_queue(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<QueueDeleted>> {
+    let broker = state.master()?.broker;
+    let dest = Destination::queue(&name);
+    let messages = detached(async move { broker.remove_queue(&dest).await }).await?;
+    Ok(Json(QueueDeleted {
+        deleted: name,
+        messages,
+    }))
+}
+
+#[derive(Serialize)]
+struct MessageRemoved {
+    queue: String,
+    removed: String,
+}
+
+/// `DELETE /api/v1/queues/{name}/messages/{message_id}` (ActiveMQ's `removeMessage`).
+async fn remove_message(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<MessageRemoved>> {
+    let broker = state.master()?.broker;
+    let dest = Destination::queue(&name);
+    let mid = id.clone();
+    detached(async move { broker.remove_message(&dest, &mid).await }).await?;
+    Ok(Json(MessageRemoved {
+        queue: name,
+        removed: id,
+    }))
+}
+
+/// The body of a move or copy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    /// The target queue's name.
+    to: String,
+}
+
+#[derive(Serialize)]
+struct Moved {
+    from: String,
+    to: String,
+    /// The message's id in the source.
+    message_id: String,
+    /// Its id in the target (the same for a move; a new one for a copy).
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moved: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copied: Option<String>,
+}
+
+fn move_target(body: &[u8]) -> ApiResult<Destination> {
+    let req: MoveRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"to\": \"QUEUE\"}}: {e}")))?;
+    if req.to.is_empty() {
+        return Err(ApiError::bad_request("\"to\" names no queue"));
+    }
+    Ok(Destination::queue(&req.to))
+}
+
+async fn move_or_copy(
+    state: AppState,
+    name: String,
+    id: String,
+    body: &[u8],
+    copy: bool,
+) -> ApiResult<Json<Moved>> {
+    let broker = state.master()?.broker;
+    let to = move_target(body)?;
+    let from = Destination::queue(&name);
+    let (mid, target) = (id.clone(), to.clone());
+    let new_id =
+        detached(async move { broker.move_message(&from, &mid, &target, copy).await }).await?;
+    Ok(Json(Moved {
+        from: name,
+        to: to.name.to_string(),
+        moved: (!copy).then(|| id.clone()),
+        copied: copy.then(|| id.clone()),
+        message_id: id,
+        id: new_id.to_string(),
+    }))
+}
+
+/// `POST /api/v1/queues/{name}/messages/{message_id}/move`, body `{"to": "Q2"}`.
+async fn move_message(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<Moved>> {
+    move_or_copy(state, name, id, &body?, false).await
+}
+
+/// `POST /api/v1/queues/{name}/messages/{message_id}/copy`, body `{"to": "Q2"}`.
+async fn copy_message(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> ApiResult<Json<Moved>> {
+    move_or_copy(state, name, id, &body?, true).await
+}
+
+#[derive(Serialize)]
+struct Retried {
+    retried: u64,
+    /// The original queue (one message retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    /// Messages left in the queue (all retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<u64>,
+}
+
+/// `POST /api/v1/queues/{name}/messages/{message_id}/retry`: back to its original queue.
+async fn retry_message(
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<Retried>> {
+    let broker = state.master()?.broker;
+    let dest = Destination::queue(&name);
+    let to = detached(async move { broker.retry_message(&dest, &id).await }).await?;
+    Ok(Json(Retried {
+        retried: 1,
+        to: Some(to.name.to_string()),
+        remaining: None,
+    }))
+}
+
+/// `POST /api/v1/queues/{name}/retry`: up to [`RETRY_BATCH_MAX`] messages per call.
+async fn retry_all(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Retried>> {
+    let broker = state.master()?.broker;
+    let dest = Destination::queue(&name);
+    let out = detached(async move { broker.retry_all(&dest, RETRY_BATCH_MAX).await }).await?;
+    Ok(Json(Retried {
+        retried: out.retried,
+        to: None,
+        remaining: Some(out.remaining),
+    }))
+}
+
+/// `DELETE /api/v1/topics/{name}`: a topic holds nothing but its subscriptions, so this
+/// answers why it cannot go (`409` naming its durable subscriptions or counting its
+/// subscribers), or `404` when nothing is bound to it.
+async fn delete_topic(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<QueueDeleted>> {
+    let live = state.master()?;
+    live.broker.remove_topic(&name)?;
+    Ok(Json(QueueDeleted {
+        deleted: name,
+        messages: 0,
+    }))
+}
+
+#[derive(Serialize)]
+struct SubscriptionInfo {
+    client_id: String,
+    name: String,
+    topic: String,
+    selector: Option<String>,
+    active: bool,
+    pending: u64,
+    inflight: u64,
+}
+
+#[derive(Serialize)]
+struct Subscriptions {
+    subscriptions: Vec<SubscriptionInfo>,
+}
+
+/// `GET /api/v1/subscriptions`: every durable subscription.
+async fn subscriptions(State(state): State<AppState>) -> ApiResult<Json<Subscriptions>> {
+    let live = state.master()?;
+    let subscriptions = live
+        .broker
+        .durable_subscriptions()
+        .into_iter()
+        .map(|d| SubscriptionInfo {
+            client_id: d.client_id,
+            name: d.name,
+            topic: d.topic,
+            selector: d.selector,
+            active: d.active,
+            pending: d.pending,
+            inflight: d.inflight,
+        })
+        .collect();
+    Ok(Json(Subscriptions { subscriptions }))
+}
+
+#[derive(Serialize)]
+struct SubscriptionDeleted {
+    deleted: bool,
+    client_id: String,
+    name: String,
+}
+
+/// `DELETE /api/v1/subscriptions/{client_id}/{name}`: an inactive one only (`409` otherwise).
+async fn delete_subscription(
+    State(state): State<AppState>,
+    Path((client_id, name)): Path<(String, String)>,
+) -> ApiResult<Json<SubscriptionDeleted>> {
+    let broker = state.master()?.broker;
+    let durable = ferromq_broker::DurableName {
+        client_id: client_id.clone(),
+        name: name.clone(),
+    };
+    detached(async move { broker.destroy_subscription(&durable).await }).await?;
+    Ok(Json(SubscriptionDeleted {
+        deleted: true,
+        client_id,
+        name,
+    }))
+}
+
+#[derive(Serialize)]
+struct Closed {
+    closed: u64,
+    protocol: &'static str,
+    remote: String,
+}
+
+/// `DELETE /api/v1/connections/{id}`: asks that connection's session to close (STOMP: an
+/// ERROR frame "closed by an administrator" first; OpenWire: a ConnectionError). Answers once
+/// asked; the connection leaves the listing as soon as its session has closed.
+async fn close_connection(
+    State(state): State<AppState>,
+    id: Result<Path<u64>, PathRejection>,
+) -> ApiResult<Json<Closed>> {
+    let Path(id) = id?;
+    let live = state.master()?;
+    let c = live
+        .connections
+        .close(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no open connection {id}")))?;
+    Ok(Json(Closed {
+        closed: id,
+        protocol: c.protocol,
+        remote: c.remote.to_string(),
+    }))
 }
 
 #[cfg(test)]
@@ -843,6 +1138,32 @@ mod tests {
                 "/api/v1/queues/q/messages",
                 Some(r#"{"body":"x"}"#.into()),
             ),
+            ("DELETE", "/api/v1/queues/q", Some("{}".into())),
+            (
+                "DELETE",
+                "/api/v1/queues/q/messages/ID:1",
+                Some("{}".into()),
+            ),
+            (
+                "POST",
+                "/api/v1/queues/q/messages/ID:1/move",
+                Some(r#"{"to":"r"}"#.into()),
+            ),
+            (
+                "POST",
+                "/api/v1/queues/q/messages/ID:1/copy",
+                Some(r#"{"to":"r"}"#.into()),
+            ),
+            (
+                "POST",
+                "/api/v1/queues/q/messages/ID:1/retry",
+                Some("{}".into()),
+            ),
+            ("POST", "/api/v1/queues/q/retry", Some("{}".into())),
+            ("DELETE", "/api/v1/topics/t", Some("{}".into())),
+            ("GET", "/api/v1/subscriptions", None),
+            ("DELETE", "/api/v1/subscriptions/c/s", Some("{}".into())),
+            ("DELETE", "/api/v1/connections/1", Some("{}".into())),
         ] {
             let (code, v) = call(&app, method, uri, body).await;
             assert_eq!(code, 503, "{method} {uri}: {v}");

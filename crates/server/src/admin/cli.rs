@@ -1,5 +1,5 @@
-//! The admin CLI (`ferromq dstat`, `browse`, `purge`): requests to a broker's `/api/v1` and
-//! the tables printed from its answers. Rendering is kept apart from I/O so it is tested
+//! The admin CLI (`ferromq dstat`, `browse`, `purge`, `query`, `move`, `retry`,
+//! `delete-queue`): requests to a broker's `/api/v1` and the tables printed from its answers. Rendering is kept apart from I/O so it is tested
 //! without a broker.
 
 use std::time::Duration;
@@ -297,6 +297,161 @@ pub fn browse_table(answer: &str) -> anyhow::Result<String> {
     ))
 }
 
+/// Most rounds `move --all` and `retry` make (each a browse of up to [`MOVE_PAGE`] messages, or
+/// one bounded retry call): a queue that keeps filling cannot keep the command running forever.
+pub const ROUNDS_MAX: usize = 10_000;
+/// Messages `move --all` lists per round (the API's default `admin.browse_limit_max`).
+pub const MOVE_PAGE: usize = 1000;
+
+/// The admin API at one address, with its credentials.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// `host:port`.
+    pub addr: String,
+    /// Basic auth, if any.
+    pub credentials: Option<Credentials>,
+}
+
+impl Api {
+    /// A request whose answer must be 2xx; its body as JSON.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let answer = request(&self.addr, method, path, self.credentials.as_ref(), body).await?;
+        let text = ok_body(answer)?;
+        serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
+    }
+}
+
+/// `ferromq move --from Q --to Q2 --all`: moves every waiting message, one API call each, in
+/// rounds of a browse. Stops when a round moves nothing (the queue is empty, or what is left is
+/// in flight or cannot be moved). Returns `{"moved": n, "failed": m, "last_error": …}`.
+pub async fn move_all(api: &Api, from: &str, to: &str) -> anyhow::Result<Value> {
+    let body = serde_json::json!({ "to": to }).to_string();
+    let (mut moved, mut failed, mut last_error) = (0u64, 0u64, None::<String>);
+    for _ in 0..ROUNDS_MAX {
+        let page = api
+            .call(
+                "GET",
+                &format!(
+                    "/api/v1/queues/{}/messages?limit={MOVE_PAGE}",
+                    path_segment(from)
+                ),
+                None,
+            )
+            .await?;
+        let ids: Vec<String> = page["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| {
+                m.get("message_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .collect();
+        let mut round = 0u64;
+        for id in &ids {
+            let path = format!(
+                "/api/v1/queues/{}/messages/{}/move",
+                path_segment(from),
+                path_segment(id)
+            );
+            match api.call("POST", &path, Some(&body)).await {
+                Ok(_) => round += 1,
+                Err(e) => {
+                    failed += 1;
+                    last_error = Some(e.to_string());
+                }
+            }
+        }
+        moved += round;
+        if round == 0 {
+            break;
+        }
+    }
+    Ok(serde_json::json!({ "moved": moved, "failed": failed, "last_error": last_error }))
+}
+
+/// `ferromq retry --queue DLQ`: calls the bounded retry-all until a call retries nothing or
+/// nothing remains. Returns `{"retried": n, "remaining": m}`.
+pub async fn retry_all(api: &Api, queue: &str) -> anyhow::Result<Value> {
+    let path = format!("/api/v1/queues/{}/retry", path_segment(queue));
+    let (mut retried, mut remaining) = (0u64, 0u64);
+    for _ in 0..ROUNDS_MAX {
+        let v = api.call("POST", &path, Some("{}")).await?;
+        let n = num(&v, "retried");
+        retried += n;
+        remaining = num(&v, "remaining");
+        if n == 0 || remaining == 0 {
+            break;
+        }
+    }
+    Ok(serde_json::json!({ "retried": retried, "remaining": remaining }))
+}
+
+/// Whether `name` matches an `activemq query`-style pattern: `*` matches any run of
+/// characters, everything else itself.
+pub fn pattern_matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        // No `*`: the name itself.
+        return pattern == name;
+    };
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    for m in middle {
+        match rest.find(m) {
+            Some(i) => rest = &rest[i + m.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `ferromq query -q PATTERN`: every attribute of each matching queue, one `Name = value`
+/// line each and a blank line between queues, as `activemq query` prints an MBean.
+pub fn query_text(queues: &str, pattern: &str) -> anyhow::Result<String> {
+    let v: Value = serde_json::from_str(queues).context("queues answer is not JSON")?;
+    let mut out = String::new();
+    for q in v["queues"].as_array().into_iter().flatten() {
+        if !pattern_matches(pattern, &text(q, "name")) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        // ActiveMQ's attribute names, as `activemq query` prints them.
+        for (label, key) in [
+            ("Name", "name"),
+            ("QueueSize", "depth"),
+            ("PendingCount", "pending"),
+            ("InFlightCount", "inflight"),
+            ("ConsumerCount", "consumers"),
+            ("ProducerCount", "producers"),
+            ("EnqueueCount", "enqueued"),
+            ("DequeueCount", "dequeued"),
+            ("DispatchCount", "dispatched"),
+            ("ExpiredCount", "expired"),
+            ("DeadLetteredCount", "dead_lettered"),
+            ("MemoryUsageBytes", "memory_bytes"),
+            ("Temporary", "temporary"),
+        ] {
+            let value = match q.get(key) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            out.push_str(&format!("{label} = {value}\n"));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +516,28 @@ mod tests {
                 .lines()
                 .count(),
             3
+        );
+    }
+
+    #[test]
+    fn query_patterns_match_like_activemq_query() {
+        assert!(pattern_matches("orders", "orders"));
+        assert!(!pattern_matches("orders", "orders.eu"));
+        assert!(pattern_matches("orders*", "orders.eu"));
+        assert!(pattern_matches("*.eu", "orders.eu"));
+        assert!(pattern_matches("o*s.*u", "orders.eu"));
+        assert!(!pattern_matches("o*x", "orders.eu"));
+        assert!(pattern_matches("*", ""));
+        let queues = r#"{"queues":[{"name":"orders","depth":3,"pending":2,"inflight":1,
+            "consumers":1,"producers":0,"enqueued":5,"dequeued":2,"dispatched":3,"expired":0,
+            "dead_lettered":0,"memory_bytes":99,"temporary":false},{"name":"other","depth":0}]}"#;
+        let out = query_text(queues, "ord*").unwrap();
+        assert!(out.starts_with("Name = orders\nQueueSize = 3\n"), "{out}");
+        assert!(out.contains("InFlightCount = 1\n"), "{out}");
+        assert!(!out.contains("other"), "{out}");
+        assert_eq!(
+            query_text(queues, "*").unwrap().matches("Name = ").count(),
+            2
         );
     }
 

@@ -414,6 +414,8 @@ impl Session {
         let mut shutdown = self.ctx.shutdown.clone();
         let connect_timeout = Duration::from_millis(self.ctx.config.openwire.connect_timeout_ms);
         let kill = self.kill.clone();
+        // An administrator's `DELETE /api/v1/connections/{id}`.
+        let admin_close = self.ctx.connections.close_signal("openwire", self.peer);
         loop {
             loop {
                 if self.closing {
@@ -486,6 +488,14 @@ impl Session {
                 },
                 _ = &mut closed => return "writer closed",
                 _ = kill.notified() => return "replaced by the same client reconnecting",
+                _ = admin_close.notified() => {
+                    // As ActiveMQ's ConnectionViewMBean.stop: the client learns why, then the
+                    // transport closes (a failover client reconnects).
+                    tracing::info!("connection closed by an administrator");
+                    let why = "closed by an administrator";
+                    let _ = self.ctl.send(Out::Close(Some(connection_error(JMS_EXCEPTION, why)))).await;
+                    return "closed by an administrator";
+                }
                 _ = timeout => {
                     let why = if self.version == 0 {
                         "no WireFormatInfo from the client within the connect timeout"

@@ -64,6 +64,9 @@ pub(crate) const RESERVED_HEADERS: [&str; 13] = [
     "reply-to",
 ];
 
+/// The ERROR frame's `message` when an administrator closes the connection.
+const ADMIN_CLOSE_MESSAGE: &str = "closed by an administrator";
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct ConnectorContext {
@@ -319,6 +322,8 @@ impl Session {
         // Memory only while there is something to decode (`conn_buf`).
         let mut buf = BytesMut::new();
         let mut shutdown = self.ctx.shutdown.clone();
+        // An administrator's `DELETE /api/v1/connections/{id}`.
+        let admin_close = self.ctx.connections.close_signal("stomp", self.peer);
         let connect_timeout = Duration::from_millis(self.ctx.config.stomp.connect_timeout_ms);
         let grace = self.ctx.config.stomp.heart_beat_grace_multiplier.max(1.0);
         loop {
@@ -391,6 +396,12 @@ impl Session {
                     tracing::info!(why, "closing silent connection");
                     let _ = self.ctl.send(Out::Close(Some(error_frame(why, "", None)))).await;
                     return "silent peer";
+                }
+                _ = admin_close.notified() => {
+                    tracing::info!("connection closed by an administrator");
+                    let f = error_frame(ADMIN_CLOSE_MESSAGE, "", None);
+                    let _ = self.ctl.send(Out::Close(Some(f))).await;
+                    return "closed by an administrator";
                 }
                 _ = shutdown.changed() => return "broker shutting down",
             }
