@@ -175,7 +175,13 @@ mod tests {
         assert!(check(&users(), &Method::GET, "/status", &HeaderMap::new()).is_ok());
         // The console's files too (they hold no data), but not the API they call.
         assert!(check(&users(), &Method::GET, "/", &HeaderMap::new()).is_ok());
-        assert!(check(&users(), &Method::GET, "/console/console.js", &HeaderMap::new()).is_ok());
+        assert!(check(
+            &users(),
+            &Method::GET,
+            "/console/console.js",
+            &HeaderMap::new()
+        )
+        .is_ok());
         let r = check(&users(), &Method::GET, "/console/other", &HeaderMap::new()).unwrap_err();
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         let r = check(&users(), &Method::POST, "/status", &HeaderMap::new()).unwrap_err();

@@ -448,7 +448,7 @@
         g.lineTo(left + w, y + 0.5);
         g.stroke();
         const v = (scale * i) / 4;
-        g.fillText(v >= 10 ? String(Math.round(v)) : v.toFixed(1), 4, y + 4);
+        g.fillText(String(Number(v.toFixed(2))), 4, y + 4);
       }
       g.fillText("last " + Math.round((CHART_POINTS * POLL_MS) / 1000) + " s, messages/s", left, cssH - 4);
       for (const n of series.names) {
@@ -492,7 +492,7 @@
       el("label", { class: "wide" }, "Headers ", headers),
       el("label", {}, "Priority ", priority),
       el("label", {}, "TTL (ms) ", ttl),
-      el("label", {}, persistent, " persistent"),
+      el("label", { class: "check" }, persistent, " persistent"),
       submit,
     );
     form.addEventListener("submit", async (ev) => {
@@ -1027,6 +1027,17 @@
     current.mount(view);
     clearError("poll");
     poll();
+    if (!$("broker-name").textContent) showBrokerName();
+  }
+
+  // The header names the broker on every page; the overview keeps it current.
+  async function showBrokerName() {
+    try {
+      const b = await api("GET", "/api/v1/broker");
+      setText($("broker-name"), b.name);
+    } catch (_) {
+      // The page's own poll shows the same failure.
+    }
   }
 
   async function poll() {

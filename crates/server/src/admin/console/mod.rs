@@ -109,8 +109,14 @@ pub(crate) fn is_console_file(path: &str) -> bool {
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|h: HeaderMap| async move { INDEX.serve(&h) }))
-        .route(SCRIPT_PATH, get(|h: HeaderMap| async move { SCRIPT.serve(&h) }))
-        .route(STYLE_PATH, get(|h: HeaderMap| async move { STYLE.serve(&h) }))
+        .route(
+            SCRIPT_PATH,
+            get(|h: HeaderMap| async move { SCRIPT.serve(&h) }),
+        )
+        .route(
+            STYLE_PATH,
+            get(|h: HeaderMap| async move { STYLE.serve(&h) }),
+        )
 }
 
 #[cfg(test)]
@@ -131,7 +137,10 @@ mod tests {
         assert!(!html.contains("http://") && !html.contains("https://"));
         // No inline event handlers (` onclick=`, …): the policy would block them too.
         let inline_handler = html.split(" on").skip(1).any(|rest| {
-            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase()).collect();
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase())
+                .collect();
             !name.is_empty() && rest[name.len()..].starts_with('=')
         });
         assert!(!inline_handler, "an inline event handler in index.html");
@@ -142,7 +151,13 @@ mod tests {
         // Everything shown is built with textContent and createElement, so message data can
         // never become markup.
         let js = std::str::from_utf8(SCRIPT.body).unwrap();
-        for banned in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for banned in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!js.contains(banned), "console.js uses {banned}");
         }
     }
@@ -157,5 +172,51 @@ mod tests {
         assert_eq!(SCRIPT.serve(&h).status(), StatusCode::NOT_MODIFIED);
         h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"0\""));
         assert_eq!(SCRIPT.serve(&h).status(), StatusCode::OK);
+    }
+
+    /// The whole admin router, with users: the console's files are public and typed, the API
+    /// behind them is not, and `/status` is still the JSON `ferromq status` reads.
+    #[tokio::test]
+    async fn the_router_serves_the_console_publicly_and_keeps_status_json() {
+        use crate::config::{Config, User};
+        use axum::body::Body;
+        use tower::ServiceExt;
+
+        let mut cfg = Config::default();
+        cfg.security.users = vec![User {
+            username: "viewer".into(),
+            password: "look".into(),
+            groups: vec![],
+        }];
+        let (_tx, rx) = tokio::sync::watch::channel(super::super::Status::default());
+        let app = super::super::api::router(super::super::api::AppState::new(
+            rx,
+            std::sync::Arc::new(cfg),
+        ));
+        let get = |path: &str| {
+            app.clone()
+                .oneshot(axum::http::Request::get(path).body(Body::empty()).unwrap())
+        };
+        for (path, ty) in [
+            ("/", "text/html; charset=utf-8"),
+            (SCRIPT_PATH, "text/javascript; charset=utf-8"),
+            (STYLE_PATH, "text/css; charset=utf-8"),
+        ] {
+            let r = get(path).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], ty, "{path}");
+            assert_eq!(
+                r.headers()[header::CONTENT_SECURITY_POLICY],
+                CONTENT_SECURITY_POLICY,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            get("/api/v1/queues").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let r = get("/status").await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }
 }
