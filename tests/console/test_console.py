@@ -304,3 +304,37 @@ def test_with_users_a_viewer_may_not_purge_and_sees_why(broker_factory, page, st
     p.accept_confirm()
     p.wait_text("#notice", f"purged 4 message(s) from {q}")
     assert b.api("GET", f"/api/v1/queues/{q}", auth=VIEWER)["depth"] == 0
+
+
+# How long the console's tab stays hidden in the visibility test: a few poll periods. Only
+# bounds a false pass (a console that polls while hidden is caught if it polls in this time).
+HIDDEN_S = 2.5
+
+
+def test_the_page_polls_only_while_visible(broker, page):
+    p = page(broker).open("#/queues")
+    p.wait(lambda d: p.finds("#send-form"), "the queues page")
+    # Records each API request and each visibility change of the console's tab, in order.
+    p.d.execute_script(
+        """
+        window.__log = [];
+        const f = window.fetch;
+        window.fetch = function () { window.__log.push("fetch"); return f.apply(this, arguments); };
+        // On the window, capturing: before the console's own handler (which polls at once).
+        window.addEventListener("visibilitychange", () => window.__log.push(document.visibilityState), true);
+        """
+    )
+    p.wait(lambda d: d.execute_script("return window.__log.length") >= 1, "a poll")
+    console_tab = p.d.current_window_handle
+    p.d.switch_to.new_window("tab")
+    try:
+        time.sleep(HIDDEN_S)
+    finally:
+        p.d.close()
+        p.d.switch_to.window(console_tab)
+    log = p.wait(
+        lambda d: (lg := d.execute_script("return window.__log")) and "visible" in lg and lg[-1] == "fetch" and lg,
+        "a poll after the tab is visible again",
+    )
+    hidden = log.index("hidden")
+    assert log[hidden + 1] == "visible", f"requests while the tab was hidden: {log}"

@@ -1047,7 +1047,9 @@
     }
     const gen = generation;
     const page = current;
-    if (!page || !$("login").hidden) return;
+    // A timer may fire after the tab was hidden but before its visibilitychange event ran;
+    // the event's handler starts polling again when the tab is shown.
+    if (!page || !$("login").hidden || document.visibilityState !== "visible") return;
     polling = true;
     pollAgain = false;
     clearTimeout(timer);
