@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of ferromq: formatting, clippy, the Rust test suites (unit,
-# property, end-to-end over sockets) and the interop tests with a third-party STOMP client
-# (stomp.py). This is the README's test command; .ci/run calls exactly this.
+# property, end-to-end over sockets), the interop tests with a third-party STOMP client
+# (stomp.py) and the web console's tests in headless chromium (selenium). This is the README's
+# test command; .ci/run calls exactly this.
 #
 # Build artefacts go to a fixed directory under $HOME so that repeated runs (and CI runs on the
 # same machine) reuse the build cache instead of compiling everything again.
@@ -51,6 +52,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 FERROMQ_INTEROP_PERSISTENT_BACKEND=journal "$venv/bin/python" -m pytest tests/interop -q -p no:cacheprovider
+
+step "web console: headless chromium against ferromq serve (tests/console)"
+# scripts/browser.sh installs Debian's chromium and chromium-driver when missing.
+FERROMQ_CHROMEDRIVER=$(bash scripts/browser.sh)
+export FERROMQ_CHROMEDRIVER
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/console/requirements.txt
+"$venv/bin/python" -m pytest tests/console -q -p no:cacheprovider
 
 step "performance gate (instruction count of a fixed workload, see ci/perf-gate.sh)"
 bash ci/perf-gate.sh

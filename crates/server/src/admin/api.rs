@@ -1,4 +1,5 @@
-//! The JSON admin API under `/api/v1`, `/metrics` and `/status`, on axum.
+//! The JSON admin API under `/api/v1`, `/metrics` and `/status`, on axum (and the web console
+//! of [`super::console`] at `/`).
 //!
 //! Handlers read the broker through its own API ([`Broker::snapshot`], [`Broker::browse`],
 //! [`Broker::purge`], [`Broker::send`]): nothing here knows a protocol, and a message sent
@@ -80,7 +81,7 @@ pub(crate) fn router(state: AppState) -> Router {
     // for its JSON quoting of headers.
     let body_max = state.cfg.stomp.max_frame_bytes.saturating_add(64 * 1024);
     Router::new()
-        .route("/", get(status))
+        .merge(super::console::routes())
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/broker", get(broker))

@@ -28,9 +28,11 @@ pub(crate) fn changes_state(method: &Method) -> bool {
 }
 
 /// True for paths anyone who reaches the listener may read: `ferromq status` sends no
-/// credentials, and the role alone reveals little.
+/// credentials, and the role alone reveals little; the web console's files hold no data (its
+/// script asks the API, with the user's credentials, for everything it shows).
 pub(crate) fn is_public(method: &Method, path: &str) -> bool {
-    *method == Method::GET && (path == "/status" || path == "/")
+    matches!(*method, Method::GET | Method::HEAD)
+        && (path == "/status" || super::console::is_console_file(path))
 }
 
 /// Decides whether a request may proceed.
@@ -171,6 +173,17 @@ mod tests {
     #[test]
     fn status_stays_public_for_ferromq_status() {
         assert!(check(&users(), &Method::GET, "/status", &HeaderMap::new()).is_ok());
+        // The console's files too (they hold no data), but not the API they call.
+        assert!(check(&users(), &Method::GET, "/", &HeaderMap::new()).is_ok());
+        assert!(check(
+            &users(),
+            &Method::GET,
+            "/console/console.js",
+            &HeaderMap::new()
+        )
+        .is_ok());
+        let r = check(&users(), &Method::GET, "/console/other", &HeaderMap::new()).unwrap_err();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         let r = check(&users(), &Method::POST, "/status", &HeaderMap::new()).unwrap_err();
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }

@@ -1,11 +1,12 @@
 //! The admin HTTP endpoint on `transports.admin`: `GET /status` (the broker's role as JSON,
-//! read by `ferromq status`), the JSON admin API under `/api/v1` ([`api`]) and Prometheus
-//! `/metrics` ([`metrics`]). It runs in every role — a slave opens no client port, but an
+//! read by `ferromq status`), the JSON admin API under `/api/v1` ([`api`]), Prometheus
+//! `/metrics` ([`metrics`]) and the web console at `/` ([`console`]). It runs in every role — a slave opens no client port, but an
 //! operator can still ask it what it is doing. See docs/operations.md.
 
 mod api;
 mod auth;
 pub mod cli;
+mod console;
 pub mod metrics;
 
 use std::net::SocketAddr;
