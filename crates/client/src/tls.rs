@@ -79,7 +79,10 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| tls_error(path, &format!("invalid PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(tls_error(path, "no \"BEGIN CERTIFICATE\" block in the file"));
+        return Err(tls_error(
+            path,
+            "no \"BEGIN CERTIFICATE\" block in the file",
+        ));
     }
     Ok(certs)
 }

@@ -799,10 +799,7 @@ fn strip_listen<'a>(s: &'a str, schemes: &[&str]) -> Option<&'a str> {
     if s.is_empty() {
         return None;
     }
-    let s = schemes
-        .iter()
-        .find_map(|p| s.strip_prefix(p))
-        .unwrap_or(s);
+    let s = schemes.iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
     Some(s.split('?').next().unwrap_or(s))
 }
 

@@ -56,7 +56,9 @@ impl TlsArgs {
     fn client_config(&self) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
         let Some(ca) = &self.tls_ca else {
             if self.tls_cert.is_some() {
-                anyhow::bail!("--tls-cert needs --tls-ca (the CA that signed the broker's certificate)");
+                anyhow::bail!(
+                    "--tls-cert needs --tls-ca (the CA that signed the broker's certificate)"
+                );
             }
             return Ok(None);
         };
@@ -308,12 +310,18 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|a| !a.is_empty())
                 .collect();
             if addrs.len() == 1 && !table {
-                println!("{}", ferromq_server::admin::fetch(addrs[0], tls.as_ref()).await?);
+                println!(
+                    "{}",
+                    ferromq_server::admin::fetch(addrs[0], tls.as_ref()).await?
+                );
                 return Ok(());
             }
             let mut brokers = Vec::with_capacity(addrs.len());
             for a in addrs {
-                brokers.push((a.to_string(), ferromq_server::admin::fetch(a, tls.as_ref()).await));
+                brokers.push((
+                    a.to_string(),
+                    ferromq_server::admin::fetch(a, tls.as_ref()).await,
+                ));
             }
             print!("{}", ferromq_server::admin::topology_table(&brokers));
             Ok(())
@@ -485,7 +493,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-
     use ferromq_ha::{Activation, Standalone};
     use ferromq_ha_flock::SharedFileLock;
 

@@ -289,16 +289,18 @@ impl Server {
             None => None,
         };
         // The TLS listeners too: the certificate is read (and checked) once, here.
-        let tls = if cfg.stomp_ssl_listen_addr().is_some() || cfg.openwire_ssl_listen_addr().is_some()
-        {
-            Some(crate::tls::acceptor(&cfg.tls, &[]).context("[tls]")?)
-        } else {
-            None
-        };
+        let tls =
+            if cfg.stomp_ssl_listen_addr().is_some() || cfg.openwire_ssl_listen_addr().is_some() {
+                Some(crate::tls::acceptor(&cfg.tls, &[]).context("[tls]")?)
+            } else {
+                None
+            };
         let openwire_ssl_listener = match cfg.openwire_ssl_listen_addr() {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-                format!("cannot listen for OpenWire over TLS on {addr}")
-            })?),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for OpenWire over TLS on {addr}"))?,
+            ),
             None => None,
         };
         let stomp_ssl_listener = match cfg.stomp_ssl_listen_addr() {

@@ -55,8 +55,8 @@ fn leaf(
     issuer: &(rcgen::Certificate, KeyPair),
 ) -> (String, String) {
     let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap();
+    let mut p =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     p.distinguished_name.push(DnType::CommonName, names[0]);
     p.extended_key_usages = vec![purpose];
     let cert = p.signed_by(&key, &issuer.0, &issuer.1).unwrap();
@@ -130,7 +130,10 @@ fn ssl_url(s: &Server) -> String {
 /// Sends one message with a receipt and reads it back on a subscription, over `client`.
 async fn round_trip(client: &Client, queue: &str, body: &str) {
     let mut sub = client.subscribe(queue, AckMode::Client, &[]).await.unwrap();
-    client.send_with_receipt(queue, body.to_string(), &[]).await.unwrap();
+    client
+        .send_with_receipt(queue, body.to_string(), &[])
+        .await
+        .unwrap();
     let m = sub
         .next_timeout(Duration::from_secs(10))
         .await
@@ -159,7 +162,9 @@ async fn a_large_message_crosses_tls_intact_in_both_directions() {
     let s = Server::start(pki.config("")).await.unwrap();
     let c = Client::connect(&ssl_url(&s), pki.trusting()).await.unwrap();
     // Several TLS records (16 KiB each) for one frame, each way.
-    let body: String = (0..300_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let body: String = (0..300_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     round_trip(&c, "/queue/tls.large", &body).await;
     s.shutdown().await.unwrap();
 }
@@ -201,11 +206,19 @@ async fn a_client_trusting_another_ca_fails_the_handshake_and_the_broker_keeps_s
     assert!(err.to_string().contains("certificate"), "{err}");
     // Plain STOMP at the TLS port: the handshake fails there too.
     let mut raw = TcpStream::connect(s.stomp_ssl_addr.unwrap()).await.unwrap();
-    raw.write_all(b"CONNECT\naccept-version:1.2\n\n\0").await.unwrap();
+    raw.write_all(b"CONNECT\naccept-version:1.2\n\n\0")
+        .await
+        .unwrap();
     let mut scratch = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut scratch)).await;
-    assert!(read.is_ok(), "the broker closes a connection that does not speak TLS");
-    assert!(!scratch.starts_with(b"CONNECTED"), "no STOMP answer in the clear");
+    assert!(
+        read.is_ok(),
+        "the broker closes a connection that does not speak TLS"
+    );
+    assert!(
+        !scratch.starts_with(b"CONNECTED"),
+        "no STOMP answer in the clear"
+    );
     let good = Client::connect(&ssl_url(&s), pki.trusting()).await.unwrap();
     round_trip(&good, "/queue/tls.after_bad", "still serving").await;
     s.shutdown().await.unwrap();
@@ -248,7 +261,10 @@ async fn mutual_tls_refuses_a_client_without_a_trusted_certificate_and_accepts_o
         pki.client(&pki.ca, Some((&pki.rogue_cert, &pki.rogue_key))),
     )
     .await;
-    assert!(rogue.is_err(), "a client certificate from another CA is refused");
+    assert!(
+        rogue.is_err(),
+        "a client certificate from another CA is refused"
+    );
     let ok = Client::connect(
         &ssl_url(&s),
         pki.client(&pki.ca, Some((&pki.client_cert, &pki.client_key))),
@@ -295,7 +311,9 @@ async fn authentication_applies_over_tls_as_over_tcp() {
         pki.section("")
     ));
     let s = Server::start(cfg).await.unwrap();
-    let err = Client::connect(&ssl_url(&s), pki.trusting()).await.unwrap_err();
+    let err = Client::connect(&ssl_url(&s), pki.trusting())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Server { .. }), "{err:?}");
     let c = Client::connect(
         &ssl_url(&s),
@@ -350,10 +368,11 @@ impl OwTls {
                     cmd => return cmd,
                 }
             }
-            let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
-                .await
-                .expect("the server answers within 20 s")
-                .unwrap();
+            let n =
+                tokio::time::timeout(Duration::from_secs(20), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .expect("the server answers within 20 s")
+                    .unwrap();
             assert!(n > 0, "the server closed the connection");
         }
     }
@@ -458,7 +477,10 @@ async fn the_admin_endpoint_answers_status_over_https() {
         .unwrap();
     let mut scratch = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut scratch)).await;
-    assert!(!scratch.starts_with(b"HTTP/1.1 200"), "no status in the clear");
+    assert!(
+        !scratch.starts_with(b"HTTP/1.1 200"),
+        "no status in the clear"
+    );
     served.abort();
 }
 
@@ -514,13 +536,19 @@ fn unreadable_or_invalid_pem_is_an_error_naming_the_file() {
         garbage.display(),
         pki.server_key.display()
     ));
-    assert!(err.contains("tls.cert") && err.contains("garbage.pem"), "{err}");
+    assert!(
+        err.contains("tls.cert") && err.contains("garbage.pem"),
+        "{err}"
+    );
 }
 
 #[test]
 fn client_auth_needs_a_ca_and_a_ca_needs_client_auth() {
     let pki = Pki::new();
-    let base = format!("[transports]\nstomp_ssl = \"127.0.0.1:0\"\n{}", pki.section(""));
+    let base = format!(
+        "[transports]\nstomp_ssl = \"127.0.0.1:0\"\n{}",
+        pki.section("")
+    );
     let err = load_err(&format!("{base}need_client_auth = true\n"));
     assert!(err.contains("tls.ca"), "{err}");
     let err = load_err(&format!("{base}ca = \"{}\"\n", pki.ca.display()));

@@ -71,7 +71,9 @@ pub async fn request(
         head.push_str(body);
         let raw = if https {
             let Some(tls) = tls else {
-                bail!("{addr} is HTTPS: give the CA that signed the broker's certificate (--tls-ca)");
+                bail!(
+                    "{addr} is HTTPS: give the CA that signed the broker's certificate (--tls-ca)"
+                );
             };
             let name = ferromq_client::tls::server_name(target)
                 .with_context(|| format!("admin address {addr}"))?;
@@ -99,7 +101,10 @@ async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
     s.write_all(request).await?;
     s.flush().await?;
     let mut raw = Vec::new();
-    (&mut s).take(ANSWER_BYTES_MAX).read_to_end(&mut raw).await?;
+    (&mut s)
+        .take(ANSWER_BYTES_MAX)
+        .read_to_end(&mut raw)
+        .await?;
     Ok(raw)
 }
 

@@ -196,10 +196,7 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
 
 /// `ferromq status`: fetches `/status` from an admin endpoint (`host:port` or
 /// `https://host:port` with `tls`).
-pub async fn fetch(
-    addr: &str,
-    tls: Option<&Arc<rustls::ClientConfig>>,
-) -> anyhow::Result<String> {
+pub async fn fetch(addr: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> anyhow::Result<String> {
     let (status, body) = cli::request(addr, "GET", "/status", None, None, tls).await?;
     if status != 200 {
         anyhow::bail!("{addr} answered: HTTP {status}");

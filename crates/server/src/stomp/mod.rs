@@ -58,7 +58,8 @@ pub async fn run_tls_listener(
             let acceptor = acceptor.clone();
             async move {
                 let shutdown = Some(ctx.shutdown.clone());
-                let tls = crate::tls::handshake(&acceptor, stream, peer, timeout, "stomp+ssl", shutdown);
+                let tls =
+                    crate::tls::handshake(&acceptor, stream, peer, timeout, "stomp+ssl", shutdown);
                 if let Some(tls) = tls.await {
                     session::serve(ClientStream::Tls(Box::new(tls)), peer, ctx).await;
                 }

@@ -309,11 +309,7 @@ async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<ConnectorContext>,
 }
 
 impl Session {
-    async fn read_loop(
-        &mut self,
-        rd: &mut ReadHalf,
-        hb_tx: watch::Sender<u64>,
-    ) -> &'static str {
+    async fn read_loop(&mut self, rd: &mut ReadHalf, hb_tx: watch::Sender<u64>) -> &'static str {
         // Memory only while there is something to decode (`conn_buf`).
         let mut buf = BytesMut::new();
         let mut shutdown = self.ctx.shutdown.clone();
