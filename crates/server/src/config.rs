@@ -966,6 +966,17 @@ mod tests {
     }
 
     #[test]
+    fn tls_listen_addresses_accept_activemq_schemes_and_drop_options() {
+        let mut c = Config::default();
+        c.transports.stomp_ssl = "stomp+ssl://0.0.0.0:61612?transport.needClientAuth=true".into();
+        c.transports.openwire_ssl = "ssl://0.0.0.0:61617".into();
+        assert_eq!(c.stomp_ssl_listen_addr(), Some("0.0.0.0:61612"));
+        assert_eq!(c.openwire_ssl_listen_addr(), Some("0.0.0.0:61617"));
+        c.transports.stomp_ssl = " ".into();
+        assert_eq!(c.stomp_ssl_listen_addr(), None);
+    }
+
+    #[test]
     fn invalid_values_are_rejected() {
         let env = vec![("FERROMQ__STORE__SYNC".to_string(), "sometimes".to_string())];
         assert!(Config::load(None, env).is_err());

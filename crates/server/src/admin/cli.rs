@@ -345,6 +345,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn admin_addresses_may_name_http_or_https() {
+        assert_eq!(admin_target("127.0.0.1:8161"), ("127.0.0.1:8161", false));
+        assert_eq!(admin_target("http://h:8161/"), ("h:8161", false));
+        assert_eq!(admin_target("https://h:8161"), ("h:8161", true));
+    }
+
+    #[test]
     fn responses_with_length_chunks_or_eof_are_read() {
         let r = parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!(r, (200, "{}".to_string()));

@@ -369,8 +369,8 @@ mod tests {
             role: "slave".into(),
             ..Status::default()
         });
-        tokio::spawn(serve(l, rx, Arc::new(Config::default())));
-        let body = fetch(&addr.to_string()).await.unwrap();
+        tokio::spawn(serve(l, rx, Arc::new(Config::default()), None));
+        let body = fetch(&addr.to_string(), None).await.unwrap();
         assert_eq!(
             body,
             r#"{"broker":"b\"1","ha_mode":"shared-file","role":"slave","epoch":0,"stomp":"","bridges":[]}"#
@@ -386,14 +386,14 @@ mod tests {
                 stats: stats.clone(),
             });
         });
-        let body = fetch(&addr.to_string()).await.unwrap();
+        let body = fetch(&addr.to_string(), None).await.unwrap();
         assert!(body.contains(r#""role":"master","epoch":4"#), "{body}");
         // Counters are read when the status is served, not when it was set.
         stats
             .forwarded
             .store(7, std::sync::atomic::Ordering::Relaxed);
         *stats.remote.lock() = "b".into();
-        let body = fetch(&addr.to_string()).await.unwrap();
+        let body = fetch(&addr.to_string(), None).await.unwrap();
         assert!(
             body.contains(r#""bridges":[{"connector":"to-b","addrs":["127.0.0.1:1"],"remote":"b","connected":false,"connects":0,"network_consumers":0,"forwarded":7,"pulled":0}]"#),
             "{body}"
