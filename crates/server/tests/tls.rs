@@ -635,3 +635,32 @@ fn the_cli_produces_consumes_and_reads_status_over_mutual_tls() {
     assert!(!ok && err.contains("--tls-ca"), "{err}");
     assert!(broker.terminate(), "clean shutdown exits 0");
 }
+
+#[tokio::test]
+async fn the_tls_listener_keeps_its_connection_limit() {
+    let pki = Pki::new();
+    let cfg = common::config(&format!(
+        "stomp_ssl = \"127.0.0.1:0\"\n[stomp]\nmax_connections = 1\n{}",
+        pki.section("")
+    ));
+    let s = Server::start(cfg).await.unwrap();
+    let first = Client::connect(&ssl_url(&s), pki.trusting()).await.unwrap();
+    // The second is closed before any handshake: the listener's one permit is taken.
+    let second = Client::connect(&ssl_url(&s), pki.trusting()).await;
+    assert!(
+        second.is_err(),
+        "a connection over stomp.max_connections is refused"
+    );
+    round_trip(&first, "/queue/tls.limit", "the first still works").await;
+    first.disconnect().await.unwrap();
+    s.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tls_address_without_tls_settings_is_refused_by_the_client_before_dialling() {
+    let err = Client::connect("ssl://127.0.0.1:1", ClientConfig::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Tls(_)), "{err:?}");
+    assert!(err.to_string().contains("ClientConfig::tls"), "{err}");
+}
