@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ferromq_protocol::stomp::{encode, Command, Decoder, Frame, HeartBeat, Item, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,11 +42,18 @@ struct Inner {
 }
 
 impl Client {
-    /// Opens a TCP connection to `addr` (`host:port` or `tcp://host:port`; a `?query` suffix as
-    /// in ActiveMQ URIs is ignored), sends CONNECT and waits for CONNECTED, all within
-    /// `config.connect_timeout`.
+    /// Opens a TCP connection to `addr` (`host:port` or `tcp://host:port`; `ssl://host:port`
+    /// or `stomp+ssl://host:port` for TLS; a `?query` suffix as in ActiveMQ URIs is ignored),
+    /// runs the TLS handshake when `config.tls` is set, sends CONNECT and waits for CONNECTED,
+    /// all within `config.connect_timeout`.
     pub async fn connect(addr: &str, config: ClientConfig) -> Result<Client, ClientError> {
         let target = parse_addr(addr)?;
+        if config.tls.is_none() && crate::tls::is_tls_addr(addr) {
+            return Err(ClientError::Tls(format!(
+                "{addr} is a TLS address: set ClientConfig::tls (the CLI's --tls-ca) to the CA \
+                 that signed the broker's certificate"
+            )));
+        }
         let span = tracing::debug_span!("stomp_client", addr = %target);
         let connect_timeout = config.connect_timeout;
         match tokio::time::timeout(
@@ -65,14 +72,42 @@ impl Client {
         config: ClientConfig,
         span: tracing::Span,
     ) -> Result<Client, ClientError> {
-        let mut stream = TcpStream::connect(&target).await?;
+        let stream = TcpStream::connect(&target).await?;
         // The writer batches frames itself; Nagle would only add latency to receipts.
         stream.set_nodelay(true)?;
+        match config.tls.clone() {
+            None => {
+                let (r, w) = stream.into_split();
+                Self::handshake(r, w, config, span).await
+            }
+            Some(tls) => {
+                let name = crate::tls::server_name(&target)?;
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| ClientError::Tls(format!("handshake with {target}: {e}")))?;
+                let (r, w) = tokio::io::split(stream);
+                Self::handshake(r, w, config, span).await
+            }
+        }
+    }
 
+    /// The STOMP handshake on a connected socket's halves, then the reader and writer tasks.
+    async fn handshake<R, W>(
+        mut read_half: R,
+        mut write_half: W,
+        config: ClientConfig,
+        span: tracing::Span,
+    ) -> Result<Client, ClientError>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let mut out = BytesMut::new();
         // CONNECT headers are never escaped, whatever version is negotiated later.
         encode(&frames::connect(&config), Version::V1_0, &mut out);
-        stream.write_all(&out).await?;
+        write_half.write_all(&out).await?;
+        write_half.flush().await?;
 
         let mut decoder = Decoder::new(config.limits);
         let mut buf = BytesMut::with_capacity(HANDSHAKE_READ_BYTES);
@@ -82,7 +117,7 @@ impl Client {
                 Some(Item::HeartBeat) => continue,
                 None => {
                     buf.reserve(HANDSHAKE_READ_BYTES);
-                    if stream.read_buf(&mut buf).await? == 0 {
+                    if read_half.read_buf(&mut buf).await? == 0 {
                         return Err(ClientError::Closed);
                     }
                 }
@@ -127,7 +162,6 @@ impl Client {
 
         let shared = Arc::new(Shared::new());
         let (queue, queue_rx) = mpsc::channel(OUTGOING_QUEUE_FRAMES_MAX);
-        let (read_half, write_half) = stream.into_split();
         tokio::spawn(
             writer::run(
                 write_half,
@@ -394,6 +428,11 @@ pub(crate) fn parse_addr(addr: &str) -> Result<String, ClientError> {
     let rest = rest
         .strip_prefix("tcp://")
         .or_else(|| rest.strip_prefix("stomp://"))
+        .or_else(|| {
+            crate::tls::TLS_SCHEMES
+                .iter()
+                .find_map(|s| rest.strip_prefix(s))
+        })
         .unwrap_or(rest);
     let rest = rest.split(['?', '/']).next().unwrap_or_default();
     let (host, port) = rest.rsplit_once(':').ok_or_else(invalid)?;

@@ -1,6 +1,7 @@
 //! Connection settings and acknowledgement modes.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferromq_protocol::stomp::{HeartBeat, Limits};
@@ -30,6 +31,10 @@ pub struct ClientConfig {
     pub limits: Limits,
     /// Extra headers appended to the CONNECT frame.
     pub extra_connect_headers: Vec<(String, String)>,
+    /// TLS settings ([`tls::client_config`](crate::tls::client_config)): with them every
+    /// connection (each broker of a failover list too) runs TLS; an `ssl://` or `stomp+ssl://`
+    /// address needs them. Default none: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientConfig {
@@ -48,6 +53,7 @@ impl Default for ClientConfig {
             receipt_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             extra_connect_headers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -66,6 +72,7 @@ impl fmt::Debug for ClientConfig {
             .field("receipt_timeout", &self.receipt_timeout)
             .field("limits", &self.limits)
             .field("extra_connect_headers", &self.extra_connect_headers)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }

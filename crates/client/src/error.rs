@@ -36,9 +36,13 @@ pub enum ClientError {
     /// The operation does not exist in the negotiated STOMP version (e.g. NACK on 1.0).
     #[error("{0} is not available in the negotiated STOMP version")]
     Unsupported(&'static str),
-    /// The address is not `host:port` or `tcp://host:port`.
-    #[error("invalid address {0:?}: expected host:port or tcp://host:port")]
+    /// The address is not `host:port`, `tcp://host:port` or `ssl://host:port`.
+    #[error("invalid address {0:?}: expected host:port, tcp://host:port or ssl://host:port")]
     InvalidAddress(String),
+    /// TLS could not be set up: an unreadable or invalid PEM file, an `ssl://` address without
+    /// [`ClientConfig::tls`](crate::ClientConfig::tls), or a failed handshake.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// [`RECEIPTS_PENDING_MAX`](crate::RECEIPTS_PENDING_MAX) receipts are already outstanding.
     #[error("too many receipts pending (limit {limit})")]
     TooManyPendingReceipts {

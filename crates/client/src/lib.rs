@@ -37,6 +37,7 @@ mod reader;
 mod receipt;
 mod shared;
 mod subscription;
+pub mod tls;
 mod writer;
 
 pub use client::Client;

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferromq_protocol::stomp::{Command, Decoder, Frame, Item};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{ClientError, CloseReason};
 use crate::shared::Shared;
@@ -21,8 +20,8 @@ const HEARTBEAT_SILENCE_FACTOR: u32 = 2;
 
 /// Reads until the connection closes. `buf` holds whatever followed CONNECTED in the handshake
 /// read; `heartbeat_expect_ms` is the negotiated interval at which the server beats (0: never).
-pub(crate) async fn run(
-    mut socket: OwnedReadHalf,
+pub(crate) async fn run<R: AsyncRead + Unpin>(
+    mut socket: R,
     mut decoder: Decoder,
     mut buf: BytesMut,
     shared: Arc<Shared>,

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use ferromq_protocol::stomp::{encode, encode_heartbeat, Frame, Version};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -25,8 +24,8 @@ const BUFFER_RETAIN_BYTES_MAX: usize = 4 * 1024 * 1024;
 ///
 /// `heartbeat_send_ms` is the negotiated interval at which the server wants to hear from us
 /// (0: never); a heart-beat goes out only when nothing else was written for that long.
-pub(crate) async fn run(
-    mut socket: OwnedWriteHalf,
+pub(crate) async fn run<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut queue: mpsc::Receiver<Frame>,
     shared: Arc<Shared>,
     version: Version,
@@ -74,7 +73,11 @@ pub(crate) async fn run(
             // A peer that stops reading would otherwise pin this task in `write_all` forever,
             // even after the reader declared the connection dead.
             _ = closed.wait_for(|c| *c) => break,
-            r = socket.write_all(&buf) => r,
+            // TLS holds records in rustls until flushed; on TCP the flush is a no-op.
+            r = async {
+                socket.write_all(&buf).await?;
+                socket.flush().await
+            } => r,
         };
         if let Err(err) = written {
             tracing::debug!(error = %err, "write failed");

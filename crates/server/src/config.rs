@@ -29,6 +29,9 @@ pub struct Config {
     pub security: SecuritySection,
     /// `[admin]`: the admin HTTP API and metrics on `transports.admin`.
     pub admin: AdminSection,
+    /// `[tls]`: certificates for the TLS listeners (`transports.stomp_ssl`, `openwire_ssl`,
+    /// `admin_tls`).
+    pub tls: TlsSection,
     /// `[ha]`: high availability.
     pub ha: HaSection,
     /// `[[network_connectors]]`: bridges to other brokers (ActiveMQ's `networkConnector`).
@@ -192,6 +195,15 @@ pub struct TransportsSection {
     /// Prometheus `/metrics`, see docs/operations.md), open in every role; empty = off. Bind
     /// it to loopback or a management network: with no `[security]` users it needs no login.
     pub admin: String,
+    /// STOMP over TLS listen address (ActiveMQ's `stomp+ssl://`, port 61612), `host:port`
+    /// (`stomp+ssl://` or `ssl://` prefix accepted); empty = off. Needs `tls.cert` and
+    /// `tls.key`.
+    pub stomp_ssl: String,
+    /// OpenWire over TLS listen address (ActiveMQ's `ssl://`, port 61617), `host:port`
+    /// (`ssl://` prefix accepted); empty = off. Needs `tls.cert` and `tls.key`.
+    pub openwire_ssl: String,
+    /// Serve the admin endpoint (`transports.admin`) over HTTPS with `[tls]`'s certificate.
+    pub admin_tls: bool,
     /// ActiveMQ's `discoveryUri`: while master, advertise the STOMP address on
     /// `multicast://default` (or `multicast://addr:port?options`) or in ZooKeeper
     /// (`zookeeper://host:port/path`, one znode per `broker.name`); empty = off.
@@ -206,6 +218,9 @@ impl Default for TransportsSection {
             openwire_advertise: String::new(),
             advertise: String::new(),
             admin: String::new(),
+            stomp_ssl: String::new(),
+            openwire_ssl: String::new(),
+            admin_tls: false,
             discovery: String::new(),
         }
     }
@@ -476,6 +491,40 @@ impl Default for AdminSection {
     }
 }
 
+/// `[tls]`: the certificate the TLS listeners present and how they check clients' (ActiveMQ's
+/// `sslContext` key and trust stores, as PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM file with the server's certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the server certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM bundle of the CAs trusted to sign client certificates (the trust store).
+    pub ca: PathBuf,
+    /// Refuse, during the handshake, a client without a certificate signed by `ca`
+    /// (`needClientAuth`).
+    pub need_client_auth: bool,
+    /// Ask for a client certificate and check it against `ca` when one is sent, but accept
+    /// clients without one (`wantClientAuth`).
+    pub want_client_auth: bool,
+    /// A client must finish its TLS handshake within this many ms, or it is closed.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            ca: PathBuf::new(),
+            need_client_auth: false,
+            want_client_auth: false,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("User")
@@ -657,6 +706,46 @@ impl Config {
         if self.policy.queue_prefetch == 0 || self.policy.topic_prefetch == 0 {
             bail!("policy.queue_prefetch and policy.topic_prefetch must be at least 1");
         }
+        self.validate_tls()
+    }
+
+    /// The listeners that asked for TLS, by their key.
+    fn tls_listeners(&self) -> Vec<&'static str> {
+        let t = &self.transports;
+        let mut v = Vec::new();
+        if !t.stomp_ssl.trim().is_empty() {
+            v.push("transports.stomp_ssl");
+        }
+        if !t.openwire_ssl.trim().is_empty() {
+            v.push("transports.openwire_ssl");
+        }
+        if t.admin_tls {
+            v.push("transports.admin_tls");
+        }
+        v
+    }
+
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        let wanted = self.tls_listeners();
+        if self.transports.admin_tls && self.transports.admin.trim().is_empty() {
+            bail!("transports.admin_tls = true needs transports.admin (the address to serve HTTPS on)");
+        }
+        if self.tls.handshake_timeout_ms == 0 {
+            bail!("tls.handshake_timeout_ms must be at least 1");
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let t = &self.tls;
+        if t.cert.as_os_str().is_empty() || t.key.as_os_str().is_empty() {
+            bail!(
+                "{} needs tls.cert (PEM certificate chain) and tls.key (PEM private key) in [tls]",
+                wanted.join(" and ")
+            );
+        }
+        // Read and check the files now, so that a bad certificate stops the start with its
+        // file name instead of failing every handshake later.
+        crate::tls::server_config(t, &[])?;
         Ok(())
     }
 
@@ -709,6 +798,21 @@ impl Config {
         Some(s.split('?').next().unwrap_or(s))
     }
 
+    /// The STOMP over TLS listen address without an optional `stomp+ssl://`, `stomp+tls://`
+    /// or `ssl://` scheme and its `?options`; `None` when off.
+    pub fn stomp_ssl_listen_addr(&self) -> Option<&str> {
+        strip_listen(
+            &self.transports.stomp_ssl,
+            &["stomp+ssl://", "stomp+tls://", "ssl://"],
+        )
+    }
+
+    /// The OpenWire over TLS listen address without an optional `ssl://` or `tls://` scheme
+    /// and its `?options`; `None` when off.
+    pub fn openwire_ssl_listen_addr(&self) -> Option<&str> {
+        strip_listen(&self.transports.openwire_ssl, &["ssl://", "tls://"])
+    }
+
     /// The STOMP listen address without an optional `stomp://` or `tcp://` scheme.
     pub fn stomp_listen_addr(&self) -> &str {
         let s = self.transports.stomp.as_str();
@@ -716,6 +820,17 @@ impl Config {
             .or_else(|| s.strip_prefix("tcp://"))
             .unwrap_or(s)
     }
+}
+
+/// `s` without the first of `schemes` it starts with and without its `?options`; `None` when
+/// empty.
+fn strip_listen<'a>(s: &'a str, schemes: &[&str]) -> Option<&'a str> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let s = schemes.iter().find_map(|p| s.strip_prefix(p)).unwrap_or(s);
+    Some(s.split('?').next().unwrap_or(s))
 }
 
 #[cfg(test)]
@@ -892,6 +1007,17 @@ mod tests {
         // Outside replicated mode, periodic stays a legitimate trade-off.
         let single = vec![env("FERROMQ__STORE__SYNC", "periodic")];
         assert!(Config::load(None, single).is_ok());
+    }
+
+    #[test]
+    fn tls_listen_addresses_accept_activemq_schemes_and_drop_options() {
+        let mut c = Config::default();
+        c.transports.stomp_ssl = "stomp+ssl://0.0.0.0:61612?transport.needClientAuth=true".into();
+        c.transports.openwire_ssl = "ssl://0.0.0.0:61617".into();
+        assert_eq!(c.stomp_ssl_listen_addr(), Some("0.0.0.0:61612"));
+        assert_eq!(c.openwire_ssl_listen_addr(), Some("0.0.0.0:61617"));
+        c.transports.stomp_ssl = " ".into();
+        assert_eq!(c.stomp_ssl_listen_addr(), None);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! STOMP connection (measured, `bench-results/scale.md`); these rules bring it to ~15 KB.
 
 use bytes::BytesMut;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncReadExt;
+
+use crate::conn_stream::ReadHalf;
 
 /// Bytes reserved for one read from a client socket.
 pub(crate) const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -16,7 +18,20 @@ pub(crate) const WRITE_BUF_KEEP_BYTES: usize = 64 * 1024;
 
 /// Waits until the socket is readable, then reads what it has into `buf` (reserving a chunk
 /// only now). Returns 0 at end of stream. Cancel-safe: nothing is read before the last await.
-pub(crate) async fn read_some(rd: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+///
+/// A TLS connection cannot wait on the socket's readiness (rustls may already hold decrypted
+/// bytes, or need several records for one byte of plaintext), so it reads into a reserved chunk
+/// and keeps it while idle; tokio-rustls's read is cancel-safe too.
+pub(crate) async fn read_some(rd: &mut ReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let rd = match rd {
+        ReadHalf::Tcp(rd) => rd,
+        ReadHalf::Tls(rd) => {
+            if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 2 {
+                buf.reserve(READ_CHUNK_BYTES);
+            }
+            return rd.read_buf(buf).await;
+        }
+    };
     loop {
         rd.readable().await?;
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 2 {
@@ -86,10 +101,11 @@ mod tests {
         });
         let (sock, _) = listener.accept().await.unwrap();
         let (rd, _wr) = sock.into_split();
+        let mut rd = ReadHalf::Tcp(rd);
         let mut buf = BytesMut::new();
         let mut got = Vec::new();
         loop {
-            let n = read_some(&rd, &mut buf).await.unwrap();
+            let n = read_some(&mut rd, &mut buf).await.unwrap();
             if n == 0 {
                 break;
             }
@@ -110,9 +126,10 @@ mod tests {
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (sock, _) = listener.accept().await.unwrap();
         let (rd, _wr) = sock.into_split();
+        let mut rd = ReadHalf::Tcp(rd);
         client.write_all(b"CONNECT\n\n\0").await.unwrap();
         let mut buf = BytesMut::new();
-        let n = read_some(&rd, &mut buf).await.unwrap();
+        let n = read_some(&mut rd, &mut buf).await.unwrap();
         assert!(n > 0);
         let _ = buf.split();
         release_if_empty(&mut buf);
@@ -120,7 +137,7 @@ mod tests {
         // Nothing more arrives: the wait is cut short, and must not have kept a chunk.
         let waited = tokio::time::timeout(
             std::time::Duration::from_millis(50),
-            read_some(&rd, &mut buf),
+            read_some(&mut rd, &mut buf),
         )
         .await;
         assert!(waited.is_err(), "no data was sent");

@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -29,8 +30,44 @@ struct Cli {
     /// Log as JSON lines instead of text (as `[log] format = "json"` does for `serve`).
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS for the client tools: `ssl://` / `stomp+ssl://` broker URLs (`produce`, `consume`) and
+/// `https://` admin addresses (`status`, `dstat`, `browse`, `purge`).
+#[derive(clap::Args, Debug)]
+struct TlsArgs {
+    /// PEM file of the CA that signed the broker's certificate (needed for ssl:// and https://).
+    #[arg(long, global = true, env = "FERROMQ_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain, for a broker with tls.need_client_auth (with --tls-key).
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The rustls client configuration, when --tls-ca is given.
+    fn client_config(&self) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_cert.is_some() {
+                anyhow::bail!(
+                    "--tls-cert needs --tls-ca (the CA that signed the broker's certificate)"
+                );
+            }
+            return Ok(None);
+        };
+        let client = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        Ok(Some(ferromq_client::tls::client_config(ca, client)?))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,7 +80,8 @@ enum Command {
     },
     /// Send messages (for a person at a terminal, or a script).
     Produce {
-        /// Broker address: host:port, tcp://host:port, or a failover URI such as
+        /// Broker address: host:port, tcp://host:port, ssl://host:port (STOMP over TLS, with
+        /// --tls-ca), or a failover URI such as
         /// failover:(tcp://a:61613,tcp://b:61613)?randomize=false
         #[arg(long, default_value = "127.0.0.1:61613")]
         url: String,
@@ -175,7 +213,8 @@ enum Command {
     },
     /// Receive messages and print them.
     Consume {
-        /// Broker address: host:port, tcp://host:port, or a failover URI such as
+        /// Broker address: host:port, tcp://host:port, ssl://host:port (STOMP over TLS, with
+        /// --tls-ca), or a failover URI such as
         /// failover:(tcp://a:61613,tcp://b:61613)?randomize=false
         #[arg(long, default_value = "127.0.0.1:61613")]
         url: String,
@@ -228,18 +267,30 @@ impl AdminArgs {
             })
     }
 
-    fn api(&self) -> ferromq_server::admin::cli::Api {
+    fn api(&self, tls: &Option<Arc<rustls::ClientConfig>>) -> ferromq_server::admin::cli::Api {
         ferromq_server::admin::cli::Api {
             addr: self.admin.clone(),
             credentials: self.credentials(),
+            tls: tls.clone(),
         }
     }
 
-    async fn call(&self, method: &str, path: &str) -> anyhow::Result<String> {
+    async fn call(
+        &self,
+        tls: &Option<Arc<rustls::ClientConfig>>,
+        method: &str,
+        path: &str,
+    ) -> anyhow::Result<String> {
         let c = self.credentials();
-        let answer =
-            ferromq_server::admin::cli::request(&self.admin, method, path, c.as_ref(), None)
-                .await?;
+        let answer = ferromq_server::admin::cli::request(
+            &self.admin,
+            method,
+            path,
+            c.as_ref(),
+            None,
+            tls.as_ref(),
+        )
+        .await?;
         ferromq_server::admin::cli::ok_body(answer)
     }
 }
@@ -287,11 +338,12 @@ fn init_logging(filter: Option<&str>, json: bool, default_level: &str) {
     }
 }
 
-fn client_config(auth: &Auth) -> ClientConfig {
+fn client_config(auth: &Auth, tls: &Option<Arc<rustls::ClientConfig>>) -> ClientConfig {
     ClientConfig {
         login: auth.login.clone(),
         passcode: auth.passcode.clone(),
         client_id: auth.client_id.clone(),
+        tls: tls.clone(),
         ..ClientConfig::default()
     }
 }
@@ -319,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
         cli.log_json || config_json,
         default_level,
     );
+    let tls = cli.tls.client_config()?;
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Status { admin, table } => {
@@ -328,12 +381,18 @@ async fn main() -> anyhow::Result<()> {
                 .filter(|a| !a.is_empty())
                 .collect();
             if addrs.len() == 1 && !table {
-                println!("{}", ferromq_server::admin::fetch(addrs[0]).await?);
+                println!(
+                    "{}",
+                    ferromq_server::admin::fetch(addrs[0], tls.as_ref()).await?
+                );
                 return Ok(());
             }
             let mut brokers = Vec::with_capacity(addrs.len());
             for a in addrs {
-                brokers.push((a.to_string(), ferromq_server::admin::fetch(a).await));
+                brokers.push((
+                    a.to_string(),
+                    ferromq_server::admin::fetch(a, tls.as_ref()).await,
+                ));
             }
             print!("{}", ferromq_server::admin::topology_table(&brokers));
             Ok(())
@@ -359,8 +418,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Dstat { kind, admin, json } => {
-            let queues = admin.call("GET", "/api/v1/queues").await?;
-            let topics = admin.call("GET", "/api/v1/topics").await?;
+            let queues = admin.call(&tls, "GET", "/api/v1/queues").await?;
+            let topics = admin.call(&tls, "GET", "/api/v1/topics").await?;
             if json {
                 println!("{{\"queues\":{queues},\"topics\":{topics}}}");
             } else {
@@ -381,7 +440,7 @@ async fn main() -> anyhow::Result<()> {
                 "/api/v1/queues/{}/messages?limit={limit}",
                 ferromq_server::admin::cli::path_segment(&queue)
             );
-            let answer = admin.call("GET", &path).await?;
+            let answer = admin.call(&tls, "GET", &path).await?;
             if json {
                 println!("{answer}");
             } else {
@@ -394,7 +453,7 @@ async fn main() -> anyhow::Result<()> {
                 "/api/v1/queues/{}/purge",
                 ferromq_server::admin::cli::path_segment(&queue)
             );
-            println!("{}", admin.call("POST", &path).await?);
+            println!("{}", admin.call(&tls, "POST", &path).await?);
             Ok(())
         }
         Command::Query {
@@ -402,7 +461,7 @@ async fn main() -> anyhow::Result<()> {
             admin,
             json,
         } => {
-            let queues = admin.call("GET", "/api/v1/queues").await?;
+            let queues = admin.call(&tls, "GET", "/api/v1/queues").await?;
             if json {
                 let v: serde_json::Value = serde_json::from_str(&queues)?;
                 let matching: Vec<&serde_json::Value> = v["queues"]
@@ -433,7 +492,7 @@ async fn main() -> anyhow::Result<()> {
             admin,
         } => {
             use ferromq_server::admin::cli::path_segment;
-            let api = admin.api();
+            let api = admin.api(&tls);
             let answer = match message {
                 Some(id) => {
                     let path = format!(
@@ -455,7 +514,7 @@ async fn main() -> anyhow::Result<()> {
             admin,
         } => {
             use ferromq_server::admin::cli::path_segment;
-            let api = admin.api();
+            let api = admin.api(&tls);
             let answer = match message {
                 Some(id) => {
                     let path = format!(
@@ -475,7 +534,7 @@ async fn main() -> anyhow::Result<()> {
                 "/api/v1/queues/{}",
                 ferromq_server::admin::cli::path_segment(&queue)
             );
-            println!("{}", admin.call("DELETE", &path).await?);
+            println!("{}", admin.call(&tls, "DELETE", &path).await?);
             Ok(())
         }
         Command::Produce {
@@ -489,7 +548,7 @@ async fn main() -> anyhow::Result<()> {
             headers,
             auth,
         } => {
-            let client = FailoverClient::connect(&url, client_config(&auth))
+            let client = FailoverClient::connect(&url, client_config(&auth, &tls))
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
             let mut hdrs: Vec<(String, String)> = Vec::new();
@@ -539,7 +598,7 @@ async fn main() -> anyhow::Result<()> {
             if durable.is_some() && auth.client_id.is_none() {
                 bail!("--durable needs --client-id");
             }
-            let client = FailoverClient::connect(&url, client_config(&auth))
+            let client = FailoverClient::connect(&url, client_config(&auth, &tls))
                 .await
                 .with_context(|| format!("cannot connect to {url}"))?;
             let mode = match ack {
@@ -586,8 +645,6 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
     use ferromq_ha::{Activation, Standalone};
     use ferromq_ha_flock::SharedFileLock;
 
@@ -620,14 +677,26 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         ..Default::default()
     });
     if !cfg.transports.admin.is_empty() {
+        let tls = if cfg.transports.admin_tls {
+            // hyper serves HTTP/1 only: say so in ALPN, so that clients do not try HTTP/2.
+            let acceptor = ferromq_server::tls::acceptor(&cfg.tls, &[b"http/1.1"])
+                .context("[tls] for transports.admin_tls")?;
+            Some(acceptor)
+        } else {
+            None
+        };
         let (listener, addr) = ferromq_server::admin::bind(&cfg.transports.admin)
             .await
             .with_context(|| format!("cannot listen for admin on {}", cfg.transports.admin))?;
-        tracing::info!("admin endpoint: http://{addr}/status (API: /api/v1, metrics: /metrics)");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            "admin endpoint: {scheme}://{addr}/status (API: /api/v1, metrics: /metrics)"
+        );
         tokio::spawn(ferromq_server::admin::serve(
             listener,
             status_rx,
             Arc::new(cfg.clone()),
+            tls,
         ));
     }
     #[cfg(feature = "zk")]
@@ -751,7 +820,6 @@ fn replicated_activation(
     cfg: &Config,
 ) -> anyhow::Result<std::sync::Arc<dyn ferromq_ha::Activation>> {
     use ferromq_ha_zk::{ReplicatedConfig, ZkReplication};
-    use std::sync::Arc;
     let h = &cfg.ha;
     let rc = ReplicatedConfig {
         group: cfg.broker.name.clone(),

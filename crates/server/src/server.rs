@@ -226,6 +226,10 @@ pub struct Server {
     pub stomp_addr: SocketAddr,
     /// Where OpenWire listens, when `transports.openwire` is set.
     pub openwire_addr: Option<SocketAddr>,
+    /// Where STOMP over TLS listens, when `transports.stomp_ssl` is set.
+    pub stomp_ssl_addr: Option<SocketAddr>,
+    /// Where OpenWire over TLS listens, when `transports.openwire_ssl` is set.
+    pub openwire_ssl_addr: Option<SocketAddr>,
     /// The broker.
     pub broker: Arc<Broker>,
     /// The network bridges this broker runs.
@@ -284,14 +288,39 @@ impl Server {
             ),
             None => None,
         };
+        // The TLS listeners too: the certificate is read (and checked) once, here.
+        let tls =
+            if cfg.stomp_ssl_listen_addr().is_some() || cfg.openwire_ssl_listen_addr().is_some() {
+                Some(crate::tls::acceptor(&cfg.tls, &[]).context("[tls]")?)
+            } else {
+                None
+            };
+        let openwire_ssl_listener = match cfg.openwire_ssl_listen_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for OpenWire over TLS on {addr}"))?,
+            ),
+            None => None,
+        };
+        let stomp_ssl_listener = match cfg.stomp_ssl_listen_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for STOMP over TLS on {addr}"))?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(cfg.stomp_listen_addr())
             .await
             .with_context(|| format!("cannot listen for STOMP on {}", cfg.stomp_listen_addr()))?;
         let stomp_addr = listener.local_addr()?;
-        let openwire_addr = match &openwire_listener {
-            Some(l) => Some(l.local_addr()?),
-            None => None,
+        let local = |l: &Option<TcpListener>| -> std::io::Result<Option<SocketAddr>> {
+            l.as_ref().map(TcpListener::local_addr).transpose()
         };
+        let openwire_addr = local(&openwire_listener)?;
+        let stomp_ssl_addr = local(&stomp_ssl_listener)?;
+        let openwire_ssl_addr = local(&openwire_ssl_listener)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let cluster = cfg.ha.update_cluster_clients.then(|| {
             let members = members.unwrap_or_else(|| {
@@ -326,8 +355,19 @@ impl Server {
                 .map_err(anyhow::Error::msg)?,
         });
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(l) = openwire_listener {
-            tasks.spawn(crate::openwire::run_listener(l, ctx.clone()));
+        let openwire_tls = match (openwire_ssl_listener, &tls) {
+            (Some(l), Some(acceptor)) => Some((l, acceptor.clone())),
+            _ => None,
+        };
+        if openwire_listener.is_some() || openwire_tls.is_some() {
+            tasks.spawn(crate::openwire::run_listeners(
+                openwire_listener,
+                openwire_tls,
+                ctx.clone(),
+            ));
+        }
+        if let (Some(l), Some(acceptor)) = (stomp_ssl_listener, tls) {
+            tasks.spawn(stomp::run_tls_listener(l, ctx.clone(), acceptor));
         }
         tasks.spawn(stomp::run_listener(listener, ctx));
         // Bridges and discovery adverts run only here, on a broker that is serving: a slave
@@ -397,9 +437,17 @@ impl Server {
         if let Some(addr) = openwire_addr {
             tracing::info!("OpenWire listening on tcp://{addr}");
         }
+        if let Some(addr) = stomp_ssl_addr {
+            tracing::info!("STOMP over TLS listening on stomp+ssl://{addr}");
+        }
+        if let Some(addr) = openwire_ssl_addr {
+            tracing::info!("OpenWire over TLS listening on ssl://{addr}");
+        }
         Ok(Server {
             stomp_addr,
             openwire_addr,
+            stomp_ssl_addr,
+            openwire_ssl_addr,
             broker,
             bridges,
             connections,

@@ -131,6 +131,17 @@ impl FailoverClient {
         if uri.brokers.is_empty() && uri.discovery.is_none() {
             return Err(UriError::NoBrokers(String::new()).into());
         }
+        // The brokers' addresses lose their scheme; TLS follows `config.client.tls`, which an
+        // `ssl://` broker needs.
+        if config.client.tls.is_none() {
+            if let Some(b) = uri.brokers.iter().find(|b| crate::tls::is_tls_addr(&b.uri)) {
+                return Err(ClientError::Tls(format!(
+                    "{} is a TLS address: set ClientConfig::tls (the CLI's --tls-ca) to the CA \
+                     that signed the broker's certificate",
+                    b.uri
+                )));
+            }
+        }
         let brokers = Brokers::new(uri.brokers.clone());
         // Listening before the first connect: the discovered brokers are the list it tries.
         let discovery = match &uri.discovery {

@@ -116,6 +116,13 @@ impl Brokers {
     pub(crate) fn apply(&self, event: &DiscoveryEvent) {
         match event {
             DiscoveryEvent::Up { service_uri, .. } => {
+                // Brokers advertise their plain STOMP address; the client's TLS setting applies
+                // to every broker alike, so a TLS service would be dialled wrongly one way or
+                // the other.
+                if crate::tls::is_tls_addr(service_uri) {
+                    tracing::warn!(uri = %service_uri, "ignoring discovered TLS service");
+                    return;
+                }
                 let broker = match super::uri::broker(service_uri) {
                     Ok(b) => b,
                     Err(_) => {

@@ -2,12 +2,13 @@
 //! `delete-queue`): requests to a broker's `/api/v1` and the tables printed from its answers. Rendering is kept apart from I/O so it is tested
 //! without a broker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest answer read (a browse of 1,000 large messages fits; a runaway server does not).
 const ANSWER_BYTES_MAX: u64 = 256 * 1024 * 1024;
@@ -23,7 +24,20 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// One HTTP/1.1 request (`Connection: close`) to `addr`; returns the status and the body.
+/// An admin address, `host:port`, `http://host:port` or `https://host:port` (the broker's
+/// `transports.admin_tls`): the `host:port` and whether it is HTTPS.
+pub fn admin_target(addr: &str) -> (&str, bool) {
+    let a = addr.trim();
+    if let Some(rest) = a.strip_prefix("https://") {
+        (rest.trim_end_matches('/'), true)
+    } else {
+        let rest = a.strip_prefix("http://").unwrap_or(a);
+        (rest.trim_end_matches('/'), false)
+    }
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to `addr` (see [`admin_target`]; `https://`
+/// needs `tls`, the CA that signed the broker's certificate); returns the status and the body.
 /// A JSON body is sent with `Content-Type: application/json`, as state-changing endpoints
 /// require.
 pub async fn request(
@@ -32,12 +46,15 @@ pub async fn request(
     path: &str,
     auth: Option<&Credentials>,
     body: Option<&str>,
+    tls: Option<&Arc<rustls::ClientConfig>>,
 ) -> anyhow::Result<(u16, String)> {
+    let (target, https) = admin_target(addr);
     let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
+        let s = tokio::net::TcpStream::connect(target)
             .await
-            .with_context(|| format!("connect to the admin API at {addr}"))?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+            .with_context(|| format!("connect to the admin API at {target}"))?;
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n");
         if let Some(c) = auth {
             let token = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", c.user, c.password));
@@ -51,18 +68,44 @@ pub async fn request(
             ));
         }
         head.push_str("\r\n");
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(body.as_bytes()).await?;
-        let mut raw = Vec::new();
-        (&mut s)
-            .take(ANSWER_BYTES_MAX)
-            .read_to_end(&mut raw)
-            .await?;
+        head.push_str(body);
+        let raw = if https {
+            let Some(tls) = tls else {
+                bail!(
+                    "{addr} is HTTPS: give the CA that signed the broker's certificate (--tls-ca)"
+                );
+            };
+            let name = ferromq_client::tls::server_name(target)
+                .with_context(|| format!("admin address {addr}"))?;
+            let s = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, s)
+                .await
+                .with_context(|| format!("TLS handshake with the admin API at {target}"))?;
+            talk(s, head.as_bytes()).await?
+        } else {
+            talk(s, head.as_bytes()).await?
+        };
         parse_response(&raw)
     };
     tokio::time::timeout(TIMEOUT, exchange)
         .await
         .map_err(|_| anyhow::anyhow!("the admin API at {addr} did not answer within {TIMEOUT:?}"))?
+}
+
+/// Writes `request` and reads the answer to the end of the connection (at most
+/// [`ANSWER_BYTES_MAX`]).
+async fn talk<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    request: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    s.write_all(request).await?;
+    s.flush().await?;
+    let mut raw = Vec::new();
+    (&mut s)
+        .take(ANSWER_BYTES_MAX)
+        .read_to_end(&mut raw)
+        .await?;
+    Ok(raw)
 }
 
 /// Status code and body of a complete HTTP/1.1 response (`Content-Length`, chunked, or up to
@@ -310,6 +353,8 @@ pub struct Api {
     pub addr: String,
     /// Basic auth, if any.
     pub credentials: Option<Credentials>,
+    /// TLS settings for an `https://` address.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Api {
@@ -320,7 +365,15 @@ impl Api {
         path: &str,
         body: Option<&str>,
     ) -> anyhow::Result<Value> {
-        let answer = request(&self.addr, method, path, self.credentials.as_ref(), body).await?;
+        let answer = request(
+            &self.addr,
+            method,
+            path,
+            self.credentials.as_ref(),
+            body,
+            self.tls.as_ref(),
+        )
+        .await?;
         let text = ok_body(answer)?;
         serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
     }
@@ -455,6 +508,13 @@ pub fn query_text(queues: &str, pattern: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_addresses_may_name_http_or_https() {
+        assert_eq!(admin_target("127.0.0.1:8161"), ("127.0.0.1:8161", false));
+        assert_eq!(admin_target("http://h:8161/"), ("h:8161", false));
+        assert_eq!(admin_target("https://h:8161"), ("h:8161", true));
+    }
 
     #[test]
     fn responses_with_length_chunks_or_eof_are_read() {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferromq_broker::Broker;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -122,9 +121,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most HTTP headers in a request (hyper's default, stated).
 const REQUEST_HEADERS_MAX: usize = 100;
 
-/// Serves `/status`, `/api/v1` and `/metrics` on `listener` until the process ends. `cfg`
-/// gives the users, limits and policy the API applies.
-pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>, cfg: Arc<Config>) {
+/// Serves `/status`, `/api/v1` and `/metrics` on `listener` until the process ends, over
+/// HTTPS when `tls` is given (`transports.admin_tls`). `cfg` gives the users, limits and policy
+/// the API applies.
+pub async fn serve(
+    listener: TcpListener,
+    status: watch::Receiver<Status>,
+    cfg: Arc<Config>,
+    tls: Option<crate::tls::TlsAcceptor>,
+) {
+    let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
     let app = api::router(api::AppState::new(status, cfg));
     let limit = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
@@ -142,18 +148,43 @@ pub async fn serve(listener: TcpListener, status: watch::Receiver<Status>, cfg: 
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_headers(REQUEST_HEADERS_MAX)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            match tls {
+                None => serve_connection(stream, peer, app).await,
+                Some(acceptor) => {
+                    let handshake = crate::tls::handshake(
+                        &acceptor,
+                        stream,
+                        peer,
+                        handshake_timeout,
+                        "admin",
+                        None,
+                    );
+                    if let Some(tls) = handshake.await {
+                        serve_connection(tls, peer, app).await;
+                    }
+                }
             }
             drop(permit);
         });
+    }
+}
+
+/// Serves HTTP/1 requests on one admin connection, plain or TLS, until it ends.
+async fn serve_connection<I>(io: I, peer: SocketAddr, app: axum::Router)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(REQUEST_HEADERS_MAX)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "admin connection ended with an error");
     }
 }
 
@@ -164,23 +195,12 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((l, a))
 }
 
-/// `ferromq status`: fetches `/status` from an admin endpoint.
-pub async fn fetch(addr: &str) -> anyhow::Result<String> {
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out connecting to {addr}"))??;
-    s.write_all(
-        format!("GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out reading from {addr}"))??;
-    let text = String::from_utf8_lossy(&out);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    if !text.starts_with("HTTP/1.1 200") {
-        anyhow::bail!("{addr} answered: {}", text.lines().next().unwrap_or(""));
+/// `ferromq status`: fetches `/status` from an admin endpoint (`host:port` or
+/// `https://host:port` with `tls`).
+pub async fn fetch(addr: &str, tls: Option<&Arc<rustls::ClientConfig>>) -> anyhow::Result<String> {
+    let (status, body) = cli::request(addr, "GET", "/status", None, None, tls).await?;
+    if status != 200 {
+        anyhow::bail!("{addr} answered: HTTP {status}");
     }
     Ok(body)
 }
@@ -350,8 +370,8 @@ mod tests {
             role: "slave".into(),
             ..Status::default()
         });
-        tokio::spawn(serve(l, rx, Arc::new(Config::default())));
-        let body = fetch(&addr.to_string()).await.unwrap();
+        tokio::spawn(serve(l, rx, Arc::new(Config::default()), None));
+        let body = fetch(&addr.to_string(), None).await.unwrap();
         assert_eq!(
             body,
             r#"{"broker":"b\"1","ha_mode":"shared-file","role":"slave","epoch":0,"stomp":"","bridges":[]}"#
@@ -367,14 +387,14 @@ mod tests {
                 stats: stats.clone(),
             });
         });
-        let body = fetch(&addr.to_string()).await.unwrap();
+        let body = fetch(&addr.to_string(), None).await.unwrap();
         assert!(body.contains(r#""role":"master","epoch":4"#), "{body}");
         // Counters are read when the status is served, not when it was set.
         stats
             .forwarded
             .store(7, std::sync::atomic::Ordering::Relaxed);
         *stats.remote.lock() = "b".into();
-        let body = fetch(&addr.to_string()).await.unwrap();
+        let body = fetch(&addr.to_string(), None).await.unwrap();
         assert!(
             body.contains(r#""bridges":[{"connector":"to-b","addrs":["127.0.0.1:1"],"remote":"b","connected":false,"connects":0,"network_consumers":0,"forwarded":7,"pulled":0}]"#),
             "{body}"

@@ -11,20 +11,85 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+use crate::conn_stream::ClientStream;
 use crate::stomp::ConnectorContext;
+use crate::tls::TlsAcceptor;
+
+/// Runs the OpenWire listeners until shutdown: plain (`transports.openwire`) and over TLS
+/// (`transports.openwire_ssl`), either or both. They share one registry, so that a temporary
+/// destination made over one is advertised to JMS clients of the other (a request/reply pair
+/// may use both), and a failover client moving between them replaces its stale connection.
+pub async fn run_listeners(
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
+    ctx: Arc<ConnectorContext>,
+) {
+    let registry = Arc::new(Registry::default());
+    let plain = async {
+        if let Some(l) = plain {
+            run_listener(l, ctx.clone(), registry.clone()).await;
+        }
+    };
+    let tls = async {
+        if let Some((l, acceptor)) = tls {
+            run_tls_listener(l, ctx.clone(), acceptor, registry.clone()).await;
+        }
+    };
+    tokio::join!(plain, tls);
+}
 
 /// Accepts OpenWire connections on `listener` until shutdown, at most
 /// `openwire.max_connections` at once; a connection over the limit is closed at once (the JMS
 /// client reports the closed socket and, on a failover URI, tries the next broker).
-pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
-    let registry = Arc::new(Registry::default());
+async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>, registry: Arc<Registry>) {
     crate::accept::accept_loop(
         listener,
         ctx.config.openwire.max_connections,
         ctx.shutdown.clone(),
         "openwire",
         ctx.connections.clone(),
-        |stream, peer| session::serve(stream, peer, ctx.clone(), registry.clone()),
+        |stream, peer| {
+            session::serve(
+                ClientStream::Tcp(stream),
+                peer,
+                ctx.clone(),
+                registry.clone(),
+            )
+        },
+        drop,
+    )
+    .await;
+}
+
+/// Accepts OpenWire over TLS (ActiveMQ's `ssl://`, `transports.openwire_ssl`) on `listener`
+/// until shutdown, with the same sessions and limits as [`run_listener`] (its own
+/// `openwire.max_connections`, as each ActiveMQ transport connector has). The handshake runs
+/// in the connection's task, under `tls.handshake_timeout_ms`.
+async fn run_tls_listener(
+    listener: TcpListener,
+    ctx: Arc<ConnectorContext>,
+    acceptor: TlsAcceptor,
+    registry: Arc<Registry>,
+) {
+    let timeout = std::time::Duration::from_millis(ctx.config.tls.handshake_timeout_ms);
+    crate::accept::accept_loop(
+        listener,
+        ctx.config.openwire.max_connections,
+        ctx.shutdown.clone(),
+        "openwire",
+        ctx.connections.clone(),
+        |stream, peer| {
+            let ctx = ctx.clone();
+            let acceptor = acceptor.clone();
+            let registry = registry.clone();
+            async move {
+                let shutdown = Some(ctx.shutdown.clone());
+                let tls = crate::tls::handshake(&acceptor, stream, peer, timeout, "ssl", shutdown);
+                if let Some(tls) = tls.await {
+                    session::serve(ClientStream::Tls(Box::new(tls)), peer, ctx, registry).await;
+                }
+            }
+        },
         drop,
     )
     .await;

@@ -24,14 +24,13 @@ use ferromq_store::{Completion, StoreError};
 use ow::{Command, CommandHeader, MessageAck, PrimitiveMap, PrimitiveValue};
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
 use super::convert::{self, Refused};
 use super::{Live, Registry};
 use crate::conn_buf;
+use crate::conn_stream::{ClientStream, ReadHalf, WriteHalf};
 use crate::stomp::ConnectorContext;
 
 /// The newest OpenWire version this server speaks (ActiveMQ 5.17's).
@@ -297,7 +296,7 @@ struct Session {
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     ctx: Arc<ConnectorContext>,
     registry: Arc<Registry>,
@@ -345,13 +344,12 @@ fn our_wire_format(ctx: &ConnectorContext) -> Command {
 }
 
 async fn run(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     ctx: Arc<ConnectorContext>,
     connection: u64,
     registry: Arc<Registry>,
 ) {
-    let _ = stream.set_nodelay(true);
     let (mut rd, wr) = stream.into_split();
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
     let (dl_tx, dl_rx) = mpsc::unbounded_channel();
@@ -407,7 +405,7 @@ async fn run(
 }
 
 impl Session {
-    async fn read_loop(&mut self, rd: &mut tokio::net::tcp::OwnedReadHalf) -> &'static str {
+    async fn read_loop(&mut self, rd: &mut ReadHalf) -> &'static str {
         // Memory only while there is something to decode (`conn_buf`).
         let mut buf = BytesMut::new();
         let mut decoder = ow::Decoder::new(self.ctx.config.openwire.max_frame_bytes);
@@ -1515,7 +1513,7 @@ fn encode_into(cmd: &Command, version: u32, buf: &mut BytesMut) -> bool {
 }
 
 async fn writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut ctl: mpsc::Receiver<Out>,
     mut deliveries: mpsc::UnboundedReceiver<DeliveryOut>,
     shared: Arc<Shared>,
@@ -1558,7 +1556,11 @@ async fn writer(
             }
         }
         if !buf.is_empty() {
-            let write = wr.write_all(&buf);
+            // TLS holds records in rustls until flushed; on TCP the flush is a no-op.
+            let write = async {
+                wr.write_all(&buf).await?;
+                wr.flush().await
+            };
             let ok = match write_timeout {
                 Some(t) => match tokio::time::timeout(t, write).await {
                     Ok(r) => r.is_ok(),

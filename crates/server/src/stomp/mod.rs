@@ -10,6 +10,9 @@ use ferromq_protocol::stomp::{encode, Command, Frame, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
+use crate::conn_stream::ClientStream;
+use crate::tls::TlsAcceptor;
+
 pub use session::ConnectorContext;
 pub(crate) use session::RESERVED_HEADERS;
 
@@ -24,10 +27,45 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
         shutdown,
         "stomp",
         ctx.connections.clone(),
-        |stream, peer| session::serve(stream, peer, ctx.clone()),
+        |stream, peer| session::serve(ClientStream::Tcp(stream), peer, ctx.clone()),
         |stream| {
             tokio::spawn(refuse(stream, max));
         },
+    )
+    .await;
+}
+
+/// Accepts STOMP over TLS (`transports.stomp_ssl`) on `listener` until shutdown, with the same
+/// sessions and limits as [`run_listener`] (its own `stomp.max_connections`). The handshake
+/// runs in the connection's task, under `tls.handshake_timeout_ms`. A connection over the limit
+/// is closed without a frame: the client has not negotiated TLS yet, so it could not read one.
+pub async fn run_tls_listener(
+    listener: TcpListener,
+    ctx: Arc<ConnectorContext>,
+    acceptor: TlsAcceptor,
+) {
+    let max = ctx.config.stomp.max_connections;
+    let shutdown = ctx.shutdown.clone();
+    let timeout = std::time::Duration::from_millis(ctx.config.tls.handshake_timeout_ms);
+    crate::accept::accept_loop(
+        listener,
+        max,
+        shutdown,
+        "stomp",
+        ctx.connections.clone(),
+        |stream, peer| {
+            let ctx = ctx.clone();
+            let acceptor = acceptor.clone();
+            async move {
+                let shutdown = Some(ctx.shutdown.clone());
+                let tls =
+                    crate::tls::handshake(&acceptor, stream, peer, timeout, "stomp+ssl", shutdown);
+                if let Some(tls) = tls.await {
+                    session::serve(ClientStream::Tls(Box::new(tls)), peer, ctx).await;
+                }
+            }
+        },
+        drop,
     )
     .await;
 }

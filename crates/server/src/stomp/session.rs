@@ -25,14 +25,13 @@ use ferromq_protocol::stomp::{
 use ferromq_store::Completion;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
 use super::dest;
 use crate::config::Config;
 use crate::conn_buf;
+use crate::conn_stream::{ClientStream, ReadHalf, WriteHalf};
 use crate::network::demand::{self, BROKER_NAME_HEADER, DEMAND_DESTINATION};
 
 /// Demand feeds one connection may open (a bridge needs one).
@@ -247,14 +246,13 @@ struct Session {
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>) {
+pub(crate) async fn serve(stream: ClientStream, peer: SocketAddr, ctx: Arc<ConnectorContext>) {
     let connection = ctx.broker.next_connection_id();
     let span = tracing::info_span!("stomp", conn = connection, %peer);
     run(stream, peer, ctx, connection).instrument(span).await
 }
 
-async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, connection: u64) {
-    let _ = stream.set_nodelay(true);
+async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, connection: u64) {
     let (mut rd, wr) = stream.into_split();
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
     let (dl_tx, dl_rx) = mpsc::unbounded_channel();
@@ -314,11 +312,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, co
 }
 
 impl Session {
-    async fn read_loop(
-        &mut self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
-        hb_tx: watch::Sender<u64>,
-    ) -> &'static str {
+    async fn read_loop(&mut self, rd: &mut ReadHalf, hb_tx: watch::Sender<u64>) -> &'static str {
         // Memory only while there is something to decode (`conn_buf`).
         let mut buf = BytesMut::new();
         let mut shutdown = self.ctx.shutdown.clone();
@@ -1215,7 +1209,7 @@ fn message_headers(hw: &mut HeaderWriter<'_>, m: &Message, network: bool, temp_p
 
 #[allow(clippy::too_many_arguments)]
 async fn writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut ctl: mpsc::Receiver<Out>,
     mut deliveries: mpsc::UnboundedReceiver<DeliveryOut>,
     shared: Arc<Shared>,
@@ -1269,7 +1263,11 @@ async fn writer(
             }
         }
         if !buf.is_empty() {
-            let write = wr.write_all(&buf);
+            // TLS holds records in rustls until flushed; on TCP the flush is a no-op.
+            let write = async {
+                wr.write_all(&buf).await?;
+                wr.flush().await
+            };
             let ok = match write_timeout {
                 Some(t) => match tokio::time::timeout(t, write).await {
                     Ok(r) => r.is_ok(),

@@ -1,0 +1,219 @@
+//! TLS on the client listeners (`transports.stomp_ssl`, `transports.openwire_ssl`) and the
+//! admin endpoint (`transports.admin_tls`), with rustls and its `ring` provider.
+//!
+//! The `[tls]` files are read once, at start: a missing or malformed file stops the broker with
+//! the key and path that are wrong, instead of failing every handshake later. Each accepted
+//! connection then runs its handshake in its own task, under `tls.handshake_timeout_ms`, holding
+//! one of its listener's connection permits: a client that connects and sends nothing costs a
+//! permit for that long at most, and a failed handshake ends that connection alone.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::config::TlsSection;
+
+/// A server-side TLS connection over TCP.
+pub type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Accepts TLS connections with the `[tls]` certificate.
+pub use tokio_rustls::TlsAcceptor;
+
+/// What is wrong with the `[tls]` configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("cannot read {key} = {}: {source}", path.display())]
+    Read {
+        /// The configuration key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file is malformed or holds nothing of the kind expected.
+    #[error("{key} = {}: {why}", path.display())]
+    Pem {
+        /// The configuration key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The keys contradict each other or miss one another.
+    #[error("{0}")]
+    Config(String),
+    /// rustls refused the certificate, the key or the trust store.
+    #[error("{what}: {source}")]
+    Rustls {
+        /// What was being set up.
+        what: &'static str,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+}
+
+/// The rustls server configuration `[tls]` describes, offering `alpn` (e.g. `http/1.1` for the
+/// admin endpoint; empty for STOMP and OpenWire, which have no ALPN names).
+pub fn server_config(t: &TlsSection, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = ferromq_client::tls::crypto_provider();
+    let certs = load_certs("tls.cert", &t.cert)?;
+    let key = load_key("tls.key", &t.key)?;
+    let verifier = client_verifier(t, &provider)?;
+    let mut sc = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            what: "TLS protocol versions",
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|source| TlsError::Rustls {
+            what: "tls.cert and tls.key do not make a usable certificate and key pair",
+            source,
+        })?;
+    sc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(sc))
+}
+
+/// The acceptor for `[tls]`, see [`server_config`].
+pub fn acceptor(t: &TlsSection, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(server_config(t, alpn)?))
+}
+
+/// `need_client_auth`: every client must present a certificate signed by `ca`;
+/// `want_client_auth`: one that presents a certificate must have it signed by `ca`.
+fn client_verifier(
+    t: &TlsSection,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let has_ca = !t.ca.as_os_str().is_empty();
+    if !t.need_client_auth && !t.want_client_auth {
+        if has_ca {
+            // A trust store nobody uses is most likely a forgotten need_client_auth: say so
+            // rather than run without the client checks the operator expects.
+            return Err(TlsError::Config(
+                "tls.ca is set but neither tls.need_client_auth nor tls.want_client_auth: set \
+                 one of them to check client certificates, or remove tls.ca"
+                    .into(),
+            ));
+        }
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    }
+    if !has_ca {
+        return Err(TlsError::Config(
+            "tls.need_client_auth and tls.want_client_auth need tls.ca (PEM bundle of the CAs \
+             that sign client certificates)"
+                .into(),
+        ));
+    }
+    let mut roots = RootCertStore::empty();
+    for c in load_certs("tls.ca", &t.ca)? {
+        roots.add(c).map_err(|e| TlsError::Pem {
+            key: "tls.ca",
+            path: t.ca.clone(),
+            why: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let builder = if t.need_client_auth {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| TlsError::Pem {
+        key: "tls.ca",
+        path: t.ca.clone(),
+        why: format!("cannot check client certificates with it: {e}"),
+    })
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every certificate of a PEM file; none is an error.
+pub fn load_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(key, path)?;
+    let bad = |why: String| TlsError::Pem {
+        key,
+        path: path.to_path_buf(),
+        why,
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("invalid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad("no \"BEGIN CERTIFICATE\" block in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The first private key of a PEM file.
+pub fn load_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(key, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        key,
+        path: path.to_path_buf(),
+        why: format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+    })
+}
+
+/// Runs the server side of the handshake on an accepted connection, bounded by `timeout` and
+/// cut short by `shutdown` when given. A failure is logged with the peer and ends this
+/// connection only.
+pub(crate) async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+    protocol: &'static str,
+    shutdown: Option<watch::Receiver<bool>>,
+) -> Option<TlsStream> {
+    let stopped = async {
+        match shutdown {
+            // An error means the server is gone: stop too.
+            Some(mut s) => {
+                let _ = s.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::time::timeout(timeout, acceptor.accept(stream)) => match r {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::info!(%peer, protocol, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::info!(
+                    %peer,
+                    protocol,
+                    timeout_ms = timeout.as_millis() as u64,
+                    "TLS handshake not finished within tls.handshake_timeout_ms; closing"
+                );
+                None
+            }
+        },
+        _ = stopped => None,
+    }
+}
