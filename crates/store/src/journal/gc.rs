@@ -194,7 +194,7 @@ fn read_live(
             })?;
             out.push(Relocated {
                 list: name.clone(),
-                seq: seq,
+                seq,
                 location: loc,
                 payload: read_payload(file.as_ref(), loc)?,
             });
