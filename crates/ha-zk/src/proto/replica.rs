@@ -660,20 +660,7 @@ impl Replica {
                 vec![me]
             };
             isr.dedup();
-            let new = GroupState {
-                epoch: state.epoch + 1,
-                leader: Some(me),
-                isr,
-                replicas: state.replicas,
-            };
-            self.zk_op(
-                ZkPending::Claim(new.clone()),
-                ZkOp::Claim {
-                    version,
-                    state: new,
-                },
-            );
-            return;
+            return self.claim(&state, version, isr, false);
         }
         let Some(leader) = state.leader.filter(|l| *l != me) else {
             return;
@@ -689,20 +676,8 @@ impl Replica {
                 self.out.push(Action::Close { conn: link.conn });
             }
             f.heard = Some((state.epoch, now_ms));
-            let new = GroupState {
-                epoch: state.epoch + 1,
-                leader: Some(me),
-                isr: state.isr.clone(),
-                replicas: state.replicas,
-            };
-            self.zk_op(
-                ZkPending::Takeover(new.clone()),
-                ZkOp::Takeover {
-                    version,
-                    state: new,
-                },
-            );
-            return;
+            let isr = state.isr.clone();
+            return self.claim(&state, version, isr, true);
         }
         if let Some(link) = f.link.as_ref() {
             if now_ms.saturating_sub(link.last_heard_ms) > self.cfg.link_timeout_ms {
@@ -726,6 +701,35 @@ impl Replica {
             });
             self.out.push(Action::Connect { conn, to: leader });
         }
+    }
+
+    /// Claims the epoch after `state` (read at `version`) with `isr`: an ordinary claim (the
+    /// leader node is gone) or a fast takeover (it is deleted in the same request).
+    fn claim(&mut self, state: &GroupState, version: u64, isr: Vec<MemberId>, takeover: bool) {
+        let new = GroupState {
+            epoch: state.epoch + 1,
+            leader: Some(self.cfg.id),
+            isr,
+            replicas: state.replicas,
+        };
+        let (pending, op) = if takeover {
+            (
+                ZkPending::Takeover(new.clone()),
+                ZkOp::Takeover {
+                    version,
+                    state: new,
+                },
+            )
+        } else {
+            (
+                ZkPending::Claim(new.clone()),
+                ZkOp::Claim {
+                    version,
+                    state: new,
+                },
+            )
+        };
+        self.zk_op(pending, op);
     }
 
     fn on_connected(&mut self, conn: ConnId) {
