@@ -74,13 +74,6 @@ async fn http(
     (code, head.to_string(), body.to_string())
 }
 
-/// The tests of this file run one at a time. Run in parallel on the two-core machine, the
-/// crash test saw — about one run in eight — the messages it drained after the restart also
-/// land in the DLQ (all at once, as when a consumer's unacknowledged deliveries are
-/// dead-lettered). Not understood yet; recorded in the closing note of 2026-12-06 and to be
-/// reproduced by a focused test before it is fixed. Serialising keeps CI meaningful meanwhile.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// Waits until `/status` says the broker is master: the STOMP port accepts a moment before the
 /// admin endpoint learns the role (it answers "slave" in between).
 fn wait_master(admin: &str) {
@@ -198,7 +191,6 @@ fn sample(samples: &[Sample], name: &str, label: (&str, &str)) -> f64 {
 
 #[tokio::test]
 async fn api_and_metrics_match_what_stomp_clients_see() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let admin_port = free_port();
@@ -487,7 +479,6 @@ async fn api_and_metrics_match_what_stomp_clients_see() {
 
 #[tokio::test]
 async fn a_slave_answers_what_it_is_and_refuses_operations() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("shared");
     let (p1, p2) = (free_port(), free_port());
@@ -546,7 +537,6 @@ async fn a_slave_answers_what_it_is_and_refuses_operations() {
 /// may purge, and the queue is then empty.
 #[tokio::test]
 async fn the_admin_cli_shows_browses_and_purges() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let admin = format!("127.0.0.1:{}", free_port());
@@ -701,7 +691,6 @@ fn bodies(msgs: &[ferromq_client::ReceivedMessage]) -> Vec<String> {
 /// is lost or doubled).
 #[tokio::test]
 async fn message_and_queue_operations_persist_across_a_crash() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut broker, port, admin, cfg) = journal_broker(dir.path(), "ops");
     let c = stomp_as(port, "ops-a").await;
@@ -977,7 +966,6 @@ async fn message_and_queue_operations_persist_across_a_crash() {
 /// back after a restart); a topic with a durable subscription is not removed, and says which.
 #[tokio::test]
 async fn durable_subscriptions_are_listed_and_destroyed_only_when_inactive() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut broker, port, admin, cfg) = journal_broker(dir.path(), "subs");
     let sub_client = stomp_as(port, "sub-client").await;
@@ -1077,7 +1065,6 @@ async fn durable_subscriptions_are_listed_and_destroyed_only_when_inactive() {
 /// the connection ends and leaves the listing.
 #[tokio::test]
 async fn an_administrator_closes_a_stomp_connection() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (_broker, port, admin, _) = journal_broker(dir.path(), "conns");
     let c = stomp_as(port, "to-close").await;
@@ -1136,7 +1123,6 @@ async fn an_administrator_closes_a_stomp_connection() {
 /// queue, each checked through the API afterwards.
 #[tokio::test]
 async fn the_admin_cli_queries_moves_retries_and_deletes() {
-    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (_broker, port, admin, _) = journal_broker(dir.path(), "cli2");
     let c = stomp_as(port, "cli2").await;
@@ -1228,7 +1214,6 @@ async fn the_admin_cli_queries_moves_retries_and_deletes() {
 /// ConnectionError saying why, then the end of the connection.
 #[tokio::test]
 async fn an_administrator_closes_an_openwire_connection() {
-    let _serial = SERIAL.lock().await;
     use ferromq_protocol::openwire::{self as ow, map::encode_map, Command, PrimitiveMap};
     let dir = tempfile::tempdir().unwrap();
     let (port, ow_port) = (free_port(), free_port());

@@ -613,3 +613,164 @@ async fn topic_fan_out_shares_the_encoding_but_not_the_per_subscriber_headers() 
     expected.sort();
     assert_eq!(answers, expected);
 }
+
+/// What an auto-ack consumer took, and what is left on the queue: every message must be in
+/// exactly one of the two, and none may have been dead-lettered (with `maximumRedeliveries = 0`
+/// one miscounted delivery is enough to send a message to the DLQ).
+async fn check_auto_ack_accounting(
+    server: &ferromq_server::server::Server,
+    queue: &str,
+    n: usize,
+    got: Vec<String>,
+) {
+    let list = server
+        .broker
+        .snapshot()
+        .into_iter()
+        .find(|l| l.name.ends_with(queue))
+        .expect("the queue exists");
+    assert_eq!(
+        list.stats.poisoned, 0,
+        "messages were dead-lettered although no consumer ever gave one back after seeing it"
+    );
+    let c = connect(server).await;
+    let mut sub = c
+        .subscribe(&format!("/queue/{queue}"), AckMode::ClientIndividual, &[])
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while rest.len() + got.len() < n {
+        let m = sub.next_timeout(WAIT).await.unwrap_or_else(|| {
+            panic!(
+                "{} taken + {} left of {n}: messages are missing",
+                got.len(),
+                rest.len()
+            )
+        });
+        c.ack(&m, None).await.unwrap();
+        rest.push(String::from_utf8_lossy(&m.body()[..7]).into_owned());
+    }
+    let mut all: Vec<String> = got.into_iter().chain(rest).collect();
+    all.sort();
+    let len = all.len();
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        len,
+        "a message was both taken by the auto-ack consumer and left on the queue"
+    );
+    assert_eq!(len, n);
+    // The ACKs went without receipts; the DISCONNECT's receipt comes after all of them.
+    c.disconnect().await.unwrap();
+    let list = server
+        .broker
+        .snapshot()
+        .into_iter()
+        .find(|l| l.name.ends_with(queue))
+        .unwrap();
+    assert_eq!(
+        list.pending + list.inflight,
+        0,
+        "more messages than were sent"
+    );
+}
+
+async fn fill(server: &ferromq_server::server::Server, queue: &str, n: usize) {
+    let p = connect(server).await;
+    for i in 0..n {
+        let receipt = i + 1 == n;
+        // Large enough that the prefetch does not fit in the socket buffers: the writer is
+        // blocked in a write when the client's next frame arrives.
+        let body = format!("m{i:06}{}", ".".repeat(8 * 1024));
+        if receipt {
+            p.send_with_receipt(&format!("/queue/{queue}"), body, &[("persistent", "true")])
+                .await
+                .unwrap();
+        } else {
+            p.send(&format!("/queue/{queue}"), body, &[("persistent", "true")])
+                .await
+                .unwrap();
+        }
+    }
+    p.disconnect().await.unwrap();
+}
+
+/// An auto-ack consumer that unsubscribes right after its first message: what the broker wrote
+/// to it before the RECEIPT is consumed, the rest stays on the queue uncounted, and nothing
+/// arrives for the subscription after the RECEIPT. (Found under load: the unsubscribe overtook
+/// the writer's acknowledgement of what it had just written, so those messages were both
+/// delivered and put back as redelivered — and with `maximumRedeliveries = 0` dead-lettered.)
+#[tokio::test]
+async fn auto_ack_unsubscribe_consumes_exactly_what_was_written() {
+    const N: usize = 3000;
+    let server = start("[policy]\nmaximum_redeliveries = 0\n").await;
+    for round in 0..3 {
+        let queue = format!("auto-unsub-{round}");
+        fill(&server, &queue, N).await;
+        let mut raw = Raw::connected(&server).await;
+        raw.send(
+            format!("SUBSCRIBE\nid:s\ndestination:/queue/{queue}\nack:auto\nactivemq.prefetchSize:1000\n\n\0")
+                .as_bytes(),
+        )
+        .await;
+        let first = raw.frame().await.expect("a first MESSAGE");
+        assert_eq!(first.command.as_str(), "MESSAGE");
+        let mut got = vec![String::from_utf8_lossy(&first.body[..7]).into_owned()];
+        raw.send(b"UNSUBSCRIBE\nid:s\nreceipt:u\n\n\0").await;
+        loop {
+            let f = raw.frame().await.expect("the UNSUBSCRIBE's RECEIPT");
+            match f.command.as_str() {
+                "MESSAGE" => got.push(String::from_utf8_lossy(&f.body[..7]).into_owned()),
+                "RECEIPT" => {
+                    assert_eq!(f.header("receipt-id"), Some("u"));
+                    break;
+                }
+                other => panic!("unexpected {other}: {f:?}"),
+            }
+        }
+        raw.send(b"DISCONNECT\nreceipt:d\n\n\0").await;
+        let f = raw.frame().await.expect("the DISCONNECT's RECEIPT");
+        assert_eq!(
+            f.command.as_str(),
+            "RECEIPT",
+            "a frame arrived for a subscription after its UNSUBSCRIBE was receipted: {f:?}"
+        );
+        check_auto_ack_accounting(&server, &queue, N, got).await;
+    }
+}
+
+/// The same when the consumer disconnects instead: deliveries queued for the connection but
+/// never written go back without counting as a delivery.
+#[tokio::test]
+async fn auto_ack_disconnect_returns_unwritten_deliveries_uncounted() {
+    const N: usize = 3000;
+    let server = start("[policy]\nmaximum_redeliveries = 0\n").await;
+    for round in 0..3 {
+        let queue = format!("auto-disc-{round}");
+        fill(&server, &queue, N).await;
+        let mut raw = Raw::connected(&server).await;
+        raw.send(
+            format!("SUBSCRIBE\nid:s\ndestination:/queue/{queue}\nack:auto\nactivemq.prefetchSize:1000\n\n\0")
+                .as_bytes(),
+        )
+        .await;
+        let first = raw.frame().await.expect("a first MESSAGE");
+        let mut got = vec![String::from_utf8_lossy(&first.body[..7]).into_owned()];
+        raw.send(b"DISCONNECT\nreceipt:d\n\n\0").await;
+        loop {
+            let f = raw.frame().await.expect("the DISCONNECT's RECEIPT");
+            match f.command.as_str() {
+                "MESSAGE" => got.push(String::from_utf8_lossy(&f.body[..7]).into_owned()),
+                "RECEIPT" => break,
+                other => panic!("unexpected {other}: {f:?}"),
+            }
+        }
+        // Everything written before the connection closed was acknowledged by the writer; read
+        // it all (the server closes the connection after the RECEIPT).
+        while let Some(f) = raw.frame().await {
+            assert_eq!(f.command.as_str(), "MESSAGE", "{f:?}");
+            got.push(String::from_utf8_lossy(&f.body[..7]).into_owned());
+        }
+        check_auto_ack_accounting(&server, &queue, N, got).await;
+    }
+}

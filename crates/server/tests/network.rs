@@ -12,7 +12,9 @@ use ferromq_client::{AckMode, Client, ClientConfig, Subscription};
 use ferromq_server::config::Config;
 use ferromq_server::server::Server;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
+mod support;
+use support::{free_port, BIN};
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Runs `ferromq serve` with `config`; it must exit (an error), returning its stderr.
@@ -65,14 +67,6 @@ fn a_bad_uri_is_named() {
         "{BASE}[[network_connectors]]\nuri = \"static:(tcp://127.0.0.1)\"\n"
     ));
     assert!(err.contains("tcp://127.0.0.1"), "{err}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Brokers of one test, by name, each with a fixed port and data directory (so a broker can be

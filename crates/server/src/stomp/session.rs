@@ -25,7 +25,7 @@ use ferromq_protocol::stomp::{
 use ferromq_store::Completion;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::Instrument;
 
 use super::dest;
@@ -143,12 +143,21 @@ enum Out {
     },
     /// Sends the frame (if any), flushes and closes.
     Close(Option<Frame>),
+    /// Takes every delivery already queued for the connection, writes those of open
+    /// subscriptions and finishes the write (and its auto-acks); then answers with the
+    /// deliveries of closed subscriptions, which were not written. An UNSUBSCRIBE waits for
+    /// this so that it neither overtakes an auto-ack of a message already written nor lets a
+    /// message out for the subscription after its RECEIPT.
+    Barrier(oneshot::Sender<Vec<Delivery>>),
 }
 
 #[derive(Debug)]
 struct SubInfo {
     id: String,
     ack_mode: AckMode,
+    /// Set by UNSUBSCRIBE (after the consumer is quiesced): the writer no longer writes this
+    /// subscription's deliveries but hands them back (see [`Out::Barrier`]).
+    closed: AtomicBool,
     /// A network bridge's subscription: it gets the JMS bookkeeping headers too, so that a
     /// message keeps its JMS form across the bridge.
     network: bool,
@@ -307,8 +316,8 @@ async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<ConnectorContext>,
     // Stop the writer first, so nothing more is written (and auto-acked) once the session's
     // subscriptions are gone and their messages are back on their destinations.
     let _ = session.ctl.send(Out::Close(None)).await;
-    let _ = writer.await;
-    session.cleanup();
+    let left = writer.await.ok();
+    session.cleanup(left);
 }
 
 impl Session {
@@ -779,6 +788,7 @@ impl Session {
         let info = Arc::new(SubInfo {
             id: id.clone(),
             ack_mode,
+            closed: AtomicBool::new(false),
             network: opts.network.is_some(),
         });
         let sink = Arc::new(Sink {
@@ -868,6 +878,7 @@ impl Session {
         let completion = match self.subs.remove(&id) {
             Some(sub) => {
                 self.by_consumer.remove(&sub.handle.id);
+                self.close_subscription(&sub).await;
                 self.forget_acks(&sub.info.id);
                 self.ctx.broker.unsubscribe(&sub.handle, destroy.is_some())
             }
@@ -887,6 +898,30 @@ impl Session {
         self.receipt_after(&frame, completion, "Unsubscribe not stored")
             .await;
         Ok(())
+    }
+
+    /// Gets a subscription ready to be detached: no more deliveries for it, what the writer
+    /// already wrote is auto-acked (for `ack:auto`), and what it had not written yet goes back
+    /// uncounted — the client never saw it, so it is neither redelivered nor a step towards
+    /// the DLQ.
+    async fn close_subscription(&self, sub: &Subscription) {
+        self.ctx.broker.quiesce(&sub.handle);
+        sub.info.closed.store(true, Ordering::Release);
+        let (tx, rx) = oneshot::channel();
+        if self.ctl.send(Out::Barrier(tx)).await.is_err() {
+            // The writer is gone; `run` returns what it left to `cleanup`.
+            return;
+        }
+        if let Ok(unwritten) = rx.await {
+            let tags: Vec<u64> = unwritten
+                .iter()
+                .filter(|d| d.consumer == sub.handle.id)
+                .map(|d| d.tag)
+                .collect();
+            if !tags.is_empty() {
+                self.ctx.broker.uncount(&sub.handle, &tags);
+            }
+        }
     }
 
     fn forget_acks(&self, sub_id: &str) {
@@ -1075,12 +1110,38 @@ impl Session {
 
     /// Gives back everything the connection held: open transactions roll back, unacknowledged
     /// deliveries return to their destinations, temporary destinations and the client id go.
-    fn cleanup(&mut self) {
+    ///
+    /// `left` is what the writer did not write: deliveries still queued for the connection (and
+    /// any handed back for closed subscriptions). They go back uncounted.
+    fn cleanup(&mut self, left: Option<WriterLeft>) {
         for (_, feed) in self.demand_feeds.drain() {
             feed.abort();
         }
         for (_, t) in self.txs.drain() {
             self.ctx.broker.rollback(t.work);
+        }
+        // No more deliveries to this connection: after this, the queue below holds all that
+        // was handed to it and not written.
+        for sub in self.subs.values() {
+            self.ctx.broker.quiesce(&sub.handle);
+        }
+        if let Some(WriterLeft {
+            mut deliveries,
+            mut unwritten,
+        }) = left
+        {
+            while let Ok(d) = deliveries.try_recv() {
+                unwritten.push(d.delivery);
+            }
+            let mut by_consumer: HashMap<ConsumerId, Vec<u64>> = HashMap::new();
+            for d in unwritten {
+                by_consumer.entry(d.consumer).or_default().push(d.tag);
+            }
+            for sub in self.subs.values() {
+                if let Some(tags) = by_consumer.get(&sub.handle.id) {
+                    self.ctx.broker.uncount(&sub.handle, tags);
+                }
+            }
         }
         for (_, sub) in self.subs.drain() {
             drop(self.ctx.broker.unsubscribe(&sub.handle, false));
@@ -1207,6 +1268,24 @@ fn message_headers(hw: &mut HeaderWriter<'_>, m: &Message, network: bool, temp_p
     }
 }
 
+/// What the writer leaves behind unwritten when it ends.
+struct WriterLeft {
+    deliveries: mpsc::UnboundedReceiver<DeliveryOut>,
+    /// Deliveries of closed subscriptions not yet handed back by a barrier.
+    unwritten: Vec<Delivery>,
+}
+
+/// Deliveries written or set aside in the current write, and who waits for it.
+#[derive(Default)]
+struct Pending {
+    /// Auto-ack deliveries in the write buffer, acknowledged once it is handed to the socket.
+    auto_acks: Vec<Delivery>,
+    /// Deliveries of closed subscriptions, not written.
+    unwritten: Vec<Delivery>,
+    /// Barriers answered once the write is done.
+    barriers: Vec<oneshot::Sender<Vec<Delivery>>>,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn writer(
     mut wr: WriteHalf,
@@ -1216,10 +1295,10 @@ async fn writer(
     broker: Arc<Broker>,
     mut heartbeat: watch::Receiver<u64>,
     write_timeout_ms: u64,
-) {
+) -> WriterLeft {
     // Grows with what is written; a large one is let go after its write (`conn_buf`).
     let mut buf = BytesMut::new();
-    let mut auto_acks: Vec<Delivery> = Vec::new();
+    let mut pending = Pending::default();
     let mut hb_ms = 0u64;
     let write_timeout = (write_timeout_ms > 0).then(|| Duration::from_millis(write_timeout_ms));
     let mut close = false;
@@ -1238,10 +1317,10 @@ async fn writer(
         tokio::select! {
             biased;
             out = ctl.recv() => match out {
-                Some(o) => close = handle_out(o, &mut buf, &shared).await,
+                Some(o) => close = handle_ctl(o, &mut buf, &shared, &mut deliveries, &mut pending).await,
                 None => break 'outer,
             },
-            Some(d) = deliveries.recv() => push_delivery(d, &mut buf, &shared, &mut auto_acks),
+            Some(d) = deliveries.recv() => push_delivery(d, &mut buf, &shared, &mut pending),
             r = heartbeat.changed(), if hb_open => {
                 match r {
                     Ok(()) => hb_ms = *heartbeat.borrow(),
@@ -1255,9 +1334,9 @@ async fn writer(
         // Gather whatever else is ready into the same write.
         while !close && buf.len() < WRITE_BATCH_BYTES_MAX {
             if let Ok(o) = ctl.try_recv() {
-                close = handle_out(o, &mut buf, &shared).await;
+                close = handle_ctl(o, &mut buf, &shared, &mut deliveries, &mut pending).await;
             } else if let Ok(d) = deliveries.try_recv() {
-                push_delivery(d, &mut buf, &shared, &mut auto_acks);
+                push_delivery(d, &mut buf, &shared, &mut pending);
             } else {
                 break;
             }
@@ -1285,18 +1364,40 @@ async fn writer(
             last_write = tokio::time::Instant::now();
         }
         // Auto-ack only what has actually been handed to the socket.
-        for d in auto_acks.drain(..) {
+        for d in pending.auto_acks.drain(..) {
             drop(broker.ack_delivery(&d));
+        }
+        for b in pending.barriers.drain(..) {
+            let _ = b.send(std::mem::take(&mut pending.unwritten));
         }
     }
     let _ = wr.shutdown().await;
     shared.set_closed();
+    WriterLeft {
+        deliveries,
+        unwritten: pending.unwritten,
+    }
 }
 
-/// Returns true when the connection must close after this.
-async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
+/// A control message for the writer. Returns true when the connection must close after this.
+async fn handle_ctl(
+    out: Out,
+    buf: &mut BytesMut,
+    shared: &Shared,
+    deliveries: &mut mpsc::UnboundedReceiver<DeliveryOut>,
+    pending: &mut Pending,
+) -> bool {
     let version = shared.version();
     match out {
+        Out::Barrier(tx) => {
+            // The subscription was quiesced before the barrier was sent: everything the broker
+            // handed this connection for it is in the queue now.
+            while let Ok(d) = deliveries.try_recv() {
+                push_delivery(d, buf, shared, pending);
+            }
+            pending.barriers.push(tx);
+            false
+        }
         Out::Frame(f) => {
             encode(&f, version, buf);
             false
@@ -1339,16 +1440,15 @@ async fn handle_out(out: Out, buf: &mut BytesMut, shared: &Shared) -> bool {
     }
 }
 
-fn push_delivery(
-    d: DeliveryOut,
-    buf: &mut BytesMut,
-    shared: &Shared,
-    auto_acks: &mut Vec<Delivery>,
-) {
+fn push_delivery(d: DeliveryOut, buf: &mut BytesMut, shared: &Shared, pending: &mut Pending) {
+    if d.sub.closed.load(Ordering::Acquire) {
+        pending.unwritten.push(d.delivery);
+        return;
+    }
     let version = shared.version();
     encode_message(&d, version, &shared.temp_prefix, buf);
     if d.sub.ack_mode == AckMode::Auto {
-        auto_acks.push(d.delivery);
+        pending.auto_acks.push(d.delivery);
     } else if version != Version::V1_2 {
         shared
             .acks

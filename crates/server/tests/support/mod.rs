@@ -14,13 +14,27 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ferromq");
 
-/// A free loopback port (bound and released; good enough on a quiet machine).
+/// A loopback port for a broker this test starts, never handed out twice by this process.
+///
+/// Not an ephemeral port (`bind(0)`): the port is released before the broker binds it, and in
+/// between the kernel may give the same ephemeral port to another test's outgoing connection
+/// (the tests of a file run in parallel and open thousands) or to the next `bind(0)`. These
+/// come from below the ephemeral range (32768+), at an offset per process, and each one is
+/// checked free when handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(397) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (base + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN);
 }
 
 pub struct Proc {
