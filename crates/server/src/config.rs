@@ -444,6 +444,28 @@ pub struct SecuritySection {
     pub authorization: Vec<crate::authz::AuthorizationEntry>,
     /// Accept users whose `password` is plain text instead of a `ferromq passwd` hash.
     pub plaintext_passwords: bool,
+    /// Clients that log in with a TLS client certificate instead of a password (ActiveMQ's
+    /// `jaasCertificateAuthenticationPlugin`): needs `tls.need_client_auth` or
+    /// `tls.want_client_auth`.
+    pub certificate_users: Vec<CertificateUser>,
+    /// Most connections open at once from one client address, over every listener
+    /// together; 0 = no limit. One more is refused (STOMP: an ERROR frame) and logged.
+    pub max_connections_per_ip: usize,
+}
+
+/// A `[[security.certificate_users]]` entry: the client certificate whose subject is `subject`
+/// logs in as `username`, in `groups`, without a password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateUser {
+    /// The login it gets (what rules, logs and the admin API's connection list show).
+    pub username: String,
+    /// The certificate's subject as an RFC 4514 string, most specific first, as `openssl
+    /// x509 -noout -subject -nameopt RFC2253` prints it: `CN=orders-app,O=Acme,C=DE`.
+    pub subject: String,
+    /// Its groups, as a user's.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A user of `[security]`.
@@ -583,13 +605,21 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         crate::network::validate(&self.network_connectors)?;
-        crate::authz::Authorizer::new(&self.security.authorization).map_err(anyhow::Error::msg)?;
-        crate::passwords::check_config(&self.security.users, self.security.plaintext_passwords)
-            .map_err(anyhow::Error::msg)?;
-        if !self.security.authorization.is_empty() && self.security.users.is_empty() {
+        crate::security::Security::new(&self.security).map_err(anyhow::Error::msg)?;
+        if !self.security.authorization.is_empty()
+            && self.security.users.is_empty()
+            && self.security.certificate_users.is_empty()
+        {
             bail!(
-                "security.authorization needs security.users: rules name groups, and without \
-                 users nobody logs in with any"
+                "security.authorization needs security.users (or security.certificate_users): \
+                 rules name groups, and without users nobody logs in with any"
+            );
+        }
+        let client_certificates = self.tls.need_client_auth || self.tls.want_client_auth;
+        if !self.security.certificate_users.is_empty() && !client_certificates {
+            bail!(
+                "security.certificate_users needs tls.need_client_auth or tls.want_client_auth \
+                 (and tls.ca): without them no client presents a certificate"
             );
         }
         if !self.transports.discovery.is_empty() {
