@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferromq_client::{AckMode, Client, ClientConfig, ClientError};
+use ferromq_server::server::Server;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -621,4 +622,100 @@ fn certificate_users_need_client_certificates_and_a_valid_subject() {
         "[tls]\nwant_client_auth = true\n[[security.certificate_users]]\nusername = \"a\"\nsubject = \"=a\"\n",
     );
     assert!(e.contains("certificate_users[0].subject"), "{e}");
+}
+
+// ---- network bridges over TLS, logged in ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_logs_in_to_a_remote_over_tls_and_forwards() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", "remote");
+    // The remote: clients must log in; the bridge may only reach its TLS port's session.
+    let mut remote_cfg = common::config(&format!(
+        r#"stomp_ssl = "127.0.0.1:0"
+[tls]
+cert = "{}"
+key = "{}"
+
+[security]
+plaintext_passwords = true
+
+[[security.users]]
+username = "bridge"
+password = "bp"
+groups = ["bridges"]
+
+[[security.users]]
+username = "app"
+password = "ap"
+groups = ["apps"]
+"#,
+        cert.display(),
+        key.display()
+    ));
+    remote_cfg.broker.name = "remote".into();
+    let remote = Server::start(remote_cfg).await.unwrap();
+    let ssl = remote.stomp_ssl_addr.unwrap();
+    let app = Client::connect(&remote.stomp_addr.to_string(), login("app", "ap"))
+        .await
+        .unwrap();
+    let mut sub = app
+        .subscribe("/queue/bridged", AckMode::Auto, &[])
+        .await
+        .unwrap();
+
+    let mut local_cfg = common::config(&format!(
+        r#"
+[[network_connectors]]
+name = "to-remote"
+uri = "static:(ssl://{ssl})"
+tls_ca = "{}"
+user_name = "bridge"
+password = "bp"
+"#,
+        pki.ca_file.display()
+    ));
+    local_cfg.broker.name = "local".into();
+    let local = Server::start(local_cfg).await.unwrap();
+    let producer = common::connect(&local).await;
+    producer
+        .send_with_receipt("/queue/bridged", "over TLS".to_string(), &[])
+        .await
+        .unwrap();
+    let m = sub
+        .next_timeout(WAIT)
+        .await
+        .expect("the bridge forwards to the remote's consumer");
+    assert_eq!(m.body().as_ref(), b"over TLS");
+    assert!(
+        remote
+            .connections
+            .snapshot()
+            .iter()
+            .any(|c| c.login.as_deref() == Some("bridge")),
+        "the bridge is connected to the remote as its user"
+    );
+    local.shutdown().await.unwrap();
+    remote.shutdown().await.unwrap();
+}
+
+#[test]
+fn bridge_tls_and_login_options_are_checked_at_start() {
+    let err = |connector: &str| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, format!("[[network_connectors]]\n{connector}")).unwrap();
+        format!(
+            "{:#}",
+            ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err()
+        )
+    };
+    let e = err("uri = \"static:(ssl://127.0.0.1:61612)\"\n");
+    assert!(e.contains("tls_ca"), "{e}");
+    let e = err("uri = \"static:(tcp://127.0.0.1:61613)\"\ntls_ca = \"/ca.pem\"\n");
+    assert!(e.contains("no address of uri is ssl://"), "{e}");
+    let e = err("uri = \"static:(ssl://127.0.0.1:61612)\"\ntls_ca = \"/nonexistent/ca.pem\"\n");
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    let e = err("uri = \"static:(tcp://127.0.0.1:61613)\"\npassword = \"x\"\n");
+    assert!(e.contains("password without user_name"), "{e}");
 }
