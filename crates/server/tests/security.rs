@@ -719,3 +719,114 @@ fn bridge_tls_and_login_options_are_checked_at_start() {
     let e = err("uri = \"static:(tcp://127.0.0.1:61613)\"\npassword = \"x\"\n");
     assert!(e.contains("password without user_name"), "{e}");
 }
+
+// ---- certificate users over OpenWire ----
+
+/// An OpenWire connection over TLS presenting `cert`, negotiated up to its ConnectionInfo
+/// (sent without user name or password); returns the broker's answer to it.
+async fn openwire_connect_with_certificate(
+    addr: SocketAddr,
+    pki: &Pki,
+    cert: &(PathBuf, PathBuf),
+) -> ferromq_protocol::openwire::Command {
+    use bytes::BytesMut;
+    use ferromq_protocol::openwire::{self as ow, Command, CommandHeader};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cfg = ferromq_client::tls::client_config(&pki.ca_file, Some((&cert.0, &cert.1))).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let mut decoder = ow::Decoder::new(ow::DEFAULT_MAX_FRAME_SIZE);
+    let mut answers = Vec::new();
+    let mut props = ow::PrimitiveMap::new();
+    props.insert("MaxInactivityDuration", ow::PrimitiveValue::Long(30_000));
+    let hello = Command::WireFormatInfo(ow::WireFormatInfo {
+        magic: ow::MAGIC,
+        version: 12,
+        marshalled_properties: Some(ow::map::encode_map(Some(&props)).unwrap()),
+    });
+    let info = Command::ConnectionInfo(ow::ConnectionInfo {
+        header: CommandHeader {
+            command_id: 1,
+            response_required: true,
+        },
+        connection_id: Some(ow::ConnectionId {
+            value: format!("ID:{}", cert.0.display()),
+        }),
+        ..Default::default()
+    });
+    for cmd in [hello, info] {
+        stream
+            .write_all(&ow::encode_command(&cmd, 12).unwrap())
+            .await
+            .unwrap();
+    }
+    // Skip the broker's WireFormatInfo, BrokerInfo and keep-alives: the answer to
+    // ConnectionInfo is a Response or an ExceptionResponse.
+    loop {
+        while let Some(f) = decoder.decode(&mut buf).unwrap() {
+            match ow::decode_command(&f, 12).unwrap() {
+                c @ (Command::Response(_) | Command::ExceptionResponse(_)) => return c,
+                other => answers.push(other),
+            }
+        }
+        let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
+            .await
+            .expect("the broker answers")
+            .unwrap();
+        assert!(n > 0, "closed before answering ConnectionInfo: {answers:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openwire_client_logs_in_by_its_certificate_too() {
+    use ferromq_protocol::openwire::Command;
+
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", "broker");
+    let app = pki.client("app", &[(DnType::CommonName, "jms-app")]);
+    let stranger = pki.client("stranger", &[(DnType::CommonName, "stranger")]);
+    let s = common::start(&format!(
+        r#"openwire_ssl = "127.0.0.1:0"
+[tls]
+cert = "{}"
+key = "{}"
+ca = "{}"
+need_client_auth = true
+
+[[security.certificate_users]]
+username = "jms-app"
+subject = "cn=jms-app"
+groups = ["apps"]
+"#,
+        cert.display(),
+        key.display(),
+        pki.ca_file.display()
+    ))
+    .await;
+    let addr = s.openwire_ssl_addr.unwrap();
+    let Command::Response(_) = openwire_connect_with_certificate(addr, &pki, &app).await else {
+        panic!("the mapped certificate logs in without a password");
+    };
+    assert!(s
+        .connections
+        .snapshot()
+        .iter()
+        .any(|c| c.protocol == "openwire" && c.login.as_deref() == Some("jms-app")));
+    let Command::ExceptionResponse(e) =
+        openwire_connect_with_certificate(addr, &pki, &stranger).await
+    else {
+        panic!("an unknown certificate without a password is refused");
+    };
+    let ex = e.exception.unwrap();
+    assert_eq!(
+        ex.class_name.as_deref(),
+        Some("java.lang.SecurityException")
+    );
+    s.shutdown().await.unwrap();
+}
