@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[broker]`
@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// `[log]`: the broker's log output (standard error).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` (default: one human-readable line per event) or `json` (one JSON object per
@@ -65,7 +65,7 @@ impl LogSection {
 }
 
 /// `[ha]`: how this broker becomes master.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HaSection {
     /// `none` (standalone), `shared-file` (master/slave on a shared `broker.data_dir`),
@@ -152,7 +152,7 @@ impl Default for HaSection {
 }
 
 /// `[broker]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
     /// `brokerName`.
@@ -177,7 +177,7 @@ impl Default for BrokerSection {
 }
 
 /// `[transports]`: listen addresses (ActiveMQ's transport connectors).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportsSection {
     /// STOMP listen address, `host:port` (`stomp://` prefix accepted).
@@ -227,7 +227,7 @@ impl Default for TransportsSection {
 }
 
 /// `[store]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// `journal` (the default, embedded, durable), `lsm` (RocksDB, cargo feature `lsm`), `sql`
@@ -297,7 +297,7 @@ impl Default for StoreSection {
 }
 
 /// `[policy]`: ActiveMQ's destination policy and redelivery policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
     /// The shared dead-letter queue.
@@ -344,7 +344,7 @@ impl Default for PolicySection {
 }
 
 /// `[stomp]`: the STOMP connector's behaviour and limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StompSection {
     /// Most client connections at once (`maximumConnections`).
@@ -392,7 +392,7 @@ impl Default for StompSection {
 }
 
 /// `[openwire]`: the OpenWire connector's behaviour and limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpenWireSection {
     /// Most client connections at once (`maximumConnections`).
@@ -434,7 +434,7 @@ impl Default for OpenWireSection {
 }
 
 /// `[security]`: simple authentication (ActiveMQ's `simpleAuthenticationPlugin`).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySection {
     /// When non-empty, CONNECT must carry a matching `login`/`passcode`.
@@ -455,7 +455,7 @@ pub struct SecuritySection {
 
 /// A `[[security.certificate_users]]` entry: the client certificate whose subject is `subject`
 /// logs in as `username`, in `groups`, without a password.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateUser {
     /// The login it gets (what rules, logs and the admin API's connection list show).
@@ -469,7 +469,7 @@ pub struct CertificateUser {
 }
 
 /// A user of `[security]`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// The login.
@@ -494,7 +494,7 @@ impl User {
 }
 
 /// `[admin]`: limits of the admin API and of `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Most destinations given their own series in `/metrics`; the rest are summed under
@@ -515,7 +515,7 @@ impl Default for AdminSection {
 
 /// `[tls]`: the certificate the TLS listeners present and how they check clients' (ActiveMQ's
 /// `sslContext` key and trust stores, as PEM files).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// PEM file with the server's certificate chain, leaf first.

@@ -654,7 +654,12 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let cfg = Config::load(config.as_deref(), std::env::vars())?;
     let live = ferromq_server::reload::LiveConfig::new(&cfg).context("[security] / [tls]")?;
-    tokio::spawn(reload_on_sighup(hup, config.clone(), live.clone()));
+    tokio::spawn(reload_on_sighup(
+        hup,
+        config.clone(),
+        live.clone(),
+        cfg.clone(),
+    ));
     let activation: Arc<dyn Activation> = match cfg.ha.mode.as_str() {
         "shared-file" => Arc::new(SharedFileLock::new(
             &cfg.broker.data_dir,
@@ -861,16 +866,27 @@ impl Drop for AbortOnDrop {
 
 /// Re-reads the configuration file on each SIGHUP and applies its reloadable parts
 /// (`[security]`, the `[tls]` certificate and key; see `ferromq_server::reload`), all or nothing.
+/// Settings outside those parts that changed are named in the line (`restart_needed`): they
+/// apply at the next start.
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     path: Option<PathBuf>,
     live: Arc<ferromq_server::reload::LiveConfig>,
+    running: Config,
 ) {
     while hup.recv().await.is_some() {
-        let applied = Config::load(path.as_deref(), std::env::vars())
-            .and_then(|cfg| live.apply(&cfg).map_err(anyhow::Error::from));
+        let applied = Config::load(path.as_deref(), std::env::vars()).and_then(|cfg| {
+            live.apply(&cfg)?;
+            Ok(ferromq_server::reload::needs_restart(&running, &cfg))
+        });
         match applied {
-            Ok(()) => tracing::info!("configuration reloaded (SIGHUP)"),
+            Ok(unchanged) if unchanged.is_empty() => {
+                tracing::info!("configuration reloaded (SIGHUP)")
+            }
+            Ok(unchanged) => tracing::info!(
+                restart_needed = %unchanged.join(", "),
+                "configuration reloaded (SIGHUP)"
+            ),
             Err(e) => tracing::warn!(
                 "configuration reload (SIGHUP) failed, keeping the running configuration: {e:#}"
             ),

@@ -102,6 +102,41 @@ impl LiveConfig {
     }
 }
 
+/// The settings that differ between the running configuration and `new` but are not reloaded
+/// (a restart applies them), by section or key, for the reload's log line.
+pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name: &'static str, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("[broker]", running.broker != new.broker);
+    check("[transports]", running.transports != new.transports);
+    check("[store]", running.store != new.store);
+    check("[policy]", running.policy != new.policy);
+    check("[stomp]", running.stomp != new.stomp);
+    check("[openwire]", running.openwire != new.openwire);
+    check("[admin]", running.admin != new.admin);
+    check("[ha]", running.ha != new.ha);
+    check(
+        "[[network_connectors]]",
+        running.network_connectors != new.network_connectors,
+    );
+    check("[log]", running.log != new.log);
+    let (r, n) = (&running.tls, &new.tls);
+    check("tls.ca", r.ca != n.ca);
+    check(
+        "tls.need_client_auth / want_client_auth",
+        (r.need_client_auth, r.want_client_auth) != (n.need_client_auth, n.want_client_auth),
+    );
+    check(
+        "tls.handshake_timeout_ms",
+        r.handshake_timeout_ms != n.handshake_timeout_ms,
+    );
+    changed
+}
+
 /// A session's copy of the security rules, refreshed when a reload moved the generation.
 #[derive(Debug, Clone)]
 pub(crate) struct SecurityView {

@@ -190,6 +190,15 @@ async fn a_rule_change_on_sighup_refuses_the_next_send_of_an_open_connection_and
 
     // Only admins may write to orders.> now.
     b.reload(&security("admins"), RELOADED);
+    assert!(
+        !b.proc
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("restart_needed")),
+        "only reloadable settings changed"
+    );
 
     let refused = alice
         .send_with_receipt("/queue/orders.eu", "after".to_string(), &[])
@@ -249,8 +258,24 @@ async fn a_bad_file_on_sighup_keeps_the_running_users_and_rules() {
         .send_with_receipt("/queue/orders.a", "2".to_string(), &[])
         .await
         .expect("a new connection gets the old users and rules");
-    // A good file afterwards is taken.
-    b.reload(&security("admins"), RELOADED);
+    // A good file afterwards is taken; a setting that needs a restart is named in its line.
+    b.reload(
+        &(security("admins") + "\n[stomp]\nmax_subscriptions = 10\n"),
+        RELOADED,
+    );
+    let line = b
+        .proc
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(RELOADED))
+        .cloned()
+        .unwrap();
+    assert!(
+        line.contains("restart_needed") && line.contains("[stomp]"),
+        "{line}"
+    );
     let message = refusal(
         again
             .send_with_receipt("/queue/orders.a", "3".to_string(), &[])
@@ -723,12 +748,16 @@ fn bridge_tls_and_login_options_are_checked_at_start() {
 // ---- certificate users over OpenWire ----
 
 /// An OpenWire connection over TLS presenting `cert`, negotiated up to its ConnectionInfo
-/// (sent without user name or password); returns the broker's answer to it.
+/// (sent without user name or password); returns the broker's answer to it and the connection
+/// (open as long as the caller keeps it).
 async fn openwire_connect_with_certificate(
     addr: SocketAddr,
     pki: &Pki,
     cert: &(PathBuf, PathBuf),
-) -> ferromq_protocol::openwire::Command {
+) -> (
+    ferromq_protocol::openwire::Command,
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
     use bytes::BytesMut;
     use ferromq_protocol::openwire::{self as ow, Command, CommandHeader};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -771,7 +800,7 @@ async fn openwire_connect_with_certificate(
     loop {
         while let Some(f) = decoder.decode(&mut buf).unwrap() {
             match ow::decode_command(&f, 12).unwrap() {
-                c @ (Command::Response(_) | Command::ExceptionResponse(_)) => return c,
+                c @ (Command::Response(_) | Command::ExceptionResponse(_)) => return (c, stream),
                 other => answers.push(other),
             }
         }
@@ -810,7 +839,8 @@ groups = ["apps"]
     ))
     .await;
     let addr = s.openwire_ssl_addr.unwrap();
-    let Command::Response(_) = openwire_connect_with_certificate(addr, &pki, &app).await else {
+    let (Command::Response(_), _open) = openwire_connect_with_certificate(addr, &pki, &app).await
+    else {
         panic!("the mapped certificate logs in without a password");
     };
     assert!(s
@@ -818,7 +848,7 @@ groups = ["apps"]
         .snapshot()
         .iter()
         .any(|c| c.protocol == "openwire" && c.login.as_deref() == Some("jms-app")));
-    let Command::ExceptionResponse(e) =
+    let (Command::ExceptionResponse(e), _) =
         openwire_connect_with_certificate(addr, &pki, &stranger).await
     else {
         panic!("an unknown certificate without a password is refused");

@@ -147,7 +147,7 @@ fn parse_list(rest: &str) -> Result<Vec<String>, String> {
 
 /// One `[[network_connectors]]` table: ActiveMQ's `networkConnector`, snake_cased, with
 /// ActiveMQ's defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct NetworkConnectorConfig {
     /// `name` (default `bridge`, the documented default); unique per broker.
