@@ -284,9 +284,39 @@ async fn a_bad_file_on_sighup_keeps_the_running_users_and_rules() {
     assert!(message.contains("queue://orders.a"), "{message}");
 }
 
+/// The status line of `GET path` on the admin endpoint at `addr` with basic auth.
+async fn admin_get(addr: &str, path: &str, user: &str, pass: &str) -> String {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("the admin endpoint answers")
+        .unwrap();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_changes_who_may_log_in_without_closing_open_connections() {
-    let b = Served::start("", &security("writers"));
+    let admin = format!("127.0.0.1:{}", free_port());
+    let b = Served::start(&format!("admin = \"{admin}\""), &security("writers"));
+    assert!(admin_get(&admin, "/api/v1/broker", "carol", "c")
+        .await
+        .contains("401"));
     let alice = Client::connect(&b.addr(), login("alice", "a"))
         .await
         .unwrap();
@@ -302,6 +332,11 @@ async fn sighup_changes_who_may_log_in_without_closing_open_connections() {
     Client::connect(&b.addr(), login("carol", "c"))
         .await
         .expect("a user added by the reload");
+    // The admin API checks the reloaded users too.
+    let ok = admin_get(&admin, "/api/v1/broker", "carol", "c").await;
+    assert!(ok.contains("200"), "{ok}");
+    let old = admin_get(&admin, "/api/v1/broker", "alice", "a").await;
+    assert!(old.contains("401"), "{old}");
     alice
         .send_with_receipt("/queue/orders.x", "open".to_string(), &[])
         .await
