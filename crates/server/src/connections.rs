@@ -71,7 +71,7 @@ pub struct PerIpLimitReached {
 impl Connections {
     /// Records an accepted connection; it is forgotten when the returned guard drops.
     pub fn register(&self, protocol: &'static str, remote: SocketAddr) -> ConnectionGuard {
-        self.0.admit(remote.ip(), 0).ok();
+        self.0.admit(client_ip(remote), 0).ok();
         self.listed(protocol, remote)
     }
 
@@ -83,13 +83,18 @@ impl Connections {
         remote: SocketAddr,
         max_per_ip: usize,
     ) -> Result<ConnectionGuard, PerIpLimitReached> {
-        self.0.admit(remote.ip(), max_per_ip)?;
+        self.0.admit(client_ip(remote), max_per_ip)?;
         Ok(self.listed(protocol, remote))
     }
 
     /// Open connections from `ip` now.
     pub fn open_from(&self, ip: IpAddr) -> usize {
-        self.0.per_ip.lock().get(&ip).copied().unwrap_or(0)
+        self.0
+            .per_ip
+            .lock()
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
     }
 
     fn listed(&self, protocol: &'static str, remote: SocketAddr) -> ConnectionGuard {
@@ -181,6 +186,12 @@ pub struct ConnectionGuard {
     key: Key,
 }
 
+/// The address a connection is counted under: an IPv4 client reaching a dual-stack listener
+/// (`::ffff:10.0.0.7`) counts as `10.0.0.7`.
+fn client_ip(remote: SocketAddr) -> IpAddr {
+    remote.ip().to_canonical()
+}
+
 impl Inner {
     /// Counts one more connection from `ip`, unless `max` (above 0) are open.
     fn admit(&self, ip: IpAddr, max: usize) -> Result<(), PerIpLimitReached> {
@@ -197,7 +208,7 @@ impl Inner {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.registry.0.open.lock().remove(&self.key);
-        let ip = self.key.1.ip();
+        let ip = client_ip(self.key.1);
         let mut per_ip = self.registry.0.per_ip.lock();
         if let Some(n) = per_ip.get_mut(&ip) {
             debug_assert!(*n > 0, "a connection counted for its address");
