@@ -880,11 +880,11 @@ async fn reload_on_sighup(
             Ok(ferromq_server::reload::needs_restart(&running, &cfg))
         });
         match applied {
-            Ok(unchanged) if unchanged.is_empty() => {
+            Ok(pending) if pending.is_empty() => {
                 tracing::info!("configuration reloaded (SIGHUP)")
             }
-            Ok(unchanged) => tracing::info!(
-                restart_needed = %unchanged.join(", "),
+            Ok(pending) => tracing::info!(
+                restart_needed = %pending.join(", "),
                 "configuration reloaded (SIGHUP)"
             ),
             Err(e) => tracing::warn!(
