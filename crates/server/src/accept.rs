@@ -8,20 +8,24 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-/// Accepts on `listener` until `shutdown` changes, at most `max` connections at once: each runs
-/// `serve`; one over the limit goes to `refuse` (which answers and closes it).
+/// Accepts on `listener` until `shutdown` changes, at most `max` connections at once and at
+/// most `security.max_connections_per_ip` (as `live` has it now) from one address over every
+/// listener: each runs `serve`; one over a limit goes to `refuse` with the reason (which
+/// answers and closes it).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn accept_loop<S, F, R>(
     listener: TcpListener,
     max: usize,
     mut shutdown: watch::Receiver<bool>,
     protocol: &'static str,
     connections: crate::connections::Connections,
+    live: Arc<crate::reload::LiveConfig>,
     serve: S,
     refuse: R,
 ) where
     S: Fn(TcpStream, SocketAddr) -> F,
     F: Future<Output = ()> + Send + 'static,
-    R: Fn(TcpStream),
+    R: Fn(TcpStream, String),
 {
     let limit = Arc::new(Semaphore::new(max));
     let mut tasks = tokio::task::JoinSet::new();
@@ -37,19 +41,38 @@ pub(crate) async fn accept_loop<S, F, R>(
                         continue;
                     }
                 };
-                match limit.clone().try_acquire_owned() {
-                    Ok(permit) => {
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, max, protocol, "connection refused: maximumConnections reached");
+                    refuse(stream, format!("Connection limit of {max} reached (maximumConnections)"));
+                    continue;
+                };
+                let per_ip = live.security().max_connections_per_ip;
+                match connections.try_register(protocol, peer, per_ip) {
+                    Ok(listed) => {
                         let session = serve(stream, peer);
-                        let listed = connections.register(protocol, peer);
                         tasks.spawn(async move {
                             session.await;
                             drop(listed);
                             drop(permit);
                         });
                     }
-                    Err(_) => {
-                        tracing::warn!(%peer, max, protocol, "connection refused: maximumConnections reached");
-                        refuse(stream);
+                    Err(full) => {
+                        drop(permit);
+                        tracing::warn!(
+                            %peer,
+                            max_connections_per_ip = full.max,
+                            protocol,
+                            "connection refused: security.max_connections_per_ip reached for {}",
+                            peer.ip()
+                        );
+                        refuse(
+                            stream,
+                            format!(
+                                "Connection limit of {} per client address reached \
+                                 (max_connections_per_ip)",
+                                full.max
+                            ),
+                        );
                     }
                 }
             }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[broker]`
@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// `[log]`: the broker's log output (standard error).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     /// `text` (default: one human-readable line per event) or `json` (one JSON object per
@@ -65,7 +65,7 @@ impl LogSection {
 }
 
 /// `[ha]`: how this broker becomes master.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HaSection {
     /// `none` (standalone), `shared-file` (master/slave on a shared `broker.data_dir`),
@@ -152,7 +152,7 @@ impl Default for HaSection {
 }
 
 /// `[broker]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
     /// `brokerName`.
@@ -177,7 +177,7 @@ impl Default for BrokerSection {
 }
 
 /// `[transports]`: listen addresses (ActiveMQ's transport connectors).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportsSection {
     /// STOMP listen address, `host:port` (`stomp://` prefix accepted).
@@ -227,7 +227,7 @@ impl Default for TransportsSection {
 }
 
 /// `[store]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
     /// `journal` (the default, embedded, durable), `lsm` (RocksDB, cargo feature `lsm`), `sql`
@@ -297,7 +297,7 @@ impl Default for StoreSection {
 }
 
 /// `[policy]`: ActiveMQ's destination policy and redelivery policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySection {
     /// The shared dead-letter queue.
@@ -344,7 +344,7 @@ impl Default for PolicySection {
 }
 
 /// `[stomp]`: the STOMP connector's behaviour and limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StompSection {
     /// Most client connections at once (`maximumConnections`).
@@ -392,7 +392,7 @@ impl Default for StompSection {
 }
 
 /// `[openwire]`: the OpenWire connector's behaviour and limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OpenWireSection {
     /// Most client connections at once (`maximumConnections`).
@@ -434,7 +434,7 @@ impl Default for OpenWireSection {
 }
 
 /// `[security]`: simple authentication (ActiveMQ's `simpleAuthenticationPlugin`).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySection {
     /// When non-empty, CONNECT must carry a matching `login`/`passcode`.
@@ -444,10 +444,32 @@ pub struct SecuritySection {
     pub authorization: Vec<crate::authz::AuthorizationEntry>,
     /// Accept users whose `password` is plain text instead of a `ferromq passwd` hash.
     pub plaintext_passwords: bool,
+    /// Clients that log in with a TLS client certificate instead of a password (ActiveMQ's
+    /// `jaasCertificateAuthenticationPlugin`): needs `tls.need_client_auth` or
+    /// `tls.want_client_auth`.
+    pub certificate_users: Vec<CertificateUser>,
+    /// Most connections open at once from one client address, over every listener
+    /// together; 0 = no limit. One more is refused (STOMP: an ERROR frame) and logged.
+    pub max_connections_per_ip: usize,
+}
+
+/// A `[[security.certificate_users]]` entry: the client certificate whose subject is `subject`
+/// logs in as `username`, in `groups`, without a password.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateUser {
+    /// The login it gets (what rules, logs and the admin API's connection list show).
+    pub username: String,
+    /// The certificate's subject as an RFC 4514 string, most specific first, as `openssl
+    /// x509 -noout -subject -nameopt RFC2253` prints it: `CN=orders-app,O=Acme,C=DE`.
+    pub subject: String,
+    /// Its groups, as a user's.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// A user of `[security]`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// The login.
@@ -472,7 +494,7 @@ impl User {
 }
 
 /// `[admin]`: limits of the admin API and of `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Most destinations given their own series in `/metrics`; the rest are summed under
@@ -493,7 +515,7 @@ impl Default for AdminSection {
 
 /// `[tls]`: the certificate the TLS listeners present and how they check clients' (ActiveMQ's
 /// `sslContext` key and trust stores, as PEM files).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     /// PEM file with the server's certificate chain, leaf first.
@@ -583,13 +605,21 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         crate::network::validate(&self.network_connectors)?;
-        crate::authz::Authorizer::new(&self.security.authorization).map_err(anyhow::Error::msg)?;
-        crate::passwords::check_config(&self.security.users, self.security.plaintext_passwords)
-            .map_err(anyhow::Error::msg)?;
-        if !self.security.authorization.is_empty() && self.security.users.is_empty() {
+        crate::security::Security::new(&self.security).map_err(anyhow::Error::msg)?;
+        if !self.security.authorization.is_empty()
+            && self.security.users.is_empty()
+            && self.security.certificate_users.is_empty()
+        {
             bail!(
-                "security.authorization needs security.users: rules name groups, and without \
-                 users nobody logs in with any"
+                "security.authorization needs security.users (or security.certificate_users): \
+                 rules name groups, and without users nobody logs in with any"
+            );
+        }
+        let client_certificates = self.tls.need_client_auth || self.tls.want_client_auth;
+        if !self.security.certificate_users.is_empty() && !client_certificates {
+            bail!(
+                "security.certificate_users needs tls.need_client_auth or tls.want_client_auth \
+                 (and tls.ca): without them no client presents a certificate"
             );
         }
         if !self.transports.discovery.is_empty() {

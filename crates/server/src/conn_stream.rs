@@ -25,6 +25,14 @@ pub(crate) enum ClientStream {
 }
 
 impl ClientStream {
+    /// The subject of the client's verified certificate, on a TLS connection that sent one.
+    pub(crate) fn peer_subject(&self) -> Option<crate::dn::Dn> {
+        match self {
+            ClientStream::Tcp(_) => None,
+            ClientStream::Tls(s) => crate::tls::peer_subject(s),
+        }
+    }
+
     /// Splits the connection (after turning Nagle off: sessions batch their writes).
     pub(crate) fn into_split(self) -> (ReadHalf, WriteHalf) {
         match self {

@@ -4,7 +4,7 @@
 //! plain mutex is cheap enough and the message path is untouched.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -40,6 +40,8 @@ pub struct Connections(Arc<Inner>);
 #[derive(Debug, Default)]
 struct Inner {
     open: Mutex<HashMap<Key, Entry>>,
+    /// Open connections per client address (`security.max_connections_per_ip`).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// The last id given out.
     last_id: AtomicU64,
     /// Connections accepted since start, per protocol index (see [`protocol_index`]).
@@ -59,9 +61,43 @@ fn protocol_index(protocol: &str) -> usize {
     usize::from(protocol != "stomp")
 }
 
+/// A connection refused by `security.max_connections_per_ip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerIpLimitReached {
+    /// The limit.
+    pub max: usize,
+}
+
 impl Connections {
     /// Records an accepted connection; it is forgotten when the returned guard drops.
     pub fn register(&self, protocol: &'static str, remote: SocketAddr) -> ConnectionGuard {
+        self.0.admit(client_ip(remote), 0).ok();
+        self.listed(protocol, remote)
+    }
+
+    /// [`Connections::register`], unless `max_per_ip` (above 0) connections from the same
+    /// address are open already.
+    pub fn try_register(
+        &self,
+        protocol: &'static str,
+        remote: SocketAddr,
+        max_per_ip: usize,
+    ) -> Result<ConnectionGuard, PerIpLimitReached> {
+        self.0.admit(client_ip(remote), max_per_ip)?;
+        Ok(self.listed(protocol, remote))
+    }
+
+    /// Open connections from `ip` now.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        self.0
+            .per_ip
+            .lock()
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn listed(&self, protocol: &'static str, remote: SocketAddr) -> ConnectionGuard {
         let since_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -150,9 +186,37 @@ pub struct ConnectionGuard {
     key: Key,
 }
 
+/// The address a connection is counted under: an IPv4 client reaching a dual-stack listener
+/// (`::ffff:10.0.0.7`) counts as `10.0.0.7`.
+fn client_ip(remote: SocketAddr) -> IpAddr {
+    remote.ip().to_canonical()
+}
+
+impl Inner {
+    /// Counts one more connection from `ip`, unless `max` (above 0) are open.
+    fn admit(&self, ip: IpAddr, max: usize) -> Result<(), PerIpLimitReached> {
+        let mut per_ip = self.per_ip.lock();
+        let n = per_ip.entry(ip).or_insert(0);
+        if max > 0 && *n >= max {
+            return Err(PerIpLimitReached { max });
+        }
+        *n += 1;
+        Ok(())
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.registry.0.open.lock().remove(&self.key);
+        let ip = client_ip(self.key.1);
+        let mut per_ip = self.registry.0.per_ip.lock();
+        if let Some(n) = per_ip.get_mut(&ip) {
+            debug_assert!(*n > 0, "a connection counted for its address");
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 }
 
@@ -190,5 +254,32 @@ mod tests {
         assert!(c.close(1).is_none(), "gone with its guard");
         assert_eq!(c.accepted_total("stomp"), 1);
         assert_eq!(c.accepted_total("openwire"), 1);
+    }
+
+    #[test]
+    fn connections_per_address_are_counted_limited_and_released() {
+        let c = Connections::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = c
+            .try_register("stomp", "10.0.0.1:1".parse().unwrap(), 2)
+            .unwrap();
+        let b = c.register("openwire", "10.0.0.1:2".parse().unwrap());
+        assert_eq!(c.open_from(ip), 2);
+        assert_eq!(
+            c.try_register("stomp", "10.0.0.1:3".parse().unwrap(), 2)
+                .unwrap_err(),
+            PerIpLimitReached { max: 2 }
+        );
+        let other = c
+            .try_register("stomp", "10.0.0.2:1".parse().unwrap(), 2)
+            .unwrap();
+        assert_eq!(c.open_from(ip), 2, "a refusal counts nothing");
+        drop(a);
+        assert_eq!(c.open_from(ip), 1);
+        let again = c.try_register("stomp", "10.0.0.1:3".parse().unwrap(), 2);
+        assert!(again.is_ok());
+        drop((b, again, other));
+        assert_eq!(c.open_from(ip), 0);
+        assert!(c.0.per_ip.lock().is_empty(), "no entry left behind");
     }
 }

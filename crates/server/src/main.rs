@@ -647,8 +647,19 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     use ferromq_ha::{Activation, Standalone};
     use ferromq_ha_flock::SharedFileLock;
+    use tokio::signal::unix::{signal, SignalKind};
 
+    // First of all: SIGHUP's default action ends the process, and an operator may send it as
+    // soon as the ports accept.
+    let hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let cfg = Config::load(config.as_deref(), std::env::vars())?;
+    let live = ferromq_server::reload::LiveConfig::new(&cfg).context("[security] / [tls]")?;
+    tokio::spawn(reload_on_sighup(
+        hup,
+        config.clone(),
+        live.clone(),
+        cfg.clone(),
+    ));
     let activation: Arc<dyn Activation> = match cfg.ha.mode.as_str() {
         "shared-file" => Arc::new(SharedFileLock::new(
             &cfg.broker.data_dir,
@@ -677,13 +688,13 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         ..Default::default()
     });
     if !cfg.transports.admin.is_empty() {
-        let tls = if cfg.transports.admin_tls {
+        let tls = match live.certs().filter(|_| cfg.transports.admin_tls) {
             // hyper serves HTTP/1 only: say so in ALPN, so that clients do not try HTTP/2.
-            let acceptor = ferromq_server::tls::acceptor(&cfg.tls, &[b"http/1.1"])
-                .context("[tls] for transports.admin_tls")?;
-            Some(acceptor)
-        } else {
-            None
+            Some(certs) => Some(
+                ferromq_server::tls::acceptor_with(&cfg.tls, &[b"http/1.1"], certs)
+                    .context("[tls] for transports.admin_tls")?,
+            ),
+            None => None,
         };
         let (listener, addr) = ferromq_server::admin::bind(&cfg.transports.admin)
             .await
@@ -692,21 +703,22 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         tracing::info!(
             "admin endpoint: {scheme}://{addr}/status (API: /api/v1, metrics: /metrics)"
         );
-        tokio::spawn(ferromq_server::admin::serve(
+        tokio::spawn(ferromq_server::admin::serve_reloadable(
             listener,
             status_rx,
             Arc::new(cfg.clone()),
             tls,
+            live.clone(),
         ));
     }
     #[cfg(feature = "zk")]
     let zk_members = (cfg.ha.mode == "replicated" && cfg.ha.update_cluster_clients)
         .then(|| ZkMembers::start(&cfg));
     #[cfg(feature = "zk")]
-    let live = zk_members.as_ref().map(|m| m.members.clone());
+    let members_live = zk_members.as_ref().map(|m| m.members.clone());
     #[cfg(not(feature = "zk"))]
-    let live = None;
-    let result = serve_loop(&cfg, activation, &status_tx, live).await;
+    let members_live = None;
+    let result = serve_loop(&cfg, activation, &status_tx, members_live, live).await;
     if registered {
         ferromq_server::cluster::ClusterView::unregister(&members, &cfg.holder());
     }
@@ -852,11 +864,42 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Re-reads the configuration file on each SIGHUP and applies its reloadable parts
+/// (`[security]`, the `[tls]` certificate and key; see `ferromq_server::reload`), all or nothing.
+/// Settings outside those parts that changed are named in the line (`restart_needed`): they
+/// apply at the next start.
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    live: Arc<ferromq_server::reload::LiveConfig>,
+    running: Config,
+) {
+    while hup.recv().await.is_some() {
+        let applied = Config::load(path.as_deref(), std::env::vars()).and_then(|cfg| {
+            live.apply(&cfg)?;
+            Ok(ferromq_server::reload::needs_restart(&running, &cfg))
+        });
+        match applied {
+            Ok(pending) if pending.is_empty() => {
+                tracing::info!("configuration reloaded (SIGHUP)")
+            }
+            Ok(pending) => tracing::info!(
+                restart_needed = %pending.join(", "),
+                "configuration reloaded (SIGHUP)"
+            ),
+            Err(e) => tracing::warn!(
+                "configuration reload (SIGHUP) failed, keeping the running configuration: {e:#}"
+            ),
+        }
+    }
+}
+
 async fn serve_loop(
     cfg: &Config,
     activation: std::sync::Arc<dyn ferromq_ha::Activation>,
     status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>,
     members: Option<ferromq_server::cluster::Members>,
+    live: Arc<ferromq_server::reload::LiveConfig>,
 ) -> anyhow::Result<()> {
     use ferromq_server::admin::{Live, LiveServer};
     let set_role = |role: &str,
@@ -886,9 +929,15 @@ async fn serve_loop(
         };
         let epoch = mastership.epoch;
         // A replicated mastership brings its own store (the local one, wrapped to replicate).
-        let started = match mastership.take_store() {
-            Some(store) => Server::start_serving(cfg.clone(), store, members.clone()).await,
-            None => Server::start_as_master(cfg.clone(), epoch, mastership.fence.clone()).await,
+        let store = match mastership.take_store() {
+            Some(store) => Ok(store),
+            None => ferromq_server::server::open_store(cfg, epoch, mastership.fence.clone()),
+        };
+        let started = match store {
+            Ok(store) => {
+                Server::start_reloadable(cfg.clone(), store, members.clone(), live.clone()).await
+            }
+            Err(e) => Err(e),
         };
         let server = match started {
             Ok(s) => s,

@@ -15,6 +15,7 @@ use crate::cluster::{ClusterView, Members};
 use crate::config::Config;
 use crate::network::bridge::{self, BridgeStats};
 use crate::network::discovery::{self, DiscoveryUri};
+use crate::reload::LiveConfig;
 use crate::stomp::{self, ConnectorContext};
 
 /// One bridge's identity and counters, for status reports.
@@ -236,6 +237,9 @@ pub struct Server {
     pub bridges: BridgeList,
     /// The client connections open now.
     pub connections: crate::connections::Connections,
+    /// What [`LiveConfig::apply`] reloads while this server runs (`[security]`, the TLS
+    /// certificate).
+    pub live: Arc<LiveConfig>,
     shutdown: watch::Sender<bool>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -275,6 +279,19 @@ impl Server {
         store: Arc<dyn MessageStore>,
         members: Option<Members>,
     ) -> anyhow::Result<Server> {
+        let live = LiveConfig::new(&cfg)?;
+        Server::start_reloadable(cfg, store, members, live).await
+    }
+
+    /// [`Server::start_serving`] with `[security]` and the TLS certificate taken from `live`
+    /// (made from the same configuration, [`LiveConfig::new`]), which outlives masterships and
+    /// may be reloaded while the server runs.
+    pub async fn start_reloadable(
+        cfg: Config,
+        store: Arc<dyn MessageStore>,
+        members: Option<Members>,
+        live: Arc<LiveConfig>,
+    ) -> anyhow::Result<Server> {
         let cfg = Arc::new(cfg);
         let broker = Broker::open(broker_config(&cfg), store, system_clock())
             .context("broker recovery failed")?;
@@ -288,10 +305,14 @@ impl Server {
             ),
             None => None,
         };
-        // The TLS listeners too: the certificate is read (and checked) once, here.
+        // The TLS listeners too, presenting the certificate `live` holds (and reloads).
         let tls =
             if cfg.stomp_ssl_listen_addr().is_some() || cfg.openwire_ssl_listen_addr().is_some() {
-                Some(crate::tls::acceptor(&cfg.tls, &[]).context("[tls]")?)
+                let certs = match live.certs() {
+                    Some(c) => c,
+                    None => Arc::new(crate::tls::CertResolver::load(&cfg.tls).context("[tls]")?),
+                };
+                Some(crate::tls::acceptor_with(&cfg.tls, &[], certs).context("[tls]")?)
             } else {
                 None
             };
@@ -350,9 +371,7 @@ impl Server {
             shutdown: shutdown_rx.clone(),
             cluster,
             connections: connections.clone(),
-            // Validated with the configuration; an invalid rule never gets here.
-            authz: crate::authz::Authorizer::new(&cfg.security.authorization)
-                .map_err(anyhow::Error::msg)?,
+            live: live.clone(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         let openwire_tls = match (openwire_ssl_listener, &tls) {
@@ -451,6 +470,7 @@ impl Server {
             broker,
             bridges,
             connections,
+            live,
             shutdown,
             tasks,
         })

@@ -1,8 +1,11 @@
 //! TLS on the client listeners (`transports.stomp_ssl`, `transports.openwire_ssl`) and the
 //! admin endpoint (`transports.admin_tls`), with rustls and its `ring` provider.
 //!
-//! The `[tls]` files are read once, at start: a missing or malformed file stops the broker with
-//! the key and path that are wrong, instead of failing every handshake later. Each accepted
+//! The `[tls]` files are read at start: a missing or malformed file stops the broker with the key
+//! and path that are wrong, instead of failing every handshake later. The certificate and key
+//! sit in a [`CertResolver`] that every TLS listener's configuration shares; a SIGHUP reload
+//! ([`crate::reload`]) swaps them there, so handshakes after it present the new certificate
+//! while connections already open keep theirs. Each accepted
 //! connection then runs its handshake in its own task, under `tls.handshake_timeout_ms`, holding
 //! one of its listener's connection permits: a client that connects and sends nothing costs a
 //! permit for that long at most, and a failed handshake ends that connection alone.
@@ -15,7 +18,8 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -64,12 +68,67 @@ pub enum TlsError {
     },
 }
 
-/// The rustls server configuration `[tls]` describes, offering `alpn` (e.g. `http/1.1` for the
-/// admin endpoint; empty for STOMP and OpenWire, which have no ALPN names).
-pub fn server_config(t: &TlsSection, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+/// The certificate and private key the TLS listeners present, swappable while they run: each
+/// handshake takes the one current when it starts.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: parking_lot::RwLock<Arc<CertifiedKey>>,
+}
+
+impl CertResolver {
+    /// Reads `tls.cert` and `tls.key`.
+    pub fn load(t: &TlsSection) -> Result<CertResolver, TlsError> {
+        Ok(CertResolver {
+            current: parking_lot::RwLock::new(certified_key(t)?),
+        })
+    }
+
+    /// Reads `tls.cert` and `tls.key` again and, when they make a usable pair, presents them
+    /// from the next handshake on; otherwise keeps the current pair and says why.
+    pub fn reload(&self, t: &TlsSection) -> Result<(), TlsError> {
+        let fresh = certified_key(t)?;
+        *self.current.write() = fresh;
+        Ok(())
+    }
+
+    /// The DER of the certificate presented now (leaf first).
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current.read().cert.clone()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+/// The pair of `tls.cert` and `tls.key`, checked to belong together.
+fn certified_key(t: &TlsSection) -> Result<Arc<CertifiedKey>, TlsError> {
     let provider = ferromq_client::tls::crypto_provider();
     let certs = load_certs("tls.cert", &t.cert)?;
     let key = load_key("tls.key", &t.key)?;
+    let ck = CertifiedKey::from_der(certs, key, &provider).map_err(|source| TlsError::Rustls {
+        what: "tls.cert and tls.key do not make a usable certificate and key pair",
+        source,
+    })?;
+    Ok(Arc::new(ck))
+}
+
+/// The rustls server configuration `[tls]` describes, offering `alpn` (e.g. `http/1.1` for the
+/// admin endpoint; empty for STOMP and OpenWire, which have no ALPN names), with a certificate
+/// of its own (start-up checks; listeners use [`server_config_with`]).
+pub fn server_config(t: &TlsSection, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(t, alpn, Arc::new(CertResolver::load(t)?))
+}
+
+/// [`server_config`] presenting whatever `certs` holds at each handshake.
+pub fn server_config_with(
+    t: &TlsSection,
+    alpn: &[&[u8]],
+    certs: Arc<CertResolver>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = ferromq_client::tls::crypto_provider();
     let verifier = client_verifier(t, &provider)?;
     let mut sc = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -78,11 +137,7 @@ pub fn server_config(t: &TlsSection, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>
             source,
         })?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|source| TlsError::Rustls {
-            what: "tls.cert and tls.key do not make a usable certificate and key pair",
-            source,
-        })?;
+        .with_cert_resolver(certs);
     sc.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(sc))
 }
@@ -90,6 +145,30 @@ pub fn server_config(t: &TlsSection, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>
 /// The acceptor for `[tls]`, see [`server_config`].
 pub fn acceptor(t: &TlsSection, alpn: &[&[u8]]) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(server_config(t, alpn)?))
+}
+
+/// The acceptor for `[tls]` presenting the certificate `certs` holds, see
+/// [`server_config_with`].
+pub fn acceptor_with(
+    t: &TlsSection,
+    alpn: &[&[u8]],
+    certs: Arc<CertResolver>,
+) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(server_config_with(t, alpn, certs)?))
+}
+
+/// The subject of the certificate the client presented and `tls.ca` verified, when it sent
+/// one (`need_client_auth` / `want_client_auth`); `None` without one or when it cannot be
+/// read (logged).
+pub(crate) fn peer_subject(stream: &TlsStream) -> Option<crate::dn::Dn> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    match crate::dn::Dn::from_certificate(leaf) {
+        Ok(dn) => Some(dn),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the subject of a client certificate");
+            None
+        }
+    }
 }
 
 /// `need_client_auth`: every client must present a certificate signed by `ca`;

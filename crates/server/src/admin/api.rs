@@ -43,6 +43,8 @@ pub(crate) const RETRY_BATCH_MAX: usize = 1000;
 pub(crate) struct AppState {
     status: watch::Receiver<Status>,
     cfg: Arc<Config>,
+    /// The users a SIGHUP reload keeps current; without it, `cfg`'s.
+    live: Option<Arc<crate::reload::LiveConfig>>,
     started: Instant,
 }
 
@@ -52,8 +54,15 @@ impl AppState {
         AppState {
             status,
             cfg,
+            live: None,
             started: Instant::now(),
         }
+    }
+
+    /// Checks logins against the users `live` has now instead of the start-up configuration's.
+    pub(crate) fn with_live(mut self, live: Arc<crate::reload::LiveConfig>) -> AppState {
+        self.live = Some(live);
+        self
     }
 
     fn status(&self) -> Status {
@@ -213,12 +222,12 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Authentication, authorisation and the CSRF rule, before any handler (see [`super::auth`]).
 async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    match super::auth::check(
-        &state.cfg.security.users,
-        req.method(),
-        req.uri().path(),
-        req.headers(),
-    ) {
+    let reloaded = state.live.as_ref().map(|l| l.security());
+    let users = match &reloaded {
+        Some(s) => &s.users,
+        None => &state.cfg.security.users,
+    };
+    match super::auth::check(users, req.method(), req.uri().path(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(r) => ApiError::new(r.status, r.reason).into_response(),
     }

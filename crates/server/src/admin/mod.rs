@@ -130,8 +130,32 @@ pub async fn serve(
     cfg: Arc<Config>,
     tls: Option<crate::tls::TlsAcceptor>,
 ) {
+    let app = api::AppState::new(status, cfg.clone());
+    serve_app(listener, app, &cfg, tls).await
+}
+
+/// [`serve`], checking logins against the users `live` holds now (a SIGHUP reload changes
+/// them); give `tls` an acceptor presenting `live`'s certificate
+/// ([`crate::tls::acceptor_with`]) for it to be reloaded too.
+pub async fn serve_reloadable(
+    listener: TcpListener,
+    status: watch::Receiver<Status>,
+    cfg: Arc<Config>,
+    tls: Option<crate::tls::TlsAcceptor>,
+    live: Arc<crate::reload::LiveConfig>,
+) {
+    let app = api::AppState::new(status, cfg.clone()).with_live(live);
+    serve_app(listener, app, &cfg, tls).await
+}
+
+async fn serve_app(
+    listener: TcpListener,
+    app: api::AppState,
+    cfg: &Config,
+    tls: Option<crate::tls::TlsAcceptor>,
+) {
     let handshake_timeout = Duration::from_millis(cfg.tls.handshake_timeout_ms);
-    let app = api::router(api::AppState::new(status, cfg));
+    let app = api::router(app);
     let limit = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let (stream, peer) = match listener.accept().await {

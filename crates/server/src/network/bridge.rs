@@ -127,8 +127,25 @@ pub async fn run(
             return;
         }
         let mut connected = None;
+        let config = match client_config(c) {
+            Ok(config) => config,
+            Err(e) => {
+                // Checked at start; a CA file removed since then ends up here.
+                tracing::warn!(bridge = %c.name, error = %e, "cannot set up TLS for the bridge");
+                tokio::select! {
+                    _ = tokio::time::sleep(max) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
         for addr in &spec.addrs {
-            match Client::connect(&format!("tcp://{addr}"), client_config()).await {
+            // `ssl://host:port` as given; plain `host:port` (or a discovered `tcp://…`).
+            let url = if addr.contains("://") {
+                addr.clone()
+            } else {
+                format!("tcp://{addr}")
+            };
+            match Client::connect(&url, config.clone()).await {
                 Ok(client) => {
                     connected = Some((addr.clone(), client));
                     break;
@@ -164,8 +181,13 @@ pub async fn run(
     }
 }
 
-fn client_config() -> ClientConfig {
-    ClientConfig {
+/// How a bridge connects: its login at the remote (`user_name`, `password`) and TLS for
+/// `ssl://` addresses (`tls_ca`, `tls_cert`, `tls_key`).
+fn client_config(c: &super::NetworkConnectorConfig) -> Result<ClientConfig, String> {
+    Ok(ClientConfig {
+        login: (!c.user_name.is_empty()).then(|| c.user_name.clone()),
+        passcode: (!c.user_name.is_empty()).then(|| c.password.0.clone()),
+        tls: c.tls_client_config()?,
         // Heart-beats both ways: a peer that vanishes without a FIN (power cut, partition) is
         // noticed within seconds and its in-flight messages return to their queues.
         heart_beat: HeartBeat {
@@ -174,7 +196,7 @@ fn client_config() -> ClientConfig {
         },
         connect_timeout: Duration::from_secs(5),
         ..ClientConfig::default()
-    }
+    })
 }
 
 /// One connection's state.

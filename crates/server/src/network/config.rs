@@ -7,7 +7,21 @@
 //! a clear error. Options that ActiveMQ has but ferromq does not implement are named and
 //! rejected instead of being accepted and ignored.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use serde::Deserialize;
+
+/// A bridge's password at the remote broker: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct BridgePassword(pub String);
+
+impl std::fmt::Debug for BridgePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
 
 /// ActiveMQ's URI options a `[[network_connectors]]` table may carry that ferromq does not
 /// implement. Each is rejected with a message naming it, rather than with serde's generic
@@ -25,8 +39,6 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
     "consumer_priority_base",
     "advisory_prefetch_size",
     "advisory_ack_percentage",
-    "user_name",
-    "password",
 ];
 
 /// A typed configuration error of a network connector.
@@ -96,7 +108,8 @@ impl ConnectorUri {
     }
 }
 
-/// `static:(a,b)` or `static:a`; every element `tcp://host:port` (or `stomp://`, or bare).
+/// `static:(a,b)` or `static:a`; every element `tcp://host:port` (or `stomp://`, or bare), kept
+/// as `host:port`, or `ssl://host:port` (or `stomp+ssl://`), kept as `ssl://host:port`.
 fn parse_list(rest: &str) -> Result<Vec<String>, String> {
     let inner = match rest.strip_prefix('(') {
         Some(r) => r
@@ -107,24 +120,34 @@ fn parse_list(rest: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for part in inner.split(',') {
         let p = part.trim();
-        let addr = p
-            .strip_prefix("tcp://")
+        let tls = p
+            .strip_prefix("ssl://")
+            .or_else(|| p.strip_prefix("stomp+ssl://"));
+        let addr = tls
+            .or_else(|| p.strip_prefix("tcp://"))
             .or_else(|| p.strip_prefix("stomp://"))
             .unwrap_or(p);
         let Some((host, port)) = addr.rsplit_once(':') else {
-            return Err(format!("{p:?}: expected tcp://host:port"));
+            return Err(format!(
+                "{p:?}: expected tcp://host:port or ssl://host:port"
+            ));
         };
         if host.is_empty() || !matches!(port.parse::<u16>(), Ok(n) if n != 0) {
-            return Err(format!("{p:?}: expected tcp://host:port"));
+            return Err(format!(
+                "{p:?}: expected tcp://host:port or ssl://host:port"
+            ));
         }
-        out.push(addr.to_string());
+        out.push(match tls {
+            Some(_) => format!("ssl://{addr}"),
+            None => addr.to_string(),
+        });
     }
     Ok(out)
 }
 
 /// One `[[network_connectors]]` table: ActiveMQ's `networkConnector`, snake_cased, with
 /// ActiveMQ's defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct NetworkConnectorConfig {
     /// `name` (default `bridge`, the documented default); unique per broker.
@@ -178,6 +201,18 @@ pub struct NetworkConnectorConfig {
     /// the remote may have stored it without the confirmation arriving, and its duplicate
     /// detection drops only a copy sent to it. 0 disables. Default 30000.
     pub in_flight_pin_ms: u64,
+    /// `userName`: the login the bridge gives the remote broker (empty = none).
+    pub user_name: String,
+    /// `password`: the bridge's password at the remote broker (plain text: it is sent).
+    pub password: BridgePassword,
+    /// PEM file of the CA that signed the remote brokers' certificates, for `ssl://`
+    /// addresses (ActiveMQ's trust store).
+    pub tls_ca: PathBuf,
+    /// PEM client certificate chain the bridge presents, for a remote with
+    /// `tls.need_client_auth` (with `tls_key`).
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
     /// Every other key, so known-but-unsupported ActiveMQ options get a message naming them.
     #[serde(flatten)]
     pub other: toml::Table,
@@ -208,12 +243,36 @@ impl Default for NetworkConnectorConfig {
             replay_when_no_consumers: true,
             max_replays: super::bridge::DEFAULT_MAX_REPLAYS,
             in_flight_pin_ms: 30_000,
+            user_name: String::new(),
+            password: BridgePassword::default(),
+            tls_ca: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             other: toml::Table::new(),
         }
     }
 }
 
 impl NetworkConnectorConfig {
+    /// The rustls configuration for `ssl://` addresses (`tls_ca`, and `tls_cert` / `tls_key`
+    /// when given); `None` without `tls_ca`.
+    pub fn tls_client_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+        if self.tls_ca.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let client = match (
+            self.tls_cert.as_os_str().is_empty(),
+            self.tls_key.as_os_str().is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((self.tls_cert.as_path(), self.tls_key.as_path())),
+            _ => return Err("tls_cert and tls_key go together".into()),
+        };
+        ferromq_client::tls::client_config(&self.tls_ca, client)
+            .map(Some)
+            .map_err(|e| format!("tls_ca / tls_cert / tls_key: {e}"))
+    }
+
     /// `messageTTL`: defaults to `networkTTL`.
     pub fn effective_message_ttl(&self) -> i32 {
         self.message_ttl.unwrap_or(self.network_ttl)
@@ -253,6 +312,29 @@ impl NetworkConnectorConfig {
             return Err(invalid("uri is required".into()));
         }
         let uri = ConnectorUri::parse(&self.uri).map_err(&invalid)?;
+        let tls_addrs = match &uri {
+            ConnectorUri::Static(a) | ConnectorUri::MasterSlave(a) => {
+                a.iter().any(|a| a.starts_with("ssl://"))
+            }
+            ConnectorUri::Multicast(_) | ConnectorUri::Zookeeper(_) => false,
+        };
+        if tls_addrs && self.tls_ca.as_os_str().is_empty() {
+            return Err(invalid(
+                "ssl:// addresses need tls_ca (the CA that signed the remote brokers' certificates)"
+                    .into(),
+            ));
+        }
+        if !tls_addrs && !self.tls_ca.as_os_str().is_empty() {
+            return Err(invalid(
+                "tls_ca is set but no address of uri is ssl://: the bridge would not use TLS"
+                    .into(),
+            ));
+        }
+        // Read the files now, so that a bad one stops the start with its name.
+        self.tls_client_config().map_err(&invalid)?;
+        if self.user_name.is_empty() && !self.password.0.is_empty() {
+            return Err(invalid("password without user_name".into()));
+        }
         for (key, v) in [
             ("network_ttl", Some(self.network_ttl)),
             ("message_ttl", self.message_ttl),

@@ -48,6 +48,7 @@ async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>, registr
         ctx.shutdown.clone(),
         "openwire",
         ctx.connections.clone(),
+        ctx.live.clone(),
         |stream, peer| {
             session::serve(
                 ClientStream::Tcp(stream),
@@ -56,7 +57,7 @@ async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>, registr
                 registry.clone(),
             )
         },
-        drop,
+        |stream, _| drop(stream),
     )
     .await;
 }
@@ -78,6 +79,7 @@ async fn run_tls_listener(
         ctx.shutdown.clone(),
         "openwire",
         ctx.connections.clone(),
+        ctx.live.clone(),
         |stream, peer| {
             let ctx = ctx.clone();
             let acceptor = acceptor.clone();
@@ -90,7 +92,7 @@ async fn run_tls_listener(
                 }
             }
         },
-        drop,
+        |stream, _| drop(stream),
     )
     .await;
 }

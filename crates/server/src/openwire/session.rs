@@ -266,6 +266,10 @@ struct Session {
     /// Who logged in and their groups (for `[[security.authorization]]`).
     user: String,
     groups: Vec<String>,
+    /// The `[security]` rules, as of the last reload this session has seen.
+    security: crate::reload::SecurityView,
+    /// The subject of the client's TLS certificate, when it presented one.
+    peer_subject: Option<crate::dn::Dn>,
     connection: u64,
     peer: SocketAddr,
     version: u32,
@@ -350,6 +354,7 @@ async fn run(
     connection: u64,
     registry: Arc<Registry>,
 ) {
+    let peer_subject = stream.peer_subject();
     let (mut rd, wr) = stream.into_split();
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
     let (dl_tx, dl_rx) = mpsc::unbounded_channel();
@@ -373,6 +378,8 @@ async fn run(
         ctx: ctx.clone(),
         user: String::new(),
         groups: Vec::new(),
+        security: crate::reload::SecurityView::new(&ctx.live),
+        peer_subject,
         connection,
         peer,
         version: 0,
@@ -545,6 +552,7 @@ impl Session {
     }
 
     async fn handle(&mut self, cmd: Command) -> Result<(), Refusal> {
+        self.security.refresh(&self.ctx.live);
         if self.version == 0 && !matches!(cmd, Command::WireFormatInfo(_)) {
             return Err(Refusal::jms("The first command must be WireFormatInfo"));
         }
@@ -710,14 +718,15 @@ impl Session {
             self.respond(&c.header).await;
             return Ok(());
         }
-        let users = &self.ctx.config.security.users;
-        if !users.is_empty() {
+        let security = self.security.get();
+        if security.authentication_required() {
             let login = c.user_name.as_deref().unwrap_or("");
             let pass = c.password.as_deref().unwrap_or("");
-            let Some((user, groups)) =
-                crate::passwords::authenticate_async(users, login, pass).await
+            let subject = self.peer_subject.as_ref();
+            let Some((user, groups)) = crate::security::login(security, subject, login, pass).await
             else {
-                tracing::warn!(login, peer = %self.peer, "authentication failed");
+                let cert = subject.map(ToString::to_string).unwrap_or_default();
+                tracing::warn!(login, peer = %self.peer, certificate = %cert, "authentication failed");
                 return Err(Refusal {
                     class: SECURITY_EXCEPTION,
                     message: format!("User name [{login}] or password is invalid."),
@@ -780,12 +789,14 @@ impl Session {
         }
         self.ow_connection_id = Some(ow_id);
         self.connected = true;
-        self.ctx.connections.identify(
-            "openwire",
-            self.peer,
-            c.user_name.as_deref(),
-            self.client_id.as_deref(),
-        );
+        let login = if self.user.is_empty() {
+            c.user_name.as_deref()
+        } else {
+            Some(self.user.as_str())
+        };
+        self.ctx
+            .connections
+            .identify("openwire", self.peer, login, self.client_id.as_deref());
         tracing::debug!(
             client_id = self.client_id.as_deref().unwrap_or(""),
             failover_reconnect = c.failover_reconnect,
@@ -837,7 +848,8 @@ impl Session {
     /// does not exist yet (`admin`).
     fn authorize(&self, dest: &Destination, action: crate::authz::Action) -> Result<(), Refusal> {
         let broker = &self.ctx.broker;
-        self.ctx
+        self.security
+            .get()
             .authz
             .check_use(&self.user, &self.groups, dest, action, || {
                 broker.queue_exists(dest)

@@ -17,7 +17,8 @@ pub use session::ConnectorContext;
 pub(crate) use session::RESERVED_HEADERS;
 
 /// Accepts STOMP connections on `listener` until shutdown, at most `max_connections` at once.
-/// A connection over the limit gets an ERROR frame and is closed.
+/// A connection over the limit (or over `security.max_connections_per_ip`) gets an ERROR frame
+/// and is closed.
 pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
     let max = ctx.config.stomp.max_connections;
     let shutdown = ctx.shutdown.clone();
@@ -27,9 +28,10 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
         shutdown,
         "stomp",
         ctx.connections.clone(),
+        ctx.live.clone(),
         |stream, peer| session::serve(ClientStream::Tcp(stream), peer, ctx.clone()),
-        |stream| {
-            tokio::spawn(refuse(stream, max));
+        |stream, reason| {
+            tokio::spawn(refuse(stream, reason));
         },
     )
     .await;
@@ -37,7 +39,7 @@ pub async fn run_listener(listener: TcpListener, ctx: Arc<ConnectorContext>) {
 
 /// Accepts STOMP over TLS (`transports.stomp_ssl`) on `listener` until shutdown, with the same
 /// sessions and limits as [`run_listener`] (its own `stomp.max_connections`). The handshake
-/// runs in the connection's task, under `tls.handshake_timeout_ms`. A connection over the limit
+/// runs in the connection's task, under `tls.handshake_timeout_ms`. A connection over a limit
 /// is closed without a frame: the client has not negotiated TLS yet, so it could not read one.
 pub async fn run_tls_listener(
     listener: TcpListener,
@@ -53,6 +55,7 @@ pub async fn run_tls_listener(
         shutdown,
         "stomp",
         ctx.connections.clone(),
+        ctx.live.clone(),
         |stream, peer| {
             let ctx = ctx.clone();
             let acceptor = acceptor.clone();
@@ -65,17 +68,15 @@ pub async fn run_tls_listener(
                 }
             }
         },
-        drop,
+        |stream, _| drop(stream),
     )
     .await;
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream, max: usize) {
+/// Answers a connection over a limit with an ERROR frame giving `reason`, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream, reason: String) {
     let mut buf = BytesMut::new();
-    let f = Frame::new(Command::Error).with_header(
-        "message",
-        format!("Connection limit of {max} reached (maximumConnections)"),
-    );
+    let f = Frame::new(Command::Error).with_header("message", reason);
     encode(&f, Version::V1_0, &mut buf);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&buf)).await;
     let _ = stream.shutdown().await;

@@ -79,8 +79,8 @@ pub struct ConnectorContext {
     pub cluster: Option<crate::cluster::ClusterView>,
     /// The open client connections, for the admin API.
     pub connections: crate::connections::Connections,
-    /// Destination rules (`[[security.authorization]]`).
-    pub authz: crate::authz::Authorizer,
+    /// What a SIGHUP reloads: `[security]` (users, rules) and the TLS certificate.
+    pub live: Arc<crate::reload::LiveConfig>,
 }
 
 /// A frame-level failure: becomes an ERROR frame, then the connection closes.
@@ -252,6 +252,10 @@ struct Session {
     /// Who logged in and their groups (for `[[security.authorization]]`).
     user: String,
     groups: Vec<String>,
+    /// The `[security]` rules, as of the last reload this session has seen.
+    security: crate::reload::SecurityView,
+    /// The subject of the client's TLS certificate, when it presented one.
+    peer_subject: Option<crate::dn::Dn>,
 }
 
 /// Serves one accepted connection to its end.
@@ -262,6 +266,7 @@ pub(crate) async fn serve(stream: ClientStream, peer: SocketAddr, ctx: Arc<Conne
 }
 
 async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<ConnectorContext>, connection: u64) {
+    let peer_subject = stream.peer_subject();
     let (mut rd, wr) = stream.into_split();
     let (ctl_tx, ctl_rx) = mpsc::channel(CONTROL_QUEUE_MAX);
     let (dl_tx, dl_rx) = mpsc::unbounded_channel();
@@ -309,6 +314,8 @@ async fn run(stream: ClientStream, peer: SocketAddr, ctx: Arc<ConnectorContext>,
         demand_feeds: HashMap::new(),
         user: String::new(),
         groups: Vec::new(),
+        security: crate::reload::SecurityView::new(&ctx.live),
+        peer_subject,
     };
     tracing::debug!("connection accepted");
     let reason = session.read_loop(&mut rd, hb_tx).await;
@@ -413,6 +420,7 @@ impl Session {
 
     async fn handle(&mut self, frame: Frame) -> Result<(), StompError> {
         tracing::trace!(command = %frame.command, "frame");
+        self.security.refresh(&self.ctx.live);
         match frame.command {
             Command::Connect | Command::Stomp => self.on_connect(frame).await,
             _ if !self.connected => Err(StompError::new(format!(
@@ -482,14 +490,15 @@ impl Session {
             self.closing = true;
             return Ok(());
         };
-        let users = &self.ctx.config.security.users;
-        if !users.is_empty() {
+        let security = self.security.get();
+        if security.authentication_required() {
             let login = frame.header("login").unwrap_or("");
             let pass = frame.header("passcode").unwrap_or("");
-            let Some((user, groups)) =
-                crate::passwords::authenticate_async(users, login, pass).await
+            let subject = self.peer_subject.as_ref();
+            let Some((user, groups)) = crate::security::login(security, subject, login, pass).await
             else {
-                tracing::warn!(login, peer = %self.peer, "authentication failed");
+                let cert = subject.map(ToString::to_string).unwrap_or_default();
+                tracing::warn!(login, peer = %self.peer, certificate = %cert, "authentication failed");
                 return Err(StompError::new(format!(
                     "User name [{login}] or password is invalid."
                 )));
@@ -502,12 +511,14 @@ impl Session {
             self.client_id = Some(cid.to_string());
             self.client_id_registered = true;
         }
-        self.ctx.connections.identify(
-            "stomp",
-            self.peer,
-            frame.header("login"),
-            self.client_id.as_deref(),
-        );
+        let login = if self.user.is_empty() {
+            frame.header("login")
+        } else {
+            Some(self.user.as_str())
+        };
+        self.ctx
+            .connections
+            .identify("stomp", self.peer, login, self.client_id.as_deref());
         let peer_hb = match (version, frame.header("heart-beat")) {
             (Version::V1_0, _) | (_, None) => HeartBeat::default(),
             (_, Some(h)) => HeartBeat::parse(h).map_err(|e| StompError::new(e.to_string()))?,
@@ -576,12 +587,13 @@ impl Session {
         action: crate::authz::Action,
     ) -> Result<(), StompError> {
         let broker = &self.ctx.broker;
-        let checked = self
-            .ctx
-            .authz
-            .check_use(&self.user, &self.groups, dest, action, || {
-                broker.queue_exists(dest)
-            });
+        let checked =
+            self.security
+                .get()
+                .authz
+                .check_use(&self.user, &self.groups, dest, action, || {
+                    broker.queue_exists(dest)
+                });
         checked.map_err(|reason| {
             tracing::warn!(user = %self.user, %reason, "not authorized");
             StompError::new(reason)

@@ -66,8 +66,13 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(server: &Server) -> Raw {
+        Raw::connect_addr(&server.stomp_addr.to_string()).await
+    }
+
+    /// A raw connection to `addr` (`host:port`), for a broker in another process.
+    pub async fn connect_addr(addr: &str) -> Raw {
         Raw {
-            stream: TcpStream::connect(server.stomp_addr).await.unwrap(),
+            stream: TcpStream::connect(addr).await.unwrap(),
             buf: BytesMut::new(),
             decoder: Decoder::new(Limits::default()),
         }
