@@ -13,6 +13,7 @@ pub mod connections;
 pub mod network;
 pub mod openwire;
 pub mod passwords;
+pub mod progress;
 pub mod server;
 pub mod stomp;
 pub mod tls;
