@@ -251,7 +251,7 @@ def test_the_cluster_page_shows_ha_and_the_bridges_the_broker_runs(broker_factor
     p.wait_text(cell("to-nowhere", "forwarded"), "0")
     assert f"127.0.0.1:{dead}" in p.text(cell("to-nowhere", "remote"))
     assert p.finds("table.slaves tbody tr") == [], "a standalone broker has no slaves"
-    p.shot("console-cluster")
+    p.shot("cluster")
 
 
 def test_the_rate_chart_shows_messages_flowing(broker, page, stomp_clients):

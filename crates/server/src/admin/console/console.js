@@ -842,7 +842,7 @@
         { key: "member", label: "Slave" },
         { key: "acked_lsn", label: "Acknowledged", num: true },
         { key: "lag_entries", label: "Lag (entries)", num: true },
-        { key: "queued_bytes", label: "Queued", fmt: (r) => bytes(r.queued_bytes) },
+        { key: "queued_bytes", label: "Queued", num: true, fmt: (r) => bytes(r.queued_bytes) },
       ],
     });
     const bridges = table({
