@@ -67,7 +67,7 @@ def _free_port():
 class Broker:
     """One `ferromq serve` with STOMP and the admin endpoint on free loopback ports."""
 
-    def __init__(self, binary, workdir, name, users):
+    def __init__(self, binary, workdir, name, users, extra=""):
         self.binary = binary
         self.workdir = workdir
         self.name = name
@@ -81,7 +81,7 @@ class Broker:
         config = (
             f'[broker]\nname = "{name}"\ndata_dir = "{data}"\n'
             f'[transports]\nstomp = "127.0.0.1:{self.port}"\nadmin = "127.0.0.1:{self.admin_port}"\n'
-            '[store]\nbackend = "memory"\n' + (USERS_TOML if users else "")
+            '[store]\nbackend = "memory"\n' + (USERS_TOML if users else "") + extra
         )
         self.config_path = os.path.join(workdir, "ferromq.toml")
         with open(self.config_path, "w") as f:
@@ -182,13 +182,14 @@ def _binary():
 
 @pytest.fixture
 def broker_factory():
-    """`make(users=False, name=...)`: a started broker, stopped (and checked) at the end."""
+    """`make(users=False, name=..., extra=...)`: a started broker (`extra`: more TOML at the end
+    of its config), stopped (and checked) at the end."""
     binary = _binary()
     made = []
 
-    def make(users=False, name="console-test"):
+    def make(users=False, name="console-test", extra=""):
         d = tempfile.mkdtemp(prefix="ferromq-console-")
-        b = Broker(binary, d, name, users)
+        b = Broker(binary, d, name, users, extra)
         made.append((b, d))
         return b.start()
 

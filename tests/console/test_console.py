@@ -5,6 +5,7 @@ page to show it and compares that with the broker's own answer (STOMP, the JSON 
 """
 
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -223,6 +224,34 @@ def test_topics_and_connections_pages_list_what_the_broker_has(broker, page, sto
     key = conns[0].get("id", conns[0]["remote"])
     p.wait_text(cell(key, "remote"), conns[0]["remote"])
     p.wait_text(cell(key, "protocol"), "stomp")
+
+
+def test_the_cluster_page_shows_ha_and_the_bridges_the_broker_runs(broker_factory, page):
+    # A connector to a port nobody listens on: its bridge keeps connecting.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    b = broker_factory(
+        extra=(
+            '[[network_connectors]]\nname = "to-nowhere"\n'
+            f'uri = "static:(tcp://127.0.0.1:{dead})"\n'
+            "initial_reconnect_delay_ms = 50\nmax_reconnect_delay_ms = 200\n"
+        )
+    )
+    ha = b.api("GET", "/api/v1/ha")
+    assert ha["mode"] == "none" and ha["role"] == "master" and ha["replication"] is None, ha
+    bridges = b.api("GET", "/api/v1/bridges")["bridges"]
+    assert [x["name"] for x in bridges] == ["to-nowhere"], bridges
+    assert bridges[0]["state"] == "connecting", bridges
+    p = page(b).open("#/cluster")
+    p.wait_text('dd[data-field="mode"]', "none")
+    p.wait_text('dd[data-field="role"]', "master")
+    p.wait_text('dd[data-field="epoch"]', "0")
+    p.wait_text(cell("to-nowhere", "state"), "connecting")
+    p.wait_text(cell("to-nowhere", "forwarded"), "0")
+    assert f"127.0.0.1:{dead}" in p.text(cell("to-nowhere", "remote"))
+    assert p.finds("table.slaves tbody tr") == [], "a standalone broker has no slaves"
+    p.shot("cluster")
 
 
 def test_the_rate_chart_shows_messages_flowing(broker, page, stomp_clients):

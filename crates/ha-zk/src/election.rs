@@ -995,7 +995,8 @@ impl ZkReplication {
         let serving = rs.serving();
         Ok(Attempt::Master(
             Mastership::new(epoch, Some(fence), lost_rx, Box::new(guard))
-                .with_store(Arc::new(rs))
+                .with_store(Arc::new(rs.clone()))
+                .with_replication(Arc::new(rs))
                 .with_serving(serving),
         ))
     }

@@ -528,6 +528,39 @@ impl Shared {
     }
 }
 
+impl ferromq_ha::ReplicationStatus for ReplicatingStore {
+    fn replication(&self) -> ferromq_ha::Replication {
+        let shared = &self.shared;
+        let st = shared.state.lock();
+        let last_lsn = st.last.lsn;
+        let mut slaves: Vec<ferromq_ha::SlaveReplication> = st
+            .followers
+            .values()
+            .map(|f| {
+                // The slave holds everything up to its floor (where its log was agreed to
+                // match this master's) before it acknowledges anything of this epoch.
+                let acked_lsn = shared.acked(f).max(f.floor);
+                ferromq_ha::SlaveReplication {
+                    member: f.member.clone(),
+                    acked_lsn,
+                    received_lsn: f.mem.max(f.disk).max(f.floor),
+                    durable_lsn: f.disk.max(f.floor),
+                    lag_entries: last_lsn.saturating_sub(acked_lsn),
+                    queued_bytes: f.queued_bytes.load(Ordering::Relaxed) as u64,
+                }
+            })
+            .collect();
+        slaves.sort_by(|a, b| a.member.cmp(&b.member));
+        ferromq_ha::Replication {
+            last_lsn,
+            local_lsn: st.local_done,
+            slave_acks_required: shared.policy.slave_acks as u64,
+            slave_acks_durable: matches!(shared.policy.ack_kind, AckKind::Disk),
+            slaves,
+        }
+    }
+}
+
 impl MessageStore for ReplicatingStore {
     fn kind(&self) -> &'static str {
         "replicated"
@@ -623,6 +656,12 @@ impl MessageStore for ReplicatingStore {
 
     fn usage_bytes(&self) -> u64 {
         self.shared.inner.usage_bytes()
+    }
+
+    /// The local store's: what this master's own disk does per group (replication's waits
+    /// are in the replication status, not here).
+    fn commit_stats(&self) -> Option<ferromq_store::CommitStatsSnapshot> {
+        self.shared.inner.commit_stats()
     }
 
     fn close(&self) -> Result<(), StoreError> {

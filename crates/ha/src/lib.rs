@@ -91,6 +91,8 @@ pub struct Mastership {
     /// False while the master is suspended (still master, but confirming nothing: its HA
     /// coordination is unreachable); `None`: always serving.
     serving: Option<watch::Receiver<bool>>,
+    /// A replicating master's view of its slaves, for the admin API.
+    replication: Option<Arc<dyn ReplicationStatus>>,
     /// Keeps the lock (file handle, connection…) alive; dropping it releases the lock.
     _guard: Box<dyn Send + Sync>,
 }
@@ -118,6 +120,7 @@ impl Mastership {
             lost,
             store: None,
             serving: None,
+            replication: None,
             _guard: guard,
         }
     }
@@ -132,6 +135,17 @@ impl Mastership {
     pub fn with_serving(mut self, serving: watch::Receiver<bool>) -> Mastership {
         self.serving = Some(serving);
         self
+    }
+
+    /// Lets the admin API read the replication state (see [`Mastership::replication`]).
+    pub fn with_replication(mut self, r: Arc<dyn ReplicationStatus>) -> Mastership {
+        self.replication = Some(r);
+        self
+    }
+
+    /// The replication state of a replicating master (`None` in every other mode).
+    pub fn replication(&self) -> Option<Arc<dyn ReplicationStatus>> {
+        self.replication.clone()
     }
 
     /// Whether this master may serve consumers now: false while it is suspended, when another
@@ -167,6 +181,44 @@ impl Mastership {
     pub fn release(self) {
         drop(self);
     }
+}
+
+/// A replicating master's view of its slaves, read (never changed) by the admin API.
+pub trait ReplicationStatus: Send + Sync + fmt::Debug {
+    /// The state now.
+    fn replication(&self) -> Replication;
+}
+
+/// What a replicating master knows of its log and its slaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// The last log position (lsn) the master assigned.
+    pub last_lsn: u64,
+    /// The highest lsn the master's own store confirmed.
+    pub local_lsn: u64,
+    /// Slave acknowledgements a write waits for before it is confirmed.
+    pub slave_acks_required: u64,
+    /// Whether those acknowledgements mean "durable" (`true`) or "received" (`false`).
+    pub slave_acks_durable: bool,
+    /// The connected slaves, by member id.
+    pub slaves: Vec<SlaveReplication>,
+}
+
+/// One connected slave as its master sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlaveReplication {
+    /// The slave's member id.
+    pub member: String,
+    /// The highest lsn it holds as the sync mode counts it (received or durable).
+    pub acked_lsn: u64,
+    /// The highest lsn it acknowledged receiving.
+    pub received_lsn: u64,
+    /// The highest lsn it acknowledged as durable.
+    pub durable_lsn: u64,
+    /// Entries the master assigned that the slave has not acknowledged: `last_lsn - acked_lsn`.
+    pub lag_entries: u64,
+    /// Bytes queued for it and not yet written to its socket.
+    pub queued_bytes: u64,
 }
 
 /// How a broker becomes master.

@@ -14,6 +14,7 @@ pub mod dn;
 pub mod network;
 pub mod openwire;
 pub mod passwords;
+pub mod progress;
 pub mod reload;
 pub mod security;
 pub mod server;

@@ -1,6 +1,7 @@
 //! `ferromq`: the broker and its command-line tools.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -317,7 +318,6 @@ enum AckArg {
 
 /// Logs go to stderr, filtered by `--log`, else `RUST_LOG`, else `default_level`.
 fn init_logging(filter: Option<&str>, json: bool, default_level: &str) {
-    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
@@ -565,6 +565,7 @@ async fn main() -> anyhow::Result<()> {
                 hdrs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
             let fixed = size.map(|s| bytes::Bytes::from(vec![b'x'; s]));
             let started = Instant::now();
+            let mut progress = ferromq_server::progress::Progress::stderr("sent", count);
             for n in 1..=count {
                 let body = match &fixed {
                     Some(b) => b.clone(),
@@ -575,7 +576,9 @@ async fn main() -> anyhow::Result<()> {
                 } else {
                     client.send(&destination, body, &hrefs).await?;
                 }
+                progress.inc();
             }
+            progress.finish();
             client.disconnect().await?;
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
@@ -615,6 +618,10 @@ async fn main() -> anyhow::Result<()> {
             }
             let mut sub = client.subscribe(&destination, mode, &hdrs).await?;
             let mut received = 0u64;
+            // Only with -n (a total to count towards), and not over bodies printed to the same
+            // terminal.
+            let mut progress = (count > 0 && (quiet || !std::io::stdout().is_terminal()))
+                .then(|| ferromq_server::progress::Progress::stderr("received", count));
             loop {
                 if count > 0 && received >= count {
                     break;
@@ -630,12 +637,18 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let Some(msg) = next else { break };
                 received += 1;
+                if let Some(p) = progress.as_mut() {
+                    p.inc();
+                }
                 if !quiet {
                     println!("{}", String::from_utf8_lossy(msg.body()));
                 }
                 if mode != AckMode::Auto {
                     client.ack(&msg, None).await?;
                 }
+            }
+            if let Some(p) = progress {
+                p.finish();
             }
             client.disconnect().await?;
             eprintln!("received {received} message(s) from {destination}");
@@ -901,18 +914,20 @@ async fn serve_loop(
     members: Option<ferromq_server::cluster::Members>,
     live: Arc<ferromq_server::reload::LiveConfig>,
 ) -> anyhow::Result<()> {
-    use ferromq_server::admin::{Live, LiveServer};
+    use ferromq_server::admin::{Live, LiveServer, ReplicationView};
     let set_role = |role: &str,
                     epoch: u64,
                     stomp: String,
                     bridges: ferromq_server::server::BridgeList,
-                    live: Live| {
+                    live: Live,
+                    replication: ReplicationView| {
         status.send_modify(|s| {
             s.role = role.to_string();
             s.epoch = epoch;
             s.stomp = stomp;
             s.bridges = bridges;
             s.live = live;
+            s.replication = replication;
         })
     };
     use tokio::signal::unix::{signal, SignalKind};
@@ -920,7 +935,14 @@ async fn serve_loop(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tracing::info!(mode = activation.mode(), "competing for mastership");
-        set_role("slave", 0, String::new(), Default::default(), Live(None));
+        set_role(
+            "slave",
+            0,
+            String::new(),
+            Default::default(),
+            Live(None),
+            ReplicationView::default(),
+        );
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
             m = activation.acquire() => m.context("acquiring mastership")?,
@@ -958,6 +980,7 @@ async fn serve_loop(
                 broker: server.broker.clone(),
                 connections: server.connections.clone(),
             })),
+            ReplicationView(mastership.replication()),
         );
         // A suspended master confirms nothing and must deliver nothing either: another broker
         // may be elected meanwhile and deliver the same messages.
@@ -985,7 +1008,14 @@ async fn serve_loop(
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
-                set_role("deposed", 0, String::new(), Default::default(), Live(None));
+                set_role(
+                    "deposed",
+                    0,
+                    String::new(),
+                    Default::default(),
+                    Live(None),
+                    ReplicationView::default(),
+                );
                 if let Err(e) = server.shutdown().await {
                     tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
                 }

@@ -138,7 +138,10 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let ty = rest.split_whitespace().nth(1).unwrap_or("");
-            assert!(["counter", "gauge"].contains(&ty), "bad TYPE line {line:?}");
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&ty),
+                "bad TYPE line {line:?}"
+            );
             continue;
         }
         if line.starts_with("# HELP ") {
@@ -517,6 +520,21 @@ async fn a_slave_answers_what_it_is_and_refuses_operations() {
     );
     let e = json_ok(&a2, "GET", "/api/v1/queues", None, None, 503).await;
     assert!(e["error"].as_str().unwrap().contains("slave"), "{e}");
+    // The HA view answers on a slave too, and says what it is.
+    let ha = json_ok(&a2, "GET", "/api/v1/ha", None, None, 200).await;
+    assert_eq!(ha["role"], "slave", "{ha}");
+    assert_eq!(ha["mode"], "shared-file", "{ha}");
+    assert!(ha["replication"].is_null(), "{ha}");
+    let ha = json_ok(&a1, "GET", "/api/v1/ha", None, None, 200).await;
+    assert_eq!(ha["role"], "master", "{ha}");
+    assert!(
+        ha["epoch"].as_u64().unwrap() >= 1,
+        "a shared-file master has an epoch: {ha}"
+    );
+    assert!(
+        ha["replication"].is_null(),
+        "shared-file does not replicate: {ha}"
+    );
     json_ok(&a2, "POST", "/api/v1/queues/q/purge", None, Some("{}"), 503).await;
     let (code, _, text) = http(&a2, "GET", "/metrics", None, None).await;
     assert_eq!(code, 200);
@@ -631,6 +649,200 @@ fn journal_broker(dir: &std::path::Path, name: &str) -> (Proc, u16, String, Stri
     );
     wait_master(&admin);
     (broker, port, admin, cfg)
+}
+
+/// The value of the one sample named `name` with exactly `labels`.
+fn sample_exact(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && l.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+        })
+        .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+        .2
+}
+
+/// Checks one histogram family of a scrape: its `_bucket` samples never decrease with `le`,
+/// the `+Inf` bucket equals `_count`; returns (`_count`, `_sum`).
+fn histogram(samples: &[Sample], name: &str) -> (f64, f64) {
+    let bucket = format!("{name}_bucket");
+    let mut last = (f64::NEG_INFINITY, 0.0);
+    let mut seen = 0;
+    for (_, labels, v) in samples.iter().filter(|(n, _, _)| *n == bucket) {
+        let le = &labels
+            .iter()
+            .find(|(k, _)| k == "le")
+            .expect("an le label")
+            .1;
+        let le: f64 = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or_else(|_| panic!("{bucket}: le {le:?}"))
+        };
+        assert!(le > last.0, "{bucket}: le not increasing at {le}");
+        assert!(*v >= last.1, "{bucket}: count falls at le {le}");
+        last = (le, *v);
+        seen += 1;
+    }
+    assert!(seen > 1, "{bucket}: no buckets");
+    assert_eq!(last.0, f64::INFINITY, "{bucket}: the last bucket is +Inf");
+    let count = sample_exact(samples, &format!("{name}_count"), &[]);
+    assert_eq!(last.1, count, "{name}: +Inf bucket and _count differ");
+    (count, sample_exact(samples, &format!("{name}_sum"), &[]))
+}
+
+/// The journal's group-commit statistics on `/metrics`, from a real broker: after N persistent
+/// sends with receipts, the groups' sizes sum to at least N (each send is a batch made durable
+/// by some sync), at least one sync was timed, and each send's wait for durability was counted.
+#[tokio::test]
+async fn metrics_count_the_journals_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port, admin, _) = journal_broker(dir.path(), "commits");
+    const N: u64 = 25;
+    let c = stomp_as(port, "commits-a").await;
+    for i in 0..N {
+        c.send_with_receipt("/queue/commits", format!("m{i}"), &[("persistent", "true")])
+            .await
+            .unwrap();
+    }
+    let (code, head, text) = http(&admin, "GET", "/metrics", VIEWER, None).await;
+    assert_eq!(code, 200, "{head}");
+    let samples = parse_metrics(&text);
+    let (groups, batches) = histogram(&samples, "ferromq_store_group_commit_size");
+    assert!(groups >= 1.0, "no group counted:\n{text}");
+    assert!(
+        batches >= N as f64,
+        "{batches} batches in groups for {N} sends"
+    );
+    let (syncs, sync_seconds) = histogram(&samples, "ferromq_store_sync_seconds");
+    assert!(syncs >= 1.0, "no sync timed");
+    assert!(sync_seconds >= 0.0);
+    let (waits, wait_seconds) = histogram(&samples, "ferromq_store_commit_wait_seconds");
+    assert!(waits >= N as f64, "{waits} waits for {N} receipted sends");
+    assert!(wait_seconds > 0.0, "the sends waited no time at all");
+    c.disconnect().await.unwrap();
+}
+
+/// `GET /api/v1/ha` of a broker without HA: mode `none`, master, epoch 0, no replication, and
+/// no replication series on `/metrics`.
+#[tokio::test]
+async fn the_ha_view_of_a_standalone_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, _port, admin, _) = journal_broker(dir.path(), "solo");
+    let ha = json_ok(&admin, "GET", "/api/v1/ha", VIEWER, None, 200).await;
+    assert_eq!(ha["mode"], "none", "{ha}");
+    assert_eq!(ha["role"], "master", "{ha}");
+    assert_eq!(ha["epoch"], 0, "{ha}");
+    assert!(ha["replication"].is_null(), "{ha}");
+    assert!(
+        ha.get("sync").is_none(),
+        "sync is for the replicated mode: {ha}"
+    );
+    let (_, _, text) = http(&admin, "GET", "/metrics", VIEWER, None).await;
+    assert!(!text.contains("ferromq_replication_"), "{text}");
+    let b = json_ok(&admin, "GET", "/api/v1/bridges", VIEWER, None, 200).await;
+    assert_eq!(b["bridges"], serde_json::json!([]), "{b}");
+}
+
+/// Polls `GET /api/v1/bridges` until `pred` holds for the one bridge listed (bounded).
+async fn wait_bridge(admin: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let v = json_ok(admin, "GET", "/api/v1/bridges", None, None, 200).await;
+        let list = v["bridges"].as_array().unwrap();
+        assert_eq!(list.len(), 1, "{v}");
+        if pred(&list[0]) {
+            return list[0].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bridge never {what}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET /api/v1/bridges` and the bridge series of `/metrics` on a broker with a static network
+/// connector: `connecting` while the remote is down, `connected` with the remote's name once
+/// it is up, and the messages a consumer on the remote received counted as forwarded.
+#[tokio::test]
+async fn bridges_are_listed_with_their_state_and_forwarded_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let a_cfg = format!(
+        "[broker]\nname = \"net-a\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{pa}\"\nadmin = \"{admin}\"\n[[network_connectors]]\nname = \"to-b\"\nuri = \"static:(tcp://127.0.0.1:{pb})\"\ninitial_reconnect_delay_ms = 50\nmax_reconnect_delay_ms = 200\n",
+        dir.path().join("a").display()
+    );
+    let a = Proc::start("net-a", dir.path(), pa, &a_cfg);
+    assert!(a.wait_accepting(WAIT).is_some(), "a did not start");
+    wait_master(&admin);
+    let bridge = wait_bridge(&admin, "listed", |_| true).await;
+    assert_eq!(bridge["name"], "to-b", "{bridge}");
+    let addrs = bridge["addrs"].as_array().unwrap();
+    assert!(
+        addrs.len() == 1 && addrs[0].as_str().unwrap().ends_with(&format!(":{pb}")),
+        "{bridge}"
+    );
+    assert_eq!(bridge["state"], "connecting", "b is not up yet: {bridge}");
+    assert_eq!(bridge["forwarded"], 0, "{bridge}");
+
+    let b_cfg = format!(
+        "[broker]\nname = \"net-b\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{pb}\"\n",
+        dir.path().join("b").display()
+    );
+    let b = Proc::start("net-b", dir.path(), pb, &b_cfg);
+    assert!(b.wait_accepting(WAIT).is_some(), "b did not start");
+    let bridge = wait_bridge(&admin, "connected", |v| v["state"] == "connected").await;
+    assert!(bridge["connects"].as_u64().unwrap() >= 1, "{bridge}");
+
+    // A consumer on b makes demand; what is produced on a goes over the bridge.
+    let cb = Client::connect(&format!("127.0.0.1:{pb}"), ClientConfig::default())
+        .await
+        .unwrap();
+    let mut sub = cb
+        .subscribe("/queue/over", AckMode::Auto, &[])
+        .await
+        .unwrap();
+    wait_bridge(&admin, "given the consumer", |v| {
+        v["network_consumers"] == 1
+    })
+    .await;
+    let ca = Client::connect(&format!("127.0.0.1:{pa}"), ClientConfig::default())
+        .await
+        .unwrap();
+    for i in 0..3 {
+        ca.send_with_receipt("/queue/over", format!("m{i}"), &[])
+            .await
+            .unwrap();
+    }
+    for _ in 0..3 {
+        sub.next_timeout(WAIT)
+            .await
+            .expect("a message over the bridge");
+    }
+    let bridge = wait_bridge(&admin, "counting 3 forwarded", |v| v["forwarded"] == 3).await;
+    assert_eq!(bridge["remote"], "net-b", "{bridge}");
+    let (_, _, text) = http(&admin, "GET", "/metrics", None, None).await;
+    let samples = parse_metrics(&text);
+    assert_eq!(
+        sample(
+            &samples,
+            "ferromq_bridge_forwarded_total",
+            ("bridge", "to-b")
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(&samples, "ferromq_bridge_connected", ("bridge", "to-b")),
+        1.0
+    );
+    ca.disconnect().await.unwrap();
+    cb.disconnect().await.unwrap();
 }
 
 /// The ids of the messages waiting in `queue`, in order, with their bodies (browse).

@@ -220,6 +220,11 @@ fn client_commands_print_their_results_without_info_logs_unless_asked() {
     ];
     let (stdout, stderr) = client(&produce, None);
     assert!(stderr.contains("sent 2 message(s)"), "{stderr}");
+    // Piped stderr: no progress line (it is drawn with \r on a terminal only).
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("sent 1/2"),
+        "{stderr:?}"
+    );
     assert!(
         !stdout.contains("INFO") && !stderr.contains("INFO"),
         "produce printed INFO log lines: {stdout}{stderr}"
@@ -227,6 +232,7 @@ fn client_commands_print_their_results_without_info_logs_unless_asked() {
     let consume = ["consume", "--url", &addr, "-d", "/queue/quiet", "-n", "2"];
     let (stdout, stderr) = client(&consume, None);
     assert_eq!(stdout, "message 1\nmessage 2\n");
+    assert!(!stderr.contains('\r'), "{stderr:?}");
     assert!(
         !stderr.contains("INFO"),
         "consume printed INFO log lines: {stderr}"
@@ -237,6 +243,37 @@ fn client_commands_print_their_results_without_info_logs_unless_asked() {
         stderr.contains("INFO"),
         "RUST_LOG=info was ignored: {stderr}"
     );
+    stop(child);
+}
+
+/// On a terminal `produce` and `consume -n` draw a progress line on stderr (`\r`-redrawn, ended
+/// with the final count): `script` (util-linux) runs them on a pseudo-terminal. Piped, they
+/// draw nothing (the test above).
+#[test]
+fn produce_and_consume_draw_progress_on_a_terminal() {
+    let (child, addr, _dir) = serve(MEMORY_CONFIG);
+    let on_tty = |cmd: String| {
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("script(1) from util-linux");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{cmd}: {text}");
+        text
+    };
+    let text = on_tty(format!(
+        "{BIN} produce --url {addr} -d /queue/tty -n 3 --receipt"
+    ));
+    assert!(text.contains("\rsent 3/3 ["), "{text:?}");
+    assert!(text.contains("100%"), "{text:?}");
+    assert!(text.contains("sent 3 message(s)"), "{text:?}");
+    // Bodies printed to the same terminal would be torn by the line: --quiet keeps stdout quiet.
+    let text = on_tty(format!(
+        "{BIN} consume --url {addr} -d /queue/tty -n 3 --quiet"
+    ));
+    assert!(text.contains("\rreceived 3/3 ["), "{text:?}");
+    assert!(text.contains("received 3 message(s)"), "{text:?}");
     stop(child);
 }
 

@@ -148,3 +148,112 @@ async fn clean_shutdown_of_the_master_hands_over_at_once() {
         "a cleanly stopped slave must restart from a checkpoint that covers its whole journal"
     );
 }
+
+/// One `GET` on an admin endpoint (plain HTTP/1.1, `Connection: close`): the body.
+fn admin_get(admin: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a whole HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_string()
+}
+
+fn admin_json(admin: &str, path: &str) -> serde_json::Value {
+    let body = admin_get(admin, path);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// `GET /api/v1/ha` and the replication series of `/metrics` in a replicated group of three:
+/// the master lists both slaves with the positions they acknowledged, their lag reaches 0 once
+/// they hold everything sent (and each then acknowledged exactly the master's last position),
+/// and a slave answers with its role and no replication state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ha_api_shows_the_masters_slaves_and_their_lag() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(d.path(), &zk_standalone(), "ha-api", "");
+    let admins: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", support::free_port()))
+        .collect();
+    for (i, admin) in admins.iter().enumerate() {
+        c.transports_extra = format!("admin = \"{admin}\"\n");
+        c.start(i);
+    }
+    let (m, _) = tokio::task::block_in_place(|| c.wait_master(&[], T)).expect("no master elected");
+    let client = ferromq_client::Client::connect(
+        &format!("127.0.0.1:{}", c.ports[m]),
+        ferromq_client::ClientConfig::default(),
+    )
+    .await
+    .unwrap();
+    for i in 0..20 {
+        client
+            .send_with_receipt("/queue/ha-api", format!("m{i}"), &[("persistent", "true")])
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + T;
+    let ha = loop {
+        let ha = tokio::task::block_in_place(|| admin_json(&admins[m], "/api/v1/ha"));
+        let caught_up = ha["replication"]["slaves"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|s| s["lag_entries"] == 0));
+        if ha["role"] == "master" && caught_up {
+            break ha;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slaves never caught up: {ha}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ha["mode"], "replicated", "{ha}");
+    assert!(ha["epoch"].as_u64().unwrap() >= 1, "{ha}");
+    assert_eq!(ha["sync"], "quorum_disk", "{ha}");
+    assert_eq!(ha["replicas"], 3, "{ha}");
+    let r = &ha["replication"];
+    let last = r["last_lsn"].as_u64().unwrap();
+    assert!(
+        last >= 20,
+        "20 receipted sends are 20 entries at least: {ha}"
+    );
+    assert_eq!(r["slave_acks_required"], 1, "{ha}");
+    assert_eq!(r["slave_acks_durable"], true, "{ha}");
+    let members: Vec<String> = r["slaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["acked_lsn"], last, "{ha}");
+            assert_eq!(s["durable_lsn"], last, "{ha}");
+            s["member"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_ne!(members[0], members[1], "{ha}");
+    let text = tokio::task::block_in_place(|| admin_get(&admins[m], "/metrics"));
+    assert!(text.contains("ferromq_replication_slaves 2\n"), "{text}");
+    for member in &members {
+        // The lag of a slave that caught up stays 0 while nothing is sent.
+        let line = format!("ferromq_replication_lag_entries{{slave=\"{member}\"}} 0\n");
+        assert!(text.contains(&line), "no {line:?} in\n{text}");
+    }
+    client.disconnect().await.unwrap();
+
+    let slave = (0..3).find(|i| *i != m).unwrap();
+    let ha = tokio::task::block_in_place(|| admin_json(&admins[slave], "/api/v1/ha"));
+    assert_eq!(ha["role"], "slave", "{ha}");
+    assert_eq!(ha["mode"], "replicated", "{ha}");
+    assert!(
+        ha["replication"].is_null(),
+        "a slave reports no replication: {ha}"
+    );
+    let text = tokio::task::block_in_place(|| admin_get(&admins[slave], "/metrics"));
+    assert!(!text.contains("ferromq_replication_"), "{text}");
+}

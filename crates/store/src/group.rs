@@ -30,6 +30,8 @@ pub(crate) struct Submitted {
     /// What it counts against a group's byte bound (each store's own measure, computed on the
     /// submitting thread).
     pub bytes: usize,
+    /// When it was submitted (for [`crate::CommitStats::commit_wait_ns`]).
+    pub submitted_at: Instant,
 }
 
 impl Submitted {
@@ -41,6 +43,7 @@ impl Submitted {
             completer,
             lazy,
             bytes,
+            submitted_at: Instant::now(),
         };
         (s, completion)
     }

@@ -25,6 +25,7 @@ pub mod lsm;
 pub mod memory;
 #[cfg(feature = "sql")]
 pub mod sql;
+mod stats;
 mod types;
 
 pub use completion::{Completer, Completion};
@@ -36,6 +37,9 @@ pub use lsm::{LsmConfig, LsmStats, LsmStore};
 pub use memory::MemoryStore;
 #[cfg(feature = "sql")]
 pub use sql::{SqlConfig, SqlStats, SqlStore};
+pub use stats::{
+    CommitStats, CommitStatsSnapshot, Histogram, HistogramSnapshot, HISTOGRAM_BUCKETS,
+};
 pub use types::{Batch, ListInfo, ListKey, Op, Recovery, StoredMessage, SubscriptionRecord};
 
 /// A persistent message store.
@@ -77,6 +81,12 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Bytes of message data the store currently holds (for `store_usage_limit`).
     fn usage_bytes(&self) -> u64;
+
+    /// Group-commit statistics (batches per sync, sync latency, submit-to-confirmation wait),
+    /// for a store that keeps them; read when `/metrics` is scraped.
+    fn commit_stats(&self) -> Option<CommitStatsSnapshot> {
+        None
+    }
 
     /// Flushes, checkpoints and closes. Later submits fail with [`StoreError::Closed`].
     fn close(&self) -> Result<(), StoreError>;

@@ -366,6 +366,59 @@ fn concurrent_submitters(f: &mut dyn Fixture) {
     c.restart(f, false);
 }
 
+/// Group-commit statistics (`MessageStore::commit_stats`): after 160 batches from 16 threads
+/// the groups' sizes sum to at least 160 (every batch was made durable by some sync), each
+/// group holds one batch at least, a sync was timed, and each batch's wait was counted. The
+/// memory store (no sync) and lsm keep none.
+fn commit_statistics(f: &mut dyn Fixture) {
+    let store = f.open();
+    let kind = store.kind();
+    let Some(before) = store.commit_stats() else {
+        assert!(
+            matches!(kind, "memory" | "lsm"),
+            "{kind} keeps no commit statistics"
+        );
+        return;
+    };
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let list = format!("queue://stats.{t}");
+                let pending: Vec<_> = (1..=10u64)
+                    .map(|s| store.submit(vec![enq(&list, s, body(&list, s, 64))]))
+                    .collect();
+                for p in pending {
+                    p.wait_blocking().expect("confirmed");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("submitter thread");
+    }
+    let after = store.commit_stats().expect("still kept");
+    let groups = after.group_batches.count() - before.group_batches.count();
+    let batches = after.group_batches.sum - before.group_batches.sum;
+    assert!(groups >= 1, "{kind}: no group counted");
+    assert!(
+        batches >= 160,
+        "{kind}: {batches} batches in groups for 160"
+    );
+    assert!(groups <= batches, "{kind}: an empty group was counted");
+    assert!(
+        after.sync_ns.count() > before.sync_ns.count(),
+        "{kind}: no sync timed"
+    );
+    let waits = after.commit_wait_ns.count() - before.commit_wait_ns.count();
+    assert!(waits >= 160, "{kind}: {waits} waits for 160 batches");
+    assert!(
+        after.commit_wait_ns.sum > before.commit_wait_ns.sum,
+        "{kind}: the batches waited no time at all"
+    );
+    drop(store);
+}
+
 /// A random mix of every op, compared with the reference throughout, with clean and unclean
 /// restarts in between.
 fn random_ops_match_the_reference(f: &mut dyn Fixture) {
@@ -469,6 +522,10 @@ macro_rules! conformance {
             #[test]
             fn concurrent_submitters() {
                 super::concurrent_submitters(&mut $fixture)
+            }
+            #[test]
+            fn commit_statistics() {
+                super::commit_statistics(&mut $fixture)
             }
             #[test]
             fn random_ops_match_the_reference() {

@@ -94,6 +94,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/broker", get(broker))
+        .route("/api/v1/ha", get(ha))
+        .route("/api/v1/bridges", get(bridges))
         .route("/api/v1/queues", get(list_queues))
         .route("/api/v1/queues/{name}", get(one_queue).delete(delete_queue))
         .route(
@@ -364,6 +366,142 @@ async fn broker(State(state): State<AppState>) -> Json<BrokerInfo> {
         info.dispatch_paused = Some(b.dispatch_paused());
     }
     Json(info)
+}
+
+/// `GET /api/v1/ha`: this broker's HA mode, role and epoch; a replicating master adds its log
+/// position and each connected slave's acknowledged position and lag.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct HaInfo {
+    /// `none`, `shared-file`, `shared-db`, `replicated`.
+    mode: String,
+    /// `starting`, `slave`, `master`, `deposed`.
+    role: String,
+    /// The mastership epoch (0 when not master or without HA).
+    epoch: u64,
+    /// `ha.sync` and `ha.replicas`, in the replicated mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replicas: Option<u64>,
+    /// Present while this broker is a replicating master; `null` otherwise (a slave knows
+    /// only its own position, and other modes do not replicate).
+    replication: Option<ReplicationInfo>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct ReplicationInfo {
+    /// The last log position the master assigned.
+    last_lsn: u64,
+    /// The highest position the master's own store confirmed.
+    local_lsn: u64,
+    /// Slave acknowledgements a write waits for, and whether they mean durable.
+    slave_acks_required: u64,
+    slave_acks_durable: bool,
+    slaves: Vec<SlaveInfo>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct SlaveInfo {
+    member: String,
+    /// What the sync mode counts: `durable_lsn` when acknowledgements mean durable, else
+    /// `received_lsn`.
+    acked_lsn: u64,
+    received_lsn: u64,
+    durable_lsn: u64,
+    /// `last_lsn - acked_lsn`.
+    lag_entries: u64,
+    queued_bytes: u64,
+}
+
+impl HaInfo {
+    fn new(st: &Status, cfg: &Config) -> HaInfo {
+        let replicated = st.ha_mode == "replicated";
+        HaInfo {
+            mode: st.ha_mode.clone(),
+            role: st.role.clone(),
+            epoch: st.epoch,
+            sync: replicated.then(|| cfg.ha.sync.clone()),
+            replicas: replicated.then_some(cfg.ha.replicas as u64),
+            replication: st.replication.read().map(|r| ReplicationInfo {
+                last_lsn: r.last_lsn,
+                local_lsn: r.local_lsn,
+                slave_acks_required: r.slave_acks_required,
+                slave_acks_durable: r.slave_acks_durable,
+                slaves: r
+                    .slaves
+                    .into_iter()
+                    .map(|s| SlaveInfo {
+                        member: s.member,
+                        acked_lsn: s.acked_lsn,
+                        received_lsn: s.received_lsn,
+                        durable_lsn: s.durable_lsn,
+                        lag_entries: s.lag_entries,
+                        queued_bytes: s.queued_bytes,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+async fn ha(State(state): State<AppState>) -> Json<HaInfo> {
+    Json(HaInfo::new(&state.status(), &state.cfg))
+}
+
+/// One network bridge in `GET /api/v1/bridges`.
+#[derive(Debug, Serialize, PartialEq)]
+pub(crate) struct BridgeInfo {
+    /// Its network connector's name.
+    name: String,
+    /// The addresses it connects to, in order.
+    addrs: Vec<String>,
+    /// The remote broker's name, once a connection told it (empty before).
+    remote: String,
+    /// `connected`, or `connecting` while it has no connection up (it retries).
+    state: &'static str,
+    /// Connections made since it started.
+    connects: u64,
+    /// Network consumers it holds on this broker now.
+    network_consumers: u64,
+    /// Messages sent to the remote and confirmed by it.
+    forwarded: u64,
+    /// Duplex: messages pulled from the remote and stored here.
+    pulled: u64,
+}
+
+#[derive(Serialize)]
+struct Bridges {
+    bridges: Vec<BridgeInfo>,
+}
+
+/// The bridges in `st`, counters read now.
+pub(crate) fn bridge_infos(st: &Status) -> Vec<BridgeInfo> {
+    use std::sync::atomic::Ordering::Relaxed;
+    st.bridges
+        .snapshot()
+        .into_iter()
+        .map(|b| BridgeInfo {
+            name: b.connector,
+            addrs: b.addrs,
+            remote: b.stats.remote.lock().clone(),
+            state: if b.stats.connected.load(Relaxed) {
+                "connected"
+            } else {
+                "connecting"
+            },
+            connects: b.stats.connects.load(Relaxed),
+            network_consumers: b.stats.consumers.load(Relaxed),
+            forwarded: b.stats.forwarded.load(Relaxed),
+            pulled: b.stats.pulled.load(Relaxed),
+        })
+        .collect()
+}
+
+/// `GET /api/v1/bridges`: the network bridges of a master (a slave runs none: an empty list).
+async fn bridges(State(state): State<AppState>) -> Json<Bridges> {
+    Json(Bridges {
+        bridges: bridge_infos(&state.status()),
+    })
 }
 
 /// One queue in `GET /api/v1/queues`.

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use ferromq_broker::ListSnapshot;
+use ferromq_store::{CommitStatsSnapshot, Histogram, HistogramSnapshot};
 
 use super::{LiveServer, Status};
 
@@ -153,6 +154,10 @@ pub struct Scrape {
     pub uptime_seconds: f64,
     /// Present while this process is master.
     pub master: Option<MasterScrape>,
+    /// Present while this process is a replicating master.
+    pub replication: Option<ferromq_ha::Replication>,
+    /// Network bridges: connector name, connected now, messages forwarded, messages pulled.
+    pub bridges: Vec<(String, bool, u64, u64)>,
 }
 
 /// What only a serving master reports.
@@ -172,6 +177,8 @@ pub struct MasterScrape {
     pub queues: Vec<(String, DestinationCounters)>,
     /// Topics by name.
     pub topics: Vec<(String, DestinationCounters)>,
+    /// The store's group-commit statistics, when it keeps them.
+    pub commit: Option<CommitStatsSnapshot>,
 }
 
 impl Scrape {
@@ -202,12 +209,30 @@ impl Scrape {
                 connections,
                 queues: capped(q.iter().map(|(n, (_, c))| (n, *c)), destinations_max),
                 topics: capped(t.iter().map(|(n, (_, c))| (n, *c)), destinations_max),
+                commit: b.store().commit_stats(),
             }
         });
+        use std::sync::atomic::Ordering::Relaxed;
+        let replication = status.replication.read();
+        let bridges = status
+            .bridges
+            .snapshot()
+            .into_iter()
+            .map(|b| {
+                (
+                    b.connector,
+                    b.stats.connected.load(Relaxed),
+                    b.stats.forwarded.load(Relaxed),
+                    b.stats.pulled.load(Relaxed),
+                )
+            })
+            .collect();
         Scrape {
             status,
             uptime_seconds,
             master,
+            replication,
+            bridges,
         }
     }
 
@@ -257,6 +282,12 @@ impl Scrape {
             "The mastership epoch (0 when not master or without HA).",
         );
         o.sample("ferromq_ha_epoch", &[], s.epoch as f64);
+        if let Some(r) = &self.replication {
+            replication_families(&mut o, r);
+        }
+        if !self.bridges.is_empty() {
+            bridge_families(&mut o, &self.bridges);
+        }
         let Some(m) = &self.master else {
             return o.text;
         };
@@ -310,10 +341,109 @@ impl Scrape {
                 *total as f64,
             );
         }
+        if let Some(c) = &m.commit {
+            commit_families(&mut o, c);
+        }
         destination_families(&mut o, "queue", &m.queues);
         destination_families(&mut o, "topic", &m.topics);
         o.text
     }
+}
+
+fn replication_families(o: &mut Out, r: &ferromq_ha::Replication) {
+    o.family(
+        "ferromq_replication_last_lsn",
+        "gauge",
+        "The last replication log position this master assigned.",
+    );
+    o.sample("ferromq_replication_last_lsn", &[], r.last_lsn as f64);
+    o.family(
+        "ferromq_replication_slaves",
+        "gauge",
+        "Slaves connected to this master and streaming.",
+    );
+    o.sample("ferromq_replication_slaves", &[], r.slaves.len() as f64);
+    o.family(
+        "ferromq_replication_lag_entries",
+        "gauge",
+        "Log entries this master assigned that the slave has not acknowledged (as ha.sync counts).",
+    );
+    // One series per connected slave: at most ha.replicas - 1.
+    for sl in &r.slaves {
+        o.sample(
+            "ferromq_replication_lag_entries",
+            &[("slave", &sl.member)],
+            sl.lag_entries as f64,
+        );
+    }
+}
+
+fn bridge_families(o: &mut Out, bridges: &[(String, bool, u64, u64)]) {
+    o.family(
+        "ferromq_bridge_connected",
+        "gauge",
+        "1 while the network bridge has a connection up, 0 while it is connecting.",
+    );
+    for (name, connected, _, _) in bridges {
+        let v = if *connected { 1.0 } else { 0.0 };
+        o.sample("ferromq_bridge_connected", &[("bridge", name)], v);
+    }
+    o.family(
+        "ferromq_bridge_forwarded_total",
+        "counter",
+        "Messages the bridge sent to its remote broker and the remote confirmed.",
+    );
+    for (name, _, forwarded, _) in bridges {
+        o.sample(
+            "ferromq_bridge_forwarded_total",
+            &[("bridge", name)],
+            *forwarded as f64,
+        );
+    }
+    o.family(
+        "ferromq_bridge_pulled_total",
+        "counter",
+        "Duplex bridges: messages pulled from the remote broker and stored here.",
+    );
+    for (name, _, _, pulled) in bridges {
+        o.sample(
+            "ferromq_bridge_pulled_total",
+            &[("bridge", name)],
+            *pulled as f64,
+        );
+    }
+}
+
+/// Buckets rendered for batches per group: `le` 1 to 4096 (the journal's group bound), then
+/// `+Inf`.
+const GROUP_BUCKETS: std::ops::RangeInclusive<usize> = 0..=12;
+
+/// Buckets rendered for durations kept in nanoseconds: `le` 2^10 ns (about 1 µs) to 2^35 ns
+/// (about 34 s), then `+Inf`. Fixed, so every scrape has the same series.
+const SECONDS_BUCKETS: std::ops::RangeInclusive<usize> = 10..=35;
+
+fn commit_families(o: &mut Out, c: &CommitStatsSnapshot) {
+    o.histogram(
+        "ferromq_store_group_commit_size",
+        "Client batches (sends, receipted acks, transactions) made durable by one store sync.",
+        &c.group_batches,
+        GROUP_BUCKETS,
+        1.0,
+    );
+    o.histogram(
+        "ferromq_store_sync_seconds",
+        "Duration of one store sync (journal: fdatasync; sql: the group's transaction).",
+        &c.sync_ns,
+        SECONDS_BUCKETS,
+        1e9,
+    );
+    o.histogram(
+        "ferromq_store_commit_wait_seconds",
+        "From a batch's submission to the store until it is durable and confirmed.",
+        &c.commit_wait_ns,
+        SECONDS_BUCKETS,
+        1e9,
+    );
 }
 
 type Field = fn(&DestinationCounters) -> u64;
@@ -409,6 +539,33 @@ impl Out {
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.text, "# HELP {name} {help}");
         let _ = writeln!(self.text, "# TYPE {name} {ty}");
+    }
+
+    /// A histogram family: cumulative `_bucket{le}` samples for the log2 buckets in `range`
+    /// (upper bounds divided by `divisor`: 1e9 renders nanoseconds as seconds), `+Inf`, `_sum`
+    /// (divided likewise) and `_count`.
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        h: &HistogramSnapshot,
+        range: std::ops::RangeInclusive<usize>,
+        divisor: f64,
+    ) {
+        self.family(name, "histogram", help);
+        let bucket = format!("{name}_bucket");
+        let cumulative = h.cumulative();
+        // Count from the same buckets as the `le` samples, so `+Inf` equals `_count`.
+        let count = h.count();
+        for i in range {
+            // Division (not a multiplication by 1e-9) is correctly rounded, so a bound prints
+            // as its shortest decimal: 2^10 ns is "0.000001024".
+            let le = (Histogram::bucket_upper(i) as f64 / divisor).to_string();
+            self.sample(&bucket, &[("le", &le)], cumulative[i] as f64);
+        }
+        self.sample(&bucket, &[("le", "+Inf")], count as f64);
+        self.sample(&format!("{name}_sum"), &[], h.sum as f64 / divisor);
+        self.sample(&format!("{name}_count"), &[], count as f64);
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
@@ -548,6 +705,7 @@ mod tests {
             },
             uptime_seconds: 1.5,
             master: Some(m),
+            ..Scrape::default()
         }
         .render();
         let samples = parse(&text);
@@ -567,6 +725,108 @@ mod tests {
     }
 
     #[test]
+    fn commit_statistics_render_as_prometheus_histograms() {
+        let stats = ferromq_store::CommitStats::default();
+        for n in [1u64, 3, 3, 100] {
+            stats.group_batches.record(n);
+        }
+        stats.sync_ns.record(500); // under the lowest rendered bound (2^10 ns)
+        stats.sync_ns.record(3_000_000); // 3 ms: le 2^22 ns
+        let m = MasterScrape {
+            store_kind: "journal",
+            commit: Some(stats.snapshot()),
+            ..MasterScrape::default()
+        };
+        let text = Scrape {
+            master: Some(m),
+            ..Scrape::default()
+        }
+        .render();
+        assert!(text.contains("# TYPE ferromq_store_group_commit_size histogram\n"));
+        let samples = parse(&text);
+        let get = |name: &str, le: Option<&str>| {
+            samples
+                .iter()
+                .find(|(n, l, _)| {
+                    n == name && le.is_none_or(|le| l.iter().any(|(k, v)| k == "le" && v == le))
+                })
+                .unwrap_or_else(|| panic!("no {name} {le:?} in\n{text}"))
+                .2
+        };
+        let size = "ferromq_store_group_commit_size_bucket";
+        assert_eq!(get(size, Some("1")), 1.0);
+        assert_eq!(get(size, Some("2")), 1.0);
+        assert_eq!(get(size, Some("4")), 3.0);
+        assert_eq!(get(size, Some("128")), 4.0);
+        assert_eq!(get(size, Some("+Inf")), 4.0);
+        assert_eq!(get("ferromq_store_group_commit_size_count", None), 4.0);
+        assert_eq!(get("ferromq_store_group_commit_size_sum", None), 107.0);
+        let sync = "ferromq_store_sync_seconds_bucket";
+        assert_eq!(get(sync, Some("0.000001024")), 1.0);
+        assert_eq!(get(sync, Some("0.002097152")), 1.0);
+        assert_eq!(get(sync, Some("0.004194304")), 2.0);
+        assert_eq!(get("ferromq_store_sync_seconds_count", None), 2.0);
+        assert!((get("ferromq_store_sync_seconds_sum", None) - 0.0030005).abs() < 1e-12);
+        assert_eq!(get("ferromq_store_commit_wait_seconds_count", None), 0.0);
+        // Buckets are cumulative: never decreasing with `le`.
+        for family in [size, sync] {
+            let values: Vec<f64> = samples
+                .iter()
+                .filter(|(n, _, _)| n == family)
+                .map(|s| s.2)
+                .collect();
+            assert!(
+                values.windows(2).all(|w| w[0] <= w[1]),
+                "{family}: {values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn replication_lag_is_one_series_per_slave() {
+        let r = ferromq_ha::Replication {
+            last_lsn: 100,
+            slaves: vec![
+                ferromq_ha::SlaveReplication {
+                    member: "b2".into(),
+                    acked_lsn: 90,
+                    lag_entries: 10,
+                    ..Default::default()
+                },
+                ferromq_ha::SlaveReplication {
+                    member: "b3".into(),
+                    acked_lsn: 100,
+                    lag_entries: 0,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let text = Scrape {
+            replication: Some(r),
+            bridges: vec![("to-b".into(), true, 7, 0)],
+            ..Scrape::default()
+        }
+        .render();
+        let samples = parse(&text);
+        let lag = |slave: &str| {
+            samples
+                .iter()
+                .find(|(n, l, _)| {
+                    n == "ferromq_replication_lag_entries"
+                        && l == &vec![("slave".to_string(), slave.to_string())]
+                })
+                .unwrap_or_else(|| panic!("no lag for {slave}:\n{text}"))
+                .2
+        };
+        assert_eq!(lag("b2"), 10.0);
+        assert_eq!(lag("b3"), 0.0);
+        assert!(text.contains("ferromq_replication_slaves 2\n"), "{text}");
+        assert!(text.contains("ferromq_bridge_forwarded_total{bridge=\"to-b\"} 7\n"));
+        assert!(text.contains("ferromq_bridge_connected{bridge=\"to-b\"} 1\n"));
+    }
+
+    #[test]
     fn a_slave_reports_its_role_and_no_destinations() {
         let text = Scrape {
             status: Status {
@@ -575,6 +835,7 @@ mod tests {
             },
             uptime_seconds: 0.0,
             master: None,
+            ..Scrape::default()
         }
         .render();
         let samples = parse(&text);

@@ -45,6 +45,30 @@ impl PartialEq for Live {
 
 impl Eq for Live {}
 
+/// A replicating master's replication state, read when `/api/v1/ha` or `/metrics` is served;
+/// empty in every other mode and role.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationView(pub Option<Arc<dyn ferromq_ha::ReplicationStatus>>);
+
+impl ReplicationView {
+    /// The state now, if this broker is a replicating master.
+    pub fn read(&self) -> Option<ferromq_ha::Replication> {
+        self.0.as_ref().map(|r| r.replication())
+    }
+}
+
+impl PartialEq for ReplicationView {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ReplicationView {}
+
 /// What `/status` reports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Status {
@@ -62,6 +86,9 @@ pub struct Status {
     pub bridges: crate::server::BridgeList,
     /// The broker while this process is master (not part of the `/status` JSON).
     pub live: Live,
+    /// The replication state while this process is a replicating master (not part of the
+    /// `/status` JSON; see `/api/v1/ha`).
+    pub replication: ReplicationView,
 }
 
 impl Status {

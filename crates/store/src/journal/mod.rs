@@ -221,6 +221,8 @@ pub(crate) struct Shared {
     tx: Inbox<Cmd>,
     usage_bytes: AtomicU64,
     stats: Counters,
+    /// Batches per sync, sync latency, submit-to-confirmation wait.
+    commit: crate::CommitStats,
     last_checkpoint: Mutex<Option<Position>>,
     /// One checkpoint or GC pass at a time.
     maintenance: Mutex<()>,
@@ -372,6 +374,7 @@ impl JournalStore {
             tx: Inbox::new(tx),
             usage_bytes: AtomicU64::new(usage_bytes),
             stats: Counters::default(),
+            commit: crate::CommitStats::default(),
             last_checkpoint: Mutex::new(last_checkpoint),
             maintenance: Mutex::new(()),
         });
@@ -501,6 +504,10 @@ impl MessageStore for JournalStore {
 
     fn usage_bytes(&self) -> u64 {
         self.shared.usage_bytes.load(Ordering::Acquire)
+    }
+
+    fn commit_stats(&self) -> Option<crate::CommitStatsSnapshot> {
+        Some(self.shared.commit.snapshot())
     }
 
     fn close(&self) -> Result<(), StoreError> {

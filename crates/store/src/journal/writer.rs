@@ -113,7 +113,11 @@ pub(crate) struct Writer {
     /// Encoded records not yet written; they start at `head.offset`.
     buf: Vec<u8>,
     pending_apply: Vec<Apply>,
-    waiters: Vec<Completer>,
+    /// Who to answer once the group is durable, with when each client batch was submitted
+    /// (`None`: the writer's own records).
+    waiters: Vec<(Completer, Option<Instant>)>,
+    /// Client batches written since the last sync: what the next sync makes durable.
+    batches_unsynced: u64,
     /// Whether written bytes are unsynced, and when they must be synced.
     clock: SyncClock,
     /// The group being gathered holds a batch that must be durable before it is confirmed
@@ -132,6 +136,7 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             pending_apply: Vec::new(),
             waiters: Vec::new(),
+            batches_unsynced: 0,
             clock,
             group_needs_sync: false,
             uring,
@@ -165,10 +170,11 @@ impl Writer {
                 ops,
                 completer,
                 lazy,
+                submitted_at,
                 ..
             }) => {
                 self.group_needs_sync |= !lazy;
-                self.append_batch(ops, completer);
+                self.append_batch(ops, completer, Some(submitted_at));
             }
             Cmd::Released { ranges, completer } => {
                 // Apply what precedes first: the record carries the index's list seqs as of
@@ -184,7 +190,7 @@ impl Writer {
                     return;
                 }
                 self.pending_apply.push(Apply::Released(ranges));
-                self.waiters.push(completer);
+                self.waiters.push((completer, None));
                 // Deleting files must wait for this record to be durable whatever the mode.
                 self.write_group(true);
             }
@@ -200,7 +206,7 @@ impl Writer {
                 if ops.is_empty() {
                     completer.complete(Ok(()));
                 } else {
-                    self.append_batch(ops, completer);
+                    self.append_batch(ops, completer, None);
                     self.write_group(true);
                 }
             }
@@ -215,7 +221,9 @@ impl Writer {
         }
     }
 
-    fn append_batch(&mut self, ops: Batch, completer: Completer) {
+    /// Encodes one batch; `submitted_at` is `Some` for a client's batch (counted in the commit
+    /// statistics), `None` for the writer's own (compaction).
+    fn append_batch(&mut self, ops: Batch, completer: Completer, submitted_at: Option<Instant>) {
         let payload_bytes = batch_payload_bytes(&ops);
         if payload_bytes > RECORD_PAYLOAD_BYTES_MAX {
             // Refuse this batch only; the store is fine.
@@ -235,7 +243,10 @@ impl Writer {
                     locations,
                     segment,
                 });
-                self.waiters.push(completer);
+                if submitted_at.is_some() {
+                    self.batches_unsynced += 1;
+                }
+                self.waiters.push((completer, submitted_at));
             }
             Err(e) => completer.complete(Err(e)),
         }
@@ -357,10 +368,15 @@ impl Writer {
         let (Some(ring), Some(fd)) = (self.uring.as_mut(), fd) else {
             self.write_buf()?;
             if sync {
+                let started = Instant::now();
                 self.head
                     .file
                     .sync_data()
                     .map_err(|e| StoreError::io("fdatasync", e))?;
+                self.shared
+                    .commit
+                    .sync_ns
+                    .record_duration(started.elapsed());
                 self.synced();
             }
             return Ok(());
@@ -370,6 +386,7 @@ impl Writer {
             return Ok(());
         }
         debug_assert!(self.head.offset + bytes <= self.head.capacity_bytes);
+        let started = Instant::now();
         ring.write_and_sync(fd, self.head.offset, &mut self.buf, sync)
             .map_err(|e| match e {
                 UringError::Write(e) => StoreError::io("write", e),
@@ -387,6 +404,11 @@ impl Writer {
             self.clock.written();
         }
         if sync {
+            // The write and its fdatasync are one linked submission: timed together.
+            self.shared
+                .commit
+                .sync_ns
+                .record_duration(started.elapsed());
             self.synced();
         }
         Ok(())
@@ -395,6 +417,12 @@ impl Writer {
     fn synced(&mut self) {
         self.clock.synced();
         self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        // A sync that made no client batch durable (a GC record, a checkpoint with nothing
+        // new) is not a group: it would only pull the size distribution towards zero.
+        let batches = std::mem::take(&mut self.batches_unsynced);
+        if batches > 0 {
+            self.shared.commit.group_batches.record(batches);
+        }
     }
 
     fn sync_now(&mut self) -> bool {
@@ -453,7 +481,13 @@ impl Writer {
             .stats
             .batches
             .fetch_add(batches, Ordering::Relaxed);
-        for w in self.waiters.drain(..) {
+        // Only a synced group's batches are durable now; a written-only group's wait is not
+        // a wait for durability.
+        let now = sync.then(Instant::now);
+        for (w, submitted_at) in self.waiters.drain(..) {
+            if let (Some(now), Some(since)) = (now, submitted_at) {
+                self.shared.commit.record_wait(since, now);
+            }
             w.complete(Ok(()));
         }
     }
@@ -503,7 +537,7 @@ impl Writer {
 
     fn fail_waiters(&mut self, err: StoreError) {
         self.pending_apply.clear();
-        for w in self.waiters.drain(..) {
+        for (w, _) in self.waiters.drain(..) {
             w.complete(Err(err.clone()));
         }
     }

@@ -252,6 +252,8 @@ pub(crate) struct Shared {
     usage_bytes: AtomicU64,
     commits: AtomicU64,
     batches: AtomicU64,
+    /// Batches per commit, commit latency, submit-to-confirmation wait.
+    pub(crate) commit: crate::CommitStats,
     tx: Inbox<Submitted>,
 }
 
@@ -335,6 +337,7 @@ impl SqlStore {
             usage_bytes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             batches: AtomicU64::new(0),
+            commit: crate::CommitStats::default(),
             tx: Inbox::new(tx),
         });
 
@@ -823,6 +826,10 @@ impl MessageStore for SqlStore {
 
     fn usage_bytes(&self) -> u64 {
         self.shared.usage_bytes.load(Ordering::Acquire)
+    }
+
+    fn commit_stats(&self) -> Option<crate::CommitStatsSnapshot> {
+        Some(self.shared.commit.snapshot())
     }
 
     fn close(&self) -> Result<(), StoreError> {

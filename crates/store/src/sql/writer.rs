@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
@@ -128,6 +128,7 @@ impl Writer {
         };
         let timeout = self.cfg.group_timeout;
         let mut max_seqs = std::mem::take(&mut self.max_seqs);
+        let started = Instant::now();
         let result = self.rt.block_on(async {
             match tokio::time::timeout(
                 timeout,
@@ -170,7 +171,19 @@ impl Writer {
                 shared
                     .batches
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
+                // The transaction's commit is this store's sync: timed from its start, as the
+                // group's statements are part of what a waiting producer waits for.
+                let now = Instant::now();
+                shared
+                    .commit
+                    .sync_ns
+                    .record_duration(now.saturating_duration_since(started));
+                shared.commit.group_batches.record(group.len() as u64);
                 for job in group {
+                    // A lazy ack may be committed without a flush: not a wait for durability.
+                    if !job.lazy {
+                        shared.commit.record_wait(job.submitted_at, now);
+                    }
                     job.completer.complete(Ok(()));
                 }
             }

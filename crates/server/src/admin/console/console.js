@@ -823,6 +823,67 @@
     };
   }
 
+  // HA (mode, role, epoch; a replicating master's slaves with their lag) and the network
+  // bridges, from /api/v1/ha and /api/v1/bridges.
+  function clusterPage() {
+    const facts = dl([
+      ["mode", "HA mode"],
+      ["role", "Role"],
+      ["epoch", "Epoch"],
+      ["sync", "Sync / replicas"],
+      ["log", "Log position (assigned / local)"],
+    ]);
+    const slaves = table({
+      key: "member",
+      filter: false,
+      cls: "slaves",
+      empty: "no slaves connected (or this broker does not replicate)",
+      columns: [
+        { key: "member", label: "Slave" },
+        { key: "acked_lsn", label: "Acknowledged", num: true },
+        { key: "lag_entries", label: "Lag (entries)", num: true },
+        { key: "queued_bytes", label: "Queued", num: true, fmt: (r) => bytes(r.queued_bytes) },
+      ],
+    });
+    const bridges = table({
+      key: "name",
+      filter: false,
+      cls: "bridges",
+      empty: "no network bridges",
+      columns: [
+        { key: "name", label: "Bridge" },
+        { key: "remote", label: "Remote", fmt: (r) => (r.remote || "?") + " (" + r.addrs.join(", ") + ")" },
+        { key: "state", label: "State" },
+        { key: "connects", label: "Connects", num: true },
+        { key: "network_consumers", label: "Network consumers", num: true },
+        { key: "forwarded", label: "Forwarded", num: true },
+        { key: "pulled", label: "Pulled", num: true },
+      ],
+    });
+    return {
+      mount(view) {
+        view.appendChild(el("h2", {}, "Cluster"));
+        view.appendChild(el("section", { class: "card" }, el("h3", {}, "High availability"), facts.root));
+        view.appendChild(el("h3", {}, "Slaves"));
+        view.appendChild(slaves.root);
+        view.appendChild(el("h3", {}, "Network bridges"));
+        view.appendChild(bridges.root);
+      },
+      async refresh() {
+        const h = await api("GET", "/api/v1/ha");
+        facts.set("mode", h.mode);
+        facts.set("role", h.role);
+        facts.set("epoch", String(h.epoch));
+        facts.set("sync", h.sync ? h.sync + " / " + h.replicas : "–");
+        const r = h.replication;
+        facts.set("log", r ? num(r.last_lsn) + " / " + num(r.local_lsn) : "–");
+        slaves.update(r ? r.slaves : []);
+        const b = await api("GET", "/api/v1/bridges");
+        bridges.update(b.bridges);
+      },
+    };
+  }
+
   function queuePage(name) {
     const base = "/api/v1/queues/" + seg(name);
     const facts = dl([
@@ -1011,6 +1072,7 @@
       "#/topics": ["topics", topicsPage],
       "#/subscriptions": ["subscriptions", subscriptionsPage],
       "#/connections": ["connections", connectionsPage],
+      "#/cluster": ["cluster", clusterPage],
     };
     const [id, page] = pages[h] || pages["#/"];
     return { id, page };
