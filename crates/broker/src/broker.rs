@@ -1184,6 +1184,36 @@ impl Broker {
         Ok((tags, completion))
     }
 
+    /// Acknowledges the deliveries of one socket write on behalf of their auto-ack consumers:
+    /// as [`Broker::ack_delivery`] for each, but the removals go to the store as one lazy batch
+    /// (one submission, one slot in the group commit) instead of one per message.
+    pub fn ack_deliveries(&self, deliveries: &[crate::Delivery]) -> Completion {
+        let mut batch = Batch::new();
+        let mut fx = Effects::default();
+        let now = self.now_ms();
+        for d in deliveries {
+            let Some(list) = d.source.upgrade() else {
+                continue;
+            };
+            // An error means the consumer is gone and the delivery was already returned.
+            let _ = list.ack(
+                d.consumer,
+                AckScope::Individual(d.tag),
+                false,
+                now,
+                &mut batch,
+                &mut fx,
+            );
+        }
+        self.process_effects(fx);
+        if batch.is_empty() {
+            Completion::ready(Ok(()))
+        } else {
+            // Nobody waits for an auto-ack: a crash that loses it redelivers the messages.
+            self.store.submit_lazy(batch)
+        }
+    }
+
     /// Acknowledges one delivery on behalf of an auto-ack consumer, once the session has
     /// written it to the client. A delivery whose consumer is gone is ignored: it was already
     /// returned for redelivery.

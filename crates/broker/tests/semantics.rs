@@ -1104,6 +1104,42 @@ async fn auto_ack_of_a_delivery_frees_its_slot_and_its_stored_copy() {
     assert_eq!(f.list("queue://auto").pending, 1);
 }
 
+/// The deliveries of one socket write, acknowledged together: every one leaves its list and
+/// the store (across destinations), and those whose consumer has gone are skipped.
+#[tokio::test]
+async fn auto_acks_of_one_write_go_to_the_store_together() {
+    let f = Fixture::new();
+    let (a, b, c) = (
+        Destination::queue("auto-a"),
+        Destination::queue("auto-b"),
+        Destination::queue("auto-c"),
+    );
+    let (_ha, sink_a) = f.subscribe(&a, opts(AckMode::Auto, 10));
+    let (_hb, sink_b) = f.subscribe(&b, opts(AckMode::Auto, 10));
+    let (hc, sink_c) = f.subscribe(&c, opts(AckMode::Auto, 10));
+    for i in 0..3 {
+        for d in [&a, &b, &c] {
+            f.send(f.pmsg(d, &format!("{}{i}", &d.name[5..]))).await;
+        }
+    }
+    let mut write = sink_a.take();
+    write.extend(sink_b.take());
+    let from_c = sink_c.take();
+    assert_eq!(bodies(&write), ["a0", "a1", "a2", "b0", "b1", "b2"]);
+    assert_eq!(bodies(&from_c), ["c0", "c1", "c2"]);
+    // c's consumer goes before the write is acknowledged: its deliveries were returned.
+    f.broker.unsubscribe(&hc, false).wait_blocking().unwrap();
+    write.extend(from_c);
+    f.broker.ack_deliveries(&write).wait_blocking().unwrap();
+    for q in ["queue://auto-a", "queue://auto-b"] {
+        assert!(f.stored_bodies(q).is_empty(), "{q}");
+        let l = f.list(q);
+        assert_eq!(l.pending + l.inflight, 0, "{q}");
+    }
+    assert_eq!(f.stored_bodies("queue://auto-c"), ["c0", "c1", "c2"]);
+    assert_eq!(f.list("queue://auto-c").pending, 3);
+}
+
 #[tokio::test]
 async fn expired_topic_message_is_never_delivered_to_subscribers() {
     let f = Fixture::new();

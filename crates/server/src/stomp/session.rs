@@ -1376,8 +1376,9 @@ async fn writer(
             last_write = tokio::time::Instant::now();
         }
         // Auto-ack only what has actually been handed to the socket.
-        for d in pending.auto_acks.drain(..) {
-            drop(broker.ack_delivery(&d));
+        if !pending.auto_acks.is_empty() {
+            drop(broker.ack_deliveries(&pending.auto_acks));
+            pending.auto_acks.clear();
         }
         for b in pending.barriers.drain(..) {
             let _ = b.send(std::mem::take(&mut pending.unwritten));
