@@ -39,8 +39,9 @@ pub enum Command {
     /// Drive a STOMP broker with N producers and M consumers and report throughput and latency.
     // Boxed: the run's arguments are several times the probe's (clippy's large_enum_variant).
     Run(Box<RunArgs>),
-    /// Append records to one file from T threads with write + fdatasync and group commit: what
-    /// the disk allows at this concurrency.
+    /// Durable writes to one file from T threads: write + fdatasync with group commit (the
+    /// default), each thread's own write + fdatasync, or O_DIRECT | O_DSYNC writes with T in
+    /// flight (`--mode`). What the disk allows at this concurrency.
     FsyncProbe(FsyncProbeArgs),
 }
 
@@ -143,12 +144,41 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+/// How the fsync probe makes each record durable.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMode {
+    /// Append with `write`; whoever finds no sync running syncs for everyone (group commit).
+    GroupCommit,
+    /// Every thread does its own `pwrite` + `fdatasync` (no grouping in user space).
+    Fdatasync,
+    /// `pwrite` of block-padded records from 4 KiB-aligned buffers to a preallocated,
+    /// zero-filled file opened `O_DIRECT | O_DSYNC`; T threads = T writes in flight.
+    DirectDsync,
+}
+
 /// `ferromq-bench fsync-probe`.
 #[derive(Args, Debug, Clone)]
 pub struct FsyncProbeArgs {
-    /// Threads appending concurrently.
+    /// Threads appending concurrently (durable writes in flight).
     #[arg(long, short, default_value_t = 1)]
     pub threads: u32,
+    /// How each record is made durable.
+    #[arg(long, value_enum, default_value_t = ProbeMode::GroupCommit)]
+    pub mode: ProbeMode,
+    /// `fdatasync` / `direct-dsync`: stop each thread after this many records (else run for
+    /// `--duration`).
+    #[arg(long)]
+    pub records: Option<u64>,
+    /// `fdatasync`: overwrite a preallocated, zero-filled file instead of appending
+    /// (`direct-dsync` always does).
+    #[arg(long)]
+    pub preallocate: bool,
+    /// Size of the preallocated file in MiB; writes wrap around inside it.
+    #[arg(long, default_value_t = 64)]
+    pub file_mib: u64,
+    /// `direct-dsync`: pad each record to a multiple of this (the device's logical block size).
+    #[arg(long, default_value_t = 512)]
+    pub block_bytes: usize,
     /// Record size in bytes.
     #[arg(long, short, default_value_t = 1024)]
     pub size: usize,
@@ -341,6 +371,56 @@ impl FsyncProbeArgs {
     pub fn validate(&self) -> Result<Duration, BenchError> {
         between("threads", self.threads.into(), 1, PROBE_THREADS_MAX.into())?;
         between("size", self.size as u64, 1, SIZE_BYTES_MAX as u64)?;
+        between(
+            "file-mib",
+            self.file_mib,
+            1,
+            crate::durable_write_probe::FILE_BYTES_MAX >> 20,
+        )?;
+        between(
+            "block-bytes",
+            self.block_bytes as u64,
+            512,
+            crate::durable_write_probe::BLOCK_BYTES_MAX as u64,
+        )?;
+        if !self.block_bytes.is_power_of_two() {
+            return Err(BenchError::Config(format!(
+                "--block-bytes {} must be a power of two",
+                self.block_bytes
+            )));
+        }
+        if let Some(n) = self.records {
+            between("records", n, 1, u64::MAX)?;
+        }
+        if self.mode == ProbeMode::GroupCommit && (self.records.is_some() || self.preallocate) {
+            return Err(BenchError::Config(
+                "--records and --preallocate apply to --mode fdatasync and direct-dsync".into(),
+            ));
+        }
         seconds("duration", self.duration, false)
+    }
+
+    /// The durable-write probe's run, for the modes other than group commit.
+    pub fn durable_write_spec(
+        &self,
+        duration: Duration,
+    ) -> Option<crate::durable_write_probe::DurableWriteSpec> {
+        use crate::durable_write_probe::{DurableWriteSpec, WriteMode};
+        let mode = match self.mode {
+            ProbeMode::GroupCommit => return None,
+            ProbeMode::Fdatasync => WriteMode::Fdatasync,
+            ProbeMode::DirectDsync => WriteMode::DirectDsync,
+        };
+        Some(DurableWriteSpec {
+            mode,
+            in_flight: self.threads,
+            size_bytes: self.size,
+            block_bytes: self.block_bytes,
+            duration,
+            records_per_thread_max: self.records,
+            dir: self.dir.clone(),
+            preallocate: self.preallocate,
+            file_bytes: self.file_mib << 20,
+        })
     }
 }

@@ -29,6 +29,9 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// The probe cannot measure here (e.g. no `O_DIRECT` on this filesystem); says what to use.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A worker task or thread panicked or was cancelled.
     #[error("worker failed: {0}")]
     Worker(String),

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use ferromq_bench::cli::{Cli, Command};
-use ferromq_bench::{fsync_probe, report, run};
+use ferromq_bench::{durable_write_probe, fsync_probe, report, run};
 
 // Same allocator as the broker: a load tool spending its CPU in malloc/free measures itself.
 #[global_allocator]
@@ -30,12 +30,21 @@ fn main() -> anyhow::Result<()> {
         }
         Command::FsyncProbe(args) => {
             let duration = args.validate()?;
-            let r = fsync_probe::probe(args.threads, args.size, duration, &args.dir)?;
-            emit(if args.json {
-                report::to_json(&r) + "\n"
+            if let Some(spec) = args.durable_write_spec(duration) {
+                let r = durable_write_probe::probe(&spec)?;
+                emit(if args.json {
+                    report::to_json(&r) + "\n"
+                } else {
+                    report::durable_write_text(&r)
+                })?;
             } else {
-                report::fsync_text(&r)
-            })?;
+                let r = fsync_probe::probe(args.threads, args.size, duration, &args.dir)?;
+                emit(if args.json {
+                    report::to_json(&r) + "\n"
+                } else {
+                    report::fsync_text(&r)
+                })?;
+            }
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::cli::RunConfig;
+use crate::durable_write_probe::DurableWriteReport;
 use crate::stats::LatencySummary;
 
 /// Said in every run report, so that a figure is never quoted without its method.
@@ -302,5 +303,49 @@ pub fn fsync_text(r: &FsyncReport) -> String {
     latency_header(&mut out);
     latency_row(&mut out, "append→durable", r.latency.as_ref(), "(none)");
     latency_row(&mut out, "fdatasync", r.sync_latency.as_ref(), "(none)");
+    out
+}
+
+/// The durable-write probe report for a person.
+pub fn durable_write_text(r: &DurableWriteReport) -> String {
+    let mut out = String::new();
+    let how = match (r.mode, r.preallocated) {
+        (crate::durable_write_probe::WriteMode::DirectDsync, _) => {
+            "O_DIRECT | O_DSYNC pwrite to a preallocated zero-filled file"
+        }
+        (_, true) => "pwrite + fdatasync per thread, overwriting a preallocated zero-filled file",
+        (_, false) => "pwrite + fdatasync per thread, appending",
+    };
+    let _ = writeln!(
+        out,
+        "ferromq-bench fsync-probe --mode {}: {} in flight, {} B records ({} B written each), {how}, {:.2} s in {} ({})",
+        r.mode.name(),
+        r.in_flight,
+        r.size_bytes,
+        r.write_bytes,
+        r.duration_s,
+        r.dir,
+        r.filesystem.as_deref().unwrap_or("filesystem unknown"),
+    );
+    if let Some(d) = &r.device {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            out,
+            "  device {}: fua {}, write_cache {}, logical/physical block {}/{} B, rotational {}",
+            d.name,
+            show(&d.fua),
+            show(&d.write_cache),
+            d.logical_block_bytes.map_or("?".into(), |b| b.to_string()),
+            d.physical_block_bytes.map_or("?".into(), |b| b.to_string()),
+            show(&d.rotational),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:.0} writes/s, {:.2} MB/s payload, {:.2} MB/s written ({} writes)",
+        r.writes_per_s, r.payload_mb_per_s, r.written_mb_per_s, r.writes
+    );
+    latency_header(&mut out);
+    latency_row(&mut out, "write→durable", r.latency.as_ref(), "(none)");
     out
 }

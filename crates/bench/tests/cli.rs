@@ -200,3 +200,48 @@ fn fsync_probe_arguments_are_parsed_and_bounded() {
         assert!(a.validate().is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn fsync_probe_modes_are_parsed_and_group_commit_refuses_their_options() {
+    use ferromq_bench::cli::ProbeMode;
+    use ferromq_bench::durable_write_probe::WriteMode;
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["ferromq-bench", "fsync-probe"];
+        argv.extend_from_slice(extra);
+        let Command::FsyncProbe(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not fsync-probe")
+        };
+        a
+    };
+    let a = parse(&[]);
+    assert_eq!(a.mode, ProbeMode::GroupCommit);
+    assert!(a.durable_write_spec(a.validate().unwrap()).is_none());
+    let a = parse(&["--mode", "direct-dsync", "-t", "16", "--records", "3"]);
+    let spec = a.durable_write_spec(a.validate().unwrap()).unwrap();
+    assert_eq!(spec.mode, WriteMode::DirectDsync);
+    assert_eq!(
+        (
+            spec.in_flight,
+            spec.records_per_thread_max,
+            spec.block_bytes
+        ),
+        (16, Some(3), 512)
+    );
+    assert_eq!(spec.file_bytes, 64 << 20);
+    let a = parse(&["--mode", "fdatasync", "--preallocate"]);
+    assert!(
+        a.durable_write_spec(a.validate().unwrap())
+            .unwrap()
+            .preallocate
+    );
+    for bad in [
+        &["--records", "3"][..],
+        &["--preallocate"],
+        &["--mode", "direct-dsync", "--block-bytes", "1000"],
+        &["--mode", "direct-dsync", "--block-bytes", "256"],
+        &["--mode", "fdatasync", "--records", "0"],
+        &["--mode", "fdatasync", "--file-mib", "0"],
+    ] {
+        assert!(parse(bad).validate().is_err(), "{bad:?} accepted");
+    }
+}

@@ -242,9 +242,11 @@ pub struct StoreSection {
     pub table_prefix: String,
     /// `sql`: create the tables when they are missing (`createTablesOnStartup`).
     pub create_tables_on_startup: bool,
-    /// `journal`: the write path, `portable` (`pwrite` + `fdatasync`, the default: measured
-    /// faster on this project's machines, see bench-results/backends.md), `auto` (io_uring
-    /// when this build has it and the kernel permits it, else portable) or `io-uring`.
+    /// `journal`: the write path, `portable` (`pwrite` + `fdatasync`, the default, as in
+    /// `JournalConfig`: measured faster on this project's machines, see
+    /// bench-results/backends.md), `auto` (the store's documented rule,
+    /// `ferromq_store::journal::AUTO_RULE`: portable today; the log line says why) or
+    /// `io-uring` (forced; a startup error when unavailable).
     pub journal_io: String,
     /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
     pub sync: String,

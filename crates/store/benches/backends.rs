@@ -46,9 +46,19 @@ fn backends() -> Vec<Backend> {
             durable: false,
         },
         Backend {
-            // io_uring when the build and the kernel have it (logged at open), else portable.
+            // The io_uring path when the build has it (forced: `auto` picks portable), else
+            // portable.
             name: "journal",
-            open: Box::new(|dir| journal(dir, JournalIo::Auto)),
+            open: Box::new(|dir| {
+                journal(
+                    dir,
+                    if cfg!(feature = "io-uring") {
+                        JournalIo::IoUring
+                    } else {
+                        JournalIo::Portable
+                    },
+                )
+            }),
             durable: true,
         },
         Backend {

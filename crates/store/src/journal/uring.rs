@@ -332,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_falls_back_to_portable_when_io_uring_setup_fails() {
+    fn forcing_io_uring_fails_when_setup_fails_and_auto_stays_portable() {
         let dir = tempfile::tempdir().unwrap();
         FAIL_SETUP.with(|f| f.set(true));
         let forced = JournalStore::open(dir.path(), config(JournalIo::IoUring));
