@@ -695,6 +695,26 @@ async fn fill(server: &ferromq_server::server::Server, queue: &str, n: usize) {
     p.disconnect().await.unwrap();
 }
 
+/// Fills `queue` with `n` messages, subscribes a raw `ack:auto` consumer with a prefetch of
+/// 1000 and waits for its first MESSAGE: the broker is then writing the rest of the prefetch.
+async fn fill_and_take_one(
+    server: &ferromq_server::server::Server,
+    queue: &str,
+    n: usize,
+) -> (Raw, Vec<String>) {
+    fill(server, queue, n).await;
+    let mut raw = Raw::connected(server).await;
+    raw.send(
+        format!("SUBSCRIBE\nid:s\ndestination:/queue/{queue}\nack:auto\nactivemq.prefetchSize:1000\n\n\0")
+            .as_bytes(),
+    )
+    .await;
+    let first = raw.frame().await.expect("a first MESSAGE");
+    assert_eq!(first.command.as_str(), "MESSAGE", "{first:?}");
+    let got = vec![String::from_utf8_lossy(&first.body[..7]).into_owned()];
+    (raw, got)
+}
+
 /// An auto-ack consumer that unsubscribes right after its first message: what the broker wrote
 /// to it before the RECEIPT is consumed, the rest stays on the queue uncounted, and nothing
 /// arrives for the subscription after the RECEIPT. (Found under load: the unsubscribe overtook
@@ -706,16 +726,7 @@ async fn auto_ack_unsubscribe_consumes_exactly_what_was_written() {
     let server = start("[policy]\nmaximum_redeliveries = 0\n").await;
     for round in 0..3 {
         let queue = format!("auto-unsub-{round}");
-        fill(&server, &queue, N).await;
-        let mut raw = Raw::connected(&server).await;
-        raw.send(
-            format!("SUBSCRIBE\nid:s\ndestination:/queue/{queue}\nack:auto\nactivemq.prefetchSize:1000\n\n\0")
-                .as_bytes(),
-        )
-        .await;
-        let first = raw.frame().await.expect("a first MESSAGE");
-        assert_eq!(first.command.as_str(), "MESSAGE");
-        let mut got = vec![String::from_utf8_lossy(&first.body[..7]).into_owned()];
+        let (mut raw, mut got) = fill_and_take_one(&server, &queue, N).await;
         raw.send(b"UNSUBSCRIBE\nid:s\nreceipt:u\n\n\0").await;
         loop {
             let f = raw.frame().await.expect("the UNSUBSCRIBE's RECEIPT");
@@ -747,15 +758,7 @@ async fn auto_ack_disconnect_returns_unwritten_deliveries_uncounted() {
     let server = start("[policy]\nmaximum_redeliveries = 0\n").await;
     for round in 0..3 {
         let queue = format!("auto-disc-{round}");
-        fill(&server, &queue, N).await;
-        let mut raw = Raw::connected(&server).await;
-        raw.send(
-            format!("SUBSCRIBE\nid:s\ndestination:/queue/{queue}\nack:auto\nactivemq.prefetchSize:1000\n\n\0")
-                .as_bytes(),
-        )
-        .await;
-        let first = raw.frame().await.expect("a first MESSAGE");
-        let mut got = vec![String::from_utf8_lossy(&first.body[..7]).into_owned()];
+        let (mut raw, mut got) = fill_and_take_one(&server, &queue, N).await;
         raw.send(b"DISCONNECT\nreceipt:d\n\n\0").await;
         loop {
             let f = raw.frame().await.expect("the DISCONNECT's RECEIPT");
