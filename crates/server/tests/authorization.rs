@@ -103,6 +103,31 @@ fn queue_exists(server: &ferromq_server::server::Server, name: &str) -> bool {
         .any(|s| s.name == format!("queue://{name}"))
 }
 
+/// A network bridge's demand feed (which destinations have consumers) is for users who may read
+/// consumer advisories (`topic://ActiveMQ.Advisory.Consumer`), as ActiveMQ's network connector
+/// user needs `ActiveMQ.Advisory.>`.
+#[tokio::test]
+async fn the_network_demand_feed_needs_read_on_consumer_advisories() {
+    let cfg = format!(
+        "{CONFIG}\n[[security.users]]\nusername = \"net\"\npassword = \"n\"\ngroups = [\"bridges\"]\n\n[[security.authorization]]\ntopic = \"ActiveMQ.Advisory.>\"\nread = \"bridges\"\nwrite = \"bridges\"\nadmin = \"bridges\"\n"
+    );
+    let server = start(&cfg).await;
+    let e = subscribe(&server, "alice", "a", "/ferromq/network-demand")
+        .await
+        .err()
+        .expect("a writer may not read the demand feed");
+    assert_eq!(
+        e,
+        "User alice is not authorized to read from topic://ActiveMQ.Advisory.Consumer"
+    );
+    let mut feed = subscribe(&server, "net", "n", "/ferromq/network-demand")
+        .await
+        .expect("the bridge user gets the feed");
+    let f = feed.frame().await.expect("the first demand snapshot");
+    assert_eq!(f.command.as_str(), "MESSAGE", "{f:?}");
+    assert_eq!(f.header("destination"), Some("/ferromq/network-demand"));
+}
+
 #[tokio::test]
 async fn every_permission_cell_is_enforced() {
     let server = start(CONFIG).await;

@@ -34,6 +34,9 @@ use crate::conn_buf;
 use crate::conn_stream::{ClientStream, ReadHalf, WriteHalf};
 use crate::network::demand::{self, BROKER_NAME_HEADER, DEMAND_DESTINATION};
 
+/// The topic whose `read` permission grants a network bridge's demand feed.
+const DEMAND_ADVISORY_TOPIC: &str = "ActiveMQ.Advisory.Consumer";
+
 /// Demand feeds one connection may open (a bridge needs one).
 const DEMAND_FEEDS_PER_CONNECTION_MAX: usize = 4;
 /// How long a demand feed waits after a snapshot before sending the next one.
@@ -821,6 +824,13 @@ impl Session {
     /// A network bridge asks where this broker's consumers are: it gets the whole demand now
     /// and again after every change, until it unsubscribes or disconnects.
     async fn on_demand_subscribe(&mut self, frame: Frame) -> Result<(), StompError> {
+        // The feed says which destinations have consumers: with authorization rules, only a
+        // user who may read consumer advisories gets it (ActiveMQ's network connector user
+        // needs `ActiveMQ.Advisory.>` for the same reason).
+        self.authorize(
+            &ferromq_broker::Destination::topic(DEMAND_ADVISORY_TOPIC),
+            crate::authz::Action::Read,
+        )?;
         let id = frame
             .header("id")
             .ok_or_else(|| StompError::new("SUBSCRIBE received without an id header"))?
