@@ -28,13 +28,9 @@ pub const RING_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// past it is dropped and comes back to catch up, rather than the master buffering without
 /// bound or stalling its writers.
 pub const FOLLOWER_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Most bytes of writes held back from the local store while a full copy reads it.
-pub const DEFERRED_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Chunks of a full copy in flight between the store reader and the socket (memory bound:
 /// this many times [`SNAPSHOT_CHUNK_BYTES`]).
 const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 4;
-/// How long a copy waits for another copy to finish before giving up (the slave retries).
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 /// Payload bytes per snapshot chunk of a full copy.
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// How long a connecting slave may take to say hello.
@@ -145,16 +141,6 @@ struct State {
     next_conn: u64,
     failed: Option<StoreError>,
     closed: bool,
-    /// A full copy is reading the store at a cut: batches submitted meanwhile are numbered,
-    /// streamed and queued here instead of reaching the local store, so the copy reads exactly
-    /// the cut and writers never wait.
-    snapshotting: bool,
-    /// Batches held back from the local store during a copy, in lsn order.
-    deferred: VecDeque<(u64, Batch)>,
-    deferred_bytes: usize,
-    /// Set when `deferred` passed its bound: the copy gives up (the slave retries) rather than
-    /// the master holding writes back without bound.
-    copy_abort: bool,
 }
 
 pub(crate) struct Shared {
@@ -184,6 +170,8 @@ pub(crate) struct Shared {
     local_tx: mpsc::UnboundedSender<(u64, Completion)>,
     /// Full copies sent to slaves (for status and tests).
     full_copies: AtomicU64,
+    /// Entries written while full copies read the store (summed over copies).
+    copy_overlap_entries: AtomicU64,
     /// Most bytes queued for one follower before it is dropped.
     follower_queue_bytes_max: AtomicUsize,
 }
@@ -241,13 +229,10 @@ impl ReplicatingStore {
                 next_conn: 1,
                 failed: None,
                 closed: false,
-                snapshotting: false,
-                deferred: VecDeque::new(),
-                deferred_bytes: 0,
-                copy_abort: false,
             }),
             local_tx,
             full_copies: AtomicU64::new(0),
+            copy_overlap_entries: AtomicU64::new(0),
             follower_queue_bytes_max: AtomicUsize::new(FOLLOWER_QUEUE_BYTES_MAX),
         });
         // The local store confirms in submission order, so one task awaiting the completions
@@ -298,6 +283,12 @@ impl ReplicatingStore {
     /// How many full copies this master sent to slaves.
     pub fn full_copies(&self) -> u64 {
         self.shared.full_copies.load(Ordering::Relaxed)
+    }
+
+    /// How many log entries were written while full copies read the store (summed over
+    /// copies): writes the copies did not hold back.
+    pub fn entries_written_during_copies(&self) -> u64 {
+        self.shared.copy_overlap_entries.load(Ordering::Relaxed)
     }
 
     /// How many slaves are connected and streaming.
@@ -469,21 +460,6 @@ impl Shared {
         }
     }
 
-    /// Ends a copy's hold on the local store: the held-back batches go to it, in order.
-    fn end_snapshot(&self, st: &mut State) {
-        st.snapshotting = false;
-        st.copy_abort = false;
-        st.deferred_bytes = 0;
-        let deferred = std::mem::take(&mut st.deferred);
-        // A closed store takes nothing more; those writes were never confirmed.
-        if !st.closed {
-            for (lsn, batch) in deferred {
-                self.submit_local(st, lsn, batch);
-            }
-        }
-        self.resolve(st);
-    }
-
     fn acked(&self, f: &Follower) -> u64 {
         match self.policy.ack_kind {
             AckKind::Mem => f.mem.max(f.disk),
@@ -506,10 +482,6 @@ impl Shared {
                 )))
             } else if self.suspended.load(Ordering::SeqCst) || !self.lease_ok.load(Ordering::SeqCst)
             {
-                None
-            } else if st.deferred.front().is_some_and(|(d, _)| *d <= lsn) {
-                // Not even handed to the local store yet (a copy is reading it): a `*_mem`
-                // confirmation would let the broker read back a message not there.
                 None
             } else {
                 let local_ok = !self.policy.local_disk || st.local_done >= lsn;
@@ -621,20 +593,9 @@ impl MessageStore for ReplicatingStore {
             completer,
         });
         st.last = pos;
-        if st.snapshotting {
-            st.deferred_bytes += wire::batch_bytes(&batch);
-            st.deferred.push_back((pos.lsn, batch));
-            if st.deferred_bytes > DEFERRED_BYTES_MAX && !st.copy_abort {
-                tracing::warn!(
-                    deferred_bytes = st.deferred_bytes,
-                    "writes held back by a full copy passed their bound: the copy gives up"
-                );
-                st.copy_abort = true;
-            }
-        } else {
-            // Submitted under the lock, so the local store sees batches in lsn order.
-            shared.submit_local(&mut st, pos.lsn, batch);
-        }
+        // Submitted under the lock, so the local store sees batches in lsn order. A full copy
+        // reading the store meanwhile holds nothing back (see `send_snapshot`).
+        shared.submit_local(&mut st, pos.lsn, batch);
         shared.resolve(&mut st);
         completion
     }
@@ -678,58 +639,33 @@ impl MessageStore for ReplicatingStore {
     }
 }
 
-/// Registers `follower` at the current cut and holds later batches back from the local store
-/// (without blocking writers), so that a read of the store sees exactly the cut. Returns the
-/// cut; the caller must end the hold with [`Shared::end_snapshot`].
-async fn begin_snapshot(shared: &Shared, mut follower: Follower) -> Result<Position, StoreError> {
-    let started = tokio::time::Instant::now();
-    let cut = loop {
-        {
-            let mut st = shared.state.lock();
-            if st.closed {
-                return Err(StoreError::Closed);
-            }
-            if !st.snapshotting {
-                st.snapshotting = true;
-                let cut = st.last;
-                // Nothing this slave acked before the copy counts (it is about to replace its
-                // store): its acks count from the copy's end on.
-                follower.floor = cut.lsn;
-                follower.mem = 0;
-                follower.disk = 0;
-                register(&mut st, follower);
-                break cut;
-            }
+/// Takes the cut a full copy starts from: the last position assigned, once every batch up to
+/// it is applied to the local store (so a read of the store sees at least the cut).
+async fn begin_snapshot(shared: &Shared) -> Result<Position, StoreError> {
+    let cut = {
+        let st = shared.state.lock();
+        if st.closed {
+            return Err(StoreError::Closed);
         }
-        if started.elapsed() >= SNAPSHOT_WAIT {
-            return Err(StoreError::Failed("another copy is still running".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        st.last
     };
-    // A no-op through the local store: applied after every batch submitted before the cut
-    // (and nothing after it reaches the store until the hold ends), so reads see the cut.
-    let barrier = shared
+    // A no-op through the local store: applied after every batch submitted before it, so once
+    // it is done the store holds everything up to the cut.
+    shared
         .inner
         .submit(vec![Op::Dequeue {
             list: POSITION_LIST.into(),
             seq: u64::MAX,
         }])
-        .await;
-    if let Err(e) = barrier {
-        let mut st = shared.state.lock();
-        shared.end_snapshot(&mut st);
-        return Err(e);
-    }
+        .await?;
     Ok(cut)
 }
 
-/// Reads the store (held at a cut by [`begin_snapshot`]) chunk by chunk into `tx`. Blocking:
-/// run on a blocking thread. Stops early when the copy is aborted or the receiver is gone.
+/// Reads the store chunk by chunk into `tx`, while writers go on: the read is *fuzzy*, it sees
+/// the store at the cut plus any part of the later batches (see [`send_snapshot`]). Blocking:
+/// run on a blocking thread. Stops early when the store closes or the receiver is gone.
 fn read_snapshot(shared: &Shared, tx: &mpsc::Sender<Batch>) -> Result<(), StoreError> {
-    let aborted = || {
-        let st = shared.state.lock();
-        st.copy_abort || st.closed
-    };
+    let closed = || shared.state.lock().closed;
     let rec = shared.inner.recover()?;
     let mut chunk: Batch = rec
         .subscriptions
@@ -745,10 +681,12 @@ fn read_snapshot(shared: &Shared, tx: &mpsc::Sender<Batch>) -> Result<(), StoreE
         .iter()
         .filter(|l| !l.list.starts_with(RESERVED_PREFIX))
     {
-        let mut after = None;
-        // Bounded by the list's message count (pages of 1024).
-        for _ in 0..=(l.count / 1024 + 1) {
-            if aborted() {
+        let mut after: Option<u64> = None;
+        // Bounded: pages of 1024 ascending seqs, at most the list's count at the start plus
+        // what writers add meanwhile (a list that keeps growing is read up to a bound; what
+        // the read misses reaches the slave as entries after the cut).
+        for _ in 0..=(l.count / 1024 + 64) {
+            if closed() {
                 return Err(gone());
             }
             let page = shared.inner.load(&l.list, after, 1024)?;
@@ -768,6 +706,21 @@ fn read_snapshot(shared: &Shared, tx: &mpsc::Sender<Batch>) -> Result<(), StoreE
                 }
             }
         }
+        // The list's highest seq ever enqueued travels too (new messages continue above it, on
+        // the slave as on the master once it is promoted): when that message is gone, an
+        // enqueue and a dequeue of it leave nothing but the seq. Harmless if an entry after
+        // the cut touches it again: those are applied after the copy, in order.
+        if after.is_none_or(|a| a < l.max_seq) && l.max_seq > 0 {
+            chunk.push(Op::Enqueue {
+                list: l.list.clone(),
+                seq: l.max_seq,
+                payload: Bytes::new(),
+            });
+            chunk.push(Op::Dequeue {
+                list: l.list.clone(),
+                seq: l.max_seq,
+            });
+        }
     }
     if !chunk.is_empty() {
         tx.blocking_send(chunk).map_err(|_| gone())?;
@@ -775,26 +728,25 @@ fn read_snapshot(shared: &Shared, tx: &mpsc::Sender<Batch>) -> Result<(), StoreE
     Ok(())
 }
 
-/// Releases a copy's hold on the local store when dropped.
-struct SnapshotHold(Arc<Shared>);
-
-impl Drop for SnapshotHold {
-    fn drop(&mut self) {
-        let mut st = self.0.state.lock();
-        self.0.end_snapshot(&mut st);
-    }
-}
-
-/// Sends a full copy at a cut, then returns (entries after the cut are in the follower's
-/// queue). Memory is bounded by [`SNAPSHOT_CHUNKS_IN_FLIGHT`] chunks.
+/// Sends a full copy, then registers the follower to stream the entries after the cut.
+///
+/// Writers are never held back: the store is read while they go on, so the copy holds the
+/// store at the cut plus some of the later batches (a *fuzzy* copy). Every store op is
+/// idempotent per key (an enqueue is an upsert of `(list, seq)`; a dequeue of an absent message,
+/// a purge, a subscription put or delete are set operations), so applying the copy and then
+/// every entry after the cut, in order, ends at exactly the master's state at the last of them,
+/// whatever part of them the read saw. The copy is therefore only *consistent at* the position
+/// the log had when the read ended: the slave keeps its copy mark (no position, no acks) until
+/// it has applied the entry at that position. The entries after the cut are taken from the
+/// in-memory ring, not queued during the copy: a follower's queue does not grow with the copy's
+/// duration, and a copy that writes outran (the ring no longer reaches back to the cut) is
+/// abandoned; the slave retries. Memory is bounded by [`SNAPSHOT_CHUNKS_IN_FLIGHT`] chunks.
 async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
     shared: &Arc<Shared>,
-    follower: Follower,
+    mut follower: Follower,
     wr: &mut W,
 ) -> Result<(), crate::ZkError> {
-    let cut = begin_snapshot(shared, follower).await?;
-    // Ends the hold however this function ends (error, or its task dropped).
-    let hold = SnapshotHold(shared.clone());
+    let cut = begin_snapshot(shared).await?;
     let (tx, mut rx) = mpsc::channel::<Batch>(SNAPSHOT_CHUNKS_IN_FLIGHT);
     let reader = {
         let sh = shared.clone();
@@ -818,17 +770,58 @@ async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
     }
     .await;
     drop(rx);
-    let read = reader
+    reader
         .await
-        .map_err(|e| crate::ZkError::Replication(format!("copy task: {e}")));
-    drop(hold);
-    read??;
+        .map_err(|e| crate::ZkError::Replication(format!("copy task: {e}")))??;
     sent?;
-    wire::write_frame(wr, &Frame::SnapshotEnd { pos: cut }).await?;
+    // The read is over: every batch it could have seen was submitted to the local store, so
+    // numbered at most `st.last`. Under the same lock the entries after the cut are queued
+    // (from the ring) and the follower registered for later ones: none missed, none twice.
+    let consistent_at = {
+        let mut st = shared.state.lock();
+        if st.closed {
+            return Err(StoreError::Closed.into());
+        }
+        let skip = if cut == st.last {
+            Some(st.ring.len())
+        } else if cut == st.ring_base {
+            Some(0)
+        } else {
+            st.ring.iter().position(|(p, _)| *p == cut).map(|i| i + 1)
+        };
+        let Some(skip) = skip else {
+            return Err(crate::ZkError::Replication(format!(
+                "the writes made during the full copy outran the in-memory tail (cut {cut}, tail from {}): the slave retries",
+                st.ring_base
+            )));
+        };
+        let consistent_at = st.last;
+        shared
+            .copy_overlap_entries
+            .fetch_add(consistent_at.lsn - cut.lsn, Ordering::Relaxed);
+        // The slave acknowledges nothing before it is consistent; an ack below that point
+        // (stale, or from a slave that ignores the rule) says nothing about this log.
+        follower.floor = consistent_at.lsn;
+        follower.mem = 0;
+        follower.disk = 0;
+        for (_, f) in st.ring.iter().skip(skip) {
+            let _ = follower.send(f.clone());
+        }
+        register(&mut st, follower);
+        consistent_at
+    };
+    // Written before the writer loop starts on the queued entries.
+    wire::write_frame(
+        wr,
+        &Frame::SnapshotEnd {
+            pos: cut,
+            consistent_at,
+        },
+    )
+    .await?;
     Ok(())
 }
 
-/// Adds `f`, replacing (and so hanging up on) an older connection of the same member.
 fn register(st: &mut State, f: Follower) {
     if let Some(old) = st.followers.insert(f.member.clone(), f) {
         tracing::info!(member = %old.member, "the member reconnected: its old connection is replaced");

@@ -168,11 +168,16 @@ pub fn begin_copy_ops(rec: &ferromq_store::Recovery, copy_at: Position) -> Vec<O
 /// The ops that finish a copy at `pos`: record the position and lift the mark, atomically.
 pub fn end_copy_ops(pos: Position) -> Vec<Op> {
     let mut ops = position_ops(None, pos);
-    ops.push(Op::Dequeue {
+    ops.extend(lift_copy_mark_ops());
+    ops
+}
+
+/// The op that lifts the copy mark: from then on the recorded position is reportable.
+pub fn lift_copy_mark_ops() -> Vec<Op> {
+    vec![Op::Dequeue {
         list: COPYING_LIST.into(),
         seq: 1,
-    });
-    ops
+    }]
 }
 
 /// The highest master epoch this member fenced, if any.

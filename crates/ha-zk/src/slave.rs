@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::master::EntryRing;
-use crate::position::{begin_copy_ops, copy_in_progress, end_copy_ops, NO_POSITION};
+use crate::position::{
+    begin_copy_ops, copy_in_progress, end_copy_ops, lift_copy_mark_ops, position_ops, NO_POSITION,
+};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::ZkError;
 
@@ -226,6 +228,10 @@ async fn run(
     });
     let mut applied = start;
     let mut copy: Option<Copy> = None;
+    // After a full copy: the position whose entry makes the store consistent (the copy was
+    // read while the master's writers went on). Until it is applied the copy mark stays, and
+    // nothing is acknowledged.
+    let mut settling: Option<Position> = None;
     let result = loop {
         if failed.lock().is_some() {
             break Ok(());
@@ -250,9 +256,31 @@ async fn run(
                     r.lock().push(pos, batch.clone());
                 }
                 let c = store.submit(batch);
-                let _ = done_tx.send((Some(pos), c));
                 applied = pos;
-                let _ = ack_tx.send(Ack::Mem(pos));
+                match settling {
+                    Some(at) if pos.lsn < at.lsn => {
+                        // Part of settling the copy: durable, but no position yet.
+                        let _ = done_tx.send((None, c));
+                    }
+                    Some(at) => {
+                        if pos != at {
+                            break Err(ZkError::Replication(format!(
+                                "entry {pos} where the copy said it would be consistent at {at}"
+                            )));
+                        }
+                        // The store now matches the master's at `pos`: lift the copy mark
+                        // (after the entry, in store order) and only then acknowledge.
+                        let _ = done_tx.send((None, c));
+                        let _ = done_tx.send((Some(pos), store.submit(lift_copy_mark_ops())));
+                        settling = None;
+                        tracing::info!(position = %pos, "full copy consistent: following the master");
+                        let _ = ack_tx.send(Ack::Mem(pos));
+                    }
+                    None => {
+                        let _ = done_tx.send((Some(pos), c));
+                        let _ = ack_tx.send(Ack::Mem(pos));
+                    }
+                }
             }
             Frame::SnapshotBegin { pos, total_bytes } => {
                 tracing::info!(master_position = %pos, bytes = total_bytes, "receiving a full copy of the master's store");
@@ -293,17 +321,25 @@ async fn run(
                 }
                 let _ = done_tx.send((None, store.submit(batch)));
             }
-            Frame::SnapshotEnd { pos } => {
+            Frame::SnapshotEnd { pos, consistent_at } => {
                 let Some(c) = copy.take() else {
                     break Err(ZkError::Replication("copy end outside a copy".into()));
                 };
                 log_progress(&c);
-                let _ = done_tx.send((Some(pos), store.submit(end_copy_ops(pos))));
+                if consistent_at == pos {
+                    let _ = done_tx.send((Some(pos), store.submit(end_copy_ops(pos))));
+                    tracing::info!(position = %pos, "full copy consistent: following the master");
+                } else {
+                    // The entries after the cut carry position records that continue from it;
+                    // the mark stays until the entry at `consistent_at`.
+                    let _ = done_tx.send((None, store.submit(position_ops(None, pos))));
+                    settling = Some(consistent_at);
+                    tracing::info!(cut = %pos, %consistent_at, "full copy received: applying the writes made during it");
+                }
                 if let Some(r) = ring {
                     r.lock().reset(pos);
                 }
                 applied = pos;
-                tracing::info!(position = %pos, "full copy applied");
             }
             Frame::Ack { .. }
             | Frame::Hello { .. }

@@ -22,7 +22,8 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Protocol version sent in `Hello`; a master refuses any other.
 /// Version 2: acks carry the acknowledged entry's epoch as well as its lsn.
 /// Version 3: the liveness channel (`Watch`, `Heartbeat`, `Pong`).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// Version 4: `SnapshotEnd.consistent_at` (full copies read while writers go on).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// A log position: the epoch the entry was written in, and its log sequence number.
 /// Ordered by epoch first (Raft's "more up to date" rule), then lsn.
@@ -96,10 +97,15 @@ pub enum Frame {
         /// Ops to apply (subscriptions and enqueues).
         batch: Batch,
     },
-    /// A full copy ends; the slave records `pos` as its position.
+    /// A full copy ends. The entries that follow continue the log after `pos` (the cut the
+    /// copy was read from); the copy was read while writers went on, so the slave's store is
+    /// consistent only once it has applied the entry at `consistent_at` (>= `pos`): until then
+    /// it keeps its copy mark, reports no position and acknowledges nothing.
     SnapshotEnd {
-        /// The position the copy is consistent at.
+        /// The cut: the next entry is `pos.lsn + 1`.
         pos: Position,
+        /// The log position when the copy's read ended.
+        consistent_at: Position,
     },
     /// Slave -> master: cumulative acknowledgement of every entry up to `pos`. The epoch names
     /// which entry: a master counts the ack only if its own entry at `pos.lsn` has that epoch
@@ -283,9 +289,10 @@ impl Frame {
                 b.put_u8(T_SNAP_CHUNK);
                 encode_batch(b, batch);
             }
-            Frame::SnapshotEnd { pos } => {
+            Frame::SnapshotEnd { pos, consistent_at } => {
                 b.put_u8(T_SNAP_END);
                 put_pos(b, *pos);
+                put_pos(b, *consistent_at);
             }
             Frame::Ack { kind, pos } => {
                 b.put_u8(T_ACK);
@@ -350,7 +357,14 @@ impl Frame {
             T_SNAP_CHUNK => Frame::SnapshotChunk {
                 batch: decode_batch(r)?,
             },
-            T_SNAP_END => Frame::SnapshotEnd { pos: get_pos(r)? },
+            T_SNAP_END => {
+                let pos = get_pos(r)?;
+                let consistent_at = get_pos(r)?;
+                if consistent_at < pos {
+                    return Err(WireError::Malformed("a copy consistent before its cut"));
+                }
+                Frame::SnapshotEnd { pos, consistent_at }
+            }
             T_ACK => Frame::Ack {
                 kind: match get_u8(r)? {
                     0 => AckKind::Mem,
@@ -551,6 +565,7 @@ mod tests {
         roundtrip(Frame::SnapshotChunk { batch: vec![] });
         roundtrip(Frame::SnapshotEnd {
             pos: Position { epoch: 1, lsn: 2 },
+            consistent_at: Position { epoch: 1, lsn: 9 },
         });
         roundtrip(Frame::Ack {
             kind: AckKind::Disk,

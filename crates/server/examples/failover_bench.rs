@@ -188,7 +188,7 @@ async fn wait_rejoined(
                 .lines()
                 .filter(|l| l.contains("slave connected") && l.contains(&id));
             for l in connected {
-                if l.contains("streaming") || mine.contains("full copy applied") {
+                if l.contains("streaming") || mine.contains("full copy consistent") {
                     return Ok(());
                 }
             }

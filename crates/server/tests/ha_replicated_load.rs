@@ -367,7 +367,7 @@ impl Run {
         if copied {
             let w = self.wait();
             let ok =
-                tokio::task::block_in_place(|| self.c.proc(i).wait_log("full copy applied", w));
+                tokio::task::block_in_place(|| self.c.proc(i).wait_log("full copy consistent", w));
             if !ok {
                 self.dump_logs();
                 panic!("b{i}'s full copy was not applied within {w:?}");
