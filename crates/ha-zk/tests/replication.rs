@@ -540,7 +540,7 @@ async fn a_full_copy_read_under_concurrent_writes_ends_identical_to_the_master()
                             }]
                         } else if i % 2 == 0 {
                             vec![Op::PutSubscription(SubscriptionRecord {
-                                list: format!("durable://c:sub{}", i % 5).into(),
+                                list: format!("durable://c:sub{}", i % 5),
                                 client_id: "c".into(),
                                 name: format!("sub{}", i % 5),
                                 topic: "topic://t".into(),
@@ -549,7 +549,7 @@ async fn a_full_copy_read_under_concurrent_writes_ends_identical_to_the_master()
                             })]
                         } else {
                             vec![Op::DeleteSubscription {
-                                list: format!("durable://c:sub{}", i % 5).into(),
+                                list: format!("durable://c:sub{}", i % 5),
                             }]
                         }
                     }
