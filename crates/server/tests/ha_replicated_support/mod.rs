@@ -654,6 +654,40 @@ impl Partition {
     }
 }
 
+impl Partition {
+    /// Like [`Partition::isolate`], but the broker still answers on its client port `port`:
+    /// an asymmetric partition, cut off from ZooKeeper and its slaves while its clients stay
+    /// connected to it (their packets come from other processes; its answers leave from
+    /// `port`).
+    pub fn isolate_except_client_port(port: u16) -> Partition {
+        let rule: Vec<String> = [
+            "OUTPUT",
+            "-m",
+            "owner",
+            "--uid-owner",
+            &PARTITION_UID.to_string(),
+            "-p",
+            "tcp",
+            "!",
+            "--sport",
+            &port.to_string(),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let ok = std::process::Command::new("iptables")
+            .args(["-w", "-I"])
+            .args(&rule)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "iptables -I {rule:?} failed");
+        Partition { rule }
+    }
+}
+
 impl Drop for Partition {
     fn drop(&mut self) {
         let _ = std::process::Command::new("iptables")
