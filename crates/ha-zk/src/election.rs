@@ -37,7 +37,8 @@ use crate::master::{EntryRing, ReplicatingStore};
 use crate::position::{
     copy_in_progress, fence_ops, member_id, read_fence, read_position, unfence_ops,
 };
-use crate::slave::{follow_with_ring, watch_master, FollowParams};
+use crate::slave::{follow_staged, watch_master, FollowParams};
+use crate::staging::CopyStaging;
 use crate::wire::Position;
 use crate::{ReplicatedConfig, StoreOpener, SyncPolicy, ZkError};
 
@@ -46,6 +47,8 @@ use crate::{ReplicatedConfig, StoreOpener, SyncPolicy, ZkError};
 pub struct ZkReplication {
     cfg: ReplicatedConfig,
     opener: StoreOpener,
+    /// Where full copies are staged (none: a copy wipes the live store first, marked).
+    staging: Option<Arc<dyn CopyStaging>>,
     /// The local store while this broker is a slave (the master's is inside its mastership).
     store: Mutex<Option<Arc<dyn MessageStore>>>,
     /// The entries received as a slave, handed to the master's ring on promotion.
@@ -309,9 +312,16 @@ impl ZkReplication {
         Ok(ZkReplication {
             cfg,
             opener,
+            staging: None,
             store: Mutex::new(None),
             ring: Mutex::new(EntryRing::default()),
         })
+    }
+
+    /// Stages full copies in `staging` instead of wiping the live store first.
+    pub fn with_staging(mut self, staging: Arc<dyn CopyStaging>) -> ZkReplication {
+        self.staging = Some(staging);
+        self
     }
 
     fn local_store(&self) -> Result<Arc<dyn MessageStore>, ZkError> {
@@ -379,7 +389,7 @@ impl ZkReplication {
 
     async fn attempt(&self) -> Result<Attempt, ZkError> {
         let cfg = &self.cfg;
-        let store = self.local_store()?;
+        let mut store = self.local_store()?;
         let mut pos = read_position(&*store)?;
         let mut copying = copy_in_progress(&*store)?;
         let bind = cfg
@@ -567,10 +577,16 @@ impl ZkReplication {
                         said.say("Slave started");
                         me.fenced = None;
                         let silence = watcher.as_ref().zip(liveness);
-                        let (p, silent) = self
+                        let (p, silent, installed) = self
                             .follow_master(&zk, &store, pos, &m, &my_id, master_watch, silence)
                             .await;
                         pos = p;
+                        if installed {
+                            // A staged copy replaced the live store (closed): open it afresh.
+                            self.store.lock().take();
+                            store = self.local_store()?;
+                            pos = read_position(&*store)?;
+                        }
                         copying = copy_in_progress(&*store).unwrap_or_else(|e| {
                             tracing::warn!(error = %e, "cannot tell whether a copy is unfinished: reporting no position");
                             true
@@ -830,7 +846,7 @@ impl ZkReplication {
         my_id: &str,
         master_watch: zookeeper_client::OneshotWatcher,
         silence: Option<(&MasterWatch, Liveness)>,
-    ) -> (Position, Option<Duration>) {
+    ) -> (Position, Option<Duration>, bool) {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let mut states = zk.state_watcher();
         let heard = silence.map(|(w, l)| (w.heard.clone(), l));
@@ -868,13 +884,26 @@ impl ZkReplication {
         let params = self.follow_params(m, my_id);
         if let Some(d) = silent() {
             stopper.abort();
-            return (pos, Some(d));
+            return (pos, Some(d), false);
         }
-        let (pos, result) =
-            follow_with_ring(store, pos, &params, &mut stop_rx, Some(&self.ring)).await;
+        let f = follow_staged(
+            store,
+            pos,
+            &params,
+            &mut stop_rx,
+            Some(&self.ring),
+            self.staging.as_deref(),
+        )
+        .await;
+        let (pos, installed) = (f.pos, f.installed);
         let stopped = *stop_rx.borrow();
-        if let Err(e) = result {
+        if let Err(e) = f.result {
             tracing::info!(error = %e, master = %m.addr, "stopped following the master");
+        }
+        if installed && !stopped {
+            // Reconnect at once from the installed copy's position.
+            stopper.abort();
+            return (pos, silent(), true);
         }
         if !stopped {
             // The connection ended while ZooKeeper still names that master (it died and its
@@ -883,7 +912,7 @@ impl ZkReplication {
             let _ = tokio::time::timeout(Duration::from_millis(200), stop_rx.changed()).await;
         }
         stopper.abort();
-        (pos, silent())
+        (pos, silent(), installed)
     }
 
     #[allow(clippy::too_many_arguments)]

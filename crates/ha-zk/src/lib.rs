@@ -31,6 +31,7 @@ pub mod position;
 pub mod proto;
 pub mod registry;
 pub mod slave;
+pub mod staging;
 pub mod wire;
 
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferromq_store::{Completion, MessageStore, Op};
+use ferromq_store::{Completion, MessageStore, Op, StoreError};
 use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::master::EntryRing;
 use crate::position::{
-    begin_copy_ops, copy_in_progress, end_copy_ops, lift_copy_mark_ops, position_ops, NO_POSITION,
+    begin_copy_ops, copy_in_progress, end_copy_ops, lift_copy_mark_ops, position_ops, FENCED_LIST,
+    MEMBER_ID_LIST, NO_POSITION,
 };
+use crate::staging::CopyStaging;
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
 use crate::ZkError;
 
@@ -71,6 +73,33 @@ pub async fn follow_with_ring(
     stop: &mut watch::Receiver<bool>,
     ring: Option<&Mutex<EntryRing>>,
 ) -> (Position, Result<(), ZkError>) {
+    let f = follow_staged(store, start, p, stop, ring, None).await;
+    (f.pos, f.result)
+}
+
+/// How following ended.
+#[derive(Debug)]
+pub struct Followed {
+    /// The position durable in the live store (after an install: the installed copy's).
+    pub pos: Position,
+    /// Why following stopped.
+    pub result: Result<(), ZkError>,
+    /// A staged full copy replaced the live store, which is closed: reopen it.
+    pub installed: bool,
+}
+
+/// [`follow_with_ring`], receiving full copies into `staging` (when given) instead of wiping
+/// the live store: the live store and its position stay whole until the copy is consistent,
+/// then the copy is installed in its place (the live store is closed, `installed` is set) and
+/// the caller reopens it and follows again.
+pub async fn follow_staged(
+    store: &Arc<dyn MessageStore>,
+    start: Position,
+    p: &FollowParams,
+    stop: &mut watch::Receiver<bool>,
+    ring: Option<&Mutex<EntryRing>>,
+    staging: Option<&dyn CopyStaging>,
+) -> Followed {
     if let Some(r) = ring {
         let mut r = r.lock();
         if r.last() != start {
@@ -105,7 +134,7 @@ pub async fn follow_with_ring(
         })
     };
     let result = run(
-        store, start, p, stop, &done_tx, ack_tx, ack_rx, &failed, ring,
+        store, start, p, stop, &done_tx, ack_tx, ack_rx, &failed, ring, staging,
     )
     .await;
     drop(done_tx);
@@ -115,15 +144,75 @@ pub async fn follow_with_ring(
     let pos = *durable.lock();
     let result = match (result, drained) {
         (Err(e), _) => Err(e),
-        (Ok(()), Err(_)) => Err(ZkError::Replication(
+        (Ok(_), Err(_)) => Err(ZkError::Replication(
             "the local store did not confirm in time".into(),
         )),
-        (Ok(()), Ok(_)) => match failed.lock().take() {
+        (Ok(install), Ok(_)) => match failed.lock().take() {
             Some(e) => Err(ZkError::Replication(format!("local store: {e}"))),
-            None => Ok(()),
+            None => Ok(install),
         },
     };
-    (pos, result)
+    match (result, staging) {
+        (Ok(Some(at)), Some(staging)) => {
+            // The staged copy is complete, durable and closed: it replaces the live store.
+            let installed = store.close().and_then(|()| staging.install());
+            if let Some(r) = ring {
+                r.lock().reset(at);
+            }
+            match installed {
+                Ok(()) => {
+                    tracing::info!(position = %at, "full copy consistent: installed in place of the live store");
+                    Followed {
+                        pos: at,
+                        result: Ok(()),
+                        installed: true,
+                    }
+                }
+                // The live store is closed either way: the caller reopens whichever is there
+                // (a crash-safe install leaves the old one or the new one, never a mix).
+                Err(e) => Followed {
+                    pos,
+                    result: Err(ZkError::Store(e)),
+                    installed: true,
+                },
+            }
+        }
+        (result, _) => Followed {
+            pos,
+            result: result.map(|_| ()),
+            installed: false,
+        },
+    }
+}
+
+/// Completes a staged copy once its last entry (`last`, submitted after everything else) is
+/// durable: carries this member's own records over from the live store (its member id and
+/// fences name the broker, not the data) and closes the staged store.
+async fn finish_staged(
+    live: &dyn MessageStore,
+    staged: &dyn MessageStore,
+    last: Completion,
+) -> Result<(), StoreError> {
+    last.await?;
+    let mut carry = Vec::new();
+    for list in [MEMBER_ID_LIST, FENCED_LIST] {
+        let mut after = None;
+        // Bounded: a member id is one record, fences one per epoch fenced.
+        for _ in 0..1024 {
+            let page = live.load(list, after, 1024)?;
+            let Some(l) = page.last() else { break };
+            after = Some(l.seq);
+            carry.extend(page.into_iter().map(|m| Op::Enqueue {
+                list: list.into(),
+                seq: m.seq,
+                payload: m.payload,
+            }));
+        }
+    }
+    if !carry.is_empty() {
+        staged.submit(carry).await?;
+    }
+    staged.close()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -137,7 +226,8 @@ async fn run(
     mut ack_rx: mpsc::UnboundedReceiver<Ack>,
     failed: &Mutex<Option<String>>,
     ring: Option<&Mutex<EntryRing>>,
-) -> Result<(), ZkError> {
+    staging: Option<&dyn CopyStaging>,
+) -> Result<Option<Position>, ZkError> {
     let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&p.addr))
         .await
         .map_err(|_| {
@@ -232,13 +322,15 @@ async fn run(
     // read while the master's writers went on). Until it is applied the copy mark stays, and
     // nothing is acknowledged.
     let mut settling: Option<Position> = None;
+    // The store a staged copy goes to (see [`CopyStaging`]); the live one is left alone.
+    let mut staged: Option<Arc<dyn MessageStore>> = None;
     let result = loop {
         if failed.lock().is_some() {
-            break Ok(());
+            break Ok(None);
         }
         let frame = tokio::select! {
             f = wire::read_frame(&mut rd) => f,
-            _ = stop.changed() => break Ok(()),
+            _ = stop.changed() => break Ok(None),
         };
         let frame = match frame {
             Ok(f) => f,
@@ -251,6 +343,23 @@ async fn run(
                         "out-of-order entry {pos} after {applied} (master epoch {})",
                         p.master_epoch
                     )));
+                }
+                if let Some(st) = staged.as_ref().filter(|_| settling.is_some()) {
+                    let c = st.submit(batch);
+                    applied = pos;
+                    let Some(at) = settling.filter(|at| pos.lsn >= at.lsn) else {
+                        let _ = done_tx.send((None, c));
+                        continue;
+                    };
+                    if pos != at {
+                        break Err(ZkError::Replication(format!(
+                            "entry {pos} where the copy said it would be consistent at {at}"
+                        )));
+                    }
+                    match finish_staged(&**store, &**st, c).await {
+                        Ok(()) => break Ok(Some(pos)),
+                        Err(e) => break Err(ZkError::Store(e)),
+                    }
                 }
                 if let Some(r) = ring {
                     r.lock().push(pos, batch.clone());
@@ -281,6 +390,24 @@ async fn run(
                         let _ = ack_tx.send(Ack::Mem(pos));
                     }
                 }
+            }
+            Frame::SnapshotBegin { pos, total_bytes } if staging.is_some() => {
+                tracing::info!(master_position = %pos, bytes = total_bytes, "receiving a full copy of the master's store (staged beside the live store, which keeps its position until the copy is installed)");
+                if let Some(old) = staged.take() {
+                    let _ = old.close();
+                }
+                match staging.map(|s| s.open_staged()) {
+                    Some(Ok(s)) => staged = Some(s),
+                    Some(Err(e)) => break Err(ZkError::Store(e)),
+                    None => break Err(ZkError::Replication("no staging".into())),
+                }
+                let now = Instant::now();
+                copy = Some(Copy {
+                    total: total_bytes,
+                    done: 0,
+                    started: now,
+                    last_log: now,
+                });
             }
             Frame::SnapshotBegin { pos, total_bytes } => {
                 tracing::info!(master_position = %pos, bytes = total_bytes, "receiving a full copy of the master's store");
@@ -319,13 +446,30 @@ async fn run(
                     c.last_log = Instant::now();
                     log_progress(c);
                 }
-                let _ = done_tx.send((None, store.submit(batch)));
+                let target = staged.as_ref().unwrap_or(store);
+                let _ = done_tx.send((None, target.submit(batch)));
             }
             Frame::SnapshotEnd { pos, consistent_at } => {
                 let Some(c) = copy.take() else {
                     break Err(ZkError::Replication("copy end outside a copy".into()));
                 };
                 log_progress(&c);
+                if let Some(st) = staged.as_ref() {
+                    // The entries after the cut continue the staged log; the live store and
+                    // the ring keep the live log until the install.
+                    let c = st.submit(position_ops(None, pos));
+                    applied = pos;
+                    if consistent_at == pos {
+                        match finish_staged(&**store, &**st, c).await {
+                            Ok(()) => break Ok(Some(pos)),
+                            Err(e) => break Err(ZkError::Store(e)),
+                        }
+                    }
+                    let _ = done_tx.send((None, c));
+                    settling = Some(consistent_at);
+                    tracing::info!(cut = %pos, %consistent_at, "full copy received: applying the writes made during it");
+                    continue;
+                }
                 if consistent_at == pos {
                     let _ = done_tx.send((Some(pos), store.submit(end_copy_ops(pos))));
                     tracing::info!(position = %pos, "full copy consistent: following the master");
@@ -357,6 +501,10 @@ async fn run(
         }
     };
     writer.abort();
+    if let (Some(st), false) = (staged, matches!(result, Ok(Some(_)))) {
+        // An unfinished staged copy: discarded (the next copy starts a fresh one).
+        let _ = st.close();
+    }
     result
 }
 

@@ -656,3 +656,186 @@ async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent
     assert_eq!(reportable_position(&*store).unwrap(), Some(pos(7)));
     assert_eq!(bodies(&*store), ["b", "c"]);
 }
+
+/// Finding 3, closed with staging: a full copy goes to a journal beside the live one. A master
+/// that dies mid-copy leaves the live store, and the position the member reports, untouched
+/// (the member can still be elected with what it holds); a copy that completes is installed in
+/// place of the live store, carrying over the member's id and fences, and the reopened store
+/// holds the master's data at the consistent position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
+    use ferromq_ha_zk::position::{
+        copy_in_progress, fence_ops, member_id, position_ops, read_fence, reportable_position,
+    };
+    use ferromq_ha_zk::slave::{follow_staged, FollowParams};
+    use ferromq_ha_zk::staging::{finish_journal_install, JournalStaging};
+    use ferromq_store::{JournalConfig, JournalStore};
+
+    let d = tempfile::tempdir().unwrap();
+    let live_dir = d.path().join("journal");
+    let open = |dir: &std::path::Path| -> Arc<dyn MessageStore> {
+        finish_journal_install(dir).unwrap();
+        Arc::new(JournalStore::open(dir, JournalConfig::default()).unwrap())
+    };
+    let store = open(&live_dir);
+    let id = member_id(&*store).await.unwrap();
+    store.submit(fence_ops(None, 1)).await.unwrap();
+    let old = Position { epoch: 1, lsn: 2 };
+    let mut b = enq(1, "old");
+    b.extend(position_ops(None, old));
+    store.submit(b).await.unwrap();
+    let staging = JournalStaging::new(live_dir.clone(), JournalConfig::default());
+    let bodies = |s: &dyn MessageStore| -> Vec<String> {
+        s.load("queue://x", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+            .collect()
+    };
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let params = FollowParams {
+        addr: l.local_addr().unwrap().to_string(),
+        master_epoch: 2,
+        token: "token".into(),
+        group: "g".into(),
+        member: "m".into(),
+    };
+    let pos = |lsn| Position { epoch: 2, lsn };
+    let follow = |store: Arc<dyn MessageStore>| {
+        let params = params.clone();
+        let staging = staging.clone();
+        tokio::spawn(async move {
+            let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
+            let start = read_position(&*store).unwrap();
+            follow_staged(&store, start, &params, &mut stop, None, Some(&staging)).await
+        })
+    };
+
+    // A master that dies after the first chunk of a copy.
+    let follower = follow(store.clone());
+    let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = wire::read_frame(&mut rd).await.unwrap();
+    assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
+    for f in [
+        Frame::Welcome { epoch: 2 },
+        Frame::SnapshotBegin {
+            pos: pos(5),
+            total_bytes: 10,
+        },
+        Frame::SnapshotChunk {
+            batch: enq(1, "copied-1"),
+        },
+    ] {
+        wire::write_frame(&mut wr, &f).await.unwrap();
+    }
+    // The positive event: the staged journal exists (the copy is being received).
+    let staged_dir = d.path().join("journal.copy");
+    for _ in 0..2000 {
+        if staged_dir.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(staged_dir.exists(), "the copy was not staged");
+    drop((rd, wr));
+    let f = tokio::time::timeout(T, follower).await.unwrap().unwrap();
+    assert!(f.result.is_err() && !f.installed, "{f:?}");
+    assert!(!copy_in_progress(&*store).unwrap());
+    assert_eq!(
+        reportable_position(&*store).unwrap(),
+        Some(old),
+        "a copy that did not complete must leave the member its position"
+    );
+    assert_eq!(bodies(&*store), ["old"]);
+
+    // The next master's copy completes: consistent once the entry at 2:6 is applied.
+    let follower = follow(store.clone());
+    let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
+    let (mut rd, mut wr) = sock.into_split();
+    let hello = wire::read_frame(&mut rd).await.unwrap();
+    assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
+    let mut e6 = enq(2, "during");
+    e6.extend(position_ops(Some(5), pos(6)));
+    for f in [
+        Frame::Welcome { epoch: 2 },
+        Frame::SnapshotBegin {
+            pos: pos(5),
+            total_bytes: 10,
+        },
+        Frame::SnapshotChunk {
+            batch: enq(1, "copied-1"),
+        },
+        Frame::SnapshotEnd {
+            pos: pos(5),
+            consistent_at: pos(6),
+        },
+        Frame::Entry {
+            pos: pos(6),
+            batch: e6,
+        },
+    ] {
+        wire::write_frame(&mut wr, &f).await.unwrap();
+    }
+    let f = tokio::time::timeout(T, follower).await.unwrap().unwrap();
+    assert!(f.installed && f.result.is_ok(), "{f:?}");
+    assert_eq!(f.pos, pos(6));
+    drop((rd, wr));
+    drop(store);
+    let store = open(&live_dir);
+    assert!(!staged_dir.exists());
+    assert_eq!(reportable_position(&*store).unwrap(), Some(pos(6)));
+    assert_eq!(bodies(&*store), ["copied-1", "during"]);
+    assert_eq!(
+        member_id(&*store).await.unwrap(),
+        id,
+        "the member id names the broker: kept"
+    );
+    assert_eq!(
+        read_fence(&*store).unwrap(),
+        Some(1),
+        "a fence is a promise: kept"
+    );
+}
+
+/// The install's crash points: whatever step a crash interrupts, the next start finds either
+/// the old journal or the new one, whole.
+#[test]
+fn a_journal_install_cut_short_anywhere_is_finished_or_undone_on_the_next_start() {
+    use ferromq_ha_zk::staging::finish_journal_install;
+    let d = tempfile::tempdir().unwrap();
+    let live = d.path().join("journal");
+    let staged = d.path().join("journal.copy");
+    let old = d.path().join("journal.old");
+    let put = |dir: &std::path::Path, what: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("data"), what).unwrap();
+    };
+    let data = |dir: &std::path::Path| std::fs::read_to_string(dir.join("data")).unwrap();
+    // Interrupted while receiving: no mark, the staged copy is discarded.
+    put(&live, "old");
+    put(&staged, "partial");
+    finish_journal_install(&live).unwrap();
+    assert_eq!(data(&live), "old");
+    assert!(!staged.exists());
+    // Marked complete, nothing renamed yet.
+    put(&staged, "new");
+    std::fs::write(staged.join("INSTALL"), "").unwrap();
+    finish_journal_install(&live).unwrap();
+    assert_eq!(data(&live), "new");
+    assert!(!staged.exists() && !old.exists() && !live.join("INSTALL").exists());
+    // Marked complete, the live journal already set aside.
+    std::fs::rename(&live, &old).unwrap();
+    put(&staged, "newer");
+    std::fs::write(staged.join("INSTALL"), "").unwrap();
+    finish_journal_install(&live).unwrap();
+    assert_eq!(data(&live), "newer");
+    assert!(!staged.exists() && !old.exists());
+    // Installed, the mark and the old journal not yet removed.
+    put(&old, "older");
+    std::fs::write(live.join("INSTALL"), "").unwrap();
+    finish_journal_install(&live).unwrap();
+    assert_eq!(data(&live), "newer");
+    assert!(!old.exists() && !live.join("INSTALL").exists());
+}

@@ -861,11 +861,29 @@ fn replicated_activation(
         master_timeout: Duration::from_millis(h.master_timeout_ms),
     };
     let store_cfg = cfg.clone();
+    let journal = cfg.store.backend == "journal";
     let opener: ferromq_ha_zk::StoreOpener = Arc::new(move || {
+        if journal {
+            // A staged full copy marked complete replaces the journal before it is opened
+            // (an install cut short by a crash); an unfinished one is discarded.
+            ferromq_ha_zk::staging::finish_journal_install(&ferromq_server::server::journal_dir(
+                &store_cfg,
+            ))?;
+        }
         ferromq_server::server::open_store(&store_cfg, 0, None)
             .map_err(|e| ferromq_store::StoreError::Config(format!("{e:#}")))
     });
-    Ok(Arc::new(ZkReplication::new(rc, opener)?))
+    let mut replication = ZkReplication::new(rc, opener)?;
+    if journal {
+        // Full copies go to a journal beside the live one and are installed when consistent:
+        // the live store, and the position this member reports, stay whole until then.
+        replication =
+            replication.with_staging(Arc::new(ferromq_ha_zk::staging::JournalStaging::new(
+                ferromq_server::server::journal_dir(cfg),
+                ferromq_server::server::journal_config(cfg, 0, None),
+            )));
+    }
+    Ok(Arc::new(replication))
 }
 
 /// Aborts a task when dropped, on every way out of a scope.

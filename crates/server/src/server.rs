@@ -68,6 +68,45 @@ impl PartialEq for BridgeList {
 
 impl Eq for BridgeList {}
 
+/// `store.sync` as the stores take it.
+fn sync_mode(cfg: &Config) -> SyncMode {
+    let s = &cfg.store;
+    match s.sync.as_str() {
+        "periodic" => SyncMode::Periodic {
+            interval_ms: s.sync_interval_ms.max(1),
+        },
+        "never" => SyncMode::Never,
+        _ => SyncMode::Always,
+    }
+}
+
+/// Where the journal store lives.
+pub fn journal_dir(cfg: &Config) -> std::path::PathBuf {
+    cfg.broker.data_dir.join("journal")
+}
+
+/// The journal store's options from `[store]`.
+pub fn journal_config(cfg: &Config, epoch: u64, fence: Option<Arc<dyn Fence>>) -> JournalConfig {
+    let s = &cfg.store;
+    JournalConfig {
+        journal_max_file_length: s.journal_max_file_length,
+        sync: sync_mode(cfg),
+        ack_sync_delay_ms: s.ack_sync_delay_ms,
+        checkpoint_interval_ms: s.checkpoint_interval_ms,
+        cleanup_interval_ms: s.cleanup_interval_ms,
+        check_for_corrupt_journal_files: s.check_for_corrupt_journal_files,
+        ignore_missing_journal_files: s.ignore_missing_journal_files,
+        epoch,
+        fence,
+        io: match s.journal_io.as_str() {
+            "io-uring" => JournalIo::IoUring,
+            "portable" => JournalIo::Portable,
+            _ => JournalIo::Auto,
+        },
+        ..JournalConfig::default()
+    }
+}
+
 /// Opens the store the configuration names, for a master of `epoch` guarded by `fence`.
 pub fn open_store(
     cfg: &Config,
@@ -75,34 +114,12 @@ pub fn open_store(
     fence: Option<Arc<dyn Fence>>,
 ) -> anyhow::Result<Arc<dyn MessageStore>> {
     let s = &cfg.store;
-    let sync = match s.sync.as_str() {
-        "periodic" => SyncMode::Periodic {
-            interval_ms: s.sync_interval_ms.max(1),
-        },
-        "never" => SyncMode::Never,
-        _ => SyncMode::Always,
-    };
+    let sync = sync_mode(cfg);
     match s.backend.as_str() {
         "memory" => Ok(Arc::new(MemoryStore::new())),
         "journal" => {
-            let jc = JournalConfig {
-                journal_max_file_length: s.journal_max_file_length,
-                sync,
-                ack_sync_delay_ms: s.ack_sync_delay_ms,
-                checkpoint_interval_ms: s.checkpoint_interval_ms,
-                cleanup_interval_ms: s.cleanup_interval_ms,
-                check_for_corrupt_journal_files: s.check_for_corrupt_journal_files,
-                ignore_missing_journal_files: s.ignore_missing_journal_files,
-                epoch,
-                fence,
-                io: match s.journal_io.as_str() {
-                    "io-uring" => JournalIo::IoUring,
-                    "portable" => JournalIo::Portable,
-                    _ => JournalIo::Auto,
-                },
-                ..JournalConfig::default()
-            };
-            let dir = cfg.broker.data_dir.join("journal");
+            let jc = journal_config(cfg, epoch, fence);
+            let dir = journal_dir(cfg);
             let store = JournalStore::open(&dir, jc)
                 .with_context(|| format!("cannot open the journal in {}", dir.display()))?;
             Ok(Arc::new(store))

@@ -458,6 +458,16 @@ async fn a_slave_that_lost_its_store_is_copied_under_load_and_then_carries_the_q
         "b{s} copied: {} receipts came while the copy was read and applied",
         r.confirmed() - at_copy
     );
+    // On the journal the copy was staged beside the live store and installed in its place.
+    assert!(
+        r.c.proc(s)
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("installed in place of the live store")),
+        "b{s}'s copy was not staged and installed"
+    );
     r.c.kill9(other);
     r.more_receipts(1_500, "the copied slave carries the quorum")
         .await;
