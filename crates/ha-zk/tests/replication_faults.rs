@@ -431,6 +431,7 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
         token: "token".into(),
         group: "g".into(),
         member: "m".into(),
+        tls: None,
     };
     let cut = Position { epoch: 2, lsn: 5 };
     let chunk = Frame::SnapshotChunk {
