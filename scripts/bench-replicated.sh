@@ -5,6 +5,8 @@
 # (client-individual acks), DUR seconds (default 10) after a 2 s warm-up.
 #
 #   scripts/bench-replicated.sh single solo local_disk quorum_disk ...   # modes to run
+#   scripts/bench-replicated.sh quorum_disk quorum_disk+tls              # +tls: mutual TLS on the
+#                                                                        # replication link
 #
 # Prints ferromq-bench's reports; the figures with their conditions go to
 # bench-results/replicated.md by hand.
@@ -40,14 +42,32 @@ EOC
   run_bench $P "journal-single"
   cleanup
 }
-replicated() { # sync
-  local sync=$1; local path="/ferromq-bench/$1-$$-$RANDOM" ports=()
+# A CA and one member certificate for 127.0.0.1 (server and client use), for `+tls` runs.
+make_certs() {
+  [ -f $W/member.crt ] && return
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+    -keyout $W/ca.key -out $W/ca.crt -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null || exit 1
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=member" \
+    -keyout $W/member.key -out $W/member.csr 2>/dev/null || exit 1
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > $W/member.ext
+  openssl x509 -req -in $W/member.csr -CA $W/ca.crt -CAkey $W/ca.key -CAcreateserial -days 2 \
+    -extfile $W/member.ext -out $W/member.crt 2>/dev/null || exit 1
+}
+replicated() { # sync[+tls]
+  local sync=${1%+tls}; local path="/ferromq-bench/$sync-$$-$RANDOM" ports=() tls=""
+  if [ "$1" != "$sync" ]; then
+    make_certs
+    tls="tls_cert = \"$W/member.crt\"
+tls_key = \"$W/member.key\"
+tls_ca = \"$W/ca.crt\""
+  fi
   for i in 0 1 2; do
     P=$((20000 + RANDOM % 20000)); ports+=($P)
     cat > $W/r$i.toml <<EOC
 [broker]
 name = "bench"
-data_dir = "$W/$sync-$i"
+data_dir = "$W/$1-$i"
 [transports]
 stomp = "127.0.0.1:$P"
 [ha]
@@ -56,8 +76,9 @@ zk_address = "$ZK"
 zk_path = "$path"
 bind = "tcp://127.0.0.1:0"
 sync = "$sync"
+$tls
 EOC
-    $BIN --log info serve --config $W/r$i.toml 2>$W/$sync-$i.log & pids+=($!)
+    $BIN --log info serve --config $W/r$i.toml 2>$W/$1-$i.log & pids+=($!)
   done
   local m=""
   for _ in $(seq 1 300); do
@@ -66,9 +87,9 @@ EOC
     done
     sleep 0.1
   done
-  [ -n "$m" ] || { echo "[$sync] no master"; cleanup; return; }
+  [ -n "$m" ] || { echo "[$1] no master"; cleanup; return; }
   sleep 1
-  run_bench $m "replicated-$sync"
+  run_bench $m "replicated-$1"
   cleanup
 }
 solo() { # one-member replicated group: the wrapper's cost without slaves

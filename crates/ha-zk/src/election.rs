@@ -726,6 +726,7 @@ impl ZkReplication {
             token: self.cfg.security_token.clone(),
             group: self.cfg.group.clone(),
             member: my_id.to_string(),
+            tls: self.cfg.tls.clone(),
         }
     }
 
@@ -950,7 +951,7 @@ impl ZkReplication {
         if let Some(l) = Liveness::new(cfg.master_timeout, cfg.replicas) {
             rs.enable_lease(l);
         }
-        let server = rs.serve(listener);
+        let server = rs.serve_with(listener, cfg.tls.as_ref());
         let (lost_tx, lost_rx) = watch::channel::<Option<String>>(None);
         let lost_tx = Arc::new(lost_tx);
         let monitor = {

@@ -32,6 +32,7 @@ pub mod proto;
 pub mod registry;
 pub mod slave;
 pub mod staging;
+pub mod tls;
 pub mod wire;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use std::time::Duration;
 pub use election::ZkReplication;
 use ferromq_store::{MessageStore, StoreError};
 pub use master::ReplicatingStore;
+pub use tls::ReplicationTls;
 pub use wire::{AckKind, Position};
 
 /// Why replication or the election failed.
@@ -66,6 +68,25 @@ pub enum ZkError {
     /// The configuration cannot work.
     #[error("replicated HA configuration: {0}")]
     Config(String),
+    /// The TLS handshake of a replication connection failed (the peer's certificate is not
+    /// signed by `tls_ca` or does not name its host, the peer does not speak TLS, ...).
+    #[error("replication TLS handshake with {peer}: {source}")]
+    Tls {
+        /// The other end, `host:port`.
+        peer: String,
+        /// Why (rustls's error, inside an I/O error).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The replication TLS settings cannot be used.
+    #[error("replication TLS: {what}: {source}")]
+    TlsSetup {
+        /// What was being set up.
+        what: &'static str,
+        /// rustls's reason.
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 impl ZkError {
@@ -177,6 +198,8 @@ pub struct ReplicatedConfig {
     /// expire its session. Zero: the ZooKeeper session alone decides (ActiveMQ's behaviour).
     /// Needs `replicas >= 3`; ignored below.
     pub master_timeout: Duration,
+    /// Mutual TLS on the replication connections; `None`: plain TCP (trusted networks only).
+    pub tls: Option<ReplicationTls>,
 }
 
 impl ReplicatedConfig {

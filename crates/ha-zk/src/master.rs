@@ -12,7 +12,7 @@ use ferromq_store::{
 };
 use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::liveness::{boottime, Liveness};
@@ -382,9 +382,20 @@ impl ReplicatingStore {
         self.shared.resolve(&mut st);
     }
 
-    /// Accepts slaves on `listener` until the store closes.
+    /// Accepts slaves on `listener` until the store closes, over plain TCP.
     pub fn serve(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        self.serve_with(listener, None)
+    }
+
+    /// Accepts slaves on `listener` until the store closes, over mutual TLS when `tls` is set
+    /// (a peer that fails the handshake is dropped before it can send anything).
+    pub fn serve_with(
+        &self,
+        listener: TcpListener,
+        tls: Option<&crate::ReplicationTls>,
+    ) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
+        let acceptor = crate::tls::acceptor(tls);
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = match listener.accept().await {
@@ -400,8 +411,23 @@ impl ReplicatingStore {
                 }
                 let _ = sock.set_nodelay(true);
                 let shared = shared.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve_slave(shared, sock).await {
+                    let (rd, wr) = match crate::tls::accept(
+                        sock,
+                        peer,
+                        acceptor.as_ref(),
+                        HELLO_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(halves) => halves,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "refusing a replication connection");
+                            return;
+                        }
+                    };
+                    if let Err(e) = serve_slave(shared, rd, wr).await {
                         tracing::info!(%peer, error = %e, "replication connection ended");
                     }
                 });
@@ -852,8 +878,11 @@ fn tokens_match(a: &str, b: &str) -> bool {
     diff == 0
 }
 
-async fn serve_slave(shared: Arc<Shared>, sock: TcpStream) -> Result<(), crate::ZkError> {
-    let (rd, wr) = sock.into_split();
+async fn serve_slave(
+    shared: Arc<Shared>,
+    rd: crate::tls::Reader,
+    wr: crate::tls::Writer,
+) -> Result<(), crate::ZkError> {
     // Buffered: an ack frame is ~20 bytes, and an unbuffered read costs two syscalls per frame
     // (length, then body); with a buffer, a burst of acks is one read.
     let mut rd = BufReader::with_capacity(16 * 1024, rd);

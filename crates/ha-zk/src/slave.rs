@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use ferromq_store::{Completion, MessageStore, Op, StoreError};
 use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::master::EntryRing;
@@ -37,6 +36,8 @@ pub struct FollowParams {
     pub group: String,
     /// This member's name, for the master's logs.
     pub member: String,
+    /// TLS on the connections to the master (`ha.tls_*`); `None`: plain TCP.
+    pub tls: Option<crate::ReplicationTls>,
 }
 
 enum Ack {
@@ -228,22 +229,19 @@ async fn run(
     ring: Option<&Mutex<EntryRing>>,
     staging: Option<&dyn CopyStaging>,
 ) -> Result<Option<Position>, ZkError> {
-    let sock = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&p.addr))
-        .await
-        .map_err(|_| {
-            ZkError::Replication(format!("connecting to the master at {} timed out", p.addr))
-        })?
-        .map_err(|e| {
-            ZkError::Replication(format!("connecting to the master at {}: {e}", p.addr))
-        })?;
-    let _ = sock.set_nodelay(true);
+    let (rd, wr) = crate::tls::connect(
+        &p.addr,
+        p.tls.as_ref(),
+        CONNECT_TIMEOUT,
+        "connecting to the master",
+    )
+    .await?;
     // A store holding part of a copy has no position to stream from.
     let hello_last = if copy_in_progress(&**store).map_err(ZkError::Store)? {
         NO_POSITION
     } else {
         start
     };
-    let (rd, wr) = sock.into_split();
     // Buffered: the master writes a burst of entries with one syscall; reading each frame
     // unbuffered cost two (length, then body) per entry.
     let mut rd = BufReader::with_capacity(256 * 1024, rd);
@@ -538,12 +536,13 @@ pub async fn watch_master(
     connect_timeout: Duration,
 ) -> Result<(), ZkError> {
     use std::sync::atomic::Ordering;
-    let sock = tokio::time::timeout(connect_timeout, TcpStream::connect(&p.addr))
-        .await
-        .map_err(|_| ZkError::Replication(format!("watching the master at {}: timed out", p.addr)))?
-        .map_err(|e| ZkError::Replication(format!("watching the master at {}: {e}", p.addr)))?;
-    let _ = sock.set_nodelay(true);
-    let (mut rd, mut wr) = sock.into_split();
+    let (mut rd, mut wr) = crate::tls::connect(
+        &p.addr,
+        p.tls.as_ref(),
+        connect_timeout,
+        "watching the master",
+    )
+    .await?;
     wire::write_frame(
         &mut wr,
         &Frame::Watch {

@@ -41,6 +41,7 @@ fn member(path: &str, dir: &std::path::Path, weight: i64) -> Arc<ZkReplication> 
         security_token: "s3cret".into(),
         sync: SyncMode::QuorumDisk,
         master_timeout: Duration::ZERO,
+        tls: None,
     };
     Arc::new(ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap())
 }
@@ -164,6 +165,7 @@ async fn a_password_protected_group_elects_and_locks_out_other_credentials() {
             security_token: String::new(),
             sync: SyncMode::QuorumDisk,
             master_timeout: Duration::ZERO,
+            tls: None,
         };
         Arc::new(ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap())
     };
@@ -198,6 +200,7 @@ async fn a_password_protected_group_elects_and_locks_out_other_credentials() {
         security_token: String::new(),
         sync: SyncMode::QuorumDisk,
         master_timeout: Duration::ZERO,
+        tls: None,
     };
     let open = ZkReplication::new(open_cfg, opener(d.path().join("o"))).unwrap();
     let mut mo = tokio::time::timeout(T, open.acquire())
@@ -225,6 +228,7 @@ async fn a_broker_configured_with_other_replicas_than_its_group_is_refused() {
         security_token: String::new(),
         sync: SyncMode::QuorumDisk,
         master_timeout: Duration::ZERO,
+        tls: None,
     };
     // The group's first broker records replicas = 1 (and, alone a quorum, becomes master).
     let first = ZkReplication::new(cfg(1), opener(d.path().join("a"))).unwrap();

@@ -39,6 +39,7 @@ fn member(path: &str, dir: &std::path::Path) -> Arc<ZkReplication> {
         security_token: "s3cret".into(),
         sync: SyncMode::QuorumDisk,
         master_timeout: Duration::from_millis(200),
+        tls: None,
     };
     Arc::new(ZkReplication::new(cfg, opener).unwrap())
 }

@@ -48,6 +48,7 @@ async fn serve(rs: &ReplicatingStore) -> FollowParams {
         token: "token".into(),
         group: "g".into(),
         member: "b-slave".into(),
+        tls: None,
     }
 }
 

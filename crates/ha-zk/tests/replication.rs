@@ -75,6 +75,7 @@ fn start_slave(store: Arc<dyn MessageStore>, addr: &str, epoch: u64, token: &str
         token: token.into(),
         group: "g".into(),
         member: "m-test".into(),
+        tls: None,
     };
     let task = tokio::spawn(async move {
         let start = read_position(&*store).unwrap();
@@ -321,6 +322,7 @@ async fn a_promoted_slave_keeps_what_it_received_so_a_lagging_slave_streams_inst
             token: "token".into(),
             group: "g".into(),
             member: "m-a".into(),
+            tls: None,
         };
         tokio::spawn(async move {
             let start = read_position(&*a).unwrap();

@@ -446,6 +446,7 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
         token: "token".into(),
         group: "g".into(),
         member: "m".into(),
+        tls: None,
     };
     let cut = Position { epoch: 2, lsn: 5 };
     let chunk = Frame::SnapshotChunk {
@@ -560,6 +561,7 @@ async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent
         token: "token".into(),
         group: "g".into(),
         member: "m".into(),
+        tls: None,
     };
     let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn({
@@ -700,6 +702,7 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
         token: "token".into(),
         group: "g".into(),
         member: "m".into(),
+        tls: None,
     };
     let pos = |lsn| Position { epoch: 2, lsn };
     let follow = |store: Arc<dyn MessageStore>| {

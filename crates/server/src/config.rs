@@ -122,6 +122,20 @@ pub struct HaSection {
     /// `remote_disk`, `quorum_mem`, `quorum_disk` (`sync`; default `quorum_disk`, unlike
     /// ActiveMQ's `quorum_mem`, so that a confirmed write is on a majority of disks).
     pub sync: String,
+    /// `replicated`: PEM certificate chain (leaf first) this broker presents on the
+    /// replication link, as server when master and as client when slave. With `tls_key` and
+    /// `tls_ca`, the link runs over mutual TLS; all three unset: plain TCP (trusted networks
+    /// only).
+    pub tls_cert: PathBuf,
+    /// `replicated`: PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
+    /// `replicated`: PEM bundle of the CAs that sign the group's certificates: a master accepts
+    /// only slaves with a certificate they signed, a slave only such a master.
+    pub tls_ca: PathBuf,
+    /// `replicated`, with TLS: a slave also checks that the master's certificate names the
+    /// host (DNS name, or IP address in a SAN) the master published (`ha.hostname`, or the
+    /// bind host). `false`: the CA chain alone is checked.
+    pub tls_verify_hostname: bool,
 }
 
 impl Default for HaSection {
@@ -147,6 +161,10 @@ impl Default for HaSection {
             weight: 1,
             security_token: String::new(),
             sync: "quorum_disk".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_ca: PathBuf::new(),
+            tls_verify_hostname: true,
         }
     }
 }
@@ -668,6 +686,13 @@ impl Config {
             "auto" | "io-uring" | "portable" => {}
             j => bail!("store.journal_io = {j:?}: expected \"auto\", \"io-uring\" or \"portable\""),
         }
+        let ha_tls = [&self.ha.tls_cert, &self.ha.tls_key, &self.ha.tls_ca];
+        if self.ha.mode != "replicated" && ha_tls.iter().any(|p| !p.as_os_str().is_empty()) {
+            bail!(
+                "ha.tls_cert, ha.tls_key and ha.tls_ca secure the replication link of ha.mode = \"replicated\" only (ha.mode = {:?}); the client listeners' TLS is in [tls]",
+                self.ha.mode
+            );
+        }
         match self.ha.mode.as_str() {
             "none" => {}
             "shared-file" => {
@@ -730,6 +755,10 @@ impl Config {
                 if self.ha.master_timeout_ms != 0 && self.ha.master_timeout_ms < 50 {
                     bail!("ha.master_timeout_ms must be 0 (off) or at least 50");
                 }
+                // Reads and checks the files now: a bad certificate stops the start with its
+                // key and path instead of failing every replication handshake later.
+                #[cfg(feature = "zk")]
+                crate::tls::replication_tls(&self.ha)?;
             }
             m => bail!(
                 "ha.mode = {m:?}: expected \"none\", \"shared-file\", \"shared-db\" or \"replicated\""

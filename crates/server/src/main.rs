@@ -859,7 +859,14 @@ fn replicated_activation(
         security_token: h.security_token.clone(),
         sync: h.sync.parse()?,
         master_timeout: Duration::from_millis(h.master_timeout_ms),
+        tls: ferromq_server::tls::replication_tls(h)?,
     };
+    if rc.tls.is_none() {
+        tracing::info!(
+            "the replication link is plain TCP (ha.tls_cert, ha.tls_key, ha.tls_ca unset): \
+             the security token and every message cross the network in clear"
+        );
+    }
     let store_cfg = cfg.clone();
     let journal = cfg.store.backend == "journal";
     let opener: ferromq_ha_zk::StoreOpener = Arc::new(move || {

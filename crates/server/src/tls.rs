@@ -296,3 +296,50 @@ pub(crate) async fn handshake(
         _ = stopped => None,
     }
 }
+
+/// The replication link's TLS (`ha.tls_cert`, `ha.tls_key`, `ha.tls_ca`): `None` when none of
+/// them is set (plain TCP); an error when only some are, or when a file is unreadable or
+/// malformed, so that a half-configured group fails at start rather than at its first
+/// handshake (or, worse, runs in clear by mistake).
+#[cfg(feature = "zk")]
+pub fn replication_tls(
+    h: &crate::config::HaSection,
+) -> Result<Option<ferromq_ha_zk::ReplicationTls>, TlsError> {
+    let keys = [
+        ("ha.tls_cert", &h.tls_cert),
+        ("ha.tls_key", &h.tls_key),
+        ("ha.tls_ca", &h.tls_ca),
+    ];
+    let (set, unset): (Vec<&str>, Vec<&str>) = (
+        keys.iter()
+            .filter(|(_, p)| !p.as_os_str().is_empty())
+            .map(|(k, _)| *k)
+            .collect(),
+        keys.iter()
+            .filter(|(_, p)| p.as_os_str().is_empty())
+            .map(|(k, _)| *k)
+            .collect(),
+    );
+    if set.is_empty() {
+        return Ok(None);
+    }
+    if !unset.is_empty() {
+        return Err(TlsError::Config(format!(
+            "TLS on the replication link needs ha.tls_cert, ha.tls_key and ha.tls_ca together: {} set but {} missing",
+            set.join(", "),
+            unset.join(", ")
+        )));
+    }
+    let chain = load_certs("ha.tls_cert", &h.tls_cert)?;
+    let key = load_key("ha.tls_key", &h.tls_key)?;
+    let ca = load_certs("ha.tls_ca", &h.tls_ca)?;
+    ferromq_ha_zk::ReplicationTls::new(
+        ferromq_client::tls::crypto_provider(),
+        chain,
+        key,
+        ca,
+        h.tls_verify_hostname,
+    )
+    .map(Some)
+    .map_err(|e| TlsError::Config(format!("ha.tls_cert, ha.tls_key, ha.tls_ca: {e}")))
+}

@@ -1,0 +1,333 @@
+//! TLS on the replication link, without ZooKeeper: a `ReplicatingStore` master serving over
+//! mutual TLS and `follow` / `watch_master` slaves on loopback. A slave with a certificate the
+//! group's CA signed replicates (stream and watch); a slave with another CA's certificate, a
+//! plain-TCP slave, and a slave facing a master with another CA's certificate are refused;
+//! the master's name is checked unless `verify_hostname` is off. Certificates are made at
+//! test time (rcgen); no key is committed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferromq_ha_zk::liveness::Liveness;
+use ferromq_ha_zk::position::read_position;
+use ferromq_ha_zk::slave::{follow, watch_master, FollowParams};
+use ferromq_ha_zk::{Position, ReplicatingStore, ReplicationTls, SyncMode, SyncPolicy, ZkError};
+use ferromq_store::{MemoryStore, MessageStore, Op};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const T: Duration = Duration::from_secs(20);
+
+struct Ca(rcgen::Certificate, KeyPair);
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = p.self_signed(&key).unwrap();
+        Ca(cert, key)
+    }
+
+    /// A member certificate for `names` (DNS names or IP addresses), usable as server and as
+    /// client, and the TLS settings of a member presenting it and trusting `trusted`.
+    fn member(&self, names: &[&str], trusted: &Ca, verify_hostname: bool) -> ReplicationTls {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.0, &self.1).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        ReplicationTls::new(
+            provider(),
+            vec![CertificateDer::from(cert.der().to_vec())],
+            key,
+            vec![CertificateDer::from(trusted.0.der().to_vec())],
+            verify_hostname,
+        )
+        .unwrap()
+    }
+}
+
+/// The project's provider (see ferromq_client::tls::crypto_provider for why ring).
+#[allow(deprecated)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn master() -> ReplicatingStore {
+    let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let start = read_position(&*store).unwrap();
+    ReplicatingStore::new(
+        store,
+        start,
+        1,
+        // One slave must hold a write before it is confirmed: a confirmation proves a slave
+        // is connected and replicating.
+        SyncPolicy::new(SyncMode::QuorumDisk, 3),
+        "g".into(),
+        "token".into(),
+        Arc::new(AtomicBool::new(true)),
+    )
+}
+
+async fn serve(rs: &ReplicatingStore, tls: &ReplicationTls) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    rs.serve_with(l, Some(tls));
+    addr
+}
+
+fn params(addr: &str, tls: Option<ReplicationTls>) -> FollowParams {
+    FollowParams {
+        addr: addr.into(),
+        master_epoch: 1,
+        token: "token".into(),
+        group: "g".into(),
+        member: "m-slave".into(),
+        tls,
+    }
+}
+
+fn write(rs: &ReplicatingStore, seq: u64) -> ferromq_store::Completion {
+    rs.submit(vec![Op::Enqueue {
+        list: "queue://x".into(),
+        seq,
+        payload: Bytes::from(format!("m-{seq}")),
+    }])
+}
+
+struct Slave {
+    store: Arc<dyn MessageStore>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<(Position, Result<(), ZkError>)>,
+}
+
+fn start_slave(p: FollowParams) -> Slave {
+    let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
+    let (stop, mut rx) = watch::channel(false);
+    let task = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let start = read_position(&*store).unwrap();
+            follow(&store, start, &p, &mut rx).await
+        })
+    };
+    Slave { store, stop, task }
+}
+
+/// Follows until the master ends the connection: the error it stopped with.
+async fn refused(p: FollowParams) -> ZkError {
+    let s = start_slave(p);
+    let (_, r) = tokio::time::timeout(T, s.task).await.unwrap().unwrap();
+    r.expect_err("the slave was not refused")
+}
+
+/// The error and every cause of it, for messages from deep in rustls.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn bodies(s: &dyn MessageStore) -> Vec<String> {
+    s.load("queue://x", None, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_with_a_certificate_of_the_group_ca_replicates_and_watches_over_tls() {
+    let ca = Ca::new("group CA");
+    let rs = master();
+    rs.enable_lease(Liveness::new(Duration::from_millis(300), 3).unwrap());
+    let mut serving = rs.serving();
+    let addr = serve(&rs, &ca.member(&["127.0.0.1", "localhost"], &ca, true)).await;
+    let slave_tls = ca.member(&["slave.example"], &ca, true);
+
+    // The watch (fast failover's heartbeats) runs over TLS too: the master serves only once
+    // the slave answers on it.
+    let heard = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (p, h) = (params(&addr, Some(slave_tls.clone())), heard.clone());
+        tokio::spawn(async move { watch_master(&p, &h, T).await })
+    };
+    while !*serving.borrow_and_update() {
+        tokio::time::timeout(T, serving.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(heard.load(Ordering::SeqCst) > 0, "no heartbeat over TLS");
+
+    let slave = start_slave(params(&addr, Some(slave_tls)));
+    for seq in 1..=50 {
+        // quorum_disk with replicas = 3: confirmed only once the slave holds it.
+        tokio::time::timeout(T, write(&rs, seq))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(rs.connected_slaves(), 1);
+    let _ = slave.stop.send(true);
+    let (pos, r) = tokio::time::timeout(T, slave.task).await.unwrap().unwrap();
+    r.unwrap();
+    assert_eq!(pos, rs.last_position());
+    let got = bodies(&*slave.store);
+    assert_eq!(got.len(), 50);
+    assert_eq!(got[49], "m-50");
+    watcher.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_whose_certificate_another_ca_signed_is_refused_in_the_handshake() {
+    let ca = Ca::new("group CA");
+    let rogue = Ca::new("rogue CA");
+    let rs = master();
+    let addr = serve(&rs, &ca.member(&["127.0.0.1"], &ca, true)).await;
+    let mut pending = write(&rs, 1);
+
+    // It trusts the group's CA (so it would accept the master) but presents a certificate the
+    // group's CA did not sign: the master ends the handshake with an alert.
+    let e = refused(params(&addr, Some(rogue.member(&["intruder"], &ca, true)))).await;
+    let why = chain(&e);
+    assert!(
+        why.contains("UnknownCA") || why.contains("BadCertificate"),
+        "not a certificate refusal: {why}"
+    );
+    assert_eq!(rs.connected_slaves(), 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut pending)
+            .await
+            .is_err(),
+        "confirmed with only a refused slave"
+    );
+
+    // The same master accepts a member of the group: the refusal was the certificate's.
+    let good = start_slave(params(&addr, Some(ca.member(&["slave"], &ca, true))));
+    tokio::time::timeout(T, pending).await.unwrap().unwrap();
+    let _ = good.stop.send(true);
+    tokio::time::timeout(T, good.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_tcp_slave_and_watch_are_refused_by_a_tls_master() {
+    let ca = Ca::new("group CA");
+    // No fast failover here: a watch that reached the replication protocol would be refused
+    // with "fast failover is off"; refused in the handshake, it never gets that far.
+    let rs = master();
+    let addr = serve(&rs, &ca.member(&["127.0.0.1"], &ca, true)).await;
+    let mut pending = write(&rs, 1);
+
+    // Its hello (with the right token) is not a TLS ClientHello: the master drops it.
+    let e = refused(params(&addr, None)).await;
+    assert!(
+        !matches!(e, ZkError::Replication(ref m) if m.contains("master refused")),
+        "the master answered a plain hello: {e}"
+    );
+    let heard = AtomicU64::new(0);
+    let e = watch_master(&params(&addr, None), &heard, T)
+        .await
+        .expect_err("a plain watch was served");
+    assert!(
+        !e.to_string().contains("fast failover is off"),
+        "the master read a plain watch: {e}"
+    );
+    assert_eq!(
+        heard.load(Ordering::SeqCst),
+        0,
+        "a plain watch got a heartbeat"
+    );
+    assert_eq!(rs.connected_slaves(), 0);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut pending)
+            .await
+            .is_err(),
+        "confirmed with only a plain-TCP slave"
+    );
+
+    let good = start_slave(params(&addr, Some(ca.member(&["slave"], &ca, true))));
+    tokio::time::timeout(T, pending).await.unwrap().unwrap();
+    let _ = good.stop.send(true);
+    tokio::time::timeout(T, good.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_refuses_a_master_the_group_ca_did_not_sign_before_sending_its_token() {
+    let ca = Ca::new("group CA");
+    let rogue = Ca::new("rogue CA");
+    let rs = master();
+    // The impostor master would accept the slave (it trusts the group's CA) but presents a
+    // certificate of its own CA.
+    let addr = serve(&rs, &rogue.member(&["127.0.0.1"], &ca, true)).await;
+    let e = refused(params(&addr, Some(ca.member(&["slave"], &ca, true)))).await;
+    // Failing in the handshake, on the slave's side, means the hello carrying the token was
+    // never written: it is written only after `connect` returns.
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains("UnknownIssuer"), "{}", chain(&e));
+    assert_eq!(rs.connected_slaves(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_certificate_must_name_the_published_host_unless_verification_is_off() {
+    let ca = Ca::new("group CA");
+    let rs = master();
+    // Signed by the group's CA, but for another name than the address slaves dial.
+    let addr = serve(&rs, &ca.member(&["replica-a.example"], &ca, true)).await;
+
+    let e = refused(params(&addr, Some(ca.member(&["slave"], &ca, true)))).await;
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains("not valid for name"), "{}", chain(&e));
+    assert_eq!(rs.connected_slaves(), 0);
+
+    // tls_verify_hostname = false: the CA chain alone decides.
+    let slave = start_slave(params(&addr, Some(ca.member(&["slave"], &ca, false))));
+    tokio::time::timeout(T, write(&rs, 1))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = slave.stop.send(true);
+    tokio::time::timeout(T, slave.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .unwrap();
+
+    // Chain-only still refuses a certificate of another CA.
+    let rogue = Ca::new("rogue CA");
+    let rs2 = master();
+    let addr2 = serve(&rs2, &rogue.member(&["127.0.0.1"], &ca, true)).await;
+    let e = refused(params(&addr2, Some(ca.member(&["slave"], &ca, false)))).await;
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+}
