@@ -1644,3 +1644,72 @@ async fn the_new_master_tells_when_and_why_it_took_over() {
     );
     assert!(get("ferromq_ha_last_takeover_seconds") >= 0.0);
 }
+
+/// A master that loses its lock (the lock file is replaced and another broker takes the new
+/// one) and waits as a slave again (`restart_allowed`, the default) says in `/api/v1/ha` and
+/// `/metrics` that it lost mastership, of which epoch, when, and why.
+#[tokio::test]
+async fn a_deposed_master_tells_when_and_why_it_lost_mastership() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let (p1, p2) = (free_port(), free_port());
+    let (a1, a2) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = |port: u16, admin: &str| {
+        format!(
+            "[broker]\nname = \"grp\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nadmin = \"{admin}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 100\n",
+            shared.display()
+        )
+    };
+    let first = Proc::start("m", dir.path(), p1, &config(p1, &a1));
+    assert!(first.wait_accepting(WAIT).is_some(), "master did not start");
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::fs::remove_file(shared.join("lock")).unwrap();
+    let second = Proc::start("s", dir.path(), p2, &config(p2, &a2));
+    assert!(
+        second.wait_accepting(WAIT).is_some(),
+        "the second broker did not take the new lock"
+    );
+    assert!(
+        first.wait_log("lost mastership", WAIT),
+        "the first master did not notice"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let ha = loop {
+        let ha = json_ok(&a1, "GET", "/api/v1/ha", None, None, 200).await;
+        if ha["failover"]["lost_masterships"] == 1 || std::time::Instant::now() >= deadline {
+            break ha;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let f = &ha["failover"];
+    assert_eq!(f["lost_masterships"], 1, "{ha}");
+    assert_eq!(f["masterships"], 1, "{ha}");
+    let lost = &f["last_lost_mastership"];
+    assert_eq!(lost["epoch"], 1, "{ha}");
+    assert!(
+        lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{ha}"
+    );
+    assert!(lost["at_unix_ms"].as_u64().unwrap() >= before_ms, "{ha}");
+    assert_ne!(ha["role"], "master", "{ha}");
+    let (_, _, text) = http(&a1, "GET", "/metrics", None, None).await;
+    let samples = parse_metrics(&text);
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, v)| n == "ferromq_ha_lost_mastership_total" && *v == 1.0),
+        "{text}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, _)| n == "ferromq_ha_last_lost_mastership_timestamp_seconds"),
+        "{text}"
+    );
+}
