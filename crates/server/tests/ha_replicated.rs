@@ -293,6 +293,10 @@ async fn the_ha_api_shows_the_masters_slaves_and_their_lag() {
     };
     let became = &ha["failover"]["last_became_master"];
     let reason = became["reason"].as_str().expect("a reason");
+    eprintln!(
+        "elected after the kill: {reason}; takeover {} ms",
+        became["takeover_ms"]
+    );
     assert!(
         reason.contains("previous master's ZooKeeper session ended")
             || reason.starts_with("elected through the fence"),
