@@ -1042,7 +1042,7 @@ fn why_elected(
         // The fence was already in the local store when this attempt began.
         (Some(f), None, _) => format!("elected through the fence of the master of epoch {f}"),
         (None, _, Some(e)) => format!(
-            "elected: the previous master's ZooKeeper session ended (the master of epoch {e} expired or stepped down)"
+            "elected: the previous master left ZooKeeper (the master of epoch {e}: its session expired, or it stepped down or shut down)"
         ),
         (None, _, None) if epoch == 1 => "elected: first master of the group".into(),
         (None, _, None) => format!(
@@ -1444,7 +1444,7 @@ mod tests {
             "elected: first master of the group"
         );
         assert!(why_elected(5, None, None, None).contains("no master in the group"));
-        assert!(why_elected(5, None, None, Some(4)).contains("ZooKeeper session ended"));
+        assert!(why_elected(5, None, None, Some(4)).contains("previous master left ZooKeeper"));
         assert_eq!(
             why_elected(5, Some(4), Some(Duration::from_millis(750)), Some(4)),
             "elected through the fence: the master of epoch 4 was silent 750 ms"
