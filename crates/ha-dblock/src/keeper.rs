@@ -192,6 +192,14 @@ async fn acquire_lease(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbL
                     lease_ms = cfg.lease.as_millis() as u64,
                     "Acquired the shared-db lease: this broker is now the master"
                 );
+                // A lease looks free when nobody holds it (released, or never taken) or when
+                // its holder's lease ran out.
+                let reason = match &previous {
+                    Some(p) => format!(
+                        "acquired the database lock (lease locker): the lease of {p} expired"
+                    ),
+                    None => "acquired the database lock (lease locker): the lease was free".into(),
+                };
                 let (lost_tx, lost_rx) = watch::channel(None);
                 let (stop_tx, stop_rx) = oneshot::channel();
                 let keeper_done = Arc::new(AtomicBool::new(false));
@@ -220,7 +228,10 @@ async fn acquire_lease(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbL
                     epoch,
                     keeper_done,
                 };
-                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx, release));
+                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx, release)
+                    .with_reason(reason)
+                    // The poll that found the lease free is when this slave saw the master gone.
+                    .with_takeover_since(sent.into_std()));
             }
             Ok(LeaseAttempt::Held(view)) => {
                 if let Some(v) = view {
@@ -444,7 +455,14 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
     let idle_kill = cfg.renew_interval * 2 + cfg.statement_timeout;
     loop {
         match try_row(&db, &cfg, &mut schema_ok, &mut log, idle_kill).await {
-            Ok(Some((conn, epoch, sent, sent_lease))) => {
+            Ok(Some(RowWon {
+                conn,
+                epoch,
+                sent,
+                sent_lease,
+                locked_at,
+                unclean,
+            })) => {
                 let epoch_u = epoch_u64(epoch)?;
                 let validity = Arc::new(Validity::new(
                     epoch_u,
@@ -485,7 +503,14 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
                     epoch,
                     keeper_done,
                 };
-                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx, release));
+                let reason = if unclean {
+                    "acquired the database lock (row locker): the previous master's lock connection died without releasing it"
+                } else {
+                    "acquired the database lock (row locker)"
+                };
+                return Ok(mastership(epoch_u, validity, lost_rx, stop_tx, release)
+                    .with_reason(reason)
+                    .with_takeover_since(locked_at.into_std()));
             }
             Ok(None) => {}
             Err(e) if is_fatal(&e) => return Err(e),
@@ -503,6 +528,19 @@ async fn acquire_row(db: Db, cfg: Arc<DbLockConfig>) -> Result<Mastership, DbLoc
     }
 }
 
+/// What a won round of the row locker hands over.
+struct RowWon {
+    conn: LockConn,
+    epoch: i64,
+    /// When the first keep-alive was sent (tokio's clock, and the lease clock).
+    sent: Instant,
+    sent_lease: Duration,
+    /// When the row lock was granted: when this slave saw the previous master gone.
+    locked_at: Instant,
+    /// Whether the previous master left without releasing the lock.
+    unclean: bool,
+}
+
 /// One round of the row locker: wait (at most [`ROW_LOCK_WAIT`]) for row 2; once held, bump
 /// the epoch and, if the previous master did not release cleanly, wait out its fence.
 async fn try_row(
@@ -511,7 +549,7 @@ async fn try_row(
     schema_ok: &mut bool,
     log: &mut SlaveLog,
     idle_kill: Duration,
-) -> Result<Option<(LockConn, i64, Instant, Duration)>, DbLockError> {
+) -> Result<Option<RowWon>, DbLockError> {
     if !*schema_ok {
         ensure_schema(db, cfg).await?;
         *schema_ok = true;
@@ -526,6 +564,7 @@ async fn try_row(
         {
             RowWait::Busy => log.row_busy(),
             RowWait::Locked => {
+                let locked_at = Instant::now();
                 let (epoch, previous) = match db.row_take_epoch(&cfg.holder_id).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -533,6 +572,7 @@ async fn try_row(
                         return Err(e);
                     }
                 };
+                let unclean = previous.is_some();
                 if let Some(previous) = previous {
                     // The previous master may not know yet that its lock connection died: its
                     // fence holds until one keep-alive period plus timeout after its last
@@ -551,7 +591,14 @@ async fn try_row(
                 // The lock may have died during the grace (database restart): then it was
                 // never ours to serve with, and the next round competes again.
                 conn.keepalive(&db.stmts, cfg.statement_timeout).await?;
-                return Ok(Some((conn, epoch, sent, sent_lease)));
+                return Ok(Some(RowWon {
+                    conn,
+                    epoch,
+                    sent,
+                    sent_lease,
+                    locked_at,
+                    unclean,
+                }));
             }
         }
     }

@@ -67,11 +67,15 @@ impl SharedFileLock {
             .map_err(io(&format!("create {}", self.dir.display())))?;
         let path = self.lock_path();
         let mut announced = false;
+        // Whether another broker held the lock when this one first tried: then the grant means
+        // that master released it or died, else this broker found it free.
+        let mut waited = false;
         loop {
             let file = open_lock_file(&path).map_err(io(&format!("open {}", path.display())))?;
             let file = match file.try_lock() {
                 Ok(()) => file,
                 Err(TryLockError::WouldBlock) => {
+                    waited = true;
                     if !announced {
                         announced = true;
                         tracing::info!(
@@ -92,6 +96,9 @@ impl SharedFileLock {
                     })
                 }
             };
+            // The kernel grants a waiting lock the moment its holder releases it or dies, so
+            // this is when this broker saw the previous master gone.
+            let granted = std::time::Instant::now();
             // We hold a lock on this inode; it only counts if it is still the file at `path`.
             let ino = file
                 .metadata()
@@ -110,6 +117,14 @@ impl SharedFileLock {
                 "Acquired the lock on {}: this broker is now the master",
                 path.display()
             );
+            let reason = if waited {
+                format!(
+                    "acquired the lock on {}: the previous master released it or its process ended",
+                    path.display()
+                )
+            } else {
+                format!("acquired the lock on {}: it was free", path.display())
+            };
             let fence = Arc::new(FileFence { path, ino, epoch });
             let (tx, rx) = watch::channel(None);
             let stop = Arc::new(AtomicBool::new(false));
@@ -137,7 +152,9 @@ impl SharedFileLock {
                 stop,
                 keepalive: Some(keepalive),
             };
-            return Ok(Mastership::new(epoch, Some(fence), rx, Box::new(guard)));
+            return Ok(Mastership::new(epoch, Some(fence), rx, Box::new(guard))
+                .with_reason(reason)
+                .with_takeover_since(granted));
         }
     }
 
@@ -314,6 +331,8 @@ mod tests {
         m.fence.as_ref().unwrap().check().unwrap();
         let content = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(content.contains("holder=a"), "{content}");
+        assert!(m.reason().ends_with("it was free"), "{}", m.reason());
+        assert!(m.takeover_since().is_some());
     }
 
     #[tokio::test]
@@ -331,6 +350,12 @@ mod tests {
         m1.release();
         let m2 = waiting.await.unwrap();
         assert_eq!(m2.epoch, 2, "epochs only grow");
+        assert!(
+            m2.reason().starts_with("acquired the lock")
+                && m2.reason().contains("previous master released it"),
+            "{}",
+            m2.reason()
+        );
         assert!(fence1.check().is_err(), "the old master's fence must fail");
         m2.fence.as_ref().unwrap().check().unwrap();
     }

@@ -493,6 +493,12 @@ impl ZkReplication {
         let mut watcher: Option<MasterWatch> = None;
         let mut fenced_at: Option<Instant> = None;
         let started = Instant::now();
+        // For the admin API's failover history: the epoch of the last master this member saw
+        // (it followed or waited on it), when it saw that master's znode gone, and how long the
+        // master had been silent when this member fenced it.
+        let mut seen_master: Option<u64> = None;
+        let mut gone_at: Option<Instant> = None;
+        let mut fence_silent: Option<Duration> = None;
         // Bounded per iteration by the waits below; unbounded overall by design: a slave
         // waits as long as it takes. Ends with this member's claim: (epoch, epoch znode
         // version it claimed over, the master epoch it fenced to get there).
@@ -526,6 +532,8 @@ impl ZkReplication {
             if let Some((info, master_version, master_watch)) = master {
                 match info {
                     Some(m) if m.member != my_name => {
+                        seen_master = Some(m.epoch);
+                        gone_at = None;
                         if let Some(l) = liveness {
                             if watcher.as_ref().map(|w| w.epoch) != Some(m.epoch) {
                                 watcher =
@@ -599,6 +607,7 @@ impl ZkReplication {
                             store.submit(fence_ops(fence, m.epoch)).await?;
                             fence = Some(m.epoch);
                             fenced_at = Some(Instant::now());
+                            fence_silent = Some(silent);
                             tracing::warn!(
                                 master_epoch = m.epoch,
                                 master = %m.addr,
@@ -620,6 +629,9 @@ impl ZkReplication {
                 }
             }
             watcher = None;
+            if seen_master.is_some() && gone_at.is_none() {
+                gone_at = Some(Instant::now());
+            }
             let quorum = cfg.quorum();
             if children.len() > cfg.replicas && !too_many_said {
                 too_many_said = true;
@@ -704,19 +716,29 @@ impl ZkReplication {
                 tracing::info!(epoch, position = %pos, waited_ms = started.elapsed().as_millis() as u64, "Promoted to master")
             }
         }
-        self.become_master(
-            zk,
-            store,
-            pos,
-            epoch,
-            // The claim moved the epoch znode one version on.
-            claimed_over + 1,
-            listener,
-            addr,
-            master_path,
-            members_path,
-        )
-        .await
+        let reason = why_elected(epoch, fenced_from, fence_silent, seen_master);
+        let since = match fenced_from {
+            Some(_) => fenced_at.unwrap_or(started),
+            None => gone_at.unwrap_or(started),
+        };
+        let attempt = self
+            .become_master(
+                zk,
+                store,
+                pos,
+                epoch,
+                // The claim moved the epoch znode one version on.
+                claimed_over + 1,
+                listener,
+                addr,
+                master_path,
+                members_path,
+            )
+            .await?;
+        Ok(match attempt {
+            Attempt::Master(m) => Attempt::Master(m.with_reason(reason).with_takeover_since(since)),
+            retry => retry,
+        })
     }
 
     fn follow_params(&self, m: &MasterInfo, my_id: &str) -> FollowParams {
@@ -1029,6 +1051,34 @@ impl ZkReplication {
                 .with_replication(Arc::new(rs))
                 .with_serving(serving),
         ))
+    }
+}
+
+/// Why this member was elected, for the admin API's failover history: from how it claimed
+/// (`fenced_from`: the master epoch it fenced), how long that master had been silent when it
+/// fenced it, and the last master it saw while competing. The epoch counter starts at 0, so
+/// the claim of epoch 1 is the group's first master.
+fn why_elected(
+    epoch: u64,
+    fenced_from: Option<u64>,
+    fence_silent: Option<Duration>,
+    seen_master: Option<u64>,
+) -> String {
+    match (fenced_from, fence_silent, seen_master) {
+        (Some(f), Some(d), _) => format!(
+            "elected through the fence: the master of epoch {f} was silent {} ms",
+            d.as_millis()
+        ),
+        // The fence was already in the local store when this attempt began.
+        (Some(f), None, _) => format!("elected through the fence of the master of epoch {f}"),
+        (None, _, Some(e)) => format!(
+            "elected: the previous master left ZooKeeper (the master of epoch {e}: its session expired, or it stepped down or shut down)"
+        ),
+        (None, _, None) if epoch == 1 => "elected: first master of the group".into(),
+        (None, _, None) => format!(
+            "elected: no master in the group when this broker joined (last epoch {})",
+            epoch - 1
+        ),
     }
 }
 
@@ -1415,6 +1465,21 @@ mod tests {
             member: "m-0000000001".into(),
             id: "a".into(),
         }
+    }
+
+    #[test]
+    fn the_election_reason_says_how_the_member_was_elected() {
+        assert_eq!(
+            why_elected(1, None, None, None),
+            "elected: first master of the group"
+        );
+        assert!(why_elected(5, None, None, None).contains("no master in the group"));
+        assert!(why_elected(5, None, None, Some(4)).contains("previous master left ZooKeeper"));
+        assert_eq!(
+            why_elected(5, Some(4), Some(Duration::from_millis(750)), Some(4)),
+            "elected through the fence: the master of epoch 4 was silent 750 ms"
+        );
+        assert!(why_elected(5, Some(4), None, None).starts_with("elected through the fence"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use ferromq_store::{Fence, MessageStore};
 use tokio::sync::watch;
@@ -93,6 +94,11 @@ pub struct Mastership {
     serving: Option<watch::Receiver<bool>>,
     /// A replicating master's view of its slaves, for the admin API.
     replication: Option<Arc<dyn ReplicationStatus>>,
+    /// Why this broker became master, in the HA mode's words (see [`Mastership::reason`]).
+    reason: String,
+    /// When this broker saw the previous master gone, or started competing when there was none
+    /// to wait for (see [`Mastership::takeover_since`]).
+    takeover_since: Option<Instant>,
     /// Keeps the lock (file handle, connection…) alive; dropping it releases the lock.
     _guard: Box<dyn Send + Sync>,
 }
@@ -101,6 +107,7 @@ impl fmt::Debug for Mastership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mastership")
             .field("epoch", &self.epoch)
+            .field("reason", &self.reason)
             .field("lost", &*self.lost.borrow())
             .finish_non_exhaustive()
     }
@@ -121,8 +128,35 @@ impl Mastership {
             store: None,
             serving: None,
             replication: None,
+            reason: String::new(),
+            takeover_since: None,
             _guard: guard,
         }
+    }
+
+    /// Says why this broker became master (shown by the admin API after a failover).
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Mastership {
+        self.reason = reason.into();
+        self
+    }
+
+    /// Records when the takeover began: when this broker saw the previous master gone (lock
+    /// granted, master znode deleted, master fenced) or, with no master to wait for, when it
+    /// started competing. The server measures the takeover from there to serving clients.
+    pub fn with_takeover_since(mut self, since: Instant) -> Mastership {
+        self.takeover_since = Some(since);
+        self
+    }
+
+    /// Why this broker became master; empty when the HA mode did not say.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// When the takeover began (see [`Mastership::with_takeover_since`]); `None` when the HA
+    /// mode cannot tell.
+    pub fn takeover_since(&self) -> Option<Instant> {
+        self.takeover_since
     }
 
     /// Hands the server the store to serve from (see [`Mastership::take_store`]).
@@ -248,7 +282,9 @@ impl Activation for Standalone {
         Box::pin(async {
             let (tx, rx) = watch::channel(None);
             // Keep the sender alive inside the guard: a standalone broker never loses mastership.
-            Ok(Mastership::new(0, None, rx, Box::new(tx)))
+            Ok(Mastership::new(0, None, rx, Box::new(tx))
+                .with_reason("no HA: a standalone broker is always master")
+                .with_takeover_since(Instant::now()))
         })
     }
 }
@@ -288,6 +324,20 @@ mod tests {
         stx.send(false).unwrap();
         serving.changed().await.unwrap();
         assert!(!*serving.borrow_and_update());
+    }
+
+    #[tokio::test]
+    async fn the_reason_and_takeover_start_travel_with_the_mastership() {
+        let (_tx, rx) = watch::channel(None);
+        let m = Mastership::new(1, None, rx, Box::new(()));
+        assert_eq!(m.reason(), "");
+        assert!(m.takeover_since().is_none());
+        let t = Instant::now();
+        let m = m.with_reason("acquired the lock").with_takeover_since(t);
+        assert_eq!(m.reason(), "acquired the lock");
+        assert_eq!(m.takeover_since(), Some(t));
+        let s = Standalone.acquire().await.unwrap();
+        assert!(s.reason().contains("standalone"));
     }
 
     #[tokio::test]

@@ -993,8 +993,24 @@ async fn serve_loop(
                 return Err(e);
             }
         };
+        // Taken once the connectors are up: the takeover counts until clients can connect.
+        let became = ferromq_server::admin::BecameMaster {
+            at: std::time::SystemTime::now(),
+            epoch,
+            reason: match mastership.reason() {
+                "" => format!("acquired mastership ({})", activation.mode()),
+                r => r.to_string(),
+            },
+            takeover: mastership.takeover_since().map(|t| t.elapsed()),
+        };
         if activation.mode() != "none" {
-            tracing::info!(epoch, "Master started: stomp://{}", server.stomp_addr);
+            tracing::info!(
+                epoch,
+                reason = %became.reason,
+                takeover_ms = became.takeover.map(|d| d.as_millis() as u64),
+                "Master started: stomp://{}",
+                server.stomp_addr
+            );
         }
         set_role(
             "master",
@@ -1007,6 +1023,10 @@ async fn serve_loop(
             })),
             ReplicationView(mastership.replication()),
         );
+        status.send_modify(|s| {
+            s.failover.masterships += 1;
+            s.failover.last_became_master = Some(became);
+        });
         // A suspended master confirms nothing and must deliver nothing either: another broker
         // may be elected meanwhile and deliver the same messages.
         let gate = {
@@ -1033,6 +1053,14 @@ async fn serve_loop(
         tokio::select! {
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
+                status.send_modify(|s| {
+                    s.failover.losses += 1;
+                    s.failover.last_lost = Some(ferromq_server::admin::LostMastership {
+                        at: std::time::SystemTime::now(),
+                        epoch,
+                        reason: reason.clone(),
+                    });
+                });
                 set_role(
                     "deposed",
                     0,

@@ -718,6 +718,14 @@ async fn metrics_count_the_journals_group_commits() {
         batches >= N as f64,
         "{batches} batches in groups for {N} sends"
     );
+    // Messages are counted over the same syncs: one per send here (each send is one batch of
+    // one message).
+    let (message_groups, messages) = histogram(&samples, "ferromq_store_group_commit_messages");
+    assert!(message_groups >= 1.0, "no group counted in messages");
+    assert!(
+        messages >= N as f64,
+        "{messages} messages in groups for {N} sends"
+    );
     let (syncs, sync_seconds) = histogram(&samples, "ferromq_store_sync_seconds");
     assert!(syncs >= 1.0, "no sync timed");
     assert!(sync_seconds >= 0.0);
@@ -1526,5 +1534,182 @@ async fn an_administrator_closes_an_openwire_connection() {
     assert!(
         next(&mut s, &mut buf, &mut decoder).await.is_none(),
         "then the end"
+    );
+}
+
+/// The failover history of `/api/v1/ha` and `/metrics` after a real failover: a shared-file
+/// master is killed (`kill -9`), and its slave, once it serves, says it became master once,
+/// because it acquired the lock the dead master held, at a time after the kill, with how long
+/// the takeover took; the first master says it found the lock free.
+#[tokio::test]
+async fn the_new_master_tells_when_and_why_it_took_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let (p1, p2) = (free_port(), free_port());
+    let (a1, a2) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = |port: u16, admin: &str| {
+        format!(
+            "[broker]\nname = \"grp\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nadmin = \"{admin}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 100\n",
+            shared.display()
+        )
+    };
+    let mut master = Proc::start("m", dir.path(), p1, &config(p1, &a1));
+    assert!(
+        master.wait_accepting(WAIT).is_some(),
+        "master did not start"
+    );
+    let slave = Proc::start("s", dir.path(), p2, &config(p2, &a2));
+    assert!(
+        slave.wait_log("competing for mastership", WAIT),
+        "slave did not start"
+    );
+    let ha = json_ok(&a1, "GET", "/api/v1/ha", None, None, 200).await;
+    let f = &ha["failover"];
+    assert_eq!(f["masterships"], 1, "{ha}");
+    assert!(
+        f["last_became_master"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("acquired the lock") && r.ends_with("it was free")),
+        "{ha}"
+    );
+    let ha = json_ok(&a2, "GET", "/api/v1/ha", None, None, 200).await;
+    assert_eq!(ha["failover"]["masterships"], 0, "{ha}");
+    assert!(ha["failover"]["last_became_master"].is_null(), "{ha}");
+
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    master.kill9();
+    assert!(
+        slave.wait_accepting(WAIT).is_some(),
+        "the slave did not take over"
+    );
+    // The history is published right after the connectors are up; poll briefly for it.
+    let deadline = std::time::Instant::now() + WAIT;
+    let ha = loop {
+        let ha = json_ok(&a2, "GET", "/api/v1/ha", None, None, 200).await;
+        if ha["failover"]["masterships"] == 1 || std::time::Instant::now() >= deadline {
+            break ha;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ha["role"], "master", "{ha}");
+    let f = &ha["failover"];
+    assert_eq!(f["masterships"], 1, "{ha}");
+    let b = &f["last_became_master"];
+    assert_eq!(b["epoch"], ha["epoch"], "{ha}");
+    assert!(ha["epoch"].as_u64().unwrap() >= 2, "{ha}");
+    let reason = b["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with("acquired the lock")
+            && reason.contains("previous master released it or its process ended"),
+        "{ha}"
+    );
+    let at_ms = b["at_unix_ms"].as_u64().expect("at_unix_ms");
+    assert!(
+        at_ms >= killed_ms,
+        "became master at {at_ms}, before the kill at {killed_ms}: {ha}"
+    );
+    let at = b["at"].as_str().expect("at");
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "RFC 3339: {at}"
+    );
+    assert!(
+        b["takeover_ms"].is_u64(),
+        "a lock grant is a known start: {ha}"
+    );
+    assert_eq!(f["lost_masterships"], 0, "{ha}");
+    assert!(f["last_lost_mastership"].is_null(), "{ha}");
+
+    let (code, _, text) = http(&a2, "GET", "/metrics", None, None).await;
+    assert_eq!(code, 200);
+    let samples = parse_metrics(&text);
+    let get = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .2
+    };
+    assert_eq!(get("ferromq_ha_became_master_total"), 1.0);
+    assert_eq!(get("ferromq_ha_lost_mastership_total"), 0.0);
+    assert_eq!(
+        get("ferromq_ha_last_became_master_timestamp_seconds"),
+        at_ms as f64 / 1000.0
+    );
+    assert!(get("ferromq_ha_last_takeover_seconds") >= 0.0);
+}
+
+/// A master that loses its lock (the lock file is replaced and another broker takes the new
+/// one) and waits as a slave again (`restart_allowed`, the default) says in `/api/v1/ha` and
+/// `/metrics` that it lost mastership, of which epoch, when, and why.
+#[tokio::test]
+async fn a_deposed_master_tells_when_and_why_it_lost_mastership() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let (p1, p2) = (free_port(), free_port());
+    let (a1, a2) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let config = |port: u16, admin: &str| {
+        format!(
+            "[broker]\nname = \"grp\"\ndata_dir = \"{}\"\n[transports]\nstomp = \"127.0.0.1:{port}\"\nadmin = \"{admin}\"\n[store]\nbackend = \"journal\"\n[ha]\nmode = \"shared-file\"\nlock_keepalive_ms = 100\n",
+            shared.display()
+        )
+    };
+    let first = Proc::start("m", dir.path(), p1, &config(p1, &a1));
+    assert!(first.wait_accepting(WAIT).is_some(), "master did not start");
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    std::fs::remove_file(shared.join("lock")).unwrap();
+    let second = Proc::start("s", dir.path(), p2, &config(p2, &a2));
+    assert!(
+        second.wait_accepting(WAIT).is_some(),
+        "the second broker did not take the new lock"
+    );
+    assert!(
+        first.wait_log("lost mastership", WAIT),
+        "the first master did not notice"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let ha = loop {
+        let ha = json_ok(&a1, "GET", "/api/v1/ha", None, None, 200).await;
+        if ha["failover"]["lost_masterships"] == 1 || std::time::Instant::now() >= deadline {
+            break ha;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let f = &ha["failover"];
+    assert_eq!(f["lost_masterships"], 1, "{ha}");
+    assert_eq!(f["masterships"], 1, "{ha}");
+    let lost = &f["last_lost_mastership"];
+    assert_eq!(lost["epoch"], 1, "{ha}");
+    assert!(
+        lost["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{ha}"
+    );
+    assert!(lost["at_unix_ms"].as_u64().unwrap() >= before_ms, "{ha}");
+    assert_ne!(ha["role"], "master", "{ha}");
+    let (_, _, text) = http(&a1, "GET", "/metrics", None, None).await;
+    let samples = parse_metrics(&text);
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, v)| n == "ferromq_ha_lost_mastership_total" && *v == 1.0),
+        "{text}"
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(n, _, _)| n == "ferromq_ha_last_lost_mastership_timestamp_seconds"),
+        "{text}"
     );
 }

@@ -216,6 +216,17 @@ async fn the_ha_api_shows_the_masters_slaves_and_their_lag() {
     };
     assert_eq!(ha["mode"], "replicated", "{ha}");
     assert!(ha["epoch"].as_u64().unwrap() >= 1, "{ha}");
+    // The failover history: elected once, by the replicated mode's election.
+    let became = &ha["failover"]["last_became_master"];
+    assert_eq!(ha["failover"]["masterships"], 1, "{ha}");
+    assert_eq!(became["epoch"], ha["epoch"], "{ha}");
+    assert!(
+        became["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("elected")),
+        "{ha}"
+    );
+    assert!(became["takeover_ms"].is_u64(), "{ha}");
     assert_eq!(ha["sync"], "quorum_disk", "{ha}");
     assert_eq!(ha["replicas"], 3, "{ha}");
     let r = &ha["replication"];
@@ -256,4 +267,92 @@ async fn the_ha_api_shows_the_masters_slaves_and_their_lag() {
     );
     let text = tokio::task::block_in_place(|| admin_get(&admins[slave], "/metrics"));
     assert!(!text.contains("ferromq_replication_"), "{text}");
+    assert!(
+        ha["failover"]["last_became_master"].is_null(),
+        "a slave that never was master has no history: {ha}"
+    );
+
+    // A failover: the master dies; the one elected after it says it became master once,
+    // after the kill, because the old master left ZooKeeper (or, with fast failover,
+    // through the fence).
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    c.kill9(m);
+    let (now, _) =
+        tokio::task::block_in_place(|| c.wait_master(&[m], T)).expect("no master after the kill");
+    let deadline = std::time::Instant::now() + T;
+    let ha = loop {
+        let ha = tokio::task::block_in_place(|| admin_json(&admins[now], "/api/v1/ha"));
+        if ha["failover"]["masterships"] == 1 {
+            break ha;
+        }
+        assert!(std::time::Instant::now() < deadline, "no history: {ha}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let became = &ha["failover"]["last_became_master"];
+    let reason = became["reason"].as_str().expect("a reason");
+    eprintln!(
+        "elected after the kill: {reason}; takeover {} ms",
+        became["takeover_ms"]
+    );
+    assert!(
+        reason.contains("previous master left ZooKeeper")
+            || reason.starts_with("elected through the fence"),
+        "{ha}"
+    );
+    assert!(became["at_unix_ms"].as_u64().unwrap() >= killed_ms, "{ha}");
+    assert!(became["takeover_ms"].is_u64(), "{ha}");
+}
+
+/// Without fast failover (`master_timeout_ms = 0`, ActiveMQ's behaviour) a killed master is
+/// replaced once ZooKeeper expires its session: the next master's `/api/v1/ha` says it was
+/// elected because the previous master left ZooKeeper, at a time after the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_master_says_the_previous_one_left_zookeeper() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = Cluster::new(
+        d.path(),
+        &zk_standalone(),
+        "ha-left",
+        "master_timeout_ms = 0\n",
+    );
+    let admins: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", support::free_port()))
+        .collect();
+    for (i, admin) in admins.iter().enumerate() {
+        c.transports_extra = format!("admin = \"{admin}\"\n");
+        c.start(i);
+    }
+    let (m, _) = tokio::task::block_in_place(|| c.wait_master(&[], T)).expect("no master elected");
+    let killed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    c.kill9(m);
+    let (now, _) =
+        tokio::task::block_in_place(|| c.wait_master(&[m], T)).expect("no master after the kill");
+    let deadline = std::time::Instant::now() + T;
+    let ha = loop {
+        let ha = tokio::task::block_in_place(|| admin_json(&admins[now], "/api/v1/ha"));
+        if ha["failover"]["masterships"] == 1 {
+            break ha;
+        }
+        assert!(std::time::Instant::now() < deadline, "no history: {ha}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let became = &ha["failover"]["last_became_master"];
+    let reason = became["reason"].as_str().expect("a reason");
+    eprintln!(
+        "elected after the kill: {reason}; takeover {} ms",
+        became["takeover_ms"]
+    );
+    assert!(
+        reason.starts_with("elected: the previous master left ZooKeeper"),
+        "{ha}"
+    );
+    assert_eq!(became["epoch"], ha["epoch"], "{ha}");
+    assert!(became["at_unix_ms"].as_u64().unwrap() >= killed_ms, "{ha}");
+    assert!(became["takeover_ms"].is_u64(), "{ha}");
 }

@@ -122,6 +122,10 @@ pub struct CommitStats {
     /// Batches made durable by one sync (a send, a receipted ack or a transaction is one
     /// batch; so is one replicated entry).
     pub group_batches: Histogram,
+    /// Messages made durable by one sync: the enqueue operations of those batches (one per
+    /// message sent, so a transaction of 50 sends counts 50 here and 1 in `group_batches`;
+    /// acks and subscription changes count 0). Recorded for the same syncs as `group_batches`.
+    pub group_messages: Histogram,
     /// Duration of one sync in nanoseconds: the `fdatasync` (with io_uring, the linked write
     /// and `fdatasync`), or the SQL store's whole group transaction up to its commit.
     pub sync_ns: Histogram,
@@ -135,6 +139,7 @@ impl CommitStats {
     pub fn snapshot(&self) -> CommitStatsSnapshot {
         CommitStatsSnapshot {
             group_batches: self.group_batches.snapshot(),
+            group_messages: self.group_messages.snapshot(),
             sync_ns: self.sync_ns.snapshot(),
             commit_wait_ns: self.commit_wait_ns.snapshot(),
         }
@@ -152,15 +157,50 @@ impl CommitStats {
 pub struct CommitStatsSnapshot {
     /// See [`CommitStats::group_batches`].
     pub group_batches: HistogramSnapshot,
+    /// See [`CommitStats::group_messages`].
+    pub group_messages: HistogramSnapshot,
     /// See [`CommitStats::sync_ns`].
     pub sync_ns: HistogramSnapshot,
     /// See [`CommitStats::commit_wait_ns`].
     pub commit_wait_ns: HistogramSnapshot,
 }
 
+/// The messages a batch stores: its enqueue operations (see [`CommitStats::group_messages`]).
+pub(crate) fn enqueued_messages(ops: &[crate::Op]) -> u64 {
+    ops.iter()
+        .filter(|op| matches!(op, crate::Op::Enqueue { .. }))
+        .count() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_enqueues_count_as_messages() {
+        use crate::Op;
+        let ops = vec![
+            Op::Enqueue {
+                list: "queue://a".into(),
+                seq: 1,
+                payload: vec![1u8].into(),
+            },
+            Op::Dequeue {
+                list: "queue://a".into(),
+                seq: 0,
+            },
+            Op::Enqueue {
+                list: "queue://b".into(),
+                seq: 2,
+                payload: bytes::Bytes::new(),
+            },
+            Op::Purge {
+                list: "queue://c".into(),
+            },
+        ];
+        assert_eq!(enqueued_messages(&ops), 2);
+        assert_eq!(enqueued_messages(&[]), 0);
+    }
 
     #[test]
     fn values_fall_in_the_smallest_power_of_two_at_or_above_them() {

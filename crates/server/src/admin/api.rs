@@ -386,6 +386,63 @@ pub(crate) struct HaInfo {
     /// Present while this broker is a replicating master; `null` otherwise (a slave knows
     /// only its own position, and other modes do not replicate).
     replication: Option<ReplicationInfo>,
+    /// This process's failover history.
+    failover: FailoverInfo,
+}
+
+/// How often and why this process became master and lost mastership (since it started).
+#[derive(Debug, Serialize, PartialEq)]
+struct FailoverInfo {
+    /// Times this process became master.
+    masterships: u64,
+    /// The last time it did; `null` if it never was.
+    last_became_master: Option<BecameMasterInfo>,
+    /// Times it lost mastership.
+    lost_masterships: u64,
+    /// The last time it lost mastership; `null` if it never did.
+    last_lost_mastership: Option<LostMastershipInfo>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct BecameMasterInfo {
+    /// RFC 3339, UTC.
+    at: String,
+    at_unix_ms: u64,
+    epoch: u64,
+    reason: String,
+    /// From seeing the previous master gone (or starting to compete, when there was none) to
+    /// serving clients; `null` when the HA mode cannot tell.
+    takeover_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+struct LostMastershipInfo {
+    at: String,
+    at_unix_ms: u64,
+    epoch: u64,
+    reason: String,
+}
+
+impl FailoverInfo {
+    fn new(f: &super::Failover) -> FailoverInfo {
+        FailoverInfo {
+            masterships: f.masterships,
+            last_became_master: f.last_became_master.as_ref().map(|b| BecameMasterInfo {
+                at: super::rfc3339(b.at),
+                at_unix_ms: super::unix_ms(b.at),
+                epoch: b.epoch,
+                reason: b.reason.clone(),
+                takeover_ms: b.takeover.map(|d| d.as_millis() as u64),
+            }),
+            lost_masterships: f.losses,
+            last_lost_mastership: f.last_lost.as_ref().map(|l| LostMastershipInfo {
+                at: super::rfc3339(l.at),
+                at_unix_ms: super::unix_ms(l.at),
+                epoch: l.epoch,
+                reason: l.reason.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -440,6 +497,7 @@ impl HaInfo {
                     })
                     .collect(),
             }),
+            failover: FailoverInfo::new(&st.failover),
         }
     }
 }

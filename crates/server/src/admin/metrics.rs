@@ -282,6 +282,7 @@ impl Scrape {
             "The mastership epoch (0 when not master or without HA).",
         );
         o.sample("ferromq_ha_epoch", &[], s.epoch as f64);
+        failover_families(&mut o, &s.failover);
         if let Some(r) = &self.replication {
             replication_families(&mut o, r);
         }
@@ -347,6 +348,56 @@ impl Scrape {
         destination_families(&mut o, "queue", &m.queues);
         destination_families(&mut o, "topic", &m.topics);
         o.text
+    }
+}
+
+/// The failover history. Reasons are free text (they carry durations), so they stay out of
+/// the labels (unbounded series) and are served by `/api/v1/ha` instead.
+fn failover_families(o: &mut Out, f: &super::Failover) {
+    o.family(
+        "ferromq_ha_became_master_total",
+        "counter",
+        "Times this process became master and served clients.",
+    );
+    o.sample("ferromq_ha_became_master_total", &[], f.masterships as f64);
+    o.family(
+        "ferromq_ha_lost_mastership_total",
+        "counter",
+        "Times this process lost mastership (stepped down, lost its lock, store failed).",
+    );
+    o.sample("ferromq_ha_lost_mastership_total", &[], f.losses as f64);
+    let secs = |t: std::time::SystemTime| super::unix_ms(t) as f64 / 1000.0;
+    if let Some(b) = &f.last_became_master {
+        o.family(
+            "ferromq_ha_last_became_master_timestamp_seconds",
+            "gauge",
+            "Unix time this process last became master.",
+        );
+        o.sample(
+            "ferromq_ha_last_became_master_timestamp_seconds",
+            &[],
+            secs(b.at),
+        );
+        if let Some(d) = b.takeover {
+            o.family(
+                "ferromq_ha_last_takeover_seconds",
+                "gauge",
+                "The last takeover: seconds from seeing the previous master gone (or starting to compete, with none) to serving clients.",
+            );
+            o.sample("ferromq_ha_last_takeover_seconds", &[], d.as_secs_f64());
+        }
+    }
+    if let Some(l) = &f.last_lost {
+        o.family(
+            "ferromq_ha_last_lost_mastership_timestamp_seconds",
+            "gauge",
+            "Unix time this process last lost mastership.",
+        );
+        o.sample(
+            "ferromq_ha_last_lost_mastership_timestamp_seconds",
+            &[],
+            secs(l.at),
+        );
     }
 }
 
@@ -418,6 +469,10 @@ fn bridge_families(o: &mut Out, bridges: &[(String, bool, u64, u64)]) {
 /// `+Inf`.
 const GROUP_BUCKETS: std::ops::RangeInclusive<usize> = 0..=12;
 
+/// Buckets rendered for messages per group: `le` 1 to 65536 (4096 batches can be transactions
+/// of many messages each), then `+Inf`.
+const MESSAGE_BUCKETS: std::ops::RangeInclusive<usize> = 0..=16;
+
 /// Buckets rendered for durations kept in nanoseconds: `le` 2^10 ns (about 1 µs) to 2^35 ns
 /// (about 34 s), then `+Inf`. Fixed, so every scrape has the same series.
 const SECONDS_BUCKETS: std::ops::RangeInclusive<usize> = 10..=35;
@@ -425,14 +480,21 @@ const SECONDS_BUCKETS: std::ops::RangeInclusive<usize> = 10..=35;
 fn commit_families(o: &mut Out, c: &CommitStatsSnapshot) {
     o.histogram(
         "ferromq_store_group_commit_size",
-        "Client batches (sends, receipted acks, transactions) made durable by one store sync.",
+        "Client batches made durable by one store sync: one per send, receipted ack or transaction, however many messages it holds (messages: ferromq_store_group_commit_messages).",
         &c.group_batches,
         GROUP_BUCKETS,
         1.0,
     );
     o.histogram(
+        "ferromq_store_group_commit_messages",
+        "Messages (enqueues) made durable by one store sync, counted over the same syncs as ferromq_store_group_commit_size; acks count 0.",
+        &c.group_messages,
+        MESSAGE_BUCKETS,
+        1.0,
+    );
+    o.histogram(
         "ferromq_store_sync_seconds",
-        "Duration of one store sync (journal: fdatasync; sql: the group's transaction).",
+        "Duration of one store sync (journal: fdatasync; lsm: the WAL write and sync; sql: the group's transaction).",
         &c.sync_ns,
         SECONDS_BUCKETS,
         1e9,
@@ -730,6 +792,10 @@ mod tests {
         for n in [1u64, 3, 3, 100] {
             stats.group_batches.record(n);
         }
+        // One group of 3 batches stored a transaction of 50 messages.
+        for n in [1u64, 3, 52, 100] {
+            stats.group_messages.record(n);
+        }
         stats.sync_ns.record(500); // under the lowest rendered bound (2^10 ns)
         stats.sync_ns.record(3_000_000); // 3 ms: le 2^22 ns
         let m = MasterScrape {
@@ -761,6 +827,12 @@ mod tests {
         assert_eq!(get(size, Some("+Inf")), 4.0);
         assert_eq!(get("ferromq_store_group_commit_size_count", None), 4.0);
         assert_eq!(get("ferromq_store_group_commit_size_sum", None), 107.0);
+        let msgs = "ferromq_store_group_commit_messages_bucket";
+        assert_eq!(get(msgs, Some("4")), 2.0);
+        assert_eq!(get(msgs, Some("64")), 3.0);
+        assert_eq!(get(msgs, Some("65536")), 4.0);
+        assert_eq!(get(msgs, Some("+Inf")), 4.0);
+        assert_eq!(get("ferromq_store_group_commit_messages_sum", None), 156.0);
         let sync = "ferromq_store_sync_seconds_bucket";
         assert_eq!(get(sync, Some("0.000001024")), 1.0);
         assert_eq!(get(sync, Some("0.002097152")), 1.0);
@@ -843,5 +915,59 @@ mod tests {
             .iter()
             .any(|(n, _, v)| n == "ferromq_master" && *v == 0.0));
         assert!(!text.contains("ferromq_queue_"), "{text}");
+        // Never master yet: the counters are there, at zero, and no timestamps.
+        let get = |name: &str| samples.iter().find(|(n, _, _)| n == name).map(|s| s.2);
+        assert_eq!(get("ferromq_ha_became_master_total"), Some(0.0));
+        assert_eq!(get("ferromq_ha_lost_mastership_total"), Some(0.0));
+        assert_eq!(get("ferromq_ha_last_became_master_timestamp_seconds"), None);
+    }
+
+    #[test]
+    fn the_failover_history_is_exported() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let failover = crate::admin::Failover {
+            masterships: 2,
+            last_became_master: Some(crate::admin::BecameMaster {
+                at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
+                epoch: 5,
+                reason: "acquired the lock".into(),
+                takeover: Some(Duration::from_millis(1500)),
+            }),
+            losses: 1,
+            last_lost: Some(crate::admin::LostMastership {
+                at: UNIX_EPOCH + Duration::from_secs(1_699_999_000),
+                epoch: 4,
+                reason: "lost the lock".into(),
+            }),
+        };
+        let text = Scrape {
+            status: Status {
+                role: "master".into(),
+                failover,
+                ..Status::default()
+            },
+            ..Scrape::default()
+        }
+        .render();
+        let samples = parse(&text);
+        let get = |name: &str| {
+            samples
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|s| s.2)
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        assert_eq!(get("ferromq_ha_became_master_total"), 2.0);
+        assert_eq!(get("ferromq_ha_lost_mastership_total"), 1.0);
+        assert_eq!(
+            get("ferromq_ha_last_became_master_timestamp_seconds"),
+            1_700_000_000.25
+        );
+        assert_eq!(get("ferromq_ha_last_takeover_seconds"), 1.5);
+        assert_eq!(
+            get("ferromq_ha_last_lost_mastership_timestamp_seconds"),
+            1_699_999_000.0
+        );
+        assert!(text.contains("# TYPE ferromq_ha_became_master_total counter\n"));
     }
 }

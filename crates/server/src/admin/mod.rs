@@ -89,6 +89,78 @@ pub struct Status {
     /// The replication state while this process is a replicating master (not part of the
     /// `/status` JSON; see `/api/v1/ha`).
     pub replication: ReplicationView,
+    /// This process's failover history (see `/api/v1/ha` and the `ferromq_ha_*` metrics).
+    pub failover: Failover,
+}
+
+/// This process's history as an HA member: how often and why it became master and lost it.
+/// Kept by the serve loop, which sees every transition; reset only by a restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failover {
+    /// How many times this process became master (started serving clients).
+    pub masterships: u64,
+    /// The last time it did.
+    pub last_became_master: Option<BecameMaster>,
+    /// How many times it lost mastership (stepped down, lost its lock, store failed).
+    pub losses: u64,
+    /// The last time it lost mastership.
+    pub last_lost: Option<LostMastership>,
+}
+
+/// One time this process became master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BecameMaster {
+    /// When it started serving clients.
+    pub at: std::time::SystemTime,
+    /// The epoch of that mastership.
+    pub epoch: u64,
+    /// Why, in the HA mode's words (`acquired the lock …`, `elected: …`).
+    pub reason: String,
+    /// From when it saw the previous master gone (or began competing, with no master to wait
+    /// for) until it served clients; `None` when the HA mode cannot tell.
+    pub takeover: Option<Duration>,
+}
+
+/// One time this process lost mastership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostMastership {
+    /// When it noticed.
+    pub at: std::time::SystemTime,
+    /// The epoch it lost.
+    pub epoch: u64,
+    /// Why, as the HA mode reported it.
+    pub reason: String,
+}
+
+/// Milliseconds since the Unix epoch (0 for a time before it).
+pub fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RFC 3339 in UTC with milliseconds (`2026-12-06T22:14:11.123Z`), without a date crate: the
+/// admin API needs only this one format.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let ms = unix_ms(t);
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days: days since 1970-01-01 to a proleptic Gregorian date.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 impl Status {
@@ -354,6 +426,20 @@ pub fn topology_table(brokers: &[(String, anyhow::Result<String>)]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rfc3339_formats_utc_with_milliseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        // 2024-02-29T23:59:59.123Z: a leap day, the last second of it.
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_251_199_123);
+        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.123Z");
+        assert_eq!(unix_ms(t), 1_709_251_199_123);
+        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_secs(4_102_444_800); // 2100-01-01
+        assert_eq!(rfc3339(t), "2100-01-01T00:00:00.000Z");
+    }
 
     #[test]
     fn topology_lists_brokers_and_their_bridges() {

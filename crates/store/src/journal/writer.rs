@@ -118,6 +118,8 @@ pub(crate) struct Writer {
     waiters: Vec<(Completer, Option<Instant>)>,
     /// Client batches written since the last sync: what the next sync makes durable.
     batches_unsynced: u64,
+    /// The messages (enqueues) of those batches.
+    messages_unsynced: u64,
     /// Whether written bytes are unsynced, and when they must be synced.
     clock: SyncClock,
     /// The group being gathered holds a batch that must be durable before it is confirmed
@@ -137,6 +139,7 @@ impl Writer {
             pending_apply: Vec::new(),
             waiters: Vec::new(),
             batches_unsynced: 0,
+            messages_unsynced: 0,
             clock,
             group_needs_sync: false,
             uring,
@@ -233,6 +236,7 @@ impl Writer {
             ))));
             return;
         }
+        let messages = crate::stats::enqueued_messages(&ops);
         let result = self.append_record(RecordType::Batch, |buf| {
             encode_batch(buf, &ops).map_err(|e| StoreError::Config(e.0))
         });
@@ -245,6 +249,7 @@ impl Writer {
                 });
                 if submitted_at.is_some() {
                     self.batches_unsynced += 1;
+                    self.messages_unsynced += messages;
                 }
                 self.waiters.push((completer, submitted_at));
             }
@@ -420,8 +425,10 @@ impl Writer {
         // A sync that made no client batch durable (a GC record, a checkpoint with nothing
         // new) is not a group: it would only pull the size distribution towards zero.
         let batches = std::mem::take(&mut self.batches_unsynced);
+        let messages = std::mem::take(&mut self.messages_unsynced);
         if batches > 0 {
             self.shared.commit.group_batches.record(batches);
+            self.shared.commit.group_messages.record(messages);
         }
     }
 

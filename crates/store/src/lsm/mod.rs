@@ -179,6 +179,8 @@ pub(crate) struct Shared {
     failure: Mutex<Option<StoreError>>,
     tx: Inbox<Submitted>,
     stats: Counters,
+    /// Group-commit statistics for `/metrics` (see [`crate::CommitStats`]).
+    commit: crate::CommitStats,
 }
 
 impl Shared {
@@ -353,6 +355,7 @@ impl LsmStore {
             failure: Mutex::new(None),
             tx: Inbox::new(tx),
             stats: Counters::default(),
+            commit: crate::CommitStats::default(),
         });
         let writer = Writer::new(shared.clone(), db);
         let writer = std::thread::Builder::new()
@@ -505,6 +508,10 @@ impl MessageStore for LsmStore {
 
     fn usage_bytes(&self) -> u64 {
         self.shared.usage_bytes.load(Ordering::Acquire)
+    }
+
+    fn commit_stats(&self) -> Option<crate::CommitStatsSnapshot> {
+        Some(self.shared.commit.snapshot())
     }
 
     fn close(&self) -> Result<(), StoreError> {

@@ -49,12 +49,23 @@ pub(crate) struct Writer {
     db: Arc<DB>,
     /// Whether a group was written to the WAL but not synced, and when it must be.
     clock: SyncClock,
+    /// Batches written since the last WAL sync: the next sync makes them durable and counts
+    /// them as one group ([`crate::CommitStats::group_batches`]).
+    batches_unsynced: u64,
+    /// The messages (enqueues) of those batches.
+    messages_unsynced: u64,
 }
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, db: Arc<DB>) -> Writer {
         let clock = SyncClock::new(shared.config.sync, shared.config.ack_sync_delay_ms);
-        Writer { shared, db, clock }
+        Writer {
+            shared,
+            db,
+            clock,
+            batches_unsynced: 0,
+            messages_unsynced: 0,
+        }
     }
 
     /// Runs until every sender is gone, then syncs what is left unsynced.
@@ -68,10 +79,14 @@ impl Writer {
 
     /// Syncs the WAL (for lazy groups, `Periodic` and `Never`); a failure fails the store.
     fn sync_wal(&mut self) -> bool {
+        let started = Instant::now();
         match self.db.flush_wal(true) {
             Ok(()) => {
-                self.clock.synced();
-                self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .commit
+                    .sync_ns
+                    .record_duration(started.elapsed());
+                self.synced();
                 true
             }
             Err(e) => {
@@ -79,6 +94,19 @@ impl Writer {
                     .set_failed(&rocks_error("sync WAL", &self.shared.config.path, e));
                 false
             }
+        }
+    }
+
+    /// Counts a WAL sync, and the batches it made durable as one group. A sync that made no
+    /// batch durable is not a group: it would only pull the size distribution towards zero.
+    fn synced(&mut self) {
+        self.clock.synced();
+        self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        let batches = std::mem::take(&mut self.batches_unsynced);
+        let messages = std::mem::take(&mut self.messages_unsynced);
+        if batches > 0 {
+            self.shared.commit.group_batches.record(batches);
+            self.shared.commit.group_messages.record(messages);
         }
     }
 
@@ -93,12 +121,17 @@ impl Writer {
     /// Writes one group as one `WriteBatch`, then confirms its batches.
     fn write_group(&mut self, group: Vec<Submitted>) {
         let mut waiters = Vec::with_capacity(group.len());
+        // When each waiter was submitted, for the commit-wait histogram; `None` for a lazy
+        // ack, whose confirmation is not a wait for durability.
+        let mut submitted = Vec::with_capacity(group.len());
         let mut batches = Vec::with_capacity(group.len());
+        let mut messages = 0u64;
         let mut needs_sync = false;
         for Submitted {
             ops,
             completer,
             lazy,
+            submitted_at,
             ..
         } in group
         {
@@ -112,7 +145,9 @@ impl Writer {
                 continue;
             }
             needs_sync |= !lazy;
+            messages += crate::stats::enqueued_messages(&ops);
             waiters.push(completer);
+            submitted.push((!lazy).then_some(submitted_at));
             batches.push(ops);
         }
         if waiters.is_empty() {
@@ -148,15 +183,23 @@ impl Writer {
         let sync = self.clock.must_sync(needs_sync);
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
+        let started = Instant::now();
         if let Err(e) = self.db.write_opt(wb, &wo) {
             let op = if sync { "write and sync" } else { "write" };
             self.fail_all(rocks_error(op, &self.shared.config.path, e), waiters);
             return;
         }
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.batches_unsynced += waiters.len() as u64;
+        self.messages_unsynced += messages;
         if sync {
-            self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
-            self.clock.synced();
+            // RocksDB writes the WAL record and syncs it in one call: timed together, like
+            // the journal's linked io_uring write and fdatasync.
+            self.shared
+                .commit
+                .sync_ns
+                .record_duration(started.elapsed());
+            self.synced();
         } else {
             self.clock.written();
         }
@@ -164,6 +207,14 @@ impl Writer {
         if let Err(e) = self.shared.check_fence() {
             self.fail_all(e, waiters);
             return;
+        }
+        // Only a synced group's batches are durable now; a written-only group's wait is not a
+        // wait for durability (a later sync covers it, and records no wait either).
+        if sync {
+            let now = Instant::now();
+            for since in submitted.into_iter().flatten() {
+                self.shared.commit.record_wait(since, now);
+            }
         }
         self.publish(staged, waiters);
     }

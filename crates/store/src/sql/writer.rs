@@ -179,6 +179,12 @@ impl Writer {
                     .sync_ns
                     .record_duration(now.saturating_duration_since(started));
                 shared.commit.group_batches.record(group.len() as u64);
+                shared.commit.group_messages.record(
+                    group
+                        .iter()
+                        .map(|job| crate::stats::enqueued_messages(&job.ops))
+                        .sum(),
+                );
                 for job in group {
                     // A lazy ack may be committed without a flush: not a wait for durability.
                     if !job.lazy {
