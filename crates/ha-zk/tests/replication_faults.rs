@@ -55,6 +55,27 @@ async fn resolved(c: &mut Completion) -> bool {
     tokio::time::timeout(Duration::ZERO, c).await.is_ok()
 }
 
+/// The bodies of `queue://x`, in order.
+fn queue_bodies(s: &dyn MessageStore) -> Vec<String> {
+    s.load("queue://x", None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect()
+}
+
+/// A slave's parameters for a hand-driven master of epoch 2 listening on `l`.
+fn follow_params(l: &TcpListener) -> ferromq_ha_zk::slave::FollowParams {
+    ferromq_ha_zk::slave::FollowParams {
+        addr: l.local_addr().unwrap().to_string(),
+        master_epoch: 2,
+        token: "token".into(),
+        group: "g".into(),
+        member: "m".into(),
+        tls: None,
+    }
+}
+
 /// A slave driven frame by frame.
 struct RawSlave {
     rd: OwnedReadHalf,
@@ -430,7 +451,7 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
     use ferromq_ha_zk::position::{
         copy_in_progress, position_ops, reportable_position, NO_POSITION,
     };
-    use ferromq_ha_zk::slave::{follow, FollowParams};
+    use ferromq_ha_zk::slave::follow;
 
     let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
     let old = Position { epoch: 1, lsn: 2 };
@@ -440,14 +461,7 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
     assert_eq!(reportable_position(&*store).unwrap(), Some(old));
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let params = FollowParams {
-        addr: l.local_addr().unwrap().to_string(),
-        master_epoch: 2,
-        token: "token".into(),
-        group: "g".into(),
-        member: "m".into(),
-        tls: None,
-    };
+    let params = follow_params(&l);
     let cut = Position { epoch: 2, lsn: 5 };
     let chunk = Frame::SnapshotChunk {
         batch: enq(1, "copied-1"),
@@ -534,13 +548,7 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
     let _ = tokio::time::timeout(T, follower).await.unwrap().unwrap();
     assert!(!copy_in_progress(&*store).unwrap());
     assert_eq!(reportable_position(&*store).unwrap(), Some(cut));
-    let bodies: Vec<_> = store
-        .load("queue://x", None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-        .collect();
-    assert_eq!(bodies, vec!["copied-1"]);
+    assert_eq!(queue_bodies(&*store), ["copied-1"]);
 }
 
 /// The slave's half of a copy read while writers went on: the copy may hold a message already
@@ -551,18 +559,11 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent() {
     use ferromq_ha_zk::position::{copy_in_progress, position_ops, reportable_position};
-    use ferromq_ha_zk::slave::{follow, FollowParams};
+    use ferromq_ha_zk::slave::follow;
 
     let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let params = FollowParams {
-        addr: l.local_addr().unwrap().to_string(),
-        master_epoch: 2,
-        token: "token".into(),
-        group: "g".into(),
-        member: "m".into(),
-        tls: None,
-    };
+    let params = follow_params(&l);
     let (_stop_tx, mut stop) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn({
         let store = store.clone();
@@ -607,20 +608,13 @@ async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent
     }
     // Entry 6 applied (the positive event: message 1 gone), the store still matches no
     // position of the master's log: the mark stays.
-    let bodies = |s: &dyn MessageStore| -> Vec<String> {
-        s.load("queue://x", None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-            .collect()
-    };
     for _ in 0..2000 {
-        if bodies(&*store) == ["b", "c"] {
+        if queue_bodies(&*store) == ["b", "c"] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(bodies(&*store), ["b", "c"]);
+    assert_eq!(queue_bodies(&*store), ["b", "c"]);
     assert!(copy_in_progress(&*store).unwrap());
     assert_eq!(reportable_position(&*store).unwrap(), None);
     wire::write_frame(
@@ -656,7 +650,7 @@ async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent
     let _ = tokio::time::timeout(T, follower).await.unwrap().unwrap();
     assert!(!copy_in_progress(&*store).unwrap());
     assert_eq!(reportable_position(&*store).unwrap(), Some(pos(7)));
-    assert_eq!(bodies(&*store), ["b", "c"]);
+    assert_eq!(queue_bodies(&*store), ["b", "c"]);
 }
 
 /// Finding 3, closed with staging: a full copy goes to a journal beside the live one. A master
@@ -669,7 +663,7 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
     use ferromq_ha_zk::position::{
         copy_in_progress, fence_ops, member_id, position_ops, read_fence, reportable_position,
     };
-    use ferromq_ha_zk::slave::{follow_staged, FollowParams};
+    use ferromq_ha_zk::slave::follow_staged;
     use ferromq_ha_zk::staging::{finish_journal_install, JournalStaging};
     use ferromq_store::{JournalConfig, JournalStore};
 
@@ -687,23 +681,9 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
     b.extend(position_ops(None, old));
     store.submit(b).await.unwrap();
     let staging = JournalStaging::new(live_dir.clone(), JournalConfig::default());
-    let bodies = |s: &dyn MessageStore| -> Vec<String> {
-        s.load("queue://x", None, 10)
-            .unwrap()
-            .into_iter()
-            .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-            .collect()
-    };
 
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let params = FollowParams {
-        addr: l.local_addr().unwrap().to_string(),
-        master_epoch: 2,
-        token: "token".into(),
-        group: "g".into(),
-        member: "m".into(),
-        tls: None,
-    };
+    let params = follow_params(&l);
     let pos = |lsn| Position { epoch: 2, lsn };
     let follow = |store: Arc<dyn MessageStore>| {
         let params = params.clone();
@@ -751,7 +731,7 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
         Some(old),
         "a copy that did not complete must leave the member its position"
     );
-    assert_eq!(bodies(&*store), ["old"]);
+    assert_eq!(queue_bodies(&*store), ["old"]);
 
     // The next master's copy completes: consistent once the entry at 2:6 is applied.
     let follower = follow(store.clone());
@@ -789,7 +769,7 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
     let store = open(&live_dir);
     assert!(!staged_dir.exists());
     assert_eq!(reportable_position(&*store).unwrap(), Some(pos(6)));
-    assert_eq!(bodies(&*store), ["copied-1", "during"]);
+    assert_eq!(queue_bodies(&*store), ["copied-1", "during"]);
     assert_eq!(
         member_id(&*store).await.unwrap(),
         id,

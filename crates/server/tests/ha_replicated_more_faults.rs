@@ -143,6 +143,27 @@ impl Rig {
         }
     }
 
+    /// The line in which master `m` (from log line `from` on) took `member` as a slave: it
+    /// says whether it streams or sends a full copy (bounded wait, polled every millisecond so
+    /// that a test can act right after it).
+    async fn taken_as_slave(&self, m: usize, member: &str, from: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = self.c.proc(m).log.lock().unwrap()[from..]
+                .iter()
+                .find(|l| l.contains("slave connected") && l.contains(member))
+                .cloned();
+            if let Some(l) = found {
+                return l;
+            }
+            if Instant::now() >= deadline {
+                self.dump_logs();
+                panic!("b{m} never took {member} as a slave");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// Stops the producers, drains, judges the wire-level history; returns the verdict.
     ///
     /// A kill -9 answers nothing, so the failover client resends every send a dead master did
@@ -215,21 +236,7 @@ async fn killing_the_new_master_during_its_post_failover_catch_up_loses_nothing(
     let member = r.member_id(m0).await;
     // The positive event: the new master has taken the returning member and is sending it
     // what it lacks (a full copy or the stream from its position).
-    let deadline = Instant::now() + WAIT;
-    let how = loop {
-        let found = r.c.proc(m1).log.lock().unwrap()[from..]
-            .iter()
-            .find(|l| l.contains("slave connected") && l.contains(&member))
-            .cloned();
-        if let Some(l) = found {
-            break l;
-        }
-        if Instant::now() >= deadline {
-            r.dump_logs();
-            panic!("b{m1} never took b{m0} ({member}) as a slave");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
+    let how = r.taken_as_slave(m1, &member, from).await;
     r.c.kill9(m1);
     eprintln!("killed the new master b{m1} right after: {how}");
     let m2 = r.master(&[m1]);
@@ -429,21 +436,7 @@ async fn a_slave_that_lost_its_store_is_copied_under_load_and_then_carries_the_q
     let from = r.c.proc(m).log.lock().unwrap().len();
     r.c.start(s);
     let member = r.member_id(s).await;
-    let deadline = Instant::now() + WAIT;
-    let how = loop {
-        let found = r.c.proc(m).log.lock().unwrap()[from..]
-            .iter()
-            .find(|l| l.contains("slave connected") && l.contains(&member))
-            .cloned();
-        if let Some(l) = found {
-            break l;
-        }
-        if Instant::now() >= deadline {
-            r.dump_logs();
-            panic!("b{m} never took b{s} ({member}) as a slave");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let how = r.taken_as_slave(m, &member, from).await;
     assert!(
         how.contains("needs a full copy"),
         "b{s} lost its store yet was not copied: {how}"

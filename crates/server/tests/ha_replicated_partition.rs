@@ -21,13 +21,10 @@ const T: Duration = Duration::from_secs(60);
 /// Both tests cut the traffic of the same uid: they must not run at the same time.
 static PARTITION_UID_USERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
-    let _alone = PARTITION_UID_USERS.lock().await;
-    let d = tempfile::tempdir().unwrap();
-    let mut c = Cluster::new(d.path(), &zk_ensemble(), "partition", "");
-    // b0 joins first: at equal positions and weights the oldest member wins, so b0 (the one
-    // we can isolate) becomes master.
+/// Three brokers, b0 (run under the partition uid, so it can be cut off) the master: it joins
+/// first, and at equal positions and weights the oldest member wins.
+fn group_with_b0_master(dir: &std::path::Path, name: &str) -> Cluster {
+    let mut c = Cluster::new(dir, &zk_ensemble(), name, "");
     c.start_as_partition_uid(0);
     assert!(c
         .proc(0)
@@ -37,6 +34,14 @@ async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
     assert_eq!(m, 0, "the oldest member must win a tie");
     c.start(2);
     assert!(c.proc(2).wait_log("Slave started", T));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
+    let _alone = PARTITION_UID_USERS.lock().await;
+    let d = tempfile::tempdir().unwrap();
+    let c = group_with_b0_master(d.path(), "partition");
 
     let history = Arc::new(History::create(&d.path().join("history.log")));
     let load = Load::start(&c.uri(), history.clone(), 700);
@@ -95,16 +100,7 @@ async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
 async fn an_asymmetric_partition_with_clients_on_the_old_master_loses_and_duplicates_nothing() {
     let _alone = PARTITION_UID_USERS.lock().await;
     let d = tempfile::tempdir().unwrap();
-    let mut c = Cluster::new(d.path(), &zk_ensemble(), "asym-partition", "");
-    c.start_as_partition_uid(0);
-    assert!(c
-        .proc(0)
-        .wait_log("Not enough cluster members connected to elect a master.", T));
-    c.start(1);
-    let (m, _) = tokio::task::block_in_place(|| c.wait_master(&[], T)).expect("no master");
-    assert_eq!(m, 0, "the oldest member must win a tie");
-    c.start(2);
-    assert!(c.proc(2).wait_log("Slave started", T));
+    let c = group_with_b0_master(d.path(), "asym-partition");
 
     let history = Arc::new(History::create(&d.path().join("history.log")));
     let gen = LoadGen::start(

@@ -643,14 +643,7 @@ impl Partition {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let ok = std::process::Command::new("iptables")
-            .args(["-w", "-I"])
-            .args(&rule)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "iptables -I {rule:?} failed");
-        Partition { rule }
+        Partition::insert(rule)
     }
 }
 
@@ -677,6 +670,12 @@ impl Partition {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        Partition::insert(rule)
+    }
+}
+
+impl Partition {
+    fn insert(rule: Vec<String>) -> Partition {
         let ok = std::process::Command::new("iptables")
             .args(["-w", "-I"])
             .args(&rule)
