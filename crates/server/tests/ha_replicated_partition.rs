@@ -37,6 +37,27 @@ fn group_with_b0_master(dir: &std::path::Path, name: &str) -> Cluster {
     c
 }
 
+/// Never two masters confirming: the cut-off b0 stopped confirming before b`next` was promoted
+/// — on losing its heartbeat lease (fast failover: its slaves hear nothing and fence it after
+/// `master_timeout_ms`) or its ZooKeeper connection, whichever first.
+fn assert_b0_stopped_confirming_before(c: &Cluster, next: usize) {
+    let log0 = c.proc(0).log.lock().unwrap().clone();
+    let suspended = [
+        first_log_time(&log0, "heartbeat lease lost"),
+        first_log_time(&log0, "ZooKeeper connection lost: confirming"),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .expect("the cut-off master never noticed");
+    let promoted = first_log_time(&c.proc(next).log.lock().unwrap(), "Promoted to master")
+        .expect("no promotion line");
+    assert!(
+        suspended < promoted,
+        "the old master confirmed until {suspended}, the new one was promoted at {promoted}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
     let _alone = PARTITION_UID_USERS.lock().await;
@@ -55,24 +76,7 @@ async fn a_partition_isolating_the_master_fails_over_without_two_masters() {
         c.proc(0).wait_log("steps down", T),
         "the isolated master must step down"
     );
-    // Never two masters confirming: the isolated one stopped confirming before the new one
-    // was promoted — on losing its heartbeat lease (fast failover: its slaves hear nothing
-    // and fence it after `master_timeout_ms`) or its ZooKeeper connection, whichever first.
-    let log0 = c.proc(0).log.lock().unwrap().clone();
-    let suspended = [
-        first_log_time(&log0, "heartbeat lease lost"),
-        first_log_time(&log0, "ZooKeeper connection lost: confirming"),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .expect("the isolated master never noticed");
-    let promoted = first_log_time(&c.proc(next).log.lock().unwrap(), "Promoted to master")
-        .expect("no promotion line");
-    assert!(
-        suspended < promoted,
-        "the old master confirmed until {suspended}, the new one was promoted at {promoted}"
-    );
+    assert_b0_stopped_confirming_before(&c, next);
     let before = load.confirmed.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
         load.wait_confirmed(before + 100, T).await,
@@ -124,21 +128,7 @@ async fn an_asymmetric_partition_with_clients_on_the_old_master_loses_and_duplic
     let (next, took) = tokio::task::block_in_place(|| c.wait_master(&[0], T))
         .expect("the majority side must elect a new master");
     eprintln!("asymmetric partition: b{next} accepted {took:?} after the master was cut off");
-    let log0 = c.proc(0).log.lock().unwrap().clone();
-    let suspended = [
-        first_log_time(&log0, "heartbeat lease lost"),
-        first_log_time(&log0, "ZooKeeper connection lost: confirming"),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .expect("the cut-off master never noticed");
-    let promoted = first_log_time(&c.proc(next).log.lock().unwrap(), "Promoted to master")
-        .expect("no promotion line");
-    assert!(
-        suspended < promoted,
-        "the old master confirmed until {suspended}, the new one was promoted at {promoted}"
-    );
+    assert_b0_stopped_confirming_before(&c, next);
     // Its clients are still on it: it must let them go (step down, close), and they must reach
     // the new master and be confirmed there.
     assert!(
