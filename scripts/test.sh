@@ -46,6 +46,10 @@ bash scripts/cluster-smoke.sh
 step "cargo test: the default build (no lsm) names a missing backend feature"
 cargo test -p ferromq --lib --locked -- missing_from_the_build
 
+step "cargo check: the minimal build (no default features) compiles"
+# A dependency feature that only another optional crate enabled broke this build once.
+cargo check -p ferromq --no-default-features --locked
+
 step "interop: stomp.py against ferromq serve"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
