@@ -143,6 +143,21 @@ struct State {
     closed: bool,
 }
 
+impl State {
+    /// Where in the ring the entries after `pos` start, if `pos` is an entry of this log the
+    /// ring continues from (`ring.len()` when `pos` is the last: nothing to resend); `None`
+    /// when the ring no longer reaches back to it, or `pos` is not this log's.
+    fn ring_index_after(&self, pos: Position) -> Option<usize> {
+        if pos == self.last {
+            Some(self.ring.len())
+        } else if pos == self.ring_base {
+            Some(0)
+        } else {
+            self.ring.iter().position(|(p, _)| *p == pos).map(|i| i + 1)
+        }
+    }
+}
+
 pub(crate) struct Shared {
     inner: Arc<dyn MessageStore>,
     epoch: u64,
@@ -808,14 +823,7 @@ async fn send_snapshot<W: tokio::io::AsyncWrite + Unpin>(
         if st.closed {
             return Err(StoreError::Closed.into());
         }
-        let skip = if cut == st.last {
-            Some(st.ring.len())
-        } else if cut == st.ring_base {
-            Some(0)
-        } else {
-            st.ring.iter().position(|(p, _)| *p == cut).map(|i| i + 1)
-        };
-        let Some(skip) = skip else {
+        let Some(skip) = st.ring_index_after(cut) else {
             return Err(crate::ZkError::Replication(format!(
                 "the writes made during the full copy outran the in-memory tail (cut {cut}, tail from {}): the slave retries",
                 st.ring_base
@@ -968,15 +976,7 @@ async fn serve_slave(
     // which discards the divergent suffix by construction.
     let streamed = {
         let mut st = shared.state.lock();
-        let from_ring = if last == st.last {
-            // Up to date: nothing of the ring to resend.
-            Some(st.ring.len())
-        } else if last == st.ring_base {
-            Some(0)
-        } else {
-            st.ring.iter().position(|(p, _)| *p == last).map(|i| i + 1)
-        };
-        match from_ring {
+        match st.ring_index_after(last) {
             Some(skip) => {
                 // The slave holds `last`, an entry of this master's log (same epoch): its log
                 // matches up to there, which is where its acked position starts.
