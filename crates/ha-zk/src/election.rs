@@ -1304,6 +1304,64 @@ async fn check_group_setting(
     Ok(())
 }
 
+/// How long a master's periodic ZooKeeper reads may wait before its other checks run again.
+const MASTER_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a master's reads through its ZooKeeper session said.
+#[derive(Debug)]
+enum SessionCheck {
+    /// The session answered, and this broker is still the master with a quorum of members.
+    /// The only proof that a session is (again) connected: zookeeper-client 0.11 publishes
+    /// `SyncConnected` as soon as a server answers the connect request, and when that
+    /// connection dies before the handshake ends and no other server accepts one, the state
+    /// stays `SyncConnected` until the session expires — a master that resumed on the state
+    /// alone confirmed writes for seconds with the whole ensemble down
+    /// (tests/zk_reconnect.rs).
+    Answered,
+    /// A read failed or is still waiting: no verdict.
+    NoAnswer,
+    /// This master must step down, for this reason.
+    StepDown(String),
+}
+
+async fn check_session(
+    zk: &Client,
+    members_path: &str,
+    master_path: &str,
+    epoch: u64,
+    quorum: usize,
+) -> SessionCheck {
+    let members_ok = match read_members(zk, members_path).await {
+        Ok(m) if distinct_members(&m) < quorum => {
+            return SessionCheck::StepDown(NOT_ENOUGH_MEMBERS.to_string())
+        }
+        Ok(_) => true,
+        Err(zookeeper_client::Error::SessionExpired) => {
+            return SessionCheck::StepDown("ZooKeeper session expired".into())
+        }
+        Err(_) => false,
+    };
+    // Fast failover: a quorum of slaves may have fenced this master and replaced its znode
+    // while its session lives (it was paused, or cut off from them).
+    match zk.get_data(master_path).await {
+        Ok((d, _)) => match MasterInfo::decode(&d) {
+            Some(m) if m.epoch != epoch => SessionCheck::StepDown(format!(
+                "another master was elected (epoch {}): its slaves fenced this one",
+                m.epoch
+            )),
+            _ if members_ok => SessionCheck::Answered,
+            _ => SessionCheck::NoAnswer,
+        },
+        Err(zookeeper_client::Error::NoNode) => {
+            SessionCheck::StepDown("the master znode is gone: another master may be elected".into())
+        }
+        Err(zookeeper_client::Error::SessionExpired) => {
+            SessionCheck::StepDown("ZooKeeper session expired".into())
+        }
+        Err(_) => SessionCheck::NoAnswer,
+    }
+}
+
 /// Watches a master's session, its group and its slaves; returns why it must step down.
 #[allow(clippy::too_many_arguments)]
 async fn monitor(
@@ -1322,14 +1380,11 @@ async fn monitor(
     // One iteration per state change or tick; ends only with a verdict.
     loop {
         let state = states.peek_state();
-        match master_on_session(state) {
-            MasterSession::Serve => {
-                if disconnected {
-                    disconnected = false;
-                    tracing::info!("ZooKeeper session reconnected: confirming writes again");
-                    rs.set_suspended(false);
-                }
-            }
+        let session = master_on_session(state);
+        match session {
+            // Resuming after a disconnect waits for a read answered through the session
+            // (below): the client's `SyncConnected` alone is not proof (see `SessionCheck`).
+            MasterSession::Serve => {}
             MasterSession::Suspend => {
                 // Stop confirming (and, through `serving`, dispatching) at once: the session
                 // may be expiring on the server. No step-down on a timer of ours: the end of
@@ -1351,46 +1406,29 @@ async fn monitor(
             // A master whose store refuses writes serves nothing: let a slave take over.
             return format!("its store failed: {why}");
         }
-        if !disconnected {
+        if session == MasterSession::Serve {
             // The reads race the session state: a ZooKeeper request made just as the
             // connection drops waits for a reconnection (or the session's end), and the
-            // suspension must not wait with it.
-            let checks = async {
-                match read_members(zk, members_path).await {
-                    Ok(m) if distinct_members(&m) < quorum => {
-                        return Some(NOT_ENOUGH_MEMBERS.to_string())
-                    }
-                    Ok(_) => {}
-                    Err(zookeeper_client::Error::SessionExpired) => {
-                        return Some("ZooKeeper session expired".into())
-                    }
-                    Err(_) => {}
-                }
-                // Fast failover: a quorum of slaves may have fenced this master and replaced
-                // its znode while its session lives (it was paused, or cut off from them).
-                match zk.get_data(master_path).await {
-                    Ok((d, _)) => match MasterInfo::decode(&d) {
-                        Some(m) if m.epoch != epoch => Some(format!(
-                            "another master was elected (epoch {}): its slaves fenced this one",
-                            m.epoch
-                        )),
-                        _ => None,
-                    },
-                    Err(zookeeper_client::Error::NoNode) => {
-                        Some("the master znode is gone: another master may be elected".into())
-                    }
-                    Err(zookeeper_client::Error::SessionExpired) => {
-                        Some("ZooKeeper session expired".into())
-                    }
-                    Err(_) => None,
-                }
-            };
+            // suspension must not wait with it. Bounded, so that the slave check below still
+            // runs while a request waits.
+            let checks = tokio::time::timeout(
+                MASTER_CHECK_TIMEOUT,
+                check_session(zk, members_path, master_path, epoch, quorum),
+            );
             tokio::select! {
-                verdict = checks => {
-                    if let Some(v) = verdict {
-                        return v;
+                checked = checks => match checked {
+                    Ok(SessionCheck::StepDown(why)) => return why,
+                    Ok(SessionCheck::Answered) => {
+                        if disconnected {
+                            disconnected = false;
+                            tracing::info!(
+                                "ZooKeeper session reconnected (a read through it answered, and this broker is still master): confirming writes again"
+                            );
+                            rs.set_suspended(false);
+                        }
                     }
-                }
+                    Ok(SessionCheck::NoAnswer) | Err(_) => {}
+                },
                 _ = states.changed() => continue,
             }
         }

@@ -665,9 +665,17 @@ async fn a_zookeeper_leader_election_and_a_total_zookeeper_outage_lose_nothing()
     // it suspended may still be on their way, at most one window per producer; anything beyond
     // that was confirmed without ZooKeeper. Longer than the session timeout: the ZooKeeper
     // client may declare the session expired on its own, and the master then steps down.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut timeline = Vec::new();
+    for _ in 0..16 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        timeline.push(r.confirmed() - at_loss);
+    }
     let during = r.confirmed() - at_loss;
     let in_flight = spec().producers * spec().window;
+    if during > in_flight {
+        eprintln!("confirmed since the loss, every 250 ms: {timeline:?}");
+        r.dump_logs();
+    }
     assert!(
         during <= in_flight,
         "the master confirmed {during} sends while ZooKeeper was down (at most {in_flight} could have been in flight)"
