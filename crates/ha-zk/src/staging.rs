@@ -40,6 +40,18 @@ impl JournalStaging {
     fn staged(&self) -> PathBuf {
         with_suffix(&self.live, ".copy")
     }
+
+    /// The first half of [`CopyStaging::install`]: durably marks the staged copy (closed,
+    /// complete) as the one to install. From here on a start installs it
+    /// ([`finish_journal_install`]) whatever else a crash or a power cut left.
+    pub fn mark_complete(&self) -> Result<(), StoreError> {
+        let staged = self.staged();
+        let mark = staged.join(INSTALL_MARK);
+        std::fs::File::create(&mark)
+            .and_then(|f| f.sync_all())
+            .map_err(io("marking the staged copy complete", &mark))?;
+        sync_dir(&staged)
+    }
 }
 
 fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
@@ -81,12 +93,7 @@ impl CopyStaging for JournalStaging {
     }
 
     fn install(&self) -> Result<(), StoreError> {
-        let staged = self.staged();
-        let mark = staged.join(INSTALL_MARK);
-        std::fs::File::create(&mark)
-            .and_then(|f| f.sync_all())
-            .map_err(io("marking the staged copy complete", &mark))?;
-        sync_dir(&staged)?;
+        self.mark_complete()?;
         finish_journal_install(&self.live)
     }
 }
