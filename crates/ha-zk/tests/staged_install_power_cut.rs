@@ -44,8 +44,11 @@ async fn fill(store: &dyn MessageStore, list: &str, n: u64) {
     }
 }
 
-/// Every stored message of `list`, as (seq, body).
-fn contents(dir: &Path, list: &str) -> Vec<(u64, Bytes)> {
+/// A list's stored messages, as (seq, body).
+type Messages = Vec<(u64, Bytes)>;
+
+/// Every stored message of `list`.
+fn contents(dir: &Path, list: &str) -> Messages {
     let s = JournalStore::open(dir, config()).unwrap();
     let got = s
         .load(list, None, 1_000_000)
@@ -78,7 +81,7 @@ async fn a_power_cut_during_a_staged_install_leaves_the_old_journal_or_the_whole
         LossMode::RandomPages { seed: 3 },
         LossMode::TornLastPage { seed: 4 },
     ];
-    let mut expected: Option<(Vec<(u64, Bytes)>, Vec<(u64, Bytes)>)> = None;
+    let mut expected: Option<(Messages, Messages)> = None;
     let mut cuts = 0;
     for at in [CutAt::CopyWritten, CutAt::Marked, CutAt::Installed] {
         for (k, mode) in modes.iter().enumerate() {
