@@ -190,9 +190,16 @@ fn bound_reason(s: &mut String) {
     }
 }
 
+/// `t` to the whole millisecond, the precision of the API and the file: recorded so, a
+/// suspension's duration is exactly `to - from` as served, and the same after a restart.
+fn whole_ms(t: SystemTime) -> SystemTime {
+    time(unix_ms(t))
+}
+
 impl Failover {
     /// An empty history that begins at `now`, the start of this process.
     pub fn new(now: SystemTime) -> Failover {
+        let now = whole_ms(now);
         Failover {
             since: Some(now),
             process_started: Some(now),
@@ -202,6 +209,7 @@ impl Failover {
 
     /// Records that this broker became master.
     pub fn became_master(&mut self, mut b: BecameMaster) {
+        b.at = whole_ms(b.at);
         bound_reason(&mut b.reason);
         self.masterships += 1;
         self.last_became_master = Some(b);
@@ -210,6 +218,7 @@ impl Failover {
     /// Records that this broker lost mastership; a suspension going on ends with it (the
     /// broker is no longer a master to be suspended).
     pub fn lost_mastership(&mut self, mut l: LostMastership) {
+        l.at = whole_ms(l.at);
         self.end_suspension(l.at);
         bound_reason(&mut l.reason);
         self.losses += 1;
@@ -220,6 +229,7 @@ impl Failover {
     /// the one going on. Repeating the current state records nothing, so the caller may feed
     /// every value it sees. Returns whether the history changed.
     pub fn serving(&mut self, serving: bool, at: SystemTime) -> bool {
+        let at = whole_ms(at);
         match (serving, self.suspended_now()) {
             (false, false) => {
                 self.suspensions += 1;
@@ -237,6 +247,7 @@ impl Failover {
     /// Ends the suspension going on, if any, at `at` (the master served again, lost
     /// mastership or is shutting down). Returns whether there was one.
     pub fn end_suspension(&mut self, at: SystemTime) -> bool {
+        let at = whole_ms(at);
         match &mut self.last_suspension {
             Some(s) if s.end == SuspensionEnd::Ongoing => {
                 s.end = SuspensionEnd::At(at);
@@ -383,7 +394,7 @@ impl Record {
     fn into_failover(self, now: SystemTime) -> Failover {
         Failover {
             since: Some(time(self.since_unix_ms)),
-            process_started: Some(now),
+            process_started: Some(whole_ms(now)),
             masterships: self.masterships,
             last_became_master: self.last_became_master.map(|b| BecameMaster {
                 at: time(b.at_unix_ms),
@@ -672,6 +683,24 @@ mod tests {
         assert!(f.serving(true, at(1_020)));
         assert_eq!(f.suspensions, 2);
         assert_eq!(f.suspended_total(at(9_999)), Duration::from_millis(520));
+    }
+
+    #[test]
+    fn times_are_kept_to_the_millisecond_so_durations_match_their_ends() {
+        let mut f = Failover::new(at(0));
+        // 100.9 ms to 112.2 ms: 11.3 ms, but the ends are served as 100 and 112.
+        f.serving(false, at(100) + Duration::from_micros(900));
+        f.serving(true, at(112) + Duration::from_micros(200));
+        let s = f.last_suspension.unwrap();
+        assert_eq!(s.from, at(100));
+        assert_eq!(s.end, SuspensionEnd::At(at(112)));
+        assert_eq!(s.duration(at(0)), Some(Duration::from_millis(12)));
+        assert_eq!(f.suspended_total(at(0)), Duration::from_millis(12));
+        // And a read-back history equals the one written.
+        let dir = tempfile::tempdir().unwrap();
+        let h = HistoryFile::new(dir.path().join("ha-history.json"));
+        h.save(&f).unwrap();
+        assert_eq!(h.load(at(0)).unwrap().unwrap(), f);
     }
 
     #[test]
