@@ -1044,9 +1044,8 @@ async fn serve_loop(
         );
         status.send_modify(|s| s.failover.became_master(became));
         // A suspended master confirms nothing and must deliver nothing either: another broker
-        // may be elected meanwhile and deliver the same messages.
-        // Each suspension is recorded in the failover history too (the history ignores a value
-        // that is no transition).
+        // may be elected meanwhile and deliver the same messages. Each suspension goes into the
+        // failover history too (which ignores a value that is no transition).
         let gate = {
             let mut serving = mastership.serving();
             let broker = server.broker.clone();

@@ -425,7 +425,8 @@ impl Record {
 /// store is elsewhere and whose default `data_dir` the brokers of one host may share). There
 /// each broker keeps its own `ha-history-<id>.json`, `<id>` being what identifies it across
 /// restarts: `ha.holder_id` if set, else its advertised STOMP address (the default holder id
-/// has the process id in it, new at every start).
+/// has the process id in it, new at every start). Brokers on different hosts that advertise the
+/// same address need a `holder_id` each (docs/operations.md).
 pub fn path_for(cfg: &Config) -> PathBuf {
     let dir = &cfg.broker.data_dir;
     if cfg.ha.mode != "shared-file" && cfg.ha.mode != "shared-db" {

@@ -960,7 +960,7 @@ mod tests {
     #[test]
     fn the_failover_history_is_exported() {
         use std::time::{Duration, UNIX_EPOCH};
-        let failover = crate::admin::Failover {
+        let mut failover = crate::admin::Failover {
             masterships: 2,
             last_became_master: Some(crate::admin::BecameMaster {
                 at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
@@ -976,7 +976,6 @@ mod tests {
             }),
             ..Default::default()
         };
-        let mut failover = failover;
         // One suspension of 2 s that ended, and one going on for 0.5 s at the scrape.
         let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
         failover.serving(false, t0);
