@@ -247,6 +247,10 @@ def test_the_cluster_page_shows_ha_and_the_bridges_the_broker_runs(broker_factor
     p.wait_text('dd[data-field="mode"]', "none")
     p.wait_text('dd[data-field="role"]', "master")
     p.wait_text('dd[data-field="epoch"]', "0")
+    # The failover history: one mastership (this run's), never lost, never suspended.
+    p.wait_text('dd[data-field="masterships"]', "1 / 0")
+    p.wait_text('dd[data-field="suspended"]', "no / 0 / 0s")
+    assert "epoch 0: no HA" in p.text('dd[data-field="last_master"]')
     p.wait_text(cell("to-nowhere", "state"), "connecting")
     p.wait_text(cell("to-nowhere", "forwarded"), "0")
     assert f"127.0.0.1:{dead}" in p.text(cell("to-nowhere", "remote"))

@@ -694,12 +694,22 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
             &cfg.member_entry(),
         );
     }
+    // The failover history of earlier runs, so that a restart does not wipe what an operator
+    // asks `/api/v1/ha` after an incident; an unreadable file is said and ignored.
+    let history = Arc::new(ferromq_server::admin::history::HistoryFile::new(
+        ferromq_server::admin::history::path_for(&cfg),
+    ));
     let (status_tx, status_rx) = tokio::sync::watch::channel(ferromq_server::admin::Status {
         broker: cfg.broker.name.clone(),
         ha_mode: cfg.ha.mode.clone(),
         role: "starting".into(),
+        failover: history.start(std::time::SystemTime::now()),
         ..Default::default()
     });
+    let keep_history = AbortOnDrop(tokio::spawn(ferromq_server::admin::history::keep(
+        history.clone(),
+        status_rx.clone(),
+    )));
     if !cfg.transports.admin.is_empty() {
         let tls = match live.certs().filter(|_| cfg.transports.admin_tls) {
             // hyper serves HTTP/1 only: say so in ALPN, so that clients do not try HTTP/2.
@@ -732,6 +742,15 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     #[cfg(not(feature = "zk"))]
     let members_live = None;
     let result = serve_loop(&cfg, activation, &status_tx, members_live, live).await;
+    // The last change (a suspension ended by the shutdown) may not be written yet: write it
+    // here, after the keeper is stopped, so that the two never race.
+    drop(keep_history);
+    let last = status_tx.borrow().failover.clone();
+    match tokio::task::spawn_blocking(move || history.save(&last)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("failover history not saved: {e}"),
+        Err(e) => tracing::warn!("failover history not saved: the writer failed: {e}"),
+    }
     if registered {
         ferromq_server::cluster::ClusterView::unregister(&members, &cfg.holder());
     }
@@ -1023,18 +1042,21 @@ async fn serve_loop(
             })),
             ReplicationView(mastership.replication()),
         );
-        status.send_modify(|s| {
-            s.failover.masterships += 1;
-            s.failover.last_became_master = Some(became);
-        });
+        status.send_modify(|s| s.failover.became_master(became));
         // A suspended master confirms nothing and must deliver nothing either: another broker
-        // may be elected meanwhile and deliver the same messages.
+        // may be elected meanwhile and deliver the same messages. Each suspension goes into the
+        // failover history too (which ignores a value that is no transition).
         let gate = {
             let mut serving = mastership.serving();
             let broker = server.broker.clone();
+            let status = status.clone();
             tokio::spawn(async move {
                 loop {
                     let now_serving = *serving.borrow_and_update();
+                    status.send_if_modified(|s| {
+                        s.failover
+                            .serving(now_serving, std::time::SystemTime::now())
+                    });
                     if broker.dispatch_paused() == now_serving {
                         if now_serving {
                             tracing::info!("master serving again: dispatch to consumers resumed");
@@ -1054,12 +1076,11 @@ async fn serve_loop(
             reason = mastership.lost() => {
                 tracing::error!(%reason, epoch, "lost mastership: stopping every connector (fail-stop)");
                 status.send_modify(|s| {
-                    s.failover.losses += 1;
-                    s.failover.last_lost = Some(ferromq_server::admin::LostMastership {
+                    s.failover.lost_mastership(ferromq_server::admin::LostMastership {
                         at: std::time::SystemTime::now(),
                         epoch,
                         reason: reason.clone(),
-                    });
+                    })
                 });
                 set_role(
                     "deposed",
@@ -1080,6 +1101,7 @@ async fn serve_loop(
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM received: shutting down");
+                end_suspension(status);
                 server.shutdown().await?;
                 // Released after the store is closed, so the slave that takes over finds a
                 // checkpointed journal.
@@ -1088,10 +1110,17 @@ async fn serve_loop(
             }
             _ = int.recv() => {
                 tracing::info!("SIGINT received: shutting down");
+                end_suspension(status);
                 server.shutdown().await?;
                 mastership.release();
                 return Ok(());
             }
         }
     }
+}
+
+/// A master shutting down is no longer suspended: ends the suspension going on, if any, in the
+/// failover history, so that the next run does not find it open.
+fn end_suspension(status: &tokio::sync::watch::Sender<ferromq_server::admin::Status>) {
+    status.send_if_modified(|s| s.failover.end_suspension(std::time::SystemTime::now()));
 }

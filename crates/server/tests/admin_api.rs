@@ -1713,3 +1713,154 @@ async fn a_deposed_master_tells_when_and_why_it_lost_mastership() {
         "{text}"
     );
 }
+
+/// Polls `GET /api/v1/ha` until `pred` holds (bounded by [`WAIT`]); returns the last answer.
+async fn wait_ha(admin: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let ha = json_ok(admin, "GET", "/api/v1/ha", VIEWER, None, 200).await;
+        if pred(&ha) || std::time::Instant::now() >= deadline {
+            return ha;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads the history file, once it records `masterships` (bounded by [`WAIT`]).
+async fn wait_history_file(path: &std::path::Path, masterships: u64) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let v = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        match v {
+            Some(v) if v["masterships"] == masterships => return v,
+            _ if std::time::Instant::now() >= deadline => {
+                panic!(
+                    "{} never recorded {masterships} masterships",
+                    path.display()
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// The failover history survives a restart (clean or kill -9) on the same data directory:
+/// `/api/v1/ha` and `/metrics` count the earlier runs' masterships, say since when the history
+/// goes and when this process started; a corrupt history file is said at WARN, ignored, and
+/// the broker starts anyway with a new history.
+#[tokio::test]
+async fn the_failover_history_survives_a_restart_and_a_corrupt_file_does_not_stop_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data").join("ha-history.json");
+    let (mut broker, port, admin, cfg) = journal_broker(dir.path(), "hist");
+    let first = wait_ha(&admin, |h| h["failover"]["masterships"] == 1).await;
+    let f = &first["failover"];
+    assert_eq!(f["masterships"], 1, "{first}");
+    assert_eq!(f["suspensions"], 0, "{first}");
+    assert_eq!(f["suspended_now"], false, "{first}");
+    assert_eq!(f["suspended_ms_total"], 0, "{first}");
+    assert!(f["last_suspension"].is_null(), "{first}");
+    let since = f["since_unix_ms"].as_u64().expect("since_unix_ms");
+    assert_eq!(f["process_started_unix_ms"], since, "a first run: {first}");
+    let first_at = f["last_became_master"]["at_unix_ms"].clone();
+    assert!(first_at.as_u64().unwrap() >= since, "{first}");
+    wait_history_file(&file, 1).await;
+    assert!(broker.terminate(), "the broker did not stop on SIGTERM");
+    drop(broker);
+
+    // Second run, after a clean stop.
+    let broker = Proc::start("hist", dir.path(), port, &cfg);
+    assert!(broker.wait_accepting(WAIT).is_some(), "no restart");
+    let second = wait_ha(&admin, |h| h["failover"]["masterships"] == 2).await;
+    let f = &second["failover"];
+    assert_eq!(
+        f["masterships"], 2,
+        "the first run's mastership is counted: {second}"
+    );
+    assert_eq!(
+        f["since_unix_ms"], since,
+        "the history keeps its beginning: {second}"
+    );
+    let started = f["process_started_unix_ms"].as_u64().unwrap();
+    assert!(started > since, "{second}");
+    assert!(
+        f["last_became_master"]["at_unix_ms"].as_u64().unwrap() >= started,
+        "{second}"
+    );
+    assert_ne!(f["last_became_master"]["at_unix_ms"], first_at, "{second}");
+    assert!(
+        broker.wait_log("failover history of earlier runs loaded", WAIT),
+        "the start-up says it continued a history"
+    );
+    let (_, _, text) = http(&admin, "GET", "/metrics", VIEWER, None).await;
+    let samples = parse_metrics(&text);
+    let value = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .2
+    };
+    assert_eq!(value("ferromq_ha_became_master_total"), 2.0);
+    assert_eq!(value("ferromq_ha_suspensions_total"), 0.0);
+    assert_eq!(value("ferromq_ha_suspended"), 0.0);
+    assert_eq!(value("ferromq_ha_suspended_seconds_total"), 0.0);
+    // The file is written as the mastership begins, so a kill -9 keeps it too.
+    wait_history_file(&file, 2).await;
+    let mut broker = broker;
+    broker.kill9();
+    drop(broker);
+
+    let broker = Proc::start("hist", dir.path(), port, &cfg);
+    assert!(
+        broker.wait_accepting(WAIT).is_some(),
+        "no restart after kill -9"
+    );
+    let third = wait_ha(&admin, |h| h["failover"]["masterships"] == 3).await;
+    assert_eq!(third["failover"]["masterships"], 3, "{third}");
+    assert_eq!(third["failover"]["since_unix_ms"], since, "{third}");
+    wait_history_file(&file, 3).await;
+    let mut broker = broker;
+    assert!(broker.terminate());
+    drop(broker);
+    // No temporary file is left behind by the writes.
+    let leftovers: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ha-history") && e.path() != file)
+        .map(|e| e.path())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A corrupt file: the broker starts, says so, and begins a new history.
+    std::fs::write(&file, b"{\"version\":1,\"masterships\":").unwrap();
+    let broker = Proc::start("hist", dir.path(), port, &cfg);
+    assert!(
+        broker.wait_accepting(WAIT).is_some(),
+        "a corrupt history file stopped the start"
+    );
+    assert!(
+        broker.wait_log("failover history ignored", WAIT),
+        "the corrupt file is reported"
+    );
+    assert!(
+        broker
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("failover history ignored")),
+        "at WARN"
+    );
+    let fourth = wait_ha(&admin, |h| h["failover"]["masterships"] == 1).await;
+    let f = &fourth["failover"];
+    assert_eq!(f["masterships"], 1, "{fourth}");
+    assert!(
+        f["since_unix_ms"].as_u64().unwrap() > since,
+        "a new history: {fourth}"
+    );
+    // …and replaces the corrupt file with it.
+    wait_history_file(&file, 1).await;
+}

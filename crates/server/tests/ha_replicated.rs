@@ -174,7 +174,9 @@ fn admin_json(admin: &str, path: &str) -> serde_json::Value {
 /// `GET /api/v1/ha` and the replication series of `/metrics` in a replicated group of three:
 /// the master lists both slaves with the positions they acknowledged, their lag reaches 0 once
 /// they hold everything sent (and each then acknowledged exactly the master's last position),
-/// and a slave answers with its role and no replication state.
+/// and a slave answers with its role and no replication state. After a failover, the new
+/// master's only slave is frozen: the master is suspended, and `failover` says so while it lasts
+/// and records the suspension, with its end, once it is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ha_api_shows_the_masters_slaves_and_their_lag() {
     let d = tempfile::tempdir().unwrap();
@@ -304,6 +306,79 @@ async fn the_ha_api_shows_the_masters_slaves_and_their_lag() {
     );
     assert!(became["at_unix_ms"].as_u64().unwrap() >= killed_ms, "{ha}");
     assert!(became["takeover_ms"].is_u64(), "{ha}");
+    assert_eq!(ha["failover"]["suspensions"], 0, "{ha}");
+
+    // A suspension: the new master's one remaining slave is frozen, so no heartbeat is
+    // answered and the master's lease (master_timeout_ms / 2) runs out: it is suspended, and
+    // `/api/v1/ha` says so while it lasts. Thawed, the slave answers again and the master
+    // serves again (or, had the freeze outlasted its patience, steps down): either way the
+    // suspension is over, with a known end, and kept in the history file.
+    let s = (0..3).find(|i| *i != m && *i != now).unwrap();
+    c.proc(s).signal("STOP");
+    let deadline = std::time::Instant::now() + T;
+    let ha = loop {
+        let ha = tokio::task::block_in_place(|| admin_json(&admins[now], "/api/v1/ha"));
+        if ha["failover"]["suspended_now"] == true {
+            break ha;
+        }
+        if std::time::Instant::now() >= deadline {
+            c.proc(s).signal("CONT");
+            panic!("the master was never suspended with its only slave frozen: {ha}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let text = tokio::task::block_in_place(|| admin_get(&admins[now], "/metrics"));
+    c.proc(s).signal("CONT");
+    let f = &ha["failover"];
+    assert_eq!(f["suspensions"], 1, "{ha}");
+    let from = f["suspended_since_unix_ms"].as_u64().expect("since when");
+    assert_eq!(f["last_suspension"]["from_unix_ms"], from, "{ha}");
+    assert!(f["last_suspension"]["to_unix_ms"].is_null(), "{ha}");
+    assert!(text.contains("ferromq_ha_suspended 1\n"), "{text}");
+    assert!(text.contains("ferromq_ha_suspensions_total 1\n"), "{text}");
+    let deadline = std::time::Instant::now() + T;
+    let ha = loop {
+        let ha = tokio::task::block_in_place(|| admin_json(&admins[now], "/api/v1/ha"));
+        if ha["failover"]["suspended_now"] == false {
+            break ha;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the suspension never ended: {ha}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "suspension: {}; role now {}",
+        ha["failover"]["last_suspension"], ha["role"]
+    );
+    let f = &ha["failover"];
+    assert_eq!(f["suspensions"], 1, "{ha}");
+    assert!(f["suspended_since_unix_ms"].is_null(), "{ha}");
+    let last = &f["last_suspension"];
+    let to = last["to_unix_ms"].as_u64().expect("a known end");
+    assert!(to >= from, "{ha}");
+    assert_eq!(last["duration_ms"], to - from, "{ha}");
+    assert_eq!(f["suspended_ms_total"], to - from, "{ha}");
+    let file = c.base.join(format!("b{now}")).join("ha-history.json");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let kept = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if kept
+            .as_ref()
+            .is_some_and(|k| k["suspensions"] == 1 && k["last_suspension"]["to_unix_ms"] == to)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} does not hold the suspension: {kept:?}",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Without fast failover (`master_timeout_ms = 0`, ActiveMQ's behaviour) a killed master is

@@ -386,14 +386,19 @@ pub(crate) struct HaInfo {
     /// Present while this broker is a replicating master; `null` otherwise (a slave knows
     /// only its own position, and other modes do not replicate).
     replication: Option<ReplicationInfo>,
-    /// This process's failover history.
+    /// This broker's failover history.
     failover: FailoverInfo,
 }
 
-/// How often and why this process became master and lost mastership (since it started).
+/// How often and why this broker became master, lost mastership and was suspended, since
+/// `since_unix_ms` (across restarts: see [`super::history`]).
 #[derive(Debug, Serialize, PartialEq)]
 struct FailoverInfo {
-    /// Times this process became master.
+    /// When the history began: the start of the earliest run it holds.
+    since_unix_ms: Option<u64>,
+    /// When this process started: an event before it comes from an earlier run.
+    process_started_unix_ms: Option<u64>,
+    /// Times this broker became master.
     masterships: u64,
     /// The last time it did; `null` if it never was.
     last_became_master: Option<BecameMasterInfo>,
@@ -401,6 +406,16 @@ struct FailoverInfo {
     lost_masterships: u64,
     /// The last time it lost mastership; `null` if it never did.
     last_lost_mastership: Option<LostMastershipInfo>,
+    /// Times, as master, it was suspended (confirming and dispatching nothing).
+    suspensions: u64,
+    /// Whether it is suspended now.
+    suspended_now: bool,
+    /// When the suspension going on began; `null` when not suspended.
+    suspended_since_unix_ms: Option<u64>,
+    /// Time spent suspended, an ongoing suspension counted up to now.
+    suspended_ms_total: u64,
+    /// The last suspension, ongoing or over; `null` if there was none.
+    last_suspension: Option<SuspensionInfo>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -423,23 +438,63 @@ struct LostMastershipInfo {
     reason: String,
 }
 
+#[derive(Debug, Serialize, PartialEq)]
+struct SuspensionInfo {
+    /// RFC 3339, UTC.
+    from: String,
+    from_unix_ms: u64,
+    /// `null` while it goes on, and when the process ended during it (then its end is not
+    /// known).
+    to: Option<String>,
+    to_unix_ms: Option<u64>,
+    /// Up to now while it goes on; `null` when its end is not known.
+    duration_ms: Option<u64>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl FailoverInfo {
-    fn new(f: &super::Failover) -> FailoverInfo {
+    fn new(f: &super::Failover, now: std::time::SystemTime) -> FailoverInfo {
+        use super::{rfc3339, unix_ms, SuspensionEnd};
+        let ongoing = f
+            .last_suspension
+            .filter(|s| s.end == SuspensionEnd::Ongoing);
         FailoverInfo {
+            since_unix_ms: f.since.map(unix_ms),
+            process_started_unix_ms: f.process_started.map(unix_ms),
             masterships: f.masterships,
             last_became_master: f.last_became_master.as_ref().map(|b| BecameMasterInfo {
-                at: super::rfc3339(b.at),
-                at_unix_ms: super::unix_ms(b.at),
+                at: rfc3339(b.at),
+                at_unix_ms: unix_ms(b.at),
                 epoch: b.epoch,
                 reason: b.reason.clone(),
-                takeover_ms: b.takeover.map(|d| d.as_millis() as u64),
+                takeover_ms: b.takeover.map(millis),
             }),
             lost_masterships: f.losses,
             last_lost_mastership: f.last_lost.as_ref().map(|l| LostMastershipInfo {
-                at: super::rfc3339(l.at),
-                at_unix_ms: super::unix_ms(l.at),
+                at: rfc3339(l.at),
+                at_unix_ms: unix_ms(l.at),
                 epoch: l.epoch,
                 reason: l.reason.clone(),
+            }),
+            suspensions: f.suspensions,
+            suspended_now: ongoing.is_some(),
+            suspended_since_unix_ms: ongoing.map(|s| unix_ms(s.from)),
+            suspended_ms_total: millis(f.suspended_total(now)),
+            last_suspension: f.last_suspension.map(|s| {
+                let to = match s.end {
+                    SuspensionEnd::At(t) => Some(t),
+                    SuspensionEnd::Ongoing | SuspensionEnd::Unknown => None,
+                };
+                SuspensionInfo {
+                    from: rfc3339(s.from),
+                    from_unix_ms: unix_ms(s.from),
+                    to: to.map(rfc3339),
+                    to_unix_ms: to.map(unix_ms),
+                    duration_ms: s.duration(now).map(millis),
+                }
             }),
         }
     }
@@ -497,7 +552,7 @@ impl HaInfo {
                     })
                     .collect(),
             }),
-            failover: FailoverInfo::new(&st.failover),
+            failover: FailoverInfo::new(&st.failover, std::time::SystemTime::now()),
         }
     }
 }
@@ -1375,5 +1430,49 @@ mod tests {
             assert_eq!(code, 503, "{method} {uri}: {v}");
             assert!(v["error"].as_str().unwrap().contains("slave"), "{v}");
         }
+    }
+
+    #[test]
+    fn the_failover_block_reports_suspensions_ongoing_over_and_of_an_earlier_run() {
+        use crate::admin::{Failover, SuspensionEnd};
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let mut f = Failover::new(t(1_000));
+        f.serving(false, t(2_000));
+        f.serving(true, t(2_400));
+        f.serving(false, t(5_000));
+        let json = |f: &Failover, now| serde_json::to_value(FailoverInfo::new(f, now)).unwrap();
+        let v = json(&f, t(5_100));
+        assert_eq!(v["since_unix_ms"], 1_000, "{v}");
+        assert_eq!(v["process_started_unix_ms"], 1_000, "{v}");
+        assert_eq!(v["suspensions"], 2, "{v}");
+        assert_eq!(v["suspended_now"], true, "{v}");
+        assert_eq!(v["suspended_since_unix_ms"], 5_000, "{v}");
+        assert_eq!(v["suspended_ms_total"], 500, "{v}");
+        let last = &v["last_suspension"];
+        assert_eq!(last["from"], "1970-01-01T00:00:05.000Z", "{v}");
+        assert_eq!(last["from_unix_ms"], 5_000, "{v}");
+        assert!(last["to"].is_null() && last["to_unix_ms"].is_null(), "{v}");
+        assert_eq!(last["duration_ms"], 100, "{v}");
+
+        f.serving(true, t(5_300));
+        let v = json(&f, t(9_000));
+        assert_eq!(v["suspended_now"], false, "{v}");
+        assert!(v["suspended_since_unix_ms"].is_null(), "{v}");
+        assert_eq!(v["suspended_ms_total"], 700, "{v}");
+        assert_eq!(v["last_suspension"]["to_unix_ms"], 5_300, "{v}");
+        assert_eq!(v["last_suspension"]["duration_ms"], 300, "{v}");
+
+        // Read from the file of a process that ended while suspended: over, end unknown.
+        f.serving(false, t(6_000));
+        f.last_suspension = f.last_suspension.map(|mut s| {
+            s.end = SuspensionEnd::Unknown;
+            s
+        });
+        let v = json(&f, t(9_000));
+        assert_eq!(v["suspended_now"], false, "{v}");
+        assert_eq!(v["suspended_ms_total"], 700, "{v}");
+        assert!(v["last_suspension"]["duration_ms"].is_null(), "{v}");
+        assert_eq!(v["last_suspension"]["from_unix_ms"], 6_000, "{v}");
     }
 }

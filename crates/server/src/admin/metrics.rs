@@ -158,6 +158,9 @@ pub struct Scrape {
     pub replication: Option<ferromq_ha::Replication>,
     /// Network bridges: connector name, connected now, messages forwarded, messages pulled.
     pub bridges: Vec<(String, bool, u64, u64)>,
+    /// When the scrape was gathered: an ongoing suspension counts up to here. `None` (tests):
+    /// it counts nothing yet.
+    pub gathered_at: Option<std::time::SystemTime>,
 }
 
 /// What only a serving master reports.
@@ -233,6 +236,7 @@ impl Scrape {
             master,
             replication,
             bridges,
+            gathered_at: Some(std::time::SystemTime::now()),
         }
     }
 
@@ -282,7 +286,7 @@ impl Scrape {
             "The mastership epoch (0 when not master or without HA).",
         );
         o.sample("ferromq_ha_epoch", &[], s.epoch as f64);
-        failover_families(&mut o, &s.failover);
+        failover_families(&mut o, &s.failover, self.gathered_at);
         if let Some(r) = &self.replication {
             replication_families(&mut o, r);
         }
@@ -351,19 +355,20 @@ impl Scrape {
     }
 }
 
-/// The failover history. Reasons are free text (they carry durations), so they stay out of
-/// the labels (unbounded series) and are served by `/api/v1/ha` instead.
-fn failover_families(o: &mut Out, f: &super::Failover) {
+/// The failover history (kept across restarts, so these counters reset only with the history
+/// file). Reasons are free text (they carry durations), so they stay out of the labels
+/// (unbounded series) and are served by `/api/v1/ha` instead.
+fn failover_families(o: &mut Out, f: &super::Failover, now: Option<std::time::SystemTime>) {
     o.family(
         "ferromq_ha_became_master_total",
         "counter",
-        "Times this process became master and served clients.",
+        "Times this broker became master and served clients.",
     );
     o.sample("ferromq_ha_became_master_total", &[], f.masterships as f64);
     o.family(
         "ferromq_ha_lost_mastership_total",
         "counter",
-        "Times this process lost mastership (stepped down, lost its lock, store failed).",
+        "Times this broker lost mastership (stepped down, lost its lock, store failed).",
     );
     o.sample("ferromq_ha_lost_mastership_total", &[], f.losses as f64);
     let secs = |t: std::time::SystemTime| super::unix_ms(t) as f64 / 1000.0;
@@ -371,7 +376,7 @@ fn failover_families(o: &mut Out, f: &super::Failover) {
         o.family(
             "ferromq_ha_last_became_master_timestamp_seconds",
             "gauge",
-            "Unix time this process last became master.",
+            "Unix time this broker last became master.",
         );
         o.sample(
             "ferromq_ha_last_became_master_timestamp_seconds",
@@ -391,7 +396,7 @@ fn failover_families(o: &mut Out, f: &super::Failover) {
         o.family(
             "ferromq_ha_last_lost_mastership_timestamp_seconds",
             "gauge",
-            "Unix time this process last lost mastership.",
+            "Unix time this broker last lost mastership.",
         );
         o.sample(
             "ferromq_ha_last_lost_mastership_timestamp_seconds",
@@ -399,6 +404,33 @@ fn failover_families(o: &mut Out, f: &super::Failover) {
             secs(l.at),
         );
     }
+    o.family(
+        "ferromq_ha_suspensions_total",
+        "counter",
+        "Times this broker, as master, was suspended: confirming and dispatching nothing while its HA coordination (ZooKeeper, the heartbeat lease) was unreachable.",
+    );
+    o.sample("ferromq_ha_suspensions_total", &[], f.suspensions as f64);
+    o.family(
+        "ferromq_ha_suspended",
+        "gauge",
+        "1 while this broker is a suspended master, else 0.",
+    );
+    o.sample(
+        "ferromq_ha_suspended",
+        &[],
+        if f.suspended_now() { 1.0 } else { 0.0 },
+    );
+    o.family(
+        "ferromq_ha_suspended_seconds_total",
+        "counter",
+        "Seconds this broker spent suspended as master, an ongoing suspension counted up to the scrape.",
+    );
+    o.sample(
+        "ferromq_ha_suspended_seconds_total",
+        &[],
+        f.suspended_total(now.unwrap_or(std::time::UNIX_EPOCH))
+            .as_secs_f64(),
+    );
 }
 
 fn replication_families(o: &mut Out, r: &ferromq_ha::Replication) {
@@ -920,12 +952,15 @@ mod tests {
         assert_eq!(get("ferromq_ha_became_master_total"), Some(0.0));
         assert_eq!(get("ferromq_ha_lost_mastership_total"), Some(0.0));
         assert_eq!(get("ferromq_ha_last_became_master_timestamp_seconds"), None);
+        assert_eq!(get("ferromq_ha_suspensions_total"), Some(0.0));
+        assert_eq!(get("ferromq_ha_suspended"), Some(0.0));
+        assert_eq!(get("ferromq_ha_suspended_seconds_total"), Some(0.0));
     }
 
     #[test]
     fn the_failover_history_is_exported() {
         use std::time::{Duration, UNIX_EPOCH};
-        let failover = crate::admin::Failover {
+        let mut failover = crate::admin::Failover {
             masterships: 2,
             last_became_master: Some(crate::admin::BecameMaster {
                 at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
@@ -939,13 +974,20 @@ mod tests {
                 epoch: 4,
                 reason: "lost the lock".into(),
             }),
+            ..Default::default()
         };
+        // One suspension of 2 s that ended, and one going on for 0.5 s at the scrape.
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_100);
+        failover.serving(false, t0);
+        failover.serving(true, t0 + Duration::from_secs(2));
+        failover.serving(false, t0 + Duration::from_secs(10));
         let text = Scrape {
             status: Status {
                 role: "master".into(),
                 failover,
                 ..Status::default()
             },
+            gathered_at: Some(t0 + Duration::from_millis(10_500)),
             ..Scrape::default()
         }
         .render();
@@ -969,5 +1011,9 @@ mod tests {
             1_699_999_000.0
         );
         assert!(text.contains("# TYPE ferromq_ha_became_master_total counter\n"));
+        assert_eq!(get("ferromq_ha_suspensions_total"), 2.0);
+        assert_eq!(get("ferromq_ha_suspended"), 1.0);
+        assert_eq!(get("ferromq_ha_suspended_seconds_total"), 2.5);
+        assert!(text.contains("# TYPE ferromq_ha_suspended_seconds_total counter\n"));
     }
 }

@@ -1,13 +1,18 @@
 //! The admin HTTP endpoint on `transports.admin`: `GET /status` (the broker's role as JSON,
 //! read by `ferromq status`), the JSON admin API under `/api/v1` ([`api`]), Prometheus
-//! `/metrics` ([`metrics`]) and the web console at `/` ([`console`]). It runs in every role — a slave opens no client port, but an
-//! operator can still ask it what it is doing. See docs/operations.md.
+//! `/metrics` ([`metrics`]) and the web console at `/` ([`console`]). It runs in every role —
+//! a slave opens no client port, but an operator can still ask it what it is doing. The
+//! failover history they report is kept across restarts by [`history`]. See
+//! docs/operations.md.
 
 mod api;
 mod auth;
 pub mod cli;
 mod console;
+pub mod history;
 pub mod metrics;
+
+pub use history::{BecameMaster, Failover, LostMastership, Suspension, SuspensionEnd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,47 +94,9 @@ pub struct Status {
     /// The replication state while this process is a replicating master (not part of the
     /// `/status` JSON; see `/api/v1/ha`).
     pub replication: ReplicationView,
-    /// This process's failover history (see `/api/v1/ha` and the `ferromq_ha_*` metrics).
+    /// This broker's failover history, of this process and the earlier ones whose history file
+    /// it read (see `/api/v1/ha` and the `ferromq_ha_*` metrics).
     pub failover: Failover,
-}
-
-/// This process's history as an HA member: how often and why it became master and lost it.
-/// Kept by the serve loop, which sees every transition; reset only by a restart.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Failover {
-    /// How many times this process became master (started serving clients).
-    pub masterships: u64,
-    /// The last time it did.
-    pub last_became_master: Option<BecameMaster>,
-    /// How many times it lost mastership (stepped down, lost its lock, store failed).
-    pub losses: u64,
-    /// The last time it lost mastership.
-    pub last_lost: Option<LostMastership>,
-}
-
-/// One time this process became master.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BecameMaster {
-    /// When it started serving clients.
-    pub at: std::time::SystemTime,
-    /// The epoch of that mastership.
-    pub epoch: u64,
-    /// Why, in the HA mode's words (`acquired the lock …`, `elected: …`).
-    pub reason: String,
-    /// From when it saw the previous master gone (or began competing, with no master to wait
-    /// for) until it served clients; `None` when the HA mode cannot tell.
-    pub takeover: Option<Duration>,
-}
-
-/// One time this process lost mastership.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostMastership {
-    /// When it noticed.
-    pub at: std::time::SystemTime,
-    /// The epoch it lost.
-    pub epoch: u64,
-    /// Why, as the HA mode reported it.
-    pub reason: String,
 }
 
 /// Milliseconds since the Unix epoch (0 for a time before it).

@@ -823,8 +823,8 @@
     };
   }
 
-  // HA (mode, role, epoch; a replicating master's slaves with their lag) and the network
-  // bridges, from /api/v1/ha and /api/v1/bridges.
+  // HA (mode, role, epoch; the failover history; a replicating master's slaves with their lag)
+  // and the network bridges, from /api/v1/ha and /api/v1/bridges.
   function clusterPage() {
     const facts = dl([
       ["mode", "HA mode"],
@@ -832,6 +832,10 @@
       ["epoch", "Epoch"],
       ["sync", "Sync / replicas"],
       ["log", "Log position (assigned / local)"],
+      ["masterships", "Masterships / lost"],
+      ["last_master", "Last became master"],
+      ["suspended", "Suspended (now / times / total)"],
+      ["history", "History since / this process since"],
     ]);
     const slaves = table({
       key: "member",
@@ -877,6 +881,13 @@
         facts.set("sync", h.sync ? h.sync + " / " + h.replicas : "–");
         const r = h.replication;
         facts.set("log", r ? num(r.last_lsn) + " / " + num(r.local_lsn) : "–");
+        const f = h.failover;
+        facts.set("masterships", num(f.masterships) + " / " + num(f.lost_masterships));
+        const became = f.last_became_master;
+        facts.set("last_master", became ? when(became.at_unix_ms) + ", epoch " + became.epoch + ": " + became.reason : "–");
+        const suspended = f.suspended_now ? "yes, since " + when(f.suspended_since_unix_ms) : "no";
+        facts.set("suspended", suspended + " / " + num(f.suspensions) + " / " + duration(f.suspended_ms_total));
+        facts.set("history", when(f.since_unix_ms) + " / " + when(f.process_started_unix_ms));
         slaves.update(r ? r.slaves : []);
         const b = await api("GET", "/api/v1/bridges");
         bridges.update(b.bridges);
