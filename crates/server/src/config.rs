@@ -281,6 +281,10 @@ pub struct StoreSection {
     pub ack_sync_delay_ms: u64,
     /// Segment file size (`journalMaxFileLength`), in bytes.
     pub journal_max_file_length: u64,
+    /// How journal segments' space is reserved (`preallocationStrategy`): `zeros` (segments
+    /// zero-filled ahead of the writer, so a sync commits no filesystem metadata) or
+    /// `sparse_file`.
+    pub preallocation_strategy: String,
     /// Index checkpoint period (`checkpointInterval`), in ms.
     pub checkpoint_interval_ms: u64,
     /// Segment garbage-collection period (`cleanupInterval`), in ms.
@@ -307,6 +311,7 @@ impl Default for StoreSection {
             sync_interval_ms: 1000,
             ack_sync_delay_ms: ferromq_store::journal::ACK_SYNC_DELAY_MS_DEFAULT,
             journal_max_file_length: 32 * 1024 * 1024,
+            preallocation_strategy: "zeros".into(),
             checkpoint_interval_ms: 5000,
             cleanup_interval_ms: 30_000,
             check_for_corrupt_journal_files: false,
@@ -685,6 +690,12 @@ impl Config {
         match self.store.journal_io.as_str() {
             "auto" | "io-uring" | "portable" => {}
             j => bail!("store.journal_io = {j:?}: expected \"auto\", \"io-uring\" or \"portable\""),
+        }
+        match self.store.preallocation_strategy.as_str() {
+            "zeros" | "sparse_file" => {}
+            p => {
+                bail!("store.preallocation_strategy = {p:?}: expected \"zeros\" or \"sparse_file\"")
+            }
         }
         let ha_tls = [&self.ha.tls_cert, &self.ha.tls_key, &self.ha.tls_ca];
         if self.ha.mode != "replicated" && ha_tls.iter().any(|p| !p.as_os_str().is_empty()) {

@@ -16,6 +16,7 @@
 pub mod fence;
 pub mod gc;
 pub mod index;
+pub mod prealloc;
 pub mod record;
 pub mod recovery;
 pub mod segment;
@@ -35,6 +36,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use fence::Fence;
 pub use gc::GcReport;
+pub use prealloc::Preallocation;
 pub use recovery::RecoveryReport;
 pub use storage::{create_dir_all_durably, FileDir, MemDir, PowerLoss, StorageDir, StorageFile};
 
@@ -150,6 +152,9 @@ pub struct JournalConfig {
     pub compact_live_percent_max: u8,
     /// The write path of the writer thread.
     pub io: JournalIo,
+    /// How segments' space is reserved (`preallocationStrategy`): zero-filled ahead of the
+    /// writer by default, so that a group's `fdatasync` commits no filesystem metadata.
+    pub preallocation: Preallocation,
 }
 
 impl Default for JournalConfig {
@@ -169,6 +174,7 @@ impl Default for JournalConfig {
             store_usage_limit: 0,
             compact_live_percent_max: 25,
             io: JournalIo::Portable,
+            preallocation: Preallocation::Zeros,
         }
     }
 }
@@ -225,6 +231,8 @@ pub(crate) struct Counters {
     writes: AtomicU64,
     batches: AtomicU64,
     bytes_written: AtomicU64,
+    segments_zero_filled: AtomicU64,
+    segments_sparse: AtomicU64,
 }
 
 /// A snapshot of the writer's counters.
@@ -238,6 +246,11 @@ pub struct JournalStats {
     pub batches: u64,
     /// Bytes written to segments.
     pub bytes_written: u64,
+    /// Segments the writer rolled to that were zero-filled ahead (`Preallocation::Zeros`).
+    pub segments_zero_filled: u64,
+    /// Segments the writer rolled to that were created sparse (`SparseFile`, or no prepared
+    /// one was ready).
+    pub segments_sparse: u64,
 }
 
 /// State shared by the store handle, the writer and the maintenance thread.
@@ -460,6 +473,8 @@ impl JournalStore {
             writes: c.writes.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            segments_zero_filled: c.segments_zero_filled.load(Ordering::Relaxed),
+            segments_sparse: c.segments_sparse.load(Ordering::Relaxed),
         }
     }
 

@@ -231,6 +231,15 @@ pub(crate) fn recover(
         dir.remove(INDEX_TMP_FILE)
             .map_err(io("remove stale index.db.tmp"))?;
     }
+    for name in names
+        .iter()
+        .filter(|n| crate::journal::prealloc::is_prepared_name(n))
+    {
+        // A segment prepared ahead but never adopted (the store was not closed cleanly): not
+        // part of the journal.
+        dir.remove(name)
+            .map_err(io("remove a prepared segment left over"))?;
+    }
     let mut files: BTreeMap<u32, Arc<dyn StorageFile>> = BTreeMap::new();
     for name in &names {
         if let Some(id) = parse_segment_name(name) {

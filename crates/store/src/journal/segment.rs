@@ -1,7 +1,8 @@
 //! Segment files: naming, creation (header + preallocation) and the head being appended to.
 //!
 //! A segment is `journal-<id>.log`: a 24-byte header, then records back to back, then zeros up
-//! to its preallocated length (`journal_max_file_length`, sparse via `set_len`). A record never
+//! to its preallocated length (`journal_max_file_length`: sparse via `set_len`, or a zero-filled
+//! file prepared ahead, `prealloc`). A record never
 //! spans two segments; a record larger than a whole segment gets a segment of its own, sized to
 //! fit it (an "oversized" segment).
 
@@ -57,15 +58,7 @@ pub fn create_segment(
 ) -> Result<Head, StoreError> {
     let capacity_bytes = file_length_bytes.max(SEGMENT_HEADER_BYTES as u64 + record_bytes);
     let name = segment_name(id);
-    let file = dir.create_new(&name).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            StoreError::Failed(format!(
-                "segment {name} already exists: another writer created it (a newer master?)"
-            ))
-        } else {
-            StoreError::io("create segment", e)
-        }
-    })?;
+    let file = claim(dir, &name)?;
     file.write_at(0, &segment_header(id))
         .map_err(|e| StoreError::io("write segment header", e))?;
     file.set_len(capacity_bytes)
@@ -82,6 +75,48 @@ pub fn create_segment(
         file,
         offset: SEGMENT_HEADER_BYTES as u64,
         capacity_bytes,
+    })
+}
+
+/// Makes the prepared, zero-filled file `prepared` segment `id` (see `prealloc`): stamps the
+/// header on it and syncs it, claims the name exclusively (as [`create_segment`] does), renames
+/// the file over the claim and syncs the directory. A crash leaves either no segment `id`, an
+/// empty claim (as a crash inside `create_segment` may), or the whole segment with its header.
+pub(crate) fn adopt_segment(
+    dir: &dyn StorageDir,
+    id: u32,
+    prepared: crate::journal::prealloc::Prepared,
+) -> Result<Head, StoreError> {
+    let name = segment_name(id);
+    let file = prepared.file;
+    file.write_at(0, &segment_header(id))
+        .map_err(|e| StoreError::io("write segment header", e))?;
+    file.sync_data()
+        .map_err(|e| StoreError::io("fdatasync segment header", e))?;
+    claim(dir, &name)?;
+    dir.rename(&prepared.name, &name)
+        .map_err(|e| StoreError::io("rename a prepared segment into place", e))?;
+    dir.sync_dir()
+        .map_err(|e| StoreError::io("sync directory", e))?;
+    tracing::debug!(segment = %name, capacity_bytes = prepared.capacity_bytes, "started a prepared (zero-filled) journal segment");
+    Ok(Head {
+        id,
+        file,
+        offset: SEGMENT_HEADER_BYTES as u64,
+        capacity_bytes: prepared.capacity_bytes,
+    })
+}
+
+/// Creates `name`, failing if it exists: the name is this writer's alone from here on.
+fn claim(dir: &dyn StorageDir, name: &str) -> Result<Arc<dyn StorageFile>, StoreError> {
+    dir.create_new(name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            StoreError::Failed(format!(
+                "segment {name} already exists: another writer created it (a newer master?)"
+            ))
+        } else {
+            StoreError::io("create segment", e)
+        }
     })
 }
 

@@ -27,12 +27,14 @@ use std::time::Instant;
 
 use crate::group::{self, GroupItem, GroupLimits, GroupWriter, Submitted, SyncClock};
 use crate::journal::index::{Index, Location, Position};
+use crate::journal::prealloc::{Preallocation, Preparer};
+use crate::journal::record::SEGMENT_HEADER_BYTES;
 use crate::journal::record::{
     batch_payload_bytes, begin_record, check_payload, encode_batch, encode_released, finish_record,
     mark_unit_start, RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES,
     RECORD_PAYLOAD_BYTES_MAX,
 };
-use crate::journal::segment::{create_segment, segment_name, Head};
+use crate::journal::segment::{adopt_segment, create_segment, segment_name, Head};
 use crate::journal::uring::{Ring, UringError};
 use crate::journal::Shared;
 use crate::{Batch, Completer, Op, StoreError};
@@ -127,11 +129,15 @@ pub(crate) struct Writer {
     group_needs_sync: bool,
     /// The io_uring path, when the store chose it (see `JournalIo`); `None` = portable.
     uring: Option<Ring>,
+    /// Zero-filled segments prepared ahead (`Preallocation::Zeros`); `None` = sparse ones.
+    prealloc: Option<Preparer>,
 }
 
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>, head: Head, uring: Option<Ring>) -> Writer {
         let clock = SyncClock::new(shared.config.sync, shared.config.ack_sync_delay_ms);
+        let prealloc = (shared.config.preallocation == Preallocation::Zeros)
+            .then(|| Preparer::new(shared.dir.clone(), shared.config.journal_max_file_length));
         Writer {
             shared,
             head,
@@ -143,6 +149,7 @@ impl Writer {
             clock,
             group_needs_sync: false,
             uring,
+            prealloc,
         }
     }
 
@@ -331,12 +338,24 @@ impl Writer {
             self.head.id.checked_add(1).ok_or_else(|| {
                 StoreError::Failed("journal segment ids exhausted (u32)".to_string())
             })?;
-        let head = create_segment(
-            self.shared.dir.as_ref(),
-            next,
-            self.shared.config.journal_max_file_length,
-            record_bytes,
-        )?;
+        let prepared = self
+            .prealloc
+            .as_mut()
+            .and_then(|p| p.take_ready(SEGMENT_HEADER_BYTES as u64, record_bytes));
+        let counter = match prepared {
+            Some(_) => &self.shared.stats.segments_zero_filled,
+            None => &self.shared.stats.segments_sparse,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let head = match prepared {
+            Some(p) => adopt_segment(self.shared.dir.as_ref(), next, p)?,
+            None => create_segment(
+                self.shared.dir.as_ref(),
+                next,
+                self.shared.config.journal_max_file_length,
+                record_bytes,
+            )?,
+        };
         self.shared
             .segments
             .write()
@@ -355,6 +374,15 @@ impl Writer {
             .write_at(self.head.offset, &self.buf)
             .map_err(|e| StoreError::io("write", e))?;
         self.head.offset += self.buf.len() as u64;
+        if self.head.offset.saturating_mul(2) >= self.head.capacity_bytes {
+            // The next segment is prepared while the second half of this one fills: not at
+            // once, so that a store that never fills a segment (a short-lived broker, a small
+            // queue) never writes a segment's worth of zeros. A no-op when one is ready or
+            // under way.
+            if let Some(p) = self.prealloc.as_mut() {
+                p.request();
+            }
+        }
         self.shared
             .stats
             .bytes_written
@@ -665,6 +693,9 @@ impl GroupWriter for Writer {
 
     fn finish(&mut self) {
         self.write_group(true);
+        if let Some(p) = self.prealloc.as_mut() {
+            p.shutdown();
+        }
         tracing::debug!(
             segment = self.head.id,
             offset = self.head.offset,
