@@ -212,6 +212,9 @@ pub struct Broker {
     dups: DupCache,
     /// Shared with every list (see [`Broker::set_dispatch_paused`]).
     dispatch_paused: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by [`Broker::stop_waiting_producers`]: sends blocked by producer flow control end
+    /// with [`BrokerError::Stopping`] instead of holding the shutdown up.
+    stopping: tokio::sync::watch::Sender<bool>,
     /// Every attached consumer's demand, for the bridges of a network (see [`Broker::demand`]).
     demand: Mutex<HashMap<ConsumerId, Demand>>,
     /// Bumped on every change of `demand`.
@@ -253,6 +256,7 @@ impl Broker {
             client_ids: Mutex::new(HashSet::new()),
             dups: DupCache::new(cfg_id_cache_size),
             dispatch_paused: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            stopping: tokio::sync::watch::channel(false).0,
             demand: Mutex::new(HashMap::new()),
             demand_version: tokio::sync::watch::channel(0).0,
         });
@@ -766,6 +770,9 @@ impl Broker {
         // The store has no space notification; poll it. Producers only get here when the
         // store is full, so the poll costs nothing on the normal path.
         while self.store.usage_bytes().saturating_add(bytes) > limit {
+            if self.is_stopping() {
+                return Err(BrokerError::Stopping);
+            }
             if limit_ms > 0 && started.elapsed() >= Duration::from_millis(limit_ms) {
                 return Err(BrokerError::ResourceExhausted(format!(
                     "Usage Manager Store is Full ({} of {} bytes): send failed after {} ms (sendFailIfNoSpaceAfterTimeout)",
@@ -774,7 +781,10 @@ impl Broker {
                     limit_ms
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = self.stopped() => {}
+            }
         }
         Ok(())
     }
@@ -793,10 +803,19 @@ impl Broker {
             if list.has_space() || list.is_closed() {
                 return Ok(());
             }
+            if self.is_stopping() {
+                return Err(BrokerError::Stopping);
+            }
             if !warned {
                 warned = true;
                 tracing::info!(destination = list.name(), "memory limit reached: producer flow control is blocking sends until consumers free space");
             }
+            let freed = async {
+                tokio::select! {
+                    _ = freed => {}
+                    _ = self.stopped() => {}
+                }
+            };
             match deadline {
                 Some(d) => {
                     if tokio::time::timeout_at(d, freed).await.is_err() {
@@ -1346,6 +1365,24 @@ impl Broker {
             }
             self.process_effects(fx);
         }
+    }
+
+    /// The broker is stopping: every send waiting for space (producer flow control, memory or
+    /// store) and every later one that would wait ends with [`BrokerError::Stopping`], so that
+    /// a producer blocked on a full destination does not hold a graceful shutdown up forever
+    /// (ActiveMQ's `stop()` likewise fails the blocked `send`s).
+    pub fn stop_waiting_producers(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Waits until [`Broker::stop_waiting_producers`] (never returns before).
+    async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Whether dispatch is paused (see [`Broker::set_dispatch_paused`]).

@@ -501,6 +501,9 @@ impl Server {
     /// destinations) and closes the store.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        // A session blocked in a send that waits for space (producer flow control) sees the
+        // shutdown only once that send ends: end it.
+        self.broker.stop_waiting_producers();
         while self.tasks.join_next().await.is_some() {}
         self.broker.store().close().context("closing the store")?;
         tracing::info!("ferromq stopped");

@@ -69,6 +69,115 @@ fn serve_env(
     }
 }
 
+/// [`serve`], keeping every log line (the start-up ones and those after) in a shared list.
+fn serve_logged(
+    config: &str,
+) -> (
+    Child,
+    String,
+    tempfile::TempDir,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferromq.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--log", "info", "serve", "--config"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = wait_for_line(&log, "stomp://")
+        .split("stomp://")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':'))
+        .collect();
+    (child, addr, dir, log)
+}
+
+/// The first log line containing `needle`, waiting for it (bounded).
+fn wait_for_line(log: &std::sync::Mutex<Vec<String>>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(l) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log line with {needle:?} within 20 s: {:?}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A producer blocked by producer flow control (a full queue, nobody consuming, no
+/// `sendFailIfNoSpaceAfterTimeout`) must not hold a graceful shutdown up: SIGTERM ends its
+/// send with an ERROR and the broker exits 0. It used to wait for space forever.
+#[test]
+fn sigterm_ends_a_send_blocked_by_producer_flow_control() {
+    use std::io::{Read, Write};
+    let config = "[broker]\nname = \"fc-test\"\n[transports]\nstomp = \"127.0.0.1:0\"\n[store]\nbackend = \"memory\"\n[policy]\nmemory_limit_bytes = 16384\n";
+    let (mut child, addr, _dir, log) = serve_logged(config);
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+        .unwrap();
+    let mut connected = [0u8; 9];
+    s.read_exact(&mut connected).unwrap();
+    assert_eq!(&connected, b"CONNECTED");
+    // 64 KiB of non-persistent messages for a queue that takes 16 KiB: the broker stops
+    // reading this connection once the queue is full (all of it fits in the socket buffers).
+    let body = "x".repeat(1024);
+    for i in 0..64 {
+        let frame =
+            format!("SEND\ndestination:/queue/fc\nreceipt:r{i}\ncontent-length:1024\n\n{body}\0");
+        s.write_all(frame.as_bytes()).unwrap();
+    }
+    // The positive event: the broker says a send is blocked.
+    wait_for_line(&log, "producer flow control is blocking sends");
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferromq did not exit within 20 s of SIGTERM with a send blocked by flow control"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "graceful shutdown must exit 0, got {status}"
+    );
+    // The blocked send was answered: an ERROR saying why, then the end of the connection.
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        rest.contains("ERROR") && rest.contains("broker is stopping"),
+        "the blocked producer got no ERROR: {rest:?}"
+    );
+}
+
 /// Kills a broker started by [`serve`] and reaps it.
 fn stop(mut child: Child) {
     let _ = child.kill();

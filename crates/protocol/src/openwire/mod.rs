@@ -166,7 +166,9 @@ impl Decoder {
             return Ok(None);
         }
         buf.advance(4);
-        let mut frame = buf.split_to(size).freeze();
+        // A small frame is copied out: a slice would keep the whole read buffer alive while
+        // its message sits on a queue (see `own_allocation`).
+        let mut frame = crate::own_allocation(buf, size);
         let data_type = frame.get_u8();
         Ok(Some(Frame {
             data_type,
