@@ -331,3 +331,45 @@ async fn the_master_certificate_must_name_the_published_host_unless_verification
     let e = refused(params(&addr2, Some(ca.member(&["slave"], &ca, false)))).await;
     assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
 }
+
+/// A master published under a DNS name (`ha.hostname`): the slave dials the name and checks it
+/// against the certificate's DNS subjectAltNames — a certificate naming only that DNS name (no
+/// IP) is accepted, one naming another host is refused, whatever IP the name resolves to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_published_under_a_dns_name_is_checked_against_its_dns_names() {
+    let ca = Ca::new("group CA");
+    let rs = master();
+    let ip_addr = serve(&rs, &ca.member(&["localhost"], &ca, true)).await;
+    let port = ip_addr.rsplit(':').next().unwrap();
+    let by_name = format!("localhost:{port}");
+    let slave = start_slave(params(&by_name, Some(ca.member(&["slave"], &ca, true))));
+    tokio::time::timeout(T, write(&rs, 1))
+        .await
+        .expect("no confirmation: a slave dialling the master's DNS name was refused")
+        .unwrap();
+    let _ = slave.stop.send(true);
+    tokio::time::timeout(T, slave.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .1
+        .unwrap();
+
+    // The same master dialled by IP: its certificate names no IP, so the name check refuses.
+    let e = refused(params(&ip_addr, Some(ca.member(&["slave"], &ca, true)))).await;
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains("not valid for name"), "{}", chain(&e));
+
+    // A master whose certificate names another host, dialled by DNS name: refused.
+    let rs2 = master();
+    let other = serve(&rs2, &ca.member(&["replica-b.example"], &ca, true)).await;
+    let other_port = other.rsplit(':').next().unwrap();
+    let e = refused(params(
+        &format!("localhost:{other_port}"),
+        Some(ca.member(&["slave"], &ca, true)),
+    ))
+    .await;
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains("not valid for name"), "{}", chain(&e));
+    assert_eq!(rs2.connected_slaves(), 0);
+}
