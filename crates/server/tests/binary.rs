@@ -148,22 +148,7 @@ fn sigterm_ends_a_send_blocked_by_producer_flow_control() {
     }
     // The positive event: the broker says a send is blocked.
     wait_for_line(&log, "producer flow control is blocking sends");
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ferromq did not exit within 20 s of SIGTERM with a send blocked by flow control"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = sigterm_and_wait(&mut child, " with a send blocked by flow control");
     assert!(
         status.success(),
         "graceful shutdown must exit 0, got {status}"
@@ -176,6 +161,27 @@ fn sigterm_ends_a_send_blocked_by_producer_flow_control() {
         rest.contains("ERROR") && rest.contains("broker is stopping"),
         "the blocked producer got no ERROR: {rest:?}"
     );
+}
+
+/// Sends SIGTERM and waits (at most 20 s) for the broker to exit; `while_` says what was
+/// going on, for the failure message.
+fn sigterm_and_wait(child: &mut Child, while_: &str) -> std::process::ExitStatus {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ferromq did not exit within 20 s of SIGTERM{while_}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Kills a broker started by [`serve`] and reaps it.
@@ -230,23 +236,7 @@ fn serve_produce_consume_and_sigterm_shutdown() {
         "hello 1\nhello 2\nhello 3\n"
     );
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ferromq did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = sigterm_and_wait(&mut child, "");
     assert!(
         status.success(),
         "graceful shutdown must exit 0, got {status}"
