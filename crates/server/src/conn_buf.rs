@@ -48,7 +48,8 @@ pub(crate) async fn read_some(rd: &mut ReadHalf, buf: &mut BytesMut) -> std::io:
     }
 }
 
-/// Lets an emptied read buffer go (frames decoded from it keep their own slices alive).
+/// Lets an emptied read buffer go (frames decoded from it hold copies, or slices of their own
+/// when 64 KiB or larger: `ferromq_protocol::own_allocation`).
 pub(crate) fn release_if_empty(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
         *buf = BytesMut::new();
