@@ -12,37 +12,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferromq_ha::{Activation, Mastership};
 use ferromq_ha_zk::position::{position_ops, read_position};
-use ferromq_ha_zk::{Position, ReplicatedConfig, StoreOpener, SyncMode, ZkReplication};
+use ferromq_ha_zk::{Position, ReplicatedConfig, SyncMode, ZkReplication};
 use ferromq_store::{JournalConfig, JournalStore, MessageStore, Op};
 
-use common::{unique_path, zk};
+use common::{member_config, opener, unique_path, zk};
 
 const T: Duration = Duration::from_secs(60);
 
-fn opener(dir: std::path::PathBuf) -> StoreOpener {
-    Arc::new(move || {
-        let s: Arc<dyn MessageStore> =
-            Arc::new(JournalStore::open(&dir, JournalConfig::default())?);
-        Ok(s)
-    })
-}
-
 fn member(path: &str, dir: &std::path::Path, weight: i64) -> Arc<ZkReplication> {
-    let cfg = ReplicatedConfig {
-        group: "grp".into(),
-        replicas: 3,
-        zk_address: zk(),
-        zk_path: path.into(),
-        zk_session_timeout: Duration::from_millis(2000),
-        zk_password: None,
-        bind: "127.0.0.1:0".into(),
-        hostname: None,
-        weight,
-        security_token: "s3cret".into(),
-        sync: SyncMode::QuorumDisk,
-        master_timeout: Duration::ZERO,
-        tls: None,
-    };
+    let cfg = member_config(zk(), path, weight);
     Arc::new(ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap())
 }
 

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ferromq_ha::{Activation, Mastership};
-use ferromq_ha_zk::{ReplicatedConfig, StoreOpener, SyncMode, ZkReplication};
-use ferromq_store::{JournalConfig, JournalStore, MessageStore, Op};
+use ferromq_ha_zk::ZkReplication;
+use ferromq_store::Op;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use common::{unique_path, zk};
+use common::{member_config, opener, unique_path, zk};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -102,30 +102,8 @@ async fn handshake_only(client: TcpStream, server: TcpStream) {
     // Both halves drop here: the client sees the connection end right after the response.
 }
 
-fn opener(dir: std::path::PathBuf) -> StoreOpener {
-    Arc::new(move || {
-        let s: Arc<dyn MessageStore> =
-            Arc::new(JournalStore::open(&dir, JournalConfig::default())?);
-        Ok(s)
-    })
-}
-
 fn member(zk_address: String, path: &str, dir: &std::path::Path, weight: i64) -> ZkReplication {
-    let cfg = ReplicatedConfig {
-        group: "grp".into(),
-        replicas: 3,
-        zk_address,
-        zk_path: path.into(),
-        zk_session_timeout: Duration::from_millis(2000),
-        zk_password: None,
-        bind: "127.0.0.1:0".into(),
-        hostname: None,
-        weight,
-        security_token: "s3cret".into(),
-        sync: SyncMode::QuorumDisk,
-        master_timeout: Duration::ZERO,
-        tls: None,
-    };
+    let cfg = member_config(zk_address, path, weight);
     ZkReplication::new(cfg, opener(dir.to_path_buf())).unwrap()
 }
 
