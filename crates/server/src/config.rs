@@ -287,6 +287,10 @@ pub struct StoreSection {
     pub preallocation_strategy: String,
     /// Index checkpoint period (`checkpointInterval`), in ms.
     pub checkpoint_interval_ms: u64,
+    /// Bytes of index blocks the journal's page cache keeps (KahaDB's `indexCacheSize`, in
+    /// bytes rather than pages): with the blocks changed since the last checkpoint, the
+    /// index's memory whatever the depth of the queues.
+    pub index_cache_bytes: u64,
     /// Segment garbage-collection period (`cleanupInterval`), in ms.
     pub cleanup_interval_ms: u64,
     /// Skip corrupt journal records, logging each, instead of refusing to start
@@ -313,6 +317,7 @@ impl Default for StoreSection {
             journal_max_file_length: 32 * 1024 * 1024,
             preallocation_strategy: "zeros".into(),
             checkpoint_interval_ms: 5000,
+            index_cache_bytes: ferromq_store::journal::pages::INDEX_CACHE_BYTES_DEFAULT,
             cleanup_interval_ms: 30_000,
             check_for_corrupt_journal_files: false,
             ignore_missing_journal_files: false,

@@ -93,6 +93,7 @@ pub fn journal_config(cfg: &Config, epoch: u64, fence: Option<Arc<dyn Fence>>) -
         sync: sync_mode(cfg),
         ack_sync_delay_ms: s.ack_sync_delay_ms,
         checkpoint_interval_ms: s.checkpoint_interval_ms,
+        index_cache_bytes: s.index_cache_bytes,
         cleanup_interval_ms: s.cleanup_interval_ms,
         check_for_corrupt_journal_files: s.check_for_corrupt_journal_files,
         ignore_missing_journal_files: s.ignore_missing_journal_files,

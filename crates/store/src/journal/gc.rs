@@ -1,9 +1,13 @@
 //! Checkpoints and garbage collection, run by the maintenance thread (and on demand).
 //!
 //! A checkpoint asks the writer thread for a copy of the index taken right after a sync (so it
-//! covers only durable records; the copy is a memory copy under the index read lock), then, on
-//! this thread and not the writer's, encodes it, writes it to `index.db.tmp`, syncs it, renames
-//! it over `index.db` and syncs the directory. Group commit goes on meanwhile.
+//! covers only durable records; the copy is one reference per block, under the index read
+//! lock), then, on this thread and not the writer's, writes the blocks changed since the last
+//! checkpoint to free pages of `index.pages` and syncs it, encodes the root (lists as block
+//! directories), writes it to `index.db.tmp`, syncs it, renames it over `index.db` and syncs
+//! the directory. Only then are the pages the root names the committed ones, and the written
+//! bodies leave memory for the page cache (`demote`). Group commit goes on meanwhile; its
+//! cost is the changed blocks plus a root of 40 bytes per block, not the messages held.
 //!
 //! GC deletes segments older than the checkpoint that no index state needs (see
 //! [`crate::journal::index::Index::segment_is_garbage`]). Before deleting, it appends a
@@ -15,11 +19,12 @@
 //! compaction reads run here, never on the writer thread.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::journal::index::{encode_checkpoint, merge_ranges, INDEX_FILE, INDEX_TMP_FILE};
+use crate::journal::index::{encode_checkpoint, merge_ranges, Index, INDEX_FILE, INDEX_TMP_FILE};
 use crate::journal::segment::segment_name;
 use crate::journal::storage::StorageFile;
 use crate::journal::writer::{read_payload, Cmd, Relocated, Snapshot};
@@ -94,16 +99,53 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// Encodes and writes the checkpoint of `snap` (on the calling thread, not the writer's).
+/// Writes a checkpoint of `index` (a snapshot, or the final index at close): its unwritten
+/// blocks to pages, then the root. Returns the bytes written (pages and root).
+///
+/// A failed page write or sync fails the store (never retry a sync; bodies may be marked
+/// written at pages whose bytes are unknown). A failed root write unmarks the bodies it wrote,
+/// so the next checkpoint writes them again, and is only an error, as before paging: the
+/// previous root and its pages are intact.
+pub(crate) fn write_checkpoint(shared: &Shared, index: &Index) -> Result<u64, StoreError> {
+    shared.check_fence()?;
+    let written = index.write_pages().inspect_err(|e| shared.set_failed(e))?;
+    let pages_bytes: u64 = written
+        .iter()
+        .map(|b| (crate::journal::pages::PAGE_HEADER_BYTES + b.slots.len() * 16) as u64)
+        .sum();
+    let root = encode_checkpoint(index, shared.epoch)
+        .and_then(|bytes| write_checkpoint_file(shared, &bytes).map(|()| bytes.len() as u64));
+    let root_bytes = match root {
+        Ok(n) => n,
+        Err(e) => {
+            for b in &written {
+                b.set_written(None);
+            }
+            return Err(e);
+        }
+    };
+    if let Some(pager) = &index.pager {
+        pager.set_committed(index.referenced_pages());
+        shared
+            .stats
+            .index_bytes_written
+            .fetch_add(pages_bytes + root_bytes, Ordering::Relaxed);
+    }
+    Ok(pages_bytes + root_bytes)
+}
+
+/// Writes the checkpoint of `snap` (on the calling thread, not the writer's), then lets the
+/// live index drop the bodies it wrote from memory.
 fn write_snapshot(shared: &Shared, snap: &Snapshot, started: Instant) -> Result<(), StoreError> {
-    let bytes = encode_checkpoint(&snap.index, shared.epoch);
-    write_checkpoint_file(shared, &bytes)?;
+    let bytes = write_checkpoint(shared, &snap.index)?;
     let position = snap.index.position;
     *shared.last_checkpoint.lock() = Some(position);
+    let demoted = shared.index.write().demote();
     tracing::debug!(
         segment = position.segment,
         offset = position.offset,
-        index_bytes = bytes.len(),
+        checkpoint_bytes = bytes,
+        demoted,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "checkpoint written"
     );
@@ -145,12 +187,7 @@ fn compaction_candidates(shared: &Shared, snap: &Snapshot, garbage: &[u32]) -> V
         .copied()
         .filter(|s| !garbage.contains(s))
         .collect();
-    let mut live_bytes: BTreeMap<u32, u64> = BTreeMap::new();
-    for l in index.lists.values() {
-        for loc in l.messages.values() {
-            *live_bytes.entry(loc.segment).or_insert(0) += u64::from(loc.len);
-        }
-    }
+    let live_bytes = &index.live_bytes_per_segment;
     let limit = shared.config.journal_max_file_length * u64::from(threshold) / 100;
     existing
         .iter()
@@ -180,14 +217,21 @@ fn read_live(
         .filter(|(s, _)| set.contains(s))
         .map(|(s, f)| (*s, f.clone()))
         .collect();
+    let (Some(&lo), Some(&hi)) = (set.first(), set.last()) else {
+        return Ok(Vec::new());
+    };
     let mut names: Vec<&String> = snap.index.lists.keys().collect();
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        for (seq, loc) in snap.index.lists[name].messages.iter() {
-            if !set.contains(&loc.segment) {
-                continue;
+        // Only blocks whose segment range meets the compacted segments are read.
+        let mut found = Vec::new();
+        snap.index.lists[name].messages.visit(lo, hi, |seq, loc| {
+            if set.contains(&loc.segment) {
+                found.push((seq, loc));
             }
+        })?;
+        for (seq, loc) in found {
             let file = files.get(&loc.segment).ok_or_else(|| StoreError::Corrupt {
                 location: segment_name(loc.segment),
                 reason: "segment of a live message is not open".into(),

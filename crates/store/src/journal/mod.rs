@@ -16,6 +16,7 @@
 pub mod fence;
 pub mod gc;
 pub mod index;
+pub mod pages;
 pub mod prealloc;
 pub mod record;
 pub mod recovery;
@@ -155,6 +156,10 @@ pub struct JournalConfig {
     /// How segments' space is reserved (`preallocationStrategy`): zero-filled ahead of the
     /// writer by default, so that a group's `fdatasync` commits no filesystem metadata.
     pub preallocation: Preallocation,
+    /// Bytes of index blocks the page cache keeps (`index_cache_bytes`, 32 MiB). With the
+    /// blocks changed since the last checkpoint, this bounds the index's memory whatever the
+    /// depth of the queues (see [`pages`]).
+    pub index_cache_bytes: u64,
 }
 
 impl Default for JournalConfig {
@@ -175,6 +180,7 @@ impl Default for JournalConfig {
             compact_live_percent_max: 25,
             io: JournalIo::Portable,
             preallocation: Preallocation::Zeros,
+            index_cache_bytes: pages::INDEX_CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -233,6 +239,8 @@ pub(crate) struct Counters {
     bytes_written: AtomicU64,
     segments_zero_filled: AtomicU64,
     segments_sparse: AtomicU64,
+    /// Bytes checkpoints wrote (pages and roots).
+    index_bytes_written: AtomicU64,
 }
 
 /// A snapshot of the writer's counters.
@@ -251,6 +259,19 @@ pub struct JournalStats {
     /// Segments the writer rolled to that were created sparse (`SparseFile`, or no prepared
     /// one was ready).
     pub segments_sparse: u64,
+    /// Bytes checkpoints wrote: changed index pages plus roots.
+    pub index_bytes_written: u64,
+    /// Index pages read back from `index.pages` (page-cache misses, and the check at open).
+    pub index_page_reads: u64,
+    /// Index blocks found in the page cache.
+    pub index_cache_hits: u64,
+    /// Bytes the page cache holds now.
+    pub index_cache_bytes: u64,
+    /// Blocks of the index, and of them those whose body is in memory (changed since the last
+    /// checkpoint, or not yet handed to the cache).
+    pub index_blocks: u64,
+    /// See [`JournalStats::index_blocks`].
+    pub index_resident_blocks: u64,
 }
 
 /// State shared by the store handle, the writer and the maintenance thread.
@@ -468,7 +489,25 @@ impl JournalStore {
     /// The writer's counters.
     pub fn stats(&self) -> JournalStats {
         let c = &self.shared.stats;
+        let (index_blocks, index_resident_blocks, pager) = {
+            let index = self.shared.index.read();
+            let (all, resident) = index.block_counts();
+            (all as u64, resident as u64, index.pager.clone())
+        };
+        let (reads, hits, cached) = pager.map_or((0, 0, 0), |p| {
+            (
+                p.counters.page_reads.load(Ordering::Relaxed),
+                p.counters.cache_hits.load(Ordering::Relaxed),
+                p.cache_bytes() as u64,
+            )
+        });
         JournalStats {
+            index_bytes_written: c.index_bytes_written.load(Ordering::Relaxed),
+            index_page_reads: reads,
+            index_cache_hits: hits,
+            index_cache_bytes: cached,
+            index_blocks,
+            index_resident_blocks,
             syncs: c.syncs.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
@@ -528,8 +567,8 @@ impl MessageStore for JournalStore {
             };
             let files = self.shared.segments.read();
             l.messages
-                .after(after_seq)
-                .take(max_count)
+                .after(after_seq, max_count)?
+                .into_iter()
                 .map(|(seq, loc)| (seq, loc, files.get(&loc.segment).cloned()))
                 .collect()
         };
@@ -563,11 +602,8 @@ impl MessageStore for JournalStore {
             return Err(self.shared.failure());
         }
         // The writer is gone and synced everything: the index is final and durable.
-        let bytes = {
-            let index = self.shared.index.read();
-            index::encode_checkpoint(&index, self.shared.epoch)
-        };
-        gc::write_checkpoint_file(&self.shared, &bytes)?;
+        let index = self.shared.index.read().clone();
+        gc::write_checkpoint(&self.shared, &index)?;
         let position = self.shared.index.read().position;
         tracing::info!(
             "journal closed at {}:{}",

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use crate::journal::fence::fenced;
 use crate::journal::index::{
-    decode_checkpoint, is_released, Index, Location, Position, INDEX_FILE, INDEX_TMP_FILE,
+    decode_checkpoint_with, is_released, Index, Location, Position, INDEX_FILE, INDEX_TMP_FILE,
 };
+use crate::journal::pages::{Pager, PAGES_FILE};
 use crate::journal::record::{
     begin_record, decode_batch, decode_epoch_start, decode_released, encode_epoch_start,
     finish_record, mark_unit_start, parse_frame, parse_segment_header, segment_header, DecodedOp,
@@ -250,6 +251,12 @@ pub(crate) fn recover(
     let seals = scan_seals(&files)?;
     let newest_start_epoch = seals.newest_epoch();
 
+    // The page file of the index's blocks (created empty if there is none).
+    let pager = Arc::new(Pager::new(
+        dir.open(PAGES_FILE, true).map_err(io("open index.pages"))?,
+        config.index_cache_bytes,
+    ));
+
     // The checkpoint, if there is a good one that agrees with the journal.
     let mut checkpoint = None;
     let mut checkpoint_epoch = 0;
@@ -258,7 +265,13 @@ pub(crate) fn recover(
         let len = file.len().map_err(io("stat index"))?;
         let mut bytes = vec![0u8; len as usize];
         file.read_at(0, &mut bytes).map_err(io("read index"))?;
-        match decode_checkpoint(&bytes) {
+        // Every page the root names is read and checked now: a bad page found later could
+        // only fail the store, found now it costs a rebuild from the journal.
+        let decoded = decode_checkpoint_with(&bytes, Some(pager.clone())).and_then(|(ix, e)| {
+            ix.verify_pages().map_err(|e| e.to_string())?;
+            Ok((ix, e))
+        });
+        match decoded {
             Ok((index, epoch)) if epoch < seals.epoch_before(index.position) => {
                 // It claims a position after a newer master's epoch-start, yet was written by
                 // an older epoch: a zombie wrote it in its check-then-act window, and it may
@@ -315,8 +328,15 @@ pub(crate) fn recover(
         }
     }
 
-    if checkpoint.is_none() {
-        checkpoint_epoch = 0;
+    match &checkpoint {
+        Some(index) => pager.set_committed(index.referenced_pages()),
+        None => {
+            checkpoint_epoch = 0;
+            // Nothing durable that will be used names a page: the rebuilt index may write
+            // over all of them (the old root is replaced by the first checkpoint, and a crash
+            // before that finds its pages' CRCs wrong and rebuilds again).
+            pager.reset();
+        }
     }
     let (mut index, start) = match checkpoint {
         Some(index) => {
@@ -327,7 +347,7 @@ pub(crate) fn recover(
         None => {
             let first = files.keys().next().copied().unwrap_or(0);
             (
-                Index::default(),
+                Index::with_pager(Some(pager.clone())),
                 Position {
                     segment: first,
                     offset: SEGMENT_HEADER_BYTES as u64,
@@ -436,7 +456,7 @@ pub(crate) fn recover(
             });
         }
         for s in &missing {
-            report.messages_dropped += index.drop_segment(*s);
+            report.messages_dropped += index.drop_segment(*s)?;
         }
         tracing::warn!(
             "Journal files missing from {}: {}; ignored (ignore_missing_journal_files), {} \
@@ -679,29 +699,34 @@ impl Replay<'_> {
                                 index.apply_epoch_start(id, &start.sealed);
                                 0
                             }),
-                        RecordType::Batch => decode_batch(frame.payload).map(|ops| {
-                            let n = ops.len() as u64;
-                            for op in ops {
-                                match op {
-                                    DecodedOp::Enqueue {
-                                        list,
-                                        seq,
-                                        payload_offset,
-                                        len,
-                                    } => index.apply_enqueue(
-                                        &list,
-                                        seq,
-                                        Location {
-                                            segment: id,
-                                            offset: (payload_at + payload_offset) as u32,
+                        RecordType::Batch => match decode_batch(frame.payload) {
+                            Ok(ops) => {
+                                let n = ops.len() as u64;
+                                for op in ops {
+                                    // An error here is the index's (a page that cannot be
+                                    // read), not the record's: it ends the open.
+                                    match op {
+                                        DecodedOp::Enqueue {
+                                            list,
+                                            seq,
+                                            payload_offset,
                                             len,
-                                        },
-                                    ),
-                                    DecodedOp::Other(op) => index.apply_other(op, id),
+                                        } => index.apply_enqueue(
+                                            &list,
+                                            seq,
+                                            Location {
+                                                segment: id,
+                                                offset: (payload_at + payload_offset) as u32,
+                                                len,
+                                            },
+                                        )?,
+                                        DecodedOp::Other(op) => index.apply_other(op, id)?,
+                                    }
                                 }
+                                Ok(n)
                             }
-                            n
-                        }),
+                            Err(e) => Err(e),
+                        },
                         RecordType::SegmentsReleased => {
                             decode_released(frame.payload).map(|(ranges, max_seqs)| {
                                 index.apply_released(&ranges);

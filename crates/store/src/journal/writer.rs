@@ -212,7 +212,13 @@ impl Writer {
                 // Earlier batches of this group must be applied first: the index decides what
                 // is still live, and the rewritten copies must follow every earlier ack.
                 self.write_group(false);
-                let ops = self.relocation_ops(&segments, messages);
+                let ops = match self.relocation_ops(&segments, messages) {
+                    Ok(ops) => ops,
+                    Err(e) => {
+                        completer.complete(Err(e));
+                        return;
+                    }
+                };
                 if ops.is_empty() {
                     completer.complete(Ok(()));
                 } else {
@@ -510,7 +516,12 @@ impl Writer {
                 return;
             }
         }
-        self.apply();
+        if let Err(e) = self.apply() {
+            // The group is durable but the index could not take it (a page of the index
+            // could not be read back): nothing is confirmed, and the store fails.
+            self.fail(e);
+            return;
+        }
         let batches = self.waiters.len() as u64;
         self.shared
             .stats
@@ -527,9 +538,9 @@ impl Writer {
         }
     }
 
-    fn apply(&mut self) {
+    fn apply(&mut self) -> Result<(), StoreError> {
         if self.pending_apply.is_empty() {
-            return;
+            return Ok(());
         }
         let mut index = self.shared.index.write();
         for apply in self.pending_apply.drain(..) {
@@ -543,10 +554,10 @@ impl Writer {
                     for op in ops {
                         match op {
                             Op::Enqueue { list, seq, .. } => match locations.next() {
-                                Some(loc) => index.apply_enqueue(&list, seq, loc),
+                                Some(loc) => index.apply_enqueue(&list, seq, loc)?,
                                 None => debug_assert!(false, "enqueue without a location"),
                             },
-                            other => index.apply_other(other, segment),
+                            other => index.apply_other(other, segment)?,
                         }
                     }
                     debug_assert!(locations.next().is_none());
@@ -561,6 +572,7 @@ impl Writer {
         self.shared
             .usage_bytes
             .store(index.usage_bytes, Ordering::Release);
+        Ok(())
     }
 
     fn fail(&mut self, err: StoreError) {
@@ -599,28 +611,36 @@ impl Writer {
     /// The ops that rewrite what is live in `segments` at the head: the messages read for it
     /// that are still live where they were read, and the live subscription records there. Only
     /// index lookups: no I/O on the writer thread.
-    fn relocation_ops(&self, segments: &[u32], messages: Vec<Relocated>) -> Batch {
+    fn relocation_ops(
+        &self,
+        segments: &[u32],
+        messages: Vec<Relocated>,
+    ) -> Result<Batch, StoreError> {
         let set: BTreeSet<u32> = segments.iter().copied().collect();
         let index = self.shared.index.read();
-        let mut ops: Batch = messages
-            .into_iter()
-            .filter(|m| {
-                set.contains(&m.location.segment)
-                    && index.lists.get(&m.list).and_then(|l| l.messages.get(m.seq))
-                        == Some(m.location)
-            })
-            .map(|m| Op::Enqueue {
-                list: m.list,
-                seq: m.seq,
-                payload: m.payload,
-            })
-            .collect();
+        let mut ops: Batch = Vec::with_capacity(messages.len());
+        for m in messages {
+            if !set.contains(&m.location.segment) {
+                continue;
+            }
+            let now = match index.lists.get(&m.list) {
+                Some(l) => l.messages.get(m.seq)?,
+                None => None,
+            };
+            if now == Some(m.location) {
+                ops.push(Op::Enqueue {
+                    list: m.list,
+                    seq: m.seq,
+                    payload: m.payload,
+                });
+            }
+        }
         for entry in index.subscriptions.values() {
             if entry.segments.last().is_some_and(|s| set.contains(s)) {
                 ops.push(Op::PutSubscription(entry.record.clone()));
             }
         }
-        ops
+        Ok(ops)
     }
 }
 

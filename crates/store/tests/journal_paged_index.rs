@@ -1,0 +1,236 @@
+//! The paged index (`index.pages` + the root `index.db`): memory bounded by the page cache, not
+//! by the depth of the queues; checkpoints that write what changed; a power cut at any I/O call
+//! of a checkpoint that leaves a usable checkpoint behind; a bad page file rebuilt from the
+//! journal; GC and compaction over blocks that live in the page file.
+
+mod journal_common;
+
+use ferromq_store::journal::{MemDir, PowerLoss, StorageDir};
+use ferromq_store::{JournalConfig, JournalStore, MessageStore};
+use journal_common::*;
+
+const Q1: &str = "queue://deep";
+const Q2: &str = "queue://other";
+
+fn config(cache_bytes: u64) -> JournalConfig {
+    JournalConfig {
+        index_cache_bytes: cache_bytes,
+        ..small_config(256 * 1024)
+    }
+}
+
+fn fill(store: &JournalStore, list: &str, seqs: std::ops::RangeInclusive<u64>, len: usize) {
+    let seqs: Vec<u64> = seqs.collect();
+    for chunk in seqs.chunks(500) {
+        let ops = chunk
+            .iter()
+            .map(|s| enq(list, *s, body(list, *s, len)))
+            .collect();
+        store.submit(ops).wait_blocking().unwrap();
+    }
+}
+
+fn ack(store: &JournalStore, list: &str, seqs: impl Iterator<Item = u64>) {
+    let seqs: Vec<u64> = seqs.collect();
+    for chunk in seqs.chunks(500) {
+        let ops = chunk.iter().map(|s| deq(list, *s)).collect();
+        store.submit(ops).wait_blocking().unwrap();
+    }
+}
+
+#[test]
+fn the_index_keeps_only_changed_blocks_and_its_cache_in_memory_however_deep_the_queue() {
+    let dir = MemDir::new();
+    let budget = 128 * 1024;
+    let store = open_mem(&dir, config(budget));
+    fill(&store, Q1, 1..=100_000, 16);
+    let before = store.stats();
+    assert!(before.index_blocks >= 97, "{before:?}");
+    assert_eq!(
+        before.index_resident_blocks, before.index_blocks,
+        "before a checkpoint every block is in memory"
+    );
+    assert!(store.checkpoint().unwrap());
+    let after = store.stats();
+    assert_eq!(after.index_resident_blocks, 0, "{after:?}");
+    assert!(after.index_cache_bytes <= budget, "{after:?}");
+    let first = after.index_bytes_written;
+    assert!(
+        first > 97 * 16 * 1024,
+        "every block was written once: {first}"
+    );
+
+    // Traffic at the ends of the queue changes two blocks: the next checkpoint writes those
+    // and the root, not the queue.
+    fill(&store, Q1, 100_001..=101_000, 16);
+    ack(&store, Q1, 1..=1_000);
+    assert!(store.checkpoint().unwrap());
+    let second = store.stats().index_bytes_written - first;
+    assert!(
+        second * 10 < first,
+        "a checkpoint after 2,000 changes wrote {second} bytes, the first {first}"
+    );
+
+    // Drain through the page file: the cache stays within its budget.
+    let mut after_seq = Some(1_000);
+    let mut seen = 0u64;
+    loop {
+        let page = store.load(Q1, after_seq, 1_000).unwrap();
+        let Some(last) = page.last() else { break };
+        for m in &page {
+            assert_eq!(&m.payload[..], &body(Q1, m.seq, 16)[..]);
+        }
+        seen += page.len() as u64;
+        after_seq = Some(last.seq);
+        assert!(store.stats().index_cache_bytes <= budget);
+    }
+    assert_eq!(seen, 100_000);
+    assert!(store.stats().index_page_reads >= 97, "{:?}", store.stats());
+    let expected = state(&store);
+    store.close().unwrap();
+    let store = open_mem(&dir, config(budget));
+    assert!(store.recovery_report().from_checkpoint);
+    assert_eq!(store.recovery_report().replayed_ops, 0);
+    assert_eq!(state(&store), expected);
+}
+
+/// Builds the store the power-cut test starts from: a committed checkpoint, then changes at
+/// both ends and in the middle of two queues that only the journal holds.
+fn before_the_cut() -> MemDir {
+    let dir = MemDir::new();
+    let store = open_mem(&dir, config(64 * 1024));
+    fill(&store, Q1, 1..=20_000, 24);
+    fill(&store, Q2, 1..=6_000, 24);
+    assert!(store.checkpoint().unwrap());
+    ack(&store, Q1, 1..=3_000);
+    fill(&store, Q2, 6_001..=9_000, 24);
+    ack(&store, Q2, (1..=9_000).filter(|s| s % 7 == 0));
+    drop(store);
+    dir.power_loss(PowerLoss::DropUnsynced)
+}
+
+fn reopened_after(dir: &MemDir, loss: PowerLoss) -> JournalStore {
+    let image = dir.power_loss(loss);
+    let store = open_mem(&image, config(64 * 1024));
+    assert!(
+        store.recovery_report().from_checkpoint,
+        "a cut during a checkpoint must leave a usable checkpoint (the old or the new): {:?}",
+        store.recovery_report()
+    );
+    store
+}
+
+#[test]
+fn a_power_cut_at_any_io_call_of_a_checkpoint_leaves_the_previous_or_the_new_one_usable() {
+    let base = before_the_cut();
+    let expected = {
+        let store = open_mem(&base.power_loss(PowerLoss::DropUnsynced), config(64 * 1024));
+        state(&store)
+    };
+    let losses = |k: u64| {
+        [
+            PowerLoss::DropUnsynced,
+            PowerLoss::KeepRandomPrefix { seed: k },
+            PowerLoss::RandomPages { seed: k * 31 + 7 },
+        ]
+    };
+    // Second checkpoint (pages never used before), then a third one that reuses the pages the
+    // second one freed: a cut there must not touch a page the durable root names.
+    for third in [false, true] {
+        let mut completed = false;
+        for k in 1..=200u64 {
+            for loss in losses(k) {
+                let dir = base.power_loss(PowerLoss::DropUnsynced);
+                let store = open_mem(&dir, config(64 * 1024));
+                if third {
+                    assert!(store.checkpoint().unwrap());
+                    ack(&store, Q1, 3_001..=4_500);
+                    ack(&store, Q2, (1..=9_000).filter(|s| s % 7 == 3));
+                }
+                dir.arm_power_cut(k, loss);
+                let result = store.checkpoint();
+                let cut = dir.power_is_cut();
+                drop(store);
+                let store = reopened_after(&dir, loss);
+                let got = state(&store);
+                if third {
+                    let mut want = expected.messages.clone();
+                    want.get_mut(Q1).unwrap().retain(|m| m.seq > 4_500);
+                    want.get_mut(Q2).unwrap().retain(|m| m.seq % 7 != 3);
+                    assert_eq!(got.messages, want, "cut at I/O call {k} ({loss:?}), third");
+                } else {
+                    assert_eq!(got, expected, "cut at I/O call {k} ({loss:?})");
+                }
+                if !cut {
+                    result.unwrap();
+                    completed = true;
+                }
+            }
+            if completed {
+                break;
+            }
+        }
+        assert!(completed, "the checkpoint completed within the sweep");
+    }
+}
+
+#[test]
+fn a_corrupt_or_missing_page_file_is_rebuilt_from_the_journal() {
+    let dir = MemDir::new();
+    let store = open_mem(&dir, config(64 * 1024));
+    fill(&store, Q1, 1..=5_000, 40);
+    ack(&store, Q1, (1..=5_000).filter(|s| s % 3 == 0));
+    let expected = state(&store);
+    store.close().unwrap();
+
+    let mut pages = dir.file_bytes("index.pages").unwrap();
+    let at = 40 * 1024 + 100; // inside the second page
+    pages[at] ^= 0x20;
+    dir.put_file_bytes("index.pages", pages);
+    let store = open_mem(&dir, config(64 * 1024));
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(state(&store), expected);
+    store.close().unwrap();
+
+    let store = open_mem(&dir, config(64 * 1024));
+    assert!(
+        store.recovery_report().from_checkpoint,
+        "the rebuilt index was checkpointed"
+    );
+    drop(store);
+    dir.remove("index.pages").unwrap();
+    let store = open_mem(&dir, config(64 * 1024));
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(state(&store), expected);
+}
+
+#[test]
+fn gc_and_compaction_work_on_blocks_that_live_in_the_page_file() {
+    let dir = MemDir::new();
+    let cfg = JournalConfig {
+        index_cache_bytes: 16 * 1024,
+        ..small_config(16 * 1024)
+    };
+    let store = open_mem(&dir, cfg.clone());
+    fill(&store, Q1, 1..=6_000, 100);
+    assert!(store.checkpoint().unwrap());
+    assert_eq!(store.stats().index_resident_blocks, 0);
+    let segments_before = store.segment_ids().len();
+    // Keep every 250th message: each old segment holds at most one live message.
+    ack(&store, Q1, (1..=6_000).filter(|s| s % 250 != 0));
+    let expected = state(&store);
+    let report = store.gc().unwrap();
+    assert!(
+        report.compacted.len() >= 10 && report.deleted.len() > segments_before / 2,
+        "{report:?} of {segments_before} segments"
+    );
+    assert_eq!(state(&store), expected);
+    store.close().unwrap();
+    let store = open_mem(&dir, cfg.clone());
+    assert_eq!(state(&store), expected);
+    drop(store);
+    dir.remove("index.db").unwrap();
+    let store = open_mem(&dir, cfg);
+    assert!(!store.recovery_report().from_checkpoint);
+    assert_eq!(state(&store), expected, "a full replay agrees");
+}
