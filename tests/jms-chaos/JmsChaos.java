@@ -4,7 +4,9 @@ import java.util.*;
 import java.util.concurrent.*;
 import java.util.concurrent.atomic.*;
 import javax.jms.*;
+import org.apache.activemq.ActiveMQConnection;
 import org.apache.activemq.ActiveMQConnectionFactory;
+import org.apache.activemq.transport.TransportListener;
 
 /**
  * Chaos load for the OpenWire failover tests: JMS producers and consumers on a failover URI
@@ -12,7 +14,11 @@ import org.apache.activemq.ActiveMQConnectionFactory;
  * records every one whose send() returned (confirmed); consumers (CLIENT_ACKNOWLEDGE with
  * synchronous acks, `sendAcksAsync=false`) record every receive as "seq body redelivered ackOk":
  * a message received again after its acknowledge() returned is a duplicate; one received again
- * after a failed acknowledge (the ack was lost in a failover) is JMS's at-least-once.
+ * after a failed acknowledge (the ack was lost in a failover) is JMS's at-least-once. A fifth
+ * field "raced" is 1 when the consumer's connection was interrupted between the receive() call
+ * and the end of acknowledge() (plus 20 ms): the client itself may then report an ack as done
+ * that never reached a broker (its FailoverTransport answers a MessageAck sent while disconnected, and a
+ * CLIENT_ACKNOWLEDGE consumer drops its delivered list on an interruption).
  * When the producers are done (or the time is up) the consumers drain until the queue has been
  * quiet for --quiet-ms, then the program writes confirmed.txt and received.txt into --out and
  * prints a one-line summary. Judging is the caller's job (it has the broker's side too).
@@ -41,7 +47,7 @@ public class JmsChaos {
         AtomicInteger ackErrors = new AtomicInteger();
         AtomicLong seq = new AtomicLong();
         Set<String> confirmed = ConcurrentHashMap.newKeySet();
-        java.util.Queue<String> received = new ConcurrentLinkedQueue<>();
+        java.util.Queue<Rec> received = new ConcurrentLinkedQueue<>();
         AtomicLong lastReceive = new AtomicLong(System.currentTimeMillis());
         AtomicBool producing = new AtomicBool(true);
         AtomicInteger sendErrors = new AtomicInteger();
@@ -51,12 +57,28 @@ public class JmsChaos {
         for (int c = 0; c < consumers; c++) {
             Connection conn = cf.createConnection();
             conns.add(conn);
+            // This connection's interruptions, as [start, end] in nanoTime (end open until
+            // the transport resumes; the client also reports its first connect as a resume).
+            List<long[]> outages = Collections.synchronizedList(new ArrayList<>());
+            ((ActiveMQConnection) conn).addTransportListener(new TransportListener() {
+                public void onCommand(Object command) { }
+                public void onException(IOException error) { }
+                public void transportInterupted() {
+                    outages.add(new long[] {System.nanoTime(), Long.MAX_VALUE});
+                }
+                public void transportResumed() {
+                    synchronized (outages) {
+                        if (!outages.isEmpty()) outages.get(outages.size() - 1)[1] = System.nanoTime();
+                    }
+                }
+            });
             conn.start();
             Session s = conn.createSession(false, Session.CLIENT_ACKNOWLEDGE);
             MessageConsumer mc = s.createConsumer(s.createQueue(queue));
             Thread t = new Thread(() -> {
                 try {
                     while (System.currentTimeMillis() < deadline) {
+                        long t0 = System.nanoTime();
                         Message m = mc.receive(200);
                         if (m == null) {
                             if (!producing.get() && System.currentTimeMillis() - lastReceive.get() > quietMs) break;
@@ -74,7 +96,8 @@ public class JmsChaos {
                             ackErrors.incrementAndGet();
                             acked = false;
                         }
-                        received.add(n + " " + body + " " + redelivered + (acked ? " 1" : " 0"));
+                        received.add(new Rec(n + " " + body + " " + redelivered + (acked ? " 1" : " 0"),
+                            outages, t0, System.nanoTime()));
                     }
                 } catch (Exception e) {
                     System.out.println("consumer error: " + e);
@@ -124,7 +147,8 @@ public class JmsChaos {
         lastReceive.set(System.currentTimeMillis());
         for (Thread t : threads) t.join();
         progress.interrupt();
-        List<String> rec = new ArrayList<>(received);
+        List<String> rec = new ArrayList<>();
+        for (Rec r : received) rec.add(r.line + (r.raced() ? " 1" : " 0"));
         Files.write(out.resolve("confirmed.txt"), new TreeSet<>(confirmed));
         Files.write(out.resolve("received.txt"), rec);
         Map<String, Integer> counts = new HashMap<>();
@@ -136,6 +160,25 @@ public class JmsChaos {
             + " send_errors=" + sendErrors.get() + " ack_errors=" + ackErrors.get());
         for (Connection c : conns) { try { c.close(); } catch (Exception e) { } }
         System.exit(0);
+    }
+
+    /** One receive, judged "raced" once every interruption of its connection is known. */
+    static final class Rec {
+        /** The client tells its listeners of an interruption a little after the transport is
+         * gone (an ack sent in between is answered by the client itself): a margin. */
+        static final long SLACK_NS = 20_000_000L;
+        final String line;
+        final List<long[]> outages;
+        final long t0, t1;
+        Rec(String line, List<long[]> outages, long t0, long t1) {
+            this.line = line; this.outages = outages; this.t0 = t0; this.t1 = t1;
+        }
+        boolean raced() {
+            synchronized (outages) {
+                for (long[] o : outages) if (o[0] <= t1 + SLACK_NS && o[1] >= t0) return true;
+            }
+            return false;
+        }
     }
 
     static final class AtomicBool {

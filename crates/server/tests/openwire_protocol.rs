@@ -486,3 +486,248 @@ async fn an_administrator_closes_an_openwire_connection_with_a_reason() {
     assert!(reason.contains("closed by an administrator"), "{reason}");
     assert!(w.next().await.is_none(), "then the connection closes");
 }
+
+/// A connected client (WireFormatInfo and ConnectionInfo answered).
+async fn connected(s: &ferromq_server::server::Server, client_id: &str) -> Wire {
+    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+    w.next().await.unwrap();
+    w.send(&wire_format(30_000)).await;
+    w.send(&connection_info(1, client_id)).await;
+    assert!(matches!(
+        w.next_interesting().await,
+        Some(Command::Response(_))
+    ));
+    w
+}
+
+/// Waits (bounded by `Wire::next`) for the answer to command `id`, skipping dispatches and
+/// keep-alives: `Ok` for a Response, `Err` with the exception for an ExceptionResponse.
+async fn answer_to(w: &mut Wire, id: i32) -> Result<(), ow::BrokerError> {
+    loop {
+        match w.next_interesting().await {
+            Some(Command::Response(r)) if r.correlation_id == id => return Ok(()),
+            Some(Command::ExceptionResponse(e)) if e.correlation_id == id => {
+                return Err(e
+                    .exception
+                    .expect("an ExceptionResponse names its exception"))
+            }
+            Some(_) => continue,
+            None => panic!("the connection closed before command {id} was answered"),
+        }
+    }
+}
+
+/// The id of the next message dispatched to the client.
+async fn next_dispatched(w: &mut Wire) -> ow::MessageId {
+    loop {
+        match w.next_interesting().await {
+            Some(Command::MessageDispatch(d)) => {
+                if let Some(id) = d.message.and_then(|m| m.message_id) {
+                    return id;
+                }
+            }
+            Some(_) => continue,
+            None => panic!("the connection closed before a dispatch"),
+        }
+    }
+}
+
+/// A temporary queue on `w` with one consumer (id 1) holding one dispatched message: the
+/// queue, the consumer and the message's id.
+async fn consumer_holding_a_temp_message(
+    w: &mut Wire,
+    conn: &str,
+) -> (ow::Destination, ow::ConsumerId, ow::MessageId) {
+    let temp = ow::Destination {
+        kind: ow::DestinationKind::TempQueue,
+        physical_name: format!("{conn}:1"),
+    };
+    w.send(&Command::DestinationInfo(ow::DestinationInfo {
+        header: header(2),
+        destination: Some(temp.clone()),
+        operation_type: ow::DestinationInfo::ADD,
+        ..Default::default()
+    }))
+    .await;
+    answer_to(w, 2)
+        .await
+        .expect("the temporary queue is created");
+    let consumer = ow::ConsumerId {
+        connection_id: conn.into(),
+        session_id: 1,
+        value: 1,
+    };
+    w.send(&Command::ConsumerInfo(ow::ConsumerInfo {
+        header: header(3),
+        consumer_id: Some(consumer.clone()),
+        destination: Some(temp.clone()),
+        prefetch_size: 10,
+        ..Default::default()
+    }))
+    .await;
+    answer_to(w, 3).await.expect("the consumer is created");
+    let producer = ow::ProducerId {
+        connection_id: conn.into(),
+        value: 1,
+        session_id: 1,
+    };
+    // Sent asynchronously: its dispatch is then the next thing the client reads.
+    w.send(&Command::Message(Box::new(ow::Message {
+        kind: ow::MessageKind::Text,
+        header: CommandHeader {
+            command_id: 4,
+            response_required: false,
+        },
+        producer_id: Some(producer.clone()),
+        destination: Some(temp.clone()),
+        message_id: Some(ow::MessageId {
+            text_view: None,
+            producer_id: Some(producer),
+            producer_sequence_id: 1,
+            broker_sequence_id: 0,
+        }),
+        content: Some(bytes::Bytes::from_static(b"\0\0\0\x05hello")),
+        ..Default::default()
+    })))
+    .await;
+    let dispatched = next_dispatched(w).await;
+    (temp, consumer, dispatched)
+}
+
+/// A standard ack of `id` by `consumer`, synchronous (`responseRequired`) as a JMS client
+/// with `sendAcksAsync=false` sends it, in `tx` when given.
+fn standard_ack(
+    command_id: i32,
+    dest: &ow::Destination,
+    consumer: &ow::ConsumerId,
+    id: &ow::MessageId,
+    tx: Option<ow::TransactionId>,
+) -> Command {
+    Command::MessageAck(ow::MessageAck {
+        header: CommandHeader {
+            command_id,
+            response_required: tx.is_none(),
+        },
+        destination: Some(dest.clone()),
+        transaction_id: tx,
+        consumer_id: Some(consumer.clone()),
+        ack_type: ow::MessageAck::STANDARD,
+        first_message_id: Some(id.clone()),
+        last_message_id: Some(id.clone()),
+        message_count: 1,
+        poison_cause: None,
+    })
+}
+
+/// The broker lost the delivery between dispatch and ack (its temporary queue was deleted
+/// under the consumer): the synchronous ack is not applied, so the client must get an
+/// ExceptionResponse (its `acknowledge()` throws) and never a plain Response that says the
+/// ack is durable.
+#[tokio::test]
+async fn a_synchronous_ack_the_broker_cannot_apply_is_answered_with_an_exception_not_ok() {
+    let s = server("").await;
+    let mut w = connected(&s, "ackfail").await;
+    let (temp, consumer, id) = consumer_holding_a_temp_message(&mut w, "ID:test-ackfail").await;
+    w.send(&Command::DestinationInfo(ow::DestinationInfo {
+        header: header(5),
+        destination: Some(temp.clone()),
+        operation_type: ow::DestinationInfo::REMOVE,
+        ..Default::default()
+    }))
+    .await;
+    answer_to(&mut w, 5)
+        .await
+        .expect("the temporary queue is deleted");
+    w.send(&standard_ack(6, &temp, &consumer, &id, None)).await;
+    let ex = answer_to(&mut w, 6)
+        .await
+        .expect_err("an ack the broker did not apply is not answered OK");
+    assert_eq!(ex.class_name.as_deref(), Some("javax.jms.JMSException"));
+    // The connection keeps serving.
+    w.send(&Command::SessionInfo(ow::SessionInfo {
+        header: header(7),
+        session_id: None,
+    }))
+    .await;
+    answer_to(&mut w, 7)
+        .await
+        .expect("the connection still serves");
+}
+
+/// As above inside a local transaction: the transacted ack is asynchronous (nothing to
+/// refuse it to), so the COMMIT that would have made it durable must fail instead of
+/// reporting a commit without it.
+#[tokio::test]
+async fn a_transacted_ack_the_broker_cannot_apply_makes_its_commit_fail() {
+    let s = server("").await;
+    let mut w = connected(&s, "txackfail").await;
+    let conn = "ID:test-txackfail";
+    let (temp, consumer, id) = consumer_holding_a_temp_message(&mut w, conn).await;
+    let tx = ow::TransactionId::Local(ow::LocalTransactionId {
+        value: 1,
+        connection_id: Some(ow::ConnectionId { value: conn.into() }),
+    });
+    let tx_info = |id: i32, transaction_type: u8| {
+        Command::TransactionInfo(ow::TransactionInfo {
+            header: header(id),
+            connection_id: Some(ow::ConnectionId { value: conn.into() }),
+            transaction_id: Some(tx.clone()),
+            transaction_type,
+        })
+    };
+    w.send(&tx_info(5, ow::TransactionInfo::BEGIN)).await;
+    answer_to(&mut w, 5).await.expect("BEGIN");
+    w.send(&Command::DestinationInfo(ow::DestinationInfo {
+        header: header(6),
+        destination: Some(temp.clone()),
+        operation_type: ow::DestinationInfo::REMOVE,
+        ..Default::default()
+    }))
+    .await;
+    answer_to(&mut w, 6)
+        .await
+        .expect("the temporary queue is deleted");
+    w.send(&standard_ack(7, &temp, &consumer, &id, Some(tx.clone())))
+        .await;
+    w.send(&tx_info(8, ow::TransactionInfo::COMMIT_ONE_PHASE))
+        .await;
+    let ex = answer_to(&mut w, 8)
+        .await
+        .expect_err("a commit missing one of its acks is not answered OK");
+    assert_eq!(
+        ex.class_name.as_deref(),
+        Some("javax.jms.TransactionRolledBackException")
+    );
+}
+
+/// A synchronous ack naming a consumer this connection does not have (a failover client
+/// replaying an ack whose consumer was refused): ActiveMQ refuses it ("The subscription does
+/// not exist"); a plain Response would tell the client its messages are gone.
+#[tokio::test]
+async fn a_synchronous_ack_for_an_unknown_consumer_is_answered_with_an_exception() {
+    let s = server("").await;
+    let mut w = connected(&s, "nocons").await;
+    let dest = ow::Destination {
+        kind: ow::DestinationKind::Queue,
+        physical_name: "nocons".into(),
+    };
+    let consumer = ow::ConsumerId {
+        connection_id: "ID:test-nocons".into(),
+        session_id: 1,
+        value: 9,
+    };
+    let id = ow::MessageId {
+        text_view: None,
+        producer_id: Some(ow::ProducerId {
+            connection_id: "ID:test-nocons".into(),
+            value: 1,
+            session_id: 1,
+        }),
+        producer_sequence_id: 1,
+        broker_sequence_id: 1,
+    };
+    w.send(&standard_ack(2, &dest, &consumer, &id, None)).await;
+    answer_to(&mut w, 2)
+        .await
+        .expect_err("an ack for no consumer is not answered OK");
+}

@@ -259,6 +259,8 @@ struct Consumer {
 struct Transaction {
     work: TxWork,
     ops: usize,
+    /// Why the transaction can only roll back: one of its acks was not applied.
+    rollback_only: Option<String>,
 }
 
 struct Session {
@@ -1117,11 +1119,23 @@ impl Session {
     }
 
     async fn on_ack(&mut self, a: MessageAck) -> Result<(), Refusal> {
+        // Only these two remove messages; the client's acknowledge() (or its commit) relies
+        // on them, so one the broker does not apply must never be answered OK.
+        let consuming = matches!(a.ack_type, MessageAck::STANDARD | MessageAck::INDIVIDUAL);
         let Some(c) = a.consumer_id.as_ref().and_then(|id| self.consumers.get(id)) else {
+            if consuming {
+                // ActiveMQ refuses this too ("The subscription does not exist"): whatever the
+                // ack names was returned for redelivery when its consumer went away.
+                return self.ack_not_applied(
+                    &a,
+                    "Unknown consumer: the subscription does not exist on this connection; its messages will be redelivered".into(),
+                );
+            }
             self.respond(&a.header).await;
             return Ok(());
         };
         let Some(handle) = c.handle.clone() else {
+            // An advisory consumer or a browser: the broker holds nothing for it.
             self.respond(&a.header).await;
             return Ok(());
         };
@@ -1131,21 +1145,33 @@ impl Session {
             Some(last) => take_acked(&mut c.state.dispatched.lock(), &a, last),
         };
         if tags.is_empty() {
-            let consuming = matches!(a.ack_type, MessageAck::STANDARD | MessageAck::INDIVIDUAL);
-            if consuming && a.header.response_required {
-                // A synchronous ack for what this connection does not hold (a failover client
-                // replaying an ack the old master never stored): the message will be
-                // redelivered, so the client's acknowledge() must fail, not succeed.
-                return Err(Refusal::jms(
-                    "Unmatched acknowledge: the message was not delivered to this consumer on this connection; it will be redelivered",
-                ));
+            if consuming {
+                // An ack for what this connection does not hold (a failover client replaying
+                // an ack sent to the old master, which may or may not have stored it): this
+                // broker cannot say it is durable, so the client's acknowledge() must fail.
+                return self.ack_not_applied(
+                    &a,
+                    "Unmatched acknowledge: the message was not delivered to this consumer on this connection; unless an earlier acknowledge was stored, it will be redelivered".into(),
+                );
             }
             self.respond(&a.header).await;
             return Ok(());
         }
         if a.ack_type == MessageAck::POISON {
+            let mut refused = None;
             for tag in tags {
-                let _ = self.ctx.broker.poison(&handle, tag);
+                if let Err(e) = self.ctx.broker.poison(&handle, tag) {
+                    refused.get_or_insert(e);
+                }
+            }
+            if let Some(e) = refused {
+                // The delivery is back for redelivery (or gone with its destination): the
+                // client's redelivery policy sees it again.
+                if a.header.response_required {
+                    return Err(Refusal::jms(format!("Poison acknowledge not applied: {e}")));
+                }
+                tracing::debug!(error = %e, "poison acknowledge not applied");
+                return Ok(());
             }
             self.respond(&a.header).await;
             return Ok(());
@@ -1169,30 +1195,48 @@ impl Session {
                 )));
             }
             let mut marked = Vec::with_capacity(tags.len());
+            let mut refused = None;
             for tag in tags {
-                if let Ok((covered, _)) =
-                    self.ctx
-                        .broker
-                        .ack(&handle, AckScope::Individual(tag), true)
+                match self
+                    .ctx
+                    .broker
+                    .ack(&handle, AckScope::Individual(tag), true)
                 {
-                    marked.extend(covered);
+                    Ok((covered, _)) => marked.extend(covered),
+                    Err(e) => {
+                        refused.get_or_insert(e);
+                    }
                 }
             }
             t.ops += marked.len();
             t.work.acks.push((handle, marked));
+            if let Some(e) = refused {
+                return self.ack_not_applied(&a, format!("Acknowledge not applied: {e}"));
+            }
             self.respond(&a.header).await;
             return Ok(());
         }
         let mut completions = Vec::with_capacity(tags.len());
+        let mut refused = None;
         for tag in tags {
-            if let Ok((_, completion)) = self.ctx.broker.ack_with(
+            match self.ctx.broker.ack_with(
                 &handle,
                 AckScope::Individual(tag),
                 false,
                 a.header.response_required,
             ) {
-                completions.push(completion);
+                Ok((_, completion)) => completions.push(completion),
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = refused {
+            // The broker no longer holds the delivery (its destination was deleted, or its
+            // consumer detached): nothing was removed for it, so nothing is durable to
+            // report. Whatever the ack covered that was applied stays applied; an exception
+            // only costs the client a redelivery it can tell (at-least-once).
+            return self.ack_not_applied(&a, format!("Acknowledge not applied: {e}"));
         }
         if a.header.response_required {
             self.send_out(Out::AfterStore {
@@ -1203,6 +1247,26 @@ impl Session {
             })
             .await;
         }
+        Ok(())
+    }
+
+    /// A consuming ack the broker did not apply. A client waiting for the answer gets an
+    /// ExceptionResponse (its acknowledge() throws); an ack in a local transaction makes the
+    /// transaction roll back at COMMIT, since a commit without it would be reported durable
+    /// while its messages come back. An asynchronous ack has nobody to tell: the messages are
+    /// redelivered, which at-least-once delivery allows, so the connection stays open.
+    fn ack_not_applied(&mut self, a: &MessageAck, why: String) -> Result<(), Refusal> {
+        if let Some(t) = a
+            .transaction_id
+            .as_ref()
+            .and_then(|id| self.txs.get_mut(id))
+        {
+            t.rollback_only.get_or_insert_with(|| why.clone());
+        }
+        if a.header.response_required {
+            return Err(Refusal::jms(why));
+        }
+        tracing::debug!(ack_type = a.ack_type, reason = %why, "asynchronous acknowledge not applied");
         Ok(())
     }
 
@@ -1236,6 +1300,14 @@ impl Session {
                     class: TX_EXCEPTION,
                     message: "Unknown transaction".into(),
                 })?;
+                if let Some(why) = tx.rollback_only {
+                    // Its marked acks go back for redelivery, as at ROLLBACK.
+                    self.ctx.broker.rollback(tx.work);
+                    return Err(Refusal {
+                        class: TX_EXCEPTION,
+                        message: format!("Transaction rolled back: {why}"),
+                    });
+                }
                 let completion = self.ctx.broker.commit(tx.work).await?;
                 self.send_out(Out::AfterStore {
                     completions: vec![completion],
