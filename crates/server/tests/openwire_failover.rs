@@ -216,14 +216,30 @@ fn run_chaos(group: &mut dyn Group, name: &str, kills: usize) {
         verdict.missing.len(),
         &verdict.missing[..verdict.missing.len().min(10)]
     );
-    assert!(
-        verdict.after_ack.is_empty(),
-        "{} messages delivered again after their acknowledge() returned, e.g. {:?}; {} of them \
-         acknowledged while their connection was interrupted, e.g. {:?}",
-        verdict.after_ack.len(),
-        &verdict.after_ack[..verdict.after_ack.len().min(10)],
+    // An acknowledge() that overlapped an interruption of its connection may have returned
+    // without its ack reaching any broker: ActiveMQ's FailoverTransport answers a MessageAck
+    // itself while disconnected, and a CLIENT_ACKNOWLEDGE consumer drops its delivered list on
+    // an interruption, so its next acknowledge() sends nothing. No broker can refuse an ack it
+    // never got; such a redelivery is the client's at-least-once, and ActiveMQ's broker gives
+    // the same. An ack made and answered on one uninterrupted connection reached the broker
+    // that delivered the message, and a redelivery after it is the broker's fault.
+    let broker_duplicates: Vec<&String> = verdict
+        .after_ack
+        .iter()
+        .filter(|b| !verdict.after_ack_raced.contains(b))
+        .collect();
+    eprintln!(
+        "{} messages delivered again after an acknowledge() that raced an interruption of its \
+         connection (the client may not have sent it), e.g. {:?}",
         verdict.after_ack_raced.len(),
         &verdict.after_ack_raced[..verdict.after_ack_raced.len().min(10)]
+    );
+    assert!(
+        broker_duplicates.is_empty(),
+        "{} messages delivered again after an acknowledge() that returned on an uninterrupted \
+         connection, e.g. {:?}",
+        broker_duplicates.len(),
+        &broker_duplicates[..broker_duplicates.len().min(10)]
     );
     // A new master knows nothing of its predecessor's deliveries (delivery counts are not
     // stored, as in ActiveMQ without persistJMSRedelivered), so a message redelivered after a

@@ -1,18 +1,30 @@
 //! Memory, checkpoint cost and restart time of the journal store with a deep queue.
 //!
 //! ```text
-//! cargo run --release -p ferromq-store --example deep_queue -- DIR MESSAGES SIZE
+//! cargo run --release -p ferromq-store --example deep_queue -- fill DIR MESSAGES SIZE
+//! cargo run --release -p ferromq-store --example deep_queue -- flow DIR SIZE
+//! cargo run --release -p ferromq-store --example deep_queue -- tail DIR SIZE
+//! cargo run --release -p ferromq-store --example deep_queue -- drain DIR SIZE
 //! ```
 //!
-//! Fills one queue with MESSAGES persistent messages of SIZE bytes (batches of 1,000, eight in
-//! flight), then reports: the process's resident memory after a checkpoint (at rest) and its
-//! peak; the bytes one checkpoint writes after 5 s of 1,000 msg/s flowing (500 enqueued and 500
-//! acked per second, measured as the process's `wchar` around `checkpoint()` with traffic
-//! paused); the open time after a clean close and after a drop without close (the last
-//! checkpoint plus a replayed tail of 50,000 messages: what a `kill -9` leaves); and the drain
-//! rate, reading every message back and acking it. It uses only the store's public API, so
-//! the same file measures an older version of the store. Bounded: MESSAGES ≤ 100,000,000.
+//! Each step is a process of its own, so that what one reports (resident memory, `VmRSS`, and
+//! its peak, `VmHWM`) is not memory an earlier step freed but the allocator kept:
+//!
+//! - `fill`: one queue gets MESSAGES persistent messages of SIZE bytes (batches of 1,000, eight
+//!   in flight), with a checkpoint every 500,000 messages (what the 5 s timer does for a broker
+//!   taking 100,000 msg/s); then a checkpoint, and a clean close;
+//! - `flow`: opens (the clean-restart time), then 5 s of 1,000 msg/s (50 enqueued and 50 acked
+//!   every 100 ms), then the bytes one checkpoint writes (the process's `wchar` around
+//!   `checkpoint()`, traffic paused), the memory at rest, and a clean close;
+//! - `tail`: opens, checkpoints, appends 50,000 messages and exits without closing (no final
+//!   checkpoint, threads killed: what a `kill -9` leaves);
+//! - `drain`: opens (the restart time after that kill: the last checkpoint plus the tail), then
+//!   reads every message back as a consumer pages them in and acks them.
+//!
+//! It uses only the store's public API, so the same file measures an older version of the
+//! store. Bounded: MESSAGES ≤ 100,000,000.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,138 +70,179 @@ fn dequeues(seqs: std::ops::Range<u64>) -> Vec<Op> {
     .collect()
 }
 
+fn rss() -> String {
+    format!("RSS {:.1} MiB, peak {:.1} MiB", rss_mib(), peak_mib())
+}
+
 fn open(dir: &str) -> (JournalStore, Duration) {
+    open_with(dir, JournalConfig::default())
+}
+
+fn open_with(dir: &str, config: JournalConfig) -> (JournalStore, Duration) {
     let t = Instant::now();
-    let store = JournalStore::open(dir, JournalConfig::default()).expect("open");
+    let store = JournalStore::open(dir, config).expect("open");
     (store, t.elapsed())
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: deep_queue DIR MESSAGES SIZE");
-        std::process::exit(2);
-    }
-    let dir = &args[1];
-    let n: u64 = args[2].parse().expect("MESSAGES");
-    let size: usize = args[3].parse().expect("SIZE");
-    assert!(
-        (100_000..=100_000_000).contains(&n),
-        "MESSAGES in 100,000..=100,000,000"
-    );
+    let usage = || -> ! {
+        eprintln!("usage: deep_queue fill DIR MESSAGES SIZE | flow|tail|drain DIR SIZE");
+        std::process::exit(2)
+    };
+    let (step, dir) = match (args.get(1), args.get(2)) {
+        (Some(s), Some(d)) => (s.as_str(), d.as_str()),
+        _ => usage(),
+    };
+    let size: usize = match args.last().and_then(|s| s.parse().ok()) {
+        Some(s) if args.len() >= 4 => s,
+        _ => usage(),
+    };
     let payload = Bytes::from(vec![b'x'; size]);
-
-    let (store, _) = open(dir);
-    let t = Instant::now();
-    let mut in_flight: std::collections::VecDeque<Completion> = Default::default();
-    let mut next = 1u64;
-    while next <= n {
-        let end = (next + BATCH).min(n + 1);
-        in_flight.push_back(store.submit(enqueues(next..end, &payload)));
-        next = end;
-        if in_flight.len() >= 8 {
-            if let Some(c) = in_flight.pop_front() {
+    match step {
+        "fill" => {
+            let n: u64 = args[3].parse().unwrap_or_else(|_| usage());
+            assert!(
+                (100_000..=100_000_000).contains(&n),
+                "MESSAGES in 100,000..=100,000,000"
+            );
+            let (store, _) = open(dir);
+            let t = Instant::now();
+            let mut in_flight: VecDeque<Completion> = VecDeque::new();
+            let mut next = 1u64;
+            while next <= n {
+                let end = (next + BATCH).min(n + 1);
+                in_flight.push_back(store.submit(enqueues(next..end, &payload)));
+                next = end;
+                if in_flight.len() >= 8 {
+                    if let Some(c) = in_flight.pop_front() {
+                        c.wait_blocking().expect("enqueue");
+                    }
+                }
+                if (next - 1).is_multiple_of(500_000) {
+                    store.checkpoint().expect("checkpoint");
+                }
+            }
+            for c in in_flight {
                 c.wait_blocking().expect("enqueue");
             }
+            store.checkpoint().expect("checkpoint");
+            let fill_s = t.elapsed().as_secs_f64();
+            println!(
+                "fill: {n} x {size} B in {fill_s:.1} s ({:.0} msg/s, checkpoints included); {}",
+                n as f64 / fill_s,
+                rss()
+            );
+            store.close().expect("close");
         }
-    }
-    for c in in_flight {
-        c.wait_blocking().expect("enqueue");
-    }
-    let fill_s = t.elapsed().as_secs_f64();
-    store.checkpoint().expect("checkpoint");
-    std::thread::sleep(Duration::from_millis(500));
-    println!(
-        "filled {n} x {size} B in {fill_s:.1} s ({:.0} msg/s); after a checkpoint: RSS {:.1} MiB, peak {:.1} MiB",
-        n as f64 / fill_s,
-        rss_mib(),
-        peak_mib()
-    );
-
-    // 5 s of 1,000 msg/s: 50 enqueues and 50 acks every 100 ms.
-    let mut head = 1u64;
-    for _ in 0..50 {
-        let t = Instant::now();
-        store
-            .submit(enqueues(next..next + 50, &payload))
-            .wait_blocking()
-            .expect("enqueue");
-        store
-            .submit(dequeues(head..head + 50))
-            .wait_blocking()
-            .expect("ack");
-        next += 50;
-        head += 50;
-        std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
-    }
-    let w0 = wchar();
-    let t = Instant::now();
-    store.checkpoint().expect("checkpoint");
-    println!(
-        "checkpoint after 5 s of 1,000 msg/s at {} queued: {} bytes written in {:.1} ms",
-        next - head,
-        wchar() - w0,
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    println!("RSS {:.1} MiB, peak {:.1} MiB", rss_mib(), peak_mib());
-    store.close().expect("close");
-    drop(store);
-
-    let (store, took) = open(dir);
-    println!(
-        "clean restart: open {:.3} s, replayed {} ops; RSS {:.1} MiB",
-        took.as_secs_f64(),
-        store.recovery_report().replayed_ops,
-        rss_mib()
-    );
-    // A tail after the last checkpoint, then no close: what a kill -9 leaves.
-    store.checkpoint().expect("checkpoint");
-    for _ in 0..50 {
-        store
-            .submit(enqueues(next..next + BATCH, &payload))
-            .wait_blocking()
-            .expect("enqueue");
-        next += BATCH;
-    }
-    drop(store);
-    let (store, took) = open(dir);
-    println!(
-        "restart without close: open {:.3} s, replayed {} ops; RSS {:.1} MiB",
-        took.as_secs_f64(),
-        store.recovery_report().replayed_ops,
-        rss_mib()
-    );
-
-    // Drain: read every message back (as a consumer pages them in) and ack it.
-    let t = Instant::now();
-    let mut after = None;
-    let mut drained = 0u64;
-    let mut pending: std::collections::VecDeque<Completion> = Default::default();
-    loop {
-        let page = store.load(LIST, after, BATCH as usize).expect("load");
-        let (Some(first), Some(last)) = (page.first(), page.last()) else {
-            break;
-        };
-        assert!(page.iter().all(|m| m.payload.len() == size));
-        drained += page.len() as u64;
-        pending.push_back(store.submit(dequeues(first.seq..last.seq + 1)));
-        after = Some(last.seq);
-        if pending.len() >= 8 {
-            if let Some(c) = pending.pop_front() {
+        "flow" => {
+            // No timer: the checkpoint measured is the only one after the 5 s of traffic.
+            let config = JournalConfig {
+                checkpoint_interval_ms: 0,
+                cleanup_interval_ms: 0,
+                ..JournalConfig::default()
+            };
+            let (store, took) = open_with(dir, config);
+            let info = store.recover().expect("recover");
+            let l = info
+                .lists
+                .iter()
+                .find(|l| l.list == LIST)
+                .expect("the queue");
+            println!(
+                "clean restart: open {:.3} s, replayed {} ops; {}",
+                took.as_secs_f64(),
+                store.recovery_report().replayed_ops,
+                rss()
+            );
+            let mut head = store
+                .load(LIST, None, 1)
+                .expect("load")
+                .first()
+                .map(|m| m.seq)
+                .expect("a message");
+            let mut next = l.max_seq + 1;
+            for _ in 0..50 {
+                let t = Instant::now();
+                store
+                    .submit(enqueues(next..next + 50, &payload))
+                    .wait_blocking()
+                    .expect("enqueue");
+                store
+                    .submit(dequeues(head..head + 50))
+                    .wait_blocking()
+                    .expect("ack");
+                next += 50;
+                head += 50;
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
+            }
+            let w0 = wchar();
+            let t = Instant::now();
+            store.checkpoint().expect("checkpoint");
+            println!(
+                "checkpoint after 5 s of 1,000 msg/s at {} queued: {} bytes written in {:.1} ms; {}",
+                l.count,
+                wchar() - w0,
+                t.elapsed().as_secs_f64() * 1e3,
+                rss()
+            );
+            store.close().expect("close");
+        }
+        "tail" => {
+            let (store, _) = open(dir);
+            let info = store.recover().expect("recover");
+            let mut next = info.lists.iter().map(|l| l.max_seq).max().unwrap_or(0) + 1;
+            store.checkpoint().expect("checkpoint");
+            for _ in 0..50 {
+                store
+                    .submit(enqueues(next..next + BATCH, &payload))
+                    .wait_blocking()
+                    .expect("enqueue");
+                next += BATCH;
+            }
+            println!("tail: 50,000 messages after the last checkpoint; exiting without close");
+            std::process::exit(0);
+        }
+        "drain" => {
+            let (store, took) = open(dir);
+            let expected = store.recover().expect("recover").lists[0].count;
+            println!(
+                "restart after the kill: open {:.3} s, replayed {} ops; {}",
+                took.as_secs_f64(),
+                store.recovery_report().replayed_ops,
+                rss()
+            );
+            let t = Instant::now();
+            let mut after = None;
+            let mut drained = 0u64;
+            let mut pending: VecDeque<Completion> = VecDeque::new();
+            loop {
+                let page = store.load(LIST, after, BATCH as usize).expect("load");
+                let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                    break;
+                };
+                assert!(page.iter().all(|m| m.payload.len() == size));
+                drained += page.len() as u64;
+                pending.push_back(store.submit(dequeues(first.seq..last.seq + 1)));
+                after = Some(last.seq);
+                if pending.len() >= 8 {
+                    if let Some(c) = pending.pop_front() {
+                        c.wait_blocking().expect("ack");
+                    }
+                }
+            }
+            for c in pending {
                 c.wait_blocking().expect("ack");
             }
+            let drain_s = t.elapsed().as_secs_f64();
+            assert_eq!(drained, expected, "every queued message was read back");
+            println!(
+                "drain: {drained} in {drain_s:.1} s ({:.0} msg/s); {}",
+                drained as f64 / drain_s,
+                rss()
+            );
+            store.close().expect("close");
         }
+        _ => usage(),
     }
-    for c in pending {
-        c.wait_blocking().expect("ack");
-    }
-    let drain_s = t.elapsed().as_secs_f64();
-    assert_eq!(drained, next - head, "every queued message was read back");
-    println!(
-        "drained {drained} in {drain_s:.1} s ({:.0} msg/s); RSS {:.1} MiB, peak {:.1} MiB",
-        drained as f64 / drain_s,
-        rss_mib(),
-        peak_mib()
-    );
-    store.close().expect("close");
 }
