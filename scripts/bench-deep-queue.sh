@@ -31,6 +31,9 @@ start
 "$BENCH" run --url 127.0.0.1:$PORT -d /queue/deep --persistent --receipt --window 64 -p 4 -c 0 \
   --size "$SIZE" --warmup 0 --duration "$SECS" --timeout 60 --quiet >/dev/null 2>&1 || true
 sleep 10
+if ! kill -0 $P 2>/dev/null; then
+  echo "$LABEL: the broker exited during the fill; its last log lines:"; tail -20 "$D/log"; exit 1
+fi
 echo "$LABEL size=$SIZE filled for ${SECS}s: depth $(depth); at rest: $(mem)"
 kill -TERM $P; for _ in $(seq 1 600); do kill -0 $P 2>/dev/null || break; sleep 0.1; done
 start

@@ -97,14 +97,32 @@ impl Message {
         self.expires_ms != 0 && self.expires_ms <= now_ms
     }
 
-    /// Approximate memory footprint, used for memory limits.
+    /// Approximate memory the message takes while a list holds it, used for memory limits
+    /// (`memory_limit_bytes`, producer flow control, paging). It counts what is allocated, not
+    /// only what was sent: the `Arc`'d struct (with its wire cache slots), the header table and
+    /// each header's two strings, the id, the body, one allocator overhead per allocation, and
+    /// a list entry. An earlier estimate (payload bytes plus 96) counted a 100-byte message
+    /// with a few headers as ~400 bytes where the process grew by ~1.7 KB per message held, so
+    /// a 64 MiB limit let a queue take ~265 MiB (`bench-results/journal.md`). ActiveMQ likewise
+    /// counts at least 1 KiB per message (`DEFAULT_MINIMUM_MESSAGE_SIZE`).
     pub fn size_bytes(&self) -> u64 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 16)
-            .sum();
-        (self.body.len() + headers + self.id.len() + self.destination.name.len() + 96) as u64
+        // malloc's per-allocation header and rounding (glibc: 8 bytes plus 16-byte alignment).
+        const ALLOC: usize = 16;
+        // A list's entry for it: a share of a B-tree node (seq, entry, pointers), its
+        // delivery bookkeeping and the dispatch queues' references.
+        const LIST_ENTRY: usize = 128;
+        let headers: usize = self.headers.capacity() * std::mem::size_of::<(String, String)>()
+            + ALLOC
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.capacity() + v.capacity() + 2 * ALLOC)
+                .sum::<usize>();
+        let own = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>() + ALLOC;
+        let id = self.id.len() + 2 * std::mem::size_of::<usize>() + ALLOC;
+        // The body's bytes and the `Bytes` storage header of its own allocation.
+        let body = self.body.len() + 32 + ALLOC;
+        (own + headers + id + body + LIST_ENTRY) as u64
     }
 
     /// Encodes the message for the store (format version 1, little-endian).
