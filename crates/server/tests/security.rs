@@ -489,6 +489,63 @@ async fn sighup_serves_a_new_certificate_to_new_handshakes_and_keeps_open_tls_co
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_takes_a_new_tls_ca_bundle_for_the_client_certificates_of_new_handshakes() {
+    let pki = Pki::new();
+    let new_pki = Pki::new();
+    let (cert, key) = pki.server("server", "broker");
+    let old_client = pki.client("old-client", &[(DnType::CommonName, "old-client")]);
+    let new_client = new_pki.client("new-client", &[(DnType::CommonName, "new-client")]);
+    // The bundle that signs client certificates, replaced in place as an operator would.
+    let bundle = pki.dir.path().join("client-cas.pem");
+    std::fs::copy(&pki.ca_file, &bundle).unwrap();
+    let ssl_port = free_port();
+    let ssl = format!("ssl://127.0.0.1:{ssl_port}");
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\nneed_client_auth = true\n",
+        cert.display(),
+        key.display(),
+        bundle.display()
+    );
+    let b = Served::start(&format!("stomp_ssl = \"127.0.0.1:{ssl_port}\""), &tls);
+    // Each client trusts the broker's certificate (`pki`'s CA) and presents its own.
+    let presenting = |c: &(PathBuf, PathBuf)| pki.client_config(Some(c));
+    assert!(
+        Client::connect(&ssl, presenting(&new_client))
+            .await
+            .is_err(),
+        "a certificate of a CA not in the bundle is refused"
+    );
+    let open = Client::connect(&ssl, presenting(&old_client))
+        .await
+        .expect("a certificate of the old CA gets in before the reload");
+
+    std::fs::copy(&new_pki.ca_file, &bundle).unwrap();
+    b.reload(&tls, RELOADED);
+    let c = Client::connect(&ssl, presenting(&new_client))
+        .await
+        .expect("a certificate of the new CA gets in after the reload");
+    c.send_with_receipt("/queue/ca.new", "new CA".to_string(), &[])
+        .await
+        .unwrap();
+    assert!(
+        Client::connect(&ssl, presenting(&old_client))
+            .await
+            .is_err(),
+        "the old CA, no longer in the bundle, admits no new handshake"
+    );
+    open.send_with_receipt("/queue/ca.old", "kept".to_string(), &[])
+        .await
+        .expect("a connection verified before the reload stays open");
+
+    // A bundle that is no PEM: refused, the new CA stays in force.
+    std::fs::write(&bundle, "not a certificate").unwrap();
+    b.reload(&tls, RELOAD_FAILED);
+    Client::connect(&ssl, presenting(&new_client))
+        .await
+        .expect("the CA in force before the bad reload still admits its clients");
+}
+
 // ---- max_connections_per_ip ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
