@@ -226,6 +226,14 @@ pub struct TransportsSection {
     /// `multicast://default` (or `multicast://addr:port?options`) or in ZooKeeper
     /// (`zookeeper://host:port/path`, one znode per `broker.name`); empty = off.
     pub discovery: String,
+    /// Which listener `discovery` advertises, as ActiveMQ puts `discoveryUri` on one transport
+    /// connector: `stomp` (default: `tcp://…`, the STOMP address) or `stomp+ssl` (the STOMP
+    /// over TLS listener, `stomp+ssl://…`), which discovery connectors with `tls_ca` bridge to.
+    pub discovery_transport: String,
+    /// The address other brokers should use for the STOMP over TLS listener,
+    /// `stomp+ssl://host:port`, as advertised by `discovery_transport = "stomp+ssl"`; default:
+    /// the listen address. Its host must be a name the certificate (`tls.cert`) carries.
+    pub stomp_ssl_advertise: String,
 }
 
 impl Default for TransportsSection {
@@ -240,6 +248,8 @@ impl Default for TransportsSection {
             openwire_ssl: String::new(),
             admin_tls: false,
             discovery: String::new(),
+            discovery_transport: "stomp".into(),
+            stomp_ssl_advertise: String::new(),
         }
     }
 }
@@ -656,6 +666,36 @@ impl Config {
             crate::network::discovery::DiscoveryUri::parse(&self.transports.discovery)
                 .map_err(|e| anyhow::anyhow!("transports.discovery = {e}"))?;
         }
+        match self.transports.discovery_transport.as_str() {
+            "stomp" => {}
+            "stomp+ssl" => {
+                if self.stomp_ssl_listen_addr().is_none() {
+                    bail!(
+                        "transports.discovery_transport = \"stomp+ssl\" advertises the STOMP over \
+                         TLS listener, but transports.stomp_ssl is not set"
+                    );
+                }
+            }
+            t => {
+                bail!("transports.discovery_transport = {t:?}: expected \"stomp\" or \"stomp+ssl\"")
+            }
+        }
+        let ssl_adv = self.transports.stomp_ssl_advertise.trim();
+        if !ssl_adv.is_empty() {
+            let addr = ssl_adv
+                .strip_prefix("stomp+ssl://")
+                .or_else(|| ssl_adv.strip_prefix("ssl://"));
+            let host_port = |a: &str| {
+                a.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+                })
+            };
+            if !addr.is_some_and(host_port) {
+                bail!(
+                    "transports.stomp_ssl_advertise = {ssl_adv:?}: expected stomp+ssl://host:port"
+                );
+            }
+        }
         if self.broker.name.is_empty() || self.broker.name.contains([':', '/']) {
             bail!("broker.name must be non-empty and contain no ':' or '/'");
         }
@@ -832,6 +872,32 @@ impl Config {
             format!("tcp://{}", self.stomp_listen_addr())
         } else {
             self.transports.advertise.clone()
+        }
+    }
+
+    /// The service discovery advertises (`transports.discovery_transport`): the STOMP address
+    /// (`tcp://…`), or the STOMP over TLS one (`stomp+ssl://…`). `stomp_addr` and
+    /// `stomp_ssl_addr` are the bound addresses: with port 0 the real port is only known
+    /// once listening.
+    pub fn discovery_service(
+        &self,
+        stomp_addr: std::net::SocketAddr,
+        stomp_ssl_addr: Option<std::net::SocketAddr>,
+    ) -> String {
+        if self.transports.discovery_transport == "stomp+ssl" {
+            if !self.transports.stomp_ssl_advertise.is_empty() {
+                return self.transports.stomp_ssl_advertise.trim().to_string();
+            }
+            // `validate` refused stomp+ssl without a TLS listener; should it be missing
+            // anyway, the plain address below is still a true one.
+            if let Some(a) = stomp_ssl_addr {
+                return format!("stomp+ssl://{a}");
+            }
+        }
+        if self.transports.advertise.is_empty() {
+            format!("tcp://{stomp_addr}")
+        } else {
+            self.advertised()
         }
     }
 

@@ -1,6 +1,6 @@
 //! The parts of the configuration a running broker takes again without a restart (on SIGHUP,
 //! see `src/main.rs`): `[security]` (users, certificate users, destination rules,
-//! `max_connections_per_ip`) and the `[tls]` certificate and key files.
+//! `max_connections_per_ip`) and the `[tls]` certificate, key and CA bundle (`tls.ca`) files.
 //!
 //! Everything new is built and checked first and swapped in only when all of it is good, so a
 //! bad file changes nothing. Connections stay open: each session looks at the
@@ -9,8 +9,8 @@
 //! connection opened before it. A session keeps the user it logged in as: a removed user's open
 //! connections stay open under the new rules (which may refuse them everything).
 //!
-//! Not reloaded (a restart applies them): listeners and every other section, `tls.ca`,
-//! `tls.need_client_auth` and `tls.want_client_auth`.
+//! Not reloaded (a restart applies them): listeners and every other section (among them the
+//! replication link's `ha.tls_*` files), `tls.need_client_auth` and `tls.want_client_auth`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -125,7 +125,6 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("[log]", running.log != new.log);
     let (r, n) = (&running.tls, &new.tls);
-    check("tls.ca", r.ca != n.ca);
     check(
         "tls.need_client_auth / want_client_auth",
         (r.need_client_auth, r.want_client_auth) != (n.need_client_auth, n.want_client_auth),

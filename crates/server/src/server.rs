@@ -428,11 +428,8 @@ impl Server {
                 shutdown_rx.clone(),
             ));
         }
-        let own_service = if cfg.transports.advertise.is_empty() {
-            format!("tcp://{stomp_addr}")
-        } else {
-            cfg.advertised()
-        };
+        // Also what a discovery connector recognises as this broker's own advert.
+        let own_service = cfg.discovery_service(stomp_addr, stomp_ssl_addr);
         for c in cfg
             .network_connectors
             .iter()

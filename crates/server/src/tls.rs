@@ -2,10 +2,11 @@
 //! admin endpoint (`transports.admin_tls`), with rustls and its `ring` provider.
 //!
 //! The `[tls]` files are read at start: a missing or malformed file stops the broker with the key
-//! and path that are wrong, instead of failing every handshake later. The certificate and key
-//! sit in a [`CertResolver`] that every TLS listener's configuration shares; a SIGHUP reload
-//! ([`crate::reload`]) swaps them there, so handshakes after it present the new certificate
-//! while connections already open keep theirs. Each accepted
+//! and path that are wrong, instead of failing every handshake later. The certificate and key,
+//! and the check of client certificates against `tls.ca`, sit in a [`CertResolver`] that every
+//! TLS listener's configuration shares; a SIGHUP reload ([`crate::reload`]) swaps them there,
+//! so handshakes after it present the new certificate and check client certificates against
+//! the new CA bundle, while connections already open keep theirs. Each accepted
 //! connection then runs its handshake in its own task, under `tls.handshake_timeout_ms`, holding
 //! one of its listener's connection permits: a client that connects and sends nothing costs a
 //! permit for that long at most, and a failed handshake ends that connection alone.
@@ -15,12 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::danger::ClientCertVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -68,26 +71,45 @@ pub enum TlsError {
     },
 }
 
-/// The certificate and private key the TLS listeners present, swappable while they run: each
-/// handshake takes the one current when it starts.
+/// The certificate and private key the TLS listeners present, and their check of client
+/// certificates (`tls.ca`), swappable while they run: each handshake takes the ones current
+/// when it reaches them.
 #[derive(Debug)]
 pub struct CertResolver {
     current: parking_lot::RwLock<Arc<CertifiedKey>>,
+    clients: Arc<ClientCheck>,
+    /// `tls.need_client_auth` and `tls.want_client_auth` as started: a reload keeps them (a
+    /// restart changes them, see [`crate::reload::needs_restart`]) and re-reads only `tls.ca`.
+    client_auth: (bool, bool),
 }
 
 impl CertResolver {
-    /// Reads `tls.cert` and `tls.key`.
+    /// Reads `tls.cert`, `tls.key` and `tls.ca`.
     pub fn load(t: &TlsSection) -> Result<CertResolver, TlsError> {
+        let provider = ferromq_client::tls::crypto_provider();
         Ok(CertResolver {
             current: parking_lot::RwLock::new(certified_key(t)?),
+            clients: Arc::new(ClientCheck {
+                current: parking_lot::RwLock::new(client_verifier(t, &provider)?),
+            }),
+            client_auth: (t.need_client_auth, t.want_client_auth),
         })
     }
 
-    /// Reads `tls.cert` and `tls.key` again and, when they make a usable pair, presents them
-    /// from the next handshake on; otherwise keeps the current pair and says why.
+    /// Reads `tls.cert`, `tls.key` and `tls.ca` again and, when all are usable, presents the
+    /// pair and checks client certificates against the bundle from the next handshake on;
+    /// otherwise keeps both and says why.
     pub fn reload(&self, t: &TlsSection) -> Result<(), TlsError> {
         let fresh = certified_key(t)?;
+        let running = TlsSection {
+            need_client_auth: self.client_auth.0,
+            want_client_auth: self.client_auth.1,
+            ..t.clone()
+        };
+        let provider = ferromq_client::tls::crypto_provider();
+        let verifier = client_verifier(&running, &provider)?;
         *self.current.write() = fresh;
+        *self.clients.current.write() = verifier;
         Ok(())
     }
 
@@ -100,6 +122,68 @@ impl CertResolver {
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.read().clone())
+    }
+}
+
+/// The check of client certificates the listeners share: the verifier `tls.ca` makes, swapped
+/// by [`CertResolver::reload`]. Each call delegates to the one current then.
+#[derive(Debug)]
+struct ClientCheck {
+    current: parking_lot::RwLock<Arc<dyn ClientCertVerifier>>,
+}
+
+impl ClientCheck {
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current.read().clone()
+    }
+}
+
+impl ClientCertVerifier for ClientCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.get().offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.get().client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // rustls borrows the hints from `self` for the whole handshake, which a bundle that a
+        // reload may replace cannot lend. No hints tells clients "any CA" (the list is
+        // advisory in TLS 1.2 and 1.3); the chain is still checked against the bundle.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.get().supported_verify_schemes()
     }
 }
 
@@ -122,14 +206,17 @@ pub fn server_config(t: &TlsSection, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>
     server_config_with(t, alpn, Arc::new(CertResolver::load(t)?))
 }
 
-/// [`server_config`] presenting whatever `certs` holds at each handshake.
+/// [`server_config`] presenting whatever `certs` holds at each handshake and checking client
+/// certificates against its CA bundle then.
 pub fn server_config_with(
     t: &TlsSection,
     alpn: &[&[u8]],
     certs: Arc<CertResolver>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = ferromq_client::tls::crypto_provider();
-    let verifier = client_verifier(t, &provider)?;
+    // Checked at start like the rest; `certs` was loaded from the same section.
+    client_verifier(t, &provider)?;
+    let verifier: Arc<dyn ClientCertVerifier> = certs.clients.clone();
     let mut sc = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|source| TlsError::Rustls {

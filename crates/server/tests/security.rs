@@ -489,6 +489,63 @@ async fn sighup_serves_a_new_certificate_to_new_handshakes_and_keeps_open_tls_co
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_takes_a_new_tls_ca_bundle_for_the_client_certificates_of_new_handshakes() {
+    let pki = Pki::new();
+    let new_pki = Pki::new();
+    let (cert, key) = pki.server("server", "broker");
+    let old_client = pki.client("old-client", &[(DnType::CommonName, "old-client")]);
+    let new_client = new_pki.client("new-client", &[(DnType::CommonName, "new-client")]);
+    // The bundle that signs client certificates, replaced in place as an operator would.
+    let bundle = pki.dir.path().join("client-cas.pem");
+    std::fs::copy(&pki.ca_file, &bundle).unwrap();
+    let ssl_port = free_port();
+    let ssl = format!("ssl://127.0.0.1:{ssl_port}");
+    let tls = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\nneed_client_auth = true\n",
+        cert.display(),
+        key.display(),
+        bundle.display()
+    );
+    let b = Served::start(&format!("stomp_ssl = \"127.0.0.1:{ssl_port}\""), &tls);
+    // Each client trusts the broker's certificate (`pki`'s CA) and presents its own.
+    let presenting = |c: &(PathBuf, PathBuf)| pki.client_config(Some(c));
+    assert!(
+        Client::connect(&ssl, presenting(&new_client))
+            .await
+            .is_err(),
+        "a certificate of a CA not in the bundle is refused"
+    );
+    let open = Client::connect(&ssl, presenting(&old_client))
+        .await
+        .expect("a certificate of the old CA gets in before the reload");
+
+    std::fs::copy(&new_pki.ca_file, &bundle).unwrap();
+    b.reload(&tls, RELOADED);
+    let c = Client::connect(&ssl, presenting(&new_client))
+        .await
+        .expect("a certificate of the new CA gets in after the reload");
+    c.send_with_receipt("/queue/ca.new", "new CA".to_string(), &[])
+        .await
+        .unwrap();
+    assert!(
+        Client::connect(&ssl, presenting(&old_client))
+            .await
+            .is_err(),
+        "the old CA, no longer in the bundle, admits no new handshake"
+    );
+    open.send_with_receipt("/queue/ca.old", "kept".to_string(), &[])
+        .await
+        .expect("a connection verified before the reload stays open");
+
+    // A bundle that is no PEM: refused, the new CA stays in force.
+    std::fs::write(&bundle, "not a certificate").unwrap();
+    b.reload(&tls, RELOAD_FAILED);
+    Client::connect(&ssl, presenting(&new_client))
+        .await
+        .expect("the CA in force before the bad reload still admits its clients");
+}
+
 // ---- max_connections_per_ip ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -778,6 +835,239 @@ fn bridge_tls_and_login_options_are_checked_at_start() {
     assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     let e = err("uri = \"static:(tcp://127.0.0.1:61613)\"\npassword = \"x\"\n");
     assert!(e.contains("password without user_name"), "{e}");
+}
+
+// ---- bridges to brokers found by discovery, over TLS ----
+
+/// A multicast group of this test's own (random port, `tag`), on loopback, with fast adverts.
+fn multicast_group(tag: &str) -> String {
+    format!(
+        "multicast://239.255.2.4:{}?group={tag}{}&interface=127.0.0.1&keepAliveInterval=100",
+        free_port(),
+        std::process::id()
+    )
+}
+
+/// A broker named `name` serving STOMP over TLS with the certificate `cert` and advertising
+/// that listener (`stomp+ssl://`) on `group`; `tls_extra` goes into `[tls]` (client
+/// certificate settings), `rest` after it (`[security]`).
+async fn tls_advertising_broker(
+    name: &str,
+    cert: &(PathBuf, PathBuf),
+    group: &str,
+    tls_extra: &str,
+    rest: &str,
+) -> Server {
+    let mut cfg = common::config(&format!(
+        r#"stomp_ssl = "127.0.0.1:0"
+discovery = "{group}"
+discovery_transport = "stomp+ssl"
+[tls]
+cert = "{}"
+key = "{}"
+{tls_extra}
+{rest}
+"#,
+        cert.0.display(),
+        cert.1.display(),
+    ));
+    cfg.broker.name = name.into();
+    Server::start(cfg).await.unwrap()
+}
+
+/// A broker named `local` with a discovery connector on `group` that trusts `ca` and presents
+/// `client` (a certificate of `ca`'s).
+async fn discovering_tls_broker(group: &str, ca: &Path, client: &(PathBuf, PathBuf)) -> Server {
+    let mut cfg = common::config(&format!(
+        r#"
+[[network_connectors]]
+name = "found"
+uri = "{group}"
+tls_ca = "{}"
+tls_cert = "{}"
+tls_key = "{}"
+initial_reconnect_delay_ms = 50
+max_reconnect_delay_ms = 200
+"#,
+        ca.display(),
+        client.0.display(),
+        client.1.display(),
+    ));
+    cfg.broker.name = "local".into();
+    Server::start(cfg).await.unwrap()
+}
+
+/// User `app` (password `ap`) and the certificate user `bridge` (`CN=bridge`): the only way
+/// to log in as `bridge` is its client certificate over TLS, so a connection listed as
+/// `bridge` proves both.
+const BRIDGE_CERT_USER: &str = r#"
+[security]
+plaintext_passwords = true
+
+[[security.users]]
+username = "app"
+password = "ap"
+groups = ["apps"]
+
+[[security.certificate_users]]
+username = "bridge"
+subject = "CN=bridge"
+groups = ["bridges"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_to_a_broker_found_by_discovery_uses_tls_and_logs_in_by_its_certificate() {
+    let pki = Pki::new();
+    let group = multicast_group("tlsfound");
+    let remote = tls_advertising_broker(
+        "remote",
+        &pki.server("remote", "remote"),
+        &group,
+        &format!(
+            "ca = \"{}\"\nneed_client_auth = true\n",
+            pki.ca_file.display()
+        ),
+        BRIDGE_CERT_USER,
+    )
+    .await;
+    let app = Client::connect(&remote.stomp_addr.to_string(), login("app", "ap"))
+        .await
+        .unwrap();
+    let mut sub = app
+        .subscribe("/queue/found", AckMode::Auto, &[])
+        .await
+        .unwrap();
+
+    let bridge_cert = pki.client("bridge", &[(DnType::CommonName, "bridge")]);
+    let local = discovering_tls_broker(&group, &pki.ca_file, &bridge_cert).await;
+    let producer = common::connect(&local).await;
+    producer
+        .send_with_receipt("/queue/found", "found, over TLS".to_string(), &[])
+        .await
+        .unwrap();
+    let m = sub
+        .next_timeout(WAIT)
+        .await
+        .expect("the discovered bridge forwards to the remote's consumer");
+    assert_eq!(m.body().as_ref(), b"found, over TLS");
+
+    let ssl = remote.stomp_ssl_addr.unwrap();
+    let bridges = local.bridges.snapshot();
+    assert_eq!(bridges.len(), 1);
+    assert_eq!(
+        bridges[0].addrs,
+        vec![format!("ssl://{ssl}")],
+        "the bridge dials the advertised TLS listener"
+    );
+    assert!(
+        remote
+            .connections
+            .snapshot()
+            .iter()
+            .any(|c| c.login.as_deref() == Some("bridge")),
+        "the bridge is logged in by its client certificate, which only TLS carries"
+    );
+    local.shutdown().await.unwrap();
+    remote.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_broker_with_an_untrusted_certificate_is_refused_and_a_trusted_one_is_not() {
+    let pki = Pki::new();
+    let rogue_pki = Pki::new();
+    let group = multicast_group("tlsrogue");
+    let trusted = tls_advertising_broker(
+        "trusted",
+        &pki.server("trusted", "trusted"),
+        &group,
+        &format!(
+            "ca = \"{}\"\nneed_client_auth = true\n",
+            pki.ca_file.display()
+        ),
+        BRIDGE_CERT_USER,
+    )
+    .await;
+    // Same group, a certificate of another CA, and no users (anyone may connect): a bridge
+    // that did not verify the remote's certificate would connect to it.
+    let rogue =
+        tls_advertising_broker("rogue", &rogue_pki.server("rogue", "rogue"), &group, "", "").await;
+    let mut subs = Vec::new();
+    for (s, cfg) in [
+        (&trusted, login("app", "ap")),
+        (&rogue, ClientConfig::default()),
+    ] {
+        let app = Client::connect(&s.stomp_addr.to_string(), cfg)
+            .await
+            .unwrap();
+        let sub = app
+            .subscribe("/queue/found", AckMode::Auto, &[])
+            .await
+            .unwrap();
+        subs.push((app, sub));
+    }
+
+    let bridge_cert = pki.client("bridge", &[(DnType::CommonName, "bridge")]);
+    let local = discovering_tls_broker(&group, &pki.ca_file, &bridge_cert).await;
+    // Both are discovered: a bridge each.
+    wait_until(|| local.bridges.snapshot().len() == 2).await;
+    let producer = common::connect(&local).await;
+    producer
+        .send_with_receipt("/queue/found", "for the trusted".to_string(), &[])
+        .await
+        .unwrap();
+    let m = subs[0]
+        .1
+        .next_timeout(WAIT)
+        .await
+        .expect("the trusted broker's bridge forwards");
+    assert_eq!(m.body().as_ref(), b"for the trusted");
+
+    // The rogue's bridge retries every 50..200 ms; a second gives it several handshakes, each
+    // of which must fail.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rogue_ssl = format!("ssl://{}", rogue.stomp_ssl_addr.unwrap());
+    let bridges = local.bridges.snapshot();
+    let to_rogue = bridges
+        .iter()
+        .find(|b| b.addrs == vec![rogue_ssl.clone()])
+        .expect("the rogue was discovered");
+    assert_eq!(
+        to_rogue
+            .stats
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no connection to a broker whose certificate the bridge's CA did not sign"
+    );
+    let enqueued_at_rogue = rogue
+        .broker
+        .snapshot()
+        .into_iter()
+        .find(|d| d.name == "queue://found")
+        .map_or(0, |d| d.stats.enqueued);
+    assert_eq!(enqueued_at_rogue, 0, "nothing reached the rogue");
+    local.shutdown().await.unwrap();
+    trusted.shutdown().await.unwrap();
+    rogue.shutdown().await.unwrap();
+}
+
+#[test]
+fn discovery_transport_options_are_checked_at_start() {
+    let err = |text: &str| -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, text).unwrap();
+        format!(
+            "{:#}",
+            ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err()
+        )
+    };
+    let e = err("[transports]\ndiscovery_transport = \"stomp+ssl\"\n");
+    assert!(e.contains("transports.stomp_ssl is not set"), "{e}");
+    let e = err("[transports]\ndiscovery_transport = \"ssl\"\n");
+    assert!(e.contains("discovery_transport"), "{e}");
+    let e = err("[transports]\nstomp_ssl_advertise = \"tcp://h:1\"\n");
+    assert!(e.contains("stomp_ssl_advertise"), "{e}");
 }
 
 // ---- certificate users over OpenWire ----

@@ -206,7 +206,9 @@ pub struct NetworkConnectorConfig {
     /// `password`: the bridge's password at the remote broker (plain text: it is sent).
     pub password: BridgePassword,
     /// PEM file of the CA that signed the remote brokers' certificates, for `ssl://`
-    /// addresses (ActiveMQ's trust store).
+    /// addresses (ActiveMQ's trust store). On a discovery connector it makes the connector
+    /// bridge only to brokers that advertise TLS (`ssl://` or `stomp+ssl://`), verified with
+    /// this CA; without it, only to brokers that advertise `tcp://` or `stomp://`.
     pub tls_ca: PathBuf,
     /// PEM client certificate chain the bridge presents, for a remote with
     /// `tls.need_client_auth` (with `tls_key`).
@@ -312,23 +314,22 @@ impl NetworkConnectorConfig {
             return Err(invalid("uri is required".into()));
         }
         let uri = ConnectorUri::parse(&self.uri).map_err(&invalid)?;
-        let tls_addrs = match &uri {
-            ConnectorUri::Static(a) | ConnectorUri::MasterSlave(a) => {
-                a.iter().any(|a| a.starts_with("ssl://"))
+        // A discovery connector learns its addresses at run time: there `tls_ca` says that it
+        // bridges only to brokers advertising TLS (see `discovery::bridge_addr`).
+        if let ConnectorUri::Static(a) | ConnectorUri::MasterSlave(a) = &uri {
+            let tls_addrs = a.iter().any(|a| a.starts_with("ssl://"));
+            if tls_addrs && self.tls_ca.as_os_str().is_empty() {
+                return Err(invalid(
+                    "ssl:// addresses need tls_ca (the CA that signed the remote brokers' certificates)"
+                        .into(),
+                ));
             }
-            ConnectorUri::Multicast(_) | ConnectorUri::Zookeeper(_) => false,
-        };
-        if tls_addrs && self.tls_ca.as_os_str().is_empty() {
-            return Err(invalid(
-                "ssl:// addresses need tls_ca (the CA that signed the remote brokers' certificates)"
-                    .into(),
-            ));
-        }
-        if !tls_addrs && !self.tls_ca.as_os_str().is_empty() {
-            return Err(invalid(
-                "tls_ca is set but no address of uri is ssl://: the bridge would not use TLS"
-                    .into(),
-            ));
+            if !tls_addrs && !self.tls_ca.as_os_str().is_empty() {
+                return Err(invalid(
+                    "tls_ca is set but no address of uri is ssl://: the bridge would not use TLS"
+                        .into(),
+                ));
+            }
         }
         // Read the files now, so that a bad one stops the start with its name.
         self.tls_client_config().map_err(&invalid)?;

@@ -1,6 +1,7 @@
 //! Discovery for networks of brokers: a master advertises its STOMP address
-//! (`transports.discovery`), and a network connector with a discovery URI bridges to every
-//! broker it hears of.
+//! (`transports.discovery`; `tcp://…`, or `stomp+ssl://…` with `transports.discovery_transport
+//! = "stomp+ssl"`), and a network connector with a discovery URI bridges to every broker it
+//! hears of, over TLS when it has `tls_ca` (and then only over TLS).
 //!
 //! Two agents, one shape:
 //! - `multicast://default` (ActiveMQ's `MulticastDiscoveryAgent`, byte-compatible; see
@@ -131,14 +132,46 @@ async fn advertise_zk(_: String, _: String, _: String, _: String, _: watch::Rece
 /// What discovery currently knows: key (service or broker name) → (broker name, `host:port`).
 type Known = BTreeMap<String, (String, String)>;
 
-/// `tcp://h:p` or `stomp://h:p` → `h:p`; other schemes (an ActiveMQ broker's OpenWire
-/// `tcp://…:61616` would be one we cannot tell apart) are taken as given.
-fn host_port(service: &str) -> Option<String> {
-    let s = service
-        .strip_prefix("tcp://")
-        .or_else(|| service.strip_prefix("stomp://"))?;
-    let s = s.split(['?', '/']).next().unwrap_or(s);
-    (!s.is_empty()).then(|| s.to_string())
+/// The address a bridge dials for an advertised service, as ActiveMQ's network connector dials
+/// the scheme a discovery agent advertises: `tcp://h:p` or `stomp://h:p` → `h:p` (clear text),
+/// `ssl://h:p` or `stomp+ssl://h:p` → `ssl://h:p` (TLS, what [`super::bridge`] dials with the
+/// connector's `tls_ca`). Other schemes are not bridged. (An ActiveMQ broker's OpenWire
+/// `tcp://…:61616` or `ssl://…:61617` cannot be told apart from a STOMP one and is taken as
+/// given.)
+fn bridge_addr(service: &str) -> Option<String> {
+    let tls = service
+        .strip_prefix("ssl://")
+        .or_else(|| service.strip_prefix("stomp+ssl://"));
+    let rest = match tls {
+        Some(r) => r,
+        None => service
+            .strip_prefix("tcp://")
+            .or_else(|| service.strip_prefix("stomp://"))?,
+    };
+    let host_port = rest.split(['?', '/']).next().unwrap_or(rest);
+    if host_port.is_empty() {
+        return None;
+    }
+    Some(match tls {
+        Some(_) => format!("ssl://{host_port}"),
+        None => host_port.to_string(),
+    })
+}
+
+/// Why a discovered broker gets no bridge from a connector, if it does not: a connector with
+/// `tls_ca` bridges over TLS only, so that a broker (or anyone on the multicast group)
+/// advertising a clear-text address cannot downgrade it and read its login; one without
+/// `tls_ca` cannot verify a TLS broker.
+fn refusal(addr: &str, connector_tls: bool) -> Option<&'static str> {
+    match (addr.starts_with("ssl://"), connector_tls) {
+        (true, true) | (false, false) => None,
+        (false, true) => Some(
+            "advertises a clear-text address and this connector has tls_ca (TLS only): no bridge",
+        ),
+        (true, false) => Some(
+            "advertises a TLS address and this connector has no tls_ca to verify it: no bridge",
+        ),
+    }
 }
 
 /// Runs a discovery connector: a bridge to every broker discovery reports, other than this
@@ -166,6 +199,10 @@ pub async fn run_connector(
         }
     };
     let mut bridges: BTreeMap<String, Running> = BTreeMap::new();
+    let connector_tls = !connector.tls_ca.as_os_str().is_empty();
+    // Brokers refused a bridge, logged once per address rather than at every change of what
+    // discovery knows.
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -174,6 +211,19 @@ pub async fn run_connector(
                 let known: Known = known
                     .into_iter()
                     .filter(|(_, (name, _))| *name != local_name)
+                    .collect();
+                refused.retain(|key, addr| known.get(key).map(|(_, a)| a) == Some(addr));
+                let known: Known = known
+                    .into_iter()
+                    .filter(|(key, (name, addr))| {
+                        let Some(why) = refusal(addr, connector_tls) else {
+                            return true;
+                        };
+                        if refused.insert(key.clone(), addr.clone()).as_ref() != Some(addr) {
+                            tracing::warn!(bridge = %connector.name, remote = %name, %addr, "discovered broker {why}");
+                        }
+                        false
+                    })
                     .collect();
                 let stale: Vec<String> = bridges
                     .iter()
@@ -246,7 +296,7 @@ async fn multicast_source(cfg: MulticastConfig, own_service: String, tx: mpsc::S
                 broker_name,
                 service_uri,
             } => {
-                if let Some(addr) = host_port(&service_uri) {
+                if let Some(addr) = bridge_addr(&service_uri) {
                     known.insert(service_uri, (broker_name, addr));
                 }
             }
@@ -277,7 +327,7 @@ async fn zk_source(address: String, path: String, tx: mpsc::Sender<Known>) {
                 .iter()
                 .filter_map(|(name, data)| {
                     let service = String::from_utf8_lossy(data);
-                    host_port(&service).map(|a| (name.clone(), (name.clone(), a)))
+                    bridge_addr(&service).map(|a| (name.clone(), (name.clone(), a)))
                 })
                 .collect();
         if tx.send(known).await.is_err() || w.rx.changed().await.is_err() {
@@ -318,8 +368,21 @@ mod tests {
         for bad in ["zookeeper://", "static:(tcp://a:1)", "multicast://"] {
             assert!(DiscoveryUri::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(host_port("tcp://127.0.0.1:5"), Some("127.0.0.1:5".into()));
-        assert_eq!(host_port("stomp://h:5?x=1"), Some("h:5".into()));
-        assert_eq!(host_port("ssl://h:5"), None);
+        assert_eq!(bridge_addr("tcp://127.0.0.1:5"), Some("127.0.0.1:5".into()));
+        assert_eq!(bridge_addr("stomp://h:5?x=1"), Some("h:5".into()));
+        assert_eq!(bridge_addr("ssl://h:5"), Some("ssl://h:5".into()));
+        assert_eq!(bridge_addr("stomp+ssl://h:5/x"), Some("ssl://h:5".into()));
+        assert_eq!(bridge_addr("ws://h:5"), None);
+        assert_eq!(bridge_addr("ssl://"), None);
+    }
+
+    #[test]
+    fn a_tls_connector_bridges_only_to_tls_brokers_and_a_plain_one_only_to_plain_ones() {
+        assert_eq!(refusal("ssl://h:5", true), None);
+        assert_eq!(refusal("h:5", false), None);
+        // A clear-text advert must not downgrade a TLS connector (its login would travel in
+        // clear), nor may a plain connector dial TLS it cannot verify.
+        assert!(refusal("h:5", true).is_some());
+        assert!(refusal("ssl://h:5", false).is_some());
     }
 }
