@@ -100,13 +100,14 @@ impl Message {
     /// Approximate memory the message takes while a list holds it, used for memory limits
     /// (`memory_limit_bytes`, producer flow control, paging). It counts what is allocated, not
     /// only what was sent: the `Arc`'d struct (with its wire cache slots), the header table and
-    /// each header's two strings, the id, the body, one allocator overhead per allocation, and
+    /// each header's two strings, the id, the body, one allocator rounding per allocation, and
     /// a list entry. An earlier estimate (payload bytes plus 96) counted a 100-byte message
     /// with a few headers as ~400 bytes where the process grew by ~1.7 KB per message held, so
     /// a 64 MiB limit let a queue take ~265 MiB (`bench-results/journal.md`). ActiveMQ likewise
     /// counts at least 1 KiB per message (`DEFAULT_MINIMUM_MESSAGE_SIZE`).
     pub fn size_bytes(&self) -> u64 {
-        // malloc's per-allocation header and rounding (glibc: 8 bytes plus 16-byte alignment).
+        // Per allocation: the allocator's rounding up to its size class (mimalloc in the
+        // server binary; glibc's 8-byte header and 16-byte alignment elsewhere).
         const ALLOC: usize = 16;
         // A list's entry for it: a share of a B-tree node (seq, entry, pointers), its
         // delivery bookkeeping and the dispatch queues' references.
