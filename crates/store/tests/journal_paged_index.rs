@@ -332,3 +332,31 @@ fn producers_consumers_checkpoints_and_gc_at_once_through_a_tiny_page_cache_lose
     let image = dir.power_loss(PowerLoss::RandomPages { seed: 5 });
     check(&open_mem(&image, cfg), "after a power cut");
 }
+
+#[test]
+fn changed_blocks_past_the_cache_size_bring_a_checkpoint_before_the_timer() {
+    use std::time::{Duration, Instant};
+    let dir = MemDir::new();
+    let budget = 256 * 1024;
+    let cfg = JournalConfig {
+        index_cache_bytes: budget,
+        // The timer is ten minutes away: only the amount of changed blocks can start one.
+        checkpoint_interval_ms: 600_000,
+        ..config(budget)
+    };
+    let store = open_mem(&dir, cfg);
+    fill(&store, Q1, 1..=100_000, 16); // 98 blocks, 1.6 MB of changed blocks
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The positive event: a checkpoint wrote pages, and its blocks left memory.
+    loop {
+        let s = store.stats();
+        if s.index_bytes_written > 0 && s.index_resident_blocks * 16 * 1024 <= budget {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint started by the changed blocks: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

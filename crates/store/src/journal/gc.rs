@@ -331,10 +331,26 @@ fn delete(
     Ok(deleted)
 }
 
-/// The maintenance thread: checkpoints and GC on their intervals until told to stop.
+/// How often the maintenance thread looks at how much of the index changed since the last
+/// checkpoint (with the checkpoint timer on).
+const CHANGED_BLOCKS_POLL: Duration = Duration::from_millis(250);
+
+/// Bytes of index blocks in memory (changed since the last checkpoint, or not yet demoted),
+/// counting a block as the 16 KiB a full one takes.
+fn resident_index_bytes(shared: &Shared) -> u64 {
+    let (_, resident) = shared.index.read().block_counts();
+    resident as u64 * crate::journal::seqmap::BLOCK_BYTES_FULL
+}
+
+/// The maintenance thread: checkpoints and GC on their intervals until told to stop. With the
+/// checkpoint timer on, a checkpoint also starts as soon as the index blocks changed since the
+/// last one take more than `index_cache_bytes`: a burst between two timer ticks (millions of
+/// messages in 5 s) or acks scattered over a deep queue cannot hold more than about that much
+/// of the index in memory.
 pub(crate) fn run_maintenance(shared: Arc<Shared>, stop: std::sync::mpsc::Receiver<()>) {
     let checkpoint_every = Duration::from_millis(shared.config.checkpoint_interval_ms);
     let cleanup_every = Duration::from_millis(shared.config.cleanup_interval_ms);
+    let changed_max = shared.config.index_cache_bytes;
     let mut next_checkpoint =
         (!checkpoint_every.is_zero()).then(|| Instant::now() + checkpoint_every);
     let mut next_cleanup = (!cleanup_every.is_zero()).then(|| Instant::now() + cleanup_every);
@@ -342,6 +358,10 @@ pub(crate) fn run_maintenance(shared: Arc<Shared>, stop: std::sync::mpsc::Receiv
         let next = match (next_checkpoint, next_cleanup) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        };
+        let next = match next_checkpoint {
+            Some(_) => next.map(|t| t.min(Instant::now() + CHANGED_BLOCKS_POLL)),
+            None => next,
         };
         let wait = match next {
             Some(t) => stop.recv_timeout(t.saturating_duration_since(Instant::now())),
@@ -366,6 +386,11 @@ pub(crate) fn run_maintenance(shared: Arc<Shared>, stop: std::sync::mpsc::Receiv
                 tracing::warn!("journal checkpoint failed: {e}");
             }
             next_checkpoint = Some(t.max(now) + checkpoint_every);
+        } else if next_checkpoint.is_some() && resident_index_bytes(&shared) > changed_max {
+            if let Err(e) = checkpoint(&shared) {
+                tracing::warn!("journal checkpoint failed: {e}");
+            }
+            next_checkpoint = Some(now + checkpoint_every);
         }
     }
 }

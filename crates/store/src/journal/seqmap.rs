@@ -39,6 +39,9 @@ use crate::StoreError;
 /// a block to twice this; then it is split).
 pub(crate) const BLOCK_MAX: usize = 1024;
 
+/// Bytes of a full block's slots (what one changed block costs in memory, roughly).
+pub(crate) const BLOCK_BYTES_FULL: u64 = (BLOCK_MAX * 16) as u64;
+
 /// Most slots a block holds (a split happens above this).
 pub(crate) const BLOCK_SLOTS_MAX: usize = 2 * BLOCK_MAX;
 
