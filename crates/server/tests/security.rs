@@ -724,15 +724,7 @@ admin = "writers"
 
 #[test]
 fn certificate_users_need_client_certificates_and_a_valid_subject() {
-    let err = |extra: &str| -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.toml");
-        std::fs::write(&p, extra).unwrap();
-        format!(
-            "{:#}",
-            ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err()
-        )
-    };
+    let err = config_error;
     let e = err("[[security.certificate_users]]\nusername = \"a\"\nsubject = \"CN=a\"\n");
     assert!(e.contains("need_client_auth"), "{e}");
     let e = err(
@@ -1053,15 +1045,7 @@ async fn a_discovered_broker_with_an_untrusted_certificate_is_refused_and_a_trus
 
 #[test]
 fn discovery_transport_options_are_checked_at_start() {
-    let err = |text: &str| -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.toml");
-        std::fs::write(&p, text).unwrap();
-        format!(
-            "{:#}",
-            ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err()
-        )
-    };
+    let err = config_error;
     let e = err("[transports]\ndiscovery_transport = \"stomp+ssl\"\n");
     assert!(e.contains("transports.stomp_ssl is not set"), "{e}");
     let e = err("[transports]\ndiscovery_transport = \"ssl\"\n");
@@ -1184,4 +1168,15 @@ groups = ["apps"]
         Some("java.lang.SecurityException")
     );
     s.shutdown().await.unwrap();
+}
+
+/// The error (with its causes) of loading `text` as a configuration file.
+fn config_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("f.toml");
+    std::fs::write(&p, text).unwrap();
+    format!(
+        "{:#}",
+        ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err()
+    )
 }

@@ -457,6 +457,21 @@ fn encode_subscriptions(index: &Index, body: &mut Vec<u8>) {
     }
 }
 
+/// Released ranges, subscriptions and the list count; returns the list names in the order
+/// their entries must follow.
+fn encode_head<'a>(index: &'a Index, body: &mut Vec<u8>) -> Vec<&'a String> {
+    body.extend_from_slice(&(index.released.len() as u32).to_le_bytes());
+    for (a, b) in &index.released {
+        body.extend_from_slice(&a.to_le_bytes());
+        body.extend_from_slice(&b.to_le_bytes());
+    }
+    encode_subscriptions(index, body);
+    let mut names: Vec<&String> = index.lists.keys().collect();
+    names.sort();
+    body.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    names
+}
+
 fn encode_deps(index: &Index, body: &mut Vec<u8>) {
     body.extend_from_slice(&(index.deps.len() as u32).to_le_bytes());
     for (seg, deps) in &index.deps {
@@ -490,15 +505,7 @@ fn with_header(magic: &[u8; 8], index: &Index, epoch: u64, body: Vec<u8>) -> Vec
 /// blocks (40 bytes per 1,024 messages), not to the messages.
 pub fn encode_checkpoint(index: &Index, epoch: u64) -> Result<Vec<u8>, StoreError> {
     let mut body = Vec::with_capacity(4096);
-    body.extend_from_slice(&(index.released.len() as u32).to_le_bytes());
-    for (a, b) in &index.released {
-        body.extend_from_slice(&a.to_le_bytes());
-        body.extend_from_slice(&b.to_le_bytes());
-    }
-    encode_subscriptions(index, &mut body);
-    let mut names: Vec<&String> = index.lists.keys().collect();
-    names.sort();
-    body.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    let names = encode_head(index, &mut body);
     for name in names {
         let l = &index.lists[name];
         let _ = put_str16(&mut body, name, "list name");
@@ -522,15 +529,7 @@ pub fn encode_checkpoint(index: &Index, epoch: u64) -> Result<Vec<u8>, StoreErro
 #[cfg(test)]
 pub(crate) fn encode_checkpoint_v1(index: &Index, epoch: u64) -> Vec<u8> {
     let mut body = Vec::new();
-    body.extend_from_slice(&(index.released.len() as u32).to_le_bytes());
-    for (a, b) in &index.released {
-        body.extend_from_slice(&a.to_le_bytes());
-        body.extend_from_slice(&b.to_le_bytes());
-    }
-    encode_subscriptions(index, &mut body);
-    let mut names: Vec<&String> = index.lists.keys().collect();
-    names.sort();
-    body.extend_from_slice(&(names.len() as u32).to_le_bytes());
+    let names = encode_head(index, &mut body);
     for name in names {
         let l = &index.lists[name];
         let _ = put_str16(&mut body, name, "list name");
