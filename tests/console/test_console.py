@@ -251,6 +251,11 @@ def test_the_cluster_page_shows_ha_and_the_bridges_the_broker_runs(broker_factor
     p.wait_text('dd[data-field="masterships"]', "1 / 0")
     p.wait_text('dd[data-field="suspended"]', "no / 0 / 0s")
     assert "epoch 0: no HA" in p.text('dd[data-field="last_master"]')
+    # The recent failover events: this run's mastership, the one row.
+    p.wait_text('table.ha-events td[data-col="kind"]', "became master")
+    assert p.text('table.ha-events td[data-col="epoch"]') == "0"
+    assert "no HA" in p.text('table.ha-events td[data-col="detail"]')
+    assert len(p.finds("table.ha-events tbody tr")) == 1
     p.wait_text(cell("to-nowhere", "state"), "connecting")
     p.wait_text(cell("to-nowhere", "forwarded"), "0")
     assert f"127.0.0.1:{dead}" in p.text(cell("to-nowhere", "remote"))

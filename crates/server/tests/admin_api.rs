@@ -1625,6 +1625,13 @@ async fn the_new_master_tells_when_and_why_it_took_over() {
     );
     assert_eq!(f["lost_masterships"], 0, "{ha}");
     assert!(f["last_lost_mastership"].is_null(), "{ha}");
+    // The recent history lists that takeover, the same event as `last_became_master`.
+    let history = f["history"].as_array().expect("a history list");
+    assert_eq!(history.len(), 1, "{ha}");
+    assert_eq!(history[0]["kind"], "became_master", "{ha}");
+    assert_eq!(history[0]["at_unix_ms"], b["at_unix_ms"], "{ha}");
+    assert_eq!(history[0]["epoch"], b["epoch"], "{ha}");
+    assert_eq!(history[0]["reason"], b["reason"], "{ha}");
 
     let (code, _, text) = http(&a2, "GET", "/metrics", None, None).await;
     assert_eq!(code, 200);

@@ -416,6 +416,20 @@ struct FailoverInfo {
     suspended_ms_total: u64,
     /// The last suspension, ongoing or over; `null` if there was none.
     last_suspension: Option<SuspensionInfo>,
+    /// The most recent events, newest first, at most
+    /// [`EVENTS_MAX`](super::history::EVENTS_MAX) of them.
+    history: Vec<EventInfo>,
+}
+
+/// One event of the recent history: `kind` is `became_master`, `lost_mastership` or
+/// `suspension`, with the fields of `last_became_master`, `last_lost_mastership` or
+/// `last_suspension` respectively.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum EventInfo {
+    BecameMaster(BecameMasterInfo),
+    LostMastership(LostMastershipInfo),
+    Suspension(SuspensionInfo),
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -457,7 +471,7 @@ fn millis(d: Duration) -> u64 {
 
 impl FailoverInfo {
     fn new(f: &super::Failover, now: std::time::SystemTime) -> FailoverInfo {
-        use super::{rfc3339, unix_ms, SuspensionEnd};
+        use super::{unix_ms, SuspensionEnd};
         let ongoing = f
             .last_suspension
             .filter(|s| s.end == SuspensionEnd::Ongoing);
@@ -465,37 +479,72 @@ impl FailoverInfo {
             since_unix_ms: f.since.map(unix_ms),
             process_started_unix_ms: f.process_started.map(unix_ms),
             masterships: f.masterships,
-            last_became_master: f.last_became_master.as_ref().map(|b| BecameMasterInfo {
-                at: rfc3339(b.at),
-                at_unix_ms: unix_ms(b.at),
-                epoch: b.epoch,
-                reason: b.reason.clone(),
-                takeover_ms: b.takeover.map(millis),
-            }),
+            last_became_master: f.last_became_master.as_ref().map(BecameMasterInfo::new),
             lost_masterships: f.losses,
-            last_lost_mastership: f.last_lost.as_ref().map(|l| LostMastershipInfo {
-                at: rfc3339(l.at),
-                at_unix_ms: unix_ms(l.at),
-                epoch: l.epoch,
-                reason: l.reason.clone(),
-            }),
+            last_lost_mastership: f.last_lost.as_ref().map(LostMastershipInfo::new),
             suspensions: f.suspensions,
             suspended_now: ongoing.is_some(),
             suspended_since_unix_ms: ongoing.map(|s| unix_ms(s.from)),
             suspended_ms_total: millis(f.suspended_total(now)),
-            last_suspension: f.last_suspension.map(|s| {
-                let to = match s.end {
-                    SuspensionEnd::At(t) => Some(t),
-                    SuspensionEnd::Ongoing | SuspensionEnd::Unknown => None,
-                };
-                SuspensionInfo {
-                    from: rfc3339(s.from),
-                    from_unix_ms: unix_ms(s.from),
-                    to: to.map(rfc3339),
-                    to_unix_ms: to.map(unix_ms),
-                    duration_ms: s.duration(now).map(millis),
-                }
-            }),
+            last_suspension: f.last_suspension.map(|s| SuspensionInfo::new(&s, now)),
+            history: f
+                .events
+                .iter()
+                .rev()
+                .map(|e| match e {
+                    super::Event::BecameMaster(b) => {
+                        EventInfo::BecameMaster(BecameMasterInfo::new(b))
+                    }
+                    super::Event::LostMastership(l) => {
+                        EventInfo::LostMastership(LostMastershipInfo::new(l))
+                    }
+                    super::Event::Suspension(s) => {
+                        EventInfo::Suspension(SuspensionInfo::new(s, now))
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl BecameMasterInfo {
+    fn new(b: &super::BecameMaster) -> BecameMasterInfo {
+        use super::{rfc3339, unix_ms};
+        BecameMasterInfo {
+            at: rfc3339(b.at),
+            at_unix_ms: unix_ms(b.at),
+            epoch: b.epoch,
+            reason: b.reason.clone(),
+            takeover_ms: b.takeover.map(millis),
+        }
+    }
+}
+
+impl LostMastershipInfo {
+    fn new(l: &super::LostMastership) -> LostMastershipInfo {
+        use super::{rfc3339, unix_ms};
+        LostMastershipInfo {
+            at: rfc3339(l.at),
+            at_unix_ms: unix_ms(l.at),
+            epoch: l.epoch,
+            reason: l.reason.clone(),
+        }
+    }
+}
+
+impl SuspensionInfo {
+    fn new(s: &super::Suspension, now: std::time::SystemTime) -> SuspensionInfo {
+        use super::{rfc3339, unix_ms, SuspensionEnd};
+        let to = match s.end {
+            SuspensionEnd::At(t) => Some(t),
+            SuspensionEnd::Ongoing | SuspensionEnd::Unknown => None,
+        };
+        SuspensionInfo {
+            from: rfc3339(s.from),
+            from_unix_ms: unix_ms(s.from),
+            to: to.map(rfc3339),
+            to_unix_ms: to.map(unix_ms),
+            duration_ms: s.duration(now).map(millis),
         }
     }
 }
@@ -1474,5 +1523,39 @@ mod tests {
         assert_eq!(v["suspended_ms_total"], 700, "{v}");
         assert!(v["last_suspension"]["duration_ms"].is_null(), "{v}");
         assert_eq!(v["last_suspension"]["from_unix_ms"], 6_000, "{v}");
+    }
+
+    #[test]
+    fn the_failover_block_lists_the_recent_history_newest_first() {
+        use crate::admin::{BecameMaster, Failover, LostMastership};
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let mut f = Failover::new(t(1_000));
+        f.became_master(BecameMaster {
+            at: t(2_000),
+            epoch: 7,
+            reason: "acquired the lock".into(),
+            takeover: Some(Duration::from_millis(40)),
+        });
+        f.serving(false, t(3_000));
+        f.serving(true, t(3_200));
+        f.lost_mastership(LostMastership {
+            at: t(4_000),
+            epoch: 7,
+            reason: "lost the lock".into(),
+        });
+        let v = serde_json::to_value(FailoverInfo::new(&f, t(9_000))).unwrap();
+        let h = v["history"].as_array().expect("a history array");
+        assert_eq!(h.len(), 3, "{v}");
+        assert_eq!(h[0]["kind"], "lost_mastership", "{v}");
+        assert_eq!(h[0]["reason"], "lost the lock", "{v}");
+        assert_eq!(h[1]["kind"], "suspension", "{v}");
+        assert_eq!(h[1]["duration_ms"], 200, "{v}");
+        assert_eq!(h[2]["kind"], "became_master", "{v}");
+        assert_eq!(h[2]["epoch"], 7, "{v}");
+        assert_eq!(h[2]["takeover_ms"], 40, "{v}");
+        // The fields clients read before the history existed are still there.
+        assert_eq!(v["last_became_master"]["epoch"], 7, "{v}");
+        assert_eq!(v["last_lost_mastership"]["reason"], "lost the lock", "{v}");
     }
 }

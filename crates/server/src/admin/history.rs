@@ -8,6 +8,7 @@
 //! not for correctness: a file that cannot be read is reported at WARN and ignored, and a write
 //! that fails is reported and never stops the broker.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,10 +25,16 @@ use crate::config::Config;
 /// this bound is what keeps the history file small.
 pub const REASON_BYTES_MAX: usize = 1024;
 
-/// Largest history file read, in bytes. One written by [`HistoryFile::save`] holds two reasons
-/// of at most [`REASON_BYTES_MAX`] (at most 6 KiB each in JSON, were every byte a control
-/// character escaped as `\u00XX`) and a few numbers, so anything bigger was not written by us.
-pub const FILE_BYTES_MAX: u64 = 64 * 1024;
+/// How many events (became master, lost mastership, suspension) the recent history keeps,
+/// newest kept and oldest dropped; the counters count all of them. 20 is a few weeks of a
+/// flapping cluster's story and keeps the file small (see [`FILE_BYTES_MAX`]).
+pub const EVENTS_MAX: usize = 20;
+
+/// Largest history file read, in bytes. One written by [`HistoryFile::save`] holds at most
+/// [`EVENTS_MAX`] + 2 reasons of at most [`REASON_BYTES_MAX`] (at most 6 KiB each in JSON,
+/// were every byte a control character escaped as `\u00XX`: 132 KiB) and a few numbers, so
+/// anything bigger was not written by us.
+pub const FILE_BYTES_MAX: u64 = 256 * 1024;
 
 /// The file format's version; a file with another one is ignored (and replaced at the next
 /// change), never misread.
@@ -117,6 +124,30 @@ pub struct Failover {
     pub suspended_ended: Duration,
     /// The last suspension, ongoing or over.
     pub last_suspension: Option<Suspension>,
+    /// The most recent events, oldest first, at most [`EVENTS_MAX`] of them.
+    pub events: VecDeque<Event>,
+}
+
+/// One event of the recent history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// It became master.
+    BecameMaster(BecameMaster),
+    /// It lost mastership.
+    LostMastership(LostMastership),
+    /// It was suspended (the suspension's end is kept up to date while it goes on).
+    Suspension(Suspension),
+}
+
+impl Event {
+    /// When it happened (a suspension: when it began).
+    pub fn at(&self) -> SystemTime {
+        match self {
+            Event::BecameMaster(b) => b.at,
+            Event::LostMastership(l) => l.at,
+            Event::Suspension(s) => s.from,
+        }
+    }
 }
 
 /// One time this process became master.
@@ -212,7 +243,17 @@ impl Failover {
         b.at = whole_ms(b.at);
         bound_reason(&mut b.reason);
         self.masterships += 1;
+        self.push(Event::BecameMaster(b.clone()));
         self.last_became_master = Some(b);
+    }
+
+    /// Adds `e` to the recent events, dropping the oldest beyond [`EVENTS_MAX`].
+    fn push(&mut self, e: Event) {
+        self.events.push_back(e);
+        while self.events.len() > EVENTS_MAX {
+            self.events.pop_front();
+        }
+        debug_assert!(self.events.len() <= EVENTS_MAX);
     }
 
     /// Records that this broker lost mastership; a suspension going on ends with it (the
@@ -222,6 +263,7 @@ impl Failover {
         self.end_suspension(l.at);
         bound_reason(&mut l.reason);
         self.losses += 1;
+        self.push(Event::LostMastership(l.clone()));
         self.last_lost = Some(l);
     }
 
@@ -233,10 +275,12 @@ impl Failover {
         match (serving, self.suspended_now()) {
             (false, false) => {
                 self.suspensions += 1;
-                self.last_suspension = Some(Suspension {
+                let s = Suspension {
                     from: at,
                     end: SuspensionEnd::Ongoing,
-                });
+                };
+                self.push(Event::Suspension(s));
+                self.last_suspension = Some(s);
                 true
             }
             (true, true) => self.end_suspension(at),
@@ -252,6 +296,17 @@ impl Failover {
             Some(s) if s.end == SuspensionEnd::Ongoing => {
                 s.end = SuspensionEnd::At(at);
                 self.suspended_ended += s.duration(at).unwrap_or(Duration::ZERO);
+                // The same suspension among the recent events (the newest one that is
+                // ongoing; gone only if more than EVENTS_MAX events came since it began).
+                let from = s.from;
+                if let Some(Event::Suspension(e)) =
+                    self.events.iter_mut().rev().find(
+                        |e| matches!(e, Event::Suspension(x) if x.end == SuspensionEnd::Ongoing),
+                    )
+                {
+                    debug_assert_eq!(e.from, from);
+                    e.end = SuspensionEnd::At(at);
+                }
                 true
             }
             _ => false,
@@ -291,6 +346,19 @@ struct Record {
     /// Of suspensions with a known end.
     suspended_ms_total: u64,
     last_suspension: Option<SuspensionRecord>,
+    /// The recent events, oldest first. Absent from files written before the history was
+    /// kept: such a file's recent history is rebuilt from its `last_*` fields.
+    #[serde(default)]
+    events: Option<Vec<EventRecord>>,
+}
+
+/// One recent event in the file, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum EventRecord {
+    BecameMaster(BecameRecord),
+    LostMastership(LostRecord),
+    Suspension(SuspensionRecord),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,7 +376,7 @@ struct LostRecord {
     reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct SuspensionRecord {
     from_unix_ms: u64,
     /// `null`: it had not ended when the file was written. Whoever reads the file is a later
@@ -325,33 +393,113 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+impl BecameRecord {
+    fn of(b: &BecameMaster) -> BecameRecord {
+        BecameRecord {
+            at_unix_ms: unix_ms(b.at),
+            epoch: b.epoch,
+            reason: b.reason.clone(),
+            takeover_ms: b.takeover.map(ms),
+        }
+    }
+
+    fn into_became(self) -> BecameMaster {
+        BecameMaster {
+            at: time(self.at_unix_ms),
+            epoch: self.epoch,
+            reason: self.reason,
+            takeover: self.takeover_ms.map(Duration::from_millis),
+        }
+    }
+}
+
+impl LostRecord {
+    fn of(l: &LostMastership) -> LostRecord {
+        LostRecord {
+            at_unix_ms: unix_ms(l.at),
+            epoch: l.epoch,
+            reason: l.reason.clone(),
+        }
+    }
+
+    fn into_lost(self) -> LostMastership {
+        LostMastership {
+            at: time(self.at_unix_ms),
+            epoch: self.epoch,
+            reason: self.reason,
+        }
+    }
+}
+
+impl SuspensionRecord {
+    fn of(s: &Suspension) -> SuspensionRecord {
+        SuspensionRecord {
+            from_unix_ms: unix_ms(s.from),
+            to_unix_ms: match s.end {
+                SuspensionEnd::At(t) => Some(unix_ms(t)),
+                SuspensionEnd::Ongoing | SuspensionEnd::Unknown => None,
+            },
+        }
+    }
+
+    /// The suspension, as read by a later process: one without an end ended, unknown when,
+    /// with the process that wrote the file.
+    fn into_suspension(self) -> Suspension {
+        Suspension {
+            from: time(self.from_unix_ms),
+            end: self
+                .to_unix_ms
+                .map_or(SuspensionEnd::Unknown, |t| SuspensionEnd::At(time(t))),
+        }
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        match self.to_unix_ms {
+            Some(to) if to < self.from_unix_ms => Err("a suspension that ends before it starts"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl EventRecord {
+    fn of(e: &Event) -> EventRecord {
+        match e {
+            Event::BecameMaster(b) => EventRecord::BecameMaster(BecameRecord::of(b)),
+            Event::LostMastership(l) => EventRecord::LostMastership(LostRecord::of(l)),
+            Event::Suspension(s) => EventRecord::Suspension(SuspensionRecord::of(s)),
+        }
+    }
+
+    fn into_event(self) -> Event {
+        match self {
+            EventRecord::BecameMaster(b) => Event::BecameMaster(b.into_became()),
+            EventRecord::LostMastership(l) => Event::LostMastership(l.into_lost()),
+            EventRecord::Suspension(s) => Event::Suspension(s.into_suspension()),
+        }
+    }
+
+    fn reason(&self) -> Option<&String> {
+        match self {
+            EventRecord::BecameMaster(b) => Some(&b.reason),
+            EventRecord::LostMastership(l) => Some(&l.reason),
+            EventRecord::Suspension(_) => None,
+        }
+    }
+}
+
 impl Record {
     fn of(f: &Failover) -> Record {
         Record {
             version: FILE_VERSION,
             since_unix_ms: f.since.map_or(0, unix_ms),
             masterships: f.masterships,
-            last_became_master: f.last_became_master.as_ref().map(|b| BecameRecord {
-                at_unix_ms: unix_ms(b.at),
-                epoch: b.epoch,
-                reason: b.reason.clone(),
-                takeover_ms: b.takeover.map(ms),
-            }),
+            last_became_master: f.last_became_master.as_ref().map(BecameRecord::of),
             lost_masterships: f.losses,
-            last_lost_mastership: f.last_lost.as_ref().map(|l| LostRecord {
-                at_unix_ms: unix_ms(l.at),
-                epoch: l.epoch,
-                reason: l.reason.clone(),
-            }),
+            last_lost_mastership: f.last_lost.as_ref().map(LostRecord::of),
             suspensions: f.suspensions,
             suspended_ms_total: ms(f.suspended_ended),
-            last_suspension: f.last_suspension.map(|s| SuspensionRecord {
-                from_unix_ms: unix_ms(s.from),
-                to_unix_ms: match s.end {
-                    SuspensionEnd::At(t) => Some(unix_ms(t)),
-                    SuspensionEnd::Ongoing | SuspensionEnd::Unknown => None,
-                },
-            }),
+            last_suspension: f.last_suspension.as_ref().map(SuspensionRecord::of),
+            events: Some(f.events.iter().map(EventRecord::of).collect()),
         }
     }
 
@@ -367,6 +515,17 @@ impl Record {
         if self.last_suspension.is_some() && self.suspensions == 0 {
             return Err("a last suspension with suspensions = 0");
         }
+        let events = self.events.as_deref().unwrap_or_default();
+        if events.len() > EVENTS_MAX {
+            return Err("more recent events than EVENTS_MAX");
+        }
+        let count = |pick: fn(&EventRecord) -> bool| events.iter().filter(|e| pick(e)).count();
+        if count(|e| matches!(e, EventRecord::BecameMaster(_))) as u64 > self.masterships
+            || count(|e| matches!(e, EventRecord::LostMastership(_))) as u64 > self.lost_masterships
+            || count(|e| matches!(e, EventRecord::Suspension(_))) as u64 > self.suspensions
+        {
+            return Err("more recent events of a kind than its count");
+        }
         let reasons = [
             self.last_became_master.as_ref().map(|b| &b.reason),
             self.last_lost_mastership.as_ref().map(|l| &l.reason),
@@ -374,48 +533,54 @@ impl Record {
         if reasons
             .into_iter()
             .flatten()
+            .chain(events.iter().filter_map(EventRecord::reason))
             .any(|r| r.len() > REASON_BYTES_MAX)
         {
             return Err("a reason longer than REASON_BYTES_MAX");
         }
-        if let Some(SuspensionRecord {
-            from_unix_ms,
-            to_unix_ms: Some(to),
-        }) = self.last_suspension
-        {
-            if to < from_unix_ms {
-                return Err("a suspension that ends before it starts");
-            }
+        let suspensions = events.iter().filter_map(|e| match e {
+            EventRecord::Suspension(s) => Some(s),
+            _ => None,
+        });
+        for s in self.last_suspension.iter().chain(suspensions) {
+            s.check()?;
         }
         Ok(())
     }
 
     /// The history this record holds, read by the process that started at `now`.
     fn into_failover(self, now: SystemTime) -> Failover {
+        let last_became_master = self.last_became_master.map(BecameRecord::into_became);
+        let last_lost = self.last_lost_mastership.map(LostRecord::into_lost);
+        let last_suspension = self.last_suspension.map(SuspensionRecord::into_suspension);
+        let events: VecDeque<Event> = match self.events {
+            Some(events) => events.into_iter().map(EventRecord::into_event).collect(),
+            // A file written before the recent history was kept: its last events are the
+            // history, in the order they happened.
+            None => {
+                let mut events: Vec<Event> = [
+                    last_became_master.clone().map(Event::BecameMaster),
+                    last_lost.clone().map(Event::LostMastership),
+                    last_suspension.map(Event::Suspension),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                events.sort_by_key(Event::at);
+                events.into()
+            }
+        };
         Failover {
             since: Some(time(self.since_unix_ms)),
             process_started: Some(whole_ms(now)),
             masterships: self.masterships,
-            last_became_master: self.last_became_master.map(|b| BecameMaster {
-                at: time(b.at_unix_ms),
-                epoch: b.epoch,
-                reason: b.reason,
-                takeover: b.takeover_ms.map(Duration::from_millis),
-            }),
+            last_became_master,
             losses: self.lost_masterships,
-            last_lost: self.last_lost_mastership.map(|l| LostMastership {
-                at: time(l.at_unix_ms),
-                epoch: l.epoch,
-                reason: l.reason,
-            }),
+            last_lost,
             suspensions: self.suspensions,
             suspended_ended: Duration::from_millis(self.suspended_ms_total),
-            last_suspension: self.last_suspension.map(|s| Suspension {
-                from: time(s.from_unix_ms),
-                end: s
-                    .to_unix_ms
-                    .map_or(SuspensionEnd::Unknown, |t| SuspensionEnd::At(time(t))),
-            }),
+            last_suspension,
+            events,
         }
     }
 }
@@ -793,6 +958,117 @@ mod tests {
         assert!(!h2.save(&back).unwrap());
         f.serving(false, at(5_000));
         assert!(h.save(&f).unwrap());
+    }
+
+    #[test]
+    fn many_events_keep_only_the_newest_events_max_in_order_and_survive_a_reload() {
+        let mut f = Failover::new(at(0));
+        // 30 rounds of three events each: 90 events, far beyond EVENTS_MAX.
+        for i in 0..30u64 {
+            let t = 1_000 + i * 100;
+            f.became_master(BecameMaster {
+                at: at(t),
+                epoch: i + 1,
+                reason: format!("elected {i}"),
+                takeover: Some(Duration::from_millis(i)),
+            });
+            f.serving(false, at(t + 10));
+            f.serving(true, at(t + 30));
+            f.lost_mastership(LostMastership {
+                at: at(t + 50),
+                epoch: i + 1,
+                reason: format!("lost {i}"),
+            });
+        }
+        assert_eq!(f.events.len(), EVENTS_MAX);
+        assert_eq!((f.masterships, f.losses, f.suspensions), (30, 30, 30));
+        let times: Vec<SystemTime> = f.events.iter().map(Event::at).collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "oldest first: {times:?}"
+        );
+        assert_eq!(
+            f.events.back(),
+            Some(&Event::LostMastership(LostMastership {
+                at: at(1_000 + 29 * 100 + 50),
+                epoch: 30,
+                reason: "lost 29".into(),
+            }))
+        );
+        // 20 newest of 90: the last 6 rounds whole, and the last two events of round 23.
+        assert_eq!(
+            f.events.front(),
+            Some(&Event::Suspension(Suspension {
+                from: at(1_000 + 23 * 100 + 10),
+                end: SuspensionEnd::At(at(1_000 + 23 * 100 + 30)),
+            }))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha-history.json");
+        assert!(HistoryFile::new(&path).save(&f).unwrap());
+        let back = HistoryFile::new(&path).load(at(99_999)).unwrap().unwrap();
+        assert_eq!(
+            back.events, f.events,
+            "the recent history survives a restart"
+        );
+        // An ongoing suspension ends with its process, in the history as in `last_suspension`.
+        f.serving(false, at(50_000));
+        assert_eq!(f.events.len(), EVENTS_MAX);
+        HistoryFile::new(&path).save(&f).unwrap();
+        let back = HistoryFile::new(&path).load(at(99_999)).unwrap().unwrap();
+        assert_eq!(
+            back.events.back(),
+            Some(&Event::Suspension(Suspension {
+                from: at(50_000),
+                end: SuspensionEnd::Unknown,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_file_written_before_the_recent_history_loads_its_last_events_as_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha-history.json");
+        // The format as written before `events` existed: one event of each kind, out of order.
+        let old = r#"{"version":1,"since_unix_ms":1000,"masterships":3,
+            "last_became_master":{"at_unix_ms":2000,"epoch":3,"reason":"elected","takeover_ms":412},
+            "lost_masterships":2,
+            "last_lost_mastership":{"at_unix_ms":1500,"epoch":2,"reason":"lock lost"},
+            "suspensions":1,"suspended_ms_total":250,
+            "last_suspension":{"from_unix_ms":3000,"to_unix_ms":3250}}"#;
+        std::fs::write(&path, old).unwrap();
+        let h = HistoryFile::new(&path);
+        let f = h.load(at(9_000)).unwrap().unwrap();
+        assert_eq!((f.masterships, f.losses, f.suspensions), (3, 2, 1));
+        let times: Vec<u64> = f.events.iter().map(|e| unix_ms(e.at())).collect();
+        assert_eq!(times, vec![1_500, 2_000, 3_000]);
+        assert!(matches!(f.events[0], Event::LostMastership(_)));
+        // Saved again, the file gains its events and reads back the same.
+        let mut g = f.clone();
+        g.serving(false, at(10_000));
+        assert!(h.save(&g).unwrap());
+        let back = HistoryFile::new(&path).load(at(11_000)).unwrap().unwrap();
+        assert_eq!(back.events.len(), 4);
+    }
+
+    #[test]
+    fn a_file_with_too_many_recent_events_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ha-history.json");
+        let mut r = Record::of(&sample());
+        r.suspensions = 1_000;
+        r.events = Some(vec![
+            EventRecord::Suspension(SuspensionRecord {
+                from_unix_ms: 1,
+                to_unix_ms: Some(2),
+            });
+            EVENTS_MAX + 1
+        ]);
+        std::fs::write(&path, serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(matches!(
+            HistoryFile::new(&path).load(at(0)),
+            Err(HistoryError::Inconsistent { .. })
+        ));
     }
 
     #[test]

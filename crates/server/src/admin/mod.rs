@@ -12,7 +12,7 @@ mod console;
 pub mod history;
 pub mod metrics;
 
-pub use history::{BecameMaster, Failover, LostMastership, Suspension, SuspensionEnd};
+pub use history::{BecameMaster, Event, Failover, LostMastership, Suspension, SuspensionEnd};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

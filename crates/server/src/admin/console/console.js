@@ -849,6 +849,21 @@
         { key: "queued_bytes", label: "Queued", num: true, fmt: (r) => bytes(r.queued_bytes) },
       ],
     });
+    // The recent failover events, newest first (failover.history; at most 20 kept).
+    const events = table({
+      key: "key",
+      sort: "at_unix_ms",
+      dir: -1,
+      filter: false,
+      cls: "ha-events",
+      empty: "no failover events recorded",
+      columns: [
+        { key: "at_unix_ms", label: "When", fmt: (r) => when(r.at_unix_ms) },
+        { key: "kind", label: "Event", fmt: (r) => r.kind.replace("_", " ") },
+        { key: "epoch", label: "Epoch", num: true, fmt: (r) => (r.epoch === undefined ? "–" : String(r.epoch)) },
+        { key: "detail", label: "Detail" },
+      ],
+    });
     const bridges = table({
       key: "name",
       filter: false,
@@ -868,6 +883,8 @@
       mount(view) {
         view.appendChild(el("h2", {}, "Cluster"));
         view.appendChild(el("section", { class: "card" }, el("h3", {}, "High availability"), facts.root));
+        view.appendChild(el("h3", {}, "Failover history (newest first)"));
+        view.appendChild(events.root);
         view.appendChild(el("h3", {}, "Slaves"));
         view.appendChild(slaves.root);
         view.appendChild(el("h3", {}, "Network bridges"));
@@ -888,6 +905,18 @@
         const suspended = f.suspended_now ? "yes, since " + when(f.suspended_since_unix_ms) : "no";
         facts.set("suspended", suspended + " / " + num(f.suspensions) + " / " + duration(f.suspended_ms_total));
         facts.set("history", when(f.since_unix_ms) + " / " + when(f.process_started_unix_ms));
+        events.update(
+          (f.history || []).map((e, i) => {
+            const at = e.kind === "suspension" ? e.from_unix_ms : e.at_unix_ms;
+            let detail = e.reason || "";
+            if (e.kind === "became_master" && e.takeover_ms !== null) detail += " (takeover " + duration(e.takeover_ms) + ")";
+            if (e.kind === "suspension") {
+              if (e.duration_ms === null) detail = "suspended; the process ended during it";
+              else detail = "suspended " + duration(e.duration_ms) + (e.to_unix_ms === null ? ", ongoing" : "");
+            }
+            return { key: String(i), at_unix_ms: at, kind: e.kind, epoch: e.epoch, detail: detail };
+          })
+        );
         slaves.update(r ? r.slaves : []);
         const b = await api("GET", "/api/v1/bridges");
         bridges.update(b.bridges);
