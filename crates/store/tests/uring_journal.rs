@@ -129,7 +129,7 @@ fn concurrent_submitters_are_confirmed_and_recovered_on_both_paths() {
 }
 
 #[test]
-fn periodic_and_never_modes_work_on_both_paths() {
+fn periodic_and_never_modes_work_on_the_portable_path_and_are_refused_by_the_direct_one() {
     for io in paths() {
         for sync in [SyncMode::Never, SyncMode::Periodic { interval_ms: 20 }] {
             let dir = tempfile::tempdir().unwrap();
@@ -137,6 +137,15 @@ fn periodic_and_never_modes_work_on_both_paths() {
                 sync,
                 ..config(io, 64 * 1024)
             };
+            if io == JournalIo::IoUring {
+                // Every direct write is durable: a weaker sync mode is a configuration error.
+                let err = JournalStore::open(dir.path(), cfg).unwrap_err();
+                assert!(
+                    matches!(&err, StoreError::Config(m) if m.contains("always")),
+                    "{err:?}"
+                );
+                continue;
+            }
             let store = open(&dir, &cfg);
             for seq in 1..=30 {
                 store

@@ -17,6 +17,7 @@ pub mod fence;
 pub mod gc;
 pub mod index;
 pub mod pages;
+mod pipeline;
 pub mod prealloc;
 pub mod record;
 pub mod recovery;
@@ -72,8 +73,10 @@ pub enum JournalIo {
     /// `bench-results/backends.md`).
     #[default]
     Portable,
-    /// io_uring: the group's write linked to an `fdatasync`, one submission. Opening fails with
-    /// `StoreError::Config` when it is not available.
+    /// The direct io_uring path: each group one `O_DIRECT | O_DSYNC` write padded to 4 KiB,
+    /// with up to [`JournalConfig::io_depth`] groups in flight, confirmed in journal order
+    /// (module `uring`). Opening fails with `StoreError::Config` when it is not available (no
+    /// io_uring, a filesystem without `O_DIRECT`, or a sync mode other than `always`).
     IoUring,
 }
 
@@ -83,9 +86,9 @@ pub enum JournalIo {
 /// `fdatasync`, one group at a time), and an `fdatasync` submitted to a ring runs on a kernel
 /// worker thread: it measured 0.79–0.93× of the portable path (`bench-results/backends.md`).
 /// Until a write path measures faster somewhere and this rule names where, `auto` is portable.
-pub const AUTO_RULE: &str = "auto picks portable: the io_uring path (write linked to fdatasync, \
-one group at a time) measured 0.79-0.93x of portable (bench-results/backends.md); set \
-journal_io = \"io-uring\" to force it";
+pub const AUTO_RULE: &str = "auto picks portable: the direct io_uring path is not yet measured \
+faster with the journal itself (bench-results/io-uring.md); set journal_io = \"io-uring\" to \
+force it";
 
 /// The path [`select_io`] takes for a configured [`JournalIo`], before any ring is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,14 +101,22 @@ enum IoChoice {
 
 /// The rule behind [`JournalIo`]: a pure function of the configuration and the storage, so
 /// that what `auto` means is testable without a kernel.
-fn choose_io(wanted: JournalIo, real_files: bool) -> Result<IoChoice, String> {
+fn choose_io(wanted: JournalIo, real_files: bool, sync: SyncMode) -> Result<IoChoice, String> {
+    let always = sync == SyncMode::Always;
     match wanted {
         JournalIo::Portable => Ok(IoChoice::Portable("configured")),
         JournalIo::Auto if !real_files => Ok(IoChoice::Portable("the storage is not real files")),
+        JournalIo::Auto if !always => Ok(IoChoice::Portable(
+            "the direct path makes every write durable; sync is not \"always\"",
+        )),
         JournalIo::Auto => Ok(IoChoice::Portable(AUTO_RULE)),
         JournalIo::IoUring if !real_files => {
             Err("journal io = io_uring needs real files".to_owned())
         }
+        JournalIo::IoUring if !always => Err(
+            "journal io = io_uring writes every group durably (O_DSYNC) and needs sync = \"always\""
+                .to_owned(),
+        ),
         JournalIo::IoUring => Ok(IoChoice::IoUring),
     }
 }
@@ -153,6 +164,9 @@ pub struct JournalConfig {
     pub compact_live_percent_max: u8,
     /// The write path of the writer thread.
     pub io: JournalIo,
+    /// Writes in flight at most on the direct io_uring path (`journal_io_depth`, 4; 1..=64).
+    /// The portable path has one group at a time.
+    pub io_depth: usize,
     /// How segments' space is reserved (`preallocationStrategy`): zero-filled ahead of the
     /// writer by default, so that a group's `fdatasync` commits no filesystem metadata.
     pub preallocation: Preallocation,
@@ -179,11 +193,15 @@ impl Default for JournalConfig {
             store_usage_limit: 0,
             compact_live_percent_max: 25,
             io: JournalIo::Portable,
+            io_depth: IO_DEPTH_DEFAULT,
             preallocation: Preallocation::Zeros,
             index_cache_bytes: pages::INDEX_CACHE_BYTES_DEFAULT,
         }
     }
 }
+
+/// Default of [`JournalConfig::io_depth`].
+pub const IO_DEPTH_DEFAULT: usize = 4;
 
 /// Default of [`JournalConfig::ack_sync_delay_ms`].
 pub const ACK_SYNC_DELAY_MS_DEFAULT: u64 = 100;
@@ -219,6 +237,13 @@ impl JournalConfig {
             return Err(StoreError::Config(format!(
                 "ack_sync_delay_ms {} is over {ACK_SYNC_DELAY_MS_MAX}",
                 self.ack_sync_delay_ms
+            )));
+        }
+        if !(1..=uring::DEPTH_MAX).contains(&self.io_depth) {
+            return Err(StoreError::Config(format!(
+                "io_depth {} is outside 1..={}",
+                self.io_depth,
+                uring::DEPTH_MAX
             )));
         }
         if self.compact_live_percent_max > 100 {
@@ -351,34 +376,47 @@ pub struct JournalStore {
 }
 
 /// Chooses the writer's path (see [`JournalIo`], [`choose_io`]) and says in one log line which
-/// and why.
+/// and why. For the direct path it sets up the ring and checks that the head's filesystem takes
+/// `O_DIRECT`; the reaper starts once the store's shared state exists.
 fn select_io(
-    wanted: JournalIo,
+    config: &JournalConfig,
     head: &dyn StorageFile,
     dir: &str,
-) -> Result<Option<uring::Ring>, StoreError> {
-    let choice = choose_io(wanted, head.raw_fd().is_some())
-        .map_err(|why| StoreError::Config(format!("{why}, and {dir} is not")))?;
-    match choice {
-        IoChoice::Portable(why) => {
+) -> Result<Option<uring::Direct<writer::Group>>, StoreError> {
+    let fd = head.raw_fd();
+    let choice = choose_io(config.io, fd.is_some(), config.sync)
+        .map_err(|why| StoreError::Config(format!("{why} ({dir})")))?;
+    match (choice, fd) {
+        (IoChoice::Portable(why), _) => {
             tracing::info!(
                 dir,
                 "journal write path: portable (pwrite + fdatasync): {why}"
             );
             Ok(None)
         }
-        IoChoice::IoUring => match uring::setup() {
-            Ok(ring) => {
-                tracing::info!(
-                    dir,
-                    "journal write path: io_uring (each group's write linked to its fdatasync): configured"
-                );
-                Ok(Some(ring))
-            }
-            Err(why) => Err(StoreError::Config(format!(
-                "journal io = io_uring is not available: {why}"
-            ))),
-        },
+        (IoChoice::IoUring, Some(fd)) => {
+            let direct = uring::Direct::new(config.io_depth).map_err(|e| {
+                StoreError::Config(format!(
+                    "journal io = io_uring is not available: {}",
+                    uring::setup_error(&e)
+                ))
+            })?;
+            uring::check_direct(fd).map_err(|e| {
+                StoreError::Config(format!(
+                    "journal io = io_uring needs O_DIRECT, which {dir} refuses: {e}"
+                ))
+            })?;
+            tracing::info!(
+                dir,
+                depth = config.io_depth,
+                "journal write path: io_uring (O_DIRECT|O_DSYNC writes, {} in flight at most): configured",
+                config.io_depth
+            );
+            Ok(Some(direct))
+        }
+        (IoChoice::IoUring, None) => Err(StoreError::Config(format!(
+            "journal io = io_uring needs real files ({dir})"
+        ))),
     }
 }
 
@@ -412,8 +450,12 @@ impl JournalStore {
     ) -> Result<JournalStore, StoreError> {
         config.validate()?;
         let recovered = recovery::recover(dir.as_ref(), &config)?;
-        let uring = select_io(config.io, recovered.head.file.as_ref(), &dir.describe())?;
-        let io = if uring.is_some() {
+        let mut direct = select_io(&config, recovered.head.file.as_ref(), &dir.describe())?;
+        let mut recovered = recovered;
+        if direct.is_some() {
+            writer::align_head(&mut recovered.head, recovered.epoch)?;
+        }
+        let io = if direct.is_some() {
             JournalIo::IoUring
         } else {
             JournalIo::Portable
@@ -440,7 +482,11 @@ impl JournalStore {
             last_checkpoint: Mutex::new(last_checkpoint),
             maintenance: Mutex::new(()),
         });
-        let writer = Writer::new(shared.clone(), recovered.head, uring);
+        if let Some(d) = direct.as_mut() {
+            d.start(writer::direct_handler(shared.clone()))
+                .map_err(|e| StoreError::io("spawn journal reaper thread", e))?;
+        }
+        let writer = Writer::new(shared.clone(), recovered.head, direct);
         let writer = std::thread::Builder::new()
             .name("ferromq-journal-writer".into())
             .spawn(move || writer.run(rx))
@@ -623,28 +669,39 @@ impl Drop for JournalStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{choose_io, IoChoice, JournalConfig, JournalIo, AUTO_RULE};
+    use super::{choose_io, IoChoice, JournalConfig, JournalIo, SyncMode, AUTO_RULE};
+
+    const ALWAYS: SyncMode = SyncMode::Always;
 
     #[test]
     fn auto_resolves_to_portable_on_real_files_by_the_documented_rule() {
         assert_eq!(
-            choose_io(JournalIo::Auto, true),
+            choose_io(JournalIo::Auto, true, ALWAYS),
             Ok(IoChoice::Portable(AUTO_RULE))
         );
         assert_eq!(
-            choose_io(JournalIo::Auto, false),
+            choose_io(JournalIo::Auto, false, ALWAYS),
             Ok(IoChoice::Portable("the storage is not real files"))
         );
+        assert!(matches!(
+            choose_io(JournalIo::Auto, true, SyncMode::Never),
+            Ok(IoChoice::Portable(why)) if why.contains("always")
+        ));
         // The log line names the measurement and how to override it.
-        assert!(AUTO_RULE.contains("0.79-0.93x") && AUTO_RULE.contains("io-uring"));
+        assert!(AUTO_RULE.contains("io-uring.md") && AUTO_RULE.contains("io-uring"));
     }
 
     #[test]
-    fn only_an_explicit_io_uring_sets_up_a_ring_and_it_needs_real_files() {
-        assert_eq!(choose_io(JournalIo::IoUring, true), Ok(IoChoice::IoUring));
-        assert!(choose_io(JournalIo::IoUring, false).is_err());
+    fn only_an_explicit_io_uring_sets_up_a_ring_and_it_needs_real_files_and_sync_always() {
         assert_eq!(
-            choose_io(JournalIo::Portable, true),
+            choose_io(JournalIo::IoUring, true, ALWAYS),
+            Ok(IoChoice::IoUring)
+        );
+        assert!(choose_io(JournalIo::IoUring, false, ALWAYS).is_err());
+        let periodic = SyncMode::Periodic { interval_ms: 100 };
+        assert!(choose_io(JournalIo::IoUring, true, periodic).is_err_and(|e| e.contains("always")));
+        assert_eq!(
+            choose_io(JournalIo::Portable, true, ALWAYS),
             Ok(IoChoice::Portable("configured"))
         );
     }

@@ -6,8 +6,8 @@
 //! record header (24 bytes)
 //!   0  u32  magic  0x4A514D46 ("FMQJ" on disk)
 //!   4  u32  payload_len
-//!   8  u8   record type (1 = batch, 2 = segments released, 3 = epoch start)
-//!   9  u8   format version (2; 1 is still read)
+//!   8  u8   record type (1 = batch, 2 = segments released, 3 = epoch start, 4 = padding)
+//!   9  u8   format version (2; 3 for padding; 1 is still read)
 //!  10  u16  flags: bit 0 = first record after an fdatasync (sync-unit start); others 0
 //!  12  u64  epoch of the writer
 //!  20  u32  CRC32C over bytes 0..20 of the header, then the payload
@@ -27,6 +27,10 @@ pub const RECORD_HEADER_BYTES: usize = 24;
 pub const RECORD_VERSION: u8 = 2;
 /// The oldest record format version this code reads.
 pub const RECORD_VERSION_MIN: u8 = 1;
+/// The version of a padding record (type 4), the only type version 3 added. Other records are
+/// still written as version 2, so a journal written without padding (the portable path) stays
+/// readable by binaries that predate it.
+pub const RECORD_VERSION_PADDING: u8 = 3;
 /// Header flag (bit 0 of the u16 at offset 10): the record is the first one the writer wrote
 /// after an `fdatasync` of its segment (or the first of its segment). The bytes from one such
 /// record to the next were made durable by one `fdatasync` before any byte after them was
@@ -55,14 +59,18 @@ pub enum RecordType {
     SegmentsReleased = 2,
     /// A new master's first record: its epoch and the segments it seals (format version 2).
     EpochStart = 3,
+    /// Filler up to an alignment boundary, written by the direct (io_uring) path so that every
+    /// write starts and ends on a block boundary (format version 3); replay skips it.
+    Padding = 4,
 }
 
 impl RecordType {
     fn from_u8(v: u8, version: u8) -> Option<RecordType> {
         match (v, version) {
-            (1, RECORD_VERSION_MIN..=RECORD_VERSION) => Some(RecordType::Batch),
-            (2, RECORD_VERSION_MIN..=RECORD_VERSION) => Some(RecordType::SegmentsReleased),
-            (3, 2..=RECORD_VERSION) => Some(RecordType::EpochStart),
+            (1, RECORD_VERSION_MIN..=RECORD_VERSION_PADDING) => Some(RecordType::Batch),
+            (2, RECORD_VERSION_MIN..=RECORD_VERSION_PADDING) => Some(RecordType::SegmentsReleased),
+            (3, 2..=RECORD_VERSION_PADDING) => Some(RecordType::EpochStart),
+            (4, RECORD_VERSION_PADDING) => Some(RecordType::Padding),
             _ => None,
         }
     }
@@ -209,6 +217,37 @@ pub fn mark_unit_start(record: &mut [u8]) {
         &record[RECORD_HEADER_BYTES..],
     );
     record[20..24].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends a padding record (type 4) that ends `buf` on a multiple of `align` bytes counted from
+/// `base` (the file offset of `buf[0]`). A gap shorter than a record header is padded to the
+/// next boundary but one. Returns the bytes appended (0 when already aligned).
+pub fn pad_to(buf: &mut Vec<u8>, base: u64, align: u64, epoch: u64) -> usize {
+    debug_assert!(align.is_power_of_two() && align >= RECORD_HEADER_BYTES as u64);
+    let end = base + buf.len() as u64;
+    let mut gap = end.next_multiple_of(align) - end;
+    if gap == 0 {
+        return 0;
+    }
+    if gap < RECORD_HEADER_BYTES as u64 {
+        gap += align;
+    }
+    let start = begin_record(buf);
+    buf.resize(start + gap as usize, 0);
+    let payload_len = gap as usize - RECORD_HEADER_BYTES;
+    let header = &mut buf[start..start + RECORD_HEADER_BYTES];
+    header[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[8] = RecordType::Padding as u8;
+    header[9] = RECORD_VERSION_PADDING;
+    header[10..12].copy_from_slice(&0u16.to_le_bytes());
+    header[12..20].copy_from_slice(&epoch.to_le_bytes());
+    let crc = crc32c::crc32c_append(
+        crc32c::crc32c(&buf[start..start + 20]),
+        &buf[start + RECORD_HEADER_BYTES..],
+    );
+    buf[start + 20..start + 24].copy_from_slice(&crc.to_le_bytes());
+    gap as usize
 }
 
 /// Reserves the header of a record at the end of `buf`; returns where the record starts.

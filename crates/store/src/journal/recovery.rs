@@ -727,6 +727,12 @@ impl Replay<'_> {
                             }
                             Err(e) => Err(e),
                         },
+                        // Filler of the direct path: nothing to apply, not a record of the log.
+                        RecordType::Padding => {
+                            progress.advance(total as u64);
+                            at += total;
+                            continue;
+                        }
                         RecordType::SegmentsReleased => {
                             decode_released(frame.payload).map(|(ranges, max_seqs)| {
                                 index.apply_released(&ranges);

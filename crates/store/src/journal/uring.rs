@@ -1,43 +1,51 @@
-//! The journal writer's io_uring path (cargo feature `io-uring`): a group's write linked
-//! (`IO_LINK`) to an `fdatasync` in one submission and one `io_uring_enter`, instead of a
-//! `pwrite` and an `fdatasync` system call.
+//! The journal writer's direct io_uring path (cargo feature `io-uring`): pipelined durable
+//! writes without a separate flush.
 //!
-//! It runs on the journal's existing writer thread (no async runtime): the writer hands over its
-//! group buffer, [`Ring::write_and_sync`] submits and waits for both completions, and only then
-//! returns, so no request is ever in flight while the writer touches the buffer again.
+//! The portable path writes a group, `fdatasync`s it, and only then starts the next group: one
+//! device flush at a time. Here each group is one `O_DIRECT | O_DSYNC` write (the kernel adds
+//! the device's FUA, or a cache flush after the write where the device has no FUA, as on this
+//! project's virtio disks), submitted to an io_uring while up to `depth - 1` earlier groups are
+//! still in flight. Flushes that arrive while one runs are merged by the block layer, so the
+//! device always has the next one queued (`bench-results/io-uring.md`: 2–2.3× the writes per
+//! second of one-at-a-time group commit at 4 in flight).
 //!
-//! Semantics are the portable path's: every completion is checked; a failed write or sync is
-//! reported as such and the writer fails the store for good (never retried). A short write
-//! breaks the link (the kernel cancels the linked sync with `ECANCELED`), so the rest of the
-//! buffer is resubmitted, again linked to a sync, a bounded number of times.
+//! What makes it correct:
+//! - **Order.** A group is confirmed (applied to the index, its producers answered) only when
+//!   it and every earlier group are durable ([`super::pipeline::Pipeline`]); the device may
+//!   finish them in any order. A failed write fails the store (never retried) and with it every
+//!   later group, whatever their own result.
+//! - **Alignment.** Every write starts and ends on a [`DIRECT_ALIGN`] boundary and comes from an
+//!   aligned buffer: the writer ends each group with a padding record (`record::pad_to`), so no
+//!   two writes in flight share a block. 4 KiB, not the disk's 512-byte logical block: ext4
+//!   serialises (and must zero around) a sub-block direct write into unwritten space, and a
+//!   page shared by a write in flight and a reader's buffered read is the page cache's one
+//!   known incoherence with direct I/O.
+//! - **Buffers.** Groups are copied into `depth` buffers registered with the ring
+//!   (`IORING_REGISTER_BUFFERS`, `IORING_OP_WRITE_FIXED`: the kernel pins them once instead of
+//!   per write); a group larger than one buffer gets an aligned buffer of its own. A buffer is
+//!   reused only after its write's completion arrived, failed or not: until then it is the
+//!   kernel's.
+//! - **Completions** are reaped by a thread of their own, which also confirms (the writer
+//!   gathers and encodes the next group meanwhile: on two cores that is the point), so it runs
+//!   the writer's handler in journal order. The writer waits only when `depth` writes are in
+//!   flight, and at a barrier (a roll, a checkpoint, a GC record, close), where it drains.
 //!
-//! Not used, on purpose:
-//! - registered buffers: the writer's buffer grows and moves (a group is up to
-//!   `batch_bytes_max`, a single record up to 256 MiB), so it would have to be copied into a
-//!   pinned one, and the page-pinning it saves costs microseconds against an `fdatasync` of
-//!   hundreds of microseconds;
-//! - registered files: they save an fd lookup per request, but the head segment changes on each
-//!   roll, and the lookup is noise next to the sync;
-//! - SQPOLL: a kernel thread spinning on a 2-core machine shared with the broker.
+//! Not used, on purpose: SQPOLL (a kernel thread spinning on a 2-core machine shared with the
+//! broker), registered files (the head segment changes on each roll; the lookup is noise next to
+//! a flush).
 //!
 //! `unsafe_code` is denied in the workspace; this module is the one exception, because pushing
-//! a submission entry is `unsafe` (the kernel reads the buffer after the call returns).
+//! a submission entry is `unsafe` (the kernel reads the buffer after the call returns), as are
+//! registering buffers and sharing the ring's queues between the writer and the reaper.
 #![allow(unsafe_code)]
 
 use std::io;
 
-/// What failed, so the writer can name it (`write` or `fdatasync`) in the store's error.
-// Without the feature no ring exists, so nothing builds these; the writer still matches on them.
-#[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
-#[derive(Debug)]
-pub(crate) enum UringError {
-    /// The write failed (or wrote nothing).
-    Write(io::Error),
-    /// The sync failed.
-    Sync(io::Error),
-    /// Submitting or waiting failed.
-    Submit(io::Error),
-}
+/// Every direct write's offset, length and buffer address are multiples of this.
+pub(crate) const DIRECT_ALIGN: u64 = 4096;
+
+/// Writes in flight at most when `JournalConfig::io_depth` is out of range.
+pub(crate) const DEPTH_MAX: usize = 64;
 
 /// Why the ring could not be set up (for the log line at open, or the `Config` error).
 pub(crate) fn unavailable_reason(e: &io::Error) -> String {
@@ -53,421 +61,567 @@ pub(crate) fn unavailable_reason(e: &io::Error) -> String {
 
 #[cfg(test)]
 thread_local! {
-    /// Test hook: makes [`Ring::new`] on this thread fail as on a kernel without io_uring.
+    /// Test hook: makes [`Direct::new`] on this thread fail as on a kernel without io_uring.
     pub(crate) static FAIL_SETUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// What the reaper hands back for each group, in journal order: the writer's item and whether
+/// it (and everything before it) is durable.
+pub(crate) type Handler<T> = Box<dyn FnMut(T, Result<(), crate::StoreError>) + Send>;
+
 #[cfg(feature = "io-uring")]
 mod imp {
+    use std::alloc::{self, Layout};
+    use std::fs::{File, OpenOptions};
     use std::io;
     use std::os::fd::RawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::Arc;
+    use std::thread::JoinHandle;
 
     use io_uring::{opcode, squeue, types, IoUring, Probe};
+    use parking_lot::{Condvar, Mutex};
 
-    use super::UringError;
+    use super::{Handler, DIRECT_ALIGN};
+    use crate::journal::pipeline::Pipeline;
+    use crate::StoreError;
 
-    /// Submission queue entries: a group needs two (write + sync).
-    const RING_ENTRIES: u32 = 8;
-    /// Rounds of resubmission after short writes before giving up. A round that writes nothing
-    /// fails at once, so this only bounds pathological one-byte-at-a-time progress.
-    const ROUNDS_MAX: usize = 64;
-    /// `io_uring_enter` calls interrupted by signals before giving up waiting.
+    /// Bytes of one registered buffer: a group above it gets a buffer of its own.
+    const SLOT_BYTES: usize = 1 << 20;
+    /// The tag of the no-op that tells the reaper to stop (write tags count up from 0).
+    const TAG_STOP: u64 = u64::MAX;
+    /// `IORING_ENTER_GETEVENTS` (not exported by the `io-uring` crate).
+    const ENTER_GETEVENTS: u32 = 1;
+    /// `io_uring_enter` failures with EINTR/EAGAIN/EBUSY retried before giving up.
     const ENTER_RETRIES_MAX: usize = 1024;
-    /// Bytes one write request asks for at most (its length is a `u32`; Linux writes at most
-    /// 2 GiB - 4 KiB per call anyway). A bigger buffer takes several rounds.
-    const WRITE_BYTES_MAX: usize = 1 << 30;
-    const TAG_WRITE: u64 = 1;
-    const TAG_SYNC: u64 = 2;
-    /// ECANCELED: a linked request whose predecessor failed or was short.
-    const ECANCELED: i32 = 125;
     const EINTR: i32 = 4;
     const EAGAIN: i32 = 11;
     const EBUSY: i32 = 16;
 
-    /// One io_uring instance, owned by the journal writer thread.
-    pub(crate) struct Ring {
-        ring: IoUring,
-        /// Set when a request may still be in flight after an error: the ring is not used
-        /// again (the store has failed anyway).
-        poisoned: bool,
+    /// A zeroed, [`DIRECT_ALIGN`]-aligned heap buffer.
+    struct AlignedBuf {
+        ptr: *mut u8,
+        len: usize,
     }
 
-    impl std::fmt::Debug for Ring {
+    // SAFETY: the buffer is plain heap memory owned by this value; access is synchronised by
+    // the pipeline's mutex (the writer fills it, the kernel reads it, the reaper frees it).
+    unsafe impl Send for AlignedBuf {}
+    unsafe impl Sync for AlignedBuf {}
+
+    impl AlignedBuf {
+        fn new(len: usize) -> io::Result<AlignedBuf> {
+            let len = len.max(1).next_multiple_of(DIRECT_ALIGN as usize);
+            let layout = Layout::from_size_align(len, DIRECT_ALIGN as usize)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            // SAFETY: the layout has a non-zero size.
+            let ptr = unsafe { alloc::alloc_zeroed(layout) };
+            if ptr.is_null() {
+                return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+            }
+            Ok(AlignedBuf { ptr, len })
+        }
+
+        /// Copies `data` to the start of the buffer (`data.len() <= self.len`).
+        fn fill(&mut self, data: &[u8]) {
+            debug_assert!(data.len() <= self.len);
+            // SAFETY: in bounds (checked by the caller); nothing else touches this buffer while
+            // it is not in flight.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr, data.len()) };
+        }
+    }
+
+    impl Drop for AlignedBuf {
+        fn drop(&mut self) {
+            if let Ok(layout) = Layout::from_size_align(self.len, DIRECT_ALIGN as usize) {
+                // SAFETY: allocated with this layout in `new`.
+                unsafe { alloc::dealloc(self.ptr, layout) };
+            }
+        }
+    }
+
+    /// Where a write's bytes are.
+    enum Buf {
+        /// A registered buffer, by index.
+        Slot(usize),
+        /// A group too large for one: its own buffer, freed at its completion.
+        Owned(AlignedBuf),
+    }
+
+    /// One write in flight.
+    struct Flight<T> {
+        item: T,
+        buf: Buf,
+        len: usize,
+    }
+
+    struct State<T> {
+        pipeline: Pipeline<Flight<T>>,
+        /// Registered buffers not in flight.
+        free: Vec<usize>,
+        /// Set when the ring cannot be trusted any more (a failed submit or wait): nothing is
+        /// submitted after it; buffers possibly still in the kernel's hands are leaked.
+        broken: Option<String>,
+    }
+
+    struct Inner<T> {
+        ring: IoUring,
+        /// The registered buffers (or, when registration failed, plain aligned ones).
+        slots: Vec<Mutex<AlignedBuf>>,
+        registered: bool,
+        state: Mutex<State<T>>,
+        /// Signalled when a write is released (a buffer is free, the pipeline may be empty).
+        released: Condvar,
+        /// The writer's handler. Taken *before* releasing writes from the pipeline (lock
+        /// order: handler, then state), so writes are handled in the order they are released.
+        handler: Mutex<Option<Handler<T>>>,
+    }
+
+    /// Why [`Direct::submit`] did not submit.
+    #[derive(Debug)]
+    pub(crate) enum SubmitError<T> {
+        /// Refused before it entered the pipeline: the item comes back to be answered.
+        Refused(T, StoreError),
+        /// It entered the pipeline and was handed to the handler as failed.
+        Failed(StoreError),
+    }
+
+    /// A ring with `depth` writes in flight at most and the thread that reaps them.
+    pub(crate) struct Direct<T: Send + 'static> {
+        inner: Arc<Inner<T>>,
+        depth: usize,
+        reaper: Option<JoinHandle<()>>,
+    }
+
+    impl<T: Send + 'static> std::fmt::Debug for Direct<T> {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("Ring")
-                .field("poisoned", &self.poisoned)
+            f.debug_struct("Direct")
+                .field("depth", &self.depth)
+                .field("registered", &self.inner.registered)
                 .finish()
         }
     }
 
-    impl Ring {
-        /// Sets up a ring and checks that the kernel knows the two operations used.
-        pub(crate) fn new() -> io::Result<Ring> {
+    /// Opens the file behind `fd` again for direct durable writes: a new open file description
+    /// of the same inode through `/proc/self/fd`, so the buffered descriptor readers use keeps
+    /// its flags.
+    pub(crate) fn open_direct(fd: RawFd) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(format!("/proc/self/fd/{fd}"))
+    }
+
+    impl<T: Send + 'static> Direct<T> {
+        /// Sets up a ring for `depth` writes in flight and registers its buffers; nothing is
+        /// submitted before [`Direct::start`].
+        pub(crate) fn new(depth: usize) -> io::Result<Direct<T>> {
             #[cfg(test)]
             if super::FAIL_SETUP.with(|f| f.get()) {
                 return Err(io::Error::from_raw_os_error(38));
             }
-            let ring = IoUring::new(RING_ENTRIES)?;
+            let depth = depth.clamp(1, super::DEPTH_MAX);
+            // One more entry than writes: the stop no-op.
+            let ring = IoUring::new((depth as u32 + 1).next_power_of_two())?;
             let mut probe = Probe::new();
             ring.submitter().register_probe(&mut probe)?;
-            // IORING_OP_WRITE is 5.6+; a kernel that has io_uring but not it must fall back.
-            if !probe.is_supported(opcode::Write::CODE) || !probe.is_supported(opcode::Fsync::CODE)
+            if !probe.is_supported(opcode::Write::CODE)
+                || !probe.is_supported(opcode::WriteFixed::CODE)
             {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    "the kernel's io_uring lacks IORING_OP_WRITE or IORING_OP_FSYNC",
+                    "the kernel's io_uring lacks IORING_OP_WRITE or IORING_OP_WRITE_FIXED",
                 ));
             }
-            Ok(Ring {
+            let mut slots = Vec::with_capacity(depth);
+            for _ in 0..depth {
+                slots.push(AlignedBuf::new(SLOT_BYTES)?);
+            }
+            let iovecs: Vec<libc::iovec> = slots
+                .iter()
+                .map(|b| libc::iovec {
+                    iov_base: b.ptr.cast(),
+                    iov_len: b.len,
+                })
+                .collect();
+            // SAFETY: the buffers live as long as the ring (both in `Inner`; the ring is
+            // dropped first, which unregisters them).
+            let registered = match unsafe { ring.submitter().register_buffers(&iovecs) } {
+                Ok(()) => true,
+                Err(e) => {
+                    // RLIMIT_MEMLOCK on older kernels: plain writes work the same, slower by
+                    // a page pinning per write.
+                    tracing::warn!(
+                        "io_uring: registering buffers failed ({e}); using plain writes"
+                    );
+                    false
+                }
+            };
+            let inner = Arc::new(Inner {
                 ring,
-                poisoned: false,
+                slots: slots.into_iter().map(Mutex::new).collect(),
+                registered,
+                state: Mutex::new(State {
+                    pipeline: Pipeline::default(),
+                    free: (0..depth).rev().collect(),
+                    broken: None,
+                }),
+                released: Condvar::new(),
+                handler: Mutex::new(None),
+            });
+            Ok(Direct {
+                inner,
+                depth,
+                reaper: None,
             })
         }
 
-        /// Writes all of `buf` at `offset` of `fd` and, when `sync`, `fdatasync`s it (the sync
-        /// linked to the write that completes the buffer). Returns once every submitted request
-        /// completed. If a request might still be in flight when this returns an error, the
-        /// buffer's memory is leaked (left empty in `buf`) so the kernel never reads freed memory.
-        pub(crate) fn write_and_sync(
-            &mut self,
+        /// Starts the reaper, which calls `handler` for every write in journal order.
+        pub(crate) fn start(&mut self, handler: Handler<T>) -> io::Result<()> {
+            *self.inner.handler.lock() = Some(handler);
+            let reaper_inner = self.inner.clone();
+            let reaper = std::thread::Builder::new()
+                .name("ferromq-journal-reaper".into())
+                .spawn(move || reap(&reaper_inner))?;
+            self.reaper = Some(reaper);
+            Ok(())
+        }
+
+        /// Whether every write submitted so far completed and was handled.
+        pub(crate) fn idle(&self) -> bool {
+            self.inner.state.lock().pipeline.is_empty()
+        }
+
+        /// Writes `data` (aligned length) at `offset` (aligned) of `fd` (opened with
+        /// [`open_direct`]), waiting first while `depth` writes are in flight. Once submitted,
+        /// the item reaches the handler, in journal order, with its outcome.
+        pub(crate) fn submit(
+            &self,
             fd: RawFd,
             offset: u64,
-            buf: &mut Vec<u8>,
-            sync: bool,
-        ) -> Result<(), UringError> {
-            if self.poisoned {
-                return Err(UringError::Submit(io::Error::other(
-                    "io_uring ring unusable after an earlier error",
-                )));
+            data: &[u8],
+            item: T,
+        ) -> Result<(), SubmitError<T>> {
+            debug_assert!(
+                offset.is_multiple_of(DIRECT_ALIGN)
+                    && (data.len() as u64).is_multiple_of(DIRECT_ALIGN)
+            );
+            let Ok(len) = u32::try_from(data.len()) else {
+                let e = StoreError::Config(format!("a direct write of {} bytes", data.len()));
+                return Err(SubmitError::Refused(item, e));
+            };
+            let fits = data.len() <= SLOT_BYTES;
+            let mut state = self.inner.state.lock();
+            // A released write's buffer comes back after its handler ran: wait for the buffer,
+            // not only for the pipeline to have room.
+            while state.broken.is_none()
+                && (state.pipeline.len() >= self.depth || (fits && state.free.is_empty()))
+            {
+                self.inner.released.wait(&mut state);
             }
-            let mut written = 0usize;
-            for _ in 0..ROUNDS_MAX {
-                let rest = buf.len() - written;
-                let chunk = rest.min(WRITE_BYTES_MAX);
-                let last = chunk == rest;
-                let with_sync = sync && last;
-                let mut expected = 0;
-                if chunk > 0 {
-                    // `chunk` <= WRITE_BYTES_MAX < u32::MAX.
-                    let mut write =
-                        opcode::Write::new(types::Fd(fd), buf[written..].as_ptr(), chunk as u32)
-                            .offset(offset + written as u64)
-                            .build()
-                            .user_data(TAG_WRITE);
-                    if with_sync {
-                        write = write.flags(squeue::Flags::IO_LINK);
-                    }
-                    // SAFETY: the entry points into `buf[written..written + chunk]`, which
-                    // `buf` (borrowed mutably for this whole call) keeps alive and unmoved;
-                    // `submit_wait` returns only after this request completed, or else `buf`'s
-                    // memory is leaked (see `abandon`), so it outlives the kernel's use of it.
-                    unsafe { self.push(&write) }?;
-                    expected += 1;
-                }
-                if with_sync {
-                    let fsync = opcode::Fsync::new(types::Fd(fd))
-                        .flags(types::FsyncFlags::DATASYNC)
-                        .build()
-                        .user_data(TAG_SYNC);
-                    // SAFETY: an fsync entry references no memory, only the fd, which the
-                    // writer's segment handle keeps open for the whole call.
-                    unsafe { self.push(&fsync) }?;
-                    expected += 1;
-                }
-                if expected == 0 {
-                    return Ok(());
-                }
-                let mut wrote = None;
-                let mut synced = None;
-                for (tag, res) in self.submit_wait(expected, buf)? {
-                    match tag {
-                        TAG_WRITE => wrote = Some(res),
-                        _ => synced = Some(res),
-                    }
-                }
-                if let Some(res) = wrote {
-                    match usize::try_from(res) {
-                        Err(_) => {
-                            return Err(UringError::Write(io::Error::from_raw_os_error(-res)))
-                        }
-                        Ok(0) => return Err(UringError::Write(io::ErrorKind::WriteZero.into())),
-                        Ok(n) if n > chunk => {
-                            return Err(UringError::Write(io::Error::other(format!(
-                                "io_uring write reported {n} bytes for a request of {chunk}"
-                            ))))
-                        }
-                        Ok(n) => written += n,
-                    }
-                }
-                match synced {
-                    // A sync that ran covers what was written before it; if the write was short
-                    // (and the kernel ran the sync anyway), the next round writes the rest and
-                    // syncs again.
-                    None | Some(0) => {}
-                    // The write before it was short, which breaks the link: resubmit the rest,
-                    // with a sync again.
-                    Some(res) if res == -ECANCELED && written < buf.len() => {}
-                    Some(res) => return Err(UringError::Sync(io::Error::from_raw_os_error(-res))),
-                }
-                if written == buf.len() && (!sync || synced == Some(0)) {
-                    return Ok(());
-                }
+            if let Some(why) = &state.broken {
+                let e = StoreError::Failed(why.clone());
+                return Err(SubmitError::Refused(item, e));
             }
-            Err(UringError::Write(io::Error::other(format!(
-                "io_uring write still short after {ROUNDS_MAX} rounds ({written} of {} bytes)",
-                buf.len()
-            ))))
-        }
-
-        /// Pushes one entry.
-        ///
-        /// # Safety
-        /// Any memory `entry` points to must stay valid until its completion is reaped.
-        unsafe fn push(&mut self, entry: &squeue::Entry) -> Result<(), UringError> {
-            // SAFETY: forwarded to the caller (see above).
-            unsafe { self.ring.submission().push(entry) }.map_err(|_| {
-                // The queue is drained after every call, so it is never full: a bug.
-                UringError::Submit(io::Error::other("io_uring submission queue full"))
-            })
-        }
-
-        /// Submits what is queued and reaps exactly `expected` completions as `(tag, result)`.
-        fn submit_wait(
-            &mut self,
-            expected: usize,
-            buf: &mut Vec<u8>,
-        ) -> Result<Vec<(u64, i32)>, UringError> {
-            let mut done = Vec::with_capacity(expected);
-            for _ in 0..ENTER_RETRIES_MAX {
-                match self.ring.submit_and_wait(expected - done.len()) {
-                    Ok(_) => {}
-                    // Interrupted or short of resources: the requests already queued stay
-                    // queued (the kernel consumed none or reports them as consumed), so waiting
-                    // again is safe.
-                    Err(e) if matches!(e.raw_os_error(), Some(EINTR | EAGAIN | EBUSY)) => {}
+            let (buf, ptr, index) = if fits {
+                let Some(i) = state.free.pop() else {
+                    let e = StoreError::Failed("no free io_uring buffer".into());
+                    return Err(SubmitError::Refused(item, e));
+                };
+                let mut slot = self.inner.slots[i].lock();
+                slot.fill(data);
+                (Buf::Slot(i), slot.ptr, Some(i))
+            } else {
+                let mut own = match AlignedBuf::new(data.len()) {
+                    Ok(b) => b,
                     Err(e) => {
-                        self.abandon(buf);
-                        return Err(UringError::Submit(e));
+                        let e = StoreError::io("allocate a write buffer", e);
+                        return Err(SubmitError::Refused(item, e));
                     }
+                };
+                own.fill(data);
+                let ptr = own.ptr;
+                (Buf::Owned(own), ptr, None)
+            };
+            let tag = state.pipeline.push(Flight {
+                item,
+                buf,
+                len: data.len(),
+            });
+            let entry = match index {
+                Some(i) if self.inner.registered => {
+                    opcode::WriteFixed::new(types::Fd(fd), ptr, len, i as u16)
+                        .offset(offset)
+                        .build()
                 }
-                for cqe in self.ring.completion() {
-                    done.push((cqe.user_data(), cqe.result()));
+                _ => opcode::Write::new(types::Fd(fd), ptr, len)
+                    .offset(offset)
+                    .build(),
+            }
+            .user_data(tag);
+            // The lock is held while pushing: the reaper records a completion under it, so it
+            // always finds the write in the pipeline.
+            let Err(e) = self.push_and_submit(&entry) else {
+                return Ok(());
+            };
+            // Whether the kernel took the entry is unknown: the ring is not used again, so no
+            // buffer is reused while the kernel might still read it.
+            let why = format!("io_uring submit failed: {e}");
+            state.broken = Some(why.clone());
+            self.inner.released.notify_all();
+            drop(state);
+            let err = StoreError::Failed(why);
+            let mut handler = self.inner.handler.lock();
+            let released = self
+                .inner
+                .state
+                .lock()
+                .pipeline
+                .complete(tag, Err(err.clone()));
+            for (flight, outcome) in released {
+                if let Buf::Owned(b) = flight.buf {
+                    std::mem::forget(b);
                 }
-                if done.len() >= expected {
-                    return Ok(done);
+                if let Some(h) = handler.as_mut() {
+                    h(flight.item, outcome);
                 }
             }
-            self.abandon(buf);
-            Err(UringError::Submit(io::Error::other(format!(
-                "io_uring completions not reaped after {ENTER_RETRIES_MAX} interrupted waits"
-            ))))
+            self.inner.released.notify_all();
+            Err(SubmitError::Failed(err))
         }
 
-        /// Gives up on requests that may still be in flight: the ring is never used again and
-        /// the buffer's memory is leaked, so a late kernel read cannot see reused memory.
-        fn abandon(&mut self, buf: &mut Vec<u8>) {
-            self.poisoned = true;
-            std::mem::forget(std::mem::take(buf));
+        fn push_and_submit(&self, entry: &squeue::Entry) -> io::Result<()> {
+            // SAFETY: only the writer thread (the caller, under the state lock) uses the
+            // submission queue; the buffer the entry names stays allocated until its
+            // completion is reaped (the pipeline owns it).
+            unsafe {
+                let mut sq = self.inner.ring.submission_shared();
+                sq.push(entry)
+                    .map_err(|_| io::Error::other("submission queue full"))?;
+                sq.sync();
+            }
+            let mut tries = 0;
+            loop {
+                match self.inner.ring.submitter().submit() {
+                    Ok(_) => return Ok(()),
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(EINTR | EAGAIN | EBUSY))
+                            && tries < ENTER_RETRIES_MAX =>
+                    {
+                        tries += 1;
+                        std::thread::yield_now();
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
+
+        /// Waits until every write submitted so far completed and was handled.
+        pub(crate) fn drain(&self) {
+            let mut state = self.inner.state.lock();
+            while state.broken.is_none() && !state.pipeline.is_empty() {
+                self.inner.released.wait(&mut state);
+            }
+        }
+
+        /// Drains, stops the reaper and waits for it.
+        pub(crate) fn shutdown(&mut self) {
+            // Without a reaper nothing was ever submitted (`submit` needs one to complete).
+            let Some(reaper) = self.reaper.take() else {
+                return;
+            };
+            self.drain();
+            let stop = opcode::Nop::new().build().user_data(TAG_STOP);
+            let pushed = {
+                let _state = self.inner.state.lock();
+                self.push_and_submit(&stop)
+            };
+            match pushed {
+                Ok(()) => {
+                    let _ = reaper.join();
+                }
+                Err(e) => {
+                    // The reaper stays blocked in the kernel; it holds the ring, which is then
+                    // never freed. Only on a ring that already failed.
+                    tracing::error!("io_uring: could not stop the completion thread: {e}");
+                }
+            }
+        }
+    }
+
+    impl<T: Send + 'static> Drop for Direct<T> {
+        fn drop(&mut self) {
+            self.shutdown();
+        }
+    }
+
+    /// The reaper: waits for completions, records them, and hands every releasable write to
+    /// `handler` in journal order, then frees its buffer.
+    fn reap<T: Send + 'static>(inner: &Inner<T>) {
+        let mut stopping = false;
+        let mut errors = 0usize;
+        loop {
+            // SAFETY: to_submit = 0 (only the writer submits); the wait touches no buffer.
+            let waited = unsafe {
+                inner
+                    .ring
+                    .submitter()
+                    .enter::<libc::sigset_t>(0, 1, ENTER_GETEVENTS, None)
+            };
+            if let Err(e) = waited {
+                if matches!(e.raw_os_error(), Some(EINTR | EAGAIN | EBUSY))
+                    && errors < ENTER_RETRIES_MAX
+                {
+                    errors += 1;
+                    continue;
+                }
+                let mut state = inner.state.lock();
+                state.broken = Some(format!("io_uring wait failed: {e}"));
+                inner.released.notify_all();
+                tracing::error!("io_uring: waiting for completions failed: {e}");
+                return;
+            }
+            errors = 0;
+            // SAFETY: only this thread reads the completion queue.
+            let done: Vec<(u64, i32)> = unsafe { inner.ring.completion_shared() }
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (tag, res) in done {
+                if tag == TAG_STOP {
+                    stopping = true;
+                    continue;
+                }
+                let mut handler = inner.handler.lock();
+                let released = {
+                    let mut state = inner.state.lock();
+                    let expected = state.pipeline.get(tag).map(|f| f.len);
+                    let result = match (res, expected) {
+                        (r, _) if r < 0 => Err(StoreError::io(
+                            "direct write",
+                            io::Error::from_raw_os_error(-r),
+                        )),
+                        (r, Some(len)) if r as usize != len => Err(StoreError::io(
+                            "direct write",
+                            io::Error::new(
+                                io::ErrorKind::WriteZero,
+                                format!("wrote {r} of {len} bytes"),
+                            ),
+                        )),
+                        _ => Ok(()),
+                    };
+                    state.pipeline.complete(tag, result)
+                };
+                for (flight, outcome) in released {
+                    if let Some(h) = handler.as_mut() {
+                        h(flight.item, outcome);
+                    }
+                    let mut state = inner.state.lock();
+                    if let Buf::Slot(i) = flight.buf {
+                        state.free.push(i);
+                    }
+                    inner.released.notify_all();
+                }
+            }
+            if stopping && inner.state.lock().pipeline.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Whether direct writes work on the file behind `fd` (tmpfs and some FUSE filesystems
+    /// refuse `O_DIRECT` with EINVAL).
+    pub(crate) fn check_direct(fd: RawFd) -> io::Result<()> {
+        open_direct(fd).map(drop)
     }
 }
 
 #[cfg(not(feature = "io-uring"))]
 mod imp {
+    use std::fs::File;
     use std::io;
     use std::os::fd::RawFd;
 
-    use super::UringError;
+    use super::Handler;
 
-    /// Without the `io-uring` feature no ring can exist; the writer's io_uring branch is dead.
+    fn unsupported() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            "ferromq-store was built without the io-uring feature",
+        )
+    }
+
+    /// Never built without the feature.
     #[derive(Debug)]
-    pub(crate) enum Ring {}
+    pub(crate) enum SubmitError<T> {
+        Refused(T, crate::StoreError),
+        Failed(crate::StoreError),
+    }
 
-    impl Ring {
-        pub(crate) fn new() -> io::Result<Ring> {
-            Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "ferromq-store was built without the io-uring feature",
-            ))
+    /// Without the `io-uring` feature no ring can exist; the writer's direct branch is dead.
+    #[derive(Debug)]
+    pub(crate) enum Direct<T> {
+        #[allow(dead_code)]
+        Never(std::convert::Infallible, std::marker::PhantomData<T>),
+    }
+
+    pub(crate) fn open_direct(_fd: RawFd) -> io::Result<File> {
+        Err(unsupported())
+    }
+
+    pub(crate) fn check_direct(_fd: RawFd) -> io::Result<()> {
+        Err(unsupported())
+    }
+
+    impl<T: Send + 'static> Direct<T> {
+        pub(crate) fn new(_depth: usize) -> io::Result<Direct<T>> {
+            Err(unsupported())
         }
 
-        pub(crate) fn write_and_sync(
-            &mut self,
+        pub(crate) fn start(&mut self, _handler: Handler<T>) -> io::Result<()> {
+            match *self {
+                Direct::Never(n, _) => match n {},
+            }
+        }
+
+        pub(crate) fn idle(&self) -> bool {
+            match *self {
+                Direct::Never(n, _) => match n {},
+            }
+        }
+
+        pub(crate) fn submit(
+            &self,
             _fd: RawFd,
             _offset: u64,
-            _buf: &mut Vec<u8>,
-            _sync: bool,
-        ) -> Result<(), UringError> {
-            match *self {}
-        }
-    }
-}
-
-pub(crate) use imp::Ring;
-
-/// Sets up the ring, or says why not.
-pub(crate) fn setup() -> Result<Ring, String> {
-    Ring::new().map_err(|e| {
-        if e.kind() == io::ErrorKind::Unsupported {
-            e.to_string()
-        } else {
-            unavailable_reason(&e)
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::FAIL_SETUP;
-    use crate::journal::{JournalConfig, JournalIo, JournalStore};
-    use crate::{MessageStore, Op, StoreError};
-
-    fn config(io: JournalIo) -> JournalConfig {
-        JournalConfig {
-            io,
-            checkpoint_interval_ms: 0,
-            cleanup_interval_ms: 0,
-            ..JournalConfig::default()
-        }
-    }
-
-    #[test]
-    fn forcing_io_uring_fails_when_setup_fails_and_auto_stays_portable() {
-        let dir = tempfile::tempdir().unwrap();
-        FAIL_SETUP.with(|f| f.set(true));
-        let forced = JournalStore::open(dir.path(), config(JournalIo::IoUring));
-        let auto = JournalStore::open(dir.path(), config(JournalIo::Auto));
-        FAIL_SETUP.with(|f| f.set(false));
-        assert!(
-            matches!(forced, Err(StoreError::Config(ref m)) if m.contains("io_uring")),
-            "{forced:?}"
-        );
-        let store = auto.unwrap();
-        assert_eq!(store.io(), JournalIo::Portable);
-        store
-            .submit(vec![Op::Enqueue {
-                list: "queue://a".into(),
-                seq: 1,
-                payload: bytes::Bytes::from_static(b"x"),
-            }])
-            .wait_blocking()
-            .unwrap();
-        assert_eq!(store.stats().syncs, 1);
-    }
-
-    #[cfg(feature = "io-uring")]
-    mod ring {
-        use std::os::fd::AsRawFd;
-
-        use super::super::{Ring, UringError};
-
-        #[test]
-        fn a_linked_write_and_sync_write_everything_and_chunks_do_not_overlap() {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let file = std::fs::File::create(&path).unwrap();
-            let mut ring = Ring::new().unwrap();
-            let mut buf: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-            let expected = buf.clone();
-            ring.write_and_sync(file.as_raw_fd(), 0, &mut buf, true)
-                .unwrap();
-            let mut tail = b"tail".to_vec();
-            ring.write_and_sync(file.as_raw_fd(), 300_000, &mut tail, false)
-                .unwrap();
-            let mut empty = Vec::new();
-            ring.write_and_sync(file.as_raw_fd(), 0, &mut empty, true)
-                .unwrap();
-            let got = std::fs::read(&path).unwrap();
-            assert_eq!(&got[..300_000], &expected[..]);
-            assert_eq!(&got[300_000..], b"tail");
-        }
-
-        #[test]
-        fn a_failed_write_is_reported_as_a_write_error_and_its_sync_never_succeeds() {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            std::fs::write(&path, b"").unwrap();
-            let read_only = std::fs::File::open(&path).unwrap();
-            let mut ring = Ring::new().unwrap();
-            let mut buf = vec![1u8; 4096];
-            let err = ring
-                .write_and_sync(read_only.as_raw_fd(), 0, &mut buf, true)
-                .unwrap_err();
-            // EBADF: the fd is not open for writing.
-            assert!(
-                matches!(&err, UringError::Write(e) if e.raw_os_error() == Some(9)),
-                "{err:?}"
-            );
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        }
-
-        /// Set in the child process: the file to write under a file-size limit.
-        const SHORT_WRITE_ENV: &str = "FERROMQ_URING_SHORT_WRITE_FILE";
-
-        #[test]
-        fn a_short_write_is_resubmitted_and_never_reported_as_complete() {
-            if let Ok(path) = std::env::var(SHORT_WRITE_ENV) {
-                // The child: RLIMIT_FSIZE is 5120 bytes, so the kernel writes 5120 of the 8192
-                // bytes (a short write, which cancels the linked sync); the resubmitted rest
-                // starts at the limit and fails with EFBIG (SIGXFSZ is ignored).
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .unwrap();
-                let mut ring = Ring::new().unwrap();
-                let mut buf = vec![7u8; 8192];
-                let result = ring.write_and_sync(file.as_raw_fd(), 0, &mut buf, true);
-                println!("RESULT {result:?}");
-                return;
+            _data: &[u8],
+            _item: T,
+        ) -> Result<(), SubmitError<T>> {
+            match *self {
+                Direct::Never(n, _) => match n {},
             }
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("f");
-            let exe = std::env::current_exe().unwrap();
-            // `ulimit -f` counts 512-byte blocks; an ignored signal stays ignored across exec.
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(
-                    "trap '' XFSZ; ulimit -f 10; exec \"$0\" --exact \
-                     journal::uring::tests::ring::a_short_write_is_resubmitted_and_never_reported_as_complete \
-                     --nocapture --test-threads=1",
-                )
-                .arg(&exe)
-                .env(SHORT_WRITE_ENV, &path)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{stdout}");
-            let Some((_, result)) = stdout.lines().find_map(|l| l.split_once("RESULT ")) else {
-                panic!(
-                    "no result from the child: {stdout} {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            };
-            // Ok would claim bytes that are not there; Sync(ECANCELED) would mean the rest was
-            // never resubmitted. EFBIG on the write proves the resubmission.
-            assert!(
-                result.starts_with("Err(Write(") && result.contains("code: 27"),
-                "{result}"
-            );
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), 5120);
         }
 
-        #[test]
-        fn a_failed_sync_is_reported_as_a_sync_error() {
-            // fdatasync of a pipe fails with EINVAL: the sync's own completion is checked.
-            let (reader, writer) = std::io::pipe().unwrap();
-            let mut ring = Ring::new().unwrap();
-            let mut empty = Vec::new();
-            let err = ring
-                .write_and_sync(writer.as_raw_fd(), 0, &mut empty, true)
-                .unwrap_err();
-            assert!(
-                matches!(&err, UringError::Sync(e) if e.raw_os_error() == Some(22)),
-                "{err:?}"
-            );
-            drop(reader);
+        pub(crate) fn drain(&self) {
+            match *self {
+                Direct::Never(n, _) => match n {},
+            }
         }
+
+        pub(crate) fn shutdown(&mut self) {
+            match *self {
+                Direct::Never(n, _) => match n {},
+            }
+        }
+    }
+}
+
+pub(crate) use imp::{check_direct, open_direct, Direct, SubmitError};
+
+/// Why a ring could not be set up, for the log line or the `Config` error.
+pub(crate) fn setup_error(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::Unsupported {
+        e.to_string()
+    } else {
+        unavailable_reason(e)
     }
 }

@@ -7,9 +7,12 @@
 //! batches as arrived while the previous sync was running: at ~250 µs per fdatasync, 16
 //! producers share each sync instead of queueing for 16 of them.
 //!
-//! On real files with the io_uring path (`JournalIo`, module `uring`), the group's write and its
-//! `fdatasync` go to the kernel as one linked submission instead of two system calls; what is
-//! written, when, and how failures are handled are the same on both paths.
+//! On real files with the direct io_uring path (`JournalIo::IoUring`, module `uring`), a group
+//! is instead padded to a block boundary and written with one `O_DIRECT | O_DSYNC` write (no
+//! separate `fdatasync`), while up to `io_depth - 1` earlier groups are still in flight; a
+//! thread of the ring confirms groups in journal order as their writes complete (see
+//! [`Group`]). A roll, a GC record, a compaction and a checkpoint wait for every write in flight
+//! first (a barrier), so what they read of the index is durable.
 //!
 //! A failed write or sync fails the store for good: the page cache may have dropped the data, so
 //! retrying the sync could report success for bytes that are gone. Every waiter of the failed
@@ -31,11 +34,11 @@ use crate::journal::prealloc::{Preallocation, Preparer};
 use crate::journal::record::SEGMENT_HEADER_BYTES;
 use crate::journal::record::{
     batch_payload_bytes, begin_record, check_payload, encode_batch, encode_released, finish_record,
-    mark_unit_start, RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES,
+    mark_unit_start, pad_to, RecordType, PAYLOAD_PREFIX_BYTES, RECORD_HEADER_BYTES,
     RECORD_PAYLOAD_BYTES_MAX,
 };
 use crate::journal::segment::{adopt_segment, create_segment, segment_name, Head};
-use crate::journal::uring::{Ring, UringError};
+use crate::journal::uring::{open_direct, Direct, Handler, SubmitError, DIRECT_ALIGN};
 use crate::journal::Shared;
 use crate::{Batch, Completer, Op, StoreError};
 
@@ -99,8 +102,11 @@ pub(crate) struct Snapshot {
     pub existing: BTreeSet<u32>,
 }
 
+/// Room a direct group needs past its records for its padding record, at most.
+const PAD_RESERVE: u64 = DIRECT_ALIGN + RECORD_HEADER_BYTES as u64;
+
 /// What a committed batch does to the index once written.
-enum Apply {
+pub(crate) enum Apply {
     Batch {
         ops: Batch,
         locations: Vec<Location>,
@@ -127,14 +133,16 @@ pub(crate) struct Writer {
     /// The group being gathered holds a batch that must be durable before it is confirmed
     /// (anything but a lazy batch); only read with `SyncMode::Always`.
     group_needs_sync: bool,
-    /// The io_uring path, when the store chose it (see `JournalIo`); `None` = portable.
-    uring: Option<Ring>,
+    /// The direct io_uring path, when the store chose it (see `JournalIo`); `None` = portable.
+    direct: Option<Direct<Group>>,
+    /// The head segment opened `O_DIRECT | O_DSYNC` for the direct path, with its id.
+    direct_file: Option<(u32, std::fs::File)>,
     /// Zero-filled segments prepared ahead (`Preallocation::Zeros`); `None` = sparse ones.
     prealloc: Option<Preparer>,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, head: Head, uring: Option<Ring>) -> Writer {
+    pub(crate) fn new(shared: Arc<Shared>, head: Head, direct: Option<Direct<Group>>) -> Writer {
         let clock = SyncClock::new(shared.config.sync, shared.config.ack_sync_delay_ms);
         let prealloc = (shared.config.preallocation == Preallocation::Zeros)
             .then(|| Preparer::new(shared.dir.clone(), shared.config.journal_max_file_length));
@@ -148,7 +156,8 @@ impl Writer {
             messages_unsynced: 0,
             clock,
             group_needs_sync: false,
-            uring,
+            direct,
+            direct_file: None,
             prealloc,
         }
     }
@@ -189,7 +198,7 @@ impl Writer {
             Cmd::Released { ranges, completer } => {
                 // Apply what precedes first: the record carries the index's list seqs as of
                 // its own position in the journal.
-                self.write_group(false);
+                self.settle();
                 let max_seqs = self.shared.index.read().max_seqs();
                 if let Err(e) = self.append_record(RecordType::SegmentsReleased, |buf| {
                     encode_released(buf, &ranges, &max_seqs)
@@ -211,7 +220,7 @@ impl Writer {
             } => {
                 // Earlier batches of this group must be applied first: the index decides what
                 // is still live, and the rewritten copies must follow every earlier ack.
-                self.write_group(false);
+                self.settle();
                 let ops = match self.relocation_ops(&segments, messages) {
                     Ok(ops) => ops,
                     Err(e) => {
@@ -292,12 +301,17 @@ impl Writer {
             }
         };
         finish_record(&mut self.buf, start, kind, self.shared.epoch);
-        if start == 0 && !self.clock.unsynced() {
+        if start == 0 && self.all_durable() {
             // Nothing written since the last sync: this record starts a sync unit.
             mark_unit_start(&mut self.buf[start..]);
         }
         let record_bytes = (self.buf.len() - start) as u64;
-        if self.head.offset + self.buf.len() as u64 > self.head.capacity_bytes {
+        let reserve = if self.direct.is_some() {
+            PAD_RESERVE
+        } else {
+            0
+        };
+        if self.head.offset + self.buf.len() as u64 + reserve > self.head.capacity_bytes {
             let mut record = self.buf.split_off(start);
             if let Err(e) = self.roll(record_bytes) {
                 self.fail(e.clone());
@@ -309,7 +323,7 @@ impl Writer {
         }
         let record_start = self.buf.len() as u64 - record_bytes;
         let base = self.head.offset + record_start;
-        debug_assert!(base + record_bytes <= self.head.capacity_bytes);
+        debug_assert!(base + record_bytes + reserve <= self.head.capacity_bytes);
         let buf = &self.buf;
         let locations = offsets
             .iter()
@@ -339,7 +353,17 @@ impl Writer {
         self.shared.check_fence()?;
         // The old segment must be durable before records land in the next one, so that a
         // crash can only lose a suffix of the journal.
-        self.write_and_sync(true)?;
+        if self.direct.is_some() {
+            self.submit_direct()?;
+            self.drain_direct()?;
+        } else {
+            self.write_and_sync(true)?;
+        }
+        // A direct segment needs room for the padding at its start and after the record.
+        let record_bytes = match self.direct {
+            Some(_) => record_bytes + 2 * PAD_RESERVE,
+            None => record_bytes,
+        };
         let next =
             self.head.id.checked_add(1).ok_or_else(|| {
                 StoreError::Failed("journal segment ids exhausted (u32)".to_string())
@@ -367,6 +391,9 @@ impl Writer {
             .write()
             .insert(head.id, head.file.clone());
         self.head = head;
+        if self.direct.is_some() {
+            align_head(&mut self.head, self.shared.epoch)?;
+        }
         Ok(())
     }
 
@@ -399,51 +426,16 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the buffer and, when `sync`, makes the head segment durable: on the io_uring
-    /// path as one write linked to an `fdatasync` in one submission, otherwise `write_at` then
-    /// `sync_data`. Either way a failure is returned for the caller to fail the store with.
+    /// Writes the buffer and, when `sync`, makes the head segment durable (`write_at` then
+    /// `sync_data`): the portable path. A failure is returned for the caller to fail the store.
     fn write_and_sync(&mut self, sync: bool) -> Result<(), StoreError> {
-        let fd = self.head.file.raw_fd();
-        let (Some(ring), Some(fd)) = (self.uring.as_mut(), fd) else {
-            self.write_buf()?;
-            if sync {
-                let started = Instant::now();
-                self.head
-                    .file
-                    .sync_data()
-                    .map_err(|e| StoreError::io("fdatasync", e))?;
-                self.shared
-                    .commit
-                    .sync_ns
-                    .record_duration(started.elapsed());
-                self.synced();
-            }
-            return Ok(());
-        };
-        let bytes = self.buf.len() as u64;
-        if bytes == 0 && !sync {
-            return Ok(());
-        }
-        debug_assert!(self.head.offset + bytes <= self.head.capacity_bytes);
-        let started = Instant::now();
-        ring.write_and_sync(fd, self.head.offset, &mut self.buf, sync)
-            .map_err(|e| match e {
-                UringError::Write(e) => StoreError::io("write", e),
-                UringError::Sync(e) => StoreError::io("fdatasync", e),
-                UringError::Submit(e) => StoreError::io("io_uring submit", e),
-            })?;
-        if bytes > 0 {
-            self.head.offset += bytes;
-            self.shared
-                .stats
-                .bytes_written
-                .fetch_add(bytes, Ordering::Relaxed);
-            self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
-            self.buf.clear();
-            self.clock.written();
-        }
+        self.write_buf()?;
         if sync {
-            // The write and its fdatasync are one linked submission: timed together.
+            let started = Instant::now();
+            self.head
+                .file
+                .sync_data()
+                .map_err(|e| StoreError::io("fdatasync", e))?;
             self.shared
                 .commit
                 .sync_ns
@@ -451,6 +443,107 @@ impl Writer {
             self.synced();
         }
         Ok(())
+    }
+
+    /// Whether every byte written so far is durable (nothing unsynced; on the direct path,
+    /// nothing in flight).
+    fn all_durable(&self) -> bool {
+        match &self.direct {
+            Some(d) => d.idle(),
+            None => !self.clock.unsynced(),
+        }
+    }
+
+    /// Before an operation that reads the index (a GC record, a compaction): on the portable
+    /// path, writes and applies the group gathered so far; on the direct path, also waits for
+    /// every write in flight, since groups are applied when their writes complete.
+    fn settle(&mut self) {
+        let barrier = self.direct.is_some();
+        self.write_group(barrier);
+    }
+
+    /// The head segment's direct descriptor, opened again at each roll.
+    fn direct_fd(&mut self) -> Result<std::os::fd::RawFd, StoreError> {
+        use std::os::fd::AsRawFd;
+        if let Some((id, f)) = &self.direct_file {
+            if *id == self.head.id {
+                return Ok(f.as_raw_fd());
+            }
+        }
+        let fd =
+            self.head.file.raw_fd().ok_or_else(|| {
+                StoreError::Failed("the direct write path needs a real file".into())
+            })?;
+        let file = open_direct(fd).map_err(|e| StoreError::io("open O_DIRECT|O_DSYNC", e))?;
+        let raw = file.as_raw_fd();
+        self.direct_file = Some((self.head.id, file));
+        Ok(raw)
+    }
+
+    /// The direct path's write of the group gathered so far: pads it to a block boundary and
+    /// submits it with its waiters and index changes, which the reaper applies and answers
+    /// once it and every earlier group are durable. Returns without waiting for it.
+    fn submit_direct(&mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() && self.waiters.is_empty() && self.pending_apply.is_empty() {
+            return Ok(());
+        }
+        let fd = self.direct_fd()?;
+        pad_to(
+            &mut self.buf,
+            self.head.offset,
+            DIRECT_ALIGN,
+            self.shared.epoch,
+        );
+        let len = self.buf.len() as u64;
+        debug_assert!(self.head.offset + len <= self.head.capacity_bytes);
+        let group = Group {
+            applies: std::mem::take(&mut self.pending_apply),
+            waiters: std::mem::take(&mut self.waiters),
+            position: Position {
+                segment: self.head.id,
+                offset: self.head.offset + len,
+            },
+            batches: std::mem::take(&mut self.batches_unsynced),
+            messages: std::mem::take(&mut self.messages_unsynced),
+            submitted: Instant::now(),
+        };
+        let Some(direct) = self.direct.as_ref() else {
+            return Err(StoreError::Failed("no direct write path".into()));
+        };
+        match direct.submit(fd, self.head.offset, &self.buf, group) {
+            Ok(()) => {}
+            Err(SubmitError::Refused(group, e)) => {
+                for (w, _) in group.waiters {
+                    w.complete(Err(e.clone()));
+                }
+                return Err(e);
+            }
+            Err(SubmitError::Failed(e)) => return Err(e),
+        }
+        self.head.offset += len;
+        if self.head.offset.saturating_mul(2) >= self.head.capacity_bytes {
+            if let Some(p) = self.prealloc.as_mut() {
+                p.request();
+            }
+        }
+        self.shared
+            .stats
+            .bytes_written
+            .fetch_add(len, Ordering::Relaxed);
+        self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Waits for every direct write in flight; an error if the store failed meanwhile.
+    fn drain_direct(&mut self) -> Result<(), StoreError> {
+        if let Some(d) = self.direct.as_ref() {
+            d.drain();
+        }
+        match self.failed() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn synced(&mut self) {
@@ -498,6 +591,19 @@ impl Writer {
                 return;
             }
         }
+        if self.direct.is_some() {
+            // Every direct write is durable when it completes: no sync to decide. The fence
+            // check after it, the index and the answers are the reaper's (`Group`).
+            let submitted = self.submit_direct();
+            let result = match (submitted, force_sync) {
+                (Ok(()), true) => self.drain_direct(),
+                (r, _) => r,
+            };
+            if let Err(e) = result {
+                self.fail(e);
+            }
+            return;
+        }
         // A group of lazy batches only is written and left for a later sync, unless the oldest
         // unsynced one has waited `ack_sync_delay_ms` already (`SyncClock::must_sync`).
         let sync = force_sync || self.clock.must_sync(needs_sync);
@@ -539,40 +645,15 @@ impl Writer {
     }
 
     fn apply(&mut self) -> Result<(), StoreError> {
-        if self.pending_apply.is_empty() {
-            return Ok(());
-        }
-        let mut index = self.shared.index.write();
-        for apply in self.pending_apply.drain(..) {
-            match apply {
-                Apply::Batch {
-                    ops,
-                    locations,
-                    segment,
-                } => {
-                    let mut locations = locations.into_iter();
-                    for op in ops {
-                        match op {
-                            Op::Enqueue { list, seq, .. } => match locations.next() {
-                                Some(loc) => index.apply_enqueue(&list, seq, loc)?,
-                                None => debug_assert!(false, "enqueue without a location"),
-                            },
-                            other => index.apply_other(other, segment)?,
-                        }
-                    }
-                    debug_assert!(locations.next().is_none());
-                }
-                Apply::Released(ranges) => index.apply_released(&ranges),
-            }
-        }
-        index.position = Position {
+        let position = Position {
             segment: self.head.id,
             offset: self.head.offset,
         };
-        self.shared
-            .usage_bytes
-            .store(index.usage_bytes, Ordering::Release);
-        Ok(())
+        apply_to_index(
+            &self.shared,
+            std::mem::take(&mut self.pending_apply),
+            position,
+        )
     }
 
     fn fail(&mut self, err: StoreError) {
@@ -644,6 +725,141 @@ impl Writer {
     }
 }
 
+/// Applies committed batches to the index and moves its position to `position` (the byte after
+/// them); publishes the new usage.
+fn apply_to_index(
+    shared: &Shared,
+    applies: Vec<Apply>,
+    position: Position,
+) -> Result<(), StoreError> {
+    if applies.is_empty() {
+        return Ok(());
+    }
+    let mut index = shared.index.write();
+    for apply in applies {
+        match apply {
+            Apply::Batch {
+                ops,
+                locations,
+                segment,
+            } => {
+                let mut locations = locations.into_iter();
+                for op in ops {
+                    match op {
+                        Op::Enqueue { list, seq, .. } => match locations.next() {
+                            Some(loc) => index.apply_enqueue(&list, seq, loc)?,
+                            None => debug_assert!(false, "enqueue without a location"),
+                        },
+                        other => index.apply_other(other, segment)?,
+                    }
+                }
+                debug_assert!(locations.next().is_none());
+            }
+            Apply::Released(ranges) => index.apply_released(&ranges),
+        }
+    }
+    index.position = position;
+    shared
+        .usage_bytes
+        .store(index.usage_bytes, Ordering::Release);
+    Ok(())
+}
+
+/// A group written on the direct path: what confirming it takes, carried with its write until
+/// the reaper hands it back (in journal order) to [`direct_handler`].
+pub(crate) struct Group {
+    applies: Vec<Apply>,
+    waiters: Vec<(Completer, Option<Instant>)>,
+    /// The byte after the group (its padding included): the index's position once applied.
+    position: Position,
+    /// Client batches and their enqueued messages, for the commit statistics.
+    batches: u64,
+    messages: u64,
+    submitted: Instant,
+}
+
+/// What the reaper does with each completed direct group, in journal order: the portable path's
+/// steps after its `fdatasync`. The fence is checked again (a deposed master confirms nothing),
+/// the group is applied to the index, then its producers are answered. Any failure fails the
+/// store and every waiter of this and each later group.
+pub(crate) fn direct_handler(shared: Arc<Shared>) -> Handler<Group> {
+    Box::new(move |group: Group, outcome: Result<(), StoreError>| {
+        let confirming = !group.waiters.is_empty() || !group.applies.is_empty();
+        let result = outcome
+            .and_then(|()| {
+                if shared.failed_flag.load(Ordering::Acquire) {
+                    Err(shared.failure())
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| {
+                if confirming {
+                    shared.check_fence()
+                } else {
+                    Ok(())
+                }
+            })
+            .and_then(|()| apply_to_index(&shared, group.applies, group.position));
+        if let Err(e) = result {
+            shared.set_failed(&e);
+            let e = shared.failure();
+            for (w, _) in group.waiters {
+                w.complete(Err(e.clone()));
+            }
+            return;
+        }
+        // The write was its own sync: timed from submission to completion.
+        shared
+            .commit
+            .sync_ns
+            .record_duration(group.submitted.elapsed());
+        shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        if group.batches > 0 {
+            shared.commit.group_batches.record(group.batches);
+            shared.commit.group_messages.record(group.messages);
+        }
+        shared
+            .stats
+            .batches
+            .fetch_add(group.waiters.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        for (w, submitted_at) in group.waiters {
+            if let Some(since) = submitted_at {
+                shared.commit.record_wait(since, now);
+            }
+            w.complete(Ok(()));
+        }
+    })
+}
+
+/// Pads the head segment to a [`DIRECT_ALIGN`] boundary with a padding record written and
+/// synced the portable way (at open and after a roll, before the first direct write): direct
+/// writes must start on a boundary, and a gap of zeros would read as the end of the journal.
+pub(crate) fn align_head(head: &mut Head, epoch: u64) -> Result<(), StoreError> {
+    let mut pad = Vec::new();
+    if pad_to(&mut pad, head.offset, DIRECT_ALIGN, epoch) == 0 {
+        return Ok(());
+    }
+    // Everything before it is durable (recovery synced the head; a roll syncs the segment
+    // header): it starts a sync unit.
+    mark_unit_start(&mut pad);
+    if head.offset + pad.len() as u64 > head.capacity_bytes {
+        return Err(StoreError::Failed(format!(
+            "segment {} has no room to align its head for direct writes",
+            head.id
+        )));
+    }
+    head.file
+        .write_at(head.offset, &pad)
+        .map_err(|e| StoreError::io("write", e))?;
+    head.file
+        .sync_data()
+        .map_err(|e| StoreError::io("fdatasync", e))?;
+    head.offset += pad.len() as u64;
+    Ok(())
+}
+
 /// Reads a message payload back and checks its CRC and length.
 pub(crate) fn read_payload(
     file: &dyn crate::journal::storage::StorageFile,
@@ -713,6 +929,9 @@ impl GroupWriter for Writer {
 
     fn finish(&mut self) {
         self.write_group(true);
+        if let Some(d) = self.direct.as_mut() {
+            d.shutdown();
+        }
         if let Some(p) = self.prealloc.as_mut() {
             p.shutdown();
         }
