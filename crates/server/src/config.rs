@@ -276,6 +276,10 @@ pub struct StoreSection {
     /// `ferromq_store::journal::AUTO_RULE`: portable today; the log line says why) or
     /// `io-uring` (forced; a startup error when unavailable).
     pub journal_io: String,
+    /// `journal` on the io_uring path: group writes in flight at once (1..=64). Each is an
+    /// `O_DIRECT | O_DSYNC` write; a group is confirmed only when it and every earlier one are
+    /// durable. Deeper queues let more groups share the disk's cache flushes.
+    pub journal_io_depth: usize,
     /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
     pub sync: String,
     /// With `sync = "periodic"`: longest time written data stays unsynced
@@ -321,6 +325,7 @@ impl Default for StoreSection {
             table_prefix: "activemq_".into(),
             create_tables_on_startup: true,
             journal_io: "portable".into(),
+            journal_io_depth: ferromq_store::journal::IO_DEPTH_DEFAULT,
             sync: "always".into(),
             sync_interval_ms: 1000,
             ack_sync_delay_ms: ferromq_store::journal::ACK_SYNC_DELAY_MS_DEFAULT,
@@ -736,6 +741,13 @@ impl Config {
             "auto" | "io-uring" | "portable" => {}
             j => bail!("store.journal_io = {j:?}: expected \"auto\", \"io-uring\" or \"portable\""),
         }
+        let depth_max = ferromq_store::journal::IO_DEPTH_MAX;
+        if !(1..=depth_max).contains(&self.store.journal_io_depth) {
+            bail!(
+                "store.journal_io_depth = {}: expected 1..={depth_max}",
+                self.store.journal_io_depth
+            );
+        }
         match self.store.preallocation_strategy.as_str() {
             "zeros" | "sparse_file" => {}
             p => {
@@ -1076,6 +1088,15 @@ mod tests {
             env_config(&[("FERROMQ__STORE__JOURNAL_IO", "aio")]).unwrap_err()
         );
         assert!(err.contains("io-uring"), "{err}");
+        for depth in ["0", "65"] {
+            let err = format!(
+                "{:#}",
+                env_config(&[("FERROMQ__STORE__JOURNAL_IO_DEPTH", depth)]).unwrap_err()
+            );
+            assert!(err.contains("journal_io_depth"), "{err}");
+        }
+        let c = env_config(&[("FERROMQ__STORE__JOURNAL_IO_DEPTH", "16")]).unwrap();
+        assert_eq!(c.store.journal_io_depth, 16);
     }
 
     #[test]

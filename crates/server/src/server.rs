@@ -104,6 +104,7 @@ pub fn journal_config(cfg: &Config, epoch: u64, fence: Option<Arc<dyn Fence>>) -
             "portable" => JournalIo::Portable,
             _ => JournalIo::Auto,
         },
+        io_depth: s.journal_io_depth,
         preallocation: match s.preallocation_strategy.as_str() {
             "sparse_file" => ferromq_store::journal::Preallocation::SparseFile,
             _ => ferromq_store::journal::Preallocation::Zeros,

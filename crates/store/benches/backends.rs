@@ -12,7 +12,7 @@
 //! `bench-results/backends.md` and its chart), or directly
 //! `cargo bench -p ferromq-store --all-features --bench backends`.
 //! `FERROMQ_BENCH_BACKENDS=journal,lsm` selects backends; `FERROMQ_BENCH_RECOVERY_MESSAGES`
-//! changes the recovery size; `FERROMQ_BENCH_DIR` chooses the disk (default: the current dir);
+//! changes the recovery size; `FERROMQ_BENCH_IO_DEPTH` the io_uring path's writes in flight; `FERROMQ_BENCH_DIR` chooses the disk (default: the current dir);
 //! `FERROMQ_BENCH_SUMMARY` names a JSON file that receives every figure for the report.
 
 use std::path::Path;
@@ -78,9 +78,14 @@ fn backends() -> Vec<Backend> {
 }
 
 fn journal(dir: &Path, io: JournalIo) -> Arc<dyn MessageStore> {
+    let io_depth = std::env::var("FERROMQ_BENCH_IO_DEPTH")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(ferromq_store::journal::IO_DEPTH_DEFAULT);
     let config = JournalConfig {
         sync: SyncMode::Always,
         io,
+        io_depth,
         ..JournalConfig::default()
     };
     Arc::new(JournalStore::open(dir.join("journal"), config).expect("open journal"))

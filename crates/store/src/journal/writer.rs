@@ -38,7 +38,7 @@ use crate::journal::record::{
     RECORD_PAYLOAD_BYTES_MAX,
 };
 use crate::journal::segment::{adopt_segment, create_segment, segment_name, Head};
-use crate::journal::uring::{open_direct, Direct, Handler, SubmitError, DIRECT_ALIGN};
+use crate::journal::uring::{fill_holes, open_direct, Direct, Handler, SubmitError, DIRECT_ALIGN};
 use crate::journal::Shared;
 use crate::{Batch, Completer, Op, StoreError};
 
@@ -836,27 +836,39 @@ pub(crate) fn direct_handler(shared: Arc<Shared>) -> Handler<Group> {
 /// Pads the head segment to a [`DIRECT_ALIGN`] boundary with a padding record written and
 /// synced the portable way (at open and after a roll, before the first direct write): direct
 /// writes must start on a boundary, and a gap of zeros would read as the end of the journal.
+///
+/// Then fills the rest of the segment's holes with zeros (a sparse segment: the first of a
+/// run, or one the preparer had not finished), so that direct writes land on written extents
+/// and commit no filesystem metadata (see [`crate::journal::uring`]'s `fill_holes`).
 pub(crate) fn align_head(head: &mut Head, epoch: u64) -> Result<(), StoreError> {
     let mut pad = Vec::new();
-    if pad_to(&mut pad, head.offset, DIRECT_ALIGN, epoch) == 0 {
-        return Ok(());
+    let mut dirty = false;
+    if pad_to(&mut pad, head.offset, DIRECT_ALIGN, epoch) > 0 {
+        // Everything before it is durable (recovery synced the head; a roll syncs the segment
+        // header): it starts a sync unit.
+        mark_unit_start(&mut pad);
+        if head.offset + pad.len() as u64 > head.capacity_bytes {
+            return Err(StoreError::Failed(format!(
+                "segment {} has no room to align its head for direct writes",
+                head.id
+            )));
+        }
+        head.file
+            .write_at(head.offset, &pad)
+            .map_err(|e| StoreError::io("write", e))?;
+        dirty = true;
     }
-    // Everything before it is durable (recovery synced the head; a roll syncs the segment
-    // header): it starts a sync unit.
-    mark_unit_start(&mut pad);
-    if head.offset + pad.len() as u64 > head.capacity_bytes {
-        return Err(StoreError::Failed(format!(
-            "segment {} has no room to align its head for direct writes",
-            head.id
-        )));
+    let end = head.offset + pad.len() as u64;
+    if let Some(fd) = head.file.raw_fd() {
+        dirty |= fill_holes(fd, end, head.capacity_bytes)
+            .map_err(|e| StoreError::io("zero-fill segment", e))?;
     }
-    head.file
-        .write_at(head.offset, &pad)
-        .map_err(|e| StoreError::io("write", e))?;
-    head.file
-        .sync_data()
-        .map_err(|e| StoreError::io("fdatasync", e))?;
-    head.offset += pad.len() as u64;
+    if dirty {
+        head.file
+            .sync_data()
+            .map_err(|e| StoreError::io("fdatasync", e))?;
+    }
+    head.offset = end;
     Ok(())
 }
 
