@@ -606,6 +606,7 @@ mod imp {
 
     /// Never built without the feature.
     #[derive(Debug)]
+    #[allow(dead_code)]
     pub(crate) enum SubmitError<T> {
         Refused(T, crate::StoreError),
         Failed(crate::StoreError),
