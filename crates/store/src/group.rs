@@ -9,7 +9,7 @@
 //! checks — lives in `commit`; the gathering, the sync timer for unsynced bytes and the
 //! submitting side's channel live here, once.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SendError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -95,13 +95,21 @@ pub(crate) fn check_usage(limit: u64, usage: u64, ops: &Batch) -> Result<(), Sto
 #[derive(Debug)]
 pub(crate) struct Inbox<T> {
     tx: RwLock<Option<SyncSender<T>>>,
+    /// Told of every item queued, when the writer waits elsewhere than on the channel.
+    wake: std::sync::OnceLock<std::sync::Arc<dyn Wake>>,
 }
 
 impl<T: GroupItem> Inbox<T> {
     pub(crate) fn new(tx: SyncSender<T>) -> Inbox<T> {
         Inbox {
             tx: RwLock::new(Some(tx)),
+            wake: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what to call after each item queued (once; later calls are ignored).
+    pub(crate) fn set_wake(&self, wake: std::sync::Arc<dyn Wake>) {
+        let _ = self.wake.set(wake);
     }
 
     /// Queues `item` for the writer (blocking while the channel is full: backpressure), or
@@ -115,10 +123,16 @@ impl<T: GroupItem> Inbox<T> {
     /// Like [`Inbox::send`], but hands a refused item back.
     pub(crate) fn try_send(&self, item: T) -> Result<(), T> {
         let tx = self.tx.read();
-        match tx.as_ref() {
+        let sent = match tx.as_ref() {
             Some(tx) => tx.send(item).map_err(|SendError(item)| item),
             None => Err(item),
+        };
+        if sent.is_ok() {
+            if let Some(w) = self.wake.get() {
+                w.wake();
+            }
         }
+        sent
     }
 
     /// Drops the sender: once every queued item is written, the writer's loop ends.
@@ -127,10 +141,31 @@ impl<T: GroupItem> Inbox<T> {
     }
 }
 
+/// Something to tell the writer that an item was queued, for a writer that waits elsewhere
+/// than on its channel (the journal's direct path waits in its ring).
+pub(crate) trait Wake: Send + Sync + std::fmt::Debug {
+    /// Called after every item queued; cheap when the writer is not waiting.
+    fn wake(&self);
+}
+
 /// A store's side of group commit.
 pub(crate) trait GroupWriter {
     /// What arrives on the channel.
     type Item: GroupItem;
+
+    /// Whether writes are in flight whose completions this thread reaps itself (the journal's
+    /// direct path): while there are, the loop does not block on the channel but in
+    /// [`GroupWriter::park`].
+    fn in_flight(&self) -> bool {
+        false
+    }
+
+    /// Announces that the loop is about to park (`true`, before its last look at the channel)
+    /// or that it is not (`false`), so that producers know to wake it.
+    fn set_parked(&self, _parked: bool) {}
+
+    /// Waits until a write in flight completes or a producer wakes it.
+    fn park(&mut self) {}
 
     /// When written but unsynced data must be synced though nothing else arrives (the
     /// periodic interval, the lazy acks' delay); `None` = wait for the next item.
@@ -163,6 +198,22 @@ pub(crate) struct GroupLimits {
 pub(crate) fn run<W: GroupWriter>(writer: &mut W, rx: &Receiver<W::Item>, limits: GroupLimits) {
     let mut group: Vec<W::Item> = Vec::new();
     loop {
+        if writer.in_flight() {
+            writer.set_parked(true);
+            let next = rx.try_recv();
+            if matches!(next, Err(TryRecvError::Empty)) {
+                writer.park();
+            }
+            writer.set_parked(false);
+            match next {
+                Ok(item) => {
+                    gather(writer, rx, limits, item, &mut group);
+                    continue;
+                }
+                Err(TryRecvError::Empty) => continue,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
         let first = match writer.sync_due() {
             Some(due) => match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(item) => item,
@@ -177,26 +228,37 @@ pub(crate) fn run<W: GroupWriter>(writer: &mut W, rx: &Receiver<W::Item>, limits
                 Err(_) => break,
             },
         };
-        let mut bytes = first.group_bytes();
-        group.push(first);
-        while bytes < limits.bytes_max && group.len() < limits.items_max.max(1) {
-            match rx.try_recv() {
-                Ok(item) => {
-                    bytes = bytes.saturating_add(item.group_bytes());
-                    group.push(item);
-                }
-                Err(_) => break,
-            }
-        }
-        writer.commit(&mut group);
-        // `commit` drains it; whatever it left was neither written nor answered.
-        for item in group.drain(..) {
-            item.refuse(StoreError::Failed(
-                "group commit left a batch unanswered".into(),
-            ));
-        }
+        gather(writer, rx, limits, first, &mut group);
     }
     writer.finish();
+}
+
+/// Gathers a group starting with `first` from what is queued, and commits it.
+fn gather<W: GroupWriter>(
+    writer: &mut W,
+    rx: &Receiver<W::Item>,
+    limits: GroupLimits,
+    first: W::Item,
+    group: &mut Vec<W::Item>,
+) {
+    let mut bytes = first.group_bytes();
+    group.push(first);
+    while bytes < limits.bytes_max && group.len() < limits.items_max.max(1) {
+        match rx.try_recv() {
+            Ok(item) => {
+                bytes = bytes.saturating_add(item.group_bytes());
+                group.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    writer.commit(group);
+    // `commit` drains it; whatever it left was neither written nor answered.
+    for item in group.drain(..) {
+        item.refuse(StoreError::Failed(
+            "group commit left a batch unanswered".into(),
+        ));
+    }
 }
 
 /// When a writer last synced and whether it holds unsynced data, and the rule for when it must

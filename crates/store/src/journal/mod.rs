@@ -382,7 +382,7 @@ pub struct JournalStore {
 
 /// Chooses the writer's path (see [`JournalIo`], [`choose_io`]) and says in one log line which
 /// and why. For the direct path it sets up the ring and checks that the head's filesystem takes
-/// `O_DIRECT`; the reaper starts once the store's shared state exists.
+/// `O_DIRECT`; its handler is set once the store's shared state exists.
 fn select_io(
     config: &JournalConfig,
     head: &dyn StorageFile,
@@ -504,7 +504,8 @@ impl JournalStore {
         });
         if let Some(d) = direct.as_mut() {
             d.start(writer::direct_handler(shared.clone()))
-                .map_err(|e| StoreError::io("spawn journal reaper thread", e))?;
+                .map_err(|e| StoreError::io("start the direct write path", e))?;
+            shared.tx.set_wake(d.doorbell());
         }
         let writer = Writer::new(shared.clone(), recovered.head, direct);
         let writer = std::thread::Builder::new()

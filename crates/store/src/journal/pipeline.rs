@@ -66,6 +66,11 @@ impl<T> Pipeline<T> {
         self.entries.is_empty()
     }
 
+    /// The tag of the oldest unreleased write.
+    pub(crate) fn first_tag(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.tag)
+    }
+
     /// The item of an unreleased write.
     pub(crate) fn get(&self, tag: u64) -> Option<&T> {
         self.entries.iter().find(|e| e.tag == tag).map(|e| &e.item)

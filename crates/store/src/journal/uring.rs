@@ -25,10 +25,13 @@
 //!   per write); a group larger than one buffer gets an aligned buffer of its own. A buffer is
 //!   reused only after its write's completion arrived, failed or not: until then it is the
 //!   kernel's.
-//! - **Completions** are reaped by a thread of their own, which also confirms (the writer
-//!   gathers and encodes the next group meanwhile: on two cores that is the point), so it runs
-//!   the writer's handler in journal order. The writer waits only when `depth` writes are in
-//!   flight, and at a barrier (a roll, a checkpoint, a GC record, close), where it drains.
+//! - **Completions** are reaped by the writer thread itself, which also confirms: between
+//!   groups (without blocking), when it needs a free buffer, at a barrier (a roll, a
+//!   checkpoint, a GC record, close) and whenever it has writes in flight and nothing queued —
+//!   then it waits in the ring for whichever comes first, a completion or a producer's batch
+//!   (an eventfd the ring polls, which producers ring only while the writer is parked). A first
+//!   version reaped on a thread of its own; the extra hand-off per group cost ~15–25 µs on two
+//!   cores and made one producer slower than on the portable path (`bench-results/io-uring.md`).
 //!
 //! Not used, on purpose: SQPOLL (a kernel thread spinning on a 2-core machine shared with the
 //! broker), registered files (the head segment changes on each roll; the lookup is noise next to
@@ -36,7 +39,7 @@
 //!
 //! `unsafe_code` is denied in the workspace; this module is the one exception, because pushing
 //! a submission entry is `unsafe` (the kernel reads the buffer after the call returns), as are
-//! registering buffers and sharing the ring's queues between the writer and the reaper.
+//! registering buffers and the eventfd calls.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -67,7 +70,7 @@ thread_local! {
     pub(crate) static FAIL_SETUP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// What the reaper hands back for each group, in journal order: the writer's item and whether
+/// What the ring hands back for each group, in journal order: the writer's item and whether
 /// it (and everything before it) is durable.
 pub(crate) type Handler<T> = Box<dyn FnMut(T, Result<(), crate::StoreError>) + Send>;
 
@@ -76,13 +79,12 @@ mod imp {
     use std::alloc::{self, Layout};
     use std::fs::{File, OpenOptions};
     use std::io;
-    use std::os::fd::RawFd;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{fence, AtomicBool, Ordering};
     use std::sync::Arc;
-    use std::thread::JoinHandle;
 
     use io_uring::{opcode, squeue, types, IoUring, Probe};
-    use parking_lot::{Condvar, Mutex};
 
     use super::{Handler, DIRECT_ALIGN};
     use crate::journal::pipeline::Pipeline;
@@ -90,8 +92,8 @@ mod imp {
 
     /// Bytes of one registered buffer: a group above it gets a buffer of its own.
     const SLOT_BYTES: usize = 1 << 20;
-    /// The tag of the no-op that tells the reaper to stop (write tags count up from 0).
-    const TAG_STOP: u64 = u64::MAX;
+    /// The tag of the doorbell's poll (write tags count up from 0).
+    const TAG_DOORBELL: u64 = u64::MAX;
     /// `IORING_ENTER_GETEVENTS` (not exported by the `io-uring` crate).
     const ENTER_GETEVENTS: u32 = 1;
     /// `io_uring_enter` failures with EINTR/EAGAIN/EBUSY retried before giving up.
@@ -107,9 +109,8 @@ mod imp {
     }
 
     // SAFETY: the buffer is plain heap memory owned by this value; access is synchronised by
-    // the pipeline's mutex (the writer fills it, the kernel reads it, the reaper frees it).
+    // the writer thread, which alone fills, submits and frees it (the kernel reads it meanwhile).
     unsafe impl Send for AlignedBuf {}
-    unsafe impl Sync for AlignedBuf {}
 
     impl AlignedBuf {
         fn new(len: usize) -> io::Result<AlignedBuf> {
@@ -157,26 +158,49 @@ mod imp {
         len: usize,
     }
 
-    struct State<T> {
+    /// The writer's doorbell while it waits in the ring: an eventfd the ring polls, rung by a
+    /// producer that queued a batch while the writer was parked (see [`Direct::park`]).
+    #[derive(Debug)]
+    pub(crate) struct Doorbell {
+        fd: OwnedFd,
+        parked: AtomicBool,
+    }
+
+    impl crate::group::Wake for Doorbell {
+        fn wake(&self) {
+            // Pairs with the fence in `Direct::set_parked`: either the writer's check of the
+            // channel sees the batch just queued, or this load sees it parked.
+            fence(Ordering::SeqCst);
+            if self.parked.load(Ordering::SeqCst) {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: writes 8 bytes from a live local to an eventfd we own. A failure
+                // (the counter saturated: it is being rung anyway) needs no handling.
+                let _ = unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), 8) };
+            }
+        }
+    }
+
+    /// A ring with `depth` writes in flight at most, owned and driven by the writer thread:
+    /// it submits, reaps completions (between groups, when it needs a free buffer, and while it
+    /// waits for work) and runs the handler for each write in journal order itself. One thread
+    /// and no hand-off: a completion wakes the writer, which confirms at once.
+    pub(crate) struct Direct<T: Send + 'static> {
+        // Dropped first: closing the ring ends the kernel's use of the buffers below.
+        ring: IoUring,
+        /// The registered buffers (or, when registration failed, plain aligned ones).
+        slots: Vec<AlignedBuf>,
+        registered: bool,
         pipeline: Pipeline<Flight<T>>,
         /// Registered buffers not in flight.
         free: Vec<usize>,
         /// Set when the ring cannot be trusted any more (a failed submit or wait): nothing is
         /// submitted after it; buffers possibly still in the kernel's hands are leaked.
         broken: Option<String>,
-    }
-
-    struct Inner<T> {
-        ring: IoUring,
-        /// The registered buffers (or, when registration failed, plain aligned ones).
-        slots: Vec<Mutex<AlignedBuf>>,
-        registered: bool,
-        state: Mutex<State<T>>,
-        /// Signalled when a write is released (a buffer is free, the pipeline may be empty).
-        released: Condvar,
-        /// The writer's handler. Taken *before* releasing writes from the pipeline (lock
-        /// order: handler, then state), so writes are handled in the order they are released.
-        handler: Mutex<Option<Handler<T>>>,
+        handler: Option<Handler<T>>,
+        depth: usize,
+        doorbell: Arc<Doorbell>,
+        /// Whether a poll of the doorbell is in the ring.
+        doorbell_armed: bool,
     }
 
     /// Why [`Direct::submit`] did not submit.
@@ -188,18 +212,12 @@ mod imp {
         Failed(StoreError),
     }
 
-    /// A ring with `depth` writes in flight at most and the thread that reaps them.
-    pub(crate) struct Direct<T: Send + 'static> {
-        inner: Arc<Inner<T>>,
-        depth: usize,
-        reaper: Option<JoinHandle<()>>,
-    }
-
     impl<T: Send + 'static> std::fmt::Debug for Direct<T> {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("Direct")
                 .field("depth", &self.depth)
-                .field("registered", &self.inner.registered)
+                .field("registered", &self.registered)
+                .field("in_flight", &self.pipeline.len())
                 .finish()
         }
     }
@@ -223,16 +241,17 @@ mod imp {
                 return Err(io::Error::from_raw_os_error(38));
             }
             let depth = depth.clamp(1, super::DEPTH_MAX);
-            // One more entry than writes: the stop no-op.
+            // One more entry than writes: the doorbell's poll.
             let ring = IoUring::new((depth as u32 + 1).next_power_of_two())?;
             let mut probe = Probe::new();
             ring.submitter().register_probe(&mut probe)?;
             if !probe.is_supported(opcode::Write::CODE)
                 || !probe.is_supported(opcode::WriteFixed::CODE)
+                || !probe.is_supported(opcode::PollAdd::CODE)
             {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    "the kernel's io_uring lacks IORING_OP_WRITE or IORING_OP_WRITE_FIXED",
+                    "the kernel's io_uring lacks IORING_OP_WRITE, WRITE_FIXED or POLL_ADD",
                 ));
             }
             let mut slots = Vec::with_capacity(depth);
@@ -246,7 +265,7 @@ mod imp {
                     iov_len: b.len,
                 })
                 .collect();
-            // SAFETY: the buffers live as long as the ring (both in `Inner`; the ring is
+            // SAFETY: the buffers live as long as the ring (both in `Direct`; the ring is
             // dropped first, which unregisters them).
             let registered = match unsafe { ring.submitter().register_buffers(&iovecs) } {
                 Ok(()) => true,
@@ -259,46 +278,52 @@ mod imp {
                     false
                 }
             };
-            let inner = Arc::new(Inner {
-                ring,
-                slots: slots.into_iter().map(Mutex::new).collect(),
-                registered,
-                state: Mutex::new(State {
-                    pipeline: Pipeline::default(),
-                    free: (0..depth).rev().collect(),
-                    broken: None,
-                }),
-                released: Condvar::new(),
-                handler: Mutex::new(None),
-            });
+            // SAFETY: eventfd takes integer arguments; the result is checked.
+            let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if efd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `efd` is a new descriptor nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(efd) };
             Ok(Direct {
-                inner,
+                ring,
+                slots,
+                registered,
+                pipeline: Pipeline::default(),
+                free: (0..depth).rev().collect(),
+                broken: None,
+                handler: None,
                 depth,
-                reaper: None,
+                doorbell: Arc::new(Doorbell {
+                    fd,
+                    parked: AtomicBool::new(false),
+                }),
+                doorbell_armed: false,
             })
         }
 
-        /// Starts the reaper, which calls `handler` for every write in journal order.
+        /// Sets the handler called for every write, in journal order, with its outcome.
         pub(crate) fn start(&mut self, handler: Handler<T>) -> io::Result<()> {
-            *self.inner.handler.lock() = Some(handler);
-            let reaper_inner = self.inner.clone();
-            let reaper = std::thread::Builder::new()
-                .name("ferromq-journal-reaper".into())
-                .spawn(move || reap(&reaper_inner))?;
-            self.reaper = Some(reaper);
+            self.handler = Some(handler);
             Ok(())
+        }
+
+        /// What producers ring when they queue a batch (see [`Direct::park`]).
+        pub(crate) fn doorbell(&self) -> Arc<Doorbell> {
+            self.doorbell.clone()
         }
 
         /// Whether every write submitted so far completed and was handled.
         pub(crate) fn idle(&self) -> bool {
-            self.inner.state.lock().pipeline.is_empty()
+            self.pipeline.is_empty()
         }
 
         /// Writes `data` (aligned length) at `offset` (aligned) of `fd` (opened with
-        /// [`open_direct`]), waiting first while `depth` writes are in flight. Once submitted,
-        /// the item reaches the handler, in journal order, with its outcome.
+        /// [`open_direct`]), first reaping completions, and waiting for them while `depth`
+        /// writes are in flight. Once submitted, the item reaches the handler, in journal
+        /// order, with its outcome.
         pub(crate) fn submit(
-            &self,
+            &mut self,
             fd: RawFd,
             offset: u64,
             data: &[u8],
@@ -313,24 +338,22 @@ mod imp {
                 return Err(SubmitError::Refused(item, e));
             };
             let fits = data.len() <= SLOT_BYTES;
-            let mut state = self.inner.state.lock();
-            // A released write's buffer comes back after its handler ran: wait for the buffer,
-            // not only for the pipeline to have room.
-            while state.broken.is_none()
-                && (state.pipeline.len() >= self.depth || (fits && state.free.is_empty()))
+            self.reap();
+            while self.broken.is_none()
+                && (self.pipeline.len() >= self.depth || (fits && self.free.is_empty()))
             {
-                self.inner.released.wait(&mut state);
+                self.wait();
             }
-            if let Some(why) = &state.broken {
+            if let Some(why) = &self.broken {
                 let e = StoreError::Failed(why.clone());
                 return Err(SubmitError::Refused(item, e));
             }
             let (buf, ptr, index) = if fits {
-                let Some(i) = state.free.pop() else {
+                let Some(i) = self.free.pop() else {
                     let e = StoreError::Failed("no free io_uring buffer".into());
                     return Err(SubmitError::Refused(item, e));
                 };
-                let mut slot = self.inner.slots[i].lock();
+                let slot = &mut self.slots[i];
                 slot.fill(data);
                 (Buf::Slot(i), slot.ptr, Some(i))
             } else {
@@ -345,13 +368,13 @@ mod imp {
                 let ptr = own.ptr;
                 (Buf::Owned(own), ptr, None)
             };
-            let tag = state.pipeline.push(Flight {
+            let tag = self.pipeline.push(Flight {
                 item,
                 buf,
                 len: data.len(),
             });
             let entry = match index {
-                Some(i) if self.inner.registered => {
+                Some(i) if self.registered => {
                     opcode::WriteFixed::new(types::Fd(fd), ptr, len, i as u16)
                         .offset(offset)
                         .build()
@@ -361,50 +384,31 @@ mod imp {
                     .build(),
             }
             .user_data(tag);
-            // The lock is held while pushing: the reaper records a completion under it, so it
-            // always finds the write in the pipeline.
             let Err(e) = self.push_and_submit(&entry) else {
                 return Ok(());
             };
             // Whether the kernel took the entry is unknown: the ring is not used again, so no
             // buffer is reused while the kernel might still read it.
             let why = format!("io_uring submit failed: {e}");
-            state.broken = Some(why.clone());
-            self.inner.released.notify_all();
-            drop(state);
+            self.broken = Some(why.clone());
             let err = StoreError::Failed(why);
-            let mut handler = self.inner.handler.lock();
-            let released = self
-                .inner
-                .state
-                .lock()
-                .pipeline
-                .complete(tag, Err(err.clone()));
-            for (flight, outcome) in released {
-                if let Buf::Owned(b) = flight.buf {
-                    std::mem::forget(b);
-                }
-                if let Some(h) = handler.as_mut() {
-                    h(flight.item, outcome);
-                }
-            }
-            self.inner.released.notify_all();
+            let released = self.pipeline.complete(tag, Err(err.clone()));
+            self.handle(released, true);
             Err(SubmitError::Failed(err))
         }
 
-        fn push_and_submit(&self, entry: &squeue::Entry) -> io::Result<()> {
-            // SAFETY: only the writer thread (the caller, under the state lock) uses the
-            // submission queue; the buffer the entry names stays allocated until its
-            // completion is reaped (the pipeline owns it).
+        fn push_and_submit(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+            // SAFETY: the buffer the entry names stays allocated until its completion is
+            // reaped (the pipeline owns it), or for good once the ring is broken.
             unsafe {
-                let mut sq = self.inner.ring.submission_shared();
+                let mut sq = self.ring.submission();
                 sq.push(entry)
                     .map_err(|_| io::Error::other("submission queue full"))?;
                 sq.sync();
             }
             let mut tries = 0;
             loop {
-                match self.inner.ring.submitter().submit() {
+                match self.ring.submitter().submit() {
                     Ok(_) => return Ok(()),
                     Err(e)
                         if matches!(e.raw_os_error(), Some(EINTR | EAGAIN | EBUSY))
@@ -419,33 +423,141 @@ mod imp {
         }
 
         /// Waits until every write submitted so far completed and was handled.
-        pub(crate) fn drain(&self) {
-            let mut state = self.inner.state.lock();
-            while state.broken.is_none() && !state.pipeline.is_empty() {
-                self.inner.released.wait(&mut state);
+        pub(crate) fn drain(&mut self) {
+            self.reap();
+            while self.broken.is_none() && !self.pipeline.is_empty() {
+                self.wait();
             }
         }
 
-        /// Drains, stops the reaper and waits for it.
+        /// Drains; the ring closes when `self` drops.
         pub(crate) fn shutdown(&mut self) {
-            // Without a reaper nothing was ever submitted (`submit` needs one to complete).
-            let Some(reaper) = self.reaper.take() else {
-                return;
-            };
             self.drain();
-            let stop = opcode::Nop::new().build().user_data(TAG_STOP);
-            let pushed = {
-                let _state = self.inner.state.lock();
-                self.push_and_submit(&stop)
-            };
-            match pushed {
-                Ok(()) => {
-                    let _ = reaper.join();
+        }
+
+        /// Announces (`true`) that the writer is about to wait in [`Direct::park`], before it
+        /// checks its channel a last time, or that it is not (`false`).
+        pub(crate) fn set_parked(&self, parked: bool) {
+            self.doorbell.parked.store(parked, Ordering::SeqCst);
+            // Pairs with the fence in `Doorbell::wake`.
+            fence(Ordering::SeqCst);
+        }
+
+        /// With writes in flight and an empty channel: waits in the ring until a write
+        /// completes (and is handled) or a producer rings the doorbell.
+        pub(crate) fn park(&mut self) {
+            if self.broken.is_none() && !self.doorbell_armed {
+                let poll = opcode::PollAdd::new(
+                    types::Fd(self.doorbell.fd.as_raw_fd()),
+                    libc::POLLIN as u32,
+                )
+                .build()
+                .user_data(TAG_DOORBELL);
+                match self.push_and_submit(&poll) {
+                    Ok(()) => self.doorbell_armed = true,
+                    Err(e) => {
+                        self.fail(format!("io_uring submit failed: {e}"));
+                        return;
+                    }
                 }
-                Err(e) => {
-                    // The reaper stays blocked in the kernel; it holds the ring, which is then
-                    // never freed. Only on a ring that already failed.
-                    tracing::error!("io_uring: could not stop the completion thread: {e}");
+            }
+            self.wait();
+        }
+
+        /// Blocks in the ring for at least one completion, then reaps.
+        fn wait(&mut self) {
+            if self.broken.is_some() {
+                return;
+            }
+            let mut errors = 0usize;
+            loop {
+                // SAFETY: to_submit = 0; the wait touches no buffer.
+                let waited = unsafe {
+                    self.ring
+                        .submitter()
+                        .enter::<libc::sigset_t>(0, 1, ENTER_GETEVENTS, None)
+                };
+                match waited {
+                    Ok(_) => break,
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(EINTR | EAGAIN | EBUSY))
+                            && errors < ENTER_RETRIES_MAX =>
+                    {
+                        errors += 1;
+                    }
+                    Err(e) => {
+                        self.fail(format!("io_uring wait failed: {e}"));
+                        return;
+                    }
+                }
+            }
+            self.reap();
+        }
+
+        /// The ring failed: every write in flight fails, in order, and nothing more is
+        /// submitted.
+        fn fail(&mut self, why: String) {
+            tracing::error!("io_uring: {why}");
+            self.broken = Some(why.clone());
+            let err = StoreError::Failed(why);
+            let mut released = Vec::new();
+            while let Some(tag) = self.pipeline.first_tag() {
+                released.extend(self.pipeline.complete(tag, Err(err.clone())));
+            }
+            self.handle(released, true);
+        }
+
+        /// Takes every completion the ring holds and hands the writes they release to the
+        /// handler, in journal order. Never blocks.
+        fn reap(&mut self) {
+            let done: Vec<(u64, i32)> = self
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result()))
+                .collect();
+            for (tag, res) in done {
+                if tag == TAG_DOORBELL {
+                    self.doorbell_armed = false;
+                    let mut count = [0u8; 8];
+                    // SAFETY: reads 8 bytes into a live local from an eventfd we own
+                    // (non-blocking: a counter already read leaves EAGAIN, ignored).
+                    let _ = unsafe {
+                        libc::read(self.doorbell.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8)
+                    };
+                    continue;
+                }
+                let expected = self.pipeline.get(tag).map(|f| f.len);
+                let result = match (res, expected) {
+                    (r, _) if r < 0 => Err(StoreError::io(
+                        "direct write",
+                        io::Error::from_raw_os_error(-r),
+                    )),
+                    (r, Some(len)) if r as usize != len => Err(StoreError::io(
+                        "direct write",
+                        io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("wrote {r} of {len} bytes"),
+                        ),
+                    )),
+                    _ => Ok(()),
+                };
+                let released = self.pipeline.complete(tag, result);
+                self.handle(released, false);
+            }
+        }
+
+        /// Runs the handler on released writes and frees their buffers (or, on a broken ring,
+        /// leaks those the kernel may still hold).
+        fn handle(&mut self, released: Vec<(Flight<T>, Result<(), StoreError>)>, leak: bool) {
+            for (flight, outcome) in released {
+                if let Some(h) = self.handler.as_mut() {
+                    h(flight.item, outcome);
+                }
+                match flight.buf {
+                    Buf::Slot(i) if !leak => self.free.push(i),
+                    Buf::Slot(_) => {}
+                    Buf::Owned(b) if leak => std::mem::forget(b),
+                    Buf::Owned(b) => drop(b),
                 }
             }
         }
@@ -454,78 +566,9 @@ mod imp {
     impl<T: Send + 'static> Drop for Direct<T> {
         fn drop(&mut self) {
             self.shutdown();
-        }
-    }
-
-    /// The reaper: waits for completions, records them, and hands every releasable write to
-    /// `handler` in journal order, then frees its buffer.
-    fn reap<T: Send + 'static>(inner: &Inner<T>) {
-        let mut stopping = false;
-        let mut errors = 0usize;
-        loop {
-            // SAFETY: to_submit = 0 (only the writer submits); the wait touches no buffer.
-            let waited = unsafe {
-                inner
-                    .ring
-                    .submitter()
-                    .enter::<libc::sigset_t>(0, 1, ENTER_GETEVENTS, None)
-            };
-            if let Err(e) = waited {
-                if matches!(e.raw_os_error(), Some(EINTR | EAGAIN | EBUSY))
-                    && errors < ENTER_RETRIES_MAX
-                {
-                    errors += 1;
-                    continue;
-                }
-                let mut state = inner.state.lock();
-                state.broken = Some(format!("io_uring wait failed: {e}"));
-                inner.released.notify_all();
-                tracing::error!("io_uring: waiting for completions failed: {e}");
-                return;
-            }
-            errors = 0;
-            // SAFETY: only this thread reads the completion queue.
-            let done: Vec<(u64, i32)> = unsafe { inner.ring.completion_shared() }
-                .map(|c| (c.user_data(), c.result()))
-                .collect();
-            for (tag, res) in done {
-                if tag == TAG_STOP {
-                    stopping = true;
-                    continue;
-                }
-                let mut handler = inner.handler.lock();
-                let released = {
-                    let mut state = inner.state.lock();
-                    let expected = state.pipeline.get(tag).map(|f| f.len);
-                    let result = match (res, expected) {
-                        (r, _) if r < 0 => Err(StoreError::io(
-                            "direct write",
-                            io::Error::from_raw_os_error(-r),
-                        )),
-                        (r, Some(len)) if r as usize != len => Err(StoreError::io(
-                            "direct write",
-                            io::Error::new(
-                                io::ErrorKind::WriteZero,
-                                format!("wrote {r} of {len} bytes"),
-                            ),
-                        )),
-                        _ => Ok(()),
-                    };
-                    state.pipeline.complete(tag, result)
-                };
-                for (flight, outcome) in released {
-                    if let Some(h) = handler.as_mut() {
-                        h(flight.item, outcome);
-                    }
-                    let mut state = inner.state.lock();
-                    if let Buf::Slot(i) = flight.buf {
-                        state.free.push(i);
-                    }
-                    inner.released.notify_all();
-                }
-            }
-            if stopping && inner.state.lock().pipeline.is_empty() {
-                return;
+            if self.broken.is_some() {
+                // Writes may still be in the kernel's hands: keep their buffers alive for good.
+                std::mem::forget(std::mem::take(&mut self.slots));
             }
         }
     }
@@ -631,45 +674,61 @@ mod imp {
         Err(unsupported())
     }
 
+    /// Never built without the feature.
+    #[derive(Debug)]
+    pub(crate) struct Doorbell;
+
+    impl crate::group::Wake for Doorbell {
+        fn wake(&self) {}
+    }
+
     impl<T: Send + 'static> Direct<T> {
         pub(crate) fn new(_depth: usize) -> io::Result<Direct<T>> {
             Err(unsupported())
         }
 
-        pub(crate) fn start(&mut self, _handler: Handler<T>) -> io::Result<()> {
+        fn never(&self) -> ! {
             match *self {
                 Direct::Never(n, _) => match n {},
             }
+        }
+
+        pub(crate) fn start(&mut self, _handler: Handler<T>) -> io::Result<()> {
+            self.never()
+        }
+
+        pub(crate) fn doorbell(&self) -> std::sync::Arc<Doorbell> {
+            self.never()
         }
 
         pub(crate) fn idle(&self) -> bool {
-            match *self {
-                Direct::Never(n, _) => match n {},
-            }
+            self.never()
         }
 
         pub(crate) fn submit(
-            &self,
+            &mut self,
             _fd: RawFd,
             _offset: u64,
             _data: &[u8],
             _item: T,
         ) -> Result<(), SubmitError<T>> {
-            match *self {
-                Direct::Never(n, _) => match n {},
-            }
+            self.never()
         }
 
-        pub(crate) fn drain(&self) {
-            match *self {
-                Direct::Never(n, _) => match n {},
-            }
+        pub(crate) fn drain(&mut self) {
+            self.never()
         }
 
         pub(crate) fn shutdown(&mut self) {
-            match *self {
-                Direct::Never(n, _) => match n {},
-            }
+            self.never()
+        }
+
+        pub(crate) fn set_parked(&self, _parked: bool) {
+            self.never()
+        }
+
+        pub(crate) fn park(&mut self) {
+            self.never()
         }
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! On real files with the direct io_uring path (`JournalIo::IoUring`, module `uring`), a group
 //! is instead padded to a block boundary and written with one `O_DIRECT | O_DSYNC` write (no
-//! separate `fdatasync`), while up to `io_depth - 1` earlier groups are still in flight; a
-//! thread of the ring confirms groups in journal order as their writes complete (see
-//! [`Group`]). A roll, a GC record, a compaction and a checkpoint wait for every write in flight
+//! separate `fdatasync`), while up to `io_depth - 1` earlier groups are still in flight; the
+//! writer reaps completions itself and confirms groups in journal order as their writes
+//! complete (see [`Group`]); with writes in flight and nothing queued it waits in the ring for
+//! either. A roll, a GC record, a compaction and a checkpoint wait for every write in flight
 //! first (a barrier), so what they read of the index is durable.
 //!
 //! A failed write or sync fails the store for good: the page cache may have dropped the data, so
@@ -481,7 +482,7 @@ impl Writer {
     }
 
     /// The direct path's write of the group gathered so far: pads it to a block boundary and
-    /// submits it with its waiters and index changes, which the reaper applies and answers
+    /// submits it with its waiters and index changes, which are applied and answered
     /// once it and every earlier group are durable. Returns without waiting for it.
     fn submit_direct(&mut self) -> Result<(), StoreError> {
         if self.buf.is_empty() && self.waiters.is_empty() && self.pending_apply.is_empty() {
@@ -507,7 +508,7 @@ impl Writer {
             messages: std::mem::take(&mut self.messages_unsynced),
             submitted: Instant::now(),
         };
-        let Some(direct) = self.direct.as_ref() else {
+        let Some(direct) = self.direct.as_mut() else {
             return Err(StoreError::Failed("no direct write path".into()));
         };
         match direct.submit(fd, self.head.offset, &self.buf, group) {
@@ -537,7 +538,7 @@ impl Writer {
 
     /// Waits for every direct write in flight; an error if the store failed meanwhile.
     fn drain_direct(&mut self) -> Result<(), StoreError> {
-        if let Some(d) = self.direct.as_ref() {
+        if let Some(d) = self.direct.as_mut() {
             d.drain();
         }
         match self.failed() {
@@ -593,7 +594,7 @@ impl Writer {
         }
         if self.direct.is_some() {
             // Every direct write is durable when it completes: no sync to decide. The fence
-            // check after it, the index and the answers are the reaper's (`Group`).
+            // check after it, the index and the answers come when it completes (`Group`).
             let submitted = self.submit_direct();
             let result = match (submitted, force_sync) {
                 (Ok(()), true) => self.drain_direct(),
@@ -766,7 +767,7 @@ fn apply_to_index(
 }
 
 /// A group written on the direct path: what confirming it takes, carried with its write until
-/// the reaper hands it back (in journal order) to [`direct_handler`].
+/// its completion hands it back (in journal order) to [`direct_handler`].
 pub(crate) struct Group {
     applies: Vec<Apply>,
     waiters: Vec<(Completer, Option<Instant>)>,
@@ -778,7 +779,7 @@ pub(crate) struct Group {
     submitted: Instant,
 }
 
-/// What the reaper does with each completed direct group, in journal order: the portable path's
+/// What the writer does with each completed direct group, in journal order: the portable path's
 /// steps after its `fdatasync`. The fence is checked again (a deposed master confirms nothing),
 /// the group is applied to the index, then its producers are answered. Any failure fails the
 /// store and every waiter of this and each later group.
@@ -922,6 +923,22 @@ impl GroupItem for Cmd {
 
 impl GroupWriter for Writer {
     type Item = Cmd;
+
+    fn in_flight(&self) -> bool {
+        self.direct.as_ref().is_some_and(|d| !d.idle())
+    }
+
+    fn set_parked(&self, parked: bool) {
+        if let Some(d) = self.direct.as_ref() {
+            d.set_parked(parked);
+        }
+    }
+
+    fn park(&mut self) {
+        if let Some(d) = self.direct.as_mut() {
+            d.park();
+        }
+    }
 
     fn sync_due(&self) -> Option<Instant> {
         self.clock.due()
