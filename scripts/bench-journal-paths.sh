@@ -4,14 +4,16 @@
 # fsync-probe`: per-thread write + fdatasync with 1 and 16 in flight, the 16-thread group-commit
 # probe, O_DIRECT|O_DSYNC writes with 1, 4 and 16 in flight), then the journal itself on the
 # portable and the direct io_uring path with 1, 4 and 16 receipted producers (example
-# `journal_paths`: each producer waits for every confirmation). 1 KiB records and messages.
+# `journal_paths`: each producer waits for every confirmation) at each depth of JP_DEPTHS
+# (default "1 4": synchronous direct writes, and 4 in flight through the ring). 1 KiB records
+# and messages.
 # Device flushes of the whole disk (/proc/diskstats field 19) are counted around every run.
 #
 #   scripts/bench-journal-paths.sh          # 3 repeats x 12 runs x (5 s + start-up): ~5 min
 #
 # Environment: CARGO_TARGET_DIR (default $HOME/.cache/ferromq/target), JP_DIR (default
-# /var/tmp: the data disk, not tmpfs), JP_DURATION=5, JP_REPEATS=3, JP_DEPTH (the direct
-# path's io_depth; default the store's), JP_OUT (raw JSON; default $JP_DIR/journal-paths-<date>).
+# /var/tmp: the data disk, not tmpfs), JP_DURATION=5, JP_REPEATS=3, JP_DEPTHS, JP_HOGS (busy
+# loops beside the journal cells), JP_PROBES=0 (skip the probes), JP_OUT (raw JSON; default $JP_DIR/journal-paths-<date>).
 # The summary (median of the repeats, min-max) goes to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,20 +53,36 @@ PY
   rm -f "$OUT/$name.$rep.tmp"
 }
 
+DEPTHS="${JP_DEPTHS:-1 4}"
+HOG_PIDS=()
+stop_hogs() { for p in "${HOG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap stop_hogs EXIT
+# JP_HOGS=N: N busy loops run beside every cell (CPU contention, as a loaded broker's own
+# threads make it); the probes are skipped then (JP_PROBES=0 skips them anyway).
+for _ in $(seq 1 "${JP_HOGS:-0}"); do
+  timeout 3600 sh -c 'while :; do :; done' &
+  HOG_PIDS+=("$!")
+done
+PROBES="${JP_PROBES:-1}"
+[ "${JP_HOGS:-0}" -gt 0 ] && PROBES=0
+
 for rep in $(seq 1 "$REPEATS"); do
-  for t in 1 16; do
+  [ "$PROBES" = 1 ] && for t in 1 16; do
     run "probe-fdatasync-$t" "$BENCH" fsync-probe --mode fdatasync --threads "$t" --size 1024 --duration "$DURATION" --dir "$DIR" --json
   done
-  run "probe-group-commit-16" "$BENCH" fsync-probe --mode group-commit --threads 16 --size 1024 --duration "$DURATION" --dir "$DIR" --json
-  for t in 1 4 16; do
+  [ "$PROBES" = 1 ] && run "probe-group-commit-16" "$BENCH" fsync-probe --mode group-commit --threads 16 --size 1024 --duration "$DURATION" --dir "$DIR" --json
+  [ "$PROBES" = 1 ] && for t in 1 4 16; do
     run "probe-direct-dsync-$t" "$BENCH" fsync-probe --mode direct-dsync --threads "$t" --size 1024 --duration "$DURATION" --dir "$DIR" --json
   done
   # Alternate which path goes first, so neither always runs in the other's wake.
-  order="portable io-uring"
-  [ $((rep % 2)) -eq 0 ] && order="io-uring portable"
+  order="portable $(for d in $DEPTHS; do printf 'io-uring:%s ' "$d"; done)"
+  [ $((rep % 2)) -eq 0 ] && order="$(echo "$order" | tr ' ' '\n' | tac | tr '\n' ' ')"
   for t in 1 4 16; do
     for p in $order; do
-      run "journal-$p-$t" "$PATHS" "$p" "$t" 1024 "$DURATION" "$DIR" ${JP_DEPTH:+"$JP_DEPTH"}
+      case $p in
+        io-uring:*) run "journal-io-uring-d${p#io-uring:}-$t" "$PATHS" io-uring "$t" 1024 "$DURATION" "$DIR" "${p#io-uring:}" ;;
+        *) run "journal-$p-$t" "$PATHS" "$p" "$t" 1024 "$DURATION" "$DIR" ;;
+      esac
     done
   done
 done
@@ -89,8 +107,10 @@ for name in sorted(rows, key=lambda n: (n.startswith("journal"), n.rsplit("-", 1
           f"| {statistics.median(x[1] for x in v):.2f} | {len(v)} |")
 def med(n):
     return statistics.median(x[0] for x in rows[n]) if n in rows else None
+depths = sorted({n.split("-d")[1].split("-")[0] for n in rows if n.startswith("journal-io-uring-d")}, key=int)
 for t in (1, 4, 16):
-    p, u = med(f"journal-portable-{t}"), med(f"journal-io-uring-{t}")
-    if p and u:
-        print(f"journal, {t} producer(s): io_uring / portable = {u / p:.2f}x")
+    for d in depths:
+        p, u = med(f"journal-portable-{t}"), med(f"journal-io-uring-d{d}-{t}")
+        if p and u:
+            print(f"journal, {t} producer(s): direct, depth {d} / portable = {u / p:.2f}x")
 PY

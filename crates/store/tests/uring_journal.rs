@@ -23,6 +23,22 @@ fn paths() -> Vec<JournalIo> {
     paths
 }
 
+/// Every path this build can run, with the direct one both synchronous (depth 1, its default)
+/// and pipelined through io_uring (depth 4).
+fn configs(segment_bytes: u64) -> Vec<JournalConfig> {
+    let mut all: Vec<JournalConfig> = paths()
+        .into_iter()
+        .map(|io| config(io, segment_bytes))
+        .collect();
+    if cfg!(feature = "io-uring") {
+        all.push(JournalConfig {
+            io_depth: 4,
+            ..config(JournalIo::IoUring, segment_bytes)
+        });
+    }
+    all
+}
+
 fn config(io: JournalIo, segment_bytes: u64) -> JournalConfig {
     JournalConfig {
         io,
@@ -97,9 +113,9 @@ fn segments_roll_and_a_record_larger_than_a_segment_gets_its_own_on_both_paths()
 
 #[test]
 fn concurrent_submitters_are_confirmed_and_recovered_on_both_paths() {
-    for io in paths() {
+    for cfg in configs(256 * 1024) {
+        let io = (cfg.io, cfg.io_depth);
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(io, 256 * 1024);
         let store = std::sync::Arc::new(open(&dir, &cfg));
         let threads: Vec<_> = (0..8u64)
             .map(|t| {
@@ -189,12 +205,12 @@ fn random_batch(rng: &mut Rng, next_seq: &mut [u64; 3]) -> Batch {
 
 #[test]
 fn both_paths_match_the_memory_store_through_gc_and_reopens() {
-    for io in paths() {
+    for cfg in configs(16 * 1024) {
+        let io = (cfg.io, cfg.io_depth);
         let mut rng = Rng(7);
         let mut next_seq = [1u64; 3];
         let model = MemoryStore::new();
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(io, 16 * 1024);
         let mut store = open(&dir, &cfg);
         for step in 0..300 {
             let batch = random_batch(&mut rng, &mut next_seq);

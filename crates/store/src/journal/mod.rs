@@ -74,8 +74,9 @@ pub enum JournalIo {
     /// everywhere, including the in-memory storage of the crash tests).
     #[default]
     Portable,
-    /// The direct io_uring path: each group one `O_DIRECT | O_DSYNC` write padded to 4 KiB,
-    /// with up to [`JournalConfig::io_depth`] groups in flight, confirmed in journal order
+    /// The direct path: each group one `O_DIRECT | O_DSYNC` write padded to 4 KiB, written
+    /// synchronously by the writer (depth 1, the default) or with up to
+    /// [`JournalConfig::io_depth`] groups in flight through io_uring, confirmed in journal order
     /// (module `uring`). Opening fails with `StoreError::Config` when it is not available (no
     /// io_uring, a filesystem without `O_DIRECT`, or a sync mode other than `always`).
     IoUring,
@@ -84,12 +85,13 @@ pub enum JournalIo {
 /// What [`JournalIo::Auto`] does, and why; said in the log line at open.
 ///
 /// Measured on this project's machines (ext4 on a virtio disk without FUA, so every durable
-/// write is a write plus a cache flush; bench-results/io-uring.md), the direct path made
-/// 1.08–1.34× the confirmations of `pwrite` + `fdatasync` with 4 and 16 receipted producers
-/// (several groups in flight share the disk's flushes instead of waiting for one `fdatasync`
-/// at a time) and 0.94–1.03× with one (its extra thread hand-off per group against a fast
-/// flush). Hence a rule, not a startup probe: a probe cannot know the load to come.
-pub const AUTO_RULE: &str = "auto picks the direct io_uring path on real files with sync = \"always\" when a ring can be set up and the filesystem takes O_DIRECT: it measured 1.08-1.34x of portable with 4-16 producers and 0.94-1.03x with one (bench-results/io-uring.md); set journal_io = \"portable\" to opt out";
+/// write is a write plus a cache flush; bench-results/io-uring.md, median of 3, 1 KiB, receipted
+/// producers), the direct path at its default depth of 1 (synchronous `O_DIRECT | O_DSYNC`
+/// writes, group commit) made 1.05× / 1.21× / 1.11× the confirmations of `pwrite` +
+/// `fdatasync` with 1 / 4 / 16 producers on idle CPUs, and 1.39× / 1.04× / 1.05× beside two
+/// busy loops: never slower. Hence a rule, not a startup probe (a probe cannot know the load to
+/// come). Deeper pipelines are not chosen by `auto`'s measurements; they are configured.
+pub const AUTO_RULE: &str = "auto picks the direct path on real files with sync = \"always\" when a ring can be set up and the filesystem takes O_DIRECT: synchronous O_DIRECT|O_DSYNC writes measured 1.04-1.39x of portable with 1-16 producers, idle or busy CPUs (bench-results/io-uring.md); set journal_io = \"portable\" to opt out";
 
 /// The path [`select_io`] takes for a configured [`JournalIo`], before any ring is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +168,11 @@ pub struct JournalConfig {
     pub compact_live_percent_max: u8,
     /// The write path of the writer thread.
     pub io: JournalIo,
-    /// Writes in flight at most on the direct io_uring path (`journal_io_depth`, 4; 1..=64).
+    /// Writes in flight at most on the direct path (`journal_io_depth`, 1; 1..=64). 1: each
+    /// group is written synchronously on the writer thread (`pwrite` to the `O_DIRECT |
+    /// O_DSYNC` descriptor, no ring); above 1, groups are pipelined through io_uring, which
+    /// hands each `O_DSYNC` write to a kernel worker and measured far slower under CPU
+    /// contention (bench-results/io-uring.md).
     /// The portable path has one group at a time.
     pub io_depth: usize,
     /// How segments' space is reserved (`preallocationStrategy`): zero-filled ahead of the
@@ -202,8 +208,9 @@ impl Default for JournalConfig {
     }
 }
 
-/// Default of [`JournalConfig::io_depth`].
-pub const IO_DEPTH_DEFAULT: usize = 4;
+/// Default of [`JournalConfig::io_depth`]: synchronous direct writes, the shape that measured
+/// at least as fast as portable with the CPUs idle and busy alike.
+pub const IO_DEPTH_DEFAULT: usize = 1;
 
 /// The largest [`JournalConfig::io_depth`].
 pub const IO_DEPTH_MAX: usize = uring::DEPTH_MAX;
@@ -415,12 +422,19 @@ fn select_io(
             match ready {
                 Ok(direct) => {
                     let why = if forced { "configured" } else { AUTO_RULE };
-                    tracing::info!(
-                        dir,
-                        depth = config.io_depth,
-                        "journal write path: io_uring (O_DIRECT|O_DSYNC writes, {} in flight at most): {why}",
-                        config.io_depth
-                    );
+                    if config.io_depth == 1 {
+                        tracing::info!(
+                            dir,
+                            "journal write path: direct (O_DIRECT|O_DSYNC, one write at a time): {why}"
+                        );
+                    } else {
+                        tracing::info!(
+                            dir,
+                            depth = config.io_depth,
+                            "journal write path: direct via io_uring (O_DIRECT|O_DSYNC, {} in flight at most): {why}",
+                            config.io_depth
+                        );
+                    }
                     Ok(Some(direct))
                 }
                 Err(why) if forced => Err(StoreError::Config(why)),

@@ -30,8 +30,17 @@
 //!   checkpoint, a GC record, close) and whenever it has writes in flight and nothing queued —
 //!   then it waits in the ring for whichever comes first, a completion or a producer's batch
 //!   (an eventfd the ring polls, which producers ring only while the writer is parked). A first
-//!   version reaped on a thread of its own; the extra hand-off per group cost ~15–25 µs on two
-//!   cores and made one producer slower than on the portable path (`bench-results/io-uring.md`).
+//!   version reaped on a thread of its own: one more hand-off per group.
+//! - **Depth 1 (the default) does not use the ring for writes**: the writer `pwrite`s each group
+//!   to the `O_DIRECT | O_DSYNC` descriptor itself, group commit as on the portable path but
+//!   with no separate `fdatasync` and no metadata to commit. Through the ring, an `O_DSYNC`
+//!   write cannot complete without blocking, so io_uring hands it to a kernel worker (io-wq,
+//!   visible as `iou-wrk-*` threads): one more thread to wake per group, which CPU contention
+//!   stretches to milliseconds. Measured with two busy loops beside the journal
+//!   (`bench-results/io-uring.md`): depth 4 made 0.04× / 0.38× / 0.69× of the portable path with
+//!   1 / 4 / 16 producers, depth 1 made 1.39× / 1.04× / 1.05×; on idle CPUs depth 4 won only at
+//!   4 producers (1.45× against depth 1's 1.21×). Depth > 1 stays for disks whose flush is slow
+//!   enough to pay for the hand-off, on machines with CPU to spare.
 //!
 //! Not used, on purpose: SQPOLL (a kernel thread spinning on a 2-core machine shared with the
 //! broker), registered files (the head segment changes on each roll; the lookup is noise next to
@@ -373,6 +382,34 @@ mod imp {
                 buf,
                 len: data.len(),
             });
+            if self.depth == 1 {
+                // One write at a time gains nothing from the ring, and through it an O_DSYNC
+                // write is handed to a kernel worker (io-wq: it cannot complete without
+                // blocking), a thread hand-off per group that CPU contention stretches to
+                // milliseconds (bench-results/io-uring.md). So depth 1 writes on this thread.
+                // SAFETY: `ptr` is valid for `len` bytes (a slot or the owned buffer, both
+                // held by the pipeline until the write is handled below).
+                let done =
+                    unsafe { libc::pwrite(fd, ptr.cast(), len as usize, offset as libc::off_t) };
+                let result = match done {
+                    d if d < 0 => Err(StoreError::io("direct write", io::Error::last_os_error())),
+                    d if d as usize != len as usize => Err(StoreError::io(
+                        "direct write",
+                        io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            format!("wrote {d} of {len} bytes"),
+                        ),
+                    )),
+                    _ => Ok(()),
+                };
+                let failed = result.as_ref().err().cloned();
+                let released = self.pipeline.complete(tag, result);
+                self.handle(released, false);
+                return match failed {
+                    Some(e) => Err(SubmitError::Failed(e)),
+                    None => Ok(()),
+                };
+            }
             let entry = match index {
                 Some(i) if self.registered => {
                     opcode::WriteFixed::new(types::Fd(fd), ptr, len, i as u16)
