@@ -271,14 +271,17 @@ pub struct StoreSection {
     /// `sql`: create the tables when they are missing (`createTablesOnStartup`).
     pub create_tables_on_startup: bool,
     /// `journal`: the write path, `portable` (`pwrite` + `fdatasync`, the default, as in
-    /// `JournalConfig`: measured faster on this project's machines, see
-    /// bench-results/backends.md), `auto` (the store's documented rule,
-    /// `ferromq_store::journal::AUTO_RULE`: portable today; the log line says why) or
-    /// `io-uring` (forced; a startup error when unavailable).
+    /// `JournalConfig`: the proven path, and the one that keeps written messages in the page
+    /// cache), `auto` (the store's documented rule, `ferromq_store::journal::AUTO_RULE`: the
+    /// direct path where it can run, measured 1.04–1.39× of portable in
+    /// bench-results/io-uring.md; the log line says which and why) or `io-uring` (the direct
+    /// path, forced; a startup error when unavailable).
     pub journal_io: String,
-    /// `journal` on the io_uring path: group writes in flight at once (1..=64). Each is an
-    /// `O_DIRECT | O_DSYNC` write; a group is confirmed only when it and every earlier one are
-    /// durable. Deeper queues let more groups share the disk's cache flushes.
+    /// `journal` on the direct path (`journal_io = "io-uring"`, or `"auto"` where it runs):
+    /// group writes in flight at most (1..=64). 1 (the default): the writer thread writes each
+    /// group itself (`O_DIRECT | O_DSYNC`). Above 1: pipelined through io_uring, a group
+    /// confirmed only when it and every earlier one are durable; the kernel hands each such
+    /// write to a worker thread, which collapsed under CPU load (bench-results/io-uring.md).
     pub journal_io_depth: usize,
     /// `always` | `periodic` | `never` (KahaDB's `journalDiskSyncStrategy`).
     pub sync: String,

@@ -94,6 +94,12 @@ power_cut_test!(
     journal_io_uring_keeps_every_receipted_message_through_power_cuts,
     "backend = \"journal\"\njournal_io = \"io-uring\"\n"
 );
+// The direct path pipelined through the ring: several groups in flight at each cut.
+#[cfg(feature = "io-uring")]
+power_cut_test!(
+    journal_io_uring_pipelined_keeps_every_receipted_message_through_power_cuts,
+    "backend = \"journal\"\njournal_io = \"io-uring\"\njournal_io_depth = 4\n"
+);
 #[cfg(feature = "sql")]
 power_cut_test!(
     sql_sqlite_keeps_every_receipted_message_through_power_cuts,
