@@ -190,13 +190,18 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
 /// Appends a record header whose payload was already appended at `buf[start + 24..]`: call
 /// [`begin_record`] first, append the payload, then this.
 pub fn finish_record(buf: &mut [u8], start: usize, kind: RecordType, epoch: u64) {
+    write_header(buf, start, kind, RECORD_VERSION, epoch);
+}
+
+/// Fills the header of the record that runs from `start` to the end of `buf`, CRC included.
+fn write_header(buf: &mut [u8], start: usize, kind: RecordType, version: u8, epoch: u64) {
     let payload_len = buf.len() - start - RECORD_HEADER_BYTES;
     debug_assert!(payload_len <= RECORD_PAYLOAD_BYTES_MAX);
     let header = &mut buf[start..start + RECORD_HEADER_BYTES];
     header[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
     header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[8] = kind as u8;
-    header[9] = RECORD_VERSION;
+    header[9] = version;
     header[10..12].copy_from_slice(&0u16.to_le_bytes());
     header[12..20].copy_from_slice(&epoch.to_le_bytes());
     let crc = crc32c::crc32c_append(
@@ -234,19 +239,13 @@ pub fn pad_to(buf: &mut Vec<u8>, base: u64, align: u64, epoch: u64) -> usize {
     }
     let start = begin_record(buf);
     buf.resize(start + gap as usize, 0);
-    let payload_len = gap as usize - RECORD_HEADER_BYTES;
-    let header = &mut buf[start..start + RECORD_HEADER_BYTES];
-    header[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    header[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    header[8] = RecordType::Padding as u8;
-    header[9] = RECORD_VERSION_PADDING;
-    header[10..12].copy_from_slice(&0u16.to_le_bytes());
-    header[12..20].copy_from_slice(&epoch.to_le_bytes());
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&buf[start..start + 20]),
-        &buf[start + RECORD_HEADER_BYTES..],
+    write_header(
+        buf,
+        start,
+        RecordType::Padding,
+        RECORD_VERSION_PADDING,
+        epoch,
     );
-    buf[start + 20..start + 24].copy_from_slice(&crc.to_le_bytes());
     gap as usize
 }
 

@@ -407,22 +407,7 @@ impl Writer {
             .file
             .write_at(self.head.offset, &self.buf)
             .map_err(|e| StoreError::io("write", e))?;
-        self.head.offset += self.buf.len() as u64;
-        if self.head.offset.saturating_mul(2) >= self.head.capacity_bytes {
-            // The next segment is prepared while the second half of this one fills: not at
-            // once, so that a store that never fills a segment (a short-lived broker, a small
-            // queue) never writes a segment's worth of zeros. A no-op when one is ready or
-            // under way.
-            if let Some(p) = self.prealloc.as_mut() {
-                p.request();
-            }
-        }
-        self.shared
-            .stats
-            .bytes_written
-            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
-        self.buf.clear();
+        self.wrote(self.buf.len() as u64);
         self.clock.written();
         Ok(())
     }
@@ -521,8 +506,18 @@ impl Writer {
             }
             Err(SubmitError::Failed(e)) => return Err(e),
         }
+        self.wrote(len);
+        Ok(())
+    }
+
+    /// The buffer's `len` bytes were written (or submitted) at the head: advance past them.
+    fn wrote(&mut self, len: u64) {
         self.head.offset += len;
         if self.head.offset.saturating_mul(2) >= self.head.capacity_bytes {
+            // The next segment is prepared while the second half of this one fills: not at
+            // once, so that a store that never fills a segment (a short-lived broker, a small
+            // queue) never writes a segment's worth of zeros. A no-op when one is ready or
+            // under way.
             if let Some(p) = self.prealloc.as_mut() {
                 p.request();
             }
@@ -533,7 +528,6 @@ impl Writer {
             .fetch_add(len, Ordering::Relaxed);
         self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
         self.buf.clear();
-        Ok(())
     }
 
     /// Waits for every direct write in flight; an error if the store failed meanwhile.
