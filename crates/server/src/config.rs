@@ -272,12 +272,12 @@ pub struct StoreSection {
     pub create_tables_on_startup: bool,
     /// `journal`: the write path, `portable` (`pwrite` + `fdatasync`, the default, as in
     /// `JournalConfig`: the proven path, and the one that keeps written messages in the page
-    /// cache), `auto` (the store's documented rule, `ferromq_store::journal::AUTO_RULE`: the
-    /// direct path where it can run, measured 1.04–1.39× of portable in
-    /// bench-results/io-uring.md; the log line says which and why) or `io-uring` (the direct
+    /// cache), `auto` (the store's documented rule, `ferromq_store::journal::AUTO_RULE`: portable,
+    /// since the direct path wins flush-bound workloads and loses bulk loads and backlog
+    /// read-back, bench-results/io-uring.md; the log line says why) or `io-uring` (the direct
     /// path, forced; a startup error when unavailable).
     pub journal_io: String,
-    /// `journal` on the direct path (`journal_io = "io-uring"`, or `"auto"` where it runs):
+    /// `journal` on the direct path (`journal_io = "io-uring"`):
     /// group writes in flight at most (1..=64). 1 (the default): the writer thread writes each
     /// group itself (`O_DIRECT | O_DSYNC`). Above 1: pipelined through io_uring, a group
     /// confirmed only when it and every earlier one are durable; the kernel hands each such
