@@ -498,8 +498,7 @@ impl JournalStore {
             maintenance: Mutex::new(()),
         });
         if let Some(d) = direct.as_mut() {
-            d.start(writer::direct_handler(shared.clone()))
-                .map_err(|e| StoreError::io("start the direct write path", e))?;
+            d.set_handler(writer::direct_handler(shared.clone()));
             shared.tx.set_wake(d.doorbell());
         }
         let writer = Writer::new(shared.clone(), recovered.head, direct);

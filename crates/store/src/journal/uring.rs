@@ -242,8 +242,8 @@ mod imp {
     }
 
     impl<T: Send + 'static> Direct<T> {
-        /// Sets up a ring for `depth` writes in flight and registers its buffers; nothing is
-        /// submitted before [`Direct::start`].
+        /// Sets up a ring for `depth` writes in flight and, above depth 1, registers its
+        /// buffers; nothing is handled before [`Direct::set_handler`].
         pub(crate) fn new(depth: usize) -> io::Result<Direct<T>> {
             #[cfg(test)]
             if super::FAIL_SETUP.with(|f| f.get()) {
@@ -274,19 +274,21 @@ mod imp {
                     iov_len: b.len,
                 })
                 .collect();
+            // At depth 1 the writer `pwrite`s from its buffer itself: nothing to register.
             // SAFETY: the buffers live as long as the ring (both in `Direct`; the ring is
             // dropped first, which unregisters them).
-            let registered = match unsafe { ring.submitter().register_buffers(&iovecs) } {
-                Ok(()) => true,
-                Err(e) => {
-                    // RLIMIT_MEMLOCK on older kernels: plain writes work the same, slower by
-                    // a page pinning per write.
-                    tracing::warn!(
-                        "io_uring: registering buffers failed ({e}); using plain writes"
-                    );
-                    false
-                }
-            };
+            let registered = depth > 1
+                && match unsafe { ring.submitter().register_buffers(&iovecs) } {
+                    Ok(()) => true,
+                    Err(e) => {
+                        // RLIMIT_MEMLOCK on older kernels: plain writes work the same, slower by
+                        // a page pinning per write.
+                        tracing::warn!(
+                            "io_uring: registering buffers failed ({e}); using plain writes"
+                        );
+                        false
+                    }
+                };
             // SAFETY: eventfd takes integer arguments; the result is checked.
             let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
             if efd < 0 {
@@ -312,9 +314,8 @@ mod imp {
         }
 
         /// Sets the handler called for every write, in journal order, with its outcome.
-        pub(crate) fn start(&mut self, handler: Handler<T>) -> io::Result<()> {
+        pub(crate) fn set_handler(&mut self, handler: Handler<T>) {
             self.handler = Some(handler);
-            Ok(())
         }
 
         /// What producers ring when they queue a batch (see [`Direct::park`]).
@@ -467,11 +468,6 @@ mod imp {
             }
         }
 
-        /// Drains; the ring closes when `self` drops.
-        pub(crate) fn shutdown(&mut self) {
-            self.drain();
-        }
-
         /// Announces (`true`) that the writer is about to wait in [`Direct::park`], before it
         /// checks its channel a last time, or that it is not (`false`).
         pub(crate) fn set_parked(&self, parked: bool) {
@@ -602,7 +598,8 @@ mod imp {
 
     impl<T: Send + 'static> Drop for Direct<T> {
         fn drop(&mut self) {
-            self.shutdown();
+            // The ring closes when `self` drops: no write may still be using a buffer.
+            self.drain();
             if self.broken.is_some() {
                 // Writes may still be in the kernel's hands: keep their buffers alive for good.
                 std::mem::forget(std::mem::take(&mut self.slots));
@@ -730,7 +727,7 @@ mod imp {
             }
         }
 
-        pub(crate) fn start(&mut self, _handler: Handler<T>) -> io::Result<()> {
+        pub(crate) fn set_handler(&mut self, _handler: Handler<T>) {
             self.never()
         }
 
@@ -753,10 +750,6 @@ mod imp {
         }
 
         pub(crate) fn drain(&mut self) {
-            self.never()
-        }
-
-        pub(crate) fn shutdown(&mut self) {
             self.never()
         }
 

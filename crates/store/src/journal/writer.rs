@@ -953,7 +953,7 @@ impl GroupWriter for Writer {
     fn finish(&mut self) {
         self.write_group(true);
         if let Some(d) = self.direct.as_mut() {
-            d.shutdown();
+            d.drain();
         }
         if let Some(p) = self.prealloc.as_mut() {
             p.shutdown();
