@@ -2,6 +2,7 @@
 //! upper limits, checked by [`RunArgs::validate`] and [`FsyncProbeArgs::validate`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -129,6 +130,17 @@ pub struct RunArgs {
     /// STOMP virtual host (the CONNECT `host` header); RabbitMQ wants `/`.
     #[arg(long, default_value = "localhost")]
     pub host: String,
+    /// PEM CA bundle that signed the broker's certificate: needed for `stomp+ssl://` URLs
+    /// (the same option as `ferromq produce --tls-ca`).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate chain, for a broker with `tls.need_client_auth` (with
+    /// --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Extra SEND header, name:value (repeatable).
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
@@ -244,6 +256,8 @@ pub struct RunConfig {
     pub send_headers: Vec<(String, String)>,
     /// Extra SUBSCRIBE headers.
     pub subscribe_headers: Vec<(String, String)>,
+    /// TLS settings for `stomp+ssl://` URLs (from --tls-ca / --tls-cert / --tls-key).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl RunArgs {
@@ -324,7 +338,17 @@ impl RunArgs {
             Some(u) => u.clone(),
             None => self.url.clone(),
         };
+        let tls = self.tls_config()?;
+        let tls_url = [&self.url, &consume_url]
+            .into_iter()
+            .find(|u| ferromq_client::tls::is_tls_addr(u));
+        if let (Some(u), None) = (tls_url, &tls) {
+            return Err(BenchError::Config(format!(
+                "{u} is a TLS address: give --tls-ca (the CA that signed the broker's certificate)"
+            )));
+        }
         Ok(RunConfig {
+            tls,
             args: self.clone(),
             consume_url,
             fan_out: self.destination.starts_with("/topic/"),
@@ -335,6 +359,25 @@ impl RunArgs {
             send_headers,
             subscribe_headers,
         })
+    }
+}
+
+impl RunArgs {
+    /// The rustls client configuration, when --tls-ca is given.
+    fn tls_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, BenchError> {
+        let Some(ca) = &self.tls_ca else {
+            if self.tls_cert.is_some() {
+                return Err(BenchError::Config(
+                    "--tls-cert needs --tls-ca (the CA that signed the broker's certificate)"
+                        .into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let client = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        ferromq_client::tls::client_config(ca, client)
+            .map(Some)
+            .map_err(|e| BenchError::Config(format!("TLS: {e}")))
     }
 }
 

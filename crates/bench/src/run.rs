@@ -146,6 +146,7 @@ fn client_config(cfg: &RunConfig) -> ClientConfig {
         connect_timeout: cfg.timeout,
         receipt_timeout: cfg.timeout,
         limits,
+        tls: cfg.tls.clone(),
         ..ClientConfig::default()
     }
 }

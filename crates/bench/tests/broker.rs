@@ -190,3 +190,73 @@ fn an_unreachable_broker_fails_within_the_timeout() {
         .block_on(run(args.validate().unwrap(), false));
     assert!(r.is_err());
 }
+
+/// `--tls-ca` makes the tool speak STOMP over TLS (`stomp+ssl://`), so TLS can be measured
+/// beside plain TCP (scripts/bench-tls.sh); a TLS URL without it is refused before any run.
+#[test]
+fn a_run_over_stomp_ssl_with_the_brokers_ca_delivers_every_message() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let pki = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "bench test CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let write = |name: &str, text: &str| {
+        let p = pki.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let ca_file = write("ca.pem", &ca.pem());
+    let (cert, key) = (
+        write("b.pem", &leaf.pem()),
+        write("b.key", &key.serialize_pem()),
+    );
+    let tls_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(broker) = start_broker_with(&format!(
+        "[transports]\nstomp_ssl = \"127.0.0.1:{tls_port}\"\n[tls]\ncert = {cert:?}\nkey = {key:?}\n"
+    )) else {
+        return;
+    };
+    let url = format!("stomp+ssl://127.0.0.1:{tls_port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+        assert!(Instant::now() < deadline, "TLS listener did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let argv = ["ferromq-bench", "run", "--url", &url];
+    let Ok(BenchCommand::Run(args)) = Cli::try_parse_from(argv).map(|c| c.command) else {
+        panic!("not run")
+    };
+    let err = args.validate().unwrap_err().to_string();
+    assert!(err.contains("--tls-ca"), "{err}");
+    let r = run_against(
+        &url,
+        &[
+            "--tls-ca",
+            &ca_file,
+            "--persistent",
+            "--receipt",
+            "--ack",
+            "client-individual",
+        ],
+    );
+    assert!(r.sent_total > 0, "nothing was sent over TLS");
+    assert_eq!(
+        r.delivered_total, r.expected_deliveries,
+        "every message delivered"
+    );
+    assert_eq!(r.undelivered_after_drain, 0);
+    drop(broker);
+}

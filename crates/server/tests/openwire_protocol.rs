@@ -731,3 +731,92 @@ async fn a_synchronous_ack_for_an_unknown_consumer_is_answered_with_an_exception
         .await
         .expect_err("an ack for no consumer is not answered OK");
 }
+
+/// Advisory topics are destinations for `[[security.authorization]]` like any other (ActiveMQ's
+/// AuthorizationBroker asks `read` of them): the JMS client's temp-destination watcher (a
+/// consumer on the composite `ActiveMQ.Advisory.TempQueue,ActiveMQ.Advisory.TempTopic`) is
+/// answered for a user whose group may read `ActiveMQ.Advisory.>` and refused with a
+/// SecurityException for one whose group may not.
+#[tokio::test]
+async fn advisory_consumers_need_read_on_the_advisory_topics() {
+    let s = server(
+        r#"
+[security]
+plaintext_passwords = true
+
+[[security.users]]
+username = "rita"
+password = "r"
+groups = ["readers"]
+
+[[security.users]]
+username = "otto"
+password = "o"
+groups = ["others"]
+
+[[security.authorization]]
+topic = "ActiveMQ.Advisory.>"
+read = "readers"
+write = "readers"
+admin = "readers"
+
+[[security.authorization]]
+queue = ">"
+read = "readers,others"
+write = "readers,others"
+admin = "readers,others"
+"#,
+    )
+    .await;
+    let watcher = |user: &str| {
+        Command::ConsumerInfo(ow::ConsumerInfo {
+            header: header(6),
+            consumer_id: Some(ow::ConsumerId {
+                connection_id: format!("ID:test-advisory-{user}"),
+                session_id: 0,
+                value: 1,
+            }),
+            destination: Some(ow::Destination {
+                kind: ow::DestinationKind::Topic,
+                physical_name: "ActiveMQ.Advisory.TempQueue,ActiveMQ.Advisory.TempTopic".into(),
+            }),
+            prefetch_size: 1000,
+            ..Default::default()
+        })
+    };
+    let mut answers = Vec::new();
+    for (user, password) in [("rita", "r"), ("otto", "o")] {
+        let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
+        w.next().await.unwrap();
+        w.send(&wire_format(30_000)).await;
+        let mut info = connection_info(1, &format!("advisory-{user}"));
+        if let Command::ConnectionInfo(c) = &mut info {
+            c.user_name = Some(user.into());
+            c.password = Some(password.into());
+        }
+        w.send(&info).await;
+        assert!(
+            matches!(w.next_interesting().await, Some(Command::Response(_))),
+            "{user} logs in"
+        );
+        w.send(&watcher(user)).await;
+        answers.push(w.next_interesting().await);
+    }
+    assert!(
+        matches!(answers[0], Some(Command::Response(_))),
+        "a reader of ActiveMQ.Advisory.> gets its watcher: {:?}",
+        answers[0]
+    );
+    let Some(Command::ExceptionResponse(e)) = answers[1].take() else {
+        panic!("an ExceptionResponse for otto's watcher: {:?}", answers[1]);
+    };
+    let ex = e.exception.unwrap();
+    assert_eq!(
+        ex.class_name.as_deref(),
+        Some("java.lang.SecurityException")
+    );
+    assert_eq!(
+        ex.message.as_deref(),
+        Some("User otto is not authorized to read from topic://ActiveMQ.Advisory.TempQueue")
+    );
+}

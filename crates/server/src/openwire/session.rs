@@ -956,6 +956,14 @@ impl Session {
             delivered: AtomicU64::new(0),
         });
         if ow_dest.physical_name.starts_with(ADVISORY_PREFIX) {
+            // The broker answers advisory consumers itself, but they are topics like any
+            // other for `[[security.authorization]]`: ActiveMQ's AuthorizationBroker asks
+            // `read` of each one (a composite names several), so a rule set that does not
+            // grant `ActiveMQ.Advisory.>` refuses the JMS client's temp-destination watcher
+            // just as ActiveMQ does.
+            for name in ow_dest.physical_name.split(',').map(str::trim) {
+                self.authorize(&Destination::topic(name), crate::authz::Action::Read)?;
+            }
             self.respond(&c.header).await;
             if ow_dest.physical_name.contains("Advisory.Temp") {
                 let watcher = AdvisoryWatcher {
