@@ -142,7 +142,7 @@ impl FailoverClient {
                 )));
             }
         }
-        let brokers = Brokers::new(uri.brokers.clone());
+        let brokers = Brokers::new(uri.brokers.clone(), config.client.tls.is_some());
         // Listening before the first connect: the discovered brokers are the list it tries.
         let discovery = match &uri.discovery {
             Some(cfg) => Some(discovery::start(cfg, brokers.clone())?),

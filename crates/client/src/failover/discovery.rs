@@ -8,8 +8,12 @@
 //! is cut short as soon as one is discovered.
 //!
 //! The advertised service must be the broker's STOMP connector: this client speaks STOMP, so
-//! an OpenWire `tcp://host:61616` advert yields connect failures. Services with other schemes
-//! (`ssl://`, `nio://`) are ignored with a warning.
+//! an OpenWire `tcp://host:61616` advert yields connect failures. A client with TLS
+//! (`ClientConfig::tls`) takes only TLS adverts (`ssl://`, `stomp+ssl://`, which a broker with
+//! `transports.discovery_transport = "stomp+ssl"` sends) and a client without it only
+//! clear-text ones: anyone who can send to the group can advertise an address, and a
+//! clear-text advert must not draw a TLS client's login out in clear. Other schemes (`nio://`)
+//! and adverts of the other kind are ignored with a warning.
 //!
 //! The list only grows, so that indices into it stay valid; a service that goes down is
 //! marked withdrawn, and passes skip it until it is advertised again.
@@ -31,6 +35,8 @@ pub(crate) struct Brokers {
     list: Mutex<BrokerList>,
     /// Bumped when a broker becomes available, so that a back-off wait can end early.
     available: watch::Sender<u64>,
+    /// Whether this client dials brokers over TLS: it then takes only TLS adverts.
+    tls: bool,
 }
 
 #[derive(Debug, Default)]
@@ -61,8 +67,9 @@ impl Snapshot {
 }
 
 impl Brokers {
-    pub(crate) fn new(configured: Vec<BrokerUri>) -> Arc<Brokers> {
+    pub(crate) fn new(configured: Vec<BrokerUri>, tls: bool) -> Arc<Brokers> {
         Arc::new(Brokers {
+            tls,
             list: Mutex::new(BrokerList {
                 all: configured,
                 withdrawn: HashSet::new(),
@@ -116,12 +123,25 @@ impl Brokers {
     pub(crate) fn apply(&self, event: &DiscoveryEvent) {
         match event {
             DiscoveryEvent::Up { service_uri, .. } => {
-                // Brokers advertise their plain STOMP address; the client's TLS setting applies
-                // to every broker alike, so a TLS service would be dialled wrongly one way or
-                // the other.
-                if crate::tls::is_tls_addr(service_uri) {
-                    tracing::warn!(uri = %service_uri, "ignoring discovered TLS service");
-                    return;
+                // The client's TLS setting applies to every broker alike: an advert of the
+                // other kind would be dialled wrongly (or, for a TLS client, in clear).
+                match (crate::tls::is_tls_addr(service_uri), self.tls) {
+                    (true, false) => {
+                        tracing::warn!(
+                            uri = %service_uri,
+                            "ignoring discovered TLS service: this client has no TLS settings \
+                             (ClientConfig::tls, the CLI's --tls-ca)"
+                        );
+                        return;
+                    }
+                    (false, true) => {
+                        tracing::warn!(
+                            uri = %service_uri,
+                            "ignoring discovered clear-text service: this client uses TLS"
+                        );
+                        return;
+                    }
+                    _ => {}
                 }
                 let broker = match super::uri::broker(service_uri) {
                     Ok(b) => b,
@@ -212,7 +232,7 @@ mod tests {
 
     #[test]
     fn discovered_brokers_are_added_withdrawn_and_restored_without_moving() {
-        let brokers = Brokers::new(Vec::new());
+        let brokers = Brokers::new(Vec::new(), false);
         let mut available = brokers.watch_available();
         brokers.apply(&up("tcp://a:1"));
         brokers.apply(&up("stomp://b:2"));
@@ -235,10 +255,23 @@ mod tests {
 
     #[test]
     fn services_this_client_cannot_connect_to_are_ignored() {
-        let brokers = Brokers::new(Vec::new());
+        let brokers = Brokers::new(Vec::new(), false);
         brokers.apply(&up("ssl://a:1"));
         brokers.apply(&up("nio://a:1"));
         brokers.apply(&down("tcp://never-seen:1"));
         assert!(brokers.snapshot().all.is_empty());
+    }
+
+    #[test]
+    fn a_tls_client_takes_only_tls_adverts() {
+        let brokers = Brokers::new(Vec::new(), true);
+        brokers.apply(&up("tcp://plain:1"));
+        brokers.apply(&up("stomp://plain:2"));
+        assert!(brokers.snapshot().all.is_empty(), "no clear-text broker");
+        brokers.apply(&up("stomp+ssl://a:61612"));
+        brokers.apply(&up("ssl://b:61612"));
+        assert_eq!(usable(&brokers), ["a:61612", "b:61612"]);
+        brokers.apply(&down("stomp+ssl://a:61612"));
+        assert_eq!(usable(&brokers), ["b:61612"]);
     }
 }
