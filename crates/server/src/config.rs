@@ -482,7 +482,7 @@ impl Default for OpenWireSection {
 }
 
 /// `[security]`: simple authentication (ActiveMQ's `simpleAuthenticationPlugin`).
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecuritySection {
     /// When non-empty, CONNECT must carry a matching `login`/`passcode`.
@@ -499,6 +499,31 @@ pub struct SecuritySection {
     /// Most connections open at once from one client address, over every listener
     /// together; 0 = no limit. One more is refused (STOMP: an ERROR frame) and logged.
     pub max_connections_per_ip: usize,
+    /// A STOMP or OpenWire client that gives neither login nor password (nor a mapped client
+    /// certificate) logs in as [`SecuritySection::anonymous_user`] in
+    /// [`SecuritySection::anonymous_group`] instead of being refused (ActiveMQ's
+    /// `anonymousAccessAllowed`); rules then decide what it may use. A wrong password is still
+    /// refused. The admin API never takes anonymous requests.
+    pub anonymous_access_allowed: bool,
+    /// The anonymous client's login (ActiveMQ's `anonymousUser`).
+    pub anonymous_user: String,
+    /// The anonymous client's group (ActiveMQ's `anonymousGroup`).
+    pub anonymous_group: String,
+}
+
+impl Default for SecuritySection {
+    fn default() -> SecuritySection {
+        SecuritySection {
+            users: Vec::new(),
+            authorization: Vec::new(),
+            plaintext_passwords: false,
+            certificate_users: Vec::new(),
+            max_connections_per_ip: 0,
+            anonymous_access_allowed: false,
+            anonymous_user: "anonymous".into(),
+            anonymous_group: "anonymous".into(),
+        }
+    }
 }
 
 /// A `[[security.certificate_users]]` entry: the client certificate whose subject is `subject`
@@ -657,10 +682,12 @@ impl Config {
         if !self.security.authorization.is_empty()
             && self.security.users.is_empty()
             && self.security.certificate_users.is_empty()
+            && !self.security.anonymous_access_allowed
         {
             bail!(
-                "security.authorization needs security.users (or security.certificate_users): \
-                 rules name groups, and without users nobody logs in with any"
+                "security.authorization needs security.users (or security.certificate_users, \
+                 or anonymous_access_allowed): rules name groups, and without users nobody logs \
+                 in with any"
             );
         }
         let client_certificates = self.tls.need_client_auth || self.tls.want_client_auth;

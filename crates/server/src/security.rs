@@ -31,6 +31,9 @@ pub struct Security {
     pub authz: Authorizer,
     /// Most connections from one address at once; 0 = no limit.
     pub max_connections_per_ip: usize,
+    /// The login and group of a client that gives no credentials, when
+    /// `anonymous_access_allowed`.
+    pub anonymous: Option<(String, String)>,
 }
 
 impl Security {
@@ -60,17 +63,37 @@ impl Security {
                 groups: c.groups.clone(),
             });
         }
+        let anonymous = if s.anonymous_access_allowed {
+            let (user, group) = (s.anonymous_user.trim(), s.anonymous_group.trim());
+            if user.is_empty() || group.is_empty() {
+                return Err(
+                    "security.anonymous_user and anonymous_group must not be empty".to_owned(),
+                );
+            }
+            if s.users.iter().any(|u| u.username == user) {
+                // Otherwise a client without credentials would act as that password user.
+                return Err(format!(
+                    "security.anonymous_user {user:?} is also a [[security.users]] login"
+                ));
+            }
+            Some((user.to_owned(), group.to_owned()))
+        } else {
+            None
+        };
         Ok(Security {
             users: s.users.clone(),
             certificate_users,
             authz,
             max_connections_per_ip: s.max_connections_per_ip,
+            anonymous,
         })
     }
 
-    /// Whether clients must log in (some user, password or certificate, is configured).
+    /// Whether a connection goes through [`login`]: some user (password or certificate) is
+    /// configured, or anonymous access is (so that a client without credentials gets the
+    /// anonymous user's group, which rules can name).
     pub fn authentication_required(&self) -> bool {
-        !self.users.is_empty() || !self.certificate_users.is_empty()
+        !self.users.is_empty() || !self.certificate_users.is_empty() || self.anonymous.is_some()
     }
 
     /// The certificate user a verified client certificate with this subject logs in as.
@@ -83,8 +106,9 @@ impl Security {
 
 /// Who a connection logs in as: its certificate's user when it presented a mapped certificate
 /// and gave no password (and no login, or that user's); otherwise the password user `login`
-/// names, when `passcode` is theirs. A failure is answered after
-/// [`crate::passwords::FAILED_LOGIN_DELAY`]. Returns the user's name and groups.
+/// names, when `passcode` is theirs; with neither login nor passcode (nor a mapped
+/// certificate), the anonymous user when `anonymous_access_allowed`. A failure is answered
+/// after [`crate::passwords::FAILED_LOGIN_DELAY`]. Returns the user's name and groups.
 pub async fn login(
     security: &Security,
     subject: Option<&Dn>,
@@ -97,6 +121,10 @@ pub async fn login(
                 tracing::debug!(user = %u.username, "logged in by client certificate");
                 return Some((u.username.clone(), u.groups.clone()));
             }
+        }
+        if let (true, Some((user, group))) = (login.is_empty(), &security.anonymous) {
+            tracing::debug!(user = %user, "logged in anonymously");
+            return Some((user.clone(), vec![group.clone()]));
         }
     }
     crate::passwords::authenticate_async(&security.users, login, passcode).await

@@ -289,3 +289,77 @@ async fn hashed_passwords_log_in_and_plain_text_needs_permission() {
     let e = ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err();
     assert!(format!("{e:#}").contains("plain-text password"), "{e:#}");
 }
+
+/// ActiveMQ's `anonymousAccessAllowed`: with it, a client that gives no credentials logs in as
+/// `anonymous` in group `anonymous`, and rules decide what it may use; without it (the
+/// default) such a client is refused. A wrong password, or a login without a password, is
+/// refused either way.
+#[tokio::test]
+async fn anonymous_access_only_when_allowed_and_only_where_the_rules_say() {
+    async fn connect(server: &ferromq_server::server::Server, creds: &str) -> (Raw, String) {
+        let mut r = Raw::connect(server).await;
+        r.send(format!("CONNECT\naccept-version:1.2\nhost:localhost\n{creds}\n\0").as_bytes())
+            .await;
+        let f = r.frame().await.expect("an answer");
+        let what = match f.command.as_str() {
+            "ERROR" => format!("ERROR {}", f.header("message").unwrap_or("")),
+            other => other.to_owned(),
+        };
+        r.use_1_2();
+        (r, what)
+    }
+    let closed = start(CONFIG).await;
+    let (_, what) = connect(&closed, "").await;
+    assert_eq!(what, "ERROR User name [] or password is invalid.");
+
+    let open = start(&format!(
+        "{}\n[[security.authorization]]\nqueue = \"public.>\"\nread = \"anonymous\"\nwrite = \"anonymous\"\nadmin = \"anonymous\"\n",
+        CONFIG.replace(
+            "plaintext_passwords = true",
+            "plaintext_passwords = true\nanonymous_access_allowed = true"
+        )
+    ))
+    .await;
+    let (mut anon, what) = connect(&open, "").await;
+    assert_eq!(what, "CONNECTED");
+    try_frame(
+        &mut anon,
+        "SEND\ndestination:/queue/public.news\npersistent:true\n",
+    )
+    .await
+    .expect("the anonymous group may write public.>");
+    assert!(queue_exists(&open, "public.news"));
+    let e = try_frame(
+        &mut anon,
+        "SEND\ndestination:/queue/orders.x\npersistent:true\n",
+    )
+    .await
+    .expect_err("anonymous may not write orders.>");
+    assert_eq!(
+        e,
+        "User anonymous is not authorized to write to queue://orders.x"
+    );
+    assert!(!queue_exists(&open, "orders.x"), "nothing stored");
+    let (_, what) = connect(&open, "login:alice\npasscode:wrong\n").await;
+    assert_eq!(what, "ERROR User name [alice] or password is invalid.");
+    let (_, what) = connect(&open, "login:alice\n").await;
+    assert_eq!(what, "ERROR User name [alice] or password is invalid.");
+    // The password users still log in as themselves.
+    login(&open, "alice", "a").await;
+}
+
+#[test]
+fn an_anonymous_login_that_is_also_a_password_user_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ferromq.toml");
+    std::fs::write(
+        &p,
+        "[security]\nplaintext_passwords = true\nanonymous_access_allowed = true\nanonymous_user = \"ops\"\n\n[[security.users]]\nusername = \"ops\"\npassword = \"x\"\ngroups = [\"admins\"]\n",
+    )
+    .unwrap();
+    let e = ferromq_server::config::Config::load(Some(&p), Vec::new()).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("anonymous_user \"ops\" is also a [[security.users]] login"),
+        "{e:#}"
+    );
+}
