@@ -363,3 +363,98 @@ fn an_anonymous_login_that_is_also_a_password_user_is_refused_at_start() {
         "{e:#}"
     );
 }
+
+/// Transactions and durable subscriptions go through the same rules: a SEND inside a
+/// transaction to a destination the user may not write is refused at once (and the
+/// transaction, with the connection, is gone: nothing is stored even for the SENDs before it);
+/// a durable subscription (`activemq.subscriptionName`) needs `read` on its topic and is not
+/// created when refused.
+#[tokio::test]
+async fn transactions_and_durable_subscriptions_respect_the_rules() {
+    let server = start(CONFIG).await;
+    subscribe(&server, "ada", "d", "/queue/orders.tx")
+        .await
+        .expect("an admin creates the queue");
+    let depth = |server: &ferromq_server::server::Server| {
+        server
+            .broker
+            .snapshot()
+            .iter()
+            .find(|s| s.name == "queue://orders.tx")
+            .map(|s| s.stats.enqueued)
+    };
+    // rita may read orders.>, not write it: her transactional SEND is refused.
+    let mut rita = login(&server, "rita", "r").await;
+    try_frame(&mut rita, "BEGIN\ntransaction:t1\n")
+        .await
+        .unwrap();
+    let e = try_frame(
+        &mut rita,
+        "SEND\ndestination:/queue/orders.tx\ntransaction:t1\npersistent:true\n",
+    )
+    .await
+    .expect_err("a reader may not send, in a transaction either");
+    assert_eq!(
+        e,
+        "User rita is not authorized to write to queue://orders.tx"
+    );
+    assert!(rita.closed_by_server().await);
+    // alice may: her transaction stores at COMMIT.
+    let mut alice = login(&server, "alice", "a").await;
+    try_frame(&mut alice, "BEGIN\ntransaction:t2\n")
+        .await
+        .unwrap();
+    try_frame(
+        &mut alice,
+        "SEND\ndestination:/queue/orders.tx\ntransaction:t2\npersistent:true\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(depth(&server), Some(0), "nothing before COMMIT");
+    try_frame(&mut alice, "COMMIT\ntransaction:t2\n")
+        .await
+        .unwrap();
+    assert_eq!(depth(&server), Some(1), "the writer's committed SEND only");
+
+    // Durable subscriptions: alice (a writer) may not read prices.>, rita may.
+    let durable = |user: &'static str, pass: &'static str| {
+        let server = &server;
+        async move {
+            let mut r = Raw::connect(server).await;
+            r.send(
+                format!(
+                    "CONNECT\naccept-version:1.2\nhost:localhost\nlogin:{user}\npasscode:{pass}\nclient-id:cid-{user}\n\n\0"
+                )
+                .as_bytes(),
+            )
+            .await;
+            assert_eq!(
+                r.frame().await.expect("CONNECTED").command.as_str(),
+                "CONNECTED"
+            );
+            r.use_1_2();
+            try_frame(
+                &mut r,
+                "SUBSCRIBE\nid:d\ndestination:/topic/prices.eu\nactivemq.subscriptionName:sub\n",
+            )
+            .await
+        }
+    };
+    let e = durable("alice", "a")
+        .await
+        .expect_err("a writer may not subscribe");
+    assert_eq!(
+        e,
+        "User alice is not authorized to read from topic://prices.eu"
+    );
+    durable("rita", "r").await.expect("a reader may");
+    let durables = server.broker.durable_subscriptions();
+    assert!(
+        durables.iter().any(|d| d.client_id == "cid-rita"),
+        "rita's durable subscription exists: {durables:?}"
+    );
+    assert!(
+        !durables.iter().any(|d| d.client_id == "cid-alice"),
+        "no durable subscription for the refused one: {durables:?}"
+    );
+}
