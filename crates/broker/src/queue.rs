@@ -203,6 +203,11 @@ pub struct ListSnapshot {
     pub producers: u64,
     /// Bytes held in memory.
     pub memory_bytes: u64,
+    /// The list's memory window (`policy.memory_limit_bytes`); 0 = unbounded.
+    pub memory_limit_bytes: u64,
+    /// Pending messages held only in the store, not in memory (paged out past the memory
+    /// window; read back as consumers drain the list). Counted in `pending` too.
+    pub paged_out: u64,
     /// Counters.
     pub stats: ListStats,
 }
@@ -1089,6 +1094,8 @@ impl MessageList {
             consumers: st.consumers.len() as u64,
             producers: self.producers.load(Ordering::Relaxed),
             memory_bytes: st.memory_bytes,
+            memory_limit_bytes: self.policy.memory_limit_bytes,
+            paged_out: st.paging.stored_only,
             stats: st.stats,
         }
     }

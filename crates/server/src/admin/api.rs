@@ -679,6 +679,11 @@ pub(crate) struct QueueInfo {
     /// OpenWire producers with this queue as their fixed destination (STOMP has no producers).
     producers: u64,
     memory_bytes: u64,
+    /// The queue's memory window (`policy.memory_limit_bytes`); 0 = unbounded.
+    memory_limit_bytes: u64,
+    /// Waiting messages held only in the store (paged out past the memory window), counted
+    /// in `pending` too.
+    paged_out: u64,
     enqueued: u64,
     dequeued: u64,
     dispatched: u64,
@@ -697,6 +702,8 @@ impl QueueInfo {
             consumers: c.consumers,
             producers: c.producers,
             memory_bytes: c.memory_bytes,
+            memory_limit_bytes: c.memory_limit_bytes,
+            paged_out: c.paged_out,
             enqueued: c.enqueued,
             dequeued: c.dequeued,
             dispatched: c.dispatched,
@@ -745,6 +752,8 @@ struct TopicInfo {
     depth: u64,
     inflight: u64,
     memory_bytes: u64,
+    /// Waiting copies held only in the store (durable subscriptions paged out).
+    paged_out: u64,
     /// Copies added to its subscriptions (one per subscription a message reached).
     enqueued: u64,
     dequeued: u64,
@@ -771,6 +780,7 @@ async fn list_topics(State(state): State<AppState>) -> ApiResult<Json<Topics>> {
             depth: c.depth,
             inflight: c.inflight,
             memory_bytes: c.memory_bytes,
+            paged_out: c.paged_out,
             enqueued: c.enqueued,
             dequeued: c.dequeued,
             dispatched: c.dispatched,
@@ -1319,8 +1329,12 @@ mod tests {
 
     /// A router over a master with a memory store, small limits and no users.
     fn app() -> (Router, Arc<Broker>) {
+        app_with(BrokerConfig::default())
+    }
+
+    fn app_with(broker_config: BrokerConfig) -> (Router, Arc<Broker>) {
         let broker = Broker::open(
-            BrokerConfig::default(),
+            broker_config,
             Arc::new(ferromq_store::MemoryStore::new()),
             system_clock(),
         )
@@ -1381,6 +1395,58 @@ mod tests {
         assert_eq!(s.stats.enqueued, 1);
         let (code, v) = call(&app, "GET", "/api/v1/queues/q", None).await;
         assert_eq!((code, &v["depth"]), (200, &Value::from(1)), "{v}");
+    }
+
+    /// A queue past its memory window says how many of its waiting messages are held only in
+    /// the store (ActiveMQ's cursor memory and "paged out"), in the API and in /metrics.
+    #[tokio::test]
+    async fn a_queue_past_its_memory_window_reports_its_paged_out_messages() {
+        let (app, broker) = app_with(BrokerConfig {
+            destination_memory_limit_bytes: 16 * 1024,
+            ..BrokerConfig::default()
+        });
+        let body = "x".repeat(900);
+        for _ in 0..60 {
+            let (code, v) = call(
+                &app,
+                "POST",
+                "/api/v1/queues/deep/messages",
+                Some(format!(r#"{{"body":"{body}","persistent":true}}"#)),
+            )
+            .await;
+            assert_eq!(code, 201, "{v}");
+        }
+        let s = broker.queue_snapshot(&Destination::queue("deep")).unwrap();
+        assert!(
+            s.paged_out > 0,
+            "60 KiB of messages in a 16 KiB window: {s:?}"
+        );
+        let (code, v) = call(&app, "GET", "/api/v1/queues/deep", None).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["memory_limit_bytes"], 16 * 1024, "{v}");
+        assert_eq!(v["paged_out"], s.paged_out, "{v}");
+        assert_eq!(
+            v["pending"], 60,
+            "paged-out messages still count as pending: {v}"
+        );
+        assert!(
+            v["memory_bytes"].as_u64().unwrap() <= 16 * 1024 + 2048,
+            "{v}"
+        );
+        let req = axum::http::Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let metrics = String::from_utf8_lossy(&bytes);
+        assert!(
+            metrics.contains(&format!(
+                "ferromq_queue_paged_out{{destination=\"deep\"}} {}",
+                s.paged_out
+            )),
+            "{metrics}"
+        );
     }
 
     #[tokio::test]

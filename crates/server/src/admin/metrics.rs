@@ -44,6 +44,10 @@ pub struct DestinationCounters {
     pub subscriptions: u64,
     /// Message bytes held in memory.
     pub memory_bytes: u64,
+    /// The memory windows of its lists (`policy.memory_limit_bytes`), summed.
+    pub memory_limit_bytes: u64,
+    /// Pending messages held only in the store (paged out past the memory window).
+    pub paged_out: u64,
     /// Messages added (for a topic: copies added to its subscriptions).
     pub enqueued: u64,
     /// Messages acknowledged.
@@ -66,6 +70,8 @@ impl DestinationCounters {
         self.consumers += s.consumers;
         self.producers += s.producers;
         self.memory_bytes += s.memory_bytes;
+        self.memory_limit_bytes += s.memory_limit_bytes;
+        self.paged_out += s.paged_out;
         self.enqueued += s.stats.enqueued;
         self.dequeued += s.stats.dequeued;
         self.dispatched += s.stats.dispatched;
@@ -81,6 +87,8 @@ impl DestinationCounters {
         self.producers += o.producers;
         self.subscriptions += o.subscriptions;
         self.memory_bytes += o.memory_bytes;
+        self.memory_limit_bytes += o.memory_limit_bytes;
+        self.paged_out += o.paged_out;
         self.enqueued += o.enqueued;
         self.dequeued += o.dequeued;
         self.dispatched += o.dispatched;
@@ -564,6 +572,12 @@ fn destination_families(o: &mut Out, kind: &str, all: &[(String, DestinationCoun
             |c| c.memory_bytes,
         ),
         (
+            "paged_out",
+            "gauge",
+            "Waiting messages held only in the store (paged out past the memory window).",
+            |c| c.paged_out,
+        ),
+        (
             "enqueued_total",
             "counter",
             "Messages added since this broker became master.",
@@ -705,6 +719,8 @@ mod tests {
             consumers: 2,
             producers: 1,
             memory_bytes: 10,
+            memory_limit_bytes: 100,
+            paged_out: 0,
             stats: ListStats {
                 enqueued,
                 dequeued: 3,

@@ -935,6 +935,7 @@
       ["dequeued", "Dequeued"],
       ["dead_lettered", "Dead-lettered"],
       ["memory", "Memory"],
+      ["paged_out", "Paged out to the store"],
     ]);
     const series = rateSeries(["enqueued", "dequeued"]);
     const c = chart(series, "Messages per second in " + name);
@@ -1065,7 +1066,8 @@
         facts.set("enqueued", num(q.enqueued));
         facts.set("dequeued", num(q.dequeued));
         facts.set("dead_lettered", num(q.dead_lettered));
-        facts.set("memory", bytes(q.memory_bytes));
+        facts.set("memory", bytes(q.memory_bytes) + (q.memory_limit_bytes ? " of " + bytes(q.memory_limit_bytes) : ""));
+        facts.set("paged_out", num(q.paged_out));
         series.add({ enqueued: q.enqueued, dequeued: q.dequeued }, performance.now());
         c.draw();
         // The API browses the first N messages; a page is a slice of them.
