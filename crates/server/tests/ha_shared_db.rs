@@ -57,6 +57,22 @@ impl Group {
         self.restart(name, free_port(), extra)
     }
 
+    /// [`Group::start`] with the admin API on `admin`.
+    fn start_with_admin(&self, name: &str, admin: &str) -> Proc {
+        let port = free_port();
+        let config = shared_db_config(
+            name,
+            self.dir.path(),
+            port,
+            &self.url,
+            &self.prefix,
+            self.locker,
+            "",
+        )
+        .replace("\n[store]", &format!("\nadmin = \"{admin}\"\n[store]"));
+        Proc::start(name, self.dir.path(), port, &config)
+    }
+
     fn restart(&self, name: &str, port: u16, extra: &str) -> Proc {
         Proc::start(
             name,
@@ -88,16 +104,50 @@ fn assert_exactly_once(got: &[String], receipted: &[String]) {
     );
 }
 
+/// `GET path` on an admin listener (HTTP/1.1, one request, `Connection: close`): the JSON body.
+fn admin_get(addr: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("admin listener");
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
 /// kill -9 of the master: the slave serves within the lease + 1 s (lease locker) or at once
-/// (row locker), nothing receipted is lost, and the old master returns as a slave.
+/// (row locker), nothing receipted is lost, and the old master returns as a slave. The new
+/// master's `/api/v1/ha` says why it took over, in the locker's words, with the takeover's
+/// length; the first master's says it found the lock free.
 async fn kill_9_takeover(url: String, locker: &'static str) {
     let g = Group::new(url, locker);
-    let mut a = g.start("a", "");
+    let (admin_a, admin_b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut a = g.start_with_admin("a", &admin_a);
     assert!(
         a.wait_accepting(T).is_some(),
         "first broker must become master"
     );
-    let b = g.start("b", "");
+    let first = admin_get(&admin_a, "/api/v1/ha");
+    let reason = first["failover"]["last_became_master"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    match locker {
+        "lease" => assert_eq!(
+            reason, "acquired the database lock (lease locker): the lease was free",
+            "{first}"
+        ),
+        _ => assert_eq!(reason, "acquired the database lock (row locker)", "{first}"),
+    }
+    let b = g.start_with_admin("b", &admin_b);
     assert!(
         b.wait_log("slave mode", T),
         "second broker must say it waits as a slave"
@@ -113,6 +163,34 @@ async fn kill_9_takeover(url: String, locker: &'static str) {
         "{locker} locker: kill -9 → slave accepting in {} ms",
         took.as_millis()
     );
+    // The history is published right after the connectors are up: wait for it.
+    let deadline = Instant::now() + T;
+    let ha = loop {
+        let ha = admin_get(&admin_b, "/api/v1/ha");
+        if ha["failover"]["masterships"] == 1 || Instant::now() >= deadline {
+            break ha;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let became = &ha["failover"]["last_became_master"];
+    let reason = became["reason"].as_str().unwrap_or_default();
+    match locker {
+        // The dead master's lease ran out; the reason names its holder id.
+        "lease" => assert!(
+            reason.starts_with("acquired the database lock (lease locker): the lease of ")
+                && reason.ends_with(" expired"),
+            "{ha}"
+        ),
+        // Its lock connection died with the process: the database released the row lock.
+        _ => assert_eq!(
+            reason,
+            "acquired the database lock (row locker): the previous master's lock connection \
+             died without releasing it",
+            "{ha}"
+        ),
+    }
+    assert!(became["takeover_ms"].is_u64(), "{ha}");
+    assert_eq!(became["epoch"], ha["epoch"], "{ha}");
     // Not a timing threshold on the machine's speed: the lease is the protocol's bound, and a
     // slave that waited several leases would be a stuck slave (ActiveMQ's AMQ-5568 family).
     assert!(
