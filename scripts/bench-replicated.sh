@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cost of each `sync` mode of ha.mode = "replicated": three release brokers on loopback and the
 # ZooKeeper ensemble of scripts/services.sh, against one standalone journal broker, with
-# ferromq-bench: 1 KiB persistent messages with receipts, 16 producers, 4 consumers
+# ferromq-bench: 1 KiB persistent messages with receipts, 16 producers, 4 consumers (PRODUCERS,
+# CONSUMERS in the environment: 1 producer measures the protocol's latency, not the CPU share)
 # (client-individual acks), DUR seconds (default 10) after a 2 s warm-up.
 #
 #   scripts/bench-replicated.sh single solo local_disk quorum_disk ...   # modes to run
@@ -22,8 +23,11 @@ BIN=$T/ferromq; BENCH=$T/ferromq-bench
 ZK=${FERROMQ_TEST_ZK_ENSEMBLE:-127.0.0.1:2191,127.0.0.1:2192,127.0.0.1:2193}
 W=$(mktemp -d "${FERROMQ_BENCH_DIR:-$(pwd)}/.zkbench.XXXX")
 DUR=${DUR:-10}
+PRODUCERS=${PRODUCERS:-16}
+CONSUMERS=${CONSUMERS:-4}
+[[ "$PRODUCERS" =~ ^[1-9][0-9]{0,2}$ && "$CONSUMERS" =~ ^[1-9][0-9]{0,2}$ ]] || { echo "PRODUCERS and CONSUMERS: 1-999" >&2; exit 2; }
 run_bench() { # port label
-  $BENCH run --url 127.0.0.1:$1 -p 16 -c 4 --size 1024 --persistent --receipt --ack client-individual --warmup 2 --duration $DUR --timeout 30 2>&1 | sed "s/^/[$2] /" | grep -vE "(warm-up|measure|drain)  *\]"
+  $BENCH run --url 127.0.0.1:$1 -p $PRODUCERS -c $CONSUMERS --size 1024 --persistent --receipt --ack client-individual --warmup 2 --duration $DUR --timeout 30 2>&1 | sed "s/^/[$2] /" | grep -vE "(warm-up|measure|drain)  *\]"
 }
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 $p 2>/dev/null; done; pids=(); }
