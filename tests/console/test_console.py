@@ -145,6 +145,9 @@ def test_the_queue_page_browses_message_ids_pages_and_shows_one_message(broker, 
     p = page(broker).open(f"#/queue/{urllib.parse.quote(q, safe='')}")
     p.wait_text("#queue-name", q)
     p.wait_text('dd[data-field="depth"]', "26")
+    # Nothing paged out in a 64 MiB window; the window is shown beside the memory held.
+    p.wait_text('dd[data-field="paged_out"]', "0")
+    p.wait_text('dd[data-field="memory"]', lambda t: t.endswith(" of 64.0 MiB"))
 
     def shown():
         return [r.get_attribute("data-key") for r in p.finds("table.messages tbody tr")]
