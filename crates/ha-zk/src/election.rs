@@ -1768,4 +1768,82 @@ mod tests {
         );
         assert_eq!(MasterInfo::decode(b"garbage"), None);
     }
+
+    /// Finding 2 of issue 12, the interleaving on the real ZooKeeper: a member reads the epoch
+    /// (round 3, "no master"), then a master claims epoch 4 (bumping the epoch znode and
+    /// creating its master znode), then the member writes its report. The report must not
+    /// land tagged with a round it did not read before the claim; the member forgets the round
+    /// and reads again. Without the epoch version check in `write_report` the stale report is
+    /// written (checked by removing it: this test then fails at the first assertion).
+    #[tokio::test]
+    async fn a_report_read_before_a_master_claim_is_not_written() {
+        let zk_address =
+            std::env::var("FERROMQ_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into());
+        let zk = Client::connector()
+            .with_session_timeout(Duration::from_secs(5))
+            .connect(&zk_address)
+            .await
+            .expect("the ZooKeeper of scripts/services.sh");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let base = format!("/ferromq-test/report-order-{}-{nanos}", std::process::id());
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        zk.mkdir(&format!("{base}/members"), &persistent)
+            .await
+            .unwrap();
+        let epoch_path = format!("{base}/epoch");
+        zk.create(&epoch_path, b"3", &persistent).await.unwrap();
+        let mut me = report("member-a", 42, None);
+        let (_, seq) = zk
+            .create(
+                &format!("{base}/members/m-"),
+                &me.encode(),
+                &CreateMode::EphemeralSequential.with_acls(Acls::anyone_all()),
+            )
+            .await
+            .unwrap();
+        let my_path = format!("{base}/members/m-{seq}");
+
+        // The member's read: epoch 3, no master.
+        let (data, stat) = zk.get_data(&epoch_path).await.unwrap();
+        assert_eq!(data, b"3");
+        // Meanwhile a master claims epoch 4 (what the election's claim transaction does).
+        let mut claim = zk.new_multi_writer();
+        claim
+            .add_set_data(&epoch_path, b"4", Some(stat.version))
+            .unwrap();
+        claim
+            .add_create(
+                &format!("{base}/master"),
+                b"epoch=4\n",
+                &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+            )
+            .unwrap();
+        claim.commit().await.unwrap();
+
+        // The member reports what it read before the claim.
+        me.round = Some(3);
+        write_report(&zk, &epoch_path, stat.version, &my_path, &mut me)
+            .await
+            .unwrap();
+        let (stored, _) = zk.get_data(&my_path).await.unwrap();
+        assert_eq!(
+            MemberInfo::decode(&stored).round,
+            None,
+            "a report tagged with round 3 was written after epoch 4 was claimed"
+        );
+        assert_eq!(me.round, None, "the member must read the round again");
+
+        // Read afresh, the report goes through with the current round.
+        let (_, stat) = zk.get_data(&epoch_path).await.unwrap();
+        me.round = Some(4);
+        write_report(&zk, &epoch_path, stat.version, &my_path, &mut me)
+            .await
+            .unwrap();
+        let (stored, _) = zk.get_data(&my_path).await.unwrap();
+        assert_eq!(MemberInfo::decode(&stored).round, Some(4));
+        assert_eq!(MemberInfo::decode(&stored).pos.lsn, 42);
+    }
 }
