@@ -42,6 +42,8 @@
 # curl --max-time; the broker start by 30 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench-pairs.sh
+. scripts/lib/bench-pairs.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -94,13 +96,6 @@ work="$(mktemp -d "$BASE_DIR/ferromq-admin-overhead.XXXXXX")"
 mkdir -p "$work/raw" "$work/data"
 broker_pid=""
 poller_pid=""
-stop_pid() { # PID: TERM, wait up to 10 s, then KILL; only processes this script started
-  [ -n "$1" ] || return 0
-  kill -TERM "$1" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   stop_pid "$poller_pid"
@@ -160,19 +155,7 @@ poller() {
   done
 }
 
-disk="$(df -PT "$work" | awk 'NR==2 {print $1 " (" $2 ")"}')"
-{
-  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "kernel=$(uname -sr)"
-  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) online CPUs)"
-  echo "memory=$(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-  echo "disk=$disk"
-  echo "rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-  echo "ferromq_version=$("$FERROMQ" --version 2>/dev/null)"
-  echo "rustc=$(rustc -V 2>/dev/null || echo unknown)"
-  echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$work/meta.env"
-sed 's/^/# /' "$work/meta.env" >&2
+write_meta "$work/meta.env" "$work" "ferromq_version=$("$FERROMQ" --version 2>/dev/null)"
 
 # workload: name, description, ferromq-bench run arguments besides url and destination.
 SHAPE="--receipt --window 1 -p $PRODUCERS -c $CONSUMERS --ack client-individual --size 1024"
@@ -230,17 +213,7 @@ EOF
   tail -n 1 "$results" | awk -F'\t' '{ printf "    receipted %.0f msg/s, delivered %.0f msg/s, send p50 %s us, p99 %s us, requests %s (200: %s)\n", $4, $5, $6, $7, $9, $10 }' >&2
 }
 
-for rep in $(seq 1 "$REPEATS"); do
-  if [ $((rep % 2)) = 1 ]; then order="off on"; else order="on off"; fi
-  for wl in "${WORKLOADS[@]}"; do
-    IFS='|' read -r w desc args <<<"$wl"
-    case " $WANTED " in *" $w "*) ;; *) continue ;; esac
-    for side in $order; do
-      run "$w" "$desc" "$args" "$rep" "$side"
-      sleep 1
-    done
-  done
-done
+run_pairs "$REPEATS" "$WANTED" off on
 echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/meta.env"
 kill -0 "$broker_pid" 2>/dev/null || die "the broker exited during the runs: $(tail -n 3 "$work/ferromq.log" | tr '\n' ' ')"
 

@@ -12,8 +12,8 @@
 # 1 KiB bodies; consumers ACK every message with `client-individual` (no receipt on the ACK).
 # Interleaved: for each repeat, for each workload, plain and TLS back to back, the order
 # alternating between repeats so that a drift of the shared VM does not favour one side. Every
-# run has its own queue. Then the memory of idle connections: the broker's RSS after opening
-# IDLE connections (CONNECTed, then silent) over each listener.
+# run has its own queue. Before them, the memory of idle connections: the broker's RSS after
+# opening IDLE connections (CONNECTed, then silent) over each listener.
 #
 #   scripts/bench-tls.sh         # ~4 min with the release build cached
 #
@@ -34,6 +34,8 @@
 # 30 s; the idle-connection step by 120 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench-pairs.sh
+. scripts/lib/bench-pairs.sh
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferromq/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -74,13 +76,6 @@ mkdir -p "$BASE_DIR"
 work="$(mktemp -d "$BASE_DIR/ferromq-tls.XXXXXX")"
 mkdir -p "$work/raw" "$work/data" "$work/pki"
 broker_pid=""
-stop_pid() { # PID: TERM, wait up to 10 s, then KILL; only processes this script started
-  [ -n "$1" ] || return 0
-  kill -TERM "$1" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   stop_pid "$broker_pid"
@@ -124,16 +119,7 @@ for _ in $(seq 1 300); do
 done
 [ "$up" = 1 ] || die "broker did not listen within 30 s: $(tail -n 3 "$work/ferromq.log" | tr '\n' ' ')"
 
-{
-  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "kernel=$(uname -sr)"
-  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') ($(nproc) online CPUs)"
-  echo "disk=$(df -PT "$work" | awk 'NR==2 {print $1 " (" $2 ")"}')"
-  echo "rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')"
-  echo "openssl=$(openssl version)"
-  echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-} >"$work/meta.env"
-sed 's/^/# /' "$work/meta.env" >&2
+write_meta "$work/meta.env" "$work" "openssl=$(openssl version)"
 
 COMMON="--ack client-individual --size 1024 --warmup $WARMUP --duration $DURATION --timeout $OP_TIMEOUT_S"
 WORKLOADS=("A|persistent, receipt window 1, 16 → 16|--persistent --receipt --window 1 -p 16 -c 16 $COMMON"
@@ -169,22 +155,10 @@ EOF
   tail -n 1 "$results" | awk -F'\t' '{ printf "    receipted %.0f msg/s, delivered %.0f msg/s, send p50 %s us, p99 %s us\n", $4, $5, $6, $7 }' >&2
 }
 
-for rep in $(seq 1 "$REPEATS"); do
-  if [ $((rep % 2)) = 1 ]; then order="plain tls"; else order="tls plain"; fi
-  for wl in "${WORKLOADS[@]}"; do
-    IFS='|' read -r w desc args <<<"$wl"
-    case " $WANTED " in *" $w "*) ;; *) continue ;; esac
-    for side in $order; do
-      run "$w" "$desc" "$args" "$rep" "$side"
-      sleep 1
-    done
-  done
-done
-echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/meta.env"
-kill -0 "$broker_pid" 2>/dev/null || die "the broker exited during the runs: $(tail -n 3 "$work/ferromq.log" | tr '\n' ' ')"
-
-# Idle connections: the broker's RSS before, after IDLE plain connections, after IDLE TLS ones
-# (each CONNECTed and answered, then silent; all held open until the last reading).
+# Idle connections, first, on the fresh broker (after the load runs its allocator holds freed
+# memory that new connections reuse unseen): the broker's RSS before, after IDLE plain
+# connections, after IDLE TLS ones (each CONNECTed and answered, then silent; all held open
+# until the last reading, then closed).
 if [ "$IDLE" -gt 0 ]; then
   echo "==> $IDLE idle connections per side (broker RSS)" >&2
   timeout 120 python3 - "$broker_pid" "$PORT" "$TLS_PORT" "$pki/ca.pem" "$IDLE" >"$work/idle.tsv" <<'EOF' \
@@ -224,6 +198,10 @@ for side, tls in (("plain", False), ("tls", True)):
     print(f"{side}\t{after}\t{(after - before) / n:.1f}")
 EOF
 fi
+
+run_pairs "$REPEATS" "$WANTED" plain tls
+echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/meta.env"
+kill -0 "$broker_pid" 2>/dev/null || die "the broker exited during the runs: $(tail -n 3 "$work/ferromq.log" | tr '\n' ' ')"
 
 python3 - "$results" "$work/meta.env" "$REPEATS" "$work/idle.tsv" "$IDLE" <<'EOF'
 import os, statistics, sys

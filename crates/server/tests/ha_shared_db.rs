@@ -60,34 +60,26 @@ impl Group {
     /// [`Group::start`] with the admin API on `admin`.
     fn start_with_admin(&self, name: &str, admin: &str) -> Proc {
         let port = free_port();
-        let config = shared_db_config(
+        let config = self
+            .config(name, port, "")
+            .replace("\n[store]", &format!("\nadmin = \"{admin}\"\n[store]"));
+        Proc::start(name, self.dir.path(), port, &config)
+    }
+
+    fn config(&self, name: &str, port: u16, extra: &str) -> String {
+        shared_db_config(
             name,
             self.dir.path(),
             port,
             &self.url,
             &self.prefix,
             self.locker,
-            "",
+            extra,
         )
-        .replace("\n[store]", &format!("\nadmin = \"{admin}\"\n[store]"));
-        Proc::start(name, self.dir.path(), port, &config)
     }
 
     fn restart(&self, name: &str, port: u16, extra: &str) -> Proc {
-        Proc::start(
-            name,
-            self.dir.path(),
-            port,
-            &shared_db_config(
-                name,
-                self.dir.path(),
-                port,
-                &self.url,
-                &self.prefix,
-                self.locker,
-                extra,
-            ),
-        )
+        Proc::start(name, self.dir.path(), port, &self.config(name, port, extra))
     }
 }
 

@@ -342,6 +342,21 @@ async fn producers_are_counted_on_their_queue_until_they_or_their_connection_clo
     );
 }
 
+/// An OpenWire connection with client id `client_id` logged in as `user`.
+async fn login(
+    s: &ferromq_server::server::Server,
+    client_id: &str,
+    user: &str,
+    password: &str,
+) -> Wire {
+    let mut info = connection_info(1, client_id);
+    if let Command::ConnectionInfo(c) = &mut info {
+        c.user_name = Some(user.into());
+        c.password = Some(password.into());
+    }
+    connected_with(s, &info).await
+}
+
 /// `[[security.authorization]]` on OpenWire: a send or a consumer the rules refuse gets an
 /// ExceptionResponse of class `java.lang.SecurityException` (what the JMS client throws as
 /// `JMSSecurityException`) naming the destination; allowed ones are answered, and the refused
@@ -366,19 +381,7 @@ admin = "readers"
 "#,
     )
     .await;
-    let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
-    w.next().await.unwrap();
-    w.send(&wire_format(30_000)).await;
-    let mut info = connection_info(1, "authz");
-    if let Command::ConnectionInfo(c) = &mut info {
-        c.user_name = Some("rita".into());
-        c.password = Some("r".into());
-    }
-    w.send(&info).await;
-    assert!(matches!(
-        w.next_interesting().await,
-        Some(Command::Response(_))
-    ));
+    let mut w = login(&s, "authz", "rita", "r").await;
     let queue = |name: &str| ow::Destination {
         kind: ow::DestinationKind::Queue,
         physical_name: name.into(),
@@ -489,10 +492,15 @@ async fn an_administrator_closes_an_openwire_connection_with_a_reason() {
 
 /// A connected client (WireFormatInfo and ConnectionInfo answered).
 async fn connected(s: &ferromq_server::server::Server, client_id: &str) -> Wire {
+    connected_with(s, &connection_info(1, client_id)).await
+}
+
+/// A client whose ConnectionInfo `info` was answered.
+async fn connected_with(s: &ferromq_server::server::Server, info: &Command) -> Wire {
     let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
     w.next().await.unwrap();
     w.send(&wire_format(30_000)).await;
-    w.send(&connection_info(1, client_id)).await;
+    w.send(info).await;
     assert!(matches!(
         w.next_interesting().await,
         Some(Command::Response(_))
@@ -786,19 +794,7 @@ admin = "readers,others"
     };
     let mut answers = Vec::new();
     for (user, password) in [("rita", "r"), ("otto", "o")] {
-        let mut w = Wire::connect(s.openwire_addr.unwrap()).await;
-        w.next().await.unwrap();
-        w.send(&wire_format(30_000)).await;
-        let mut info = connection_info(1, &format!("advisory-{user}"));
-        if let Command::ConnectionInfo(c) = &mut info {
-            c.user_name = Some(user.into());
-            c.password = Some(password.into());
-        }
-        w.send(&info).await;
-        assert!(
-            matches!(w.next_interesting().await, Some(Command::Response(_))),
-            "{user} logs in"
-        );
+        let mut w = login(&s, &format!("advisory-{user}"), user, password).await;
         w.send(&watcher(user)).await;
         answers.push(w.next_interesting().await);
     }
