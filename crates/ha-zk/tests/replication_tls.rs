@@ -439,3 +439,52 @@ async fn a_reloaded_certificate_and_ca_apply_to_new_replication_connections_only
     assert_eq!(pos, rs.last_position());
     assert_eq!(bodies(&*after.store), ["m-1", "m-2", "m-3"]);
 }
+
+/// The fast-failover watch (heartbeat connection) after a reload: a watch whose holder still
+/// trusts only the old CA refuses the master's new certificate and hears nothing; reloaded to
+/// the new CA, the same holder's next watch is answered, and the master serves on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_certificate_and_ca_apply_to_new_watch_connections() {
+    let old = Ca::new("old CA");
+    let new = Ca::new("new CA");
+    let rs = master();
+    rs.enable_lease(Liveness::new(Duration::from_millis(300), 3).unwrap());
+    let mut serving = rs.serving();
+    let master_tls = old.member(&["127.0.0.1"], &old, true);
+    let addr = serve(&rs, &master_tls).await;
+    master_tls.reload(&new.member(&["127.0.0.1"], &new, true));
+
+    let slave_tls = old.member(&["slave"], &old, true);
+    let heard = Arc::new(AtomicU64::new(0));
+    // A served watch never returns: bounded, so that a master still presenting the old
+    // certificate fails here instead of hanging.
+    let e = tokio::time::timeout(
+        T,
+        watch_master(&params(&addr, Some(slave_tls.clone())), &heard, T),
+    )
+    .await
+    .expect("a watch trusting only the old CA was served")
+    .expect_err("a watch trusting only the old CA was served");
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains("UnknownIssuer"), "{}", chain(&e));
+    assert_eq!(heard.load(Ordering::SeqCst), 0);
+    assert!(!*serving.borrow_and_update(), "served without a watch");
+
+    slave_tls.reload(&new.member(&["slave"], &new, true));
+    let watcher = {
+        let (p, h) = (params(&addr, Some(slave_tls)), heard.clone());
+        tokio::spawn(async move { watch_master(&p, &h, T).await })
+    };
+    // The master serves only once a slave answers its heartbeats.
+    while !*serving.borrow_and_update() {
+        tokio::time::timeout(T, serving.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        heard.load(Ordering::SeqCst) > 0,
+        "no heartbeat after the reload"
+    );
+    watcher.abort();
+}
