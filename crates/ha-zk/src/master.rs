@@ -410,7 +410,9 @@ impl ReplicatingStore {
         tls: Option<&crate::ReplicationTls>,
     ) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
-        let acceptor = crate::tls::acceptor(tls);
+        // The holder, not its configuration now: each connection takes the one current when
+        // it arrives, so a reload of `ha.tls_*` applies to the next slave.
+        let tls = tls.cloned();
         tokio::spawn(async move {
             loop {
                 let (sock, peer) = match listener.accept().await {
@@ -426,15 +428,10 @@ impl ReplicatingStore {
                 }
                 let _ = sock.set_nodelay(true);
                 let shared = shared.clone();
-                let acceptor = acceptor.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let (rd, wr) = match crate::tls::accept(
-                        sock,
-                        peer,
-                        acceptor.as_ref(),
-                        HELLO_TIMEOUT,
-                    )
-                    .await
+                    let (rd, wr) = match crate::tls::accept(sock, peer, tls.as_ref(), HELLO_TIMEOUT)
+                        .await
                     {
                         Ok(halves) => halves,
                         Err(e) => {

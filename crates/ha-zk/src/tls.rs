@@ -32,8 +32,18 @@ pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What a member needs to run the replication link over TLS: the server side (when master)
 /// and the client side (when slave).
+///
+/// Clones share one holder: [`ReplicationTls::reload`] on any of them (the broker's SIGHUP
+/// reload of `ha.tls_*`) changes the configurations every clone hands to connections opened or
+/// accepted after it, while connections already open keep the session they made.
 #[derive(Clone)]
 pub struct ReplicationTls {
+    current: Arc<parking_lot::RwLock<Configs>>,
+}
+
+/// One consistent pair: both sides of one certificate, key and CA bundle.
+#[derive(Clone)]
+struct Configs {
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 }
@@ -99,16 +109,40 @@ impl ReplicationTls {
         let client = builder
             .with_client_auth_cert(chain, key)
             .map_err(setup("tls_cert and tls_key do not make a usable pair"))?;
-        Ok(ReplicationTls {
-            server: Arc::new(server),
-            client: Arc::new(client),
-        })
+        Ok(ReplicationTls::from_configs(
+            Arc::new(server),
+            Arc::new(client),
+        ))
     }
 
     /// From configurations built elsewhere (the master side must require client
     /// certificates: nothing here checks that it does).
     pub fn from_configs(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> ReplicationTls {
-        ReplicationTls { server, client }
+        ReplicationTls {
+            current: Arc::new(parking_lot::RwLock::new(Configs { server, client })),
+        }
+    }
+
+    /// Takes `fresh`'s certificate, key and CA bundle (built, and so checked, by
+    /// [`ReplicationTls::new`]) for every connection this member and its clones open or accept
+    /// from now on, both sides at once; open connections keep theirs.
+    pub fn reload(&self, fresh: &ReplicationTls) {
+        let configs = fresh.configs();
+        *self.current.write() = configs;
+    }
+
+    fn configs(&self) -> Configs {
+        self.current.read().clone()
+    }
+
+    /// The master's side, as it is now.
+    fn server(&self) -> Arc<ServerConfig> {
+        self.current.read().server.clone()
+    }
+
+    /// The slave's side, as it is now.
+    fn client(&self) -> Arc<ClientConfig> {
+        self.current.read().client.clone()
     }
 }
 
@@ -194,7 +228,8 @@ pub(crate) async fn connect(
             let (rd, wr) = sock.into_split();
             return Ok::<(Reader, Writer), ZkError>((Box::new(rd), Box::new(wr)));
         };
-        let stream = tokio_rustls::TlsConnector::from(tls.client.clone())
+        // Read at each connection: a reload applies from the next one.
+        let stream = tokio_rustls::TlsConnector::from(tls.client())
             .connect(server_name(addr)?, sock)
             .await
             .map_err(|source| ZkError::Tls {
@@ -211,23 +246,20 @@ pub(crate) async fn connect(
         .map_err(|_| ZkError::Replication(format!("{what} at {addr} timed out")))?
 }
 
-/// The acceptor of the master's side, when the link runs over TLS.
-pub(crate) fn acceptor(tls: Option<&ReplicationTls>) -> Option<tokio_rustls::TlsAcceptor> {
-    tls.map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()))
-}
-
 /// Takes an accepted replication connection: as is, or after the TLS handshake (which must
-/// finish within `timeout`, so a peer that connects and sends nothing costs little).
+/// finish within `timeout`, so a peer that connects and sends nothing costs little) with the
+/// master's side of `tls` as it is when the connection arrives.
 pub(crate) async fn accept(
     sock: TcpStream,
     peer: std::net::SocketAddr,
-    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+    tls: Option<&ReplicationTls>,
     timeout: Duration,
 ) -> Result<(Reader, Writer), ZkError> {
-    let Some(acceptor) = acceptor else {
+    let Some(tls) = tls else {
         let (rd, wr) = sock.into_split();
         return Ok((Box::new(rd), Box::new(wr)));
     };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server());
     let stream = tokio::time::timeout(timeout, acceptor.accept(sock))
         .await
         .map_err(|_| ZkError::Replication(format!("no TLS handshake from {peer} in time")))?

@@ -373,3 +373,118 @@ async fn a_master_published_under_a_dns_name_is_checked_against_its_dns_names() 
     assert!(chain(&e).contains("not valid for name"), "{}", chain(&e));
     assert_eq!(rs2.connected_slaves(), 0);
 }
+
+/// `ReplicationTls::reload` (what the broker's SIGHUP reload of `ha.tls_*` calls): once the
+/// master's holder takes a certificate and CA of a new CA, new connections meet them — a slave
+/// trusting only the old CA refuses the master's new certificate, one presenting an old-CA
+/// certificate is refused by the master — while the slave connected before keeps replicating.
+/// A slave's holder reloaded to the new CA then connects and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_certificate_and_ca_apply_to_new_replication_connections_only() {
+    let old = Ca::new("old CA");
+    let new = Ca::new("new CA");
+    let rs = master();
+    let master_tls = old.member(&["127.0.0.1"], &old, true);
+    let addr = serve(&rs, &master_tls).await;
+    let before = start_slave(params(&addr, Some(old.member(&["slave-1"], &old, true))));
+    // quorum_disk with replicas = 3: confirmed only once the slave holds it.
+    tokio::time::timeout(T, write(&rs, 1))
+        .await
+        .unwrap()
+        .unwrap();
+
+    master_tls.reload(&new.member(&["127.0.0.1"], &new, true));
+
+    // The slave's holder: old CA on both counts, like the member it stands for before its own
+    // files are rotated.
+    let slave_tls = old.member(&["slave-2"], &old, true);
+    let e = refused(params(&addr, Some(slave_tls.clone()))).await;
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(
+        chain(&e).contains("UnknownIssuer"),
+        "the master does not present the new certificate: {}",
+        chain(&e)
+    );
+    // Trusting the new CA but presenting an old-CA certificate: the master checks new
+    // connections against the new CA.
+    let e = refused(params(&addr, Some(old.member(&["slave-3"], &new, true)))).await;
+    let why = chain(&e);
+    assert!(
+        why.contains("UnknownCA") || why.contains("BadCertificate"),
+        "the master still accepts the old CA: {why}"
+    );
+
+    // The connection made before the reload still replicates.
+    tokio::time::timeout(T, write(&rs, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rs.connected_slaves(), 1);
+    let _ = before.stop.send(true);
+    let (_, r) = tokio::time::timeout(T, before.task).await.unwrap().unwrap();
+    r.unwrap();
+    assert_eq!(bodies(&*before.store), ["m-1", "m-2"]);
+
+    // The slave's own holder reloaded (its connector reads it at each connection): with the
+    // only slave gone, the next write is confirmed once this one holds everything.
+    slave_tls.reload(&new.member(&["slave-2"], &new, true));
+    let after = start_slave(params(&addr, Some(slave_tls)));
+    tokio::time::timeout(T, write(&rs, 3))
+        .await
+        .expect("no confirmation: the slave with the reloaded certificate was not accepted")
+        .unwrap();
+    let _ = after.stop.send(true);
+    let (pos, r) = tokio::time::timeout(T, after.task).await.unwrap().unwrap();
+    r.unwrap();
+    assert_eq!(pos, rs.last_position());
+    assert_eq!(bodies(&*after.store), ["m-1", "m-2", "m-3"]);
+}
+
+/// The fast-failover watch (heartbeat connection) after a reload: a watch whose holder still
+/// trusts only the old CA refuses the master's new certificate and hears nothing; reloaded to
+/// the new CA, the same holder's next watch is answered, and the master serves on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_certificate_and_ca_apply_to_new_watch_connections() {
+    let old = Ca::new("old CA");
+    let new = Ca::new("new CA");
+    let rs = master();
+    rs.enable_lease(Liveness::new(Duration::from_millis(300), 3).unwrap());
+    let mut serving = rs.serving();
+    let master_tls = old.member(&["127.0.0.1"], &old, true);
+    let addr = serve(&rs, &master_tls).await;
+    master_tls.reload(&new.member(&["127.0.0.1"], &new, true));
+
+    let slave_tls = old.member(&["slave"], &old, true);
+    let heard = Arc::new(AtomicU64::new(0));
+    // A served watch never returns: bounded, so that a master still presenting the old
+    // certificate fails here instead of hanging.
+    let e = tokio::time::timeout(
+        T,
+        watch_master(&params(&addr, Some(slave_tls.clone())), &heard, T),
+    )
+    .await
+    .expect("a watch trusting only the old CA was served")
+    .expect_err("a watch trusting only the old CA was served");
+    assert!(matches!(e, ZkError::Tls { .. }), "{}", chain(&e));
+    assert!(chain(&e).contains("UnknownIssuer"), "{}", chain(&e));
+    assert_eq!(heard.load(Ordering::SeqCst), 0);
+    assert!(!*serving.borrow_and_update(), "served without a watch");
+
+    slave_tls.reload(&new.member(&["slave"], &new, true));
+    let watcher = {
+        let (p, h) = (params(&addr, Some(slave_tls)), heard.clone());
+        tokio::spawn(async move { watch_master(&p, &h, T).await })
+    };
+    // The master serves only once a slave answers its heartbeats.
+    while !*serving.borrow_and_update() {
+        tokio::time::timeout(T, serving.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        heard.load(Ordering::SeqCst) > 0,
+        "no heartbeat after the reload"
+    );
+    watcher.abort();
+}

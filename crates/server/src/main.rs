@@ -681,7 +681,7 @@ async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
         )),
         "shared-db" => shared_db_activation(&cfg)?,
         #[cfg(feature = "zk")]
-        "replicated" => replicated_activation(&cfg)?,
+        "replicated" => replicated_activation(&cfg, &live)?,
         _ => Arc::new(Standalone),
     };
     // Slaves register too: they are where clients must go after a failover.
@@ -862,6 +862,7 @@ fn shared_db_activation(_: &Config) -> anyhow::Result<std::sync::Arc<dyn ferromq
 #[cfg(feature = "zk")]
 fn replicated_activation(
     cfg: &Config,
+    live: &ferromq_server::reload::LiveConfig,
 ) -> anyhow::Result<std::sync::Arc<dyn ferromq_ha::Activation>> {
     use ferromq_ha_zk::{ReplicatedConfig, ZkReplication};
     let h = &cfg.ha;
@@ -878,7 +879,9 @@ fn replicated_activation(
         security_token: h.security_token.clone(),
         sync: h.sync.parse()?,
         master_timeout: Duration::from_millis(h.master_timeout_ms),
-        tls: ferromq_server::tls::replication_tls(h)?,
+        // The holder a SIGHUP reload of `ha.tls_*` swaps: the replication's acceptor and
+        // connectors read it at each new connection.
+        tls: live.replication_tls(),
     };
     if rc.tls.is_none() {
         tracing::info!(
@@ -922,7 +925,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// Re-reads the configuration file on each SIGHUP and applies its reloadable parts
-/// (`[security]`, the `[tls]` certificate and key; see `ferromq_server::reload`), all or nothing.
+/// (`[security]`, the `[tls]` certificate, key and CA files, the replication link's `ha.tls_*`
+/// files; see `ferromq_server::reload`), all or nothing.
 /// Settings outside those parts that changed are named in the line (`restart_needed`): they
 /// apply at the next start.
 async fn reload_on_sighup(

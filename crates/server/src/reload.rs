@@ -1,6 +1,7 @@
 //! The parts of the configuration a running broker takes again without a restart (on SIGHUP,
 //! see `src/main.rs`): `[security]` (users, certificate users, destination rules,
-//! `max_connections_per_ip`) and the `[tls]` certificate, key and CA bundle (`tls.ca`) files.
+//! `max_connections_per_ip`), the `[tls]` certificate, key and CA bundle (`tls.ca`) files, and
+//! the replication link's `ha.tls_cert`, `ha.tls_key` and `ha.tls_ca` files.
 //!
 //! Everything new is built and checked first and swapped in only when all of it is good, so a
 //! bad file changes nothing. Connections stay open: each session looks at the
@@ -9,8 +10,9 @@
 //! connection opened before it. A session keeps the user it logged in as: a removed user's open
 //! connections stay open under the new rules (which may refuse them everything).
 //!
-//! Not reloaded (a restart applies them): listeners and every other section (among them the
-//! replication link's `ha.tls_*` files), `tls.need_client_auth` and `tls.want_client_auth`.
+//! Not reloaded (a restart applies them): listeners and every other section,
+//! `tls.need_client_auth` and `tls.want_client_auth`, turning TLS on the replication link on
+//! or off, and `ha.tls_verify_hostname`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +32,11 @@ pub struct LiveConfig {
     security: RwLock<Arc<Security>>,
     /// The listeners' certificate, when some listener speaks TLS.
     certs: Option<Arc<CertResolver>>,
+    /// The replication link's TLS (`ha.tls_*`) when it runs over TLS: the holder the
+    /// replication's acceptor and connectors read at each connection, and the
+    /// `ha.tls_verify_hostname` it was made with.
+    #[cfg(feature = "zk")]
+    replication: Option<(ferromq_ha_zk::ReplicationTls, bool)>,
 }
 
 /// Why a reload was not applied.
@@ -41,6 +48,9 @@ pub enum ReloadError {
     /// The certificate or key cannot be used.
     #[error("[tls]: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The replication link's certificate, key or CA bundle cannot be used.
+    #[error("[ha]: {0}")]
+    Replication(crate::tls::TlsError),
     /// The new configuration drops what the running listeners need.
     #[error("{0}")]
     Unsupported(&'static str),
@@ -59,10 +69,20 @@ impl LiveConfig {
         } else {
             None
         };
+        #[cfg(feature = "zk")]
+        let replication = if cfg.ha.mode == "replicated" {
+            crate::tls::replication_tls(&cfg.ha)
+                .map_err(ReloadError::Replication)?
+                .map(|t| (t, cfg.ha.tls_verify_hostname))
+        } else {
+            None
+        };
         Ok(Arc::new(LiveConfig {
             generation: AtomicU64::new(0),
             security: RwLock::new(Arc::new(security)),
             certs,
+            #[cfg(feature = "zk")]
+            replication,
         }))
     }
 
@@ -70,6 +90,8 @@ impl LiveConfig {
     /// on an error, none.
     pub fn apply(&self, cfg: &Config) -> Result<(), ReloadError> {
         let security = Security::new(&cfg.security).map_err(ReloadError::Security)?;
+        #[cfg(feature = "zk")]
+        let replication = self.load_replication(cfg)?;
         if let Some(certs) = &self.certs {
             if cfg.tls.cert.as_os_str().is_empty() || cfg.tls.key.as_os_str().is_empty() {
                 return Err(ReloadError::Unsupported(
@@ -80,6 +102,11 @@ impl LiveConfig {
             // Last of the checks, so that a failure here leaves the security rules untouched
             // too; it swaps the certificate only when the new pair is usable.
             certs.reload(&cfg.tls)?;
+        }
+        // Every check passed: nothing below can fail.
+        #[cfg(feature = "zk")]
+        if let Some((running, fresh)) = replication {
+            running.reload(&fresh);
         }
         *self.security.write() = Arc::new(security);
         self.generation.fetch_add(1, Ordering::Release);
@@ -100,7 +127,43 @@ impl LiveConfig {
     pub fn certs(&self) -> Option<Arc<CertResolver>> {
         self.certs.clone()
     }
+
+    /// The replication link's TLS, read from `ha.tls_*` at start, when `ha.mode =
+    /// "replicated"` and the link runs over TLS: give it to the replication (clones share it)
+    /// for a reload to reach its new connections.
+    #[cfg(feature = "zk")]
+    pub fn replication_tls(&self) -> Option<ferromq_ha_zk::ReplicationTls> {
+        self.replication.as_ref().map(|(t, _)| t.clone())
+    }
+
+    /// The running replication TLS and the one `cfg`'s `ha.tls_*` files make now, when the
+    /// link runs over TLS; an error when those files are unusable or gone. The running
+    /// `ha.tls_verify_hostname` is kept (a restart changes it, like turning TLS on or off).
+    #[cfg(feature = "zk")]
+    fn load_replication(&self, cfg: &Config) -> Result<Option<ReplicationSwap<'_>>, ReloadError> {
+        let Some((running, verify_hostname)) = &self.replication else {
+            return Ok(None);
+        };
+        let ha = crate::config::HaSection {
+            tls_verify_hostname: *verify_hostname,
+            ..cfg.ha.clone()
+        };
+        match crate::tls::replication_tls(&ha).map_err(ReloadError::Replication)? {
+            Some(fresh) => Ok(Some((running, fresh))),
+            None => Err(ReloadError::Unsupported(
+                "ha.tls_cert, ha.tls_key and ha.tls_ca cannot be removed while the replication \
+                 link runs over TLS (a restart turns TLS off)",
+            )),
+        }
+    }
 }
+
+/// The running replication TLS holder and what a reload puts in it.
+#[cfg(feature = "zk")]
+type ReplicationSwap<'a> = (
+    &'a ferromq_ha_zk::ReplicationTls,
+    ferromq_ha_zk::ReplicationTls,
+);
 
 /// The settings that differ between the running configuration and `new` but are not reloaded
 /// (a restart applies them), by section or key, for the reload's log line.
@@ -118,7 +181,24 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     check("[stomp]", running.stomp != new.stomp);
     check("[openwire]", running.openwire != new.openwire);
     check("[admin]", running.admin != new.admin);
-    check("[ha]", running.ha != new.ha);
+    // The replication link's certificate, key and CA files are reloaded (whatever their
+    // paths); turning TLS on the link on or off is not.
+    let ha_rest = |h: &crate::config::HaSection| crate::config::HaSection {
+        tls_cert: Default::default(),
+        tls_key: Default::default(),
+        tls_ca: Default::default(),
+        ..h.clone()
+    };
+    check("[ha]", ha_rest(&running.ha) != ha_rest(&new.ha));
+    let link_tls = |h: &crate::config::HaSection| {
+        [&h.tls_cert, &h.tls_key, &h.tls_ca]
+            .iter()
+            .any(|p| !p.as_os_str().is_empty())
+    };
+    check(
+        "ha.tls_* (TLS on the replication link on or off)",
+        link_tls(&running.ha) != link_tls(&new.ha),
+    );
     check(
         "[[network_connectors]]",
         running.network_connectors != new.network_connectors,
@@ -164,5 +244,29 @@ impl SecurityView {
     /// The rules this session applies now.
     pub(crate) fn get(&self) -> &Security {
         &self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_replication_tls_files_need_no_restart_but_turning_the_tls_on_does() {
+        let mut running = Config::default();
+        running.ha.tls_cert = "/etc/repl/a.crt".into();
+        running.ha.tls_key = "/etc/repl/a.key".into();
+        running.ha.tls_ca = "/etc/repl/ca.crt".into();
+        let mut renewed = running.clone();
+        renewed.ha.tls_cert = "/etc/repl/a-2027.crt".into();
+        renewed.ha.tls_key = "/etc/repl/a-2027.key".into();
+        renewed.ha.tls_ca = "/etc/repl/ca-2027.crt".into();
+        assert_eq!(needs_restart(&running, &renewed), Vec::<&str>::new());
+        assert_eq!(
+            needs_restart(&Config::default(), &running),
+            ["ha.tls_* (TLS on the replication link on or off)"]
+        );
+        renewed.ha.tls_verify_hostname = !running.ha.tls_verify_hostname;
+        assert_eq!(needs_restart(&running, &renewed), ["[ha]"]);
     }
 }

@@ -2,8 +2,8 @@
 //! `ferromq serve` processes and real ZooKeeper: a group on mutual TLS elects, replicates and
 //! fails over without losing a confirmed message; a member without TLS and a member with a
 //! certificate of another CA never become slaves of a TLS master (which logs the refusal),
-//! while a member with the group's certificate does; half a configuration or an unreadable
-//! file stops the start. Certificates are made at test time (rcgen); no key is committed.
+//! while a member with the group's certificate does; a SIGHUP reload of the `ha.tls_*` files
+//! applies to new connections; half a configuration or an unreadable file stops the start. Certificates are made at test time (rcgen); no key is committed.
 #![cfg(feature = "zk")]
 
 mod ha_replicated_support;
@@ -189,6 +189,95 @@ async fn a_member_without_tls_or_with_another_cas_certificate_is_refused() {
     c.extra = format!("{}weight = 0\n", good.ha());
     c.start(2);
     assert!(c.proc(2).wait_log("replicating from the master", T));
+}
+
+/// `ha.tls_cert`, `ha.tls_key` and `ha.tls_ca` reloaded on SIGHUP: the master's files are
+/// replaced by a certificate and CA bundle of a new CA and the master is sent SIGHUP. A member
+/// of the old CA is then refused on its new connection, a member of the new CA becomes a slave,
+/// and the slave connected before the reload keeps its connection (the master counts two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_replication_certificate_and_ca_for_new_connections() {
+    let d = tempfile::tempdir().unwrap();
+    let old_ca = ca("old CA");
+    let new_ca = ca("new CA");
+    let master_files = Member::new(d.path(), "b0", &old_ca, &old_ca.0);
+    let old = Member::new(d.path(), "old", &old_ca, &old_ca.0);
+    let new = Member::new(d.path(), "new", &new_ca, &new_ca.0);
+    let mut c = Cluster::new(d.path(), &zk_standalone(), "tls-reload", "");
+    let admin = format!("127.0.0.1:{}", support::free_port());
+    c.extra = format!("{}weight = 10\n", master_files.ha());
+    c.transports_extra = format!("admin = \"{admin}\"\n");
+    c.start(0);
+    c.transports_extra = String::new();
+    c.extra = format!("{}weight = 5\n", old.ha());
+    c.start(1);
+    let (m, _) = tokio::task::block_in_place(|| c.wait_master(&[], T)).expect("no master");
+    assert_eq!(m, 0, "the heavier member is master");
+    assert!(c.proc(1).wait_log("replicating from the master", T));
+
+    // A bundle without a certificate: the reload is refused whole, saying which file.
+    std::fs::write(&master_files.ca, "not a certificate").unwrap();
+    c.proc(0).signal("HUP");
+    assert!(
+        c.proc(0).wait_log(
+            "configuration reload (SIGHUP) failed, keeping the running configuration: ha.tls_ca",
+            T
+        ),
+        "a bad ha.tls_ca was not refused: {:?}",
+        c.proc(0).log.lock().unwrap()
+    );
+
+    // The operator rotates the master's files in place and sends SIGHUP.
+    let rotated = Member::new(d.path(), "b0-rotated", &new_ca, &new_ca.0);
+    std::fs::copy(&rotated.cert, &master_files.cert).unwrap();
+    std::fs::copy(&rotated.key, &master_files.key).unwrap();
+    std::fs::copy(&rotated.ca, &master_files.ca).unwrap();
+    c.proc(0).signal("HUP");
+    assert!(
+        c.proc(0).wait_log("configuration reloaded (SIGHUP)", T),
+        "no reload logged: {:?}",
+        c.proc(0).log.lock().unwrap()
+    );
+    assert_eq!(c.proc(0).log_count("restart_needed"), 0);
+
+    // A member of the old CA: refused on a new connection.
+    let refusals = c.proc(0).log_count("refusing a replication connection");
+    c.extra = format!("{}weight = 0\n", old.ha());
+    c.start(2);
+    assert!(
+        c.proc(2).wait_log("stopped following the master", T),
+        "a member of the old CA did not fail to follow"
+    );
+    let deadline = std::time::Instant::now() + T;
+    while c.proc(0).log_count("refusing a replication connection") <= refusals {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the master never logged the refused handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.proc(2).log_count("replicating from the master"), 0);
+    assert!(c.procs[2].as_mut().unwrap().terminate());
+
+    // A member of the new CA follows.
+    c.extra = format!("{}weight = 0\n", new.ha());
+    c.start(2);
+    assert!(
+        c.proc(2).wait_log("replicating from the master", T),
+        "a member of the new CA was not accepted after the reload"
+    );
+    // b1's connection, made before the reload with the old CA, is still counted: had it been
+    // cut, its reconnection (old CA) would have been refused.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let ha = tokio::task::block_in_place(|| admin_json(&admin, "/api/v1/ha"));
+        if ha["replication"]["slaves"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not two slaves: {ha}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.proc(1).log_count("stopped following the master"), 0);
 }
 
 fn admin_json(admin: &str, path: &str) -> serde_json::Value {

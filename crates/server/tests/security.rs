@@ -722,6 +722,143 @@ admin = "writers"
     s.shutdown().await.unwrap();
 }
 
+/// One admin API request over HTTPS presenting `cert` (or none) with basic auth `user` (or
+/// none): the status and the body. Every request but a GET is a JSON POST (the CSRF rule).
+async fn admin_https(
+    admin: &str,
+    pki: &Pki,
+    cert: Option<&(PathBuf, PathBuf)>,
+    user: Option<(&str, &str)>,
+    method: &str,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let tls = ferromq_client::tls::client_config(
+        &pki.ca_file,
+        cert.map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .unwrap();
+    let auth = user.map(|(u, p)| ferromq_server::admin::cli::Credentials {
+        user: u.into(),
+        password: p.into(),
+    });
+    let body = (method != "GET").then_some("{}");
+    let (status, body) = ferromq_server::admin::cli::request(
+        &format!("https://{admin}"),
+        method,
+        path,
+        auth.as_ref(),
+        body,
+        Some(&tls),
+    )
+    .await
+    .unwrap();
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (status, json)
+}
+
+/// The admin endpoint over HTTPS (a real `ferromq serve`): a verified client certificate
+/// mapped by `[[security.certificate_users]]` logs a request in as its user, as on the STOMP
+/// and OpenWire listeners; the `admins` rule for state changes holds; an unmapped certificate
+/// and a request with neither certificate nor basic auth are refused with the usual JSON
+/// error; basic auth still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_logs_in_a_mapped_client_certificate_and_still_takes_basic_auth() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server("server", "broker");
+    let ops = pki.client("ops", &[(DnType::CommonName, "ops-cert")]);
+    let viewer = pki.client("viewer", &[(DnType::CommonName, "viewer-cert")]);
+    let stranger = pki.client("stranger", &[(DnType::CommonName, "stranger")]);
+    let admin = format!("127.0.0.1:{}", free_port());
+    // want_client_auth: a certificate is checked when sent, and basic auth without one works.
+    let rest = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\nwant_client_auth = true\n{}\n\
+         [[security.certificate_users]]\nusername = \"ops-by-cert\"\nsubject = \"CN=ops-cert\"\n\
+         groups = [\"admins\"]\n\n\
+         [[security.certificate_users]]\nusername = \"viewer-by-cert\"\n\
+         subject = \"CN=viewer-cert\"\ngroups = [\"writers\"]\n",
+        cert.display(),
+        key.display(),
+        pki.ca_file.display(),
+        security("writers"),
+    );
+    let b = Served::start(&format!("admin = \"{admin}\"\nadmin_tls = true"), &rest);
+    assert!(b.proc.wait_log("admin endpoint: https://", WAIT));
+    let ada = Client::connect(&b.addr(), login("ada", "d")).await.unwrap();
+    let fill = |n: usize| {
+        let ada = &ada;
+        async move {
+            for i in 0..n {
+                ada.send_with_receipt("/queue/admin.cert", format!("m{i}"), &[])
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    fill(2).await;
+    const PURGE: &str = "/api/v1/queues/admin.cert/purge";
+    const QUEUES: &str = "/api/v1/queues";
+
+    // A certificate mapped to an admin purges, with no password.
+    let (status, body) = admin_https(&admin, &pki, Some(&ops), None, "POST", PURGE).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purged"], 2, "{body}");
+
+    // A certificate mapped to a user outside admins reads but may not purge.
+    fill(1).await;
+    let (status, body) = admin_https(&admin, &pki, Some(&viewer), None, "GET", QUEUES).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin_https(&admin, &pki, Some(&viewer), None, "POST", PURGE).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("admins"),
+        "{body}"
+    );
+
+    // A trusted certificate nobody is mapped to, and no certificate at all: 401.
+    for (what, c) in [
+        ("an unmapped certificate", Some(&stranger)),
+        ("nothing", None),
+    ] {
+        let (status, body) = admin_https(&admin, &pki, c, None, "GET", QUEUES).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("authentication required"),
+            "{what}: {body}"
+        );
+    }
+
+    // Basic auth still works, with or without a certificate; a wrong password is not rescued
+    // by an admin's certificate.
+    let (status, body) = admin_https(&admin, &pki, None, Some(("ada", "d")), "POST", PURGE).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["purged"], 1, "{body}");
+    let (status, body) = admin_https(
+        &admin,
+        &pki,
+        Some(&stranger),
+        Some(("alice", "a")),
+        "GET",
+        QUEUES,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = admin_https(&admin, &pki, None, Some(("alice", "a")), "POST", PURGE).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = admin_https(
+        &admin,
+        &pki,
+        Some(&ops),
+        Some(("ada", "wrong")),
+        "GET",
+        QUEUES,
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+}
+
 #[test]
 fn certificate_users_need_client_certificates_and_a_valid_subject() {
     let err = config_error;

@@ -43,18 +43,34 @@ pub(crate) const RETRY_BATCH_MAX: usize = 1000;
 pub(crate) struct AppState {
     status: watch::Receiver<Status>,
     cfg: Arc<Config>,
-    /// The users a SIGHUP reload keeps current; without it, `cfg`'s.
+    /// The users a SIGHUP reload keeps current; without it, `security`.
     live: Option<Arc<crate::reload::LiveConfig>>,
+    /// `cfg`'s users, compiled once, for an endpoint without `live`.
+    security: Arc<crate::security::Security>,
     started: Instant,
 }
+
+/// The subject of the client certificate the TLS handshake of a request's connection verified
+/// (`tls.ca`), put in the request's extensions by the accept loop for the access check.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCert(pub(crate) crate::dn::Dn);
 
 impl AppState {
     /// The state of an endpoint started now.
     pub(crate) fn new(status: watch::Receiver<Status>, cfg: Arc<Config>) -> AppState {
+        // A loaded configuration has compiled already; should a hand-built one not, its
+        // password users still protect the endpoint (never an open one for a bad rule).
+        let security = crate::security::Security::new(&cfg.security).unwrap_or_else(|_| {
+            crate::security::Security {
+                users: cfg.security.users.clone(),
+                ..Default::default()
+            }
+        });
         AppState {
             status,
             cfg,
             live: None,
+            security: Arc::new(security),
             started: Instant::now(),
         }
     }
@@ -224,12 +240,18 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Authentication, authorisation and the CSRF rule, before any handler (see [`super::auth`]).
 async fn access(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let reloaded = state.live.as_ref().map(|l| l.security());
-    let users = match &reloaded {
-        Some(s) => &s.users,
-        None => &state.cfg.security.users,
+    let security = match &state.live {
+        Some(l) => l.security(),
+        None => state.security.clone(),
     };
-    match super::auth::check(users, req.method(), req.uri().path(), req.headers()) {
+    let client_cert = req.extensions().get::<ClientCert>().map(|c| &c.0);
+    match super::auth::check(
+        &security,
+        client_cert,
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+    ) {
         Ok(()) => next.run(req).await,
         Err(r) => ApiError::new(r.status, r.reason).into_response(),
     }

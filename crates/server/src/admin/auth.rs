@@ -1,9 +1,11 @@
 //! Who may do what on the admin endpoint.
 //!
 //! With no `[security]` users the endpoint is open (as the STOMP and OpenWire ports are), so
-//! its listen address is what protects it. With users, every request but `GET /status` needs
-//! HTTP basic auth of one of them; state-changing requests need a member of
-//! [`crate::config::ADMIN_GROUP`]. Whatever the users, a state-changing request must be a
+//! its listen address is what protects it. With users (password or certificate users), every
+//! request but `GET /status` needs HTTP basic auth of a password user or, over HTTPS, a client
+//! certificate that `tls.ca` verified and `[[security.certificate_users]]` maps to a user (the
+//! rule of the STOMP and OpenWire listeners, [`crate::security::login`]); state-changing
+//! requests need a member of [`crate::config::ADMIN_GROUP`]. Whatever the users, a state-changing request must be a
 //! `POST` or `DELETE` with `Content-Type: application/json`: a browser cannot send that
 //! cross-origin without a CORS preflight, which this endpoint never answers, so a web page an
 //! operator visits cannot purge a queue behind their back (CSRF).
@@ -11,7 +13,9 @@
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use base64::Engine;
 
-use crate::config::User;
+use crate::config::{User, ADMIN_GROUP};
+use crate::dn::Dn;
+use crate::security::Security;
 
 /// What a request may not do, as an HTTP status and a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +39,11 @@ pub(crate) fn is_public(method: &Method, path: &str) -> bool {
         && (path == "/status" || super::console::is_console_file(path))
 }
 
-/// Decides whether a request may proceed.
+/// Decides whether a request may proceed. `client_cert` is the subject of the client
+/// certificate the connection's TLS handshake verified, if any.
 pub(crate) fn check(
-    users: &[User],
+    security: &Security,
+    client_cert: Option<&Dn>,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -45,12 +51,13 @@ pub(crate) fn check(
     if is_public(method, path) {
         return Ok(());
     }
-    if !users.is_empty() {
-        let user = authenticate(users, headers).ok_or(Refusal {
+    if security.authentication_required() {
+        let is_admin = login(security, client_cert, headers).ok_or(Refusal {
             status: StatusCode::UNAUTHORIZED,
-            reason: "authentication required: HTTP basic auth of a [security] user",
+            reason: "authentication required: HTTP basic auth of a [security] user, or a \
+                     client certificate mapped to one",
         })?;
-        if changes_state(method) && !user.is_admin() {
+        if changes_state(method) && !is_admin {
             return Err(Refusal {
                 status: StatusCode::FORBIDDEN,
                 reason: "this operation needs a user in the \"admins\" group",
@@ -72,6 +79,18 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether the request's user is an admin, when it names one: by HTTP basic auth when it
+/// sends an `Authorization` header (a wrong password is refused whatever the certificate, as a
+/// STOMP login with a passcode is), otherwise by its mapped client certificate.
+fn login(security: &Security, client_cert: Option<&Dn>, headers: &HeaderMap) -> Option<bool> {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return authenticate(&security.users, headers).map(User::is_admin);
+    }
+    let u = security.certificate_user(client_cert?)?;
+    tracing::debug!(user = %u.username, "admin request authenticated by client certificate");
+    Some(u.groups.iter().any(|g| g == ADMIN_GROUP))
 }
 
 /// The configured user whose name and password the `Authorization: Basic` header carries.
@@ -110,7 +129,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn users() -> Vec<User> {
+    fn users() -> Security {
+        Security {
+            users: password_users(),
+            ..Security::default()
+        }
+    }
+
+    fn password_users() -> Vec<User> {
         vec![
             User {
                 username: "ops".into(),
@@ -142,17 +168,37 @@ mod tests {
 
     const PURGE: &str = "/api/v1/queues/q/purge";
 
+    /// The password users, and certificate users `CN=ops-cert` (admin) and `CN=viewer-cert`.
+    fn with_certificate_users() -> Security {
+        let cert_user = |name: &str, groups: Vec<String>| crate::security::CertificateUser {
+            username: name.into(),
+            subject: Dn::parse(&format!("CN={name}-cert")).unwrap(),
+            groups,
+        };
+        Security {
+            users: password_users(),
+            certificate_users: vec![
+                cert_user("ops", vec!["admins".into()]),
+                cert_user("viewer", vec![]),
+            ],
+            ..Security::default()
+        }
+    }
+
     #[test]
     fn without_users_reads_are_open_and_writes_need_json() {
-        assert!(check(&[], &Method::GET, "/api/v1/queues", &HeaderMap::new()).is_ok());
-        let r = check(&[], &Method::POST, PURGE, &HeaderMap::new()).unwrap_err();
+        let open = Security::default();
+        let check = |m: &Method, p: &str, h: &HeaderMap| check(&open, None, m, p, h);
+        assert!(check(&Method::GET, "/api/v1/queues", &HeaderMap::new()).is_ok());
+        let r = check(&Method::POST, PURGE, &HeaderMap::new()).unwrap_err();
         assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert!(check(&[], &Method::POST, PURGE, &json(HeaderMap::new())).is_ok());
+        assert!(check(&Method::POST, PURGE, &json(HeaderMap::new())).is_ok());
     }
 
     #[test]
     fn with_users_reads_need_a_login_and_writes_an_admin() {
         let u = users();
+        let check = |u: &Security, m: &Method, p: &str, h: &HeaderMap| check(u, None, m, p, h);
         let r = check(&u, &Method::GET, "/metrics", &HeaderMap::new()).unwrap_err();
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         let r = check(&u, &Method::GET, "/metrics", &basic("ops", "wrong")).unwrap_err();
@@ -171,7 +217,54 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_client_certificate_logs_in_as_its_user() {
+        let s = with_certificate_users();
+        let ops = Dn::parse("CN=ops-cert").unwrap();
+        let viewer = Dn::parse("CN=viewer-cert").unwrap();
+        let stranger = Dn::parse("CN=stranger").unwrap();
+        let none = HeaderMap::new();
+        assert!(check(&s, Some(&viewer), &Method::GET, "/metrics", &none).is_ok());
+        let r = check(&s, Some(&viewer), &Method::POST, PURGE, &json(none.clone())).unwrap_err();
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(check(&s, Some(&ops), &Method::POST, PURGE, &json(none.clone())).is_ok());
+        // The CSRF rule holds for certificate users too.
+        let r = check(&s, Some(&ops), &Method::POST, PURGE, &none).unwrap_err();
+        assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let r = check(&s, Some(&stranger), &Method::GET, "/metrics", &none).unwrap_err();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        // Basic auth, when sent, decides: a wrong password is not rescued by the certificate,
+        // and a right one is judged as its own user.
+        let r = check(
+            &s,
+            Some(&ops),
+            &Method::GET,
+            "/metrics",
+            &basic("ops", "wrong"),
+        );
+        assert_eq!(r.unwrap_err().status, StatusCode::UNAUTHORIZED);
+        let r = check(
+            &s,
+            Some(&ops),
+            &Method::POST,
+            PURGE,
+            &json(basic("viewer", "look")),
+        );
+        assert_eq!(r.unwrap_err().status, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn certificate_users_alone_close_the_endpoint() {
+        let s = Security {
+            certificate_users: with_certificate_users().certificate_users,
+            ..Security::default()
+        };
+        let r = check(&s, None, &Method::GET, "/metrics", &HeaderMap::new()).unwrap_err();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
     fn status_stays_public_for_ferromq_status() {
+        let check = |u: &Security, m: &Method, p: &str, h: &HeaderMap| check(u, None, m, p, h);
         assert!(check(&users(), &Method::GET, "/status", &HeaderMap::new()).is_ok());
         // The console's files too (they hold no data), but not the API they call.
         assert!(check(&users(), &Method::GET, "/", &HeaderMap::new()).is_ok());

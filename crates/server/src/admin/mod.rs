@@ -253,6 +253,13 @@ async fn serve_app(
                         None,
                     );
                     if let Some(tls) = handshake.await {
+                        // The verified client certificate logs requests in when it is mapped
+                        // to a user (the access check in `api` reads it); the layer goes on
+                        // this connection's copy of the router only.
+                        let app = match crate::tls::peer_subject(&tls) {
+                            Some(dn) => app.layer(axum::Extension(api::ClientCert(dn))),
+                            None => app,
+                        };
                         serve_connection(tls, peer, app).await;
                     }
                 }
