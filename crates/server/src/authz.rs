@@ -3,8 +3,9 @@
 //! may `read` (consume, browse), `write` (send) and `admin` it (create it when it does not exist
 //! yet). As in ActiveMQ's `DefaultAuthorizationMap`, the groups of **every** entry that matches
 //! a destination are united; group `*` means every authenticated user; a destination no entry
-//! matches is refused. Temporary destinations are not restricted (ActiveMQ without a
-//! `tempDestinationAuthorizationEntry`). Without any entry, authorisation is off.
+//! matches is refused. Temporary destinations are governed by the entries with `temp = true`
+//! (ActiveMQ's `tempDestinationAuthorizationEntry`), united likewise; without such an entry they
+//! are not restricted. Without any entry, authorisation is off.
 //!
 //! Sans-I/O: the sessions ask [`Authorizer::check`] before a send or a subscription and turn a
 //! refusal into their protocol's error (a STOMP ERROR, an OpenWire `SecurityException`).
@@ -16,10 +17,14 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthorizationEntry {
-    /// Queue name pattern (exactly one of `queue` and `topic`).
+    /// Queue name pattern (exactly one of `queue`, `topic` and `temp`).
     pub queue: Option<String>,
     /// Topic name pattern.
     pub topic: Option<String>,
+    /// The entry covers every temporary queue and topic (ActiveMQ's
+    /// `tempDestinationAuthorizationEntry`): `read` and `write` to use one, `admin` to create a
+    /// temporary queue.
+    pub temp: bool,
     /// Groups that may consume (comma-separated; `*` = everyone authenticated).
     pub read: String,
     /// Groups that may send.
@@ -62,6 +67,26 @@ struct Rule {
 #[derive(Debug, Clone, Default)]
 pub struct Authorizer {
     rules: Vec<Rule>,
+    /// The `temp = true` entries, united; `None`: temporary destinations are unrestricted.
+    temp: Option<Groups>,
+}
+
+/// The groups of one action each.
+#[derive(Debug, Clone, Default)]
+struct Groups {
+    read: Vec<String>,
+    write: Vec<String>,
+    admin: Vec<String>,
+}
+
+impl Groups {
+    fn of(&self, action: Action) -> &[String] {
+        match action {
+            Action::Read => &self.read,
+            Action::Write => &self.write,
+            Action::Admin => &self.admin,
+        }
+    }
 }
 
 fn groups(list: &str) -> Vec<String> {
@@ -73,16 +98,26 @@ fn groups(list: &str) -> Vec<String> {
 }
 
 impl Authorizer {
-    /// Compiles the entries; an entry naming both or neither of `queue` and `topic` is an error.
+    /// Compiles the entries; an entry naming more or fewer than one of `queue`, `topic` and
+    /// `temp` is an error.
     pub fn new(entries: &[AuthorizationEntry]) -> Result<Authorizer, String> {
         let mut rules = Vec::with_capacity(entries.len());
+        let mut temp: Option<Groups> = None;
         for (i, e) in entries.iter().enumerate() {
-            let (kind, pattern) = match (&e.queue, &e.topic) {
-                (Some(q), None) => (DestinationKind::Queue, q.clone()),
-                (None, Some(t)) => (DestinationKind::Topic, t.clone()),
+            let (kind, pattern) = match (&e.queue, &e.topic, e.temp) {
+                (Some(q), None, false) => (DestinationKind::Queue, q.clone()),
+                (None, Some(t), false) => (DestinationKind::Topic, t.clone()),
+                (None, None, true) => {
+                    let t = temp.get_or_insert_with(Groups::default);
+                    t.read.extend(groups(&e.read));
+                    t.write.extend(groups(&e.write));
+                    t.admin.extend(groups(&e.admin));
+                    continue;
+                }
                 _ => {
                     return Err(format!(
-                        "security.authorization[{i}]: give exactly one of `queue` or `topic`"
+                        "security.authorization[{i}]: give exactly one of `queue`, `topic` or \
+                         `temp = true`"
                     ))
                 }
             };
@@ -97,12 +132,12 @@ impl Authorizer {
                 admin: groups(&e.admin),
             });
         }
-        Ok(Authorizer { rules })
+        Ok(Authorizer { rules, temp })
     }
 
     /// Whether any rule is configured (without one, everything is allowed).
     pub fn enabled(&self) -> bool {
-        !self.rules.is_empty()
+        !self.rules.is_empty() || self.temp.is_some()
     }
 
     /// `Ok` when a user in `user_groups` may do `action` to `dest`; otherwise the reason, in
@@ -114,31 +149,32 @@ impl Authorizer {
         dest: &Destination,
         action: Action,
     ) -> Result<(), String> {
-        if !self.enabled() || dest.kind.is_temporary() {
+        if !self.enabled() {
             return Ok(());
         }
-        let allowed = self
-            .rules
-            .iter()
-            .filter(|r| r.kind == dest.kind && wildcard_matches(&r.pattern, &dest.name))
-            .flat_map(|r| match action {
-                Action::Read => r.read.iter(),
-                Action::Write => r.write.iter(),
-                Action::Admin => r.admin.iter(),
-            })
-            .any(|g| g == "*" || user_groups.iter().any(|ug| ug == g));
+        let member = |g: &String| g == "*" || user_groups.iter().any(|ug| ug == g);
+        let allowed = if dest.kind.is_temporary() {
+            match &self.temp {
+                None => true,
+                Some(t) => t.of(action).iter().any(member),
+            }
+        } else {
+            self.rules
+                .iter()
+                .filter(|r| r.kind == dest.kind && wildcard_matches(&r.pattern, &dest.name))
+                .flat_map(|r| match action {
+                    Action::Read => r.read.iter(),
+                    Action::Write => r.write.iter(),
+                    Action::Admin => r.admin.iter(),
+                })
+                .any(member)
+        };
         if allowed {
             Ok(())
         } else {
-            let scheme = if dest.kind.is_queue() {
-                "queue"
-            } else {
-                "topic"
-            };
             Err(format!(
-                "User {user} is not authorized to {} {scheme}://{}",
-                action.verb(),
-                dest.name
+                "User {user} is not authorized to {} {dest}",
+                action.verb()
             ))
         }
     }
@@ -159,7 +195,7 @@ impl Authorizer {
             return Ok(());
         }
         self.check(user, user_groups, dest, action)?;
-        if dest.kind == DestinationKind::Queue && !queue_exists() {
+        if dest.kind.is_queue() && !queue_exists() {
             self.check(user, user_groups, dest, Action::Admin)?;
         }
         Ok(())
@@ -178,6 +214,7 @@ mod tests {
         a: &str,
     ) -> AuthorizationEntry {
         AuthorizationEntry {
+            temp: false,
             queue: queue.map(str::to_owned),
             topic: topic.map(str::to_owned),
             read: r.into(),
@@ -278,6 +315,66 @@ mod tests {
                 || false
             )
             .is_ok());
+    }
+
+    /// ActiveMQ's `tempDestinationAuthorizationEntry`: with a `temp = true` entry, temporary
+    /// queues and topics need its groups (admin to create a temporary queue); its groups do not
+    /// reach ordinary destinations, nor theirs temporary ones.
+    #[test]
+    fn temp_entries_govern_temporary_destinations() {
+        let temp = |r: &str, w: &str, a: &str| AuthorizationEntry {
+            temp: true,
+            ..entry(None, None, r, w, a)
+        };
+        let a = Authorizer::new(&[
+            entry(Some(">"), None, "admins", "admins", "admins"),
+            temp("apps", "apps", "apps"),
+            temp("auditors", "", ""),
+        ])
+        .unwrap();
+        let tq = Destination {
+            kind: DestinationKind::TempQueue,
+            name: "ID:c-1:1".into(),
+        };
+        let tt = Destination {
+            kind: DestinationKind::TempTopic,
+            name: "ID:c-1:2".into(),
+        };
+        assert!(a.check("u", &g(&["apps"]), &tq, Action::Write).is_ok());
+        assert!(a.check("u", &g(&["apps"]), &tt, Action::Read).is_ok());
+        assert!(
+            a.check("u", &g(&["auditors"]), &tq, Action::Read).is_ok(),
+            "united"
+        );
+        assert!(a.check("u", &g(&["auditors"]), &tq, Action::Write).is_err());
+        assert_eq!(
+            a.check("eve", &g(&["admins"]), &tq, Action::Write)
+                .unwrap_err(),
+            "User eve is not authorized to write to temp-queue://ID:c-1:1"
+        );
+        assert!(a
+            .check("u", &g(&["apps"]), &Destination::queue("x"), Action::Read)
+            .is_err());
+        // Creating a temporary queue needs the temp entry's admin groups.
+        let creators = Authorizer::new(&[temp("apps", "apps", "owners")]).unwrap();
+        assert!(creators.enabled());
+        assert_eq!(
+            creators
+                .check_use("u", &g(&["apps"]), &tq, Action::Read, || false)
+                .unwrap_err(),
+            "User u is not authorized to create temp-queue://ID:c-1:1"
+        );
+        assert!(creators
+            .check_use("u", &g(&["apps"]), &tq, Action::Read, || true)
+            .is_ok());
+        assert!(creators
+            .check_use("u", &g(&["apps", "owners"]), &tq, Action::Read, || false)
+            .is_ok());
+        let both = AuthorizationEntry {
+            temp: true,
+            ..entry(Some("q"), None, "", "", "")
+        };
+        assert!(Authorizer::new(&[both]).is_err());
     }
 
     #[test]

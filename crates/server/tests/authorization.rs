@@ -223,7 +223,7 @@ async fn every_permission_cell_is_enforced() {
         "no rule: refused"
     );
 
-    // Temporary destinations are not restricted.
+    // Temporary destinations are not restricted without a `temp = true` entry.
     let mut r = login(&server, "rita", "r").await;
     try_frame(&mut r, "SUBSCRIBE\nid:t\ndestination:/temp-queue/mine\n")
         .await
@@ -456,5 +456,34 @@ async fn transactions_and_durable_subscriptions_respect_the_rules() {
     assert!(
         !durables.iter().any(|d| d.client_id == "cid-alice"),
         "no durable subscription for the refused one: {durables:?}"
+    );
+}
+
+/// ActiveMQ's `tempDestinationAuthorizationEntry`: with a `temp = true` entry, only its groups
+/// may create (admin), read and write temporary destinations.
+#[tokio::test]
+async fn a_temp_entry_restricts_temporary_destinations() {
+    let server = start(&format!(
+        "{CONFIG}\n[[security.authorization]]\ntemp = true\nread = \"readers\"\nwrite = \"readers\"\nadmin = \"readers\"\n"
+    ))
+    .await;
+    let mut r = login(&server, "rita", "r").await;
+    try_frame(&mut r, "SUBSCRIBE\nid:t\ndestination:/temp-queue/mine\n")
+        .await
+        .expect("a reader may create and read a temporary queue");
+    try_frame(&mut r, "SEND\ndestination:/temp-queue/mine\n")
+        .await
+        .expect("and write it");
+    assert_eq!(
+        r.frame().await.expect("own temp message").command.as_str(),
+        "MESSAGE"
+    );
+    let mut a = login(&server, "alice", "a").await;
+    let e = try_frame(&mut a, "SUBSCRIBE\nid:t\ndestination:/temp-queue/hers\n")
+        .await
+        .expect_err("a writer is not in the temp entry");
+    assert!(
+        e.starts_with("User alice is not authorized to read from temp-queue://"),
+        "{e}"
     );
 }
