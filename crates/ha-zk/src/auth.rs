@@ -3,12 +3,17 @@
 //! crosses the wire, with or without TLS.
 //!
 //! ```text
-//! master -> slave   Challenge { version, master_nonce }
-//! slave  -> master  Hello | Watch { version, group, epoch, [last,] member, slave_nonce,
-//!                                   proof = HMAC-SHA256(token, "slave" transcript) }
-//! master -> slave   Welcome { epoch, proof = HMAC-SHA256(token, "master" transcript + epoch) }
+//! slave  -> master  Hello | Watch { version, group, epoch, [last,] member, slave_nonce }
+//! master -> slave   Challenge { version, master_nonce }        (both written at once)
+//! slave  -> master  Proof { HMAC-SHA256(token, "slave" transcript) }
+//! master -> slave   Welcome { epoch, HMAC-SHA256(token, "master" transcript + epoch) }
 //!                   | Reject { reason }
 //! ```
+//!
+//! Both sides speak first, so the handshake costs what the old hello/welcome exchange did
+//! plus half a round trip, and a peer that is not this protocol at all (a TLS listener
+//! reached in plain TCP, an older master waiting for its hello) fails at once, not after a
+//! timeout.
 //!
 //! The transcript binds everything the two sides agree on in the handshake: a label naming
 //! the role of the prover (so a slave's proof can never be reflected back as a master's), the
@@ -67,9 +72,8 @@ pub struct Opening<'a> {
 }
 
 impl<'a> Opening<'a> {
-    /// The opening a `Hello` or `Watch` states, with its nonce and proof; `None` for any other
-    /// frame.
-    pub fn of(frame: &'a Frame) -> Option<(Opening<'a>, &'a Nonce, &'a Proof)> {
+    /// The opening a `Hello` or `Watch` states, with its nonce; `None` for any other frame.
+    pub fn of(frame: &'a Frame) -> Option<(Opening<'a>, &'a Nonce)> {
         match frame {
             Frame::Hello {
                 group,
@@ -77,7 +81,6 @@ impl<'a> Opening<'a> {
                 last,
                 member,
                 nonce,
-                proof,
                 ..
             } => Some((
                 Opening {
@@ -88,14 +91,12 @@ impl<'a> Opening<'a> {
                     last: Some(*last),
                 },
                 nonce,
-                proof,
             )),
             Frame::Watch {
                 group,
                 master_epoch,
                 member,
                 nonce,
-                proof,
                 ..
             } => Some((
                 Opening {
@@ -106,7 +107,6 @@ impl<'a> Opening<'a> {
                     last: None,
                 },
                 nonce,
-                proof,
             )),
             _ => None,
         }
@@ -225,16 +225,11 @@ pub fn verify_master(
         .is_ok_and(|m| m.verify_slice(proof).is_ok())
 }
 
-/// The slave's first frame of a connection, answering the master's challenge: `Hello` for a
-/// stream (with `last`), `Watch` for the liveness channel (without). Returns it with the
-/// slave's nonce, which the master's proof covers.
-pub fn opening_frame(
-    token: &str,
-    o: &Opening<'_>,
-    master_nonce: &Nonce,
-) -> Result<(Frame, Nonce), ZkError> {
+/// The slave's first frame of a connection (written without waiting for the challenge):
+/// `Hello` for a stream (with `last`), `Watch` for the liveness channel (without), with a fresh
+/// nonce of the slave's, which the master's proof covers. Returns it with that nonce.
+pub fn opening_frame(o: &Opening<'_>) -> Result<(Frame, Nonce), ZkError> {
     let nonce = nonce()?;
-    let proof = slave_proof(token, o, master_nonce, &nonce)?;
     let f = match (o.channel, o.last) {
         (Channel::Stream, Some(last)) => Frame::Hello {
             version: PROTOCOL_VERSION,
@@ -243,7 +238,6 @@ pub fn opening_frame(
             last,
             member: o.member.into(),
             nonce,
-            proof,
         },
         (Channel::Stream, None) => {
             return Err(ZkError::Replication(
@@ -256,7 +250,6 @@ pub fn opening_frame(
             master_epoch: o.master_epoch,
             member: o.member.into(),
             nonce,
-            proof,
         },
     };
     Ok((f, nonce))
@@ -270,7 +263,7 @@ pub fn welcome(
     opening: &Frame,
     epoch: u64,
 ) -> Result<Frame, ZkError> {
-    let Some((o, slave_nonce, _)) = Opening::of(opening) else {
+    let Some((o, slave_nonce)) = Opening::of(opening) else {
         return Err(ZkError::Replication(
             "a welcome answers a hello or a watch".into(),
         ));
@@ -351,10 +344,11 @@ mod tests {
         let mn = nonce().unwrap();
         assert_ne!(mn, nonce().unwrap(), "two nonces from the OS generator");
         let o = stream();
-        let (hello, sn) = opening_frame("tok", &o, &mn).unwrap();
-        let (seen, n, p) = Opening::of(&hello).unwrap();
+        let (hello, sn) = opening_frame(&o).unwrap();
+        let (seen, n) = Opening::of(&hello).unwrap();
         assert_eq!(*n, sn);
-        assert!(verify_slave("tok", &seen, &mn, n, p));
+        let p = slave_proof("tok", &o, &mn, &sn).unwrap();
+        assert!(verify_slave("tok", &seen, &mn, n, &p));
         let Frame::Welcome { epoch, proof } = welcome("tok", &mn, &hello, 3).unwrap() else {
             panic!("not a welcome");
         };
@@ -365,7 +359,7 @@ mod tests {
             last: None,
             ..o
         };
-        let (watch, _) = opening_frame("tok", &w, &mn).unwrap();
+        let (watch, _) = opening_frame(&w).unwrap();
         assert!(matches!(watch, Frame::Watch { .. }));
         assert!(welcome("tok", &mn, &Frame::Pong { seq: 1 }, 3).is_err());
     }

@@ -907,8 +907,9 @@ async fn serve_slave(
     // (length, then body); with a buffer, a burst of acks is one read.
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-    // The challenge goes first, unasked: the slave's proof must cover this fresh nonce, so a
-    // proof recorded from another connection is worth nothing here.
+    // The challenge goes at once, unasked (the slave writes its hello meanwhile): the slave's
+    // proof must cover this fresh nonce, so a proof recorded from another connection is worth
+    // nothing here.
     let master_nonce = auth::nonce()?;
     wire::write_frame(
         &mut wr,
@@ -931,7 +932,7 @@ async fn serve_slave(
         }
         Ok(r) => r?,
     };
-    let Some((opening, slave_nonce, proof)) = auth::Opening::of(&hello) else {
+    let Some((opening, slave_nonce)) = auth::Opening::of(&hello) else {
         return Err(refuse(
             &mut wr,
             peer,
@@ -939,6 +940,24 @@ async fn serve_slave(
             "the first frame was neither a hello nor a watch".into(),
         )
         .await);
+    };
+    let proof = match tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut rd)).await {
+        Err(_) => {
+            return Err(crate::ZkError::Replication(
+                "no proof from the slave in time".into(),
+            ))
+        }
+        Ok(Ok(Frame::Proof { proof })) => proof,
+        Ok(Ok(_)) => {
+            return Err(refuse(
+                &mut wr,
+                peer,
+                opening.member,
+                "the hello was not followed by a proof".into(),
+            )
+            .await)
+        }
+        Ok(Err(e)) => return Err(e.into()),
     };
     let (group, master_epoch, member, last) = (
         opening.group,
@@ -948,27 +967,27 @@ async fn serve_slave(
     );
     // The proof is checked before anything else is looked at: what a slave states is worth
     // nothing until it proved it belongs to the group.
-    let refusal = if !auth::verify_slave(&shared.token, &opening, &master_nonce, slave_nonce, proof)
-    {
-        Some(
-            "authentication failed: the slave did not prove it knows the security token \
+    let refusal =
+        if !auth::verify_slave(&shared.token, &opening, &master_nonce, slave_nonce, &proof) {
+            Some(
+                "authentication failed: the slave did not prove it knows the security token \
              (a different ha.security_token?)"
-                .to_string(),
-        )
-    } else if group != shared.group {
-        Some(format!("group {group:?} is not {:?}", shared.group))
-    } else if master_epoch != shared.epoch {
-        Some(format!(
-            "slave expects the master of epoch {master_epoch}, this is epoch {}",
-            shared.epoch
-        ))
-    } else if !shared.healthy.load(Ordering::SeqCst) {
-        Some("this broker is no longer master".to_string())
-    } else if last.is_none() && shared.liveness.get().is_none() {
-        Some("fast failover is off on this master (master_timeout_ms = 0)".to_string())
-    } else {
-        None
-    };
+                    .to_string(),
+            )
+        } else if group != shared.group {
+            Some(format!("group {group:?} is not {:?}", shared.group))
+        } else if master_epoch != shared.epoch {
+            Some(format!(
+                "slave expects the master of epoch {master_epoch}, this is epoch {}",
+                shared.epoch
+            ))
+        } else if !shared.healthy.load(Ordering::SeqCst) {
+            Some("this broker is no longer master".to_string())
+        } else if last.is_none() && shared.liveness.get().is_none() {
+            Some("fast failover is off on this master (master_timeout_ms = 0)".to_string())
+        } else {
+            None
+        };
     if let Some(reason) = refusal {
         return Err(refuse(&mut wr, peer, &member, reason).await);
     }

@@ -475,6 +475,7 @@ async fn run(
             }
             Frame::Ack { .. }
             | Frame::Challenge { .. }
+            | Frame::Proof { .. }
             | Frame::Hello { .. }
             | Frame::Welcome { .. }
             | Frame::Watch { .. }
@@ -497,10 +498,12 @@ async fn run(
     result
 }
 
-/// The slave's side of the handshake (see [`crate::auth`]): waits for the master's challenge,
-/// answers it with `opening` and its proof, and returns once the master welcomed it with the
-/// expected epoch and a valid proof of its own. Any other outcome is an error, logged when the
-/// peer failed to prove the token.
+/// The slave's side of the handshake (see [`crate::auth`]): writes `opening` at once (so a
+/// peer that is not a master of this protocol — a TLS listener reached in plain TCP, an older
+/// master — fails it at once instead of both sides waiting), answers the master's challenge
+/// with its proof, and returns once the master welcomed it with the expected epoch and a valid
+/// proof of its own. Any other outcome is an error, logged when the peer failed to prove the
+/// token.
 async fn handshake<R, W>(
     rd: &mut R,
     wr: &mut W,
@@ -516,14 +519,12 @@ where
         auth::Channel::Stream => "stream",
         auth::Channel::Watch => "watch",
     };
+    let (first, slave_nonce) = auth::opening_frame(opening)?;
+    wire::write_frame(wr, &first).await?;
     let master_nonce = match tokio::time::timeout(timeout, wire::read_frame(rd)).await {
-        // A master of protocol version 4 or older says nothing until it gets a hello, which
-        // this slave sends only in answer to a challenge.
         Err(_) => {
             return Err(ZkError::Replication(format!(
-                "no challenge from the master at {} on the {what} in {timeout:?} (a master \
-                 older than replication protocol version {PROTOCOL_VERSION} waits for the slave \
-                 to speak first: upgrade it)",
+                "no challenge from the master at {} on the {what} in {timeout:?}",
                 p.addr
             )))
         }
@@ -539,10 +540,20 @@ where
                 p.addr
             )))
         }
+        // A master of protocol version 4 or older cannot read the hello (its layout changed)
+        // and hangs up; so does a TLS master reached in plain TCP.
+        Ok(Err(wire::WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ZkError::Replication(format!(
+                "the master at {} hung up before its challenge on the {what} (a master older \
+                 than replication protocol version {PROTOCOL_VERSION}, or TLS on one side \
+                 only?)",
+                p.addr
+            )))
+        }
         Ok(Err(e)) => return Err(e.into()),
     };
-    let (first, slave_nonce) = auth::opening_frame(&p.token, opening, &master_nonce)?;
-    wire::write_frame(wr, &first).await?;
+    let proof = auth::slave_proof(&p.token, opening, &master_nonce, &slave_nonce)?;
+    wire::write_frame(wr, &Frame::Proof { proof }).await?;
     match tokio::time::timeout(timeout, wire::read_frame(rd)).await {
         Err(_) => Err(ZkError::Replication(format!(
             "no welcome from the master on the {what}"
@@ -575,7 +586,7 @@ where
             "master refused the {what}: {reason}"
         ))),
         Ok(Ok(_)) => Err(ZkError::Replication(format!(
-            "unexpected answer to the {what}'s hello"
+            "unexpected answer to the {what}'s proof"
         ))),
         Ok(Err(e)) => Err(e.into()),
     }

@@ -4,18 +4,19 @@
 //! frame  = len:u32 (of type + body) | type:u8 | body
 //! ```
 //!
-//! Every connection opens with a mutual challenge-response (see [`crate::auth`]): the master
-//! sends `Challenge` (its nonce) the moment it accepts; the slave's first frame carries its
-//! own nonce and its proof that it knows the security token; the master's `Welcome` carries
-//! the master's proof. The token itself never crosses the wire.
+//! Every connection opens with a mutual challenge-response (see [`crate::auth`]): both sides
+//! speak at once — the slave its `Hello` (or `Watch`) with its nonce, the master its
+//! `Challenge` with its own — then the slave sends its `Proof` that it knows the security
+//! token, and the master's `Welcome` carries the master's proof. The token itself never
+//! crosses the wire.
 //!
-//! Master -> slave: `Challenge`. Slave -> master: `Hello` once, then `Ack`s. Master -> slave:
-//! `Welcome` (or `Reject`), then either a full copy (`SnapshotBegin`, `SnapshotChunk`*,
-//! `SnapshotEnd`) or nothing, then `Entry`s in log order.
+//! Slave -> master: `Hello`, `Proof`, then `Ack`s. Master -> slave: `Challenge`, `Welcome` (or
+//! `Reject`), then either a full copy (`SnapshotBegin`, `SnapshotChunk`*, `SnapshotEnd`) or
+//! nothing, then `Entry`s in log order.
 //!
 //! The liveness channel is a second connection, so that heartbeats never queue behind a burst
-//! of entries: after the same `Challenge`, slave -> master `Watch` once, then master -> slave
-//! `Heartbeat`s, each answered by a `Pong` (see `docs/replication.md`, "Fast failover").
+//! of entries: slave -> master `Watch` and `Proof` (after the same `Challenge`), then master ->
+//! slave `Heartbeat`s, each answered by a `Pong` (see `docs/replication.md`, "Fast failover").
 //! Every decode checks lengths against the frame, so a hostile or corrupt peer gets an
 //! error, never a panic or an unbounded allocation.
 
@@ -29,8 +30,8 @@ pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Version 2: acks carry the acknowledged entry's epoch as well as its lsn.
 /// Version 3: the liveness channel (`Watch`, `Heartbeat`, `Pong`).
 /// Version 4: `SnapshotEnd.consistent_at` (full copies read while writers go on).
-/// Version 5: mutual challenge-response (`Challenge`; nonces and proofs in `Hello`, `Watch`
-/// and `Welcome`) instead of the token in clear.
+/// Version 5: mutual challenge-response (`Challenge`, `Proof`; nonces in `Hello` and `Watch`,
+/// the master's proof in `Welcome`) instead of the token in clear.
 pub const PROTOCOL_VERSION: u32 = 5;
 /// Bytes of a handshake nonce (from the OS random generator).
 pub const NONCE_LEN: usize = 32;
@@ -69,15 +70,17 @@ pub enum AckKind {
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    /// Master -> slave, first frame of every connection: the master's fresh nonce, which the
-    /// slave's proof must cover (so that no recorded proof is accepted again).
+    /// Master -> slave, first frame of every connection (written at accept, while the slave
+    /// writes its `Hello` or `Watch`): the master's fresh nonce, which the slave's proof must
+    /// cover (so that no recorded proof is accepted again).
     Challenge {
         /// [`PROTOCOL_VERSION`].
         version: u32,
         /// The master's nonce.
         nonce: Nonce,
     },
-    /// Slave -> master: who I am and where my log ends, and the proof that I know the token.
+    /// Slave -> master, first frame of the stream (written at connect, unasked): who I am and
+    /// where my log ends. Worth nothing until the `Proof` that follows checks out.
     Hello {
         /// [`PROTOCOL_VERSION`].
         version: u32,
@@ -91,7 +94,11 @@ pub enum Frame {
         member: String,
         /// The slave's nonce, which the master's proof must cover.
         nonce: Nonce,
-        /// [`crate::auth::slave_proof`] over this frame and both nonces.
+    },
+    /// Slave -> master, answering the `Challenge`: [`crate::auth::slave_proof`] over the
+    /// slave's first frame and both nonces.
+    Proof {
+        /// The slave's proof.
         proof: Proof,
     },
     /// Master -> slave: accepted; entries follow.
@@ -145,8 +152,8 @@ pub enum Frame {
         /// Highest entry acknowledged.
         pos: Position,
     },
-    /// Slave -> master, first frame of the liveness channel after the master's `Challenge`
-    /// (answered by `Welcome` or `Reject`).
+    /// Slave -> master, first frame of the liveness channel (written at connect, followed by
+    /// a `Proof` once the `Challenge` arrived; answered by `Welcome` or `Reject`).
     Watch {
         /// [`PROTOCOL_VERSION`].
         version: u32,
@@ -158,8 +165,6 @@ pub enum Frame {
         member: String,
         /// The slave's nonce.
         nonce: Nonce,
-        /// [`crate::auth::slave_proof`] over this frame and both nonces.
-        proof: Proof,
     },
     /// Master -> slave on the liveness channel, every heartbeat interval.
     Heartbeat {
@@ -205,6 +210,7 @@ const T_WATCH: u8 = 9;
 const T_HEARTBEAT: u8 = 10;
 const T_PONG: u8 = 11;
 const T_CHALLENGE: u8 = 12;
+const T_PROOF: u8 = 13;
 
 const OP_ENQ: u8 = 1;
 const OP_DEQ: u8 = 2;
@@ -300,7 +306,6 @@ impl Frame {
                 last,
                 member,
                 nonce,
-                proof,
             } => {
                 b.put_u8(T_HELLO);
                 b.put_u32_le(*version);
@@ -309,6 +314,9 @@ impl Frame {
                 put_pos(b, *last);
                 put_str(b, member);
                 b.put_slice(nonce);
+            }
+            Frame::Proof { proof } => {
+                b.put_u8(T_PROOF);
                 b.put_slice(proof);
             }
             Frame::Welcome { epoch, proof } => {
@@ -353,7 +361,6 @@ impl Frame {
                 master_epoch,
                 member,
                 nonce,
-                proof,
             } => {
                 b.put_u8(T_WATCH);
                 b.put_u32_le(*version);
@@ -361,7 +368,6 @@ impl Frame {
                 b.put_u64_le(*master_epoch);
                 put_str(b, member);
                 b.put_slice(nonce);
-                b.put_slice(proof);
             }
             Frame::Heartbeat { seq } => {
                 b.put_u8(T_HEARTBEAT);
@@ -392,6 +398,8 @@ impl Frame {
                 last: get_pos(r)?,
                 member: get_str(r)?,
                 nonce: get_array(r)?,
+            },
+            T_PROOF => Frame::Proof {
                 proof: get_array(r)?,
             },
             T_WELCOME => Frame::Welcome {
@@ -434,7 +442,6 @@ impl Frame {
                 master_epoch: get_u64(r)?,
                 member: get_str(r)?,
                 nonce: get_array(r)?,
-                proof: get_array(r)?,
             },
             T_HEARTBEAT => Frame::Heartbeat { seq: get_u64(r)? },
             T_PONG => Frame::Pong { seq: get_u64(r)? },
@@ -668,15 +675,14 @@ mod tests {
                 last: Position { epoch: 3, lsn: 9 },
                 member: "m-1".into(),
                 nonce: n(40),
-                proof: n(80),
             },
+            Frame::Proof { proof: n(80) },
             Frame::Watch {
                 version: PROTOCOL_VERSION,
                 group: "g".into(),
                 master_epoch: 9,
                 member: "b-1".into(),
                 nonce: n(120),
-                proof: n(160),
             },
             Frame::Welcome {
                 epoch: 4,
@@ -743,8 +749,8 @@ mod tests {
         // A newer peer, on every handshake frame.
         for f in handshake_frames() {
             let mut b = BytesMut::from(&body(&f)[..]);
-            if matches!(f, Frame::Welcome { .. }) {
-                continue; // carries no version: it answers a frame that did
+            if matches!(f, Frame::Welcome { .. } | Frame::Proof { .. }) {
+                continue; // carry no version: they answer frames that did
             }
             b[1..5].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
             let e = Frame::decode(b.freeze()).unwrap_err();
@@ -795,7 +801,7 @@ mod tests {
         for _ in 0..20_000 {
             let len = (rng.next() % 96) as usize;
             let mut b = BytesMut::with_capacity(len + 1);
-            b.put_u8((rng.next() % 14) as u8);
+            b.put_u8((rng.next() % 15) as u8);
             for _ in 0..len {
                 b.put_u8(rng.next() as u8);
             }

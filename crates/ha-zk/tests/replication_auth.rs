@@ -221,16 +221,13 @@ async fn the_token_never_crosses_a_plain_tcp_link_while_replication_works() {
     );
 }
 
-/// A slave driven by hand over TCP: connects, reads the master's challenge and answers it
-/// with a hello proving `token`. Returns its local address (what the master logs) and the
-/// master's answer.
+/// A slave driven by hand over TCP: connects, says hello, and answers the master's challenge
+/// with a proof of `token`. Returns its local address (what the master logs) and the master's
+/// answer.
 async fn raw_hello(addr: &str, token: &str) -> (std::net::SocketAddr, Frame) {
     let s = TcpStream::connect(addr).await.unwrap();
     let me = s.local_addr().unwrap();
     let (mut rd, mut wr) = s.into_split();
-    let Frame::Challenge { nonce, .. } = wire::read_frame(&mut rd).await.unwrap() else {
-        panic!("the master did not open with a challenge");
-    };
     let o = auth::Opening {
         channel: auth::Channel::Stream,
         group: "g",
@@ -238,8 +235,15 @@ async fn raw_hello(addr: &str, token: &str) -> (std::net::SocketAddr, Frame) {
         master_epoch: 1,
         last: Some(Position::default()),
     };
-    let (hello, _) = auth::opening_frame(token, &o, &nonce).unwrap();
+    let (hello, slave_nonce) = auth::opening_frame(&o).unwrap();
     wire::write_frame(&mut wr, &hello).await.unwrap();
+    let Frame::Challenge { nonce, .. } = wire::read_frame(&mut rd).await.unwrap() else {
+        panic!("the master did not open with a challenge");
+    };
+    let proof = auth::slave_proof(token, &o, &nonce, &slave_nonce).unwrap();
+    wire::write_frame(&mut wr, &Frame::Proof { proof })
+        .await
+        .unwrap();
     let answer = tokio::time::timeout(T, wire::read_frame(&mut rd))
         .await
         .unwrap()
@@ -379,8 +383,8 @@ enum Impostor {
     Zeros,
 }
 
-/// A "master" that does not know the token: challenges the slave that connects, then
-/// answers its hello (or watch) with a welcome proving the wrong thing, and — were the
+/// A "master" that does not know the token: challenges the slave that connects, reads its
+/// hello (or watch) and proof, then answers with a welcome proving the wrong thing, and — were the
 /// slave to follow — a full copy (wiping its store) or heartbeats. Returns the hello seen.
 async fn impostor(l: TcpListener, how: Impostor) -> Frame {
     let (sock, _) = l.accept().await.unwrap();
@@ -396,10 +400,13 @@ async fn impostor(l: TcpListener, how: Impostor) -> Frame {
     .await
     .unwrap();
     let hello = wire::read_frame(&mut rd).await.unwrap();
-    let (o, slave_nonce, slave_proof) = auth::Opening::of(&hello).unwrap();
+    let Frame::Proof { proof: slave_proof } = wire::read_frame(&mut rd).await.unwrap() else {
+        panic!("the slave sent no proof");
+    };
+    let (o, slave_nonce) = auth::Opening::of(&hello).unwrap();
     let proof = match how {
         Impostor::WrongToken => auth::master_proof("guess", &o, &nonce, slave_nonce, 1).unwrap(),
-        Impostor::Reflect => *slave_proof,
+        Impostor::Reflect => slave_proof,
         Impostor::Zeros => [0u8; 32],
     };
     let cut = Position { epoch: 1, lsn: 9 };

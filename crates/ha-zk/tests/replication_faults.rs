@@ -78,8 +78,8 @@ fn follow_params(l: &TcpListener) -> ferromq_ha_zk::slave::FollowParams {
 }
 
 /// The test's side of a master's handshake (it knows the token "token"): challenges the slave
-/// that connected, reads its hello, and returns it with the `Welcome` of epoch 2 that answers
-/// it.
+/// that connected, reads its hello and its proof, and returns the hello with the `Welcome` of
+/// epoch 2 that answers it.
 async fn accept_slave(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> (Frame, Frame) {
     let master_nonce = auth::nonce().unwrap();
     wire::write_frame(
@@ -95,6 +95,21 @@ async fn accept_slave(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> (Frame
         .await
         .unwrap()
         .unwrap();
+    let proof = tokio::time::timeout(T, wire::read_frame(rd))
+        .await
+        .unwrap()
+        .unwrap();
+    let (o, slave_nonce) = auth::Opening::of(&hello).unwrap();
+    let Frame::Proof { proof } = proof else {
+        panic!("no proof after the hello: {proof:?}");
+    };
+    assert!(auth::verify_slave(
+        "token",
+        &o,
+        &master_nonce,
+        slave_nonce,
+        &proof
+    ));
     let welcome = auth::welcome("token", &master_nonce, &hello, 2).unwrap();
     (hello, welcome)
 }
@@ -123,6 +138,15 @@ impl RawSlave {
         }
         let s = sock.connect(addr.parse().unwrap()).await.unwrap();
         let (mut rd, mut wr) = s.into_split();
+        let opening = auth::Opening {
+            channel: auth::Channel::Stream,
+            group: "g",
+            member,
+            master_epoch: epoch,
+            last: Some(last),
+        };
+        let (hello, slave_nonce) = auth::opening_frame(&opening).unwrap();
+        wire::write_frame(&mut wr, &hello).await.unwrap();
         let challenge = tokio::time::timeout(T, wire::read_frame(&mut rd))
             .await
             .unwrap()
@@ -134,15 +158,10 @@ impl RawSlave {
         else {
             panic!("the master did not open with a challenge: {challenge:?}");
         };
-        let opening = auth::Opening {
-            channel: auth::Channel::Stream,
-            group: "g",
-            member,
-            master_epoch: epoch,
-            last: Some(last),
-        };
-        let (hello, slave_nonce) = auth::opening_frame("token", &opening, &master_nonce).unwrap();
-        wire::write_frame(&mut wr, &hello).await.unwrap();
+        let proof = auth::slave_proof("token", &opening, &master_nonce, &slave_nonce).unwrap();
+        wire::write_frame(&mut wr, &Frame::Proof { proof })
+            .await
+            .unwrap();
         let welcome = tokio::time::timeout(T, wire::read_frame(&mut rd))
             .await
             .unwrap()
