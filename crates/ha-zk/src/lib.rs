@@ -23,6 +23,7 @@
 //!   session timeout steps down.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod auth;
 mod election;
 pub mod group_nodes;
 pub mod liveness;

@@ -15,6 +15,7 @@ use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::auth;
 use crate::liveness::{boottime, Liveness};
 use crate::position::{position_ops, POSITION_LIST, RESERVED_PREFIX};
 use crate::wire::{self, AckKind, Frame, Position, PROTOCOL_VERSION};
@@ -439,7 +440,7 @@ impl ReplicatingStore {
                             return;
                         }
                     };
-                    if let Err(e) = serve_slave(shared, rd, wr).await {
+                    if let Err(e) = serve_slave(shared, peer, rd, wr).await {
                         tracing::info!(%peer, error = %e, "replication connection ended");
                     }
                 });
@@ -872,19 +873,30 @@ fn buffered_frame(buf: &[u8]) -> bool {
     buf.len() >= 4 && buf.len() - 4 >= u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize
 }
 
-fn tokens_match(a: &str, b: &str) -> bool {
-    // Compare every byte whatever the first difference, so the time taken says nothing about
-    // how much of the token a guess got right.
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
+/// Refuses a slave: logged with its address, and told why (a `Reject` carries no proof: a
+/// peer refused before it proved the token must learn nothing that depends on it).
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    peer: std::net::SocketAddr,
+    member: &str,
+    reason: String,
+) -> crate::ZkError {
+    // The member name is the peer's unproven claim: logged escaped (Debug), not as is.
+    tracing::warn!(%peer, member = ?member, %reason, "refusing a replication slave");
+    // Best effort: the peer may already be gone, and the refusal is logged either way.
+    let _ = wire::write_frame(
+        wr,
+        &Frame::Reject {
+            reason: reason.clone(),
+        },
+    )
+    .await;
+    crate::ZkError::Replication(reason)
 }
 
 async fn serve_slave(
     shared: Arc<Shared>,
+    peer: std::net::SocketAddr,
     rd: crate::tls::Reader,
     wr: crate::tls::Writer,
 ) -> Result<(), crate::ZkError> {
@@ -892,65 +904,96 @@ async fn serve_slave(
     // (length, then body); with a buffer, a burst of acks is one read.
     let mut rd = BufReader::with_capacity(16 * 1024, rd);
     let mut wr = BufWriter::with_capacity(256 * 1024, wr);
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut rd))
-        .await
-        .map_err(|_| crate::ZkError::Replication("no hello from the slave in time".into()))??;
-    let (version, token, group, master_epoch, member, last) = match hello {
-        Frame::Hello {
-            version,
-            token,
-            group,
-            master_epoch,
-            last,
-            member,
-        } => (version, token, group, master_epoch, member, Some(last)),
-        Frame::Watch {
-            version,
-            token,
-            group,
-            master_epoch,
-            member,
-        } => (version, token, group, master_epoch, member, None),
-        _ => {
+    // The challenge goes at once, unasked (the slave writes its hello meanwhile): the slave's
+    // proof must cover this fresh nonce, so a proof recorded from another connection is worth
+    // nothing here.
+    let master_nonce = auth::nonce()?;
+    wire::write_frame(
+        &mut wr,
+        &Frame::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: master_nonce,
+        },
+    )
+    .await?;
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut rd)).await {
+        Err(_) => {
             return Err(crate::ZkError::Replication(
-                "the first frame was neither a hello nor a watch".into(),
+                "no hello from the slave in time".into(),
             ))
         }
+        // An older slave (its hello carries the token in clear, which is not read) or a newer
+        // one: refused by name, not misread.
+        Ok(Err(e @ wire::WireError::Version(_))) => {
+            return Err(refuse(&mut wr, peer, "?", e.to_string()).await)
+        }
+        Ok(r) => r?,
     };
-    let refusal = if version != PROTOCOL_VERSION {
-        Some(format!(
-            "protocol version {version} is not {PROTOCOL_VERSION}"
-        ))
-    } else if !tokens_match(&token, &shared.token) {
-        Some("security token mismatch".to_string())
-    } else if group != shared.group {
-        Some(format!("group {group:?} is not {:?}", shared.group))
-    } else if master_epoch != shared.epoch {
-        Some(format!(
-            "slave expects the master of epoch {master_epoch}, this is epoch {}",
-            shared.epoch
-        ))
-    } else if !shared.healthy.load(Ordering::SeqCst) {
-        Some("this broker is no longer master".to_string())
-    } else if last.is_none() && shared.liveness.get().is_none() {
-        Some("fast failover is off on this master (master_timeout_ms = 0)".to_string())
-    } else {
-        None
-    };
-    if let Some(reason) = refusal {
-        tracing::warn!(%member, %reason, "refusing a replication slave");
-        wire::write_frame(
+    let Some((opening, slave_nonce)) = auth::Opening::of(&hello) else {
+        return Err(refuse(
             &mut wr,
-            &Frame::Reject {
-                reason: reason.clone(),
-            },
+            peer,
+            "?",
+            "the first frame was neither a hello nor a watch".into(),
         )
-        .await?;
-        return Err(crate::ZkError::Replication(reason));
+        .await);
+    };
+    let proof = match tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut rd)).await {
+        Err(_) => {
+            return Err(crate::ZkError::Replication(
+                "no proof from the slave in time".into(),
+            ))
+        }
+        Ok(Ok(Frame::Proof { proof })) => proof,
+        Ok(Ok(_)) => {
+            return Err(refuse(
+                &mut wr,
+                peer,
+                opening.member,
+                "the hello was not followed by a proof".into(),
+            )
+            .await)
+        }
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    let (group, master_epoch, member, last) = (
+        opening.group,
+        opening.master_epoch,
+        opening.member.to_string(),
+        opening.last,
+    );
+    // The proof is checked before anything else is looked at: what a slave states is worth
+    // nothing until it proved it belongs to the group.
+    let refusal =
+        if !auth::verify_slave(&shared.token, &opening, &master_nonce, slave_nonce, &proof) {
+            Some(
+                "authentication failed: the slave did not prove it knows the security token \
+             (a different ha.security_token?)"
+                    .to_string(),
+            )
+        } else if group != shared.group {
+            Some(format!("group {group:?} is not {:?}", shared.group))
+        } else if master_epoch != shared.epoch {
+            Some(format!(
+                "slave expects the master of epoch {master_epoch}, this is epoch {}",
+                shared.epoch
+            ))
+        } else if !shared.healthy.load(Ordering::SeqCst) {
+            Some("this broker is no longer master".to_string())
+        } else if last.is_none() && shared.liveness.get().is_none() {
+            Some("fast failover is off on this master (master_timeout_ms = 0)".to_string())
+        } else {
+            None
+        };
+    if let Some(reason) = refusal {
+        return Err(refuse(&mut wr, peer, &member, reason).await);
     }
+    // Sent only now, to a slave that proved the token: the slave checks it before it trusts
+    // anything that follows.
+    let welcome = auth::welcome(&shared.token, &master_nonce, &hello, shared.epoch)?;
     let Some(last) = last else {
         // A watch (refused above when fast failover is off).
-        return serve_watch(shared, member, rd, wr).await;
+        return serve_watch(shared, member, welcome, rd, wr).await;
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -989,13 +1032,7 @@ async fn serve_slave(
             None => Err(follower),
         }
     };
-    wire::write_frame(
-        &mut wr,
-        &Frame::Welcome {
-            epoch: shared.epoch,
-        },
-    )
-    .await?;
+    wire::write_frame(&mut wr, &welcome).await?;
     match streamed {
         Ok(()) => {
             tracing::info!(%member, slave_position = %last, "slave connected: streaming from its position");
@@ -1110,6 +1147,7 @@ async fn serve_slave(
 async fn serve_watch<R, W>(
     shared: Arc<Shared>,
     member: String,
+    welcome: Frame,
     mut rd: R,
     mut wr: W,
 ) -> Result<(), crate::ZkError>
@@ -1122,13 +1160,7 @@ where
             "a watch on a master without fast failover".into(),
         ));
     };
-    wire::write_frame(
-        &mut wr,
-        &Frame::Welcome {
-            epoch: shared.epoch,
-        },
-    )
-    .await?;
+    wire::write_frame(&mut wr, &welcome).await?;
     // Heartbeats sent and not answered yet: (seq, boot time sent). Bounded: a slave that
     // stops answering is cut off before it holds more.
     let sent: Arc<Mutex<VecDeque<(u64, Duration)>>> = Arc::new(Mutex::new(VecDeque::new()));

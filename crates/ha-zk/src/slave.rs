@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{mpsc, watch};
 
+use crate::auth;
 use crate::master::EntryRing;
 use crate::position::{
     begin_copy_ops, copy_in_progress, end_copy_ops, lift_copy_mark_ops, position_ops, FENCED_LIST,
@@ -246,33 +247,22 @@ async fn run(
     // unbuffered cost two (length, then body) per entry.
     let mut rd = BufReader::with_capacity(256 * 1024, rd);
     let mut wr = BufWriter::new(wr);
-    wire::write_frame(
+    // Nothing the master sends is acted on before it proved the token: the store is untouched
+    // until `handshake` returns.
+    handshake(
+        &mut rd,
         &mut wr,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            token: p.token.clone(),
-            group: p.group.clone(),
+        p,
+        &auth::Opening {
+            channel: auth::Channel::Stream,
+            group: &p.group,
+            member: &p.member,
             master_epoch: p.master_epoch,
-            last: hello_last,
-            member: p.member.clone(),
+            last: Some(hello_last),
         },
+        CONNECT_TIMEOUT,
     )
     .await?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, wire::read_frame(&mut rd)).await {
-        Err(_) => return Err(ZkError::Replication("no welcome from the master".into())),
-        Ok(Ok(Frame::Welcome { epoch })) if epoch == p.master_epoch => {}
-        Ok(Ok(Frame::Welcome { epoch })) => {
-            return Err(ZkError::Replication(format!(
-                "master answered with epoch {epoch}, expected {}",
-                p.master_epoch
-            )))
-        }
-        Ok(Ok(Frame::Reject { reason })) => {
-            return Err(ZkError::Replication(format!("master refused: {reason}")))
-        }
-        Ok(Ok(_)) => return Err(ZkError::Replication("unexpected first frame".into())),
-        Ok(Err(e)) => return Err(e.into()),
-    }
     tracing::info!(master = %p.addr, epoch = p.master_epoch, position = %start, "Slave started: replicating from the master");
     // The start position is durable (read from the store, or drained before we got here). The
     // master counts it only if its own log holds that very entry (same epoch) and it agreed to
@@ -484,6 +474,8 @@ async fn run(
                 applied = pos;
             }
             Frame::Ack { .. }
+            | Frame::Challenge { .. }
+            | Frame::Proof { .. }
             | Frame::Hello { .. }
             | Frame::Welcome { .. }
             | Frame::Watch { .. }
@@ -504,6 +496,100 @@ async fn run(
         let _ = st.close();
     }
     result
+}
+
+/// The slave's side of the handshake (see [`crate::auth`]): writes `opening` at once (so a
+/// peer that is not a master of this protocol — a TLS listener reached in plain TCP, an older
+/// master — fails it at once instead of both sides waiting), answers the master's challenge
+/// with its proof, and returns once the master welcomed it with the expected epoch and a valid
+/// proof of its own. Any other outcome is an error, logged when the peer failed to prove the
+/// token.
+async fn handshake<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    p: &FollowParams,
+    opening: &auth::Opening<'_>,
+    timeout: Duration,
+) -> Result<(), ZkError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let what = match opening.channel {
+        auth::Channel::Stream => "stream",
+        auth::Channel::Watch => "watch",
+    };
+    let (first, slave_nonce) = auth::opening_frame(opening)?;
+    wire::write_frame(wr, &first).await?;
+    let master_nonce = match tokio::time::timeout(timeout, wire::read_frame(rd)).await {
+        Err(_) => {
+            return Err(ZkError::Replication(format!(
+                "no challenge from the master at {} on the {what} in {timeout:?}",
+                p.addr
+            )))
+        }
+        Ok(Ok(Frame::Challenge { nonce, .. })) => nonce,
+        Ok(Ok(Frame::Reject { reason })) => {
+            return Err(ZkError::Replication(format!(
+                "master refused the {what}: {reason}"
+            )))
+        }
+        Ok(Ok(_)) => {
+            return Err(ZkError::Replication(format!(
+                "the master at {} opened the {what} without a challenge",
+                p.addr
+            )))
+        }
+        // A master of protocol version 4 or older cannot read the hello (its layout changed)
+        // and hangs up; so does a TLS master reached in plain TCP.
+        Ok(Err(wire::WireError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(ZkError::Replication(format!(
+                "the master at {} hung up before its challenge on the {what} (a master older \
+                 than replication protocol version {PROTOCOL_VERSION}, or TLS on one side \
+                 only?)",
+                p.addr
+            )))
+        }
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    let proof = auth::slave_proof(&p.token, opening, &master_nonce, &slave_nonce)?;
+    wire::write_frame(wr, &Frame::Proof { proof }).await?;
+    match tokio::time::timeout(timeout, wire::read_frame(rd)).await {
+        Err(_) => Err(ZkError::Replication(format!(
+            "no welcome from the master on the {what}"
+        ))),
+        Ok(Ok(Frame::Welcome { epoch, proof })) => {
+            if !auth::verify_master(
+                &p.token,
+                opening,
+                &master_nonce,
+                &slave_nonce,
+                epoch,
+                &proof,
+            ) {
+                tracing::warn!(master = %p.addr, channel = what, "the master did not prove it knows the security token: not following it (a different ha.security_token, or not this group's master)");
+                return Err(ZkError::Replication(format!(
+                    "authentication failed: the master at {} did not prove it knows the \
+                     security token",
+                    p.addr
+                )));
+            }
+            if epoch != p.master_epoch {
+                return Err(ZkError::Replication(format!(
+                    "master answered with epoch {epoch}, expected {}",
+                    p.master_epoch
+                )));
+            }
+            Ok(())
+        }
+        Ok(Ok(Frame::Reject { reason })) => Err(ZkError::Replication(format!(
+            "master refused the {what}: {reason}"
+        ))),
+        Ok(Ok(_)) => Err(ZkError::Replication(format!(
+            "unexpected answer to the {what}'s proof"
+        ))),
+        Ok(Err(e)) => Err(e.into()),
+    }
 }
 
 fn log_progress(c: &Copy) {
@@ -543,28 +629,22 @@ pub async fn watch_master(
         "watching the master",
     )
     .await?;
-    wire::write_frame(
+    // No heartbeat counts before the master proved the token: a listener that does not know
+    // it cannot keep this slave from fencing a silent master.
+    handshake(
+        &mut rd,
         &mut wr,
-        &Frame::Watch {
-            version: PROTOCOL_VERSION,
-            token: p.token.clone(),
-            group: p.group.clone(),
+        p,
+        &auth::Opening {
+            channel: auth::Channel::Watch,
+            group: &p.group,
+            member: &p.member,
             master_epoch: p.master_epoch,
-            member: p.member.clone(),
+            last: None,
         },
+        connect_timeout,
     )
     .await?;
-    match tokio::time::timeout(connect_timeout, wire::read_frame(&mut rd)).await {
-        Err(_) => return Err(ZkError::Replication("no welcome on the watch".into())),
-        Ok(Ok(Frame::Welcome { epoch })) if epoch == p.master_epoch => {}
-        Ok(Ok(Frame::Reject { reason })) => {
-            return Err(ZkError::Replication(format!(
-                "master refused the watch: {reason}"
-            )))
-        }
-        Ok(Ok(_)) => return Err(ZkError::Replication("unexpected answer to a watch".into())),
-        Ok(Err(e)) => return Err(e.into()),
-    }
     loop {
         match wire::read_frame(&mut rd).await? {
             Frame::Heartbeat { seq } => {

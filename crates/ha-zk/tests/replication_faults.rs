@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferromq_ha_zk::auth;
 use ferromq_ha_zk::position::read_position;
 use ferromq_ha_zk::wire::{self, Frame, PROTOCOL_VERSION};
 use ferromq_ha_zk::{AckKind, Position, ReplicatingStore, SyncMode, SyncPolicy};
@@ -76,6 +77,43 @@ fn follow_params(l: &TcpListener) -> ferromq_ha_zk::slave::FollowParams {
     }
 }
 
+/// The test's side of a master's handshake (it knows the token "token"): challenges the slave
+/// that connected, reads its hello and its proof, and returns the hello with the `Welcome` of
+/// epoch 2 that answers it.
+async fn accept_slave(rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) -> (Frame, Frame) {
+    let master_nonce = auth::nonce().unwrap();
+    wire::write_frame(
+        wr,
+        &Frame::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: master_nonce,
+        },
+    )
+    .await
+    .unwrap();
+    let hello = tokio::time::timeout(T, wire::read_frame(rd))
+        .await
+        .unwrap()
+        .unwrap();
+    let proof = tokio::time::timeout(T, wire::read_frame(rd))
+        .await
+        .unwrap()
+        .unwrap();
+    let (o, slave_nonce) = auth::Opening::of(&hello).unwrap();
+    let Frame::Proof { proof } = proof else {
+        panic!("no proof after the hello: {proof:?}");
+    };
+    assert!(auth::verify_slave(
+        "token",
+        &o,
+        &master_nonce,
+        slave_nonce,
+        &proof
+    ));
+    let welcome = auth::welcome("token", &master_nonce, &hello, 2).unwrap();
+    (hello, welcome)
+}
+
 /// A slave driven frame by frame.
 struct RawSlave {
     rd: OwnedReadHalf,
@@ -100,24 +138,46 @@ impl RawSlave {
         }
         let s = sock.connect(addr.parse().unwrap()).await.unwrap();
         let (mut rd, mut wr) = s.into_split();
-        wire::write_frame(
-            &mut wr,
-            &Frame::Hello {
-                version: PROTOCOL_VERSION,
-                token: "token".into(),
-                group: "g".into(),
-                master_epoch: epoch,
-                last,
-                member: member.into(),
-            },
-        )
-        .await
-        .unwrap();
+        let opening = auth::Opening {
+            channel: auth::Channel::Stream,
+            group: "g",
+            member,
+            master_epoch: epoch,
+            last: Some(last),
+        };
+        let (hello, slave_nonce) = auth::opening_frame(&opening).unwrap();
+        wire::write_frame(&mut wr, &hello).await.unwrap();
+        let challenge = tokio::time::timeout(T, wire::read_frame(&mut rd))
+            .await
+            .unwrap()
+            .unwrap();
+        let Frame::Challenge {
+            version: PROTOCOL_VERSION,
+            nonce: master_nonce,
+        } = challenge
+        else {
+            panic!("the master did not open with a challenge: {challenge:?}");
+        };
+        let proof = auth::slave_proof("token", &opening, &master_nonce, &slave_nonce).unwrap();
+        wire::write_frame(&mut wr, &Frame::Proof { proof })
+            .await
+            .unwrap();
         let welcome = tokio::time::timeout(T, wire::read_frame(&mut rd))
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(welcome, Frame::Welcome { epoch });
+        let Frame::Welcome { epoch: e, proof } = welcome else {
+            panic!("not welcomed: {welcome:?}");
+        };
+        assert_eq!(e, epoch);
+        assert!(auth::verify_master(
+            "token",
+            &opening,
+            &master_nonce,
+            &slave_nonce,
+            e,
+            &proof
+        ));
         RawSlave { rd, wr }
     }
 
@@ -478,10 +538,10 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
     });
     let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
     let (mut rd, mut wr) = sock.into_split();
-    let hello = wire::read_frame(&mut rd).await.unwrap();
+    let (hello, welcome) = accept_slave(&mut rd, &mut wr).await;
     assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
     for f in [
-        Frame::Welcome { epoch: 2 },
+        welcome,
         Frame::SnapshotBegin {
             pos: cut,
             total_bytes: 10,
@@ -511,13 +571,13 @@ async fn a_member_mid_copy_reports_no_position_and_asks_for_a_copy() {
     });
     let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
     let (mut rd, mut wr) = sock.into_split();
-    let hello = wire::read_frame(&mut rd).await.unwrap();
+    let (hello, welcome) = accept_slave(&mut rd, &mut wr).await;
     assert!(
         matches!(hello, Frame::Hello { last, .. } if last == NO_POSITION),
         "{hello:?}"
     );
     for f in [
-        Frame::Welcome { epoch: 2 },
+        welcome,
         Frame::SnapshotBegin {
             pos: cut,
             total_bytes: 10,
@@ -574,7 +634,7 @@ async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent
     });
     let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
     let (mut rd, mut wr) = sock.into_split();
-    let _hello = wire::read_frame(&mut rd).await.unwrap();
+    let (_hello, welcome) = accept_slave(&mut rd, &mut wr).await;
     let pos = |lsn| Position { epoch: 2, lsn };
     // The master's log: at the cut (lsn 5) the queue holds 1 "a" and 2 "b"; lsn 6 dequeues 1,
     // lsn 7 enqueues 3 "c". The read saw 1 before its dequeue and 3 after its enqueue.
@@ -589,7 +649,7 @@ async fn a_copy_read_during_writes_gives_no_position_and_no_ack_until_consistent
     let mut e7 = enq(3, "c");
     e7.extend(position_ops(Some(6), pos(7)));
     for f in [
-        Frame::Welcome { epoch: 2 },
+        welcome,
         Frame::SnapshotBegin {
             pos: pos(5),
             total_bytes: 3,
@@ -699,10 +759,10 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
     let follower = follow(store.clone());
     let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
     let (mut rd, mut wr) = sock.into_split();
-    let hello = wire::read_frame(&mut rd).await.unwrap();
+    let (hello, welcome) = accept_slave(&mut rd, &mut wr).await;
     assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
     for f in [
-        Frame::Welcome { epoch: 2 },
+        welcome,
         Frame::SnapshotBegin {
             pos: pos(5),
             total_bytes: 10,
@@ -737,12 +797,12 @@ async fn a_staged_copy_leaves_the_live_store_whole_until_it_is_installed() {
     let follower = follow(store.clone());
     let (sock, _) = tokio::time::timeout(T, l.accept()).await.unwrap().unwrap();
     let (mut rd, mut wr) = sock.into_split();
-    let hello = wire::read_frame(&mut rd).await.unwrap();
+    let (hello, welcome) = accept_slave(&mut rd, &mut wr).await;
     assert!(matches!(hello, Frame::Hello { last, .. } if last == old));
     let mut e6 = enq(2, "during");
     e6.extend(position_ops(Some(5), pos(6)));
     for f in [
-        Frame::Welcome { epoch: 2 },
+        welcome,
         Frame::SnapshotBegin {
             pos: pos(5),
             total_bytes: 10,

@@ -886,7 +886,8 @@ fn replicated_activation(
     if rc.tls.is_none() {
         tracing::info!(
             "the replication link is plain TCP (ha.tls_cert, ha.tls_key, ha.tls_ca unset): \
-             the security token and every message cross the network in clear"
+             every message crosses the network in clear (the security token does not: both \
+             ends prove it by challenge-response)"
         );
     }
     let store_cfg = cfg.clone();

@@ -50,3 +50,57 @@ pub fn member_config(zk_address: String, path: &str, weight: i64) -> ReplicatedC
         tls: None,
     }
 }
+
+/// Every event logged in this test binary, as `LEVEL message field=value...` (a global
+/// subscriber: the runtimes' worker threads log too).
+pub static LOGS: parking_lot::Mutex<Vec<String>> = parking_lot::const_mutex(Vec::new());
+
+struct Logs;
+
+struct Line(String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={:?}", f.name(), v);
+    }
+}
+
+impl tracing::Subscriber for Logs {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        let mut l = Line(e.metadata().level().to_string());
+        e.record(&mut l);
+        LOGS.lock().push(l.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+pub fn capture_logs() {
+    // Only the first call installs it; later ones find it there.
+    let _ = tracing::subscriber::set_global_default(Logs);
+}
+
+/// Waits until a logged line contains every one of `parts` (logging is asynchronous to the
+/// test: the peer's task logs after the test saw the connection end).
+pub async fn logged(parts: &[&str]) -> String {
+    for _ in 0..2000 {
+        if let Some(l) = LOGS
+            .lock()
+            .iter()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            return l.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing logged with {parts:?}");
+}
