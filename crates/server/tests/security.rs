@@ -242,7 +242,7 @@ async fn a_bad_file_on_sighup_keeps_the_running_users_and_rules() {
     b.reload(&bad_rule, RELOAD_FAILED);
     let logged = b.proc.log.lock().unwrap().join("\n");
     assert!(
-        logged.contains("exactly one of `queue` or `topic`"),
+        logged.contains("exactly one of `queue`, `topic` or `temp = true`"),
         "the failure says why: {logged}"
     );
     // The old rules still apply: alice (still a user) may write to orders.>, on her open
