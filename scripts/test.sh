@@ -17,6 +17,16 @@ venv="${FERROMQ_VENV:-$HOME/.cache/ferromq/venv}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The build cache is reused across runs (and clones at other paths, whose workspace crates are
+# built anew): incremental state of old checkouts piles up. Below 20 GiB free on its disk, drop
+# the incremental state — only a cache — so the build and the tests' stores fit.
+mkdir -p "$CARGO_TARGET_DIR"
+free_kib=$(df --output=avail -k "$CARGO_TARGET_DIR" | tail -n 1 | tr -d ' ')
+if [ "${free_kib:-0}" -lt $((20 * 1024 * 1024)) ] && [ -d "$CARGO_TARGET_DIR/debug/incremental" ]; then
+  echo "test.sh: $((free_kib / 1024)) MiB free under $CARGO_TARGET_DIR: removing its incremental build state"
+  rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+fi
+
 step "services (real components on loopback)"
 bash scripts/services.sh start
 # FERROMQ_TEST_PG_URL, FERROMQ_TEST_MYSQL_URL, FERROMQ_TEST_ZK, FERROMQ_TEST_ZK_ENSEMBLE.
