@@ -156,6 +156,27 @@ async fn pump(
     }
 }
 
+/// Starts `member`'s heartbeat watch of the master at `addr` and waits until the master, whose
+/// lease needs it, serves. Returns the watch task and its count of heartbeats heard.
+async fn watch_until_serving(
+    addr: &str,
+    member: &str,
+    serving: &mut watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<Result<(), ZkError>>, Arc<AtomicU64>) {
+    let heard = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (p, h) = (params(addr, TOKEN, member), heard.clone());
+        tokio::spawn(async move { watch_master(&p, &h, T).await })
+    };
+    while !*serving.borrow_and_update() {
+        tokio::time::timeout(T, serving.changed())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    (watcher, heard)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -169,17 +190,7 @@ async fn the_token_never_crosses_a_plain_tcp_link_while_replication_works() {
 
     // The watch (fast failover's heartbeats) through the relay: the master serves only once
     // the slave answers on it.
-    let heard = Arc::new(AtomicU64::new(0));
-    let watcher = {
-        let (p, h) = (params(&addr, TOKEN, "m-slave"), heard.clone());
-        tokio::spawn(async move { watch_master(&p, &h, T).await })
-    };
-    while !*serving.borrow_and_update() {
-        tokio::time::timeout(T, serving.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let (watcher, heard) = watch_until_serving(&addr, "m-slave", &mut serving).await;
     assert!(
         heard.load(Ordering::SeqCst) > 0,
         "no heartbeat through the relay"
@@ -258,17 +269,7 @@ async fn a_slave_with_a_wrong_token_is_refused_and_logged_while_the_master_keeps
     rs.enable_lease(Liveness::new(Duration::from_millis(300), 3).unwrap());
     let mut serving = rs.serving();
     let addr = serve(&rs).await;
-    let heard = Arc::new(AtomicU64::new(0));
-    let watcher = {
-        let (p, h) = (params(&addr, TOKEN, "m-good"), heard.clone());
-        tokio::spawn(async move { watch_master(&p, &h, T).await })
-    };
-    while !*serving.borrow_and_update() {
-        tokio::time::timeout(T, serving.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let (watcher, _heard) = watch_until_serving(&addr, "m-good", &mut serving).await;
     let good = start_slave(params(&addr, TOKEN, "m-good"));
     tokio::time::timeout(T, write(&rs, 1))
         .await
