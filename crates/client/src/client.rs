@@ -181,7 +181,7 @@ impl Client {
                 queue,
                 shared,
                 version,
-                connected_headers: reply.headers,
+                connected_headers: reply.headers.to_vec(),
                 receipt_timeout: config.receipt_timeout,
                 heartbeat_send_ms,
                 heartbeat_expect_ms,

@@ -133,7 +133,7 @@ mod tests {
         let frame = ack(Command::Ack, Version::V1_2, &message(), Some("tx1")).unwrap();
         assert_eq!(frame.command, Command::Ack);
         assert_eq!(
-            frame.headers,
+            frame.headers.to_vec(),
             vec![
                 ("id".to_owned(), "ack-42".to_owned()),
                 ("transaction".to_owned(), "tx1".to_owned())
@@ -146,7 +146,7 @@ mod tests {
         let frame = ack(Command::Nack, Version::V1_1, &message(), None).unwrap();
         assert_eq!(frame.command, Command::Nack);
         assert_eq!(
-            frame.headers,
+            frame.headers.to_vec(),
             vec![
                 ("message-id".to_owned(), "ID:broker-1:1:1:1".to_owned()),
                 ("subscription".to_owned(), "sub-7".to_owned())
@@ -158,7 +158,7 @@ mod tests {
     fn ack_on_1_0_sends_message_id_only_and_nack_is_unsupported() {
         let frame = ack(Command::Ack, Version::V1_0, &message(), None).unwrap();
         assert_eq!(
-            frame.headers,
+            frame.headers.to_vec(),
             vec![("message-id".to_owned(), "ID:broker-1:1:1:1".to_owned())]
         );
         let err = ack(Command::Nack, Version::V1_0, &message(), None).unwrap_err();
@@ -212,7 +212,7 @@ mod tests {
             AckMode::ClientIndividual,
             &[("id", "mine"), ("selector", "a = 1")],
         );
-        assert_eq!(frame.headers.iter().filter(|(n, _)| n == "id").count(), 1);
+        assert_eq!(frame.headers.iter().filter(|(n, _)| *n == "id").count(), 1);
         assert_eq!(frame.header("ack"), Some("client-individual"));
         assert_eq!(frame.header("selector"), Some("a = 1"));
     }

@@ -75,7 +75,8 @@ fn element() -> impl Strategy<Value = Option<Frame>> {
 /// indistinguishable from a CRLF line end wherever CR is not escaped (1.0, 1.1, handshakes).
 fn representable(mut frame: Frame, version: Version) -> Frame {
     let raw = version == Version::V1_0 || frame.command.is_handshake();
-    for (name, value) in &mut frame.headers {
+    let mut headers = frame.headers.to_vec();
+    for (name, value) in &mut headers {
         if raw {
             name.retain(|c| c != '\n' && c != ':');
             value.retain(|c| c != '\n');
@@ -89,6 +90,7 @@ fn representable(mut frame: Frame, version: Version) -> Frame {
             *value = value.trim_end_matches('\r').to_owned();
         }
     }
+    frame.headers = headers.into_iter().collect();
     frame
 }
 

@@ -7,9 +7,9 @@
 
 use std::borrow::Cow;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Command, Frame, Version};
+use super::{Command, Frame, Headers, Version};
 
 const LF: u8 = b'\n';
 const CR: u8 = b'\r';
@@ -100,12 +100,16 @@ pub enum DecodeError {
     MissingNul,
 }
 
+/// Headers and bytes of header text a new frame's [`Headers`] has room for before it grows.
+const HEADERS_PRESIZE: usize = 16;
+const HEADER_TEXT_PRESIZE: usize = 256;
+
 /// A frame whose command and some headers have been parsed. Offsets in [`State`] are relative to
 /// the front of the caller's buffer, where this frame starts.
 #[derive(Debug, Clone)]
 struct Partial {
     command: Command,
-    headers: Vec<(String, String)>,
+    headers: Headers,
 }
 
 /// Where the decoder is within the frame at the front of the buffer.
@@ -283,7 +287,9 @@ impl Decoder {
         Ok(Step::Next(State::Headers {
             partial: Partial {
                 command,
-                headers: Vec::new(),
+                // Sized for a MESSAGE as brokers send them (a dozen short headers): growing
+                // from empty reallocated both buffers several times per frame.
+                headers: Headers::with_capacity(HEADERS_PRESIZE, HEADER_TEXT_PRESIZE),
             },
             line_start: lf + 1,
             scan: lf + 1,
@@ -327,8 +333,7 @@ impl Decoder {
                     limit: self.limits.header_count_max,
                 });
             }
-            let header = parse_header(line, partial.command, self.version)?;
-            partial.headers.push(header);
+            push_header(&mut partial.headers, line, partial.command, self.version)?;
             line_start = lf + 1;
             scan = lf + 1;
         }
@@ -337,7 +342,7 @@ impl Decoder {
     /// The blank line after the headers has been read; the body starts at `body_start`.
     fn headers_done(&self, partial: Partial, body_start: usize) -> Result<Step, DecodeError> {
         // The first content-length counts, like every repeated header.
-        let content_length = match partial.headers.iter().find(|(n, _)| n == "content-length") {
+        let content_length = match partial.headers.iter().find(|(n, _)| *n == "content-length") {
             None => None,
             Some((_, value)) => {
                 let body_bytes = parse_content_length(value)?;
@@ -399,8 +404,19 @@ impl Decoder {
             },
         };
         self.check_frame_bytes(nul + 1)?;
-        let frame_bytes = crate::own_allocation(buf, nul + 1);
-        let body = frame_bytes.slice(body_start..nul);
+        // The headers are already parsed out of the buffer, so a short frame keeps only its
+        // body (one exact allocation, no shared header to make for a slice); a long one is
+        // split off the read buffer without a copy (see FRAME_COPY_BELOW_BYTES).
+        let body = if nul + 1 < crate::FRAME_COPY_BELOW_BYTES {
+            let body = match nul - body_start {
+                0 => Bytes::new(),
+                _ => Bytes::copy_from_slice(&buf[body_start..nul]),
+            };
+            buf.advance(nul + 1);
+            body
+        } else {
+            buf.split_to(nul + 1).freeze().slice(body_start..nul)
+        };
         Ok(Step::Ready(Item::Frame(Frame {
             command: partial.command,
             headers: partial.headers,
@@ -411,7 +427,7 @@ impl Decoder {
     /// The offset of the first `byte` in `buf[from..]`.
     fn find(&mut self, buf: &[u8], from: usize, byte: u8) -> Option<usize> {
         let rest = buf.get(from..)?;
-        let found = rest.iter().position(|&b| b == byte);
+        let found = memchr::memchr(byte, rest);
         #[cfg(test)]
         {
             self.bytes_scanned += found.map_or(rest.len(), |i| i + 1);
@@ -439,39 +455,66 @@ pub(super) fn parse_content_length(value: &str) -> Result<usize, DecodeError> {
     value.parse::<usize>().map_err(|_| invalid())
 }
 
-/// Parses one header line (EOL already removed) of a frame with `command` under `version`.
-fn parse_header(
+/// Parses one header line (EOL already removed) of a frame with `command` under `version` and
+/// appends it to `headers`, unescaped, without an allocation of its own.
+///
+/// One pass over the line finds the separator and whether anything needs unescaping: a MESSAGE
+/// has a dozen short header lines, and a scan (and a UTF-8 check) per name and per value cost
+/// more than the bytes themselves.
+fn push_header(
+    headers: &mut Headers,
     line: &[u8],
     command: Command,
     version: Version,
-) -> Result<(String, String), DecodeError> {
-    // A NUL would end the frame for peers that scan for it; forwarding one would let a sender
-    // split frames in other clients' parsers.
-    if line.contains(&NUL) {
-        return Err(DecodeError::MalformedHeader(quote(line)));
+) -> Result<(), DecodeError> {
+    let mut colon = None;
+    let mut escaped = false;
+    for (i, &b) in line.iter().enumerate() {
+        match b {
+            // A NUL would end the frame for peers that scan for it; forwarding one would let a
+            // sender split frames in other clients' parsers.
+            NUL => return Err(DecodeError::MalformedHeader(quote(line))),
+            b':' if colon.is_none() => colon = Some(i),
+            b'\\' => escaped = true,
+            _ => {}
+        }
     }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or_else(|| DecodeError::MalformedHeader(quote(line)))?;
+    let colon = colon.ok_or_else(|| DecodeError::MalformedHeader(quote(line)))?;
+    // 1.0 defines no escaping, and the spec forbids it in CONNECT/STOMP/CONNECTED so that
+    // passcodes survive.
+    let raw = version == Version::V1_0 || command.is_handshake();
+    if raw || !escaped {
+        // The separator is ASCII, so it splits the checked text on a character boundary.
+        let text = utf8(line)?;
+        let (mut name, mut value) = (&text[..colon], &text[colon + 1..]);
+        if version == Version::V1_0 {
+            // ActiveMQ trims, and 1.0 clients rely on `name: value`.
+            name = trim(name);
+            value = trim(value);
+        }
+        push_parts(headers, name, value);
+        return Ok(());
+    }
     let (name, value) = (&line[..colon], &line[colon + 1..]);
-    if version == Version::V1_0 {
-        // 1.0 defines no escaping; ActiveMQ trims, and 1.0 clients rely on `name: value`.
-        return Ok((utf8(trim(name))?, utf8(trim(value))?));
-    }
-    if command.is_handshake() {
-        // The spec forbids escaping in CONNECT/STOMP/CONNECTED so that passcodes survive.
-        return Ok((utf8(name)?, utf8(value)?));
-    }
     let name = unescape(name).ok_or_else(|| DecodeError::InvalidEscape(quote(line)))?;
     let value = unescape(value).ok_or_else(|| DecodeError::InvalidEscape(quote(line)))?;
-    Ok((utf8(&name)?, utf8(&value)?))
+    push_parts(headers, utf8(&name)?, utf8(&value)?);
+    Ok(())
+}
+
+fn push_parts(headers: &mut Headers, name: &str, value: &str) {
+    let text = headers.text_mut();
+    let start = text.len();
+    text.push_str(name);
+    let mid = text.len();
+    text.push_str(value);
+    headers.push_written(start, mid);
 }
 
 /// Undoes 1.1/1.2 header escaping; `None` on an undefined escape. `\r` is accepted in 1.1 too:
 /// being lenient here costs nothing and some 1.1 clients send it.
 fn unescape(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
-    if !raw.contains(&b'\\') {
+    if memchr::memchr(b'\\', raw).is_none() {
         return Some(Cow::Borrowed(raw));
     }
     let mut out = Vec::with_capacity(raw.len());
@@ -492,10 +535,8 @@ fn unescape(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
     Some(Cow::Owned(out))
 }
 
-fn utf8(bytes: &[u8]) -> Result<String, DecodeError> {
-    std::str::from_utf8(bytes)
-        .map(str::to_owned)
-        .map_err(|_| DecodeError::InvalidUtf8)
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)
 }
 
 /// Removes one CR before the (already removed) LF: every version accepts CRLF.
@@ -504,21 +545,8 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 /// Trims the whitespace 1.0 clients put around names and values (space, tab, stray CR).
-fn trim(mut s: &[u8]) -> &[u8] {
-    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
-    while let Some((first, rest)) = s.split_first() {
-        if !ws(first) {
-            break;
-        }
-        s = rest;
-    }
-    while let Some((last, rest)) = s.split_last() {
-        if !ws(last) {
-            break;
-        }
-        s = rest;
-    }
-    s
+fn trim(s: &str) -> &str {
+    s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r'))
 }
 
 /// The start of an offending line, for an error message.
@@ -636,7 +664,10 @@ mod tests {
             let wire = format!("{}\nid:7\n\n\0", command.as_str());
             let frame = one_frame(Version::V1_2, wire.as_bytes());
             assert_eq!(frame.command, command);
-            assert_eq!(frame.headers, vec![("id".to_owned(), "7".to_owned())]);
+            assert_eq!(
+                frame.headers.to_vec(),
+                vec![("id".to_owned(), "7".to_owned())]
+            );
             assert!(frame.body.is_empty());
         }
     }
@@ -748,7 +779,7 @@ mod tests {
         for version in [Version::V1_1, Version::V1_2] {
             let frame = one_frame(version, b"SEND\na\\cb:x\\\\y\\nz\\rw\n\n\0");
             assert_eq!(
-                frame.headers,
+                frame.headers.to_vec(),
                 vec![("a:b".to_owned(), "x\\y\nz\rw".to_owned())],
                 "{version}"
             );
@@ -759,7 +790,7 @@ mod tests {
     fn escapes_are_literal_in_1_0() {
         let frame = one_frame(Version::V1_0, b"SEND\na\\cb:x\\\\y\\t\n\n\0");
         assert_eq!(
-            frame.headers,
+            frame.headers.to_vec(),
             vec![("a\\cb".to_owned(), "x\\\\y\\t".to_owned())]
         );
     }
@@ -792,7 +823,7 @@ mod tests {
         let frame = one_frame(Version::V1_2, b"MESSAGE\nfoo:1\nbar:x\nfoo:2\n\n\0");
         assert_eq!(frame.header("foo"), Some("1"));
         assert_eq!(
-            frame.headers,
+            frame.headers.to_vec(),
             vec![
                 ("foo".to_owned(), "1".to_owned()),
                 ("bar".to_owned(), "x".to_owned()),
@@ -814,6 +845,26 @@ mod tests {
     fn header_value_splits_on_first_colon() {
         let frame = one_frame(Version::V1_0, b"SEND\ndestination:/q:a:b\n\n\0");
         assert_eq!(frame.header("destination"), Some("/q:a:b"));
+    }
+
+    #[test]
+    fn non_ascii_names_and_values_split_at_the_first_colon_in_every_path() {
+        let wire = "SEND\nnäme:välue:ü\nx\\cy:ö\\nö\nplain:é\n\n\0".as_bytes();
+        let frame = one_frame(Version::V1_2, wire);
+        assert_eq!(
+            frame.headers.to_vec(),
+            [("näme", "välue:ü"), ("x:y", "ö\nö"), ("plain", "é")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        let frame = one_frame(Version::V1_0, "SEND\n näme\t: välue \n\n\0".as_bytes());
+        assert_eq!(frame.header("näme"), Some("välue"));
+        // A frame with more headers than the decoder sizes for at first still reads whole.
+        let many: String = (0..40)
+            .map(|i| format!("h{i}:{}\n", "v".repeat(i)))
+            .collect();
+        let frame = one_frame(Version::V1_2, format!("SEND\n{many}\n\0").as_bytes());
+        assert_eq!(frame.headers.len(), 40);
+        assert_eq!(frame.header("h39"), Some("v".repeat(39).as_str()));
     }
 
     #[test]

@@ -13,5 +13,5 @@ mod handshake;
 
 pub use decode::{DecodeError, Decoder, Item, Limits};
 pub use encode::{encode, encode_heartbeat, FrameEncoder, HeaderWriter};
-pub use frame::{Command, Frame, Version};
+pub use frame::{Command, Frame, HeaderIter, Headers, Version};
 pub use handshake::{negotiate_version, HeartBeat, HeartBeatError};

@@ -726,10 +726,10 @@ fn pulled_message(
     };
     let mut headers: Vec<(String, String)> = Vec::with_capacity(m.frame.headers.len());
     for (n, v) in &m.frame.headers {
-        if DELIVERY_HEADERS.contains(&n.as_str()) || headers.iter().any(|(h, _)| h == n) {
+        if DELIVERY_HEADERS.contains(&n) || headers.iter().any(|(h, _)| h == n) {
             continue;
         }
-        headers.push((n.clone(), v.clone()));
+        headers.push((n.to_owned(), v.to_owned()));
     }
     headers.push((BROKER_PATH_HEADER.to_string(), path));
     headers.push((DUPLICATE_ID_HEADER.to_string(), id.to_string()));

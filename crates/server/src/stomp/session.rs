@@ -630,10 +630,10 @@ impl Session {
         };
         let mut headers: Vec<(String, String)> = Vec::with_capacity(frame.headers.len());
         for (n, v) in &frame.headers {
-            if RESERVED_HEADERS.contains(&n.as_str()) || headers.iter().any(|(h, _)| h == n) {
+            if RESERVED_HEADERS.contains(&n) || headers.iter().any(|(h, _)| h == n) {
                 continue;
             }
-            headers.push((n.clone(), v.clone()));
+            headers.push((n.to_owned(), v.to_owned()));
         }
         // ActiveMQ's mapping for JMS consumers: `amq-msg-type` decides, else a frame with
         // `content-length` is a BytesMessage and one without a TextMessage.
