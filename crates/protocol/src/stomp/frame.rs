@@ -247,11 +247,6 @@ impl Headers {
         }
     }
 
-    /// Bytes this holds on the heap (for memory accounting).
-    pub fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.spans.capacity() * std::mem::size_of::<Span>()
-    }
-
     /// The headers as owned pairs (tests, and callers that keep them apart from the frame).
     pub fn to_vec(&self) -> Vec<(String, String)> {
         self.iter()
