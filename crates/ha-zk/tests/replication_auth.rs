@@ -163,18 +163,7 @@ async fn watch_until_serving(
     member: &str,
     serving: &mut watch::Receiver<bool>,
 ) -> (tokio::task::JoinHandle<Result<(), ZkError>>, Arc<AtomicU64>) {
-    let heard = Arc::new(AtomicU64::new(0));
-    let watcher = {
-        let (p, h) = (params(addr, TOKEN, member), heard.clone());
-        tokio::spawn(async move { watch_master(&p, &h, T).await })
-    };
-    while !*serving.borrow_and_update() {
-        tokio::time::timeout(T, serving.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    (watcher, heard)
+    common::watch_until_serving(params(addr, TOKEN, member), serving, T).await
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -5,6 +5,8 @@
 //! the master's name is checked unless `verify_hostname` is off. Certificates are made at
 //! test time (rcgen); no key is committed.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -167,17 +169,8 @@ async fn a_slave_with_a_certificate_of_the_group_ca_replicates_and_watches_over_
 
     // The watch (fast failover's heartbeats) runs over TLS too: the master serves only once
     // the slave answers on it.
-    let heard = Arc::new(AtomicU64::new(0));
-    let watcher = {
-        let (p, h) = (params(&addr, Some(slave_tls.clone())), heard.clone());
-        tokio::spawn(async move { watch_master(&p, &h, T).await })
-    };
-    while !*serving.borrow_and_update() {
-        tokio::time::timeout(T, serving.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let (watcher, heard) =
+        common::watch_until_serving(params(&addr, Some(slave_tls.clone())), &mut serving, T).await;
     assert!(heard.load(Ordering::SeqCst) > 0, "no heartbeat over TLS");
 
     let slave = start_slave(params(&addr, Some(slave_tls)));
@@ -471,17 +464,9 @@ async fn a_reloaded_certificate_and_ca_apply_to_new_watch_connections() {
     assert!(!*serving.borrow_and_update(), "served without a watch");
 
     slave_tls.reload(&new.member(&["slave"], &new, true));
-    let watcher = {
-        let (p, h) = (params(&addr, Some(slave_tls)), heard.clone());
-        tokio::spawn(async move { watch_master(&p, &h, T).await })
-    };
     // The master serves only once a slave answers its heartbeats.
-    while !*serving.borrow_and_update() {
-        tokio::time::timeout(T, serving.changed())
-            .await
-            .unwrap()
-            .unwrap();
-    }
+    let (watcher, heard) =
+        common::watch_until_serving(params(&addr, Some(slave_tls)), &mut serving, T).await;
     assert!(
         heard.load(Ordering::SeqCst) > 0,
         "no heartbeat after the reload"

@@ -18,10 +18,11 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn fixtures(version: u32) -> Vec<(String, Vec<u8>)> {
-    let path = format!(
-        "{}/tests/openwire-golden/v{version}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    // CARGO_MANIFEST_DIR as cargo sets it for the test run (the checkout under test), not the
+    // compile-time one (whichever checkout built a binary shared through the target dir).
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{manifest}/tests/openwire-golden/v{version}.hex");
     let text = std::fs::read_to_string(&path).expect("fixture file");
     text.lines()
         .filter(|l| !l.trim().is_empty())

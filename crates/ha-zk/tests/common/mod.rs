@@ -104,3 +104,28 @@ pub async fn logged(parts: &[&str]) -> String {
     }
     panic!("nothing logged with {parts:?}");
 }
+
+/// Starts a heartbeat watch of the master with `p` and waits (at most `t` per change) until the
+/// master, whose lease needs an answering slave, serves. Returns the watch task and its count
+/// of heartbeats heard.
+pub async fn watch_until_serving(
+    p: ferromq_ha_zk::slave::FollowParams,
+    serving: &mut tokio::sync::watch::Receiver<bool>,
+    t: Duration,
+) -> (
+    tokio::task::JoinHandle<Result<(), ferromq_ha_zk::ZkError>>,
+    Arc<std::sync::atomic::AtomicU64>,
+) {
+    let heard = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = {
+        let h = heard.clone();
+        tokio::spawn(async move { ferromq_ha_zk::slave::watch_master(&p, &h, t).await })
+    };
+    while !*serving.borrow_and_update() {
+        tokio::time::timeout(t, serving.changed())
+            .await
+            .expect("the master did not serve in time")
+            .expect("the master's serving flag went away");
+    }
+    (watcher, heard)
+}

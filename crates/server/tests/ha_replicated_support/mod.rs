@@ -519,15 +519,27 @@ pub struct EnsembleNodeBack;
 
 impl Drop for EnsembleNodeBack {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("bash")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../scripts/services.sh"
-            ))
+        // The checkout under test, read when the test runs: cargo sets CARGO_MANIFEST_DIR for
+        // the test process, while the compile-time value names whichever checkout built the
+        // binary — another clone sharing the target dir, possibly deleted since.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let script = manifest.join("../../scripts/services.sh");
+        let status = std::process::Command::new("bash")
+            .arg(&script)
             .arg("start")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+        // A drop cannot fail the test, but the next test that needs the ensemble would fail
+        // for a reason it cannot see: say it here.
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            eprintln!(
+                "could not restart the ZooKeeper ensemble with {}: {status:?}",
+                script.display()
+            );
+        }
     }
 }
 

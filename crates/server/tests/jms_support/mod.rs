@@ -30,9 +30,13 @@ pub fn client_classpath() -> String {
     parts.join(":")
 }
 
-/// The repository root (tests run in `crates/server`).
+/// The repository root (tests run in `crates/server`). From CARGO_MANIFEST_DIR as cargo sets it
+/// when the test runs: the compile-time value names whichever checkout built the binary, which
+/// may be another clone sharing the target dir.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
         .join("../..")
         .canonicalize()
         .unwrap()
