@@ -969,7 +969,10 @@ async fn serve_loop(
                     stomp: String,
                     bridges: ferromq_server::server::BridgeList,
                     live: Live,
-                    replication: ReplicationView| {
+                    replication: ReplicationView,
+                    became: Option<ferromq_server::admin::BecameMaster>| {
+        // One update: a reader of /api/v1/ha never sees the role "master" without the
+        // mastership in the failover history.
         status.send_modify(|s| {
             s.role = role.to_string();
             s.epoch = epoch;
@@ -977,6 +980,9 @@ async fn serve_loop(
             s.bridges = bridges;
             s.live = live;
             s.replication = replication;
+            if let Some(b) = became {
+                s.failover.became_master(b);
+            }
         })
     };
     use tokio::signal::unix::{signal, SignalKind};
@@ -991,6 +997,7 @@ async fn serve_loop(
             Default::default(),
             Live(None),
             ReplicationView::default(),
+            None,
         );
         // A slave opens no client port: it only waits here.
         let mut mastership = tokio::select! {
@@ -1046,8 +1053,8 @@ async fn serve_loop(
                 connections: server.connections.clone(),
             })),
             ReplicationView(mastership.replication()),
+            Some(became),
         );
-        status.send_modify(|s| s.failover.became_master(became));
         // A suspended master confirms nothing and must deliver nothing either: another broker
         // may be elected meanwhile and deliver the same messages. Each suspension goes into the
         // failover history too (which ignores a value that is no transition).
@@ -1094,6 +1101,7 @@ async fn serve_loop(
                     Default::default(),
                     Live(None),
                     ReplicationView::default(),
+                    None,
                 );
                 if let Err(e) = server.shutdown().await {
                     tracing::warn!(error = %format!("{e:#}"), "store did not close cleanly after losing mastership");
