@@ -340,28 +340,16 @@ impl ZkReplication {
     }
 
     async fn connect(&self) -> Result<Client, ZkError> {
-        let mut c = Client::connector().with_session_timeout(self.cfg.zk_session_timeout);
-        if let Some(pw) = &self.cfg.zk_password {
-            c = c.with_auth("digest", format!("ferromq:{pw}").as_bytes());
-        }
-        // `connect` itself retries the servers; bound it so a dead ensemble is an error.
-        tokio::time::timeout(Duration::from_secs(30), c.connect(&self.cfg.zk_address))
-            .await
-            .map_err(|_| {
-                ZkError::Replication(format!(
-                    "could not connect to ZooKeeper at {} within 30 s",
-                    self.cfg.zk_address
-                ))
-            })?
-            .map_err(ZkError::zk(format!("connect {}", self.cfg.zk_address)))
+        crate::group_session::connect(
+            &self.cfg.zk_address,
+            self.cfg.zk_session_timeout,
+            self.cfg.zk_password.as_deref(),
+        )
+        .await
     }
 
     fn acls(&self) -> Acls<'static> {
-        if self.cfg.zk_password.is_some() {
-            Acls::creator_all()
-        } else {
-            Acls::anyone_all()
-        }
+        crate::group_session::acls(self.cfg.zk_password.as_deref())
     }
 
     async fn acquire_inner(&self) -> Result<Mastership, HaError> {

@@ -26,10 +26,12 @@
 pub mod auth;
 mod election;
 pub mod group_nodes;
+pub mod group_session;
 pub mod liveness;
 pub mod master;
 pub mod position;
 pub mod proto;
+pub mod proto_wire;
 pub mod registry;
 pub mod slave;
 pub mod staging;

@@ -196,6 +196,10 @@ pub enum WireError {
     /// it is not read).
     #[error("the peer speaks replication protocol version {0}, this broker speaks version {PROTOCOL_VERSION}")]
     Version(u32),
+    /// A `Hello` of the replication core's protocol in another version
+    /// ([`crate::proto_wire::CORE_PROTOCOL_VERSION`]).
+    #[error("the peer speaks replication core protocol version {0}, this broker speaks version {v}", v = crate::proto_wire::CORE_PROTOCOL_VERSION)]
+    CoreVersion(u32),
 }
 
 const T_HELLO: u8 = 1;
@@ -454,7 +458,7 @@ impl Frame {
     }
 }
 
-fn need(r: &Bytes, n: usize) -> Result<(), WireError> {
+pub(crate) fn need(r: &Bytes, n: usize) -> Result<(), WireError> {
     if r.remaining() < n {
         Err(WireError::Malformed("truncated"))
     } else {
@@ -462,17 +466,17 @@ fn need(r: &Bytes, n: usize) -> Result<(), WireError> {
     }
 }
 
-fn get_u8(r: &mut Bytes) -> Result<u8, WireError> {
+pub(crate) fn get_u8(r: &mut Bytes) -> Result<u8, WireError> {
     need(r, 1)?;
     Ok(r.get_u8())
 }
 
-fn get_u32(r: &mut Bytes) -> Result<u32, WireError> {
+pub(crate) fn get_u32(r: &mut Bytes) -> Result<u32, WireError> {
     need(r, 4)?;
     Ok(r.get_u32_le())
 }
 
-fn get_u64(r: &mut Bytes) -> Result<u64, WireError> {
+pub(crate) fn get_u64(r: &mut Bytes) -> Result<u64, WireError> {
     need(r, 8)?;
     Ok(r.get_u64_le())
 }
@@ -494,14 +498,14 @@ fn get_array<const N: usize>(r: &mut Bytes) -> Result<[u8; N], WireError> {
     Ok(a)
 }
 
-fn get_pos(r: &mut Bytes) -> Result<Position, WireError> {
+pub(crate) fn get_pos(r: &mut Bytes) -> Result<Position, WireError> {
     Ok(Position {
         epoch: get_u64(r)?,
         lsn: get_u64(r)?,
     })
 }
 
-fn get_bytes(r: &mut Bytes) -> Result<Bytes, WireError> {
+pub(crate) fn get_bytes(r: &mut Bytes) -> Result<Bytes, WireError> {
     let n = get_u32(r)? as usize;
     need(r, n)?;
     Ok(r.split_to(n))

@@ -99,6 +99,11 @@ pub struct Faults {
     /// to consumers) whenever it believes it is master and connected to ZooKeeper, so a deposed
     /// master that has not noticed yet keeps dispatching beside its successor.
     pub no_lease: bool,
+    /// A liveness bug the simulator found (seed 8000 of five members under frequent crashes):
+    /// a follower's catch-up time was only learnt from the in-memory tail, so once the first
+    /// entry it lacked had left the tail its lag looked ever older: it was added to the ISR
+    /// (it had acknowledged everything confirmed) and removed as lagging in turn, forever.
+    pub tail_only_catch_up: bool,
 }
 
 /// The tunables of a [`Replica`].
@@ -137,6 +142,13 @@ pub struct Config {
     /// in-sync follower answered a ping sent less than half of it ago. Only in the modes with an
     /// in-sync set (`quorum_*`, `remote_*`).
     pub master_timeout_ms: u64,
+    /// The store can cut entries off the end of its log (`StoreWrite::Truncate` below its last
+    /// entry). A message store (the journal, SQLite, ...) holds the *state* the entries built,
+    /// not the entries: it cannot undo one. With `false`, a member whose log goes past the
+    /// divergence point (a deposed master's unconfirmed suffix) gets a full copy, staged and
+    /// installed atomically, instead of a cut; `Truncate` is then only ever issued for the
+    /// old behaviour `Faults::wipe_before_copy`.
+    pub log_truncation: bool,
     /// Re-introduced old behaviours (tests only).
     pub faults: Faults,
 }
@@ -159,6 +171,7 @@ impl Config {
             heartbeat_ms: 100,
             link_timeout_ms: 1_000,
             master_timeout_ms: 500,
+            log_truncation: false,
             faults: Faults::default(),
         }
     }

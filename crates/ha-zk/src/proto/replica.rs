@@ -189,6 +189,10 @@ struct Peer {
     durable: u64,
     /// The follower held every entry appended before this time.
     caught_up_ms: u64,
+    /// `(log end, time)` noted when it was set: once the follower acknowledges that lsn, it
+    /// held everything appended before that time (Kafka's `lastCaughtUpTime`; needs no entry
+    /// to be in the tail). Set at its `Hello`, renewed at every ack that reaches it.
+    mark: (u64, u64),
     /// When we sent the newest ping it answered (on its current connection); `None` until it
     /// answers one in this epoch.
     pong_sent_ms: Option<u64>,
@@ -208,6 +212,7 @@ impl Peer {
             received: 0,
             durable: 0,
             caught_up_ms: now_ms,
+            mark: (u64::MAX, now_ms),
             pong_sent_ms: None,
             last_ping_ms: 0,
             since_ms: now_ms,
@@ -810,7 +815,9 @@ impl Replica {
                 if epoch == link.epoch && epoch >= self.log.history.last_epoch() =>
             {
                 match start {
-                    Start::TruncateAfter(d) if d <= self.log.last => {
+                    Start::TruncateAfter(d)
+                        if d == self.log.last || (d < self.log.last && self.cfg.log_truncation) =>
+                    {
                         if d < self.log.last {
                             let a = self.log.truncate(d);
                             self.out.push(a);
@@ -951,6 +958,7 @@ impl Replica {
                 }
                 peer.conn = Some(conn);
                 peer.streaming = false;
+                peer.mark = (self.log.last, now_ms);
                 // Nothing it held before this agreement counts: acks on this connection will.
                 let (received, durable) = if faults.stale_acks {
                     (last, last)
@@ -960,7 +968,10 @@ impl Replica {
                 peer.received = received;
                 peer.durable = durable;
                 let d = self.log.history.divergence(self.log.last, &history, last);
-                if d + 1 >= self.log.tail_start() {
+                // A store that cannot cut its log (a message store) continues only from its
+                // own last entry; a divergent suffix is replaced by a full copy.
+                let continues = d == last || self.cfg.log_truncation;
+                if continues && d + 1 >= self.log.tail_start() {
                     peer.sent = d;
                     peer.streaming = true;
                     self.out.push(Action::Send {
@@ -1027,6 +1038,13 @@ impl Replica {
                     peer.caught_up_ms = now_ms;
                 } else if let Some(t) = self.log.tail_get(acked + 1) {
                     peer.caught_up_ms = peer.caught_up_ms.max(t.appended_ms);
+                }
+                // The first entry it lacks may have left the in-memory tail already (a tail
+                // shorter than the unconfirmed window, or the empty tail of a restarted
+                // master): then the mark still says how recent its copy is.
+                if acked >= peer.mark.0 && !faults.tail_only_catch_up {
+                    peer.caught_up_ms = peer.caught_up_ms.max(peer.mark.1);
+                    peer.mark = (self.log.last, now_ms);
                 }
                 self.advance_commit();
                 self.pump_all(now_ms);
@@ -1326,6 +1344,13 @@ mod tests {
         let mut cfg = Config::new(1, 1, 3, SyncMode::QuorumDisk);
         cfg.tail_entries_max = tail_max;
         cfg.faults = faults;
+        // These tests model a log store (one that can cut its suffix); see
+        // `a_message_store_gets_a_full_copy_instead_of_a_cut` for the running broker's stores.
+        cfg.log_truncation = true;
+        master_cfg(rec, isr, cfg)
+    }
+
+    fn master_cfg(rec: Recovered, isr: Vec<MemberId>, cfg: Config) -> (Replica, Vec<Action>) {
         let mut r = Replica::new(cfg, rec, 0);
         r.handle(0, Event::Session(Session::Connected));
         let state = GroupState {
@@ -1377,6 +1402,57 @@ mod tests {
                 },
             },
         );
+    }
+
+    #[test]
+    fn a_message_store_gets_a_full_copy_instead_of_a_cut() {
+        // As below, but the stores hold state, not entries: the suffix cannot be cut.
+        let mut cfg = Config::new(1, 1, 3, SyncMode::QuorumDisk);
+        cfg.tail_entries_max = 100;
+        assert!(
+            !cfg.log_truncation,
+            "the default is the running broker's stores"
+        );
+        let (mut r, _) = master_cfg(recovered(&[(1, 1)], 10), vec![1, 3], cfg);
+        hello(&mut r, 9, 2, &[(1, 1), (2, 8)], 12);
+        let mut out = Vec::new();
+        r.poll_actions(&mut out);
+        assert!(
+            matches!(
+                out.first(),
+                Some(Action::Send {
+                    msg: Msg::Welcome {
+                        epoch: 3,
+                        start: Start::Snapshot
+                    },
+                    ..
+                })
+            ),
+            "{out:?}"
+        );
+        assert!(out
+            .iter()
+            .any(|a| matches!(a, Action::SendSnapshot { conn: 9, .. })));
+        // A member whose log is a prefix of ours still continues without a copy.
+        hello(&mut r, 10, 3, &[(1, 1)], 6);
+        out.clear();
+        r.poll_actions(&mut out);
+        assert!(
+            out.iter().any(|a| matches!(
+                a,
+                Action::Send {
+                    conn: 10,
+                    msg: Msg::Welcome {
+                        start: Start::TruncateAfter(6),
+                        ..
+                    },
+                }
+            )),
+            "{out:?}"
+        );
+        assert!(!out
+            .iter()
+            .any(|a| matches!(a, Action::SendSnapshot { conn: 10, .. })));
     }
 
     #[test]

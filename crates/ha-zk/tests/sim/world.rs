@@ -64,6 +64,11 @@ pub struct Params {
     pub tail_entries_max: usize,
     pub snapshot_chunk_entries: usize,
     pub faults: Faults,
+    /// The members' stores are message stores, as in the running broker: they cannot cut
+    /// their log (`Config::log_truncation` off, and a `Truncate` below the last entry is a
+    /// violation) and a restarted member recovers no tail of entries (only its state and
+    /// position), so a follower that falls behind a restarted master needs a full copy.
+    pub state_store: bool,
     /// Check after every step that every ISR member holds every confirmed entry (off: only the
     /// end-to-end checks, to see an old behaviour actually lose a write).
     pub check_isr: bool,
@@ -91,6 +96,7 @@ impl Params {
             tail_entries_max: 40,
             snapshot_chunk_entries: 16,
             faults: Faults::default(),
+            state_store: false,
             check_isr: true,
             heal_deadline_ms: 20_000,
         }
@@ -360,6 +366,7 @@ impl World {
         c.heartbeat_ms = 40;
         c.link_timeout_ms = 250;
         c.master_timeout_ms = self.p.master_timeout_ms;
+        c.log_truncation = !self.p.state_store;
         c.faults = self.p.faults;
         if i != 1 {
             // A misconfigured group size on one broker only (n2: not the first master).
@@ -376,7 +383,11 @@ impl World {
         node.disk.sync_scheduled = false;
         node.role = Role::Follower;
         let log = &node.disk.durable;
-        let skip = log.len().saturating_sub(self.p.tail_entries_max);
+        let skip = if self.p.state_store {
+            log.len()
+        } else {
+            log.len().saturating_sub(self.p.tail_entries_max)
+        };
         let rec = Recovered {
             history: history_of(log),
             last: log.len() as u64,
@@ -600,10 +611,19 @@ impl World {
                 {
                     self.fail(format!("n{} rewrote its log while master", i + 1));
                 }
-                let disk = &mut self.nodes[i as usize].disk;
-                if matches!(write, StoreWrite::Truncate { .. }) {
+                if let StoreWrite::Truncate { last } = write {
                     self.truth.truncations += 1;
+                    if self.p.state_store
+                        && !self.p.faults.wipe_before_copy
+                        && last < self.nodes[i as usize].disk.visible.len() as u64
+                    {
+                        self.fail(format!(
+                            "n{} was asked to cut its log after {last}: a message store cannot",
+                            i + 1
+                        ));
+                    }
                 }
+                let disk = &mut self.nodes[i as usize].disk;
                 apply(&mut disk.visible, &write);
                 if let (Role::Master { epoch }, StoreWrite::Append(es)) =
                     (self.nodes[i as usize].role, &write)
