@@ -16,7 +16,7 @@
 //! Hello        32  version:u32 member:u32 epoch:u64 last:u64 history
 //! Welcome      33  epoch:u64 (0 d:u64 = TruncateAfter(d) | 1 = Snapshot)
 //! Entries      34  epoch:u64 prev:(epoch:u64 lsn:u64) entries
-//! SnapshotChunk 35 entries
+//! SnapshotChunk 35 data (the rest of the frame: the driver's bytes)
 //! SnapshotEnd  36  last:u64 history
 //! Ping         37  epoch:u64 sent_ms:u64
 //! Pong         38  epoch:u64 sent_ms:u64
@@ -68,7 +68,7 @@ pub fn encoded_len(msg: &Msg) -> usize {
                     }
             }
             Msg::Entries { entries: es, .. } => 8 + 16 + entries(es),
-            Msg::SnapshotChunk { entries: es } => entries(es),
+            Msg::SnapshotChunk { data } => data.len(),
             Msg::SnapshotEnd { history: h, .. } => 8 + history(h),
             Msg::Ping { .. } | Msg::Pong { .. } => 16,
             Msg::Ack { .. } => 24,
@@ -116,9 +116,9 @@ pub fn encode(b: &mut BytesMut, msg: &Msg) {
             b.put_u64_le(prev.lsn);
             put_entries(b, entries);
         }
-        Msg::SnapshotChunk { entries } => {
+        Msg::SnapshotChunk { data } => {
             b.put_u8(T_SNAP_CHUNK);
-            put_entries(b, entries);
+            b.put_slice(data);
         }
         Msg::SnapshotEnd { last, history } => {
             b.put_u8(T_SNAP_END);
@@ -156,6 +156,21 @@ fn put_history(b: &mut BytesMut, history: &[(u64, u64)]) {
         b.put_u64_le(*epoch);
         b.put_u64_le(*first);
     }
+}
+
+/// Appends `entries` as `n:u32 (epoch lsn len payload){n}`: a log's part of a full copy (the
+/// simulator's `SnapshotChunk` data), read back by [`decode_entries`].
+pub fn encode_entries(b: &mut BytesMut, entries: &[Entry]) {
+    put_entries(b, entries);
+}
+
+/// Reads what [`encode_entries`] wrote, and nothing more.
+pub fn decode_entries(mut data: Bytes) -> Result<Vec<Entry>, WireError> {
+    let entries = get_entries(&mut data)?;
+    if data.has_remaining() {
+        return Err(WireError::Malformed("trailing bytes"));
+    }
+    Ok(entries)
 }
 
 fn put_entries(b: &mut BytesMut, entries: &[Entry]) {
@@ -199,7 +214,7 @@ pub fn decode(mut body: Bytes) -> Result<Msg, WireError> {
             entries: get_entries(r)?,
         },
         T_SNAP_CHUNK => Msg::SnapshotChunk {
-            entries: get_entries(r)?,
+            data: r.split_to(r.remaining()),
         },
         T_SNAP_END => Msg::SnapshotEnd {
             last: get_u64(r)?,
@@ -348,8 +363,9 @@ mod tests {
                 entries: vec![],
             },
             Msg::SnapshotChunk {
-                entries: vec![entry(1, 1, &[0u8; 300]), entry(2, 2, b"x")],
+                data: Bytes::from_static(b"opaque part of a copy"),
             },
+            Msg::SnapshotChunk { data: Bytes::new() },
             Msg::SnapshotEnd {
                 last: 2,
                 history: vec![(1, 1), (2, 2)],
@@ -383,6 +399,25 @@ mod tests {
     }
 
     #[test]
+    fn entries_round_trip_and_refuse_trailing_bytes() {
+        let es = vec![
+            entry(1, 1, &[0u8; 300]),
+            entry(2, 2, b"x"),
+            entry(2, 3, b""),
+        ];
+        let mut b = BytesMut::new();
+        encode_entries(&mut b, &es);
+        let bytes = b.freeze();
+        assert_eq!(decode_entries(bytes.clone()).unwrap(), es);
+        let mut longer = BytesMut::from(&bytes[..]);
+        longer.put_u8(1);
+        assert!(decode_entries(longer.freeze()).is_err());
+        for cut in 0..bytes.len() {
+            assert!(decode_entries(bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn the_stream_decoder_reassembles_frames_split_anywhere() {
         let msgs = every_kind();
         let mut wire = BytesMut::new();
@@ -409,6 +444,11 @@ mod tests {
             let mut b = BytesMut::new();
             encode(&mut b, &m);
             let body = b.freeze().slice(4..);
+            if matches!(m, Msg::SnapshotChunk { .. }) {
+                // Its body is whatever follows the type: only the empty body is malformed.
+                assert!(decode(body.slice(..0)).is_err());
+                continue;
+            }
             for cut in 0..body.len() {
                 assert!(decode(body.slice(..cut)).is_err(), "{m:?} cut at {cut}");
             }
@@ -423,9 +463,10 @@ mod tests {
 
     #[test]
     fn counts_larger_than_the_frame_are_refused_before_allocating() {
-        // An entry count of 4 billion in a 5-byte body, and a history of 4 billion spans.
+        // An entry count of 4 billion in a short body, and a history of 4 billion spans.
         let mut b = BytesMut::new();
-        b.put_u8(T_SNAP_CHUNK);
+        b.put_u8(T_ENTRIES);
+        b.put_slice(&[0u8; 24]);
         b.put_u32_le(u32::MAX);
         assert!(matches!(
             decode(b.freeze()),
@@ -441,7 +482,8 @@ mod tests {
         ));
         // A payload length beyond the frame.
         let mut b = BytesMut::new();
-        b.put_u8(T_SNAP_CHUNK);
+        b.put_u8(T_ENTRIES);
+        b.put_slice(&[0u8; 24]);
         b.put_u32_le(1);
         b.put_u64_le(1);
         b.put_u64_le(1);

@@ -237,7 +237,7 @@ fn regression(which: &str, seed: u64, check_isr: bool, expect: &str) {
 /// of that member loses them.
 #[test]
 fn regression_finding1_stale_acks_lose_a_confirmed_write() {
-    regression("stale_acks", 6, false, "confirmed entry lost");
+    regression("stale_acks", 2, false, "confirmed entry lost");
 }
 
 /// Finding 1, seen earlier by the per-step check: an ISR member holds a different entry at a
@@ -258,7 +258,7 @@ fn regression_finding3_wipe_then_copy_loses_confirmed_writes() {
 /// stale position report is counted.
 #[test]
 fn regression_finding2_election_outside_the_isr_loses_confirmed_writes() {
-    regression("elect_outside_isr", 1, false, "confirmed entry lost");
+    regression("elect_outside_isr", 9, false, "confirmed entry lost");
 }
 
 /// Finding 6: an absolute lsn gap against an acked position that starts at 0 drops every
@@ -273,7 +273,7 @@ fn regression_finding6_absolute_lag_keeps_a_returning_follower_out() {
 /// not hold, and they are lost at the next election.
 #[test]
 fn regression_finding4_a_locally_configured_group_size_loses_confirmed_writes() {
-    regression("local_replicas", 2, false, "confirmed entry lost");
+    regression("local_replicas", 4, false, "confirmed entry lost");
 }
 
 /// A liveness bug found by `five_members_on_message_stores_under_frequent_crashes` (seed 8000):

@@ -227,10 +227,13 @@ pub enum Msg {
         /// Contiguous entries.
         entries: Vec<Entry>,
     },
-    /// Master -> follower: part of a full copy, from a consistent read view.
+    /// Master -> follower: part of a full copy, from a consistent read view. Opaque to the
+    /// core, which neither reads nor keeps it (a copy may be gigabytes): the driver's encoding
+    /// of part of its store (a message store's records; a log's entries in the simulator),
+    /// staged by the follower's driver beside its live store.
     SnapshotChunk {
-        /// Contiguous entries.
-        entries: Vec<Entry>,
+        /// The driver's bytes.
+        data: Bytes,
     },
     /// Master -> follower: the full copy is complete up to `last`.
     SnapshotEnd {
@@ -382,10 +385,18 @@ pub enum StoreWrite {
         /// The new last lsn.
         last: u64,
     },
-    /// Replace the whole log with a staged full copy, atomically.
+    /// Start a new staging area beside the live store, discarding any earlier one (a full
+    /// copy begins). A staging area never survives a restart: the driver deletes it at start.
+    StageBegin,
+    /// Add a full copy's chunk to the staging area (the live store is untouched).
+    Stage(Bytes),
+    /// Replace the whole store with the staging area, atomically, recording the copy's last
+    /// lsn and epoch history with it (durable when synced, like any write).
     Install {
-        /// The copy.
-        entries: Vec<Entry>,
+        /// The copy's last lsn.
+        last: u64,
+        /// The copy's epoch history.
+        history: Vec<(u64, u64)>,
     },
 }
 

@@ -108,19 +108,25 @@ impl Log {
         self.op(last, StoreWrite::Truncate { last })
     }
 
-    fn install(&mut self, entries: Vec<Entry>, history: EpochHistory, now_ms: u64) -> Action {
-        self.last = entries.last().map_or(0, |e| e.lsn);
-        self.history = history;
+    /// The staged copy replaces the log. Its entries never passed through the core, so the
+    /// in-memory tail starts empty (followers of this member, should it become master, get
+    /// full copies until the tail fills again — as after a restart).
+    fn install(&mut self, last: u64, history: EpochHistory) -> Action {
+        self.last = last;
         self.durable = 0;
         for u in &mut self.unsynced {
             u.1 = 0;
         }
         self.tail.clear();
-        let skip = entries.len().saturating_sub(self.tail_max);
-        for e in entries.iter().skip(skip) {
-            self.push_tail(e.clone(), now_ms);
-        }
-        self.op(self.last, StoreWrite::Install { entries })
+        let spans = history.spans().to_vec();
+        self.history = history;
+        self.op(
+            last,
+            StoreWrite::Install {
+                last,
+                history: spans,
+            },
+        )
     }
 
     fn synced(&mut self, op: StoreOpId) {
@@ -150,8 +156,8 @@ enum Phase {
     Connecting,
     AwaitWelcome,
     /// Receiving a full copy into a staging area; the live log is untouched.
-    Staging(Vec<Entry>),
-    /// `Faults::wipe_before_copy`: receiving a full copy straight into the emptied log.
+    Staging,
+    /// `Faults::wipe_before_copy`: receiving a full copy after emptying the live log.
     WipedCopy,
     Streaming,
 }
@@ -829,48 +835,38 @@ impl Replica {
                     Start::Snapshot if self.cfg.faults.wipe_before_copy => {
                         let a = self.log.truncate(0);
                         self.out.push(a);
+                        let a = self.log.op(0, StoreWrite::StageBegin);
+                        self.out.push(a);
                         link.phase = Phase::WipedCopy;
                         true
                     }
                     Start::Snapshot => {
-                        link.phase = Phase::Staging(Vec::new());
+                        let a = self.log.op(self.log.last, StoreWrite::StageBegin);
+                        self.out.push(a);
+                        link.phase = Phase::Staging;
                         true
                     }
                 }
             }
-            (Msg::SnapshotChunk { entries }, Phase::Staging(mut staged)) => {
-                let next = staged.last().map_or(1, |e| e.lsn + 1);
-                let contiguous = entries
-                    .iter()
-                    .enumerate()
-                    .all(|(i, e)| e.lsn == next + i as u64);
-                staged.extend(entries);
-                link.phase = Phase::Staging(staged);
-                contiguous
+            (Msg::SnapshotChunk { data }, phase @ (Phase::Staging | Phase::WipedCopy)) => {
+                let a = self.log.op(self.log.last, StoreWrite::Stage(data));
+                self.out.push(a);
+                link.phase = phase;
+                true
             }
-            (Msg::SnapshotChunk { entries }, Phase::WipedCopy) => {
-                let contiguous = entries.first().is_none_or(|e| e.lsn == self.log.last + 1);
-                if contiguous && !entries.is_empty() {
-                    let a = self.log.append(entries, now_ms);
-                    self.out.push(a);
-                }
-                link.phase = Phase::WipedCopy;
-                contiguous
-            }
-            (Msg::SnapshotEnd { last, history }, Phase::Staging(staged)) => {
+            (Msg::SnapshotEnd { last, history }, Phase::Staging | Phase::WipedCopy) => {
+                // The history must describe a log of exactly `last` entries.
                 match EpochHistory::from_spans(history) {
-                    Some(h) if staged.last().map_or(0, |e| e.lsn) == last => {
-                        let a = self.log.install(staged, h, now_ms);
+                    Some(h) if (last == 0) == h.spans().is_empty()
+                        && h.spans().last().is_none_or(|s| s.1 <= last) =>
+                    {
+                        let a = self.log.install(last, h);
                         self.out.push(a);
                         link.phase = Phase::Streaming;
                         true
                     }
                     _ => false,
                 }
-            }
-            (Msg::SnapshotEnd { last, .. }, Phase::WipedCopy) => {
-                link.phase = Phase::Streaming;
-                last == self.log.last
             }
             (
                 Msg::Entries {

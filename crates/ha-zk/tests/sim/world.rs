@@ -10,6 +10,7 @@ use ferromq_ha_zk::proto::{
     Action, Config, ConnId, Entry, EpochHistory, Event, Faults, GroupState, Msg, Recovered,
     Replica, Role, Session, StoreWrite, ZkFail, ZkOp,
 };
+use ferromq_ha_zk::proto_wire::{decode_entries, encode_entries};
 use ferromq_ha_zk::SyncMode;
 
 /// xorshift64*: small, fast, and the same everywhere.
@@ -137,7 +138,9 @@ fn prefix_at(log: &[Slot], lsn: u64) -> Option<u64> {
     log.get(lsn as usize - 1).map(|s| s.prefix)
 }
 
-fn apply(log: &mut Vec<Slot>, w: &StoreWrite) {
+/// Applies a write to `log` (the visible or the durable one; `staging` is the staging area);
+/// returns what is wrong with a full copy's install, if anything.
+fn apply(log: &mut Vec<Slot>, staging: &mut Vec<Entry>, w: &StoreWrite) -> Option<String> {
     match w {
         StoreWrite::Append(es) => {
             for e in es {
@@ -150,11 +153,34 @@ fn apply(log: &mut Vec<Slot>, w: &StoreWrite) {
             }
         }
         StoreWrite::Truncate { last } => log.truncate(*last as usize),
-        StoreWrite::Install { entries } => {
+        StoreWrite::StageBegin => staging.clear(),
+        StoreWrite::Stage(data) => match decode_entries(data.clone()) {
+            Ok(es) => staging.extend(es),
+            Err(e) => return Some(format!("a copy's chunk does not decode: {e}")),
+        },
+        StoreWrite::Install { last, history } => {
+            let staged = std::mem::take(staging);
+            let contiguous = staged
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.lsn == i as u64 + 1);
+            if !contiguous || staged.len() as u64 != *last {
+                return Some(format!(
+                    "installed a copy of {} staged entries (contiguous: {contiguous}) as 1..={last}",
+                    staged.len()
+                ));
+            }
             log.clear();
-            apply(log, &StoreWrite::Append(entries.clone()));
+            apply(log, &mut Vec::new(), &StoreWrite::Append(staged));
+            if history_of(log).spans() != history.as_slice() {
+                return Some(format!(
+                    "installed a copy whose history {history:?} is not its entries' {:?}",
+                    history_of(log).spans()
+                ));
+            }
         }
     }
+    None
 }
 
 fn history_of(log: &[Slot]) -> EpochHistory {
@@ -169,6 +195,10 @@ fn history_of(log: &[Slot]) -> EpochHistory {
 struct Disk {
     durable: Vec<Slot>,
     visible: Vec<Slot>,
+    /// The staging area of a full copy (entries as received, in order), as written and as
+    /// synced. Never survives a crash: the driver deletes it at start.
+    staging: Vec<Entry>,
+    durable_staging: Vec<Entry>,
     pending: Vec<(u64, StoreWrite)>,
     sync_scheduled: bool,
 }
@@ -379,6 +409,8 @@ impl World {
         let node = &mut self.nodes[i as usize];
         node.incarnation += 1;
         node.disk.visible = node.disk.durable.clone();
+        node.disk.staging.clear();
+        node.disk.durable_staging.clear();
         node.disk.pending.clear();
         node.disk.sync_scheduled = false;
         node.role = Role::Follower;
@@ -580,11 +612,13 @@ impl World {
                 let entries: Vec<Entry> = log.iter().map(|s| s.entry.clone()).collect();
                 let history = history_of(log).spans().to_vec();
                 for chunk in entries.chunks(self.p.snapshot_chunk_entries.max(1)) {
+                    let mut data = bytes::BytesMut::new();
+                    encode_entries(&mut data, chunk);
                     self.send(
                         i,
                         conn,
                         Msg::SnapshotChunk {
-                            entries: chunk.to_vec(),
+                            data: data.freeze(),
                         },
                     );
                 }
@@ -624,7 +658,9 @@ impl World {
                     }
                 }
                 let disk = &mut self.nodes[i as usize].disk;
-                apply(&mut disk.visible, &write);
+                if let Some(what) = apply(&mut disk.visible, &mut disk.staging, &write) {
+                    self.fail(format!("n{}: {what}", i + 1));
+                }
                 if let (Role::Master { epoch }, StoreWrite::Append(es)) =
                     (self.nodes[i as usize].role, &write)
                 {
@@ -864,7 +900,7 @@ impl World {
         let keep = self.rng.below(node.disk.pending.len() as u64 + 1) as usize;
         let pending = std::mem::take(&mut node.disk.pending);
         for (_, w) in pending.iter().take(keep) {
-            apply(&mut node.disk.durable, w);
+            apply(&mut node.disk.durable, &mut node.disk.durable_staging, w);
         }
         node.replica = None;
         node.role = Role::Follower;
@@ -1147,7 +1183,7 @@ impl World {
                     let pending = std::mem::take(&mut node.disk.pending);
                     let last_op = pending.last().map(|p| p.0);
                     for (_, w) in &pending {
-                        apply(&mut node.disk.durable, w);
+                        apply(&mut node.disk.durable, &mut node.disk.durable_staging, w);
                     }
                     if let Some(op) = last_op {
                         self.deliver(i, inc, Event::StoreSynced { op });
@@ -1334,7 +1370,9 @@ fn short_action(a: &Action) -> String {
                 es.last().map_or(0, |e| e.lsn)
             ),
             StoreWrite::Truncate { last } => format!("store#{op} truncate after {last}"),
-            StoreWrite::Install { entries } => format!("store#{op} install 1..={}", entries.len()),
+            StoreWrite::StageBegin => format!("store#{op} stage begin"),
+            StoreWrite::Stage(data) => format!("store#{op} stage {} bytes", data.len()),
+            StoreWrite::Install { last, .. } => format!("store#{op} install 1..={last}"),
         },
         other => format!("{other:?}"),
     }
@@ -1351,8 +1389,8 @@ fn short_msg(m: &Msg) -> String {
             entries.len(),
             entries.first().map(|e| e.epoch)
         ),
-        Msg::SnapshotChunk { entries } => {
-            format!("SnapshotChunk {}..", entries.first().map_or(0, |e| e.lsn))
+        Msg::SnapshotChunk { data } => {
+            format!("SnapshotChunk {} bytes", data.len())
         }
         other => format!("{other:?}"),
     }
