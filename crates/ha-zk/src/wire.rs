@@ -280,6 +280,15 @@ pub fn encode_batch(b: &mut BytesMut, batch: &Batch) {
     }
 }
 
+/// Decodes a whole buffer written by [`encode_batch`] (nothing may follow).
+pub fn decode_batch_bytes(mut b: Bytes) -> Result<Batch, WireError> {
+    let batch = decode_batch(&mut b)?;
+    if b.has_remaining() {
+        return Err(WireError::Malformed("trailing bytes"));
+    }
+    Ok(batch)
+}
+
 /// Encoded size of a batch's payloads (for progress and ring accounting).
 pub fn batch_bytes(batch: &Batch) -> usize {
     batch
