@@ -45,7 +45,7 @@ fn entry(lsn: u64) -> Entry {
         seq: lsn,
         payload: Bytes::from(format!("{lsn:>1024}")),
     }];
-    if lsn % 3 == 0 {
+    if lsn.is_multiple_of(3) {
         ops.push(Op::Dequeue {
             list: Q.into(),
             seq: lsn - 2,
@@ -61,7 +61,7 @@ fn entry(lsn: u64) -> Entry {
 /// The messages present after entries `1..=last`.
 fn expected(last: u64) -> BTreeSet<u64> {
     (1..=last)
-        .filter(|s| !((s + 2) <= last && (s + 2) % 3 == 0))
+        .filter(|s| !((s + 2) <= last && (s + 2).is_multiple_of(3)))
         .collect()
 }
 
