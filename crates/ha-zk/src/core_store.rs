@@ -170,9 +170,12 @@ impl LogRecords {
             if e.epoch != last_epoch {
                 ops.push(epoch_op((e.epoch, e.lsn)));
             }
-            let data = decode_batch_bytes(e.payload.clone())?;
-            refuse_reserved(&data)?;
-            ops.extend(data);
+            // A new master's marker carries nothing (an empty payload, no data ops).
+            if !e.payload.is_empty() {
+                let data = decode_batch_bytes(e.payload.clone())?;
+                refuse_reserved(&data)?;
+                ops.extend(data);
+            }
             last = e.lsn;
             last_epoch = e.epoch;
         }
@@ -244,6 +247,20 @@ mod tests {
             seq,
             payload: Bytes::from(format!("m{seq}")),
         }
+    }
+
+    #[test]
+    fn a_marker_entry_moves_the_position_and_starts_its_epoch() {
+        let mut r = LogRecords::new(&Recovered::default());
+        let marker = Entry {
+            epoch: 1,
+            lsn: 1,
+            payload: Bytes::new(),
+        };
+        let ops = r.batch(&StoreWrite::Append(vec![marker])).unwrap().unwrap();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(matches!(&ops[0], Op::Enqueue { list, seq: 1, .. } if list == EPOCHS_LIST));
+        assert!(matches!(&ops[1], Op::Enqueue { list, seq: 1, .. } if list == POSITION_LIST));
     }
 
     fn entry(epoch: u64, lsn: u64) -> Entry {

@@ -364,7 +364,7 @@ impl Task {
 }
 
 /// Resolves when the driver asks to stop or is gone (without holding the channel's lock).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

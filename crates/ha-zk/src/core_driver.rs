@@ -1,0 +1,332 @@
+//! The driver of the replication core ([`crate::proto::Replica`]): one task that owns the
+//! core and turns its actions into I/O — ZooKeeper through [`GroupSession`], the local store
+//! through [`LogRecords`] — and I/O completions back into events. It decides nothing.
+//!
+//! Built so far: ZooKeeper, the live store, producers' writes and their confirmations, the
+//! role. **Not yet:** the member-to-member transport (`Action::Connect`/`Send`/`Close`/
+//! `SendSnapshot` and the staging writes a full copy brings): until it exists the driver runs
+//! only one-member groups (`replicas = 1`), and refuses to start otherwise
+//! (`docs/replication.md`, "What remains to wire").
+//!
+//! Ordering rules it keeps:
+//! - store batches are submitted in the core's order, and `StoreSynced { op }` is reported only
+//!   once every batch up to `op` is durable (one task awaits the completions in order);
+//! - a failed store write stops the driver: never retried (the durability contract), every
+//!   waiting producer is told, and the role falls back to follower for HA to take over;
+//! - a producer's write is confirmed only by the core's `Confirm` for its lsn.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferromq_store::{Batch, Completion, MessageStore};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::core_store::{entry_payload, recover, LogRecords};
+use crate::group_session::{GroupSession, SessionConfig};
+use crate::proto::{Action, Config, Event, Refused, Replica, Role, StoreOpId, StoreWrite};
+use crate::ZkError;
+
+/// How often the core's timers are driven.
+const TICK: Duration = Duration::from_millis(10);
+/// Producer writes queued for the driver.
+const SUBMIT_QUEUE: usize = 1_024;
+
+/// Why a producer's write was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// This broker is not the master (or is suspended: ZooKeeper unreachable).
+    #[error("not the master")]
+    NotMaster,
+    /// The write was accepted but the master lost its role before confirming it: it may or may
+    /// not survive (the producer must treat it as unknown, like a lost receipt).
+    #[error("mastership lost before the write was confirmed; its outcome is unknown")]
+    Unknown,
+    /// The driver stopped (its store failed, or it was shut down).
+    #[error("replication stopped: {0}")]
+    Stopped(String),
+    /// The batch cannot be replicated (it names a reserved list).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A running driver.
+#[derive(Debug)]
+pub struct CoreDriver {
+    submits: mpsc::Sender<(Batch, oneshot::Sender<Result<u64, SubmitError>>)>,
+    role: watch::Receiver<Role>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ZkError>>,
+}
+
+impl CoreDriver {
+    /// Recovers the log from `store` and starts the driver with ZooKeeper per `session`.
+    pub fn start(
+        core: Config,
+        session: SessionConfig,
+        store: Arc<dyn MessageStore>,
+    ) -> Result<CoreDriver, ZkError> {
+        if core.replicas != 1 {
+            return Err(ZkError::Config(format!(
+                "the replication core's driver has no member transport yet: it runs one-member \
+                 groups only (replicas = {})",
+                core.replicas
+            )));
+        }
+        let recovered = recover(&*store)?;
+        let records = LogRecords::new(&recovered);
+        let clock = tokio::time::Instant::now();
+        let replica = Replica::new(core, recovered, 0);
+        let (zk_tx, zk_events) = mpsc::channel(1_024);
+        let zk = GroupSession::spawn(session, zk_tx);
+        let (submits, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
+        let (role_tx, role) = watch::channel(Role::Follower);
+        let (stop, stop_rx) = watch::channel(false);
+        let (synced_tx, synced) = mpsc::unbounded_channel();
+        let (sync_queue, sync_rx) = mpsc::unbounded_channel();
+        tokio::spawn(await_syncs(sync_rx, synced_tx));
+        let task = tokio::spawn(
+            Driver {
+                replica,
+                records,
+                store,
+                zk,
+                zk_events,
+                submit_rx,
+                waiting: VecDeque::new(),
+                confirms: HashMap::new(),
+                role: role_tx,
+                sync_queue,
+                synced,
+                clock,
+                actions: Vec::new(),
+            }
+            .run(stop_rx),
+        );
+        Ok(CoreDriver {
+            submits,
+            role,
+            stop,
+            task,
+        })
+    }
+
+    /// Replicates `batch`; resolves with its lsn once the core confirmed it (durable as the
+    /// sync mode says).
+    pub async fn submit(&self, batch: Batch) -> Result<u64, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.submits
+            .send((batch, tx))
+            .await
+            .map_err(|_| SubmitError::Stopped("the driver ended".into()))?;
+        rx.await
+            .map_err(|_| SubmitError::Stopped("the driver ended".into()))?
+    }
+
+    /// The role, as the core last announced it.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// Stops the driver (its ZooKeeper session closes) and returns how it ended.
+    pub async fn stop(self) -> Result<(), ZkError> {
+        self.stop.send_replace(true);
+        self.task
+            .await
+            .map_err(|e| ZkError::Replication(format!("the driver task failed: {e}")))?
+    }
+}
+
+/// Awaits store completions in submission order; reports each durable op, or the first failure.
+async fn await_syncs(
+    mut queue: mpsc::UnboundedReceiver<(StoreOpId, Completion)>,
+    synced: mpsc::UnboundedSender<Result<StoreOpId, String>>,
+) {
+    while let Some((op, done)) = queue.recv().await {
+        let r = done.await.map(|()| op).map_err(|e| e.to_string());
+        let failed = r.is_err();
+        if synced.send(r).is_err() || failed {
+            return;
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<u64, SubmitError>>;
+
+struct Driver {
+    replica: Replica,
+    records: LogRecords,
+    store: Arc<dyn MessageStore>,
+    zk: GroupSession,
+    zk_events: mpsc::Receiver<Event>,
+    submit_rx: mpsc::Receiver<(Batch, Waiter)>,
+    /// Writes the core refused as `Busy`, retried in order after each confirmation.
+    waiting: VecDeque<(Bytes, Waiter)>,
+    /// Accepted writes by lsn, until the core confirms them.
+    confirms: HashMap<u64, Waiter>,
+    role: watch::Sender<Role>,
+    sync_queue: mpsc::UnboundedSender<(StoreOpId, Completion)>,
+    synced: mpsc::UnboundedReceiver<Result<StoreOpId, String>>,
+    clock: tokio::time::Instant,
+    actions: Vec<Action>,
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ZkError> {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let result = loop {
+            let accepting = self.waiting.is_empty();
+            tokio::select! {
+                biased;
+                () = crate::group_session::stopped(&mut stop) => break Ok(()),
+                s = self.synced.recv() => match s {
+                    Some(Ok(op)) => {
+                        let now = self.now_ms();
+                        self.replica.handle(now, Event::StoreSynced { op });
+                    }
+                    Some(Err(e)) => break Err(ZkError::Replication(format!(
+                        "the local store failed a write ({e}): replication stops (a failed sync is never retried)"
+                    ))),
+                    None => break Err(ZkError::Replication("the store completion task ended".into())),
+                },
+                ev = self.zk_events.recv() => match ev {
+                    Some(ev) => {
+                        let now = self.now_ms();
+                        self.replica.handle(now, ev);
+                    }
+                    None => break Err(ZkError::Replication("the ZooKeeper session task ended".into())),
+                },
+                sub = self.submit_rx.recv(), if accepting => match sub {
+                    Some((batch, done)) => match entry_payload(&batch) {
+                        Ok(payload) => self.offer(payload, done),
+                        Err(e) => {
+                            let _ = done.send(Err(SubmitError::Invalid(e.to_string())));
+                        }
+                    },
+                    None => break Ok(()),
+                },
+                _ = ticker.tick() => {
+                    let now = self.now_ms();
+                    self.replica.handle(now, Event::Tick);
+                }
+            }
+            if let Err(e) = self.act().await {
+                break Err(e);
+            }
+        };
+        let why = match &result {
+            Ok(()) => "the driver stopped".to_string(),
+            Err(e) => e.to_string(),
+        };
+        for (_, w) in self.waiting.drain(..) {
+            let _ = w.send(Err(SubmitError::Stopped(why.clone())));
+        }
+        for (_, w) in self.confirms.drain() {
+            let _ = w.send(Err(SubmitError::Stopped(why.clone())));
+        }
+        self.role.send_replace(Role::Follower);
+        self.zk.stop().await;
+        result
+    }
+
+    /// Offers a write to the core; a `Busy` core keeps it waiting (in order).
+    fn offer(&mut self, payload: Bytes, done: Waiter) {
+        let now = self.now_ms();
+        match self.replica.submit(now, payload.clone()) {
+            Ok(lsn) => {
+                self.confirms.insert(lsn, done);
+            }
+            Err(Refused::Busy) => self.waiting.push_back((payload, done)),
+            Err(Refused::NotMaster) => {
+                let _ = done.send(Err(SubmitError::NotMaster));
+            }
+        }
+    }
+
+    /// Carries out every pending action.
+    async fn act(&mut self) -> Result<(), ZkError> {
+        loop {
+            self.replica.poll_actions(&mut self.actions);
+            if self.actions.is_empty() {
+                return Ok(());
+            }
+            let actions = std::mem::take(&mut self.actions);
+            for a in actions {
+                self.action(a).await?;
+            }
+            // A confirmation freed room: retry the writes the core refused as busy.
+            while let Some((payload, done)) = self.waiting.pop_front() {
+                let now = self.now_ms();
+                match self.replica.submit(now, payload.clone()) {
+                    Ok(lsn) => {
+                        self.confirms.insert(lsn, done);
+                    }
+                    Err(Refused::Busy) => {
+                        self.waiting.push_front((payload, done));
+                        break;
+                    }
+                    Err(Refused::NotMaster) => {
+                        let _ = done.send(Err(SubmitError::NotMaster));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn action(&mut self, a: Action) -> Result<(), ZkError> {
+        match a {
+            Action::Zk { req, op } => {
+                if !self.zk.submit(req, op).await {
+                    return Err(ZkError::Replication(
+                        "the ZooKeeper session task ended".into(),
+                    ));
+                }
+            }
+            Action::Store { op, write } => match write {
+                StoreWrite::Append(_) | StoreWrite::Truncate { .. } => {
+                    let done = match self.records.batch(&write)? {
+                        Some(batch) => self.store.submit(batch),
+                        None => Completion::ready(Ok(())),
+                    };
+                    self.sync_queue.send((op, done)).map_err(|_| {
+                        ZkError::Replication("the store completion task ended".into())
+                    })?;
+                }
+                StoreWrite::StageBegin | StoreWrite::Stage(_) | StoreWrite::Install { .. } => {
+                    return Err(ZkError::Replication(
+                        "a full copy arrived, but the driver has no member transport yet".into(),
+                    ));
+                }
+            },
+            Action::Confirm { lsn } => {
+                if let Some(w) = self.confirms.remove(&lsn) {
+                    let _ = w.send(Ok(lsn));
+                }
+            }
+            Action::Role(r) => {
+                tracing::info!(role = ?r, "replication role");
+                if r == Role::Follower {
+                    // Accepted and not confirmed: the next master may or may not hold them.
+                    for (_, w) in self.confirms.drain() {
+                        let _ = w.send(Err(SubmitError::Unknown));
+                    }
+                }
+                self.role.send_replace(r);
+            }
+            Action::Connect { conn, .. } => {
+                // No transport yet: the connection fails at once (the core retries later).
+                let now = self.now_ms();
+                self.replica.handle(now, Event::Closed { conn });
+            }
+            Action::Send { .. } | Action::SendSnapshot { .. } | Action::Close { .. } => {}
+        }
+        Ok(())
+    }
+}
