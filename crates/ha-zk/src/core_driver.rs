@@ -299,7 +299,10 @@ impl Driver {
                         ZkError::Replication("the store completion task ended".into())
                     })?;
                 }
-                StoreWrite::StageBegin | StoreWrite::Stage(_) | StoreWrite::Install { .. } => {
+                StoreWrite::StageBegin
+                | StoreWrite::Stage(_)
+                | StoreWrite::StageAppend(_)
+                | StoreWrite::Install { .. } => {
                     return Err(ZkError::Replication(
                         "a full copy arrived, but the driver has no member transport yet".into(),
                     ));

@@ -49,6 +49,21 @@ pub fn chunk_batch(data: Bytes) -> Result<Batch, ZkError> {
     Ok(batch)
 }
 
+/// The data of entries replayed into a staging store after the copy's cut (the copy becomes
+/// consistent once they are applied: store ops are idempotent per key). The position and
+/// history come with [`install_batch`].
+pub fn staged_entries_batch(entries: &[Entry]) -> Result<Batch, ZkError> {
+    let mut ops = Vec::new();
+    for e in entries {
+        if !e.payload.is_empty() {
+            let data = decode_batch_bytes(e.payload.clone())?;
+            refuse_reserved(&data)?;
+            ops.extend(data);
+        }
+    }
+    Ok(ops)
+}
+
 /// The records that make a staged copy (its data already staged) a log ending at `last` with
 /// `history`: submitted to the staging store last, in one batch, before it is installed.
 pub fn install_batch(last: u64, history: &[(u64, u64)]) -> Result<Batch, ZkError> {
@@ -142,9 +157,12 @@ impl LogRecords {
                 "asked to cut the log after {last} (it ends at {}): a message store cannot",
                 self.last
             ))),
-            StoreWrite::StageBegin | StoreWrite::Stage(_) | StoreWrite::Install { .. } => Err(
-                ZkError::Replication("a staging write is not the live store's".into()),
-            ),
+            StoreWrite::StageBegin
+            | StoreWrite::Stage(_)
+            | StoreWrite::StageAppend(_)
+            | StoreWrite::Install { .. } => Err(ZkError::Replication(
+                "a staging write is not the live store's".into(),
+            )),
         }
     }
 

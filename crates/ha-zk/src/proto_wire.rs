@@ -17,10 +17,11 @@
 //! Welcome      33  epoch:u64 (0 d:u64 = TruncateAfter(d) | 1 = Snapshot)
 //! Entries      34  epoch:u64 prev:(epoch:u64 lsn:u64) entries
 //! SnapshotChunk 35 data (the rest of the frame: the driver's bytes)
-//! SnapshotEnd  36  last:u64 history
+//! SnapshotEnd  36  last:u64 consistent_at:u64 history
 //! Ping         37  epoch:u64 sent_ms:u64
 //! Pong         38  epoch:u64 sent_ms:u64
 //! Ack          39  epoch:u64 received:u64 durable:u64
+//! Progress     40  epoch:u64 staged:u64
 //! history  = n:u32 (epoch:u64 first_lsn:u64){n}
 //! entries  = n:u32 (epoch:u64 lsn:u64 len:u32 payload){n}
 //! ```
@@ -41,6 +42,7 @@ const T_SNAP_END: u8 = 36;
 const T_PING: u8 = 37;
 const T_PONG: u8 = 38;
 const T_ACK: u8 = 39;
+const T_PROGRESS: u8 = 40;
 
 /// Bytes an entry takes besides its payload: a count of entries larger than the bytes left
 /// divided by this is a lie, refused before anything is allocated.
@@ -69,8 +71,8 @@ pub fn encoded_len(msg: &Msg) -> usize {
             }
             Msg::Entries { entries: es, .. } => 8 + 16 + entries(es),
             Msg::SnapshotChunk { data } => data.len(),
-            Msg::SnapshotEnd { history: h, .. } => 8 + history(h),
-            Msg::Ping { .. } | Msg::Pong { .. } => 16,
+            Msg::SnapshotEnd { history: h, .. } => 16 + history(h),
+            Msg::Ping { .. } | Msg::Pong { .. } | Msg::Progress { .. } => 16,
             Msg::Ack { .. } => 24,
         }
 }
@@ -120,9 +122,14 @@ pub fn encode(b: &mut BytesMut, msg: &Msg) {
             b.put_u8(T_SNAP_CHUNK);
             b.put_slice(data);
         }
-        Msg::SnapshotEnd { last, history } => {
+        Msg::SnapshotEnd {
+            last,
+            history,
+            consistent_at,
+        } => {
             b.put_u8(T_SNAP_END);
             b.put_u64_le(*last);
+            b.put_u64_le(*consistent_at);
             put_history(b, history);
         }
         Msg::Ping { epoch, sent_ms } | Msg::Pong { epoch, sent_ms } => {
@@ -133,6 +140,11 @@ pub fn encode(b: &mut BytesMut, msg: &Msg) {
             });
             b.put_u64_le(*epoch);
             b.put_u64_le(*sent_ms);
+        }
+        Msg::Progress { epoch, staged } => {
+            b.put_u8(T_PROGRESS);
+            b.put_u64_le(*epoch);
+            b.put_u64_le(*staged);
         }
         Msg::Ack {
             epoch,
@@ -216,10 +228,15 @@ pub fn decode(mut body: Bytes) -> Result<Msg, WireError> {
         T_SNAP_CHUNK => Msg::SnapshotChunk {
             data: r.split_to(r.remaining()),
         },
-        T_SNAP_END => Msg::SnapshotEnd {
-            last: get_u64(r)?,
-            history: get_history(r)?,
-        },
+        T_SNAP_END => {
+            let last = get_u64(r)?;
+            let consistent_at = get_u64(r)?;
+            Msg::SnapshotEnd {
+                last,
+                history: get_history(r)?,
+                consistent_at,
+            }
+        }
         T_PING => Msg::Ping {
             epoch: get_u64(r)?,
             sent_ms: get_u64(r)?,
@@ -227,6 +244,10 @@ pub fn decode(mut body: Bytes) -> Result<Msg, WireError> {
         T_PONG => Msg::Pong {
             epoch: get_u64(r)?,
             sent_ms: get_u64(r)?,
+        },
+        T_PROGRESS => Msg::Progress {
+            epoch: get_u64(r)?,
+            staged: get_u64(r)?,
         },
         T_ACK => Msg::Ack {
             epoch: get_u64(r)?,
@@ -369,6 +390,7 @@ mod tests {
             Msg::SnapshotEnd {
                 last: 2,
                 history: vec![(1, 1), (2, 2)],
+                consistent_at: 9,
             },
             Msg::Ping {
                 epoch: 5,
@@ -382,6 +404,10 @@ mod tests {
                 epoch: 5,
                 received: 100,
                 durable: 90,
+            },
+            Msg::Progress {
+                epoch: 5,
+                staged: 77,
             },
         ]
     }
@@ -474,6 +500,7 @@ mod tests {
         ));
         let mut b = BytesMut::new();
         b.put_u8(T_SNAP_END);
+        b.put_u64_le(1);
         b.put_u64_le(1);
         b.put_u32_le(u32::MAX);
         assert!(matches!(

@@ -108,9 +108,7 @@ fn three_members_under_frequent_crashes_and_full_copies() {
 /// copy. The checker also fails any cut of a store's log.
 #[test]
 fn three_members_on_message_stores_keep_every_confirmed_write() {
-    let mut p = Params::new(3, 25_000);
-    p.state_store = true;
-    sweep(7_000, 150, &p);
+    sweep(7_000, 150, &three_on_message_stores());
 }
 
 #[test]
@@ -119,10 +117,41 @@ fn five_members_on_message_stores_under_frequent_crashes() {
     sweep(8_000, 60, &p);
 }
 
+/// The parameters of `three_members_on_message_stores_keep_every_confirmed_write`.
+fn three_on_message_stores() -> Params {
+    let mut p = Params::new(3, 25_000);
+    p.state_store = true;
+    p.fuzzy_copy_ppm = 500_000;
+    // A tail long enough that the entries written during a copy's read can fill the send
+    // window before the follower has replayed them (`Msg::Progress` must open it).
+    p.tail_entries_max = 400;
+    p
+}
+
+/// A stall found in the first design of copies read during writes: the send window ignored
+/// what a replaying follower had staged, so it filled up and the copy never became
+/// consistent (seed 7013). `Msg::Progress` opens the window.
+#[test]
+fn regression_a_replaying_follower_stalls_behind_a_full_send_window() {
+    let mut p = three_on_message_stores();
+    p.faults.no_progress = true;
+    let v = World::new(7_013, p.clone(), false)
+        .run()
+        .expect_err("without Progress this seed stalls");
+    assert!(v.what.contains("no progress"), "{v:?}");
+    p.faults.no_progress = false;
+    if let Err(r) = run(7_013, &p) {
+        panic!("seed 7013 with Progress must pass:\n{r}");
+    }
+}
+
 /// The parameters of `five_members_on_message_stores_under_frequent_crashes`.
 fn five_frequent(state_store: bool) -> Params {
     let mut p = Params::new(5, 20_000);
     p.state_store = state_store;
+    if state_store {
+        p.fuzzy_copy_ppm = 500_000;
+    }
     p.crash_ppm *= 5;
     p.partition_ppm *= 5;
     p.tail_entries_max = 8;
@@ -152,6 +181,7 @@ fn soak() {
         let mut p = Params::new(members, steps);
         if state_store {
             p.state_store = true;
+            p.fuzzy_copy_ppm = 500_000;
             p.crash_ppm *= 5;
             p.partition_ppm *= 5;
         }

@@ -104,6 +104,11 @@ pub struct Faults {
     /// entry it lacked had left the tail its lag looked ever older: it was added to the ISR
     /// (it had acknowledged everything confirmed) and removed as lagging in turn, forever.
     pub tail_only_catch_up: bool,
+    /// A stall the simulator found in the first design of replayed copies: the master's send
+    /// window ignored what a replaying follower staged (`Msg::Progress`), so once the entries
+    /// written during a copy's read filled the window, nothing more was sent and the follower
+    /// could never reach the point where its copy is consistent.
+    pub no_progress: bool,
 }
 
 /// The tunables of a [`Replica`].
@@ -235,12 +240,18 @@ pub enum Msg {
         /// The driver's bytes.
         data: Bytes,
     },
-    /// Master -> follower: the full copy is complete up to `last`.
+    /// Master -> follower: the full copy is complete up to `last` (the cut: the entries that
+    /// follow continue after it). The copy was read while writers went on, so it may hold
+    /// effects of later entries, up to `consistent_at`: the follower replays the entries
+    /// `last+1 ..= consistent_at` into the staging area (store ops are idempotent per key)
+    /// and installs it only then — the live store never holds a half-consistent copy.
     SnapshotEnd {
-        /// The copy's last lsn.
+        /// The copy's cut.
         last: u64,
-        /// The copy's epoch history.
+        /// The epoch history of `1..=last`.
         history: Vec<(u64, u64)>,
+        /// The master's log end when the read ended (`>= last`).
+        consistent_at: u64,
     },
     /// Master -> follower: are you there? (Fast takeover: the follower's silence timer and the
     /// master's lease.)
@@ -256,6 +267,16 @@ pub enum Msg {
         epoch: u64,
         /// The `Ping`'s `sent_ms`.
         sent_ms: u64,
+    },
+    /// Follower -> master, while it replays the entries after a full copy's cut into its
+    /// staging area: it holds them up to `staged` there (not in its log: this is no ack). Only
+    /// the master's send window counts it, so that a copy read during heavy writes (many
+    /// entries to replay) does not stall behind the window.
+    Progress {
+        /// The master's epoch.
+        epoch: u64,
+        /// The staging area's last entry.
+        staged: u64,
     },
     /// Follower -> master: my log holds yours identically up to `received`, durably up to
     /// `durable`, for your epoch `epoch`.
@@ -390,6 +411,9 @@ pub enum StoreWrite {
     StageBegin,
     /// Add a full copy's chunk to the staging area (the live store is untouched).
     Stage(Bytes),
+    /// Apply entries after the copy's cut to the staging area (replaying up to the point where
+    /// the copy is consistent).
+    StageAppend(Vec<Entry>),
     /// Replace the whole store with the staging area, atomically, recording the copy's last
     /// lsn and epoch history with it (durable when synced, like any write).
     Install {

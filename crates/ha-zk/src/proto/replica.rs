@@ -157,6 +157,16 @@ enum Phase {
     AwaitWelcome,
     /// Receiving a full copy into a staging area; the live log is untouched.
     Staging,
+    /// The copy is complete up to its cut; the entries up to `until` are replayed into the
+    /// staging area before it is installed.
+    Replaying {
+        /// The staging area's last entry.
+        staged: Position,
+        /// Where the copy is consistent.
+        until: u64,
+        /// The staging area's epoch history.
+        history: EpochHistory,
+    },
     /// `Faults::wipe_before_copy`: receiving a full copy after emptying the live log.
     WipedCopy,
     Streaming,
@@ -193,6 +203,9 @@ struct Peer {
     last_sent_ms: u64,
     received: u64,
     durable: u64,
+    /// What it holds in its staging area while it replays after a full copy (`Progress`):
+    /// counted by the send window only.
+    staged: u64,
     /// The follower held every entry appended before this time.
     caught_up_ms: u64,
     /// `(log end, time)` noted when it was set: once the follower acknowledges that lsn, it
@@ -217,6 +230,7 @@ impl Peer {
             last_sent_ms: now_ms,
             received: 0,
             durable: 0,
+            staged: 0,
             caught_up_ms: now_ms,
             mark: (u64::MAX, now_ms),
             pong_sent_ms: None,
@@ -854,19 +868,105 @@ impl Replica {
                 link.phase = phase;
                 true
             }
-            (Msg::SnapshotEnd { last, history }, Phase::Staging | Phase::WipedCopy) => {
+            (
+                Msg::SnapshotEnd {
+                    last,
+                    history,
+                    consistent_at,
+                },
+                Phase::Staging | Phase::WipedCopy,
+            ) => {
                 // The history must describe a log of exactly `last` entries.
                 match EpochHistory::from_spans(history) {
-                    Some(h) if (last == 0) == h.spans().is_empty()
-                        && h.spans().last().is_none_or(|s| s.1 <= last) =>
+                    Some(h)
+                        if (last == 0) == h.spans().is_empty()
+                            && h.spans().last().is_none_or(|s| s.1 <= last)
+                            && consistent_at >= last =>
                     {
-                        let a = self.log.install(last, h);
-                        self.out.push(a);
-                        link.phase = Phase::Streaming;
+                        if consistent_at == last {
+                            let a = self.log.install(last, h);
+                            self.out.push(a);
+                            link.phase = Phase::Streaming;
+                        } else {
+                            link.phase = Phase::Replaying {
+                                staged: Position {
+                                    epoch: h.epoch_at(last),
+                                    lsn: last,
+                                },
+                                until: consistent_at,
+                                history: h,
+                            };
+                            self.out.push(Action::Send {
+                                conn: link.conn,
+                                msg: Msg::Progress {
+                                    epoch: link.epoch,
+                                    staged: last,
+                                },
+                            });
+                        }
                         true
                     }
                     _ => false,
                 }
+            }
+            (
+                Msg::Entries {
+                    epoch,
+                    prev,
+                    entries,
+                },
+                Phase::Replaying {
+                    staged,
+                    until,
+                    mut history,
+                },
+            ) => {
+                let matches = epoch == link.epoch
+                    && prev == staged
+                    && entries
+                        .iter()
+                        .enumerate()
+                        .all(|(i, e)| e.lsn == prev.lsn + 1 + i as u64 && e.epoch <= epoch)
+                    && entries
+                        .first()
+                        .is_none_or(|e| e.epoch >= history.last_epoch());
+                if matches {
+                    let mut staged = staged;
+                    if let Some(e) = entries.last() {
+                        staged = Position {
+                            epoch: e.epoch,
+                            lsn: e.lsn,
+                        };
+                    }
+                    for e in &entries {
+                        history.append(e.epoch, e.lsn);
+                    }
+                    if !entries.is_empty() {
+                        let a = self.log.op(self.log.last, StoreWrite::StageAppend(entries));
+                        self.out.push(a);
+                    }
+                    if staged.lsn >= until {
+                        let a = self.log.install(staged.lsn, history);
+                        self.out.push(a);
+                        link.phase = Phase::Streaming;
+                    } else {
+                        if staged != prev {
+                            self.out.push(Action::Send {
+                                conn: link.conn,
+                                msg: Msg::Progress {
+                                    epoch: link.epoch,
+                                    staged: staged.lsn,
+                                },
+                            });
+                        }
+                        link.phase = Phase::Replaying {
+                            staged,
+                            until,
+                            history,
+                        };
+                    }
+                }
+                matches
             }
             (
                 Msg::Entries {
@@ -963,6 +1063,7 @@ impl Replica {
                 };
                 peer.received = received;
                 peer.durable = durable;
+                peer.staged = 0;
                 let d = self.log.history.divergence(self.log.last, &history, last);
                 // A store that cannot cut its log (a message store) continues only from its
                 // own last entry; a divergent suffix is replaced by a full copy.
@@ -1043,6 +1144,22 @@ impl Replica {
                     peer.mark = (self.log.last, now_ms);
                 }
                 self.advance_commit();
+                self.pump_all(now_ms);
+            }
+            Msg::Progress { epoch, staged } => {
+                let Some(Some(member)) = lead.conns.get(&conn).copied() else {
+                    return;
+                };
+                let Some(peer) = lead.peers.get_mut(&member).filter(|p| p.conn == Some(conn))
+                else {
+                    return;
+                };
+                if epoch != lead.epoch || staged > peer.sent {
+                    return self.master_close(conn);
+                }
+                if !faults.no_progress {
+                    peer.staged = peer.staged.max(staged);
+                }
                 self.pump_all(now_ms);
             }
             Msg::Pong { epoch, sent_ms } => {
@@ -1235,7 +1352,10 @@ impl Replica {
                     close.push(conn);
                     break;
                 }
-                let base = peer.received.max(self.log.tail_start() - 1);
+                let base = peer
+                    .received
+                    .max(peer.staged)
+                    .max(self.log.tail_start() - 1);
                 let inflight = self
                     .log
                     .cum_bytes(peer.sent)

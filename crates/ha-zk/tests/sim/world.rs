@@ -70,6 +70,11 @@ pub struct Params {
     /// violation) and a restarted member recovers no tail of entries (only its state and
     /// position), so a follower that falls behind a restarted master needs a full copy.
     pub state_store: bool,
+    /// Share of full copies (per million) read while the master goes on writing, as the
+    /// running broker reads them: the frames after the copy are held for 1–150 ms of reading,
+    /// then `SnapshotEnd` names the master's log end as the point where the copy is
+    /// consistent, and the follower replays up to it into its staging area before installing.
+    pub fuzzy_copy_ppm: u64,
     /// Check after every step that every ISR member holds every confirmed entry (off: only the
     /// end-to-end checks, to see an old behaviour actually lose a write).
     pub check_isr: bool,
@@ -98,6 +103,7 @@ impl Params {
             snapshot_chunk_entries: 16,
             faults: Faults::default(),
             state_store: false,
+            fuzzy_copy_ppm: 0,
             check_isr: true,
             heal_deadline_ms: 20_000,
         }
@@ -154,6 +160,7 @@ fn apply(log: &mut Vec<Slot>, staging: &mut Vec<Entry>, w: &StoreWrite) -> Optio
         }
         StoreWrite::Truncate { last } => log.truncate(*last as usize),
         StoreWrite::StageBegin => staging.clear(),
+        StoreWrite::StageAppend(es) => staging.extend(es.iter().cloned()),
         StoreWrite::Stage(data) => match decode_entries(data.clone()) {
             Ok(es) => staging.extend(es),
             Err(e) => return Some(format!("a copy's chunk does not decode: {e}")),
@@ -252,6 +259,8 @@ struct Conn {
     broken: bool,
     /// Per direction: the time the last frame is delivered (TCP keeps order).
     tail_ms: [u64; 2],
+    /// Frames towards the follower held back while the master reads a full copy.
+    held: Option<Vec<Msg>>,
 }
 
 #[derive(Debug)]
@@ -273,6 +282,9 @@ enum Ev {
     ZkBack,
     /// A frozen member's process resumes (incarnation).
     Thaw(u32, u64),
+    /// The master (member, incarnation, epoch) finished reading a full copy cut at `cut`
+    /// for the follower on a connection.
+    ReadEnd(u32, u64, u64, ConnId, u64),
 }
 
 /// The checker's memory.
@@ -582,6 +594,7 @@ impl World {
                             open: [true, true],
                             broken: false,
                             tail_ms: [self.now_ms + d, self.now_ms + d],
+                            held: None,
                         },
                     );
                     self.at(d, Ev::To(j, jinc, Event::Accepted { conn }));
@@ -622,7 +635,26 @@ impl World {
                         },
                     );
                 }
-                self.send(i, conn, Msg::SnapshotEnd { last, history });
+                let fuzzy = self.p.fuzzy_copy_ppm > 0 && self.rng.chance(self.p.fuzzy_copy_ppm);
+                if let (true, Role::Master { epoch }, Some(c)) = (
+                    fuzzy,
+                    self.nodes[i as usize].role,
+                    self.conns.get_mut(&conn),
+                ) {
+                    c.held = Some(Vec::new());
+                    let d = self.rng.range(1, 150);
+                    self.at(d, Ev::ReadEnd(i, inc, epoch, conn, last));
+                } else {
+                    self.send(
+                        i,
+                        conn,
+                        Msg::SnapshotEnd {
+                            last,
+                            history,
+                            consistent_at: last,
+                        },
+                    );
+                }
             }
             Action::Close { conn } => {
                 if let Some(c) = self.conns.get_mut(&conn) {
@@ -709,6 +741,10 @@ impl World {
             return;
         }
         let to = 1 - me;
+        if let (0, Some(held)) = (to, c.held.as_mut()) {
+            held.push(msg);
+            return;
+        }
         let t = (self.now_ms + d).max(c.tail_ms[to]);
         c.tail_ms[to] = t;
         let delay = t - self.now_ms;
@@ -1176,6 +1212,38 @@ impl World {
                 let (node, inc) = if to == 0 { c.client } else { c.server };
                 self.deliver(node, inc, Event::Received { conn, msg });
             }
+            Ev::ReadEnd(i, inc, epoch, conn, cut) => {
+                let node = &self.nodes[i as usize];
+                let still = node.incarnation == inc
+                    && node.replica.is_some()
+                    && node.role == Role::Master { epoch };
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                let Some(held) = c.held.take() else {
+                    return;
+                };
+                if !still {
+                    // The reader is gone or deposed: the copy is abandoned with its connection.
+                    c.broken = true;
+                    return;
+                }
+                let log = &self.nodes[i as usize].disk.visible;
+                let consistent_at = log.len() as u64;
+                let history = history_of(&log[..cut as usize]).spans().to_vec();
+                self.send(
+                    i,
+                    conn,
+                    Msg::SnapshotEnd {
+                        last: cut,
+                        history,
+                        consistent_at,
+                    },
+                );
+                for m in held {
+                    self.send(i, conn, m);
+                }
+            }
             Ev::Sync(i, inc) => {
                 let node = &mut self.nodes[i as usize];
                 if node.incarnation == inc && node.replica.is_some() {
@@ -1372,6 +1440,11 @@ fn short_action(a: &Action) -> String {
             StoreWrite::Truncate { last } => format!("store#{op} truncate after {last}"),
             StoreWrite::StageBegin => format!("store#{op} stage begin"),
             StoreWrite::Stage(data) => format!("store#{op} stage {} bytes", data.len()),
+            StoreWrite::StageAppend(es) => format!(
+                "store#{op} stage {}..={}",
+                es.first().map_or(0, |e| e.lsn),
+                es.last().map_or(0, |e| e.lsn)
+            ),
             StoreWrite::Install { last, .. } => format!("store#{op} install 1..={last}"),
         },
         other => format!("{other:?}"),
