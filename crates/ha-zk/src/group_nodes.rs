@@ -18,6 +18,7 @@ use crate::ZkError;
 pub struct GroupNodes {
     state_path: String,
     leader_path: String,
+    members_path: String,
     me: MemberId,
     acls: Acls<'static>,
 }
@@ -68,7 +69,16 @@ impl GroupNodes {
             Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
             Err(e) => return Err(ZkError::zk(format!("create {base}"))(e)),
         }
+        let members_path = format!("{base}/members");
+        match zk
+            .create(&members_path, b"", &CreateMode::Persistent.with_acls(acls))
+            .await
+        {
+            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+            Err(e) => return Err(ZkError::zk(format!("create {members_path}"))(e)),
+        }
         Ok(GroupNodes {
+            members_path,
             state_path: format!("{base}/state"),
             leader_path: format!("{base}/leader"),
             me,
@@ -120,6 +130,51 @@ impl GroupNodes {
             state_watch,
             leader_watch,
         })
+    }
+
+    /// Publishes where this broker accepts replication connections, for this session:
+    /// an ephemeral sequential node `members/<id>-<seq>` holding `host:port`. A node of an
+    /// earlier session of the same broker may linger until that session expires; lookups take
+    /// the newest (highest sequence).
+    pub async fn register(&self, zk: &Client, address: &str) -> Result<(), ZkError> {
+        let prefix = format!("{}/{}-", self.members_path, self.me);
+        zk.create(
+            &prefix,
+            address.as_bytes(),
+            &CreateMode::EphemeralSequential.with_acls(self.acls),
+        )
+        .await
+        .map(|_| ())
+        .map_err(ZkError::zk(format!("register {prefix}")))
+    }
+
+    /// Where `member` accepts replication connections (its newest registration), `None` if it
+    /// has none (not running, or its session expired).
+    pub async fn lookup(&self, zk: &Client, member: MemberId) -> Result<Option<String>, ZkError> {
+        let children = zk
+            .list_children(&self.members_path)
+            .await
+            .map_err(ZkError::zk(format!("list {}", self.members_path)))?;
+        let prefix = format!("{member}-");
+        let newest = children
+            .iter()
+            .filter_map(|c| {
+                let seq: u64 = c.strip_prefix(&prefix)?.parse().ok()?;
+                Some((seq, c))
+            })
+            .max();
+        let Some((_, name)) = newest else {
+            return Ok(None);
+        };
+        let path = format!("{}/{name}", self.members_path);
+        match zk.get_data(&path).await {
+            Ok((data, _)) => String::from_utf8(data)
+                .map(Some)
+                .map_err(|_| ZkError::Replication(format!("{path} does not hold a UTF-8 address"))),
+            // Gone between the two reads: its session just ended.
+            Err(zookeeper_client::Error::NoNode) => Ok(None),
+            Err(e) => Err(ZkError::zk(format!("read {path}"))(e)),
+        }
     }
 
     /// Runs one operation; `Ok` carries the state node's new version.

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use zookeeper_client::{Acls, Client, SessionState, StateWatcher};
 
@@ -55,6 +55,9 @@ pub struct SessionConfig {
     pub group: String,
     /// This broker's member id.
     pub me: MemberId,
+    /// Where this broker accepts replication connections (`host:port`), registered in every
+    /// session for the others' [`GroupSession::lookup`]; `None` registers nothing.
+    pub advertise: Option<String>,
 }
 
 /// Opens a ZooKeeper session with the broker's settings; bounded, so that a dead ensemble is
@@ -92,6 +95,7 @@ pub(crate) fn acls(password: Option<&str>) -> Acls<'static> {
 #[derive(Debug)]
 pub struct GroupSession {
     ops: mpsc::Sender<(ZkReq, ZkOp)>,
+    lookups: mpsc::Sender<Lookup>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -100,18 +104,21 @@ impl GroupSession {
     /// Starts the task; its events go to `events` in the order they happened.
     pub fn spawn(cfg: SessionConfig, events: mpsc::Sender<Event>) -> GroupSession {
         let (ops_tx, ops) = mpsc::channel(OPS_QUEUE);
+        let (lookups_tx, lookups) = mpsc::channel(OPS_QUEUE);
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(
             Task {
                 cfg,
                 events,
                 ops,
+                lookups,
                 stop: stop_rx,
             }
             .run(),
         );
         GroupSession {
             ops: ops_tx,
+            lookups: lookups_tx,
             stop,
             task,
         }
@@ -121,6 +128,15 @@ impl GroupSession {
     /// (then no answer comes: the driver is shutting down).
     pub async fn submit(&self, req: ZkReq, op: ZkOp) -> bool {
         self.ops.send((req, op)).await.is_ok()
+    }
+
+    /// Where `member` accepts replication connections, as registered in ZooKeeper; `None`
+    /// when it has no registration, or no answer came (no session, or none within
+    /// [`OP_TIMEOUT`]): the caller tries again later.
+    pub async fn lookup(&self, member: MemberId) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        self.lookups.send((member, tx)).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     /// Stops the task and waits for it; the session closes (its ephemeral nodes go at once).
@@ -139,11 +155,13 @@ enum End {
 }
 
 type Fired = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Lookup = (MemberId, oneshot::Sender<Option<String>>);
 
 struct Task {
     cfg: SessionConfig,
     events: mpsc::Sender<Event>,
     ops: mpsc::Receiver<(ZkReq, ZkOp)>,
+    lookups: mpsc::Receiver<Lookup>,
     stop: watch::Receiver<bool>,
 }
 
@@ -167,6 +185,9 @@ impl Task {
                     acls(password.as_deref()),
                 )
                 .await?;
+                if let Some(addr) = &self.cfg.advertise {
+                    nodes.register(&zk, addr).await?;
+                }
                 Ok::<_, ZkError>((zk, nodes))
             };
             let mut stop = self.stop.clone();
@@ -201,6 +222,12 @@ impl Task {
             tokio::select! {
                 () = stopped(&mut stop) => return false,
                 _ = tokio::time::sleep_until(until) => return true,
+                l = self.lookups.recv() => match l {
+                    None => return false,
+                    Some((_, answer)) => {
+                        let _ = answer.send(None);
+                    }
+                },
                 op = self.ops.recv() => match op {
                     None => return false,
                     Some((req, _)) => {
@@ -253,6 +280,19 @@ impl Task {
                 }
                 () = watch => fired = None,
                 () = tokio::time::sleep(READ_RETRY), if retry => {}
+                l = self.lookups.recv() => {
+                    let Some((member, answer)) = l else { return End::Stop };
+                    let found = match self.bounded(nodes.lookup(zk, member), OP_TIMEOUT, &mut states, &mut connected).await {
+                        Waited::Done(Ok(a)) => a,
+                        Waited::Done(Err(e)) => {
+                            tracing::debug!(error = %e, member, "looking up a member's address");
+                            None
+                        }
+                        Waited::TimedOut => None,
+                        Waited::End(end) => return end,
+                    };
+                    let _ = answer.send(found);
+                }
                 op = self.ops.recv() => {
                     let Some((req, op)) = op else { return End::Stop };
                     let result = match self.bounded(nodes.apply(zk, &op), OP_TIMEOUT, &mut states, &mut connected).await {

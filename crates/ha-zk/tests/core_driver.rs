@@ -28,6 +28,7 @@ fn session(path: &str) -> SessionConfig {
         zk_path: path.to_string(),
         group: "g".into(),
         me: 1,
+        advertise: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn config(zk_address: String, path: &str, me: u32) -> SessionConfig {
         zk_path: path.to_string(),
         group: "g".into(),
         me,
+        advertise: Some(format!("127.0.0.1:{}", 7000 + me)),
     }
 }
 
@@ -160,11 +161,18 @@ async fn the_session_task_reports_the_group_and_answers_every_operation() {
     })
     .await;
 
+    // Each finds the other's replication address; an unknown member has none.
+    assert_eq!(a.session.lookup(2).await.as_deref(), Some("127.0.0.1:7002"));
+    assert_eq!(b.session.lookup(1).await.as_deref(), Some("127.0.0.1:7001"));
+    assert_eq!(a.session.lookup(9).await, None);
+
     // A stops: its session closes, and B's watch reports the leader node gone.
     a.session.stop().await;
     let (s, _, alive, _) = b.group("the leader node gone", |_, alive, _| !alive).await;
     assert_eq!(s, Some(state(1, Some(1), &[1, 2])), "the state stays");
     assert!(!alive);
+    // ...and its address with it (the registration is ephemeral).
+    assert_eq!(b.session.lookup(1).await, None);
     b.session.stop().await;
 }
 
@@ -288,6 +296,9 @@ async fn a_lost_connection_and_an_expired_session_are_reported_in_order_and_a_ne
     assert_eq!(a.op(4, claim).await, Ok(2));
     a.group("A's new leader node", |_, alive, mine| alive && mine)
         .await;
+    // The new session registered A's address again (the old registration went with the
+    // expired session).
+    assert_eq!(b.session.lookup(1).await.as_deref(), Some("127.0.0.1:7001"));
     a.session.stop().await;
     b.session.stop().await;
 }
