@@ -3,10 +3,11 @@
 //! through [`LogRecords`] — and I/O completions back into events. It decides nothing.
 //!
 //! Built so far: ZooKeeper, the live store, producers' writes and their confirmations, the
-//! role. **Not yet:** the member-to-member transport (`Action::Connect`/`Send`/`Close`/
-//! `SendSnapshot` and the staging writes a full copy brings): until it exists the driver runs
-//! only one-member groups (`replicas = 1`), and refuses to start otherwise
-//! (`docs/replication.md`, "What remains to wire").
+//! role, and the member connections ([`crate::core_transport`], authenticated). **Not yet:**
+//! full copies (`Action::SendSnapshot` and the staging writes): a master closes a connection
+//! that needs one, and a follower told a copy follows closes its link, so a member that fell
+//! out of the master's tail does not rejoin until they exist (`docs/replication.md`, "What
+//! remains to wire"). Without a transport ([`Net`]) only one-member groups run.
 //!
 //! Ordering rules it keeps:
 //! - store batches are submitted in the core's order, and `StoreSynced { op }` is reported only
@@ -15,7 +16,7 @@
 //!   waiting producer is told, and the role falls back to follower for HA to take over;
 //! - a producer's write is confirmed only by the core's `Confirm` for its lsn.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +26,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core_store::{entry_payload, recover, LogRecords};
-use crate::group_session::{GroupSession, SessionConfig};
-use crate::proto::{Action, Config, Event, Refused, Replica, Role, StoreOpId, StoreWrite};
+use crate::core_transport::{self, Identity, NetEvent};
+use crate::group_session::{GroupSession, Lookups, SessionConfig};
+use crate::proto::{
+    Action, Config, ConnId, Event, MemberId, Msg, Refused, Replica, Role, StoreOpId, StoreWrite,
+};
 use crate::ZkError;
 
 /// How often the core's timers are driven.
@@ -67,11 +71,11 @@ impl CoreDriver {
         core: Config,
         session: SessionConfig,
         store: Arc<dyn MessageStore>,
+        net: Option<Net>,
     ) -> Result<CoreDriver, ZkError> {
-        if core.replicas != 1 {
+        if core.replicas != 1 && net.is_none() {
             return Err(ZkError::Config(format!(
-                "the replication core's driver has no member transport yet: it runs one-member \
-                 groups only (replicas = {})",
+                "a group of {} members needs the member transport (a listener and an identity)",
                 core.replicas
             )));
         }
@@ -81,6 +85,15 @@ impl CoreDriver {
         let replica = Replica::new(core, recovered, 0);
         let (zk_tx, zk_events) = mpsc::channel(1_024);
         let zk = GroupSession::spawn(session, zk_tx);
+        let lookups = zk.lookups();
+        let (net_tx, net_events) = mpsc::channel(4_096);
+        let (identity, listener) = match net {
+            Some(Net { listener, identity }) => {
+                let task = core_transport::listen(listener, identity.clone(), net_tx.clone());
+                (Some(identity), Some(task))
+            }
+            None => (None, None),
+        };
         let (submits, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
         let (role_tx, role) = watch::channel(Role::Follower);
         let (stop, stop_rx) = watch::channel(false);
@@ -102,6 +115,13 @@ impl CoreDriver {
                 synced,
                 clock,
                 actions: Vec::new(),
+                identity,
+                listener,
+                lookups,
+                net_tx,
+                net_events,
+                conns: HashMap::new(),
+                connecting: HashSet::new(),
             }
             .run(stop_rx),
         );
@@ -155,6 +175,23 @@ async fn await_syncs(
 
 type Waiter = oneshot::Sender<Result<u64, SubmitError>>;
 
+/// The member transport: where this member accepts connections, and who it is.
+#[derive(Debug)]
+pub struct Net {
+    /// Bound to `ha.bind`; its address is what `SessionConfig::advertise` publishes.
+    pub listener: tokio::net::TcpListener,
+    /// Group, member id and security token.
+    pub identity: Identity,
+}
+
+/// An open connection.
+#[derive(Debug)]
+struct Conn {
+    writer: mpsc::UnboundedSender<Msg>,
+    /// The member an inbound connection's handshake proved (`None`: outbound).
+    peer: Option<MemberId>,
+}
+
 struct Driver {
     replica: Replica,
     records: LogRecords,
@@ -171,6 +208,14 @@ struct Driver {
     synced: mpsc::UnboundedReceiver<Result<StoreOpId, String>>,
     clock: tokio::time::Instant,
     actions: Vec<Action>,
+    identity: Option<Identity>,
+    listener: Option<JoinHandle<()>>,
+    lookups: Lookups,
+    net_tx: mpsc::Sender<NetEvent>,
+    net_events: mpsc::Receiver<NetEvent>,
+    conns: HashMap<ConnId, Conn>,
+    /// Outbound connections asked for and not yet open.
+    connecting: HashSet<ConnId>,
 }
 
 impl Driver {
@@ -196,6 +241,7 @@ impl Driver {
                     ))),
                     None => break Err(ZkError::Replication("the store completion task ended".into())),
                 },
+                Some(ev) = self.net_events.recv() => self.on_net(ev),
                 ev = self.zk_events.recv() => match ev {
                     Some(ev) => {
                         let now = self.now_ms();
@@ -232,8 +278,71 @@ impl Driver {
             let _ = w.send(Err(SubmitError::Stopped(why.clone())));
         }
         self.role.send_replace(Role::Follower);
+        if let Some(l) = self.listener.take() {
+            l.abort();
+        }
+        self.conns.clear();
         self.zk.stop().await;
         result
+    }
+
+    fn on_net(&mut self, ev: NetEvent) {
+        let now = self.now_ms();
+        match ev {
+            NetEvent::Accepted { conn, peer, writer } => {
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        writer,
+                        peer: Some(peer),
+                    },
+                );
+                self.replica.handle(now, Event::Accepted { conn });
+            }
+            NetEvent::Connected { conn, writer } => {
+                if self.connecting.remove(&conn) {
+                    self.conns.insert(conn, Conn { writer, peer: None });
+                    self.replica.handle(now, Event::Connected { conn });
+                }
+                // Else the core gave up on it meanwhile: dropping the writer closes it.
+            }
+            NetEvent::Received { conn, msg } => {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                if let (Some(peer), Msg::Hello { member, .. }) = (c.peer, &msg) {
+                    if *member != peer {
+                        // The handshake proved `peer`: its acks must not count for another.
+                        tracing::warn!(peer, member, "a member said Hello as another: closing");
+                        self.conns.remove(&conn);
+                        self.replica.handle(now, Event::Closed { conn });
+                        return;
+                    }
+                }
+                self.replica.handle(now, Event::Received { conn, msg });
+            }
+            NetEvent::Closed { conn } => {
+                let known = self.conns.remove(&conn).is_some() || self.connecting.remove(&conn);
+                if known {
+                    self.replica.handle(now, Event::Closed { conn });
+                }
+            }
+        }
+    }
+
+    /// Closes every outbound connection (a follower's link) and tells the core.
+    fn close_links(&mut self) {
+        let now = self.now_ms();
+        let links: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for conn in links {
+            self.conns.remove(&conn);
+            self.replica.handle(now, Event::Closed { conn });
+        }
     }
 
     /// Offers a write to the core; a `Busy` core keeps it waiting (in order).
@@ -299,14 +408,15 @@ impl Driver {
                         ZkError::Replication("the store completion task ended".into())
                     })?;
                 }
-                StoreWrite::StageBegin
-                | StoreWrite::Stage(_)
-                | StoreWrite::StageAppend(_)
-                | StoreWrite::Install { .. } => {
-                    return Err(ZkError::Replication(
-                        "a full copy arrived, but the driver has no member transport yet".into(),
-                    ));
+                StoreWrite::StageBegin => {
+                    tracing::warn!(
+                        "the master sends a full copy, which this driver cannot take yet: \
+                         closing the link (the member stays out of the in-sync set)"
+                    );
+                    self.close_links();
                 }
+                // Only after a `StageBegin`, whose link is closed already.
+                StoreWrite::Stage(_) | StoreWrite::StageAppend(_) | StoreWrite::Install { .. } => {}
             },
             Action::Confirm { lsn } => {
                 if let Some(w) = self.confirms.remove(&lsn) {
@@ -323,12 +433,40 @@ impl Driver {
                 }
                 self.role.send_replace(r);
             }
-            Action::Connect { conn, .. } => {
-                // No transport yet: the connection fails at once (the core retries later).
-                let now = self.now_ms();
-                self.replica.handle(now, Event::Closed { conn });
+            Action::Connect { conn, to } => match &self.identity {
+                Some(id) => {
+                    self.connecting.insert(conn);
+                    let (id, lookups, events) =
+                        (id.clone(), self.lookups.clone(), self.net_tx.clone());
+                    tokio::spawn(async move {
+                        let address = lookups.lookup(to).await;
+                        core_transport::connect(conn, to, address, id, events);
+                    });
+                }
+                None => {
+                    let now = self.now_ms();
+                    self.replica.handle(now, Event::Closed { conn });
+                }
+            },
+            Action::Send { conn, msg } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let _ = c.writer.send(msg);
+                }
             }
-            Action::Send { .. } | Action::SendSnapshot { .. } | Action::Close { .. } => {}
+            Action::Close { conn } => {
+                self.conns.remove(&conn);
+                self.connecting.remove(&conn);
+            }
+            Action::SendSnapshot { conn, .. } => {
+                tracing::warn!(
+                    conn,
+                    "a follower needs a full copy, which this driver cannot send yet: closing"
+                );
+                if self.conns.remove(&conn).is_some() {
+                    let now = self.now_ms();
+                    self.replica.handle(now, Event::Closed { conn });
+                }
+            }
         }
         Ok(())
     }

@@ -139,10 +139,28 @@ impl GroupSession {
         rx.await.ok().flatten()
     }
 
+    /// A handle for lookups from other tasks.
+    pub fn lookups(&self) -> Lookups {
+        Lookups(self.lookups.clone())
+    }
+
     /// Stops the task and waits for it; the session closes (its ephemeral nodes go at once).
     pub async fn stop(self) {
         self.stop.send_replace(true);
         let _ = self.task.await;
+    }
+}
+
+/// Looks members' addresses up through a [`GroupSession`] (cloneable).
+#[derive(Debug, Clone)]
+pub struct Lookups(mpsc::Sender<Lookup>);
+
+impl Lookups {
+    /// See [`GroupSession::lookup`].
+    pub async fn lookup(&self, member: MemberId) -> Option<String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send((member, tx)).await.ok()?;
+        rx.await.ok().flatten()
     }
 }
 

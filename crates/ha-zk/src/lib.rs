@@ -27,6 +27,7 @@ pub mod auth;
 pub mod core_auth;
 pub mod core_driver;
 pub mod core_store;
+pub mod core_transport;
 mod election;
 pub mod group_nodes;
 pub mod group_session;

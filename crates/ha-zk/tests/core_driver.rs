@@ -61,7 +61,7 @@ async fn a_one_member_group_claims_confirms_and_keeps_its_log_across_restarts() 
     let dir = tempfile::tempdir().unwrap();
     let path = common::unique_path("core-driver");
     let store = open(dir.path());
-    let d = Arc::new(CoreDriver::start(core(1, 1), session(&path), store.clone()).unwrap());
+    let d = Arc::new(CoreDriver::start(core(1, 1), session(&path), store.clone(), None).unwrap());
     master_of(&d, 1).await;
 
     // 16 producers, 100 writes each, at full speed: every write confirmed with its own lsn.
@@ -102,7 +102,7 @@ async fn a_one_member_group_claims_confirms_and_keeps_its_log_across_restarts() 
     assert_eq!(store.load(Q, None, 10_000).unwrap().len(), 1_600);
 
     // Restarted on the same store: the next epoch continues the log after it.
-    let d = CoreDriver::start(core(2, 1), session(&path), store.clone()).unwrap();
+    let d = CoreDriver::start(core(2, 1), session(&path), store.clone(), None).unwrap();
     master_of(&d, 2).await;
     assert_eq!(d.submit(enqueue(1_601)).await, Ok(1_603));
     d.stop().await.unwrap();
@@ -113,10 +113,11 @@ async fn a_one_member_group_claims_confirms_and_keeps_its_log_across_restarts() 
 }
 
 #[tokio::test]
-async fn a_group_of_several_members_is_refused_until_the_transport_exists() {
+async fn a_group_of_several_members_needs_the_transport() {
     let dir = tempfile::tempdir().unwrap();
-    let err = CoreDriver::start(core(1, 3), session("/unused"), open(dir.path())).unwrap_err();
-    assert!(err.to_string().contains("one-member"), "{err}");
+    let err =
+        CoreDriver::start(core(1, 3), session("/unused"), open(dir.path()), None).unwrap_err();
+    assert!(err.to_string().contains("member transport"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +127,7 @@ async fn a_failed_store_write_stops_the_driver_and_is_never_confirmed() {
     let dir = fs.mount_point().join("journal");
     let path = common::unique_path("core-driver-eio");
     let store = open(&dir);
-    let d = CoreDriver::start(core(1, 1), session(&path), store.clone()).unwrap();
+    let d = CoreDriver::start(core(1, 1), session(&path), store.clone(), None).unwrap();
     master_of(&d, 1).await;
     assert_eq!(d.submit(enqueue(1)).await, Ok(2));
 
