@@ -19,7 +19,7 @@
 use bytes::{Bytes, BytesMut};
 use ferromq_store::{Batch, MessageStore, Op};
 
-use crate::position::{position_ops, read_position, POSITION_LIST, RESERVED_PREFIX};
+use crate::position::{load_all, position_ops, read_position, POSITION_LIST, RESERVED_PREFIX};
 use crate::proto::{Entry, EpochHistory, Recovered, StoreWrite};
 use crate::wire::{decode_batch_bytes, encode_batch, Position};
 use crate::ZkError;
@@ -217,21 +217,15 @@ impl LogRecords {
 pub fn recover(store: &dyn MessageStore) -> Result<Recovered, ZkError> {
     let pos = read_position(store)?;
     let mut spans = Vec::new();
-    let mut after = None;
-    // One record per epoch; a million epochs is far beyond any group's life.
-    for _ in 0..1_000 {
-        let page = store.load(EPOCHS_LIST, after, 1024)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        for m in &page {
-            let first: [u8; 8] = m.payload.as_ref().try_into().map_err(|_| {
-                ZkError::Replication(format!(
-                    "{EPOCHS_LIST} seq {}: an epoch record is not 8 bytes",
-                    m.seq
-                ))
-            })?;
-            spans.push((m.seq, u64::from_le_bytes(first)));
-        }
+    // One record per epoch (in ascending seq: the spans' order).
+    for m in load_all(store, EPOCHS_LIST)? {
+        let first: [u8; 8] = m.payload.as_ref().try_into().map_err(|_| {
+            ZkError::Replication(format!(
+                "{EPOCHS_LIST} seq {}: an epoch record is not 8 bytes",
+                m.seq
+            ))
+        })?;
+        spans.push((m.seq, u64::from_le_bytes(first)));
     }
     if pos.lsn > 0 && spans.is_empty() && !store.load(POSITION_LIST, None, 1)?.is_empty() {
         return Err(ZkError::Replication(

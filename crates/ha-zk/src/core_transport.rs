@@ -1,5 +1,7 @@
 //! Connections between members running the replication core: TCP on the `ha.bind` address,
-//! each opened by the [`crate::core_auth`] handshake, then [`crate::proto_wire`] frames. The
+//! with mutual TLS when `ha.tls_*` is set ([`crate::tls`]: the group CA must have signed both
+//! certificates), each opened by the [`crate::core_auth`] handshake, then
+//! [`crate::proto_wire`] frames. The
 //! transport decides nothing: it reports connections and frames to the driver as [`NetEvent`]s
 //! and writes what the driver hands it, in order.
 //!
@@ -16,14 +18,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::nonce;
 use crate::core_auth::{self, Handshake, Transcript};
 use crate::proto::{ConnId, MemberId, Msg};
 use crate::proto_wire::{self, Decoder};
+use crate::tls::{self, Reader, Writer};
 use crate::wire::{WireError, MAX_FRAME};
+use crate::ReplicationTls;
 use crate::ZkError;
 
 /// How long a handshake may take.
@@ -36,7 +40,7 @@ const READ_CHUNK: usize = 256 * 1024;
 const INBOUND: u64 = 1 << 63;
 
 /// Who this member is to the others.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Identity {
     /// The group.
     pub group: String,
@@ -44,6 +48,19 @@ pub struct Identity {
     pub me: MemberId,
     /// `ha.security_token`, shared by the group.
     pub token: String,
+    /// Mutual TLS on every connection (`ha.tls_*`); `None` = plain TCP.
+    pub tls: Option<ReplicationTls>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Identity")
+            .field("group", &self.group)
+            .field("me", &self.me)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the transport reports to the driver.
@@ -97,9 +114,14 @@ pub fn listen(
             let conn = INBOUND | next.fetch_add(1, Ordering::Relaxed);
             let (id, events) = (id.clone(), events.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(stream, &id)).await {
-                    Ok(Ok((peer, stream))) => {
-                        let writer = run(conn, stream, events.clone());
+                let opened = async {
+                    let (rd, wr) =
+                        tls::accept(stream, addr, id.tls.as_ref(), HANDSHAKE_TIMEOUT).await?;
+                    accept(rd, wr, &id).await
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, opened).await {
+                    Ok(Ok((peer, rd, wr))) => {
+                        let writer = run(conn, rd, wr, events.clone());
                         let _ = events.send(NetEvent::Accepted { conn, peer, writer }).await;
                     }
                     Ok(Err(e)) => {
@@ -125,18 +147,21 @@ pub fn connect(
             let address = address.ok_or_else(|| {
                 ZkError::Replication(format!("member {to} has no registered address"))
             })?;
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
-                .await
-                .map_err(|_| ZkError::Replication(format!("connecting to {address} timed out")))?
-                .map_err(|e| ZkError::Replication(format!("connecting to {address}: {e}")))?;
-            let _ = stream.set_nodelay(true);
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, open(stream, &id, to))
+            // TCP and TLS within the connect timeout, then our handshake within its own.
+            let (rd, wr) = tls::connect(
+                &address,
+                id.tls.as_ref(),
+                CONNECT_TIMEOUT,
+                "replication connection",
+            )
+            .await?;
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, open(rd, wr, &id, to))
                 .await
                 .map_err(|_| ZkError::Replication(format!("handshake with {address} timed out")))?
         };
         match opened.await {
-            Ok(stream) => {
-                let writer = run(conn, stream, events.clone());
+            Ok((rd, wr)) => {
+                let writer = run(conn, rd, wr, events.clone());
                 let _ = events.send(NetEvent::Connected { conn, writer }).await;
             }
             Err(e) => {
@@ -150,10 +175,10 @@ pub fn connect(
 /// Starts the reader and writer of an authenticated connection.
 fn run(
     conn: ConnId,
-    stream: TcpStream,
+    mut rd: Reader,
+    mut wr: Writer,
     events: mpsc::Sender<NetEvent>,
 ) -> mpsc::UnboundedSender<Msg> {
-    let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     // Whoever sees the end first reports it, once.
     let ended = Arc::new(AtomicBool::new(false));
@@ -199,7 +224,7 @@ fn run(
                     Err(_) => break,
                 }
             }
-            if wr.write_all(&out).await.is_err() {
+            if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
                 failed = true;
                 break;
             }
@@ -220,6 +245,8 @@ async fn write_handshake<W: AsyncWrite + Unpin>(w: &mut W, h: &Handshake) -> Res
     let mut b = BytesMut::new();
     core_auth::encode(&mut b, h);
     w.write_all(&b).await.map_err(WireError::from)?;
+    // TLS buffers: the frame must leave now (the peer waits for it).
+    w.flush().await.map_err(WireError::from)?;
     Ok(())
 }
 
@@ -235,7 +262,11 @@ async fn read_handshake<R: AsyncRead + Unpin>(r: &mut R) -> Result<Handshake, Zk
 }
 
 /// The accepter's side; returns the proven peer.
-async fn accept(mut s: TcpStream, id: &Identity) -> Result<(MemberId, TcpStream), ZkError> {
+async fn accept(
+    mut rd: Reader,
+    mut s: Writer,
+    id: &Identity,
+) -> Result<(MemberId, Reader, Writer), ZkError> {
     let an = nonce()?;
     write_handshake(&mut s, &Handshake::Challenge { nonce: an }).await?;
     let Handshake::Open {
@@ -243,7 +274,7 @@ async fn accept(mut s: TcpStream, id: &Identity) -> Result<(MemberId, TcpStream)
         from,
         to,
         nonce: cn,
-    } = read_handshake(&mut s).await?
+    } = read_handshake(&mut rd).await?
     else {
         return Err(ZkError::Replication("the peer did not open".into()));
     };
@@ -263,7 +294,7 @@ async fn accept(mut s: TcpStream, id: &Identity) -> Result<(MemberId, TcpStream)
         connector_nonce: &cn,
         accepter_nonce: &an,
     };
-    let Handshake::Proof { proof } = read_handshake(&mut s).await? else {
+    let Handshake::Proof { proof } = read_handshake(&mut rd).await? else {
         return Err(ZkError::Replication("the peer sent no proof".into()));
     };
     if !t.verify_connector(&id.token, &proof) {
@@ -275,11 +306,16 @@ async fn accept(mut s: TcpStream, id: &Identity) -> Result<(MemberId, TcpStream)
     }
     let mine = t.accepter_proof(&id.token)?;
     write_handshake(&mut s, &Handshake::Proof { proof: mine }).await?;
-    Ok((from, s))
+    Ok((from, rd, s))
 }
 
 /// The connector's side.
-async fn open(mut s: TcpStream, id: &Identity, to: MemberId) -> Result<TcpStream, ZkError> {
+async fn open(
+    mut rd: Reader,
+    mut s: Writer,
+    id: &Identity,
+    to: MemberId,
+) -> Result<(Reader, Writer), ZkError> {
     let cn = nonce()?;
     write_handshake(
         &mut s,
@@ -291,7 +327,7 @@ async fn open(mut s: TcpStream, id: &Identity, to: MemberId) -> Result<TcpStream
         },
     )
     .await?;
-    let Handshake::Challenge { nonce: an } = read_handshake(&mut s).await? else {
+    let Handshake::Challenge { nonce: an } = read_handshake(&mut rd).await? else {
         return Err(ZkError::Replication("the peer sent no challenge".into()));
     };
     let t = Transcript {
@@ -303,8 +339,8 @@ async fn open(mut s: TcpStream, id: &Identity, to: MemberId) -> Result<TcpStream
     };
     let proof = t.connector_proof(&id.token)?;
     write_handshake(&mut s, &Handshake::Proof { proof }).await?;
-    match read_handshake(&mut s).await? {
-        Handshake::Proof { proof } if t.verify_accepter(&id.token, &proof) => Ok(s),
+    match read_handshake(&mut rd).await? {
+        Handshake::Proof { proof } if t.verify_accepter(&id.token, &proof) => Ok((rd, s)),
         Handshake::Proof { .. } => Err(ZkError::Replication(format!(
             "member {to} failed authentication (security token)"
         ))),

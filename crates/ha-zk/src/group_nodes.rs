@@ -62,20 +62,15 @@ impl GroupNodes {
             .map_err(ZkError::zk(format!("mkdir {parent}")))?;
         }
         let base = format!("{parent}/{group}");
-        match zk
-            .create(&base, b"", &CreateMode::Persistent.with_acls(acls))
-            .await
-        {
-            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
-            Err(e) => return Err(ZkError::zk(format!("create {base}"))(e)),
-        }
         let members_path = format!("{base}/members");
-        match zk
-            .create(&members_path, b"", &CreateMode::Persistent.with_acls(acls))
-            .await
-        {
-            Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
-            Err(e) => return Err(ZkError::zk(format!("create {members_path}"))(e)),
+        for path in [&base, &members_path] {
+            match zk
+                .create(path, b"", &CreateMode::Persistent.with_acls(acls))
+                .await
+            {
+                Ok(_) | Err(zookeeper_client::Error::NodeExists) => {}
+                Err(e) => return Err(ZkError::zk(format!("create {path}"))(e)),
+            }
         }
         Ok(GroupNodes {
             members_path,

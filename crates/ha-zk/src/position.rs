@@ -105,20 +105,31 @@ pub fn read_position(store: &dyn MessageStore) -> Result<Position, StoreError> {
     }
     // Normally one record; after an interrupted copy there may be a few. The highest counts.
     let mut best = Position::default();
-    let mut after = None;
-    for _ in 0..1_000_000 {
-        let page = store.load(POSITION_LIST, after, 1024)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.seq);
-        for m in &page {
-            let p = decode(&m.payload).ok_or_else(|| StoreError::Corrupt {
-                location: format!("{POSITION_LIST} seq {}", m.seq),
-                reason: "position record is not 16 bytes".into(),
-            })?;
-            best = best.max(p);
-        }
+    for m in load_all(store, POSITION_LIST)? {
+        let p = decode(&m.payload).ok_or_else(|| StoreError::Corrupt {
+            location: format!("{POSITION_LIST} seq {}", m.seq),
+            reason: "position record is not 16 bytes".into(),
+        })?;
+        best = best.max(p);
     }
     Ok(best)
+}
+
+/// Every record of a reserved list (a few records: positions, epochs, fences), page by page.
+pub(crate) fn load_all(
+    store: &dyn MessageStore,
+    list: &str,
+) -> Result<Vec<ferromq_store::StoredMessage>, StoreError> {
+    let mut all = Vec::new();
+    let mut after = None;
+    // Bounded: a reserved list of a billion records is a corrupt store, not a loop.
+    for _ in 0..1_000_000 {
+        let page = store.load(list, after, 1024)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        all.extend(page);
+    }
+    Ok(all)
 }
 
 /// True while `store` holds an unfinished full copy (see [`COPYING_LIST`]).

@@ -15,7 +15,7 @@ use ferromq_ha_zk::core_store::recover;
 use ferromq_ha_zk::core_transport::{self, Identity, NetEvent};
 use ferromq_ha_zk::group_session::SessionConfig;
 use ferromq_ha_zk::proto::{Config, Role};
-use ferromq_ha_zk::SyncMode;
+use ferromq_ha_zk::{ReplicationTls, SyncMode};
 use ferromq_store::{JournalConfig, JournalStore, MessageStore, Op};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -29,6 +29,7 @@ fn identity(me: u32, token: &str) -> Identity {
         group: "g".into(),
         me,
         token: token.into(),
+        tls: None,
     }
 }
 
@@ -39,6 +40,15 @@ struct Member {
 }
 
 async fn start(id: u32, path: &str, dir: &std::path::Path) -> Member {
+    start_with(id, path, dir, None).await
+}
+
+async fn start_with(
+    id: u32,
+    path: &str,
+    dir: &std::path::Path,
+    tls: Option<ReplicationTls>,
+) -> Member {
     let store: Arc<dyn MessageStore> =
         Arc::new(JournalStore::open(dir, JournalConfig::default()).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,10 +62,9 @@ async fn start(id: u32, path: &str, dir: &std::path::Path) -> Member {
         me: id,
         advertise: Some(addr),
     };
-    let net = Net {
-        listener,
-        identity: identity(id, TOKEN),
-    };
+    let mut identity = identity(id, TOKEN);
+    identity.tls = tls;
+    let net = Net { listener, identity };
     let core = Config::new(id, 1, 3, SyncMode::QuorumDisk);
     let driver = CoreDriver::start(core, session, store.clone(), Some(net)).unwrap();
     Member {
@@ -280,4 +289,58 @@ async fn a_hello_naming_another_member_than_the_handshake_proved_is_closed() {
         .stop()
         .await
         .unwrap();
+}
+
+/// The group over mutual TLS (`ha.tls_*`): members whose certificates the group CA signed
+/// replicate; a member of another CA, or one speaking plain TCP, never gets past the TLS
+/// handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_replicate_over_tls_and_strangers_are_refused() {
+    let ca = common::Ca::new("group CA");
+    let rogue = common::Ca::new("rogue CA");
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let path = common::unique_path("core-group-tls");
+    let mut members = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let tls = ca.member(&["127.0.0.1"], &ca, true);
+        members.push(start_with(i as u32 + 1, &path, d.path(), Some(tls)).await);
+    }
+    let first = master(&members).await;
+    let d = members[first].driver.clone().unwrap();
+    // Confirmed only with a follower's durable copy: the followers replicate over TLS.
+    let lsns = write(&d, 1, 200).await;
+    assert_eq!(lsns.len(), 200);
+
+    // A TLS listener of the group, reached by strangers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, mut accepted) = mpsc::channel(16);
+    let mut server = identity(9, TOKEN);
+    server.tls = Some(ca.member(&["127.0.0.1"], &ca, true));
+    let task = core_transport::listen(listener, server, tx);
+    let mut intruder = identity(2, TOKEN);
+    intruder.tls = Some(rogue.member(&["127.0.0.1"], &ca, true));
+    assert!(
+        !attempt(&addr, intruder, 9).await,
+        "a certificate of another CA"
+    );
+    assert!(
+        !attempt(&addr, identity(2, TOKEN), 9).await,
+        "plain TCP to a TLS member"
+    );
+    assert!(accepted.try_recv().is_err(), "nothing reached the driver");
+    let mut member = identity(2, TOKEN);
+    member.tls = Some(ca.member(&["127.0.0.1"], &ca, true));
+    assert!(
+        attempt(&addr, member, 9).await,
+        "a certificate of the group CA"
+    );
+    task.abort();
+
+    drop(d);
+    for m in &mut members {
+        if let Some(d) = m.driver.take() {
+            Arc::into_inner(d).unwrap().stop().await.unwrap();
+        }
+    }
 }

@@ -17,14 +17,7 @@ async fn client() -> Client {
         .expect("ZooKeeper (scripts/services.sh start)")
 }
 
-fn state(epoch: u64, leader: Option<u32>, isr: &[u32]) -> GroupState {
-    GroupState {
-        epoch,
-        leader,
-        isr: isr.to_vec(),
-        replicas: 3,
-    }
-}
+use common::group_state as state;
 
 /// `(state, version, leader_alive, leader_mine)` as member `nodes` reads it.
 async fn read(nodes: &GroupNodes, zk: &Client) -> (Option<GroupState>, u64, bool, bool) {

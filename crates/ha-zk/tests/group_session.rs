@@ -28,14 +28,7 @@ fn config(zk_address: String, path: &str, me: u32) -> SessionConfig {
     }
 }
 
-fn state(epoch: u64, leader: Option<u32>, isr: &[u32]) -> GroupState {
-    GroupState {
-        epoch,
-        leader,
-        isr: isr.to_vec(),
-        replicas: 3,
-    }
-}
+use common::group_state as state;
 
 /// A member's task and the events it reported so far.
 struct Member {

@@ -17,58 +17,12 @@ use ferromq_ha_zk::position::read_position;
 use ferromq_ha_zk::slave::{follow, watch_master, FollowParams};
 use ferromq_ha_zk::{Position, ReplicatingStore, ReplicationTls, SyncMode, SyncPolicy, ZkError};
 use ferromq_store::{MemoryStore, MessageStore, Op};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const T: Duration = Duration::from_secs(20);
 
-struct Ca(rcgen::Certificate, KeyPair);
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = p.self_signed(&key).unwrap();
-        Ca(cert, key)
-    }
-
-    /// A member certificate for `names` (DNS names or IP addresses), usable as server and as
-    /// client, and the TLS settings of a member presenting it and trusting `trusted`.
-    fn member(&self, names: &[&str], trusted: &Ca, verify_hostname: bool) -> ReplicationTls {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-        p.distinguished_name.push(DnType::CommonName, names[0]);
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &self.0, &self.1).unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        ReplicationTls::new(
-            provider(),
-            vec![CertificateDer::from(cert.der().to_vec())],
-            key,
-            vec![CertificateDer::from(trusted.0.der().to_vec())],
-            verify_hostname,
-        )
-        .unwrap()
-    }
-}
-
-/// The project's provider (see ferromq_client::tls::crypto_provider for why ring).
-#[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
+use common::Ca;
 
 fn master() -> ReplicatingStore {
     let store: Arc<dyn MessageStore> = Arc::new(MemoryStore::new());

@@ -129,3 +129,72 @@ pub async fn watch_until_serving(
     }
     (watcher, heard)
 }
+
+/// A group state of three replicas (the replication core's ZooKeeper tests).
+pub fn group_state(
+    epoch: u64,
+    leader: Option<u32>,
+    isr: &[u32],
+) -> ferromq_ha_zk::proto::GroupState {
+    ferromq_ha_zk::proto::GroupState {
+        epoch,
+        leader,
+        isr: isr.to_vec(),
+        replicas: 3,
+    }
+}
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// A test certificate authority (rcgen; no key is committed).
+pub struct Ca(rcgen::Certificate, rcgen::KeyPair);
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = p.self_signed(&key).unwrap();
+        Ca(cert, key)
+    }
+
+    /// A member certificate for `names` (DNS names or IP addresses), usable as server and as
+    /// client, and the TLS settings of a member presenting it and trusting `trusted`.
+    pub fn member(
+        &self,
+        names: &[&str],
+        trusted: &Ca,
+        verify_hostname: bool,
+    ) -> ferromq_ha_zk::ReplicationTls {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.0, &self.1).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        ferromq_ha_zk::ReplicationTls::new(
+            provider(),
+            vec![CertificateDer::from(cert.der().to_vec())],
+            key,
+            vec![CertificateDer::from(trusted.0.der().to_vec())],
+            verify_hostname,
+        )
+        .unwrap()
+    }
+}
+
+/// The project's provider (see ferromq_client::tls::crypto_provider for why ring).
+#[allow(deprecated)]
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
