@@ -121,8 +121,11 @@ pub fn listen(
                 };
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, opened).await {
                     Ok(Ok((peer, rd, wr))) => {
-                        let writer = run(conn, rd, wr, events.clone());
-                        let _ = events.send(NetEvent::Accepted { conn, peer, writer }).await;
+                        run(conn, rd, wr, events, move |writer| NetEvent::Accepted {
+                            conn,
+                            peer,
+                            writer,
+                        });
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(%addr, error = %e, "replication connection refused")
@@ -161,8 +164,10 @@ pub fn connect(
         };
         match opened.await {
             Ok((rd, wr)) => {
-                let writer = run(conn, rd, wr, events.clone());
-                let _ = events.send(NetEvent::Connected { conn, writer }).await;
+                run(conn, rd, wr, events, move |writer| NetEvent::Connected {
+                    conn,
+                    writer,
+                });
             }
             Err(e) => {
                 tracing::debug!(member = to, error = %e, "no replication connection");
@@ -172,20 +177,27 @@ pub fn connect(
     });
 }
 
-/// Starts the reader and writer of an authenticated connection.
+/// Starts the reader and writer of an authenticated connection. The reader reports `opened`
+/// (made with the writer's queue) before any frame, so that the driver never hears of a
+/// frame on a connection it does not know yet.
 fn run(
     conn: ConnId,
     mut rd: Reader,
     mut wr: Writer,
     events: mpsc::Sender<NetEvent>,
-) -> mpsc::UnboundedSender<Msg> {
+    opened: impl FnOnce(mpsc::UnboundedSender<Msg>) -> NetEvent,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     // Whoever sees the end first reports it, once.
     let ended = Arc::new(AtomicBool::new(false));
+    let first = opened(tx);
     let reader = tokio::spawn({
         let events = events.clone();
         let ended = ended.clone();
         async move {
+            if events.send(first).await.is_err() {
+                return;
+            }
             let mut d = Decoder::new();
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
@@ -238,7 +250,6 @@ fn run(
             let _ = events.send(NetEvent::Closed { conn }).await;
         }
     });
-    tx
 }
 
 async fn write_handshake<W: AsyncWrite + Unpin>(w: &mut W, h: &Handshake) -> Result<(), ZkError> {
