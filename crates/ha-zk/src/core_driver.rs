@@ -61,6 +61,7 @@ pub enum SubmitError {
 pub struct CoreDriver {
     submits: mpsc::Sender<(Batch, oneshot::Sender<Result<u64, SubmitError>>)>,
     role: watch::Receiver<Role>,
+    serving: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ZkError>>,
 }
@@ -96,6 +97,7 @@ impl CoreDriver {
         };
         let (submits, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
         let (role_tx, role) = watch::channel(Role::Follower);
+        let (serving_tx, serving) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
         let (synced_tx, synced) = mpsc::unbounded_channel();
         let (sync_queue, sync_rx) = mpsc::unbounded_channel();
@@ -111,6 +113,7 @@ impl CoreDriver {
                 waiting: VecDeque::new(),
                 confirms: HashMap::new(),
                 role: role_tx,
+                serving: serving_tx,
                 sync_queue,
                 synced,
                 clock,
@@ -128,6 +131,7 @@ impl CoreDriver {
         Ok(CoreDriver {
             submits,
             role,
+            serving,
             stop,
             task,
         })
@@ -143,6 +147,13 @@ impl CoreDriver {
             .map_err(|_| SubmitError::Stopped("the driver ended".into()))?;
         rx.await
             .map_err(|_| SubmitError::Stopped("the driver ended".into()))?
+    }
+
+    /// Whether this member may dispatch to consumers now (`Replica::serving`: master,
+    /// connected to ZooKeeper and, with fast takeover, holding its lease), re-checked at every
+    /// event and tick.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.clone()
     }
 
     /// The role, as the core last announced it.
@@ -204,6 +215,9 @@ struct Driver {
     /// Accepted writes by lsn, until the core confirms them.
     confirms: HashMap<u64, Waiter>,
     role: watch::Sender<Role>,
+    /// `Replica::serving`: master, connected to ZooKeeper and holding its lease — the switch
+    /// for dispatching to consumers.
+    serving: watch::Sender<bool>,
     sync_queue: mpsc::UnboundedSender<(StoreOpId, Completion)>,
     synced: mpsc::UnboundedReceiver<Result<StoreOpId, String>>,
     clock: tokio::time::Instant,
@@ -266,6 +280,9 @@ impl Driver {
             if let Err(e) = self.act().await {
                 break Err(e);
             }
+            let serving = self.replica.serving(self.now_ms());
+            self.serving
+                .send_if_modified(|s| std::mem::replace(s, serving) != serving);
         };
         let why = match &result {
             Ok(()) => "the driver stopped".to_string(),
@@ -278,6 +295,7 @@ impl Driver {
             let _ = w.send(Err(SubmitError::Stopped(why.clone())));
         }
         self.role.send_replace(Role::Follower);
+        self.serving.send_replace(false);
         if let Some(l) = self.listener.take() {
             l.abort();
         }

@@ -344,3 +344,39 @@ async fn three_members_replicate_over_tls_and_strangers_are_refused() {
         }
     }
 }
+
+/// The master's lease through the real transport: it serves (may dispatch) while the in-sync
+/// followers answer its pings, and stops serving when they go silent — before any of them could
+/// take over (`master_timeout_ms`, 500 ms by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_serves_only_while_its_followers_answer() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let path = common::unique_path("core-group-lease");
+    let mut members = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        members.push(start(i as u32 + 1, &path, d.path()).await);
+    }
+    let first = master(&members).await;
+    let d = members[first].driver.clone().unwrap();
+    // A confirmed write: both followers are in sync (the ISR holds them).
+    write(&d, 1, 16).await;
+    let mut serving = d.serving();
+    tokio::time::timeout(T, serving.wait_for(|s| *s))
+        .await
+        .expect("the master serves once its followers answer")
+        .unwrap();
+    // The followers stop: nobody answers the master's pings any more.
+    for (i, m) in members.iter_mut().enumerate() {
+        if i != first {
+            let f = m.driver.take().unwrap();
+            Arc::into_inner(f).unwrap().stop().await.unwrap();
+        }
+    }
+    tokio::time::timeout(T, serving.wait_for(|s| !*s))
+        .await
+        .expect("a master whose followers are silent stops serving")
+        .unwrap();
+    drop(d);
+    let m = members[first].driver.take().unwrap();
+    Arc::into_inner(m).unwrap().stop().await.unwrap();
+}
