@@ -2,41 +2,57 @@
 //! core and turns its actions into I/O — ZooKeeper through [`GroupSession`], the local store
 //! through [`LogRecords`] — and I/O completions back into events. It decides nothing.
 //!
-//! Built so far: ZooKeeper, the live store, producers' writes and their confirmations, the
-//! role, and the member connections ([`crate::core_transport`], authenticated). **Not yet:**
-//! full copies (`Action::SendSnapshot` and the staging writes): a master closes a connection
-//! that needs one, and a follower told a copy follows closes its link, so a member that fell
-//! out of the master's tail does not rejoin until they exist (`docs/replication.md`, "What
-//! remains to wire"). Without a transport ([`Net`]) only one-member groups run.
+//! It runs ZooKeeper, the live store, producers' writes and their confirmations, the role,
+//! the member connections ([`crate::core_transport`], authenticated) and full copies: a
+//! master streams one from its store while writers go on (`Action::SendSnapshot`, see
+//! [`read_copy`]), a follower stages it beside its live store and installs it atomically
+//! ([`Copies`]). Without a transport ([`Net`]) only one-member groups run; without
+//! [`Copies`] a follower told that a copy follows closes its link (it stays out of the
+//! in-sync set).
 //!
 //! Ordering rules it keeps:
 //! - store batches are submitted in the core's order, and `StoreSynced { op }` is reported only
 //!   once every batch up to `op` is durable (one task awaits the completions in order);
 //! - a failed store write stops the driver: never retried (the durability contract), every
 //!   waiting producer is told, and the role falls back to follower for HA to take over;
-//! - a producer's write is confirmed only by the core's `Confirm` for its lsn.
+//! - a producer's write is confirmed only by the core's `Confirm` for its lsn;
+//! - on a connection that is being sent a full copy, the core's later frames are held back
+//!   until the copy's `SnapshotEnd` is queued (the core emits them after `SendSnapshot`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferromq_store::{Batch, Completion, MessageStore};
-use tokio::sync::{mpsc, oneshot, watch};
+use ferromq_store::{Batch, Completion, MessageStore, Op, StoreError};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::core_store::{entry_payload, recover, LogRecords};
-use crate::core_transport::{self, Identity, NetEvent};
+use crate::core_store::{
+    chunk_batch, chunk_data, entry_payload, install_batch, recover, staged_entries_batch,
+    LogRecords,
+};
+use crate::core_transport::{self, Identity, NetEvent, Outgoing, Writer};
 use crate::group_session::{GroupSession, Lookups, SessionConfig};
+use crate::position::{POSITION_LIST, RESERVED_PREFIX};
 use crate::proto::{
     Action, Config, ConnId, Event, MemberId, Msg, Refused, Replica, Role, StoreOpId, StoreWrite,
 };
-use crate::ZkError;
+use crate::staging::CopyStaging;
+use crate::{StoreOpener, ZkError};
 
 /// How often the core's timers are driven.
 const TICK: Duration = Duration::from_millis(10);
 /// Producer writes queued for the driver.
 const SUBMIT_QUEUE: usize = 1_024;
+/// A full copy's chunk: store records up to about this many payload bytes.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks of one copy queued and not yet written to the socket: the copy's memory bound
+/// (about 4 MiB), and what keeps the read from running ahead of the connection.
+const COPY_CHUNKS_IN_FLIGHT: usize = 16;
+/// Messages read from a list at a time during a copy.
+const COPY_PAGE: usize = 1_024;
 
 /// Why a producer's write was not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,8 +78,49 @@ pub struct CoreDriver {
     submits: mpsc::Sender<(Batch, oneshot::Sender<Result<u64, SubmitError>>)>,
     role: watch::Receiver<Role>,
     serving: watch::Receiver<bool>,
+    store: watch::Receiver<Arc<dyn MessageStore>>,
+    stats: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ZkError>>,
+}
+
+/// What a follower needs to receive full copies: a staging store beside the live one, and a
+/// way to open the live store again once the copy replaced it.
+#[derive(Clone)]
+pub struct Copies {
+    /// Where a copy is staged, and how it is installed (crash-safe).
+    pub staging: Arc<dyn CopyStaging>,
+    /// Opens the live store (after an install: the installed copy).
+    pub opener: StoreOpener,
+}
+
+impl std::fmt::Debug for Copies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copies").finish_non_exhaustive()
+    }
+}
+
+/// Full-copy counters, for logs, metrics and tests.
+#[derive(Debug, Default)]
+struct Counters {
+    copies_sent: AtomicU64,
+    copy_bytes_sent: AtomicU64,
+    copy_overlap_entries: AtomicU64,
+    copies_installed: AtomicU64,
+}
+
+/// A snapshot of the driver's full-copy counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Full copies this member streamed to a follower, completely.
+    pub copies_sent: u64,
+    /// Payload bytes of those copies.
+    pub copy_bytes_sent: u64,
+    /// Entries written while the copies were read (`consistent_at - last`, summed): how much
+    /// the followers had to replay before installing.
+    pub copy_overlap_entries: u64,
+    /// Full copies this member received and installed in place of its live store.
+    pub copies_installed: u64,
 }
 
 impl CoreDriver {
@@ -80,6 +137,15 @@ impl CoreDriver {
                 core.replicas
             )));
         }
+        if net
+            .as_ref()
+            .is_some_and(|n| n.copies.is_none() && core.replicas > 1)
+        {
+            tracing::warn!(
+                "this store cannot stage full copies: if this member falls behind the master's \
+                 tail it stays out of the in-sync set"
+            );
+        }
         let recovered = recover(&*store)?;
         let records = LogRecords::new(&recovered);
         let clock = tokio::time::Instant::now();
@@ -88,13 +154,20 @@ impl CoreDriver {
         let zk = GroupSession::spawn(session, zk_tx);
         let lookups = zk.lookups();
         let (net_tx, net_events) = mpsc::channel(4_096);
-        let (identity, listener) = match net {
-            Some(Net { listener, identity }) => {
+        let (identity, listener, copies) = match net {
+            Some(Net {
+                listener,
+                identity,
+                copies,
+            }) => {
                 let task = core_transport::listen(listener, identity.clone(), net_tx.clone());
-                (Some(identity), Some(task))
+                (Some(identity), Some(task), copies)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
+        let (store_tx, store_rx) = watch::channel(store.clone());
+        let stats = Arc::new(Counters::default());
+        let (copy_tx, copy_done) = mpsc::unbounded_channel();
         let (submits, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
         let (role_tx, role) = watch::channel(Role::Follower);
         let (serving_tx, serving) = watch::channel(false);
@@ -125,6 +198,12 @@ impl CoreDriver {
                 net_events,
                 conns: HashMap::new(),
                 connecting: HashSet::new(),
+                copies,
+                staged: None,
+                store_tx,
+                stats: stats.clone(),
+                copy_tx,
+                copy_done,
             }
             .run(stop_rx),
         );
@@ -132,6 +211,8 @@ impl CoreDriver {
             submits,
             role,
             serving,
+            store: store_rx,
+            stats,
             stop,
             task,
         })
@@ -156,6 +237,22 @@ impl CoreDriver {
         self.serving.clone()
     }
 
+    /// The live store: the one given at start, until a full copy replaces it.
+    pub fn store(&self) -> Arc<dyn MessageStore> {
+        self.store.borrow().clone()
+    }
+
+    /// The full-copy counters.
+    pub fn stats(&self) -> DriverStats {
+        let c = &self.stats;
+        DriverStats {
+            copies_sent: c.copies_sent.load(Ordering::Relaxed),
+            copy_bytes_sent: c.copy_bytes_sent.load(Ordering::Relaxed),
+            copy_overlap_entries: c.copy_overlap_entries.load(Ordering::Relaxed),
+            copies_installed: c.copies_installed.load(Ordering::Relaxed),
+        }
+    }
+
     /// The role, as the core last announced it.
     pub fn role(&self) -> watch::Receiver<Role> {
         self.role.clone()
@@ -170,16 +267,31 @@ impl CoreDriver {
     }
 }
 
+/// What the completion task awaits, in order.
+enum Pending {
+    /// A store write: reported as synced once it and everything before it completed.
+    Op(StoreOpId, Completion),
+    /// Answered once everything before it completed (never after a failure).
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Awaits store completions in submission order; reports each durable op, or the first failure.
 async fn await_syncs(
-    mut queue: mpsc::UnboundedReceiver<(StoreOpId, Completion)>,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
     synced: mpsc::UnboundedSender<Result<StoreOpId, String>>,
 ) {
-    while let Some((op, done)) = queue.recv().await {
-        let r = done.await.map(|()| op).map_err(|e| e.to_string());
-        let failed = r.is_err();
-        if synced.send(r).is_err() || failed {
-            return;
+    while let Some(p) = queue.recv().await {
+        match p {
+            Pending::Op(op, done) => {
+                let r = done.await.map(|()| op).map_err(|e| e.to_string());
+                let failed = r.is_err();
+                if synced.send(r).is_err() || failed {
+                    return;
+                }
+            }
+            Pending::Barrier(tx) => {
+                let _ = tx.send(());
+            }
         }
     }
 }
@@ -193,15 +305,35 @@ pub struct Net {
     pub listener: tokio::net::TcpListener,
     /// Group, member id and security token.
     pub identity: Identity,
+    /// How this member receives full copies (`None`: it cannot; see [`Copies`]).
+    pub copies: Option<Copies>,
 }
 
 /// An open connection.
 #[derive(Debug)]
 struct Conn {
-    writer: mpsc::UnboundedSender<Msg>,
+    writer: Writer,
     /// The member an inbound connection's handshake proved (`None`: outbound).
     peer: Option<MemberId>,
+    /// A full copy is being read for it: the core's later frames wait here, in order.
+    held: Option<Vec<Msg>>,
+    /// Dropped with the connection: the copy's reader stops.
+    _copy_cancel: Option<watch::Sender<()>>,
 }
+
+impl Conn {
+    fn new(writer: Writer, peer: Option<MemberId>) -> Conn {
+        Conn {
+            writer,
+            peer,
+            held: None,
+            _copy_cancel: None,
+        }
+    }
+}
+
+/// A copy's reader ended: the copy's cut, and its payload bytes or why it failed.
+type CopyDone = (ConnId, u64, Result<u64, String>);
 
 struct Driver {
     replica: Replica,
@@ -218,7 +350,7 @@ struct Driver {
     /// `Replica::serving`: master, connected to ZooKeeper and holding its lease — the switch
     /// for dispatching to consumers.
     serving: watch::Sender<bool>,
-    sync_queue: mpsc::UnboundedSender<(StoreOpId, Completion)>,
+    sync_queue: mpsc::UnboundedSender<Pending>,
     synced: mpsc::UnboundedReceiver<Result<StoreOpId, String>>,
     clock: tokio::time::Instant,
     actions: Vec<Action>,
@@ -230,6 +362,13 @@ struct Driver {
     conns: HashMap<ConnId, Conn>,
     /// Outbound connections asked for and not yet open.
     connecting: HashSet<ConnId>,
+    copies: Option<Copies>,
+    /// The staging store of the copy being received.
+    staged: Option<Arc<dyn MessageStore>>,
+    store_tx: watch::Sender<Arc<dyn MessageStore>>,
+    stats: Arc<Counters>,
+    copy_tx: mpsc::UnboundedSender<CopyDone>,
+    copy_done: mpsc::UnboundedReceiver<CopyDone>,
 }
 
 impl Driver {
@@ -256,6 +395,7 @@ impl Driver {
                     None => break Err(ZkError::Replication("the store completion task ended".into())),
                 },
                 Some(ev) = self.net_events.recv() => self.on_net(ev),
+                Some((conn, last, read)) = self.copy_done.recv() => self.copy_read(conn, last, read),
                 ev = self.zk_events.recv() => match ev {
                     Some(ev) => {
                         let now = self.now_ms();
@@ -300,6 +440,10 @@ impl Driver {
             l.abort();
         }
         self.conns.clear();
+        if let Some(staged) = self.staged.take() {
+            // An unfinished copy: discarded at the next start (no install mark).
+            let _ = tokio::task::spawn_blocking(move || staged.close()).await;
+        }
         self.zk.stop().await;
         result
     }
@@ -308,18 +452,12 @@ impl Driver {
         let now = self.now_ms();
         match ev {
             NetEvent::Accepted { conn, peer, writer } => {
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        writer,
-                        peer: Some(peer),
-                    },
-                );
+                self.conns.insert(conn, Conn::new(writer, Some(peer)));
                 self.replica.handle(now, Event::Accepted { conn });
             }
             NetEvent::Connected { conn, writer } => {
                 if self.connecting.remove(&conn) {
-                    self.conns.insert(conn, Conn { writer, peer: None });
+                    self.conns.insert(conn, Conn::new(writer, None));
                     self.replica.handle(now, Event::Connected { conn });
                 }
                 // Else the core gave up on it meanwhile: dropping the writer closes it.
@@ -416,26 +554,7 @@ impl Driver {
                     ));
                 }
             }
-            Action::Store { op, write } => match write {
-                StoreWrite::Append(_) | StoreWrite::Truncate { .. } => {
-                    let done = match self.records.batch(&write)? {
-                        Some(batch) => self.store.submit(batch),
-                        None => Completion::ready(Ok(())),
-                    };
-                    self.sync_queue.send((op, done)).map_err(|_| {
-                        ZkError::Replication("the store completion task ended".into())
-                    })?;
-                }
-                StoreWrite::StageBegin => {
-                    tracing::warn!(
-                        "the master sends a full copy, which this driver cannot take yet: \
-                         closing the link (the member stays out of the in-sync set)"
-                    );
-                    self.close_links();
-                }
-                // Only after a `StageBegin`, whose link is closed already.
-                StoreWrite::Stage(_) | StoreWrite::StageAppend(_) | StoreWrite::Install { .. } => {}
-            },
+            Action::Store { op, write } => self.store_write(op, write).await?,
             Action::Confirm { lsn } => {
                 if let Some(w) = self.confirms.remove(&lsn) {
                     let _ = w.send(Ok(lsn));
@@ -467,25 +586,303 @@ impl Driver {
                 }
             },
             Action::Send { conn, msg } => {
-                if let Some(c) = self.conns.get(&conn) {
-                    let _ = c.writer.send(msg);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    match &mut c.held {
+                        Some(held) => held.push(msg),
+                        None => {
+                            let _ = c.writer.send(msg.into());
+                        }
+                    }
                 }
             }
             Action::Close { conn } => {
                 self.conns.remove(&conn);
                 self.connecting.remove(&conn);
             }
-            Action::SendSnapshot { conn, .. } => {
-                tracing::warn!(
-                    conn,
-                    "a follower needs a full copy, which this driver cannot send yet: closing"
-                );
-                if self.conns.remove(&conn).is_some() {
-                    let now = self.now_ms();
-                    self.replica.handle(now, Event::Closed { conn });
-                }
-            }
+            Action::SendSnapshot { conn, last } => self.send_copy(conn, last),
         }
         Ok(())
     }
+
+    fn queue_sync(&self, p: Pending) -> Result<(), ZkError> {
+        self.sync_queue
+            .send(p)
+            .map_err(|_| ZkError::Replication("the store completion task ended".into()))
+    }
+
+    /// Carries out a store write: the live log's through [`LogRecords`], a full copy's into
+    /// the staging store. Each is reported synced in the core's order.
+    async fn store_write(&mut self, op: StoreOpId, write: StoreWrite) -> Result<(), ZkError> {
+        let done = match write {
+            StoreWrite::Append(_) | StoreWrite::Truncate { .. } => {
+                match self.records.batch(&write)? {
+                    Some(batch) => self.store.submit(batch),
+                    None => Completion::ready(Ok(())),
+                }
+            }
+            StoreWrite::StageBegin => {
+                let Some(copies) = self.copies.clone() else {
+                    tracing::warn!(
+                        "the master sends a full copy, which this store cannot stage: closing \
+                         the link (the member stays out of the in-sync set)"
+                    );
+                    self.close_links();
+                    return Ok(());
+                };
+                let old = self.staged.take();
+                let staged = tokio::task::spawn_blocking(move || {
+                    if let Some(old) = old {
+                        // Abandoned by a copy that did not finish; its directory goes next.
+                        let _ = old.close();
+                    }
+                    copies.staging.open_staged()
+                })
+                .await
+                .map_err(|e| ZkError::Replication(format!("the staging task failed: {e}")))?
+                .map_err(|e| ZkError::Replication(format!("opening the staging store: {e}")))?;
+                tracing::info!(
+                    "receiving a full copy of the master's store (staged beside the live store)"
+                );
+                self.staged = Some(staged);
+                Completion::ready(Ok(()))
+            }
+            // A staged chunk need not be flushed: the install batch, synced, follows it in
+            // the same journal, and nothing depends on the staging area before that.
+            StoreWrite::Stage(data) => self.staging()?.submit_lazy(chunk_batch(data)?),
+            StoreWrite::StageAppend(entries) => {
+                let batch = staged_entries_batch(&entries)?;
+                self.staging()?.submit_lazy(batch)
+            }
+            StoreWrite::Install { last, history } => {
+                self.install(last, &history).await?;
+                Completion::ready(Ok(()))
+            }
+        };
+        self.queue_sync(Pending::Op(op, done))
+    }
+
+    fn staging(&self) -> Result<&Arc<dyn MessageStore>, ZkError> {
+        self.staged
+            .as_ref()
+            .ok_or_else(|| ZkError::Replication("a staging write without a staging store".into()))
+    }
+
+    /// Installs the staged copy (complete and consistent) as the live store, with the log
+    /// records that make it a log ending at `last` with `history`. Any failure stops the
+    /// driver: the live store may be closed by then, and the install is crash-safe (the next
+    /// start finds the old live store or the whole copy, see [`CopyStaging::install`]).
+    async fn install(&mut self, last: u64, history: &[(u64, u64)]) -> Result<(), ZkError> {
+        let copies = self
+            .copies
+            .clone()
+            .ok_or_else(|| ZkError::Replication("an install without staging".into()))?;
+        let staged = self
+            .staged
+            .take()
+            .ok_or_else(|| ZkError::Replication("an install without a staging store".into()))?;
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            ZkError::Replication(format!("installing a full copy: {what}: {e}"))
+        };
+        // Durable before anything is swapped: the copy's records and every staged write
+        // before them (same journal, written in order).
+        staged
+            .submit(install_batch(last, history)?)
+            .await
+            .map_err(|e| failed("the staging store failed", &e))?;
+        // Every earlier write of the live store completed (it is closed next).
+        let (tx, rx) = oneshot::channel();
+        self.queue_sync(Pending::Barrier(tx))?;
+        rx.await.map_err(|_| {
+            ZkError::Replication("a live store write failed before an install".into())
+        })?;
+        let live = self.store.clone();
+        let opened = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+            staged.close()?;
+            live.close()?;
+            copies.staging.install()?;
+            (copies.opener)()
+        })
+        .await
+        .map_err(|e| failed("the install task failed", &e))?
+        .map_err(|e| failed("the store", &e))?;
+        self.records.installed(last, history)?;
+        self.store = opened.clone();
+        self.store_tx.send_replace(opened);
+        self.stats.copies_installed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            last,
+            "full copy consistent: installed in place of the live store"
+        );
+        Ok(())
+    }
+
+    /// Starts streaming a full copy on `conn` (the core sent its `Welcome` already): the
+    /// store is read on a blocking thread while writers go on; the core's later frames for
+    /// `conn` are held until the read ended and `SnapshotEnd` is queued ([`Self::copy_read`]).
+    fn send_copy(&mut self, conn: ConnId, last: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let (cancel, cancelled) = watch::channel(());
+        c.held = Some(Vec::new());
+        c._copy_cancel = Some(cancel);
+        let writer = c.writer.clone();
+        let store = self.store.clone();
+        let done = self.copy_tx.clone();
+        let rt = tokio::runtime::Handle::current();
+        tracing::info!(conn, last, "sending a full copy of the store to a follower");
+        tokio::spawn(async move {
+            let read = tokio::task::spawn_blocking(move || {
+                read_copy(&*store, &writer, &rt, cancelled).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the copy task failed: {e}")));
+            let _ = done.send((conn, last, read));
+        });
+    }
+
+    /// A copy's read ended: `SnapshotEnd` says where the copy is consistent — the log's end
+    /// now, since every batch the read could see was submitted to the store before it ended,
+    /// and the driver submits a batch only after the core appended its entries — then the
+    /// held frames follow it.
+    fn copy_read(&mut self, conn: ConnId, last: u64, read: Result<u64, String>) {
+        let now = self.now_ms();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match read {
+            Ok(bytes) => {
+                let consistent_at = self.replica.last().max(last);
+                let history: Vec<(u64, u64)> = self
+                    .replica
+                    .history()
+                    .spans()
+                    .iter()
+                    .copied()
+                    .filter(|(_, first)| *first <= last)
+                    .collect();
+                let _ = c.writer.send(
+                    Msg::SnapshotEnd {
+                        last,
+                        history,
+                        consistent_at,
+                    }
+                    .into(),
+                );
+                for msg in c.held.take().unwrap_or_default() {
+                    let _ = c.writer.send(msg.into());
+                }
+                c._copy_cancel = None;
+                let s = &self.stats;
+                s.copies_sent.fetch_add(1, Ordering::Relaxed);
+                s.copy_bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+                s.copy_overlap_entries
+                    .fetch_add(consistent_at - last, Ordering::Relaxed);
+                tracing::info!(conn, last, consistent_at, bytes, "full copy sent");
+            }
+            Err(e) => {
+                tracing::warn!(conn, error = %e, "a full copy failed: closing the connection");
+                self.conns.remove(&conn);
+                self.replica.handle(now, Event::Closed { conn });
+            }
+        }
+    }
+}
+
+/// Reads `store` into `SnapshotChunk`s on `writer`, while writers go on: subscriptions, then
+/// every list page by page (reserved lists excepted: the copy's log records come with its
+/// `SnapshotEnd`). The read is *fuzzy*: it may see any part of the batches written
+/// meanwhile, which the follower replays after the cut (every store op is idempotent per
+/// key). Each chunk holds a permit of the copy's budget until the connection wrote it, so at
+/// most [`COPY_CHUNKS_IN_FLIGHT`] chunks are in memory. Blocking: runs on a blocking thread.
+/// Returns the payload bytes sent; stops when `cancelled` (the connection is gone).
+fn read_copy(
+    store: &dyn MessageStore,
+    writer: &Writer,
+    rt: &tokio::runtime::Handle,
+    mut cancelled: watch::Receiver<()>,
+) -> Result<u64, ZkError> {
+    let budget = Arc::new(Semaphore::new(COPY_CHUNKS_IN_FLIGHT));
+    let gone = || ZkError::Replication("the follower's connection closed during the copy".into());
+    let mut sent = 0u64;
+    let mut send = |chunk: &mut Batch| -> Result<(), ZkError> {
+        let data = chunk_data(chunk)?;
+        chunk.clear();
+        let permit = rt.block_on(async {
+            tokio::select! {
+                p = budget.clone().acquire_owned() => p.ok(),
+                _ = cancelled.changed() => None,
+            }
+        });
+        let permit = permit.ok_or_else(gone)?;
+        sent += data.len() as u64;
+        writer
+            .send(Outgoing {
+                msg: Msg::SnapshotChunk { data },
+                budget: Some(permit),
+            })
+            .map_err(|_| gone())
+    };
+    // The cut's entries were submitted to the store before the copy began (the core appends
+    // before it asks for a copy, and the driver submits in the core's order), but a submitted
+    // batch may not be applied yet: a no-op through the store is applied after all of them,
+    // so once it completes a read sees at least the cut.
+    rt.block_on(store.submit(vec![Op::Dequeue {
+        list: POSITION_LIST.into(),
+        seq: u64::MAX,
+    }]))?;
+    let rec = store.recover()?;
+    let mut chunk: Batch = rec
+        .subscriptions
+        .iter()
+        .filter(|s| !s.list.starts_with(RESERVED_PREFIX))
+        .cloned()
+        .map(Op::PutSubscription)
+        .collect();
+    let mut chunk_bytes = 0usize;
+    for l in rec
+        .lists
+        .iter()
+        .filter(|l| !l.list.starts_with(RESERVED_PREFIX))
+    {
+        let mut after: Option<u64> = None;
+        // Bounded: the list's count at the start plus what writers add meanwhile, up to a
+        // bound (what the read misses reaches the follower as entries after the cut).
+        for _ in 0..=(l.count / COPY_PAGE as u64 + 64) {
+            let page = store.load(&l.list, after, COPY_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            for m in page {
+                chunk_bytes += m.payload.len() + 64;
+                chunk.push(Op::Enqueue {
+                    list: l.list.clone(),
+                    seq: m.seq,
+                    payload: m.payload,
+                });
+                if chunk_bytes >= COPY_CHUNK_BYTES {
+                    send(&mut chunk)?;
+                    chunk_bytes = 0;
+                }
+            }
+        }
+        // The list's highest sequence ever enqueued travels too, so that new messages
+        // continue above it on the follower once it is promoted (an enqueue and a dequeue of
+        // a message already gone leave nothing but the sequence). Harmless if an entry after
+        // the cut touches it: those are applied after the copy, in order.
+        if after.is_none_or(|a| a < l.max_seq) && l.max_seq > 0 {
+            chunk.push(Op::Enqueue {
+                list: l.list.clone(),
+                seq: l.max_seq,
+                payload: Bytes::new(),
+            });
+            chunk.push(Op::Dequeue {
+                list: l.list.clone(),
+                seq: l.max_seq,
+            });
+        }
+    }
+    if !chunk.is_empty() {
+        send(&mut chunk)?;
+    }
+    Ok(sent)
 }

@@ -8,7 +8,9 @@
 //! Each connection has a reader task (frames → events; the end of the stream or any malformed
 //! frame → `Closed`) and a writer task (a queue of messages, written in order, everything
 //! queued at once in one write). The queue is not bounded here: the core bounds what it queues
-//! to a follower (`inflight_bytes_max`), and acks, pongs and progress reports are small.
+//! to a follower (`inflight_bytes_max`), acks, pongs and progress reports are small, and a
+//! full copy's chunks each hold a permit of the copy's budget ([`Outgoing::budget`]) that the
+//! writer releases only once the chunk is written.
 //! Inbound connection ids have the top bit set, so they never collide with the core's own
 //! (member id, incarnation, counter) outbound ids.
 
@@ -19,13 +21,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::auth::nonce;
 use crate::core_auth::{self, Handshake, Transcript};
 use crate::proto::{ConnId, MemberId, Msg};
 use crate::proto_wire::{self, Decoder};
-use crate::tls::{self, Reader, Writer};
+use crate::tls::{self, Reader};
 use crate::wire::{WireError, MAX_FRAME};
 use crate::ReplicationTls;
 use crate::ZkError;
@@ -38,6 +40,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_CHUNK: usize = 256 * 1024;
 /// The bit that marks an inbound connection id.
 const INBOUND: u64 = 1 << 63;
+
+/// A message queued on a connection.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The message.
+    pub msg: Msg,
+    /// Released once the message is written to the socket: a sender that must not run ahead
+    /// of the connection (a full copy) takes a permit per message.
+    pub budget: Option<OwnedSemaphorePermit>,
+}
+
+impl From<Msg> for Outgoing {
+    fn from(msg: Msg) -> Outgoing {
+        Outgoing { msg, budget: None }
+    }
+}
+
+/// A connection's queue of messages to write.
+pub type Writer = mpsc::UnboundedSender<Outgoing>;
 
 /// Who this member is to the others.
 #[derive(Clone)]
@@ -73,14 +94,14 @@ pub enum NetEvent {
         /// The member the handshake proved.
         peer: MemberId,
         /// Where to queue its messages.
-        writer: mpsc::UnboundedSender<Msg>,
+        writer: Writer,
     },
     /// An outbound connection (the driver's `Connect`) is authenticated and open.
     Connected {
         /// The connection.
         conn: ConnId,
         /// Where to queue its messages.
-        writer: mpsc::UnboundedSender<Msg>,
+        writer: Writer,
     },
     /// A frame arrived.
     Received {
@@ -183,11 +204,11 @@ pub fn connect(
 fn run(
     conn: ConnId,
     mut rd: Reader,
-    mut wr: Writer,
+    mut wr: tls::Writer,
     events: mpsc::Sender<NetEvent>,
-    opened: impl FnOnce(mpsc::UnboundedSender<Msg>) -> NetEvent,
+    opened: impl FnOnce(Writer) -> NetEvent,
 ) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     // Whoever sees the end first reports it, once.
     let ended = Arc::new(AtomicBool::new(false));
     let first = opened(tx);
@@ -227,12 +248,17 @@ fn run(
     tokio::spawn(async move {
         let mut out = BytesMut::new();
         let mut failed = false;
+        let mut permits = Vec::new();
         while let Some(m) = rx.recv().await {
-            proto_wire::encode(&mut out, &m);
+            proto_wire::encode(&mut out, &m.msg);
+            permits.extend(m.budget);
             // Everything already queued goes in the same write.
             while out.len() < READ_CHUNK {
                 match rx.try_recv() {
-                    Ok(m) => proto_wire::encode(&mut out, &m),
+                    Ok(m) => {
+                        proto_wire::encode(&mut out, &m.msg);
+                        permits.extend(m.budget);
+                    }
                     Err(_) => break,
                 }
             }
@@ -241,6 +267,8 @@ fn run(
                 break;
             }
             out.clear();
+            // Written: the budget these held is free again.
+            permits.clear();
         }
         // The socket failed, or the driver closed the connection (dropped its sender: it
         // knows, and hears nothing more). Either way the reader ends too.
@@ -275,9 +303,9 @@ async fn read_handshake<R: AsyncRead + Unpin>(r: &mut R) -> Result<Handshake, Zk
 /// The accepter's side; returns the proven peer.
 async fn accept(
     mut rd: Reader,
-    mut s: Writer,
+    mut s: tls::Writer,
     id: &Identity,
-) -> Result<(MemberId, Reader, Writer), ZkError> {
+) -> Result<(MemberId, Reader, tls::Writer), ZkError> {
     let an = nonce()?;
     write_handshake(&mut s, &Handshake::Challenge { nonce: an }).await?;
     let Handshake::Open {
@@ -323,10 +351,10 @@ async fn accept(
 /// The connector's side.
 async fn open(
     mut rd: Reader,
-    mut s: Writer,
+    mut s: tls::Writer,
     id: &Identity,
     to: MemberId,
-) -> Result<(Reader, Writer), ZkError> {
+) -> Result<(Reader, tls::Writer), ZkError> {
     let cn = nonce()?;
     write_handshake(
         &mut s,

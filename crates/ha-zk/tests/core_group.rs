@@ -64,7 +64,11 @@ async fn start_with(
     };
     let mut identity = identity(id, TOKEN);
     identity.tls = tls;
-    let net = Net { listener, identity };
+    let net = Net {
+        listener,
+        identity,
+        copies: None,
+    };
     let core = Config::new(id, 1, 3, SyncMode::QuorumDisk);
     let driver = CoreDriver::start(core, session, store.clone(), Some(net)).unwrap();
     Member {
@@ -258,12 +262,15 @@ async fn a_hello_naming_another_member_than_the_handshake_proved_is_closed() {
             other => panic!("not connected: {other:?}"),
         };
         writer
-            .send(Msg::Hello {
-                member: claimed,
-                epoch: 1,
-                last: 0,
-                history: vec![],
-            })
+            .send(
+                Msg::Hello {
+                    member: claimed,
+                    epoch: 1,
+                    last: 0,
+                    history: vec![],
+                }
+                .into(),
+            )
             .unwrap();
         // The answer: the connection closes, or the master's Welcome comes.
         let answer = loop {
@@ -379,4 +386,255 @@ async fn the_master_serves_only_while_its_followers_answer() {
     drop(d);
     let m = members[first].driver.take().unwrap();
     Arc::into_inner(m).unwrap().stop().await.unwrap();
+}
+
+/// A member with full copies staged beside its journal (`dir/journal`), whose master keeps
+/// only `tail` entries in memory (so that a member behind by more gets a copy).
+async fn start_copying(id: u32, path: &str, dir: &std::path::Path, tail: usize) -> Member {
+    use ferromq_ha_zk::core_driver::Copies;
+    use ferromq_ha_zk::staging::{finish_journal_install, JournalStaging};
+    let live = dir.join("journal");
+    let opener: ferromq_ha_zk::StoreOpener = {
+        let live = live.clone();
+        Arc::new(move || {
+            finish_journal_install(&live)?;
+            Ok(
+                Arc::new(JournalStore::open(&live, JournalConfig::default())?)
+                    as Arc<dyn MessageStore>,
+            )
+        })
+    };
+    let store = opener().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let session = SessionConfig {
+        zk_address: common::zk(),
+        session_timeout: Duration::from_secs(4),
+        zk_password: None,
+        zk_path: path.to_string(),
+        group: "g".into(),
+        me: id,
+        advertise: Some(addr),
+    };
+    let copies = Copies {
+        staging: Arc::new(JournalStaging::new(live, JournalConfig::default())),
+        opener,
+    };
+    let net = Net {
+        listener,
+        identity: identity(id, TOKEN),
+        copies: Some(copies),
+    };
+    let mut core = Config::new(id, 1, 3, SyncMode::QuorumDisk);
+    core.tail_entries_max = tail;
+    let driver = CoreDriver::start(core, session, store.clone(), Some(net)).unwrap();
+    Member {
+        id,
+        driver: Some(Arc::new(driver)),
+        store,
+    }
+}
+
+/// Producer `p` of `n` writes 1 KiB messages `seq = first + p + k·n`, while `go` holds and at
+/// most `max` each; every even message is consumed (dequeued) once confirmed, so the queue
+/// ends with exactly the odd ones. Returns the messages it wrote.
+async fn produce_and_consume(
+    d: Arc<CoreDriver>,
+    p: u64,
+    n: u64,
+    first: u64,
+    max: u64,
+    go: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<u64> {
+    use std::sync::atomic::Ordering;
+    let mut seqs = Vec::new();
+    let mut seq = first + p;
+    while go.load(Ordering::Relaxed) && (seqs.len() as u64) < max {
+        let msg = vec![Op::Enqueue {
+            list: Q.into(),
+            seq,
+            payload: Bytes::from(format!("{seq:>1024}")),
+        }];
+        tokio::time::timeout(T, d.submit(msg))
+            .await
+            .expect("a write was neither confirmed nor refused")
+            .unwrap();
+        if seq.is_multiple_of(2) {
+            let ack = vec![Op::Dequeue {
+                list: Q.into(),
+                seq,
+            }];
+            tokio::time::timeout(T, d.submit(ack))
+                .await
+                .expect("a dequeue was neither confirmed nor refused")
+                .unwrap();
+        }
+        seqs.push(seq);
+        seq += n;
+    }
+    seqs
+}
+
+/// The queue's messages in a store: (seq, payload).
+fn contents(store: &dyn MessageStore) -> Vec<(u64, Bytes)> {
+    store
+        .load(Q, None, 1_000_000)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.seq, m.payload))
+        .collect()
+}
+
+async fn stop(m: &mut Member) {
+    let d = m.driver.take().unwrap();
+    Arc::into_inner(d).unwrap().stop().await.unwrap();
+}
+
+/// A member that joins behind the master's in-memory tail gets a full copy, streamed from the
+/// master's store while 8 producers and their consumers go on (the copy is fuzzy: the member
+/// replays what was written during the read before it installs the copy), staged beside its
+/// journal and installed atomically. Afterwards its queue is exactly the master's; it joins the
+/// in-sync set (the master confirms with its acks alone once the other follower stops); and
+/// when the master stops it takes over holding every confirmed message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_behind_the_tail_gets_a_fuzzy_full_copy_installs_it_and_can_take_over() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let path = common::unique_path("core-copy");
+    const TAIL: usize = 500;
+    let mut members = vec![
+        start_copying(1, &path, dirs[0].path(), TAIL).await,
+        start_copying(2, &path, dirs[1].path(), TAIL).await,
+    ];
+    let m = master(&members).await;
+    let d = members[m].driver.clone().unwrap();
+
+    // Far past the tail before member 3 exists.
+    let go = Arc::new(AtomicBool::new(true));
+    let mut written = Vec::new();
+    let tasks: Vec<_> = (0..8)
+        .map(|p| tokio::spawn(produce_and_consume(d.clone(), p, 8, 0, 500, go.clone())))
+        .collect();
+    for t in tasks {
+        written.extend(t.await.unwrap());
+    }
+    assert_eq!(written.len(), 4_000);
+
+    // Writers go on while member 3 joins and receives its copy, and stop only once it
+    // installed it (bounded by `max`).
+    let tasks: Vec<_> = (0..8)
+        .map(|p| {
+            tokio::spawn(produce_and_consume(
+                d.clone(),
+                p,
+                8,
+                100_000,
+                20_000,
+                go.clone(),
+            ))
+        })
+        .collect();
+    members.push(start_copying(3, &path, dirs[2].path(), TAIL).await);
+    let third = members[2].driver.clone().unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    while third.stats().copies_installed == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member 3 installed no copy within {T:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    go.store(false, Ordering::Relaxed);
+    for t in tasks {
+        written.extend(t.await.unwrap());
+    }
+    let sent = d.stats();
+    eprintln!("copy: {sent:?}, written {}", written.len());
+    assert!(
+        sent.copies_sent >= 1,
+        "the master counted no copy: {sent:?}"
+    );
+    assert!(
+        sent.copy_bytes_sent > 1_000_000,
+        "the copy carried the queue: {sent:?}"
+    );
+    assert!(
+        sent.copy_overlap_entries > 0,
+        "writes went on during the copy, so it was consistent only after the cut: {sent:?}"
+    );
+
+    // Caught up: member 3's log ends where the master's does, with the same history, and its
+    // queue is exactly the master's — the odd messages.
+    let master_store = d.store();
+    let end = recover(&*master_store).unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let r = recover(&*third.store()).unwrap();
+        if r.last == end.last {
+            assert_eq!(
+                r.history, end.history,
+                "the copy's epoch history is the master's"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member 3 did not catch up: {} < {}",
+            r.last,
+            end.last
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut expected: Vec<u64> = written.iter().copied().filter(|s| s % 2 == 1).collect();
+    expected.sort_unstable();
+    let on_master = contents(&*master_store);
+    assert_eq!(
+        on_master.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(
+        contents(&*third.store()),
+        on_master,
+        "member 3's queue is the master's"
+    );
+
+    // In the in-sync set: with the other follower gone the master confirms on member 3 alone.
+    let other = if m == 0 { 1 } else { 0 };
+    stop(&mut members[other]).await;
+    let more: Vec<_> = (0..8)
+        .map(|p| {
+            tokio::spawn(produce_and_consume(
+                d.clone(),
+                p,
+                8,
+                500_000,
+                25,
+                Arc::new(AtomicBool::new(true)),
+            ))
+        })
+        .collect();
+    for t in more {
+        written.extend(t.await.unwrap());
+    }
+    drop(d);
+    drop(master_store);
+    stop(&mut members[m]).await;
+
+    // ...and takes over with every confirmed message.
+    tokio::time::timeout(
+        T,
+        third.role().wait_for(|r| matches!(r, Role::Master { .. })),
+    )
+    .await
+    .expect("member 3 did not take over")
+    .unwrap();
+    let mut expected: Vec<u64> = written.iter().copied().filter(|s| s % 2 == 1).collect();
+    expected.sort_unstable();
+    let held: Vec<u64> = contents(&*third.store()).iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        held, expected,
+        "the new master holds exactly the confirmed messages"
+    );
+    drop(third);
+    stop(&mut members[2]).await;
 }
