@@ -30,22 +30,25 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::core_store::{
-    chunk_batch, chunk_data, entry_payload, install_batch, recover, staged_entries_batch,
-    LogRecords,
+    chunk_batch, chunk_data, entry_payload, install_batch, member_op, recover,
+    staged_entries_batch, LogRecords,
 };
 use crate::core_transport::{self, Identity, NetEvent, Outgoing, Writer};
 use crate::group_session::{GroupSession, Lookups, SessionConfig};
 use crate::position::{POSITION_LIST, RESERVED_PREFIX};
 use crate::proto::{
-    Action, Config, ConnId, Event, MemberId, Msg, Refused, Replica, Role, StoreOpId, StoreWrite,
+    Action, Config, ConnId, Event, MasterView, MemberId, Msg, Refused, Replica, Role, StoreOpId,
+    StoreWrite,
 };
 use crate::staging::CopyStaging;
 use crate::{StoreOpener, ZkError};
 
 /// How often the core's timers are driven.
 const TICK: Duration = Duration::from_millis(10);
-/// Producer writes queued for the driver.
-const SUBMIT_QUEUE: usize = 1_024;
+/// Producer writes queued for the driver and not yet taken by it: past this, a write is
+/// refused at once ([`SubmitError::Backlog`]) — the queue is bounded, and a store's `submit`
+/// must not block an async worker.
+const SUBMIT_QUEUE: usize = 65_536;
 /// A full copy's chunk: store records up to about this many payload bytes.
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks of one copy queued and not yet written to the socket: the copy's memory bound
@@ -70,12 +73,46 @@ pub enum SubmitError {
     /// The batch cannot be replicated (it names a reserved list).
     #[error("{0}")]
     Invalid(String),
+    /// Too many writes wait for the replication already (back-pressure).
+    #[error("too many writes wait for replication ({0}): refused")]
+    Backlog(usize),
+}
+
+/// How a member claimed mastership (for the reason a status page shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// No leader node: the group is new or the previous master's session ended.
+    LeaderGone,
+    /// The master was silent for `master_timeout_ms`: its leader node was replaced (fast
+    /// takeover).
+    Takeover,
+}
+
+/// Told the outcome of one write.
+pub type Waiter = Box<dyn FnOnce(Result<u64, SubmitError>) + Send>;
+
+/// The write queue into the driver: unbounded as a channel, bounded by its count.
+#[derive(Clone)]
+struct Submits {
+    tx: mpsc::UnboundedSender<(Batch, Waiter)>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::fmt::Debug for Submits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submits")
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// A running driver.
 #[derive(Debug)]
 pub struct CoreDriver {
-    submits: mpsc::Sender<(Batch, oneshot::Sender<Result<u64, SubmitError>>)>,
+    submits: Submits,
+    status: watch::Receiver<Option<MasterView>>,
+    following: watch::Receiver<Option<(MemberId, u64)>>,
+    claims: watch::Receiver<Option<ClaimKind>>,
     role: watch::Receiver<Role>,
     serving: watch::Receiver<bool>,
     store: watch::Receiver<Arc<dyn MessageStore>>,
@@ -146,6 +183,7 @@ impl CoreDriver {
                  tail it stays out of the in-sync set"
             );
         }
+        let me = core.id;
         let recovered = recover(&*store)?;
         let records = LogRecords::new(&recovered);
         let clock = tokio::time::Instant::now();
@@ -168,7 +206,14 @@ impl CoreDriver {
         let (store_tx, store_rx) = watch::channel(store.clone());
         let stats = Arc::new(Counters::default());
         let (copy_tx, copy_done) = mpsc::unbounded_channel();
-        let (submits, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
+        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
+        let submits = Submits {
+            tx: submit_tx,
+            queued: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        };
+        let (status_tx, status) = watch::channel(None);
+        let (following_tx, following) = watch::channel(None);
+        let (claims_tx, claims) = watch::channel(None);
         let (role_tx, role) = watch::channel(Role::Follower);
         let (serving_tx, serving) = watch::channel(false);
         let (stop, stop_rx) = watch::channel(false);
@@ -183,6 +228,10 @@ impl CoreDriver {
                 zk,
                 zk_events,
                 submit_rx,
+                queued: submits.queued.clone(),
+                status: status_tx,
+                following: following_tx,
+                claims: claims_tx,
                 waiting: VecDeque::new(),
                 confirms: HashMap::new(),
                 role: role_tx,
@@ -198,6 +247,7 @@ impl CoreDriver {
                 net_events,
                 conns: HashMap::new(),
                 connecting: HashSet::new(),
+                me,
                 copies,
                 staged: None,
                 store_tx,
@@ -209,6 +259,9 @@ impl CoreDriver {
         );
         Ok(CoreDriver {
             submits,
+            status,
+            following,
+            claims,
             role,
             serving,
             store: store_rx,
@@ -222,12 +275,52 @@ impl CoreDriver {
     /// sync mode says).
     pub async fn submit(&self, batch: Batch) -> Result<u64, SubmitError> {
         let (tx, rx) = oneshot::channel();
-        self.submits
-            .send((batch, tx))
-            .await
-            .map_err(|_| SubmitError::Stopped("the driver ended".into()))?;
+        self.submit_with(
+            batch,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
         rx.await
             .map_err(|_| SubmitError::Stopped("the driver ended".into()))?
+    }
+
+    /// Queues `batch` now, without waiting (writes are replicated in the order of these
+    /// calls); `done` is told the outcome exactly once. Refused at once with
+    /// [`SubmitError::Backlog`] when too many writes wait already.
+    pub fn submit_with(&self, batch: Batch, done: Waiter) {
+        let q = &self.submits.queued;
+        let n = q.fetch_add(1, Ordering::AcqRel);
+        if n >= SUBMIT_QUEUE {
+            q.fetch_sub(1, Ordering::AcqRel);
+            return done(Err(SubmitError::Backlog(n)));
+        }
+        if let Err(e) = self.submits.tx.send((batch, done)) {
+            q.fetch_sub(1, Ordering::AcqRel);
+            let (_, done) = e.0;
+            done(Err(SubmitError::Stopped("the driver ended".into())));
+        }
+    }
+
+    /// The master's view of its followers, refreshed at every tick (`None` on a follower).
+    pub fn master_view(&self) -> Option<MasterView> {
+        self.status.borrow().clone()
+    }
+
+    /// The master this member follows with a log that matches it, `(member, epoch)`; `None`
+    /// while it is master, has no master, or is still reconciling (a full copy).
+    pub fn following(&self) -> watch::Receiver<Option<(MemberId, u64)>> {
+        self.following.clone()
+    }
+
+    /// How this member last claimed mastership (`None`: it never tried).
+    pub fn last_claim(&self) -> Option<ClaimKind> {
+        *self.claims.borrow()
+    }
+
+    /// Whether the driver ended (stopped, or its store or ZooKeeper task failed).
+    pub fn stopped(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Whether this member may dispatch to consumers now (`Replica::serving`: master,
@@ -296,8 +389,6 @@ async fn await_syncs(
     }
 }
 
-type Waiter = oneshot::Sender<Result<u64, SubmitError>>;
-
 /// The member transport: where this member accepts connections, and who it is.
 #[derive(Debug)]
 pub struct Net {
@@ -341,7 +432,11 @@ struct Driver {
     store: Arc<dyn MessageStore>,
     zk: GroupSession,
     zk_events: mpsc::Receiver<Event>,
-    submit_rx: mpsc::Receiver<(Batch, Waiter)>,
+    submit_rx: mpsc::UnboundedReceiver<(Batch, Waiter)>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    status: watch::Sender<Option<MasterView>>,
+    following: watch::Sender<Option<(MemberId, u64)>>,
+    claims: watch::Sender<Option<ClaimKind>>,
     /// Writes the core refused as `Busy`, retried in order after each confirmation.
     waiting: VecDeque<(Bytes, Waiter)>,
     /// Accepted writes by lsn, until the core confirms them.
@@ -362,6 +457,8 @@ struct Driver {
     conns: HashMap<ConnId, Conn>,
     /// Outbound connections asked for and not yet open.
     connecting: HashSet<ConnId>,
+    /// This member.
+    me: MemberId,
     copies: Option<Copies>,
     /// The staging store of the copy being received.
     staged: Option<Arc<dyn MessageStore>>,
@@ -404,17 +501,20 @@ impl Driver {
                     None => break Err(ZkError::Replication("the ZooKeeper session task ended".into())),
                 },
                 sub = self.submit_rx.recv(), if accepting => match sub {
-                    Some((batch, done)) => match entry_payload(&batch) {
-                        Ok(payload) => self.offer(payload, done),
-                        Err(e) => {
-                            let _ = done.send(Err(SubmitError::Invalid(e.to_string())));
+                    Some((batch, done)) => {
+                        self.queued.fetch_sub(1, Ordering::AcqRel);
+                        match entry_payload(&batch) {
+                            Ok(payload) => self.offer(payload, done),
+                            Err(e) => done(Err(SubmitError::Invalid(e.to_string()))),
                         }
-                    },
+                    }
                     None => break Ok(()),
                 },
                 _ = ticker.tick() => {
                     let now = self.now_ms();
                     self.replica.handle(now, Event::Tick);
+                    let view = self.replica.master_view();
+                    self.status.send_if_modified(|s| std::mem::replace(s, view.clone()) != view);
                 }
             }
             if let Err(e) = self.act().await {
@@ -423,19 +523,29 @@ impl Driver {
             let serving = self.replica.serving(self.now_ms());
             self.serving
                 .send_if_modified(|s| std::mem::replace(s, serving) != serving);
+            let following = self.replica.following();
+            self.following
+                .send_if_modified(|f| std::mem::replace(f, following) != following);
         };
         let why = match &result {
             Ok(()) => "the driver stopped".to_string(),
             Err(e) => e.to_string(),
         };
         for (_, w) in self.waiting.drain(..) {
-            let _ = w.send(Err(SubmitError::Stopped(why.clone())));
+            w(Err(SubmitError::Stopped(why.clone())));
         }
         for (_, w) in self.confirms.drain() {
-            let _ = w.send(Err(SubmitError::Stopped(why.clone())));
+            w(Err(SubmitError::Stopped(why.clone())));
+        }
+        // Taken and never offered: told too (the channel closes with the driver).
+        self.submit_rx.close();
+        while let Ok((_, w)) = self.submit_rx.try_recv() {
+            w(Err(SubmitError::Stopped(why.clone())));
         }
         self.role.send_replace(Role::Follower);
         self.serving.send_replace(false);
+        self.status.send_replace(None);
+        self.following.send_replace(None);
         if let Some(l) = self.listener.take() {
             l.abort();
         }
@@ -510,7 +620,7 @@ impl Driver {
             }
             Err(Refused::Busy) => self.waiting.push_back((payload, done)),
             Err(Refused::NotMaster) => {
-                let _ = done.send(Err(SubmitError::NotMaster));
+                done(Err(SubmitError::NotMaster));
             }
         }
     }
@@ -538,7 +648,7 @@ impl Driver {
                         break;
                     }
                     Err(Refused::NotMaster) => {
-                        let _ = done.send(Err(SubmitError::NotMaster));
+                        done(Err(SubmitError::NotMaster));
                     }
                 }
             }
@@ -548,6 +658,14 @@ impl Driver {
     async fn action(&mut self, a: Action) -> Result<(), ZkError> {
         match a {
             Action::Zk { req, op } => {
+                let kind = match &op {
+                    crate::proto::ZkOp::Claim { .. } => Some(ClaimKind::LeaderGone),
+                    crate::proto::ZkOp::Takeover { .. } => Some(ClaimKind::Takeover),
+                    _ => None,
+                };
+                if kind.is_some() {
+                    self.claims.send_replace(kind);
+                }
                 if !self.zk.submit(req, op).await {
                     return Err(ZkError::Replication(
                         "the ZooKeeper session task ended".into(),
@@ -557,7 +675,7 @@ impl Driver {
             Action::Store { op, write } => self.store_write(op, write).await?,
             Action::Confirm { lsn } => {
                 if let Some(w) = self.confirms.remove(&lsn) {
-                    let _ = w.send(Ok(lsn));
+                    w(Ok(lsn));
                 }
             }
             Action::Role(r) => {
@@ -565,7 +683,7 @@ impl Driver {
                 if r == Role::Follower {
                     // Accepted and not confirmed: the next master may or may not hold them.
                     for (_, w) in self.confirms.drain() {
-                        let _ = w.send(Err(SubmitError::Unknown));
+                        w(Err(SubmitError::Unknown));
                     }
                 }
                 self.role.send_replace(r);
@@ -685,8 +803,11 @@ impl Driver {
         };
         // Durable before anything is swapped: the copy's records and every staged write
         // before them (same journal, written in order).
+        // The copy is the master's store: this member's own id record goes with it.
+        let mut records = install_batch(last, history)?;
+        records.push(member_op(self.me));
         staged
-            .submit(install_batch(last, history)?)
+            .submit(records)
             .await
             .map_err(|e| failed("the staging store failed", &e))?;
         // Every earlier write of the live store completed (it is closed next).

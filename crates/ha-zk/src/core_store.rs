@@ -20,12 +20,40 @@ use bytes::{Bytes, BytesMut};
 use ferromq_store::{Batch, MessageStore, Op};
 
 use crate::position::{load_all, position_ops, read_position, POSITION_LIST, RESERVED_PREFIX};
-use crate::proto::{Entry, EpochHistory, Recovered, StoreWrite};
+use crate::proto::{Entry, EpochHistory, MemberId, Recovered, StoreWrite};
 use crate::wire::{decode_batch_bytes, encode_batch, Position};
 use crate::ZkError;
 
 /// The reserved list holding the epoch history.
 pub const EPOCHS_LIST: &str = "replication://epochs";
+
+/// The reserved list holding this member's numeric id (`ha.broker_id`, or the one allocated
+/// from ZooKeeper): one record, `seq` 1, payload the id (`u32` little-endian). Distinct from
+/// the older engine's `replication://member-id` (a random string).
+pub const MEMBER_LIST: &str = "replication://member";
+
+/// The record of this member's id.
+pub fn member_op(id: MemberId) -> Op {
+    Op::Enqueue {
+        list: MEMBER_LIST.into(),
+        seq: 1,
+        payload: Bytes::copy_from_slice(&id.to_le_bytes()),
+    }
+}
+
+/// The member id recorded in `store`, if any.
+pub fn read_member(store: &dyn MessageStore) -> Result<Option<MemberId>, ZkError> {
+    let Some(m) = store.load(MEMBER_LIST, None, 1)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let bytes: [u8; 4] = m.payload.as_ref().try_into().map_err(|_| {
+        ZkError::Replication(format!(
+            "{MEMBER_LIST} holds {} bytes, not a member id",
+            m.payload.len()
+        ))
+    })?;
+    Ok(Some(MemberId::from_le_bytes(bytes)))
+}
 
 /// A producer's batch as an entry payload. Reserved lists are the replication's own: a
 /// producer's batch naming one is refused (it would corrupt the log's records).

@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
+pub mod core_activation;
 pub mod core_auth;
 pub mod core_driver;
 pub mod core_store;

@@ -94,6 +94,16 @@ pub struct HaSection {
     pub lease_holder_id: String,
     /// `replicated`: the cluster size; `(replicas/2)+1` brokers must be online (`replicas`).
     pub replicas: usize,
+    /// `replicated`: which implementation runs the replication: `core` (the replication core
+    /// of `docs/replication.md`: an in-sync set recorded in ZooKeeper, epochs in every ack,
+    /// staged full copies) or `legacy` (the position-report election of earlier releases). The
+    /// two do not interoperate and their stores differ: every broker of a group runs the same
+    /// one, and a data directory written by one is not read by the other.
+    pub engine: String,
+    /// `replicated`, `core` engine: this broker's member id in its group, 1..=2^31 — stable
+    /// across restarts, unique in the group. 0 (the default): allocated once from ZooKeeper
+    /// and kept in the local store.
+    pub broker_id: u32,
     /// `replicated`: comma-separated ZooKeeper servers (`zkAddress`).
     pub zk_address: String,
     /// `replicated`: the election path; groups (`broker.name`) may share it (`zkPath`).
@@ -151,6 +161,8 @@ impl Default for HaSection {
             lock_acquire_sleep_interval_ms: 100,
             lease_holder_id: String::new(),
             replicas: 3,
+            engine: "legacy".into(),
+            broker_id: 0,
             zk_address: "127.0.0.1:2181".into(),
             zk_path: "/default".into(),
             zk_session_timeout_ms: 2000,
@@ -840,6 +852,13 @@ impl Config {
                 }
                 if self.ha.replicas == 0 {
                     bail!("ha.replicas must be at least 1");
+                }
+                match self.ha.engine.as_str() {
+                    "core" | "legacy" => {}
+                    e => bail!("ha.engine = {e:?}: expected \"core\" or \"legacy\""),
+                }
+                if self.ha.broker_id > 1 << 31 {
+                    bail!("ha.broker_id must be at most 2147483648 (0: allocated)");
                 }
                 if !self.ha.zk_path.starts_with('/') {
                     bail!("ha.zk_path must start with '/'");

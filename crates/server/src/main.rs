@@ -903,6 +903,23 @@ fn replicated_activation(
         ferromq_server::server::open_store(&store_cfg, 0, None)
             .map_err(|e| ferromq_store::StoreError::Config(format!("{e:#}")))
     });
+    if h.engine == "core" {
+        let staging: Option<Arc<dyn ferromq_ha_zk::staging::CopyStaging>> = if journal {
+            Some(Arc::new(ferromq_ha_zk::staging::JournalStaging::new(
+                ferromq_server::server::journal_dir(cfg),
+                ferromq_server::server::journal_config(cfg, 0, None),
+            )))
+        } else {
+            tracing::warn!(
+                backend = %cfg.store.backend,
+                "full copies are staged only for the journal store: a member of this group that falls behind the master's in-memory tail stays out of the in-sync set"
+            );
+            None
+        };
+        return Ok(Arc::new(
+            ferromq_ha_zk::core_activation::CoreReplication::new(rc, h.broker_id, opener, staging)?,
+        ));
+    }
     let mut replication = ZkReplication::new(rc, opener)?;
     if journal {
         // Full copies go to a journal beside the live one and are installed when consistent:

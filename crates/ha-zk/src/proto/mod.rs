@@ -424,6 +424,40 @@ pub enum StoreWrite {
     },
 }
 
+/// A master's followers as it sees them ([`Replica::master_view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterView {
+    /// The master's epoch.
+    pub epoch: u64,
+    /// The in-sync set as last written to ZooKeeper.
+    pub isr: Vec<MemberId>,
+    /// The highest confirmed lsn.
+    pub commit: u64,
+    /// The log's last lsn.
+    pub last: u64,
+    /// The local log's durable lsn.
+    pub durable: u64,
+    /// What a confirmation waits for.
+    pub durability: Durability,
+    /// Every member that said `Hello` in this epoch.
+    pub followers: Vec<FollowerView>,
+}
+
+/// One follower as its master sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerView {
+    /// The member.
+    pub member: MemberId,
+    /// Whether it has a connection now.
+    pub connected: bool,
+    /// The last lsn sent to it.
+    pub sent: u64,
+    /// The highest lsn it acknowledged receiving (on its current connection).
+    pub received: u64,
+    /// The highest lsn it acknowledged as durable.
+    pub durable: u64,
+}
+
 /// What a broker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

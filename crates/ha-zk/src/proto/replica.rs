@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use super::{
-    Action, Config, ConnId, Durability, Entry, EpochHistory, Event, GroupState, MemberId, Msg,
-    Position, Recovered, Refused, Role, Session, Start, StoreOpId, StoreWrite, ZkFail, ZkOp, ZkReq,
+    Action, Config, ConnId, Durability, Entry, EpochHistory, Event, FollowerView, GroupState,
+    MasterView, MemberId, Msg, Position, Recovered, Refused, Role, Session, Start, StoreOpId,
+    StoreWrite, ZkFail, ZkOp, ZkReq,
 };
 
 /// Bytes an entry counts for in flow control beyond its payload (frame overhead; also makes an
@@ -362,6 +363,52 @@ impl Replica {
             RoleState::Master(l) => Some(&l.isr),
             RoleState::Follower(_) => None,
         }
+    }
+
+    /// The master this follower streams from, `(member, epoch)`, once its log follows that
+    /// master's (after the `Welcome`, or after a full copy was installed); `None` otherwise.
+    /// For logs and status pages only.
+    pub fn following(&self) -> Option<(MemberId, u64)> {
+        match &self.role {
+            RoleState::Follower(Follow {
+                link:
+                    Some(Link {
+                        master,
+                        epoch,
+                        phase: Phase::Streaming,
+                        ..
+                    }),
+                ..
+            }) => Some((*master, *epoch)),
+            _ => None,
+        }
+    }
+
+    /// A master's view of its followers and of what a write waits for (`None` on a follower),
+    /// for status pages: read only, nothing depends on it.
+    pub fn master_view(&self) -> Option<MasterView> {
+        let RoleState::Master(lead) = &self.role else {
+            return None;
+        };
+        Some(MasterView {
+            epoch: lead.epoch,
+            isr: lead.isr.clone(),
+            commit: lead.commit,
+            last: self.log.last,
+            durable: self.log.durable,
+            durability: lead.durability,
+            followers: lead
+                .peers
+                .iter()
+                .map(|(m, p)| FollowerView {
+                    member: *m,
+                    connected: p.conn.is_some(),
+                    sent: p.sent,
+                    received: p.received,
+                    durable: p.durable,
+                })
+                .collect(),
+        })
     }
 
     /// Whether this broker may dispatch to consumers now: master, connected to ZooKeeper, and
