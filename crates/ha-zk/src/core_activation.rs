@@ -175,6 +175,11 @@ impl CoreReplication {
             .await
             .map_err(|e| ZkError::Replication(format!("opening the store: {e}")))??;
         let me = self.member_id(&store).await?;
+        let log = crate::core_store::recover(&*store)?;
+        let position = crate::wire::Position {
+            epoch: log.history.epoch_at(log.last),
+            lsn: log.last,
+        };
         let bind = self
             .cfg
             .bind
@@ -236,6 +241,7 @@ impl CoreReplication {
         tracing::info!(
             member_id = me,
             replication = %advertise,
+            %position,
             replicas = self.cfg.replicas,
             sync = ?self.cfg.sync,
             "joined the replication group {} at {}",
@@ -294,12 +300,39 @@ impl CoreReplication {
             }
         };
         let waiting_since = *self.master_gone_at.lock();
-        tracing::info!(epoch, "Promoted to master");
+        // The position it was promoted at: the last entry it inherited (its own epoch starts
+        // with a marker after it).
+        let view = driver.master_view();
+        let position = view
+            .as_ref()
+            .map(|v| v.inherited.to_string())
+            .unwrap_or_default();
+        if let Some(v) = view.as_ref().filter(|v| v.tail_from <= v.inherited.lsn) {
+            // Followers that held them catch up from here instead of taking a full copy.
+            tracing::info!(
+                from = v.tail_from,
+                to = v.inherited.lsn,
+                "kept the entries received as a slave (in memory): followers catch up from them"
+            );
+        }
+        match driver.last_claim() {
+            Some(ClaimKind::Takeover) if epoch > 1 => tracing::info!(
+                epoch,
+                fenced_epoch = epoch - 1,
+                %position,
+                "Promoted to master"
+            ),
+            _ => tracing::info!(epoch, %position, "Promoted to master"),
+        }
         tracing::info!(epoch, "Master started: tcp://{}", self.advertised.lock());
         let (lost_tx, lost) = watch::channel(None);
+        let patience = self.cfg.zk_session_timeout;
         let watcher = tokio::spawn({
             let mut role = driver.role();
+            let driver = driver.clone();
             async move {
+                // Since when the in-sync followers connected are too few to confirm a write.
+                let mut short_since: Option<Instant> = None;
                 loop {
                     let now = *role.borrow_and_update();
                     if now != (Role::Master { epoch }) {
@@ -308,7 +341,36 @@ impl CoreReplication {
                         )));
                         return;
                     }
-                    if role.changed().await.is_err() {
+                    // A master that cannot confirm anything for a session timeout steps down
+                    // (ActiveMQ's replicated store does too): its clients fail over, and once
+                    // enough members are back one of the in-sync set is elected.
+                    let short = driver.master_view().is_some_and(|v| {
+                        let in_sync = v
+                            .followers
+                            .iter()
+                            .filter(|f| f.connected && v.isr.contains(&f.member))
+                            .count();
+                        in_sync < v.durability.followers
+                    });
+                    short_since = match (short, short_since) {
+                        (false, _) => None,
+                        (true, None) => Some(Instant::now()),
+                        (true, Some(t)) if t.elapsed() >= patience => {
+                            tracing::warn!(
+                                epoch,
+                                "Not enough cluster members connected to elect a master."
+                            );
+                            let _ = lost_tx.send(Some(format!(
+                                "the master of epoch {epoch} steps down: too few in-sync members connected to confirm writes for {} ms",
+                                patience.as_millis()
+                            )));
+                            return;
+                        }
+                        (true, t) => t,
+                    };
+                    if let Ok(Err(_)) =
+                        tokio::time::timeout(Duration::from_millis(50), role.changed()).await
+                    {
                         let _ = lost_tx.send(Some("the replication driver stopped".into()));
                         return;
                     }
@@ -324,6 +386,7 @@ impl CoreReplication {
         *self.running.lock() = None;
         let store = Arc::new(DriverStore {
             driver: driver.clone(),
+            limbo: Arc::default(),
             kind: driver.store().kind(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
@@ -462,6 +525,9 @@ impl Activation for CoreReplication {
 #[derive(Debug)]
 pub struct DriverStore {
     driver: Arc<CoreDriver>,
+    /// Writes whose outcome is unknown, never answered (bounded by the core's
+    /// `unconfirmed_entries_max`: only writes it accepted can end here).
+    limbo: Arc<parking_lot::Mutex<Vec<ferromq_store::Completer>>>,
     kind: &'static str,
     closed: std::sync::atomic::AtomicBool,
 }
@@ -476,13 +542,18 @@ impl MessageStore for DriverStore {
             return Completion::ready(Err(StoreError::Closed));
         }
         let (done, completion) = Completion::pair();
+        let limbo = self.limbo.clone();
         self.driver.submit_with(
             batch,
-            Box::new(move |r| {
-                done.complete(r.map(|_| ()).map_err(|e| match e {
-                    SubmitError::Stopped(_) => StoreError::Closed,
-                    e => StoreError::Failed(e.to_string()),
-                }))
+            Box::new(move |r| match r {
+                Ok(_) => done.complete(Ok(())),
+                // Neither confirmed nor refused: the next master may hold it. The producer
+                // gets no answer (an ERROR would tell it the write failed): its connection
+                // closes when the broker stops on losing mastership, and the client resends
+                // (duplicate detection on the next master drops a resend of a stored one).
+                Err(SubmitError::Unknown) => limbo.lock().push(done),
+                Err(SubmitError::Stopped(_)) => done.complete(Err(StoreError::Closed)),
+                Err(e) => done.complete(Err(StoreError::Failed(e.to_string()))),
             }),
         );
         completion

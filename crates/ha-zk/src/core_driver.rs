@@ -60,8 +60,8 @@ const COPY_PAGE: usize = 1_024;
 /// Why a producer's write was not confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// This broker is not the master (or is suspended: ZooKeeper unreachable).
-    #[error("not the master")]
+    /// This broker is not the master (any more).
+    #[error("not the master any more: the write is refused")]
     NotMaster,
     /// The write was accepted but the master lost its role before confirming it: it may or may
     /// not survive (the producer must treat it as unknown, like a lost receipt).
@@ -184,6 +184,7 @@ impl CoreDriver {
             );
         }
         let me = core.id;
+        let pause_ms = (core.master_timeout_ms / 2).max(100);
         let recovered = recover(&*store)?;
         let records = LogRecords::new(&recovered);
         let clock = tokio::time::Instant::now();
@@ -248,6 +249,12 @@ impl CoreDriver {
                 conns: HashMap::new(),
                 connecting: HashSet::new(),
                 me,
+                zk_connected: false,
+                stepped_down: None,
+                takeover_req: None,
+                last_tick_ms: 0,
+                grace_until_ms: 0,
+                pause_ms,
                 copies,
                 staged: None,
                 store_tx,
@@ -459,6 +466,18 @@ struct Driver {
     connecting: HashSet<ConnId>,
     /// This member.
     me: MemberId,
+    /// The ZooKeeper session as last reported (for log lines only).
+    zk_connected: bool,
+    /// The epoch this member was master of until it stepped down, until a group read shows
+    /// the next (for log lines only).
+    stepped_down: Option<u64>,
+    /// The takeover request in flight (for log lines only).
+    takeover_req: Option<crate::proto::ZkReq>,
+    /// When the last tick ran, and until when ticks wait after a pause (see the ticker).
+    last_tick_ms: u64,
+    grace_until_ms: u64,
+    /// A pause longer than this (the process was stopped, the VM stalled) delays the timers.
+    pause_ms: u64,
     copies: Option<Copies>,
     /// The staging store of the copy being received.
     staged: Option<Arc<dyn MessageStore>>,
@@ -495,6 +514,37 @@ impl Driver {
                 Some((conn, last, read)) = self.copy_done.recv() => self.copy_read(conn, last, read),
                 ev = self.zk_events.recv() => match ev {
                     Some(ev) => {
+                        if let Event::ZkDone { req, result } = &ev {
+                            if self.takeover_req == Some(*req) {
+                                self.takeover_req = None;
+                                if result.is_err() {
+                                    tracing::info!(
+                                        "the takeover was refused (the group changed since: the master is alive or another claimed first): fence lifted, following it"
+                                    );
+                                }
+                            }
+                        }
+                        if let Event::Session(s) = &ev {
+                            self.zk_connected = *s == crate::proto::Session::Connected;
+                        }
+                        if let Event::Group { state: Some(g), .. } = &ev {
+                            let mastered = match self.replica.role() {
+                                Role::Master { epoch } => Some(epoch),
+                                Role::Follower => self.stepped_down.take(),
+                            };
+                            match mastered {
+                                Some(epoch) if g.epoch > epoch => tracing::warn!(
+                                    epoch,
+                                    new_epoch = g.epoch,
+                                    leader = ?g.leader,
+                                    "another master was elected after this one's epoch"
+                                ),
+                                Some(epoch) if self.replica.role() == Role::Follower => {
+                                    self.stepped_down = Some(epoch);
+                                }
+                                _ => {}
+                            }
+                        }
                         let now = self.now_ms();
                         self.replica.handle(now, ev);
                     }
@@ -512,7 +562,21 @@ impl Driver {
                 },
                 _ = ticker.tick() => {
                     let now = self.now_ms();
-                    self.replica.handle(now, Event::Tick);
+                    // After a pause (SIGSTOP, a stalled VM) the timers would fire before the
+                    // frames queued in the sockets meanwhile are read: a follower would think
+                    // a live master silent and take over. The network goes first, briefly.
+                    let gap = now.saturating_sub(self.last_tick_ms);
+                    self.last_tick_ms = now;
+                    if gap > self.pause_ms {
+                        tracing::info!(
+                            paused_ms = gap,
+                            "the replication driver did not run for a while: reading the network before its timers"
+                        );
+                        self.grace_until_ms = now + 100;
+                    }
+                    if now >= self.grace_until_ms {
+                        self.replica.handle(now, Event::Tick);
+                    }
                     let view = self.replica.master_view();
                     self.status.send_if_modified(|s| std::mem::replace(s, view.clone()) != view);
                 }
@@ -521,8 +585,20 @@ impl Driver {
                 break Err(e);
             }
             let serving = self.replica.serving(self.now_ms());
-            self.serving
+            let was = self
+                .serving
                 .send_if_modified(|s| std::mem::replace(s, serving) != serving);
+            if was && !serving && matches!(self.replica.role(), Role::Master { .. }) {
+                if self.zk_connected {
+                    tracing::warn!(
+                        "heartbeat lease lost: the in-sync members did not answer within master_timeout_ms / 2; confirming and dispatching stop until they do"
+                    );
+                } else {
+                    tracing::warn!(
+                        "ZooKeeper connection lost: confirming and dispatching stop until it is back"
+                    );
+                }
+            }
             let following = self.replica.following();
             self.following
                 .send_if_modified(|f| std::mem::replace(f, following) != following);
@@ -611,7 +687,8 @@ impl Driver {
         }
     }
 
-    /// Offers a write to the core; a `Busy` core keeps it waiting (in order).
+    /// Offers a write to the core; a `Busy` core, or a master whose ZooKeeper connection is
+    /// down (suspended: it may get it back within the session), keeps it waiting, in order.
     fn offer(&mut self, payload: Bytes, done: Waiter) {
         let now = self.now_ms();
         match self.replica.submit(now, payload.clone()) {
@@ -619,6 +696,9 @@ impl Driver {
                 self.confirms.insert(lsn, done);
             }
             Err(Refused::Busy) => self.waiting.push_back((payload, done)),
+            Err(Refused::NotMaster) if matches!(self.replica.role(), Role::Master { .. }) => {
+                self.waiting.push_back((payload, done))
+            }
             Err(Refused::NotMaster) => {
                 done(Err(SubmitError::NotMaster));
             }
@@ -627,11 +707,15 @@ impl Driver {
 
     /// Carries out every pending action.
     async fn act(&mut self) -> Result<(), ZkError> {
+        // Writes that wait are retried at every event too: a suspended master's come back
+        // with its ZooKeeper connection, which need not produce an action.
+        let mut retry = !self.waiting.is_empty();
         loop {
             self.replica.poll_actions(&mut self.actions);
-            if self.actions.is_empty() {
+            if self.actions.is_empty() && !retry {
                 return Ok(());
             }
+            retry = false;
             let actions = std::mem::take(&mut self.actions);
             for a in actions {
                 self.action(a).await?;
@@ -644,6 +728,12 @@ impl Driver {
                         self.confirms.insert(lsn, done);
                     }
                     Err(Refused::Busy) => {
+                        self.waiting.push_front((payload, done));
+                        break;
+                    }
+                    Err(Refused::NotMaster)
+                        if matches!(self.replica.role(), Role::Master { .. }) =>
+                    {
                         self.waiting.push_front((payload, done));
                         break;
                     }
@@ -660,11 +750,20 @@ impl Driver {
             Action::Zk { req, op } => {
                 let kind = match &op {
                     crate::proto::ZkOp::Claim { .. } => Some(ClaimKind::LeaderGone),
-                    crate::proto::ZkOp::Takeover { .. } => Some(ClaimKind::Takeover),
+                    crate::proto::ZkOp::Takeover { state, .. } => {
+                        tracing::info!(
+                            fenced_epoch = state.epoch.saturating_sub(1),
+                            "the master was silent past master_timeout_ms: claiming over its leader node, which fenced its epoch"
+                        );
+                        Some(ClaimKind::Takeover)
+                    }
                     _ => None,
                 };
                 if kind.is_some() {
                     self.claims.send_replace(kind);
+                }
+                if kind == Some(ClaimKind::Takeover) {
+                    self.takeover_req = Some(req);
                 }
                 if !self.zk.submit(req, op).await {
                     return Err(ZkError::Replication(
@@ -680,10 +779,18 @@ impl Driver {
             }
             Action::Role(r) => {
                 tracing::info!(role = ?r, "replication role");
+                if let (Role::Master { epoch }, Role::Follower) = (*self.role.borrow(), r) {
+                    // Said when the group shows who replaced it.
+                    self.stepped_down = Some(epoch);
+                }
                 if r == Role::Follower {
                     // Accepted and not confirmed: the next master may or may not hold them.
                     for (_, w) in self.confirms.drain() {
                         w(Err(SubmitError::Unknown));
+                    }
+                    // Never accepted: refused.
+                    for (_, w) in self.waiting.drain(..) {
+                        w(Err(SubmitError::NotMaster));
                     }
                 }
                 self.role.send_replace(r);
@@ -704,6 +811,20 @@ impl Driver {
                 }
             },
             Action::Send { conn, msg } => {
+                if let (Some(c), Msg::Welcome { start, .. }) = (self.conns.get(&conn), &msg) {
+                    let member = c.peer.map(|p| p.to_string()).unwrap_or_default();
+                    match start {
+                        crate::proto::Start::TruncateAfter(d) => tracing::info!(
+                            %member,
+                            slave_position = d,
+                            "slave connected: streaming from its position"
+                        ),
+                        crate::proto::Start::Snapshot => tracing::info!(
+                            %member,
+                            "slave connected: it needs a full copy of the store"
+                        ),
+                    }
+                }
                 if let Some(c) = self.conns.get_mut(&conn) {
                     match &mut c.held {
                         Some(held) => held.push(msg),

@@ -149,9 +149,11 @@ pub fn listen(
                         });
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(%addr, error = %e, "replication connection refused")
+                        tracing::warn!(%addr, error = %e, "refusing a replication connection")
                     }
-                    Err(_) => tracing::warn!(%addr, "replication handshake timed out"),
+                    Err(_) => {
+                        tracing::warn!(%addr, "refusing a replication connection: the handshake timed out")
+                    }
                 }
             });
         }

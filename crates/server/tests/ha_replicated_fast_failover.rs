@@ -82,11 +82,19 @@ async fn a_frozen_master_is_fenced_and_replaced_and_steps_down_when_thawed() {
         )
     });
     eprintln!("{line}");
-    for i in (0..3).filter(|i| *i != m) {
+    if core_engine() {
+        // One conditional takeover by the member that claimed is the fence.
         assert!(
-            c.proc(i).log_count("fenced its epoch") >= 1,
-            "b{i} did not fence the frozen master"
+            c.proc(next).log_count("fenced its epoch") >= 1,
+            "b{next} did not take over through the fence"
         );
+    } else {
+        for i in (0..3).filter(|i| *i != m) {
+            assert!(
+                c.proc(i).log_count("fenced its epoch") >= 1,
+                "b{i} did not fence the frozen master"
+            );
+        }
     }
     let before = gen.confirmed.load(Ordering::SeqCst);
     assert!(

@@ -437,6 +437,10 @@ pub struct MasterView {
     pub last: u64,
     /// The local log's durable lsn.
     pub durable: u64,
+    /// The last entry it inherited: the one before its epoch's marker.
+    pub inherited: Position,
+    /// The first lsn its in-memory tail holds (followers behind it need a full copy).
+    pub tail_from: u64,
     /// What a confirmation waits for.
     pub durability: Durability,
     /// Every member that said `Hello` in this epoch.

@@ -396,6 +396,8 @@ impl Replica {
             commit: lead.commit,
             last: self.log.last,
             durable: self.log.durable,
+            inherited: self.log.position(lead.marker.saturating_sub(1)),
+            tail_from: self.log.tail_start(),
             durability: lead.durability,
             followers: lead
                 .peers

@@ -13,6 +13,16 @@ pub fn zk_standalone() -> String {
     std::env::var("FERROMQ_TEST_ZK").unwrap_or_else(|_| "127.0.0.1:2181".into())
 }
 
+/// Whether the brokers run the replication core (`FERROMQ__HA__ENGINE=core`, which
+/// `scripts/test.sh` sets for a second run of these tests) rather than the legacy engine: the
+/// two fence a silent master differently (the core: one conditional ZooKeeper takeover by a
+/// member of the in-sync set; the legacy: a quorum of durable fences), so a few log lines
+/// differ.
+#[allow(dead_code)]
+pub fn core_engine() -> bool {
+    std::env::var("FERROMQ__HA__ENGINE").as_deref() == Ok("core")
+}
+
 /// The three-node ensemble (`scripts/services.sh`).
 pub fn zk_ensemble() -> String {
     std::env::var("FERROMQ_TEST_ZK_ENSEMBLE")
