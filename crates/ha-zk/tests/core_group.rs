@@ -51,17 +51,7 @@ async fn start_with(
 ) -> Member {
     let store: Arc<dyn MessageStore> =
         Arc::new(JournalStore::open(dir, JournalConfig::default()).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let session = SessionConfig {
-        zk_address: common::zk(),
-        session_timeout: Duration::from_secs(4),
-        zk_password: None,
-        zk_path: path.to_string(),
-        group: "g".into(),
-        me: id,
-        advertise: Some(addr),
-    };
+    let (listener, session) = listen(id, path).await;
     let mut identity = identity(id, TOKEN);
     identity.tls = tls;
     let net = Net {
@@ -76,6 +66,22 @@ async fn start_with(
         driver: Some(Arc::new(driver)),
         store,
     }
+}
+
+/// A listener for member `id` and its ZooKeeper session settings (advertising the listener).
+async fn listen(id: u32, path: &str) -> (TcpListener, SessionConfig) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let session = SessionConfig {
+        zk_address: common::zk(),
+        session_timeout: Duration::from_secs(4),
+        zk_password: None,
+        zk_path: path.to_string(),
+        group: "g".into(),
+        me: id,
+        advertise: Some(addr),
+    };
+    (listener, session)
 }
 
 fn enqueue(seq: u64) -> Vec<Op> {
@@ -405,17 +411,7 @@ async fn start_copying(id: u32, path: &str, dir: &std::path::Path, tail: usize) 
         })
     };
     let store = opener().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let session = SessionConfig {
-        zk_address: common::zk(),
-        session_timeout: Duration::from_secs(4),
-        zk_password: None,
-        zk_path: path.to_string(),
-        group: "g".into(),
-        me: id,
-        advertise: Some(addr),
-    };
+    let (listener, session) = listen(id, path).await;
     let copies = Copies {
         staging: Arc::new(JournalStaging::new(live, JournalConfig::default())),
         opener,
