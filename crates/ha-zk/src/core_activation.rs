@@ -279,7 +279,11 @@ impl CoreReplication {
                     {
                         break epoch
                     }
-                    Some(v) if v.epoch == epoch && !said_short => {
+                    Some(v)
+                        if v.epoch == epoch
+                            && v.isr.len() <= v.durability.followers
+                            && !said_short =>
+                    {
                         said_short = true;
                         tracing::info!(
                             epoch,

@@ -151,11 +151,17 @@ async fn a_killed_master_is_replaced_through_the_fence_before_its_session_expire
             == 1,
         "the new master kept no entries"
     );
-    assert_eq!(
-        c.proc(next).log_count("needs a full copy"),
-        0,
-        "the surviving slave needed a full copy after the failover"
-    );
+    if !core_engine() {
+        assert_eq!(
+            c.proc(next).log_count("needs a full copy"),
+            0,
+            "the surviving slave needed a full copy after the failover"
+        );
+    }
+    // The core elects whichever member of the in-sync set claims first: when the surviving
+    // follower had received entries the new master had not (the old master's unconfirmed
+    // suffix), its journal cannot cut them and it takes a full copy (docs/ha.md, "Two
+    // engines"). It must follow either way, which the confirmations above prove.
     // The old master returns as a slave (its znode and session are long gone or replaced).
     c.start(m);
     assert!(c.proc(m).wait_log("Slave started", T));

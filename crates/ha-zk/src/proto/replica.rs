@@ -283,7 +283,8 @@ enum RoleState {
 enum ZkPending {
     Create,
     Claim(GroupState),
-    Takeover(GroupState),
+    /// The new state, and the master it deposes with when we last heard from it.
+    Takeover(GroupState, Option<(MemberId, u64)>),
     Set(GroupState),
 }
 
@@ -610,8 +611,20 @@ impl Replica {
             return;
         }
         match (pending, result) {
-            (ZkPending::Claim(state) | ZkPending::Takeover(state), Ok(version)) => {
-                self.promote(now_ms, state, version)
+            (ZkPending::Claim(state), Ok(version)) => self.promote(now_ms, state, version),
+            (ZkPending::Takeover(state, deposed), Ok(version)) => {
+                self.promote(now_ms, state, version);
+                // The master we replaced has been silent since we last heard it (at least
+                // `master_timeout_ms`): its silence counts from then, so that it leaves the
+                // in-sync set at the first ISR check instead of holding our lease for another
+                // `master_timeout_ms` (removing a member is always safe while the set keeps
+                // `followers + 1` members).
+                if let (Some((m, heard_ms)), RoleState::Master(lead)) = (deposed, &mut self.role) {
+                    if let Some(p) = lead.peers.get_mut(&m) {
+                        p.since_ms = p.since_ms.min(heard_ms);
+                    }
+                    self.manage_isr(now_ms);
+                }
             }
             (ZkPending::Set(state), Ok(version)) => {
                 if let RoleState::Master(lead) = &mut self.role {
@@ -734,7 +747,7 @@ impl Replica {
                 vec![me]
             };
             isr.dedup();
-            return self.claim(&state, version, isr, false);
+            return self.claim(&state, version, isr, None);
         }
         let Some(leader) = state.leader.filter(|l| *l != me) else {
             return;
@@ -749,9 +762,10 @@ impl Replica {
             if let Some(link) = f.link.take() {
                 self.out.push(Action::Close { conn: link.conn });
             }
+            let last_heard = f.heard.map_or(now_ms, |(_, at)| at);
             f.heard = Some((state.epoch, now_ms));
             let isr = state.isr.clone();
-            return self.claim(&state, version, isr, true);
+            return self.claim(&state, version, isr, Some(last_heard));
         }
         if let Some(link) = f.link.as_ref() {
             if now_ms.saturating_sub(link.last_heard_ms) > self.cfg.link_timeout_ms {
@@ -778,17 +792,28 @@ impl Replica {
     }
 
     /// Claims the epoch after `state` (read at `version`) with `isr`: an ordinary claim (the
-    /// leader node is gone) or a fast takeover (it is deleted in the same request).
-    fn claim(&mut self, state: &GroupState, version: u64, isr: Vec<MemberId>, takeover: bool) {
+    /// leader node is gone) or a fast takeover (it is deleted in the same request; `takeover`
+    /// holds when we last heard the master).
+    fn claim(
+        &mut self,
+        state: &GroupState,
+        version: u64,
+        isr: Vec<MemberId>,
+        takeover: Option<u64>,
+    ) {
         let new = GroupState {
             epoch: state.epoch + 1,
             leader: Some(self.cfg.id),
             isr,
             replicas: state.replicas,
         };
-        let (pending, op) = if takeover {
+        let (pending, op) = if let Some(heard) = takeover {
+            let deposed = state
+                .leader
+                .filter(|l| *l != self.cfg.id)
+                .map(|l| (l, heard));
             (
-                ZkPending::Takeover(new.clone()),
+                ZkPending::Takeover(new.clone(), deposed),
                 ZkOp::Takeover {
                     version,
                     state: new,
@@ -1912,6 +1937,18 @@ mod tests {
         assert_eq!(state.isr, vec![1, 2, 3], "the ISR is kept");
         r.handle(603, Event::ZkDone { req, result: Ok(8) });
         assert_eq!(r.role(), Role::Master { epoch: 4 });
+        // The master it replaced has been silent since 100: it leaves the in-sync set at
+        // once, instead of holding the new master's lease for another master timeout.
+        out.clear();
+        r.poll_actions(&mut out);
+        let isr = out.iter().find_map(|a| match a {
+            Action::Zk {
+                op: ZkOp::Set { state, .. },
+                ..
+            } => Some(state.isr.clone()),
+            _ => None,
+        });
+        assert_eq!(isr, Some(vec![2, 3]), "{out:?}");
     }
 
     #[test]
