@@ -461,44 +461,41 @@ impl Drop for Guard {
         let Some(driver) = self.driver.take() else {
             return;
         };
+        // Taken now, not in the task below: the next `acquire` must not open the store
+        // before this driver closed it (two writers on one journal).
+        let held = self.stopping.clone().try_lock_owned();
         let stopping = self.stopping.clone();
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        rt.spawn(async move {
-            let _held = stopping.lock().await;
+        let stop = async move {
+            let _held = match held {
+                Ok(h) => h,
+                Err(_) => stopping.lock_owned().await,
+            };
             stop_driver(driver).await;
-        });
+        };
+        if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // Done before the broker goes on (or exits, after SIGTERM): the session closes at
+            // once, so a follower claims without waiting, and the store is checkpointed.
+            tokio::task::block_in_place(|| rt.block_on(stop));
+        } else {
+            rt.spawn(stop);
+        }
     }
 }
 
-/// Stops `driver` once every other holder let go (the store facade, the status), then closes
-/// its live store.
+/// Stops `driver` (its session closes; other holders' later writes fail as stopped) and
+/// closes its live store.
 async fn stop_driver(driver: Arc<CoreDriver>) {
     let store = driver.store();
-    let mut driver = driver;
-    // The broker drops its handles (store facade, status) as it shuts down: bounded wait.
-    for _ in 0..500 {
-        match Arc::try_unwrap(driver) {
-            Ok(d) => {
-                if let Err(e) = d.stop().await {
-                    tracing::warn!(error = %e, "the replication driver ended with an error");
-                }
-                let closed = tokio::task::spawn_blocking(move || store.close()).await;
-                match closed {
-                    Ok(Ok(())) => tracing::info!("replication stopped, local store closed"),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "the local store did not close cleanly")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "closing the local store failed"),
-                }
-                return;
-            }
-            Err(d) => driver = d,
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    driver.halt().await;
+    let closed = tokio::task::spawn_blocking(move || store.close()).await;
+    match closed {
+        Ok(Ok(())) => tracing::info!("replication stopped, local store closed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the local store did not close cleanly"),
+        Err(e) => tracing::warn!(error = %e, "closing the local store failed"),
     }
-    tracing::warn!("the replication driver is still referenced after 5 s: not stopped");
 }
 
 impl Activation for CoreReplication {
@@ -519,7 +516,11 @@ impl Activation for CoreReplication {
         };
         // Called while the broker exits as a follower: close the session (the group sees us
         // gone at once) and checkpoint the store before the process ends.
-        tokio::task::block_in_place(|| rt.block_on(stop_driver(driver)));
+        if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| rt.block_on(stop_driver(driver)));
+        } else {
+            rt.spawn(stop_driver(driver));
+        }
     }
 }
 

@@ -119,6 +119,8 @@ pub struct CoreDriver {
     stats: Arc<Counters>,
     stop: watch::Sender<bool>,
     task: JoinHandle<Result<(), ZkError>>,
+    /// Turns true when the driver task has ended.
+    ended: watch::Receiver<bool>,
 }
 
 /// What a follower needs to receive full copies: a staging store beside the live one, and a
@@ -221,49 +223,53 @@ impl CoreDriver {
         let (synced_tx, synced) = mpsc::unbounded_channel();
         let (sync_queue, sync_rx) = mpsc::unbounded_channel();
         tokio::spawn(await_syncs(sync_rx, synced_tx));
-        let task = tokio::spawn(
-            Driver {
-                replica,
-                records,
-                store,
-                zk,
-                zk_events,
-                submit_rx,
-                queued: submits.queued.clone(),
-                status: status_tx,
-                following: following_tx,
-                claims: claims_tx,
-                waiting: VecDeque::new(),
-                confirms: HashMap::new(),
-                role: role_tx,
-                serving: serving_tx,
-                sync_queue,
-                synced,
-                clock,
-                actions: Vec::new(),
-                identity,
-                listener,
-                lookups,
-                net_tx,
-                net_events,
-                conns: HashMap::new(),
-                connecting: HashSet::new(),
-                me,
-                zk_connected: false,
-                stepped_down: None,
-                takeover_req: None,
-                last_tick_ms: 0,
-                grace_until_ms: 0,
-                pause_ms,
-                copies,
-                staged: None,
-                store_tx,
-                stats: stats.clone(),
-                copy_tx,
-                copy_done,
-            }
-            .run(stop_rx),
-        );
+        let (ended_tx, ended) = watch::channel(false);
+        let driver = Driver {
+            replica,
+            records,
+            store,
+            zk,
+            zk_events,
+            submit_rx,
+            queued: submits.queued.clone(),
+            status: status_tx,
+            following: following_tx,
+            claims: claims_tx,
+            waiting: VecDeque::new(),
+            confirms: HashMap::new(),
+            role: role_tx,
+            serving: serving_tx,
+            sync_queue,
+            synced,
+            clock,
+            actions: Vec::new(),
+            identity,
+            listener,
+            lookups,
+            net_tx,
+            net_events,
+            conns: HashMap::new(),
+            connecting: HashSet::new(),
+            me,
+            zk_connected: false,
+            stepped_down: None,
+            takeover_req: None,
+            last_tick_ms: 0,
+            grace_until_ms: 0,
+            pause_ms,
+            copies,
+            staged: None,
+            store_tx,
+            stats: stats.clone(),
+            copy_tx,
+            copy_done,
+        }
+        .run(stop_rx);
+        let task = tokio::spawn(async move {
+            let r = driver.await;
+            ended_tx.send_replace(true);
+            r
+        });
         Ok(CoreDriver {
             submits,
             status,
@@ -275,6 +281,7 @@ impl CoreDriver {
             stats,
             stop,
             task,
+            ended,
         })
     }
 
@@ -327,7 +334,16 @@ impl CoreDriver {
 
     /// Whether the driver ended (stopped, or its store or ZooKeeper task failed).
     pub fn stopped(&self) -> bool {
-        self.task.is_finished()
+        *self.ended.borrow()
+    }
+
+    /// Stops the driver through a shared handle (other holders — a store facade, a status
+    /// page — may still hold it: their later writes fail as stopped) and waits until it
+    /// ended (its ZooKeeper session closed).
+    pub async fn halt(&self) {
+        self.stop.send_replace(true);
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
     }
 
     /// Whether this member may dispatch to consumers now (`Replica::serving`: master,
@@ -577,8 +593,6 @@ impl Driver {
                     if now >= self.grace_until_ms {
                         self.replica.handle(now, Event::Tick);
                     }
-                    let view = self.replica.master_view();
-                    self.status.send_if_modified(|s| std::mem::replace(s, view.clone()) != view);
                 }
             }
             if let Err(e) = self.act().await {
@@ -599,6 +613,11 @@ impl Driver {
                     );
                 }
             }
+            // The status page's view, fresh after every event (a reader that saw a write's
+            // receipt must not read a view older than it).
+            let view = self.replica.master_view();
+            self.status
+                .send_if_modified(|s| std::mem::replace(s, view.clone()) != view);
             let following = self.replica.following();
             self.following
                 .send_if_modified(|f| std::mem::replace(f, following) != following);
