@@ -1126,21 +1126,7 @@ fn read_copy(
                 }
             }
         }
-        // The list's highest sequence ever enqueued travels too, so that new messages
-        // continue above it on the follower once it is promoted (an enqueue and a dequeue of
-        // a message already gone leave nothing but the sequence). Harmless if an entry after
-        // the cut touches it: those are applied after the copy, in order.
-        if after.is_none_or(|a| a < l.max_seq) && l.max_seq > 0 {
-            chunk.push(Op::Enqueue {
-                list: l.list.clone(),
-                seq: l.max_seq,
-                payload: Bytes::new(),
-            });
-            chunk.push(Op::Dequeue {
-                list: l.list.clone(),
-                seq: l.max_seq,
-            });
-        }
+        chunk.extend(crate::position::max_seq_ops(&l.list, after, l.max_seq));
     }
     if !chunk.is_empty() {
         send(&mut chunk)?;

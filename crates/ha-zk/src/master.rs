@@ -745,21 +745,7 @@ fn read_snapshot(shared: &Shared, tx: &mpsc::Sender<Batch>) -> Result<(), StoreE
                 }
             }
         }
-        // The list's highest seq ever enqueued travels too (new messages continue above it, on
-        // the slave as on the master once it is promoted): when that message is gone, an
-        // enqueue and a dequeue of it leave nothing but the seq. Harmless if an entry after
-        // the cut touches it again: those are applied after the copy, in order.
-        if after.is_none_or(|a| a < l.max_seq) && l.max_seq > 0 {
-            chunk.push(Op::Enqueue {
-                list: l.list.clone(),
-                seq: l.max_seq,
-                payload: Bytes::new(),
-            });
-            chunk.push(Op::Dequeue {
-                list: l.list.clone(),
-                seq: l.max_seq,
-            });
-        }
+        chunk.extend(crate::position::max_seq_ops(&l.list, after, l.max_seq));
     }
     if !chunk.is_empty() {
         tx.blocking_send(chunk).map_err(|_| gone())?;

@@ -241,6 +241,29 @@ fn decode(b: &[u8]) -> Option<Position> {
     })
 }
 
+/// What a full copy carries for a list whose highest sequence ever enqueued is `max_seq`
+/// when the copy's read ended at `read_up_to` (the last sequence read, `None`: none): so that
+/// new messages continue above it on the receiver once it is promoted, an enqueue and a
+/// dequeue of that sequence (they leave nothing but the sequence when the message is gone).
+/// Harmless if an entry after the copy's cut touches it: those are applied after the copy,
+/// in order. Empty when the read reached `max_seq` already.
+pub fn max_seq_ops(list: &str, read_up_to: Option<u64>, max_seq: u64) -> Vec<ferromq_store::Op> {
+    if max_seq == 0 || read_up_to.is_some_and(|a| a >= max_seq) {
+        return Vec::new();
+    }
+    vec![
+        ferromq_store::Op::Enqueue {
+            list: list.into(),
+            seq: max_seq,
+            payload: bytes::Bytes::new(),
+        },
+        ferromq_store::Op::Dequeue {
+            list: list.into(),
+            seq: max_seq,
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
